@@ -1,0 +1,56 @@
+//! Admin HTTP listener: `/metrics` (Prometheus), `/healthz` (process alive), `/readyz`
+//! (a validated snapshot is serving).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::snapshot::SnapshotHandle;
+
+#[derive(Clone)]
+struct AdminState {
+    prometheus: Option<PrometheusHandle>,
+    snapshots: Arc<SnapshotHandle>,
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    prometheus: Option<PrometheusHandle>,
+    snapshots: Arc<SnapshotHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(AdminState {
+            prometheus,
+            snapshots,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<AdminState>) -> String {
+    state
+        .prometheus
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+async fn ready(State(state): State<AdminState>) -> String {
+    let snapshot = state.snapshots.load();
+    format!(
+        "ready generation={} policies={}\n",
+        snapshot.generation,
+        snapshot.policies.policy_count()
+    )
+}

@@ -1,0 +1,79 @@
+//! The decision pipeline as straight-line stages:
+//! `identity::verify → mapping::map → decision cache → policy::decide → Verdict`.
+//! It cannot fail: every error becomes a deny with a reason code.
+
+pub mod input;
+
+use std::sync::Arc;
+
+use rustls_pki_types::UnixTime;
+
+use crate::cache::Caches;
+use crate::identity;
+use crate::mapping::{self, Query};
+use crate::policy::{self, Decision};
+use crate::snapshot::Snapshot;
+use crate::verdict::{ReasonCode, Verdict};
+use input::CheckInput;
+
+/// Decides one request against one snapshot.
+pub fn check(snapshot: &Snapshot, caches: &Caches, input: &CheckInput, now: UnixTime) -> Verdict {
+    let generation = snapshot.generation;
+    let caller = match identity::verify(&snapshot.identity, caches, generation, input, now) {
+        Ok(caller) => caller,
+        Err(e) => return Verdict::deny((&e).into(), e.to_string()),
+    };
+    let query = match mapping::map(&snapshot.routes, &caller, input) {
+        Ok(query) => query,
+        Err(e) => {
+            return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
+        }
+    };
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let decision = match caches.decisions.get(&query, generation, now_secs) {
+        Some(hit) => hit,
+        None => match policy::decide(&snapshot.policies, &query) {
+            Ok(decision) => {
+                let decision = Arc::new(decision);
+                caches.decisions.insert(
+                    query.clone(),
+                    decision.clone(),
+                    generation,
+                    now_secs,
+                    i64::MAX,
+                );
+                decision
+            }
+            Err(e) => {
+                return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
+            }
+        },
+    };
+    verdict(caller.principal, &query, &decision)
+}
+
+fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
+    if decision.allowed {
+        return Verdict::allow(
+            principal,
+            decision.determining.clone(),
+            decision.errors.clone(),
+        );
+    }
+    let message = match decision.determining.as_slice() {
+        [] => format!(
+            "no policy permits `{}` on {}::\"{}\"",
+            query.action, query.resource.type_name, query.resource.id
+        ),
+        ids => format!("forbidden by policy `{}`", ids.join("`, `")),
+    };
+    let mut verdict = with_principal(Verdict::deny(ReasonCode::PolicyDenied, message), principal);
+    verdict.determining = decision.determining.clone();
+    verdict.errors = decision.errors.clone();
+    verdict
+}
+
+fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {
+    verdict.principal = Some(principal);
+    verdict
+}

@@ -1,0 +1,93 @@
+//! `tollgate serve`: load config, build the first snapshot, serve until SIGINT/SIGTERM.
+
+use crate::config::Config;
+use crate::server;
+
+use super::{ConfigArg, Exit};
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub(super) fn run(args: ServeArgs) -> Exit {
+    let source = args.config.source();
+    let config = match Config::load(&source, 1) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(config = %source.config_name(), error = %e, "configuration is invalid; not starting");
+            eprintln!("error: {e}");
+            return Exit::Invalid;
+        }
+    };
+    tracing::info!(
+        config = %source.config_name(),
+        policies = config.snapshot.policies.policy_count(),
+        "configuration loaded"
+    );
+    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+    {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+            None
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match server::start(config, prometheus).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Error;
+            }
+        };
+        let stop = running.stopper();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        match running.wait().await {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Error
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,189 @@
+//! Where config-relative paths are read from: the disk, or the embedded default estate.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::ConfigError;
+use crate::policy::SourceFile;
+
+/// The embedded default: the demo config, its credentials' public halves, and the example
+/// estate, under their repository paths.
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "deploy/demo/tollgate.toml",
+        include_str!("../../deploy/demo/tollgate.toml"),
+    ),
+    (
+        "deploy/demo/ca.pem",
+        include_str!("../../deploy/demo/ca.pem"),
+    ),
+    (
+        "deploy/demo/issuer.jwks.json",
+        include_str!("../../deploy/demo/issuer.jwks.json"),
+    ),
+    (
+        "policies/tollgate.cedarschema",
+        include_str!("../../policies/tollgate.cedarschema"),
+    ),
+    (
+        "policies/entities.json",
+        include_str!("../../policies/entities.json"),
+    ),
+    (
+        "policies/orders.cedar",
+        include_str!("../../policies/orders.cedar"),
+    ),
+    (
+        "policies/payments.cedar",
+        include_str!("../../policies/payments.cedar"),
+    ),
+    (
+        "policies/platform.cedar",
+        include_str!("../../policies/platform.cedar"),
+    ),
+];
+
+/// The repository path of the embedded config.
+pub const EMBEDDED_CONFIG: &str = "deploy/demo/tollgate.toml";
+
+/// Where the config (and the files it names) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A config file on disk; its relative paths resolve against its folder.
+    File(PathBuf),
+    /// The embedded default estate.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// The config file's display name.
+    pub fn config_name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Embedded => format!("<embedded>/{EMBEDDED_CONFIG}"),
+        }
+    }
+
+    /// Reads the config file itself.
+    pub fn read_config(&self) -> Result<SourceFile, ConfigError> {
+        match self {
+            Self::File(path) => read_disk(path),
+            Self::Embedded => read_embedded(Path::new(EMBEDDED_CONFIG)),
+        }
+    }
+
+    /// Reads a path written in the config (relative to the config's folder).
+    pub fn read(&self, relative: &str) -> Result<SourceFile, ConfigError> {
+        match self {
+            Self::File(path) => read_disk(&self.base(path).join(relative)),
+            Self::Embedded => read_embedded(&normalize(&embedded_base().join(relative))),
+        }
+    }
+
+    /// Reads every `*.cedar` file in a folder, sorted by name.
+    pub fn read_cedar_dir(&self, relative: &str) -> Result<Vec<SourceFile>, ConfigError> {
+        match self {
+            Self::File(path) => {
+                let dir = self.base(path).join(relative);
+                let entries = std::fs::read_dir(&dir).map_err(|e| ConfigError::Read {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let mut paths: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
+                    .collect();
+                paths.sort();
+                paths.iter().map(|p| read_disk(p)).collect()
+            }
+            Self::Embedded => {
+                let dir = normalize(&embedded_base().join(relative));
+                Ok(EMBEDDED
+                    .iter()
+                    .filter(|(name, _)| {
+                        let p = Path::new(name);
+                        p.parent() == Some(dir.as_path())
+                            && p.extension().is_some_and(|x| x == "cedar")
+                    })
+                    .map(|(name, text)| SourceFile {
+                        name: format!("<embedded>/{name}"),
+                        text: (*text).to_owned(),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn base<'a>(&self, path: &'a Path) -> &'a Path {
+        path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn embedded_base() -> PathBuf {
+    Path::new(EMBEDDED_CONFIG)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn read_disk(path: &Path) -> Result<SourceFile, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|text| SourceFile {
+            name: path.display().to_string(),
+            text,
+        })
+        .map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn read_embedded(path: &Path) -> Result<SourceFile, ConfigError> {
+    EMBEDDED
+        .iter()
+        .find(|(name, _)| Path::new(name) == path)
+        .map(|(name, text)| SourceFile {
+            name: format!("<embedded>/{name}"),
+            text: (*text).to_owned(),
+        })
+        .ok_or_else(|| ConfigError::Read {
+            path: format!("<embedded>/{}", path.display()),
+            reason: "not part of the embedded default".into(),
+        })
+}
+
+/// Lexical `.`/`..` resolution for embedded paths.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_paths_resolve_like_disk_paths() {
+        let source = ConfigSource::Embedded;
+        assert!(
+            source
+                .read("ca.pem")
+                .unwrap()
+                .text
+                .contains("BEGIN CERTIFICATE")
+        );
+        assert!(source.read("../../policies/entities.json").is_ok());
+        let cedar = source.read_cedar_dir("../../policies").unwrap();
+        assert_eq!(cedar.len(), 3);
+        assert!(source.read("missing.pem").is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! Configuration: one TOML file parsed at a single boundary into types that cannot hold
+//! invalid states, plus the reloadable [`Snapshot`] built from it.
+
+mod error;
+mod files;
+mod raw;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use toml::Spanned;
+
+pub use error::ConfigError;
+pub use files::ConfigSource;
+use raw::RawConfig;
+
+use crate::identity::cert::{TrustStore, parse_pem_certificates};
+use crate::identity::jwks::KeySet;
+use crate::identity::spiffe::is_valid_trust_domain;
+use crate::identity::token::{Delegation, Issuer, Issuers};
+use crate::identity::{Identity, IdentitySource};
+use crate::mapping::routes::{ResourceTemplate, Route, Routes};
+use crate::policy::{PolicyStore, SourceFile, line_column};
+use crate::snapshot::{ResponseSettings, Snapshot};
+
+/// Process settings that apply at start (listeners, limits, cache bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// ext_authz gRPC listener.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener, if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Per-Check deadline.
+    pub request_timeout: Duration,
+    /// Checks in flight at once.
+    pub max_concurrent_requests: usize,
+    /// Entries per cache.
+    pub cache_max_entries: usize,
+    /// Cache entry lifetime.
+    pub cache_ttl_seconds: i64,
+}
+
+/// A loaded configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Start-time settings.
+    pub settings: Settings,
+    /// Everything a decision depends on.
+    pub snapshot: Snapshot,
+}
+
+/// Helper that turns spans into located errors for one config file.
+struct Locator<'a> {
+    file: &'a SourceFile,
+}
+
+impl Locator<'_> {
+    fn invalid<T>(
+        &self,
+        spanned: &Spanned<T>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_column(&self.file.text, spanned.span().start);
+        ConfigError::Invalid {
+            file: self.file.name.clone(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config and everything it names.
+    pub fn load(source: &ConfigSource, generation: u64) -> Result<Self, ConfigError> {
+        let file = source.read_config()?;
+        let raw: RawConfig = toml::from_str(&file.text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_column(&file.text, span.start));
+            ConfigError::Syntax {
+                file: file.name.clone(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        let at = Locator { file: &file };
+        let settings = settings(&at, &raw)?;
+        let identity = identity(&at, source, &raw)?;
+        let policies = policies(source, &raw)?;
+        let routes = routes(&at, &raw, &policies)?;
+        let response = response(&at, &raw)?;
+        Ok(Self {
+            settings,
+            snapshot: Snapshot {
+                generation,
+                identity,
+                routes,
+                policies,
+                response: Arc::new(response),
+            },
+        })
+    }
+}
+
+fn settings(at: &Locator<'_>, raw: &RawConfig) -> Result<Settings, ConfigError> {
+    let addr = |s: &Spanned<String>, key: &str| {
+        SocketAddr::from_str(s.get_ref())
+            .map_err(|e| at.invalid(s, key, format!("`{}` is not ip:port: {e}", s.get_ref())))
+    };
+    let admin = &raw.server.admin_listen;
+    Ok(Settings {
+        listen: addr(&raw.server.listen, "server.listen")?,
+        admin_listen: if admin.get_ref().is_empty() {
+            None
+        } else {
+            Some(addr(admin, "server.admin_listen")?)
+        },
+        request_timeout: Duration::from_millis(raw.server.request_timeout_ms.max(1)),
+        max_concurrent_requests: raw.server.max_concurrent_requests.max(1),
+        cache_max_entries: raw.cache.max_entries,
+        cache_ttl_seconds: raw.cache.ttl_seconds.max(0),
+    })
+}
+
+fn identity(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    raw: &RawConfig,
+) -> Result<Identity, ConfigError> {
+    let id = &raw.identity;
+    let kind = match id.source.get_ref().as_str() {
+        "certificate" => IdentitySource::Certificate,
+        "xfcc" => IdentitySource::Xfcc,
+        "envoy_principal" => IdentitySource::EnvoyPrincipal,
+        other => {
+            return Err(at.invalid(
+                &id.source,
+                "identity.source",
+                format!("`{other}` is not one of `certificate`, `xfcc`, `envoy_principal`"),
+            ));
+        }
+    };
+    let pem_files = |list: &[Spanned<String>], key: &str| {
+        let mut out = Vec::new();
+        for (i, path) in list.iter().enumerate() {
+            let file = source.read(path.get_ref())?;
+            let certs = parse_pem_certificates(file.text.as_bytes()).map_err(|e| {
+                at.invalid(path, &format!("{key}[{i}]"), format!("{}: {e}", file.name))
+            })?;
+            out.extend(certs);
+        }
+        Ok::<_, ConfigError>(out)
+    };
+    let anchors = pem_files(&id.trust_bundles, "identity.trust_bundles")?;
+    let intermediates = pem_files(&id.intermediates, "identity.intermediates")?;
+    if kind == IdentitySource::Certificate && anchors.is_empty() {
+        return Err(at.invalid(
+            &id.source,
+            "identity.trust_bundles",
+            "source `certificate` needs at least one trust bundle",
+        ));
+    }
+    let mut trust_domains = Vec::new();
+    for (i, td) in id.trust_domains.iter().enumerate() {
+        if !is_valid_trust_domain(td.get_ref()) {
+            return Err(at.invalid(
+                td,
+                &format!("identity.trust_domains[{i}]"),
+                format!(
+                    "`{}` is not a trust domain (lower-case [a-z0-9.-_])",
+                    td.get_ref()
+                ),
+            ));
+        }
+        trust_domains.push(td.get_ref().clone());
+    }
+    if trust_domains.is_empty() {
+        return Err(at.invalid(
+            &id.source,
+            "identity.trust_domains",
+            "list at least one trust domain",
+        ));
+    }
+    if *id.min_rsa_bits.get_ref() < 2048 {
+        return Err(at.invalid(
+            &id.min_rsa_bits,
+            "identity.min_rsa_bits",
+            "must be at least 2048",
+        ));
+    }
+    let trust = TrustStore::new(
+        &anchors,
+        intermediates,
+        trust_domains.clone(),
+        *id.min_rsa_bits.get_ref(),
+        id.insecure_dns_san_fallback,
+    )
+    .map_err(|e| at.invalid(&id.source, "identity.trust_bundles", e.to_string()))?;
+    let mut issuers = Vec::new();
+    for (i, issuer) in raw.issuers.iter().enumerate() {
+        if raw
+            .issuers
+            .iter()
+            .take(i)
+            .any(|o| o.issuer.get_ref() == issuer.issuer.get_ref())
+        {
+            return Err(at.invalid(
+                &issuer.issuer,
+                &format!("issuers[{i}].issuer"),
+                "duplicate issuer",
+            ));
+        }
+        issuers.push(build_issuer(at, source, issuer, i)?);
+    }
+    Ok(Identity {
+        source: kind,
+        trust,
+        trust_domains,
+        issuers: Issuers::new(issuers),
+        require_workload: id.require_workload,
+    })
+}
+
+fn build_issuer(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    raw: &raw::RawIssuer,
+    i: usize,
+) -> Result<Issuer, ConfigError> {
+    let key = |k: &str| format!("issuers[{i}].{k}");
+    if raw.issuer.get_ref().is_empty() {
+        return Err(at.invalid(&raw.issuer, &key("issuer"), "must not be empty"));
+    }
+    if raw.audiences.get_ref().is_empty() {
+        return Err(at.invalid(
+            &raw.audiences,
+            &key("audiences"),
+            "list at least one audience",
+        ));
+    }
+    let hmac_secret = match &raw.hmac_secret_file {
+        Some(path) => {
+            let secret = source.read(path.get_ref())?;
+            let secret = secret.text.trim_end_matches(['\n', '\r']);
+            if secret.len() < 32 {
+                return Err(at.invalid(
+                    path,
+                    &key("hmac_secret_file"),
+                    "secret must be at least 32 bytes",
+                ));
+            }
+            Some(DecodingKey::from_secret(secret.as_bytes()))
+        }
+        None => None,
+    };
+    let mut algorithms = Vec::new();
+    for name in raw.algorithms.get_ref() {
+        let alg = Algorithm::from_str(name).map_err(|_| {
+            at.invalid(
+                &raw.algorithms,
+                &key("algorithms"),
+                format!("`{name}` is not a supported algorithm (`none` never is)"),
+            )
+        })?;
+        let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        if hmac && hmac_secret.is_none() {
+            return Err(at.invalid(
+                &raw.algorithms,
+                &key("algorithms"),
+                format!("`{name}` needs `hmac_secret_file`"),
+            ));
+        }
+        algorithms.push(alg);
+    }
+    if algorithms.is_empty() {
+        return Err(at.invalid(
+            &raw.algorithms,
+            &key("algorithms"),
+            "list at least one algorithm",
+        ));
+    }
+    let keys = match &raw.jwks_file {
+        Some(path) => {
+            let file = source.read(path.get_ref())?;
+            KeySet::from_json(&file.text)
+                .map_err(|e| at.invalid(path, &key("jwks_file"), format!("{}: {e}", file.name)))?
+        }
+        None if hmac_secret.is_some() => KeySet::default(),
+        None => {
+            return Err(at.invalid(
+                &raw.issuer,
+                &key("jwks_file"),
+                "set `jwks_file` (or `hmac_secret_file`)",
+            ));
+        }
+    };
+    let delegation = match raw.delegation.get_ref().as_str() {
+        "act" => Delegation::ActClaim,
+        "act_or_subject" => Delegation::ActOrSubjectNotClient,
+        other => {
+            return Err(at.invalid(
+                &raw.delegation,
+                &key("delegation"),
+                format!("`{other}` is not `act` or `act_or_subject`"),
+            ));
+        }
+    };
+    Ok(Issuer::new(
+        raw.issuer.get_ref().clone(),
+        raw.audiences.get_ref().clone(),
+        algorithms,
+        keys,
+        hmac_secret,
+        raw.leeway_seconds,
+        raw.required_claims.clone(),
+        raw.require_binding,
+        delegation,
+        raw.client_claims.clone(),
+    ))
+}
+
+fn policies(source: &ConfigSource, raw: &RawConfig) -> Result<PolicyStore, ConfigError> {
+    let schema = source.read(raw.policies.schema.get_ref())?;
+    let files = source.read_cedar_dir(raw.policies.dir.get_ref())?;
+    let entities = raw
+        .policies
+        .entities
+        .as_ref()
+        .map(|p| source.read(p.get_ref()))
+        .transpose()?;
+    PolicyStore::load(&schema, &files, entities.as_ref()).map_err(ConfigError::Policies)
+}
+
+fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Routes, ConfigError> {
+    let actions: Vec<String> = store
+        .schema()
+        .actions()
+        .map(|uid| uid.id().unescaped().to_owned())
+        .collect();
+    let check_action = |action: &Spanned<String>, key: &str| {
+        if actions.iter().any(|a| a == action.get_ref()) {
+            Ok(())
+        } else {
+            Err(at.invalid(
+                action,
+                key,
+                format!("action `{}` is not in the schema", action.get_ref()),
+            ))
+        }
+    };
+    let mut compiled = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        check_action(&route.action, &format!("routes[{i}].action"))?;
+        let attrs: Vec<(String, String)> = route
+            .resource_attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs)
+            .map_err(|e| at.invalid(&route.resource, &format!("routes[{i}].resource"), e))?;
+        compiled.push(
+            Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource)
+                .map_err(|e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e))?,
+        );
+    }
+    let fallback = match &raw.unmatched {
+        Some(u) => {
+            check_action(&u.action, "unmatched.action")?;
+            let resource = ResourceTemplate::parse(u.resource.get_ref(), &[])
+                .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e))?;
+            Some((Arc::from(u.action.get_ref().as_str()), resource))
+        }
+        None => None,
+    };
+    Ok(Routes::new(compiled, fallback))
+}
+
+fn response(at: &Locator<'_>, raw: &RawConfig) -> Result<ResponseSettings, ConfigError> {
+    let r = &raw.response;
+    let header = |h: &Spanned<String>, key: &str| {
+        let name = h.get_ref().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(name)
+        } else {
+            Err(at.invalid(h, key, format!("`{}` is not a header name", h.get_ref())))
+        }
+    };
+    let status = *r.internal_error_status.get_ref();
+    if !(400..=599).contains(&status) {
+        return Err(at.invalid(
+            &r.internal_error_status,
+            "response.internal_error_status",
+            "must be 400-599",
+        ));
+    }
+    Ok(ResponseSettings {
+        principal_header: header(&r.principal_header, "response.principal_header")?,
+        decision_id_header: header(&r.decision_id_header, "response.decision_id_header")?,
+        strip_authorization: r.strip_authorization,
+        expose_policy_ids: r.expose_policy_ids,
+        internal_error_status: status,
+    })
+}
+
+#[cfg(test)]
+mod tests;

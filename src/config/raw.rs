@@ -1,0 +1,238 @@
+//! Serde mirror of the TOML config: defaults and unknown-key rejection, no logic. Fields that
+//! need checks after parsing keep their span so errors can name the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listeners and limits.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Workload identity.
+    pub identity: RawIdentity,
+    /// Token issuers.
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    /// Cedar inputs.
+    pub policies: RawPolicies,
+    /// Route table, matched in order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Action and resource for requests no route matches; absent means deny `no_route`.
+    #[serde(default)]
+    pub unmatched: Option<RawUnmatched>,
+    /// Response shaping.
+    #[serde(default)]
+    pub response: RawResponse,
+    /// Cache bounds.
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// ext_authz gRPC listener.
+    pub listen: Spanned<String>,
+    /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); empty disables it.
+    pub admin_listen: Spanned<String>,
+    /// Per-Check deadline; past it the request is denied `internal_error`.
+    pub request_timeout_ms: u64,
+    /// Checks in flight at once; more are shed (denied) rather than queued.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, "127.0.0.1:9191".into()),
+            admin_listen: Spanned::new(0..0, "127.0.0.1:9192".into()),
+            request_timeout_ms: 1000,
+            max_concurrent_requests: 4096,
+        }
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// `certificate`, `xfcc` or `envoy_principal`.
+    #[serde(default = "default_source")]
+    pub source: Spanned<String>,
+    /// PEM files of trust anchors.
+    #[serde(default)]
+    pub trust_bundles: Vec<Spanned<String>>,
+    /// PEM files of intermediates to build paths through.
+    #[serde(default)]
+    pub intermediates: Vec<Spanned<String>>,
+    /// Allowed SPIFFE trust domains.
+    pub trust_domains: Vec<Spanned<String>>,
+    /// Minimum RSA modulus for leaf keys.
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: Spanned<usize>,
+    /// Accept a DNS SAN as the workload name when a certificate has no URI SAN.
+    #[serde(default)]
+    pub insecure_dns_san_fallback: bool,
+    /// Refuse requests that carry a token but no workload identity.
+    #[serde(default)]
+    pub require_workload: bool,
+}
+
+fn default_source() -> Spanned<String> {
+    Spanned::new(0..0, "certificate".into())
+}
+
+fn default_min_rsa_bits() -> Spanned<usize> {
+    Spanned::new(0..0, 2048)
+}
+
+/// `[[issuers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Expected `iss`.
+    pub issuer: Spanned<String>,
+    /// Accepted audiences.
+    pub audiences: Spanned<Vec<String>>,
+    /// JWKS file.
+    #[serde(default)]
+    pub jwks_file: Option<Spanned<String>>,
+    /// Allowed algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Spanned<Vec<String>>,
+    /// File holding the HMAC secret; required for HS* algorithms.
+    #[serde(default)]
+    pub hmac_secret_file: Option<Spanned<String>>,
+    /// Clock skew allowance for `exp`/`nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Require RFC 8705 certificate-bound tokens.
+    #[serde(default)]
+    pub require_binding: bool,
+    /// `act` or `act_or_subject`.
+    #[serde(default = "default_delegation")]
+    pub delegation: Spanned<String>,
+    /// Claims naming the client, tried in order.
+    #[serde(default = "default_client_claims")]
+    pub client_claims: Vec<String>,
+}
+
+fn default_algorithms() -> Spanned<Vec<String>> {
+    Spanned::new(
+        0..0,
+        vec![
+            "RS256".into(),
+            "PS256".into(),
+            "ES256".into(),
+            "EdDSA".into(),
+        ],
+    )
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_delegation() -> Spanned<String> {
+    Spanned::new(0..0, "act".into())
+}
+
+fn default_client_claims() -> Vec<String> {
+    vec!["client_id".into(), "azp".into()]
+}
+
+/// `[policies]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// `.cedarschema` file.
+    pub schema: Spanned<String>,
+    /// Folder whose `*.cedar` files are loaded.
+    pub dir: Spanned<String>,
+    /// Cedar entities JSON file.
+    #[serde(default)]
+    pub entities: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// `METHOD /path/{param}`.
+    #[serde(rename = "match")]
+    pub pattern: Spanned<String>,
+    /// Cedar action id.
+    pub action: Spanned<String>,
+    /// `Type::"{param}"`.
+    pub resource: Spanned<String>,
+    /// Attributes for the resource entity.
+    #[serde(default)]
+    pub resource_attrs: BTreeMap<String, String>,
+}
+
+/// `[unmatched]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnmatched {
+    /// Cedar action id.
+    pub action: Spanned<String>,
+    /// `Type::"id"` (no parameters).
+    pub resource: Spanned<String>,
+}
+
+/// `[response]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResponse {
+    /// Header carrying the principal to the upstream.
+    pub principal_header: Spanned<String>,
+    /// Header carrying the decision id to the upstream.
+    pub decision_id_header: Spanned<String>,
+    /// Remove `authorization` before the request goes upstream.
+    pub strip_authorization: bool,
+    /// Include determining policy ids in 403 bodies.
+    pub expose_policy_ids: bool,
+    /// Status for internal errors and overload.
+    pub internal_error_status: Spanned<u16>,
+}
+
+impl Default for RawResponse {
+    fn default() -> Self {
+        Self {
+            principal_header: Spanned::new(0..0, "x-tollgate-principal".into()),
+            decision_id_header: Spanned::new(0..0, "x-tollgate-decision-id".into()),
+            strip_authorization: false,
+            expose_policy_ids: true,
+            internal_error_status: Spanned::new(0..0, 503),
+        }
+    }
+}
+
+/// `[cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// Entries per cache (certificates, tokens, decisions); 0 disables caching.
+    pub max_entries: usize,
+    /// Longest an entry lives, in seconds.
+    pub ttl_seconds: i64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            ttl_seconds: 300,
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! `envoy.service.auth.v3.Authorization/Check`: the only code that sees Envoy's protobuf.
+//! It translates `CheckRequest` → `CheckInput` and `Verdict` → `CheckResponse`, nothing else.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::rpc;
+use rustls_pki_types::UnixTime;
+
+use crate::authz::{self, input::CheckInput};
+use crate::cache::Caches;
+use crate::metrics::Metrics;
+use crate::snapshot::{ResponseSettings, SnapshotHandle};
+use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
+
+/// Prefix of headers Tollgate owns; client-sent ones never reach the upstream.
+const OWN_HEADER_PREFIX: &str = "x-tollgate-";
+/// `HeaderValueOption.append_action`: OVERWRITE_IF_EXISTS_OR_ADD.
+const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
+
+/// The ext_authz service.
+#[derive(Debug, Clone)]
+pub struct CheckService {
+    snapshots: Arc<SnapshotHandle>,
+    caches: Arc<Caches>,
+    metrics: Metrics,
+}
+
+impl CheckService {
+    /// A service deciding with the current snapshot of `snapshots`.
+    pub fn new(snapshots: Arc<SnapshotHandle>, caches: Arc<Caches>, metrics: Metrics) -> Self {
+        Self {
+            snapshots,
+            caches,
+            metrics,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let started = Instant::now();
+        let snapshot = self.snapshots.load();
+        let (verdict, own_headers) = match input_from_proto(request.into_inner()) {
+            Ok(input) => {
+                let verdict = authz::check(&snapshot, &self.caches, &input, UnixTime::now());
+                (verdict, client_owned_headers(&input))
+            }
+            Err(message) => (
+                Verdict::deny(ReasonCode::MalformedRequest, message),
+                Vec::new(),
+            ),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.decision(&verdict, elapsed);
+        log(&verdict, elapsed);
+        Ok(tonic::Response::new(to_proto(
+            &verdict,
+            own_headers,
+            &snapshot.response,
+        )))
+    }
+}
+
+/// Wire → core. Missing pieces are errors, not defaults, so a broken caller is denied.
+pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
+    let CheckRequest { attributes } = request;
+    // Destination, context extensions, metadata and TLS session are not used for decisions.
+    let AttributeContext {
+        source, request, ..
+    } = attributes.ok_or("missing `attributes`")?;
+    let Request { http, .. } = request.ok_or("missing `attributes.request`")?;
+    let HttpRequest {
+        method,
+        headers,
+        header_map,
+        path,
+        host,
+        ..
+    } = http.ok_or("missing `attributes.request.http`")?;
+    let Peer {
+        address,
+        principal,
+        certificate,
+        ..
+    } = source.unwrap_or_default();
+    let pairs: Vec<(String, String)> = match header_map {
+        // Envoy sends `header_map` instead of `headers` when `encode_raw_headers` is on.
+        Some(map) if headers.is_empty() => map
+            .headers
+            .into_iter()
+            .map(|h| {
+                if h.raw_value.is_empty() {
+                    return Ok((h.key, h.value));
+                }
+                let value = String::from_utf8(h.raw_value)
+                    .map_err(|_| format!("header `{}` is not UTF-8", h.key))?;
+                Ok((h.key, value))
+            })
+            .collect::<Result<_, String>>()?,
+        _ => headers.into_iter().collect(),
+    };
+    let mut headers = HashMap::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        insert_header(&mut headers, key, value);
+    }
+    let source_ip = address.and_then(|a| a.address).and_then(|a| match a {
+        address::Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
+        _ => None,
+    });
+    Ok(CheckInput {
+        method,
+        path,
+        host,
+        headers,
+        source_ip,
+        certificate,
+        principal,
+    })
+}
+
+/// Header names are case-insensitive; repeated headers join with `,` (RFC 9110 §5.3).
+fn insert_header(map: &mut HashMap<String, String>, key: String, value: String) {
+    let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        key.to_ascii_lowercase()
+    } else {
+        key
+    };
+    map.entry(key)
+        .and_modify(|existing| {
+            existing.push(',');
+            existing.push_str(&value);
+        })
+        .or_insert(value);
+}
+
+fn client_owned_headers(input: &CheckInput) -> Vec<String> {
+    input
+        .headers
+        .keys()
+        .filter(|k| k.starts_with(OWN_HEADER_PREFIX))
+        .cloned()
+        .collect()
+}
+
+/// Core → wire.
+pub fn to_proto(
+    verdict: &Verdict,
+    client_owned: Vec<String>,
+    settings: &ResponseSettings,
+) -> CheckResponse {
+    let decision_id = verdict.decision_id.to_string();
+    match &verdict.outcome {
+        Outcome::Allow => {
+            let mut headers = vec![header(&settings.decision_id_header, decision_id)];
+            if let Some(principal) = &verdict.principal {
+                headers.push(header(&settings.principal_header, principal.clone()));
+            }
+            let mut headers_to_remove: Vec<String> = client_owned
+                .into_iter()
+                .filter(|h| *h != settings.principal_header && *h != settings.decision_id_header)
+                .collect();
+            if settings.strip_authorization {
+                headers_to_remove.push("authorization".into());
+            }
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: rpc_code::OK,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    headers_to_remove,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        }
+        Outcome::Deny(denial) => {
+            let status = denial.reason.http_status(settings.internal_error_status);
+            let mut headers = vec![
+                header("content-type", "application/json".into()),
+                header(&settings.decision_id_header, decision_id),
+            ];
+            if let Some(challenge) = denial.reason.challenge() {
+                headers.push(header("www-authenticate", challenge.into()));
+            }
+            let code = match denial.reason.class() {
+                FailureClass::Unauthenticated
+                | FailureClass::BadCertificate
+                | FailureClass::BadToken => rpc_code::UNAUTHENTICATED,
+                FailureClass::Malformed => rpc_code::INVALID_ARGUMENT,
+                FailureClass::Forbidden => rpc_code::PERMISSION_DENIED,
+                FailureClass::Internal => rpc_code::UNAVAILABLE,
+            };
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code,
+                    message: denial.reason.as_str().into(),
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(status),
+                    }),
+                    headers,
+                    body: verdict.deny_body(settings.expose_policy_ids),
+                })),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// google.rpc.Code values used in `CheckResponse.status`.
+mod rpc_code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            value,
+            ..Default::default()
+        }),
+        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+        ..Default::default()
+    }
+}
+
+fn log(verdict: &Verdict, elapsed: std::time::Duration) {
+    let principal = verdict.principal.as_deref().unwrap_or("");
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    match &verdict.outcome {
+        Outcome::Allow => tracing::debug!(
+            decision.id = %verdict.decision_id,
+            principal.id = principal,
+            policy.ids = ?verdict.determining,
+            elapsed_us = micros,
+            "request allowed"
+        ),
+        Outcome::Deny(denial) => tracing::info!(
+            decision.id = %verdict.decision_id,
+            principal.id = principal,
+            reason = denial.reason.as_str(),
+            detail = %denial.message,
+            policy.ids = ?verdict.determining,
+            elapsed_us = micros,
+            "request denied"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! Verifies a forwarded client certificate: path to a trust anchor with rustls-webpki, then the
+//! checks webpki leaves to us (X509-SVID leaf rules, key strength, CA key usage, SPIFFE ID).
+
+use aws_lc_rs::digest;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::OID_SIG_ED25519;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use super::spiffe::{SpiffeId, SpiffeIdError};
+
+/// Most certificates Tollgate reads from one request; bounds path-building work.
+const MAX_SENT_CERTIFICATES: usize = 8;
+/// Largest forwarded certificate field accepted, URL-encoded (a long chain is ~16 KiB).
+pub const MAX_CERTIFICATE_FIELD_BYTES: usize = 64 * 1024;
+
+/// Signature algorithms accepted on certificates: aws-lc-rs implementations of everything
+/// webpki supports except ML-DSA, which no workload CA issues yet.
+static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P256_SHA384,
+    webpki::aws_lc_rs::ECDSA_P384_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ECDSA_P521_SHA256,
+    webpki::aws_lc_rs::ECDSA_P521_SHA384,
+    webpki::aws_lc_rs::ECDSA_P521_SHA512,
+    webpki::aws_lc_rs::ED25519,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
+    webpki::aws_lc_rs::RSA_PKCS1_3072_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// What the certificate stage trusts; built once per snapshot.
+#[derive(Debug)]
+pub struct TrustStore {
+    anchors: Vec<TrustAnchor<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    trust_domains: Vec<String>,
+    min_rsa_bits: usize,
+    dns_san_fallback: bool,
+}
+
+/// How the workload named itself in its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WorkloadName {
+    /// A SPIFFE ID from the single URI SAN.
+    Spiffe(SpiffeId),
+    /// A DNS SAN, used only when `insecure_dns_san_fallback` is on and there is no URI SAN.
+    Dns(String),
+}
+
+/// A certificate that chained to a trust anchor and passed every leaf rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCert {
+    /// The workload's name.
+    pub name: WorkloadName,
+    /// SHA-256 of the leaf's DER, the RFC 8705 `x5t#S256` input.
+    pub thumbprint: [u8; 32],
+    /// The leaf's serial number, hex.
+    pub serial: String,
+    /// End of validity, Unix seconds; bounds how long the result may be cached.
+    pub not_after: i64,
+}
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// Not URL-encoded PEM holding DER certificates.
+    #[error("certificate is malformed: {0}")]
+    Malformed(String),
+    /// No path to a configured trust anchor, or a bad signature on the path.
+    #[error("certificate is not trusted: {0}")]
+    Untrusted(String),
+    /// Past `notAfter`.
+    #[error("certificate expired at {not_after} (now {now})")]
+    Expired {
+        /// Expiry, Unix seconds.
+        not_after: u64,
+        /// Verification time, Unix seconds.
+        now: u64,
+    },
+    /// Before `notBefore`.
+    #[error("certificate is not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// Start of validity, Unix seconds.
+        not_before: u64,
+        /// Verification time, Unix seconds.
+        now: u64,
+    },
+    /// Extended key usage lacks `clientAuth`.
+    #[error("certificate is not valid for client authentication")]
+    Usage,
+    /// Key too small or of an unsupported type.
+    #[error("certificate key is too weak: {0}")]
+    WeakKey(String),
+    /// Breaks an X509-SVID leaf rule.
+    #[error("certificate is not a valid workload certificate: {0}")]
+    NotSvid(String),
+    /// An intermediate on the path may not sign certificates.
+    #[error("certificate chain has an invalid CA: {0}")]
+    InvalidCa(String),
+    /// No URI SAN (and no DNS fallback).
+    #[error("certificate has no SPIFFE ID")]
+    SpiffeIdMissing,
+    /// The URI SAN is not a SPIFFE ID.
+    #[error("certificate SPIFFE ID `{uri}` is invalid: {reason}")]
+    SpiffeIdInvalid {
+        /// The URI as found.
+        uri: String,
+        /// The rule it breaks.
+        reason: SpiffeIdError,
+    },
+    /// The SPIFFE ID's trust domain is not configured.
+    #[error("trust domain `{0}` is not allowed")]
+    TrustDomainNotAllowed(String),
+}
+
+// === impl TrustStore ===
+
+impl TrustStore {
+    /// Builds a store from DER trust anchors and an intermediates pool.
+    pub fn new(
+        anchors: &[CertificateDer<'static>],
+        intermediates: Vec<CertificateDer<'static>>,
+        trust_domains: Vec<String>,
+        min_rsa_bits: usize,
+        dns_san_fallback: bool,
+    ) -> Result<Self, CertError> {
+        let anchors = anchors
+            .iter()
+            .map(|der| {
+                check_ca(der)?;
+                webpki::anchor_from_trusted_cert(der)
+                    .map(|anchor| anchor.to_owned())
+                    .map_err(|e| CertError::Malformed(format!("trust anchor: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            anchors,
+            intermediates,
+            trust_domains,
+            min_rsa_bits,
+            dns_san_fallback,
+        })
+    }
+
+    /// Verifies a URL-encoded PEM field as Envoy forwards it (leaf first, then any
+    /// intermediates) at time `now`.
+    pub fn verify_forwarded(&self, field: &str, now: UnixTime) -> Result<VerifiedCert, CertError> {
+        let chain = decode_forwarded(field)?;
+        self.verify_chain(&chain, now)
+    }
+
+    /// Verifies a leaf (first) plus sent intermediates.
+    pub fn verify_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<VerifiedCert, CertError> {
+        let (leaf_der, sent) = chain
+            .split_first()
+            .ok_or_else(|| CertError::Malformed("no certificate".into()))?;
+        let leaf = EndEntityCert::try_from(leaf_der)
+            .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
+        let mut pool: Vec<CertificateDer<'_>> =
+            Vec::with_capacity(sent.len() + self.intermediates.len());
+        pool.extend(sent.iter().cloned());
+        pool.extend(self.intermediates.iter().cloned());
+        let path = leaf
+            .verify_for_usage(
+                SIGNATURE_ALGORITHMS,
+                &self.anchors,
+                &pool,
+                now,
+                KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(from_webpki)?;
+        for intermediate in path.intermediate_certificates() {
+            check_ca(&intermediate.der())?;
+        }
+        let name = self.check_leaf(leaf_der)?;
+        let (_, parsed) = X509Certificate::from_der(leaf_der)
+            .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
+        Ok(VerifiedCert {
+            name,
+            thumbprint: thumbprint(leaf_der),
+            serial: parsed.raw_serial_as_string().replace(':', ""),
+            not_after: parsed.validity().not_after.timestamp(),
+        })
+    }
+
+    /// X509-SVID leaf rules, key strength, and the workload name.
+    fn check_leaf(&self, der: &[u8]) -> Result<WorkloadName, CertError> {
+        let (rest, cert) = X509Certificate::from_der(der)
+            .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
+        if !rest.is_empty() {
+            return Err(CertError::Malformed("trailing data after leaf".into()));
+        }
+        let invalid = |e: x509_parser::error::X509Error| CertError::Malformed(e.to_string());
+        if let Some(bc) = cert.basic_constraints().map_err(invalid)?
+            && bc.value.ca
+        {
+            return Err(CertError::NotSvid("leaf has cA set".into()));
+        }
+        if let Some(ku) = cert.key_usage().map_err(invalid)?
+            && (ku.value.key_cert_sign() || ku.value.crl_sign())
+        {
+            return Err(CertError::NotSvid("leaf has keyCertSign or cRLSign".into()));
+        }
+        self.check_key(&cert)?;
+
+        let mut uris = Vec::new();
+        let mut dns = None;
+        if let Some(san) = cert.subject_alternative_name().map_err(invalid)? {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(uri) => uris.push(*uri),
+                    GeneralName::DNSName(name) if dns.is_none() => dns = Some(*name),
+                    _ => {}
+                }
+            }
+        }
+        match uris.as_slice() {
+            [uri] => {
+                let id = SpiffeId::parse(uri).map_err(|reason| CertError::SpiffeIdInvalid {
+                    uri: (*uri).to_owned(),
+                    reason,
+                })?;
+                if !self.trust_domains.iter().any(|td| td == id.trust_domain()) {
+                    return Err(CertError::TrustDomainNotAllowed(
+                        id.trust_domain().to_owned(),
+                    ));
+                }
+                Ok(WorkloadName::Spiffe(id))
+            }
+            [] => match dns {
+                Some(name) if self.dns_san_fallback => Ok(WorkloadName::Dns(name.to_owned())),
+                _ => Err(CertError::SpiffeIdMissing),
+            },
+            _ => Err(CertError::NotSvid("more than one URI SAN".into())),
+        }
+    }
+
+    fn check_key(&self, cert: &X509Certificate<'_>) -> Result<(), CertError> {
+        let spki = cert.public_key();
+        if spki.algorithm.algorithm == OID_SIG_ED25519 {
+            return Ok(());
+        }
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= self.min_rsa_bits => Ok(()),
+            Ok(PublicKey::RSA(rsa)) => Err(CertError::WeakKey(format!(
+                "RSA {} bits, minimum {}",
+                rsa.key_size(),
+                self.min_rsa_bits
+            ))),
+            Ok(PublicKey::EC(ec)) if ec.key_size() >= 256 => Ok(()),
+            Ok(PublicKey::EC(ec)) => Err(CertError::WeakKey(format!(
+                "EC {} bits, minimum 256",
+                ec.key_size()
+            ))),
+            Ok(_) | Err(_) => Err(CertError::WeakKey("unsupported key type".into())),
+        }
+    }
+}
+
+/// SHA-256 of a certificate's DER.
+pub fn thumbprint(der: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
+    out
+}
+
+/// Decodes Envoy's URL-encoded PEM into DER certificates, bounded in size and count.
+pub fn decode_forwarded(field: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    if field.len() > MAX_CERTIFICATE_FIELD_BYTES {
+        return Err(CertError::Malformed("certificate field too large".into()));
+    }
+    let pem: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode_str(field).into();
+    parse_pem_certificates(&pem)
+}
+
+/// Reads every `CERTIFICATE` block in a PEM document (at most [`MAX_SENT_CERTIFICATES`]).
+pub fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let mut out = Vec::new();
+    for item in CertificateDer::pem_slice_iter(pem) {
+        let der = item.map_err(|e| CertError::Malformed(format!("PEM: {e}")))?;
+        if out.len() == MAX_SENT_CERTIFICATES {
+            return Err(CertError::Malformed(format!(
+                "more than {MAX_SENT_CERTIFICATES} certificates"
+            )));
+        }
+        out.push(der);
+    }
+    if out.is_empty() {
+        return Err(CertError::Malformed("no PEM certificate found".into()));
+    }
+    Ok(out)
+}
+
+/// A CA on the path must be allowed to sign certificates when it states key usage at all.
+fn check_ca(der: &[u8]) -> Result<(), CertError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::Malformed(format!("CA: {e}")))?;
+    let subject = cert.subject().to_string();
+    match cert.key_usage() {
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(CertError::InvalidCa(format!(
+            "`{subject}` lacks keyCertSign"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CertError::InvalidCa(format!("`{subject}`: {e}"))),
+    }
+}
+
+fn from_webpki(error: webpki::Error) -> CertError {
+    use webpki::Error as E;
+    match error {
+        E::CertExpired { time, not_after } => CertError::Expired {
+            not_after: not_after.as_secs(),
+            now: time.as_secs(),
+        },
+        E::CertNotValidYet { time, not_before } => CertError::NotYetValid {
+            not_before: not_before.as_secs(),
+            now: time.as_secs(),
+        },
+        #[expect(
+            deprecated,
+            reason = "older webpki paths still return the bare variant"
+        )]
+        E::RequiredEkuNotFound => CertError::Usage,
+        E::RequiredEkuNotFoundContext(_) => CertError::Usage,
+        E::CaUsedAsEndEntity => CertError::NotSvid("leaf is a CA certificate".into()),
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::UnsupportedCertVersion => {
+            CertError::Malformed(format!("{error:?}"))
+        }
+        other => CertError::Untrusted(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,322 @@
+//! Who is calling: the workload (certificate, XFCC, or Envoy's principal) and the bearer token,
+//! combined into one [`Caller`] with its access mode.
+
+pub mod binding;
+pub mod cert;
+pub mod jwks;
+pub mod spiffe;
+pub mod token;
+pub mod xfcc;
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use rustls_pki_types::UnixTime;
+
+use crate::authz::input::CheckInput;
+use crate::cache::{Caches, Digest};
+use cert::{CertError, TrustStore, VerifiedCert, WorkloadName};
+use spiffe::SpiffeId;
+use token::{Issuers, TokenError, VerifiedToken};
+
+/// Where the workload identity comes from; a per-listener trust decision (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// Verify `source.certificate` (Envoy's `include_peer_certificate`).
+    Certificate,
+    /// Trust the last element of `x-forwarded-client-cert`, added by the nearest proxy.
+    Xfcc,
+    /// Trust `source.principal`, which Envoy derived after its own TLS validation (Istio).
+    EnvoyPrincipal,
+}
+
+/// Everything identity verification needs from a snapshot.
+#[derive(Debug)]
+pub struct Identity {
+    /// Workload identity source.
+    pub source: IdentitySource,
+    /// Trust anchors and leaf rules for certificates.
+    pub trust: TrustStore,
+    /// Trust domains accepted from XFCC and Envoy principals.
+    pub trust_domains: Vec<String>,
+    /// Token issuers.
+    pub issuers: Issuers,
+    /// Refuse requests without a workload identity, even with a valid token.
+    pub require_workload: bool,
+}
+
+/// How the caller acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessMode {
+    /// The app acts for itself.
+    AppOnly,
+    /// The app acts for a user named in the token.
+    Delegated,
+}
+
+/// The verified workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Its name (SPIFFE ID, or DNS SAN under the fallback).
+    pub name: WorkloadName,
+    /// Certificate thumbprint, when known (certificate and XFCC sources).
+    pub thumbprint: Option<[u8; 32]>,
+    /// Certificate serial, when verified here.
+    pub serial: Option<String>,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The Cedar principal id: the workload's name, or the token's client.
+    pub principal: String,
+    /// The workload, when one was identified.
+    pub workload: Option<Workload>,
+    /// The token, when one was presented and verified.
+    pub token: Option<Arc<VerifiedToken>>,
+    /// The token is bound to the workload's certificate (RFC 8705).
+    pub bound: bool,
+    /// App-only or delegated.
+    pub mode: AccessMode,
+}
+
+/// Why the caller could not be identified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Neither a workload identity nor a token.
+    #[error("no credentials: send a client certificate or a bearer token")]
+    NoCredentials,
+    /// A workload identity is required and none was presented.
+    #[error("a workload identity (client certificate) is required")]
+    WorkloadRequired,
+    /// The certificate was refused.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// The token was refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The `authorization` header is not `Bearer <token>`.
+    #[error("authorization header is not a bearer token")]
+    AuthorizationScheme,
+    /// The XFCC header could not be used.
+    #[error("x-forwarded-client-cert is invalid: {0}")]
+    Xfcc(String),
+    /// Envoy's principal is not an acceptable SPIFFE ID.
+    #[error("peer principal `{principal}` is invalid: {reason}")]
+    Principal {
+        /// As Envoy sent it.
+        principal: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A token without a workload must name its client.
+    #[error("token names no client (client_id/azp) and no certificate identifies the caller")]
+    NoClient,
+}
+
+/// Verifies the caller's credentials, consulting the caches first.
+pub fn verify(
+    identity: &Identity,
+    caches: &Caches,
+    generation: u64,
+    input: &CheckInput,
+    now: UnixTime,
+) -> Result<Caller, IdentityError> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let workload = match identity.source {
+        IdentitySource::Certificate => certificate(identity, caches, generation, input, now)?,
+        IdentitySource::Xfcc => forwarded_certificate(identity, input)?,
+        IdentitySource::EnvoyPrincipal => envoy_principal(identity, input)?,
+    };
+    let token = match bearer(input)? {
+        Some(raw) => {
+            let key = sha256(raw.as_bytes());
+            match caches.tokens.get(&key, generation, now_secs) {
+                Some(hit) => Some(hit),
+                None => {
+                    let verified = Arc::new(identity.issuers.verify(raw)?);
+                    caches.tokens.insert(
+                        key,
+                        verified.clone(),
+                        generation,
+                        now_secs,
+                        verified.expires_at,
+                    );
+                    Some(verified)
+                }
+            }
+        }
+        None => None,
+    };
+    let bound = match &token {
+        Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))?,
+        None => false,
+    };
+    if identity.require_workload && workload.is_none() {
+        return Err(IdentityError::WorkloadRequired);
+    }
+    let principal = match (&workload, &token) {
+        (Some(w), _) => match &w.name {
+            WorkloadName::Spiffe(id) => id.as_str().to_owned(),
+            WorkloadName::Dns(name) => name.clone(),
+        },
+        (None, Some(t)) => t.client_id.clone().ok_or(IdentityError::NoClient)?,
+        (None, None) => return Err(IdentityError::NoCredentials),
+    };
+    let mode = match token.as_ref().and_then(|t| t.user.as_ref()) {
+        Some(_) => AccessMode::Delegated,
+        None => AccessMode::AppOnly,
+    };
+    Ok(Caller {
+        principal,
+        workload,
+        token,
+        bound,
+        mode,
+    })
+}
+
+fn certificate(
+    identity: &Identity,
+    caches: &Caches,
+    generation: u64,
+    input: &CheckInput,
+    now: UnixTime,
+) -> Result<Option<Workload>, IdentityError> {
+    if input.certificate.is_empty() {
+        return Ok(None);
+    }
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let key = sha256(input.certificate.as_bytes());
+    let verified: Arc<VerifiedCert> = match caches.certs.get(&key, generation, now_secs) {
+        Some(hit) => hit,
+        None => {
+            let verified = Arc::new(identity.trust.verify_forwarded(&input.certificate, now)?);
+            caches.certs.insert(
+                key,
+                verified.clone(),
+                generation,
+                now_secs,
+                verified.not_after,
+            );
+            verified
+        }
+    };
+    Ok(Some(Workload {
+        name: verified.name.clone(),
+        thumbprint: Some(verified.thumbprint),
+        serial: Some(verified.serial.clone()),
+    }))
+}
+
+fn forwarded_certificate(
+    identity: &Identity,
+    input: &CheckInput,
+) -> Result<Option<Workload>, IdentityError> {
+    let Some(header) = input.header("x-forwarded-client-cert") else {
+        return Ok(None);
+    };
+    let element = xfcc::parse_last(header).map_err(IdentityError::Xfcc)?;
+    let uri = match element.uris.as_slice() {
+        [uri] => uri,
+        [] => return Err(IdentityError::Xfcc("nearest element has no URI".into())),
+        _ => {
+            return Err(IdentityError::Xfcc(
+                "nearest element has several URIs".into(),
+            ));
+        }
+    };
+    let id = trusted_spiffe_id(identity, uri).map_err(IdentityError::Xfcc)?;
+    Ok(Some(Workload {
+        name: WorkloadName::Spiffe(id),
+        thumbprint: element.hash,
+        serial: None,
+    }))
+}
+
+fn envoy_principal(
+    identity: &Identity,
+    input: &CheckInput,
+) -> Result<Option<Workload>, IdentityError> {
+    if input.principal.is_empty() {
+        return Ok(None);
+    }
+    let id = trusted_spiffe_id(identity, &input.principal).map_err(|reason| {
+        IdentityError::Principal {
+            principal: input.principal.clone(),
+            reason,
+        }
+    })?;
+    Ok(Some(Workload {
+        name: WorkloadName::Spiffe(id),
+        thumbprint: None,
+        serial: None,
+    }))
+}
+
+fn trusted_spiffe_id(identity: &Identity, uri: &str) -> Result<SpiffeId, String> {
+    let id = SpiffeId::parse(uri).map_err(|e| format!("`{uri}`: {e}"))?;
+    if identity
+        .trust_domains
+        .iter()
+        .any(|td| td == id.trust_domain())
+    {
+        Ok(id)
+    } else {
+        Err(format!(
+            "trust domain `{}` is not allowed",
+            id.trust_domain()
+        ))
+    }
+}
+
+/// The bearer token, if an `authorization` header is present. The scheme is case-insensitive
+/// (RFC 7235 §2.1); any other scheme is an error rather than "no token", so a typo fails loudly.
+fn bearer(input: &CheckInput) -> Result<Option<&str>, IdentityError> {
+    let Some(value) = input.header("authorization") else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(IdentityError::AuthorizationScheme)?;
+    let token = token.trim_start();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(IdentityError::AuthorizationScheme);
+    }
+    Ok(Some(token))
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input_with_auth(value: &str) -> CheckInput {
+        let mut input = CheckInput::default();
+        input.headers.insert("authorization".into(), value.into());
+        input
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        assert_eq!(bearer(&input_with_auth("Bearer abc")).unwrap(), Some("abc"));
+        assert_eq!(
+            bearer(&input_with_auth("bEaReR  abc")).unwrap(),
+            Some("abc")
+        );
+        assert_eq!(bearer(&CheckInput::default()).unwrap(), None);
+        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
+            assert_eq!(
+                bearer(&input_with_auth(bad)),
+                Err(IdentityError::AuthorizationScheme),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Bearer JWT verification: algorithm allowlist, issuer, key by `kid`, signature, `aud`,
+//! `exp`/`nbf` with leeway, required claims; then the facts policies need (scopes, client,
+//! delegation, RFC 8705 confirmation).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::jwks::KeySet;
+
+/// Largest bearer token accepted; real tokens are a few KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// How an issuer signals that an app acts for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delegation {
+    /// Only an RFC 8693 `act` claim makes a token delegated.
+    ActClaim,
+    /// `act`, or a `sub` that differs from the client id.
+    ActOrSubjectNotClient,
+}
+
+/// One trusted token issuer.
+pub struct Issuer {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (any one must match).
+    pub audiences: Vec<String>,
+    /// Allowed algorithms; never empty, never `none`, HMAC only with a secret.
+    pub algorithms: Vec<Algorithm>,
+    /// Public keys from the issuer's JWKS.
+    pub keys: KeySet,
+    /// Shared secret for HMAC algorithms, when configured.
+    pub hmac_secret: Option<DecodingKey>,
+    /// Claims that must be present besides `iss`, `aud`, `exp`.
+    pub required_claims: Vec<String>,
+    /// Reject tokens without `cnf.x5t#S256`.
+    pub require_binding: bool,
+    /// Delegation rule.
+    pub delegation: Delegation,
+    /// Claims that name the client, tried in order.
+    pub client_claims: Vec<String>,
+    validation: Validation,
+}
+
+/// All configured issuers, by `iss`.
+#[derive(Debug, Default)]
+pub struct Issuers {
+    by_name: HashMap<String, Issuer>,
+}
+
+/// Facts from a token whose signature and claims checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`, when present.
+    pub subject: Option<String>,
+    /// The client (`client_id`/`azp` by default).
+    pub client_id: Option<String>,
+    /// Scopes from `scope` (space separated) or `scp` (array), sorted and unique.
+    pub scopes: Vec<String>,
+    /// The user this token acts for, when delegated.
+    pub user: Option<String>,
+    /// `act.sub`, when an actor is named.
+    pub actor: Option<String>,
+    /// `cnf.x5t#S256`, decoded.
+    pub bound_thumbprint: Option<[u8; 32]>,
+    /// The issuer requires binding.
+    pub require_binding: bool,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a compact JWS, bad base64 or JSON, or too large.
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+    /// `alg` is `none`, unknown, or not allowed for the issuer.
+    #[error("token algorithm `{0}` is not allowed")]
+    Algorithm(String),
+    /// `iss` is missing or not a configured issuer.
+    #[error("token issuer `{0}` is not trusted")]
+    Issuer(String),
+    /// No key matches the token's `kid` and algorithm.
+    #[error("no key for token kid `{0}`")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    Signature,
+    /// Past `exp` (plus leeway).
+    #[error("token has expired")]
+    Expired,
+    /// Before `nbf` (minus leeway).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// No `aud` value is accepted.
+    #[error("token audience is not accepted")]
+    Audience,
+    /// A required claim is absent.
+    #[error("token lacks required claim `{0}`")]
+    MissingClaim(String),
+    /// A claim has the wrong type or format.
+    #[error("token claim `{0}` is invalid")]
+    InvalidClaim(String),
+    /// The issuer requires a certificate-bound token and this one is not.
+    #[error("token must be certificate-bound (cnf.x5t#S256)")]
+    BindingRequired,
+    /// `cnf.x5t#S256` does not match the verified client certificate.
+    #[error("token is bound to a different certificate: {0}")]
+    BindingMismatch(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+// === impl Issuer ===
+
+impl Issuer {
+    /// Builds an issuer; the caller guarantees the allowlist invariants (config does).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a plain constructor from validated config"
+    )]
+    pub fn new(
+        issuer: String,
+        audiences: Vec<String>,
+        algorithms: Vec<Algorithm>,
+        keys: KeySet,
+        hmac_secret: Option<DecodingKey>,
+        leeway_seconds: u64,
+        required_claims: Vec<String>,
+        require_binding: bool,
+        delegation: Delegation,
+        client_claims: Vec<String>,
+    ) -> Self {
+        let mut validation = Validation::new(algorithms.first().copied().unwrap_or_default());
+        validation.algorithms = algorithms.clone();
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&audiences);
+        validation.leeway = leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        Self {
+            issuer,
+            audiences,
+            algorithms,
+            keys,
+            hmac_secret,
+            required_claims,
+            require_binding,
+            delegation,
+            client_claims,
+            validation,
+        }
+    }
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("algorithms", &self.algorithms)
+            .field("keys", &self.keys)
+            .field("hmac", &self.hmac_secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Issuers ===
+
+impl Issuers {
+    /// Collects issuers; later duplicates are the caller's error to report.
+    pub fn new(issuers: Vec<Issuer>) -> Self {
+        Self {
+            by_name: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
+        }
+    }
+
+    /// True when no issuer is configured (tokens are then always refused).
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Verifies a compact JWS and extracts its facts.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed("token too large".into()));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed(
+                "expected three dot-separated parts".into(),
+            ));
+        };
+        let header: Header = decode_json(header_b64, "header")?;
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed("unsupported `crit` header".into()));
+        }
+        let alg = Algorithm::from_str(&header.alg)
+            .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
+
+        // Read `iss` before verifying only to choose the issuer's keys; the signature check
+        // below covers it.
+        let unverified: Map<String, Value> = decode_json(payload_b64, "payload")?;
+        let iss = match unverified.get("iss") {
+            Some(Value::String(iss)) => iss.as_str(),
+            Some(_) => return Err(TokenError::InvalidClaim("iss".into())),
+            None => return Err(TokenError::MissingClaim("iss".into())),
+        };
+        let issuer = self
+            .by_name
+            .get(iss)
+            .ok_or_else(|| TokenError::Issuer(iss.to_owned()))?;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(TokenError::Algorithm(header.alg));
+        }
+        let key = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => issuer.hmac_secret.as_ref(),
+            _ => issuer.keys.find(header.kid.as_deref(), alg),
+        }
+        .ok_or_else(|| TokenError::UnknownKey(header.kid.clone().unwrap_or_else(|| "-".into())))?;
+
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &issuer.validation)
+            .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
+            .claims;
+        facts(issuer, &claims)
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Malformed(format!("{what} is not a JSON object")))
+}
+
+fn from_jwt_error(kind: ErrorKind, alg: &str) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::Signature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::Audience,
+        ErrorKind::InvalidIssuer => TokenError::Issuer("mismatch".into()),
+        ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim),
+        ErrorKind::InvalidClaimFormat(claim) => TokenError::InvalidClaim(claim),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => TokenError::Algorithm(alg.to_owned()),
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => TokenError::Signature,
+        other => TokenError::Malformed(format!("{other:?}")),
+    }
+}
+
+/// Pulls the policy-relevant facts out of verified claims.
+fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, TokenError> {
+    for name in &issuer.required_claims {
+        if !claims.contains_key(name) {
+            return Err(TokenError::MissingClaim(name.clone()));
+        }
+    }
+    let string = |name: &str| -> Result<Option<String>, TokenError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(TokenError::InvalidClaim(name.into())),
+        }
+    };
+    let subject = string("sub")?;
+    let mut client_id = None;
+    for name in &issuer.client_claims {
+        if let Some(value) = string(name)? {
+            client_id = Some(value);
+            break;
+        }
+    }
+    let expires_at = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| TokenError::InvalidClaim("exp".into()))?;
+    let actor = match claims.get("act") {
+        None => None,
+        Some(Value::Object(act)) => match act.get("sub") {
+            Some(Value::String(sub)) => Some(sub.clone()),
+            _ => return Err(TokenError::InvalidClaim("act".into())),
+        },
+        Some(_) => return Err(TokenError::InvalidClaim("act".into())),
+    };
+    let user = match (&actor, issuer.delegation, &subject, &client_id) {
+        (Some(_), _, Some(sub), _) => Some(sub.clone()),
+        (Some(_), _, None, _) => return Err(TokenError::MissingClaim("sub".into())),
+        (None, Delegation::ActOrSubjectNotClient, Some(sub), Some(client)) if sub != client => {
+            Some(sub.clone())
+        }
+        _ => None,
+    };
+    Ok(VerifiedToken {
+        issuer: issuer.issuer.clone(),
+        subject,
+        client_id,
+        scopes: scopes(claims)?,
+        user,
+        actor,
+        bound_thumbprint: confirmation(claims)?,
+        require_binding: issuer.require_binding,
+        expires_at,
+    })
+}
+
+fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, TokenError> {
+    let mut out: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        (Some(_), _) => return Err(TokenError::InvalidClaim("scope".into())),
+        (None, Some(Value::Array(items))) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| TokenError::InvalidClaim("scp".into()))?,
+        (None, Some(Value::String(s))) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        (None, Some(_)) => return Err(TokenError::InvalidClaim("scp".into())),
+        (None, None) => Vec::new(),
+    };
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// RFC 8705 §3.1: `cnf` holds `x5t#S256`, the base64url SHA-256 of the certificate DER.
+fn confirmation(claims: &Map<String, Value>) -> Result<Option<[u8; 32]>, TokenError> {
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(None);
+    };
+    let Some(thumb) = cnf.get("x5t#S256") else {
+        // A `cnf` with another confirmation method (e.g. `jkt`) does not bind to a certificate.
+        return Ok(None);
+    };
+    let bytes = thumb
+        .as_str()
+        .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+        .ok_or_else(|| TokenError::InvalidClaim("cnf.x5t#S256".into()))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(Some)
+        .map_err(|_| TokenError::InvalidClaim("cnf.x5t#S256".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn issuer(algorithms: Vec<Algorithm>, secret: Option<&[u8]>) -> Issuers {
+        Issuers::new(vec![Issuer::new(
+            "https://issuer.test".into(),
+            vec!["api".into()],
+            algorithms,
+            KeySet::default(),
+            secret.map(DecodingKey::from_secret),
+            0,
+            vec![],
+            false,
+            Delegation::ActOrSubjectNotClient,
+            vec!["client_id".into(), "azp".into()],
+        )])
+    }
+
+    fn hs256(claims: &Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn extracts_scopes_client_and_delegation() {
+        let issuers = issuer(vec![Algorithm::HS256], Some(b"s3cret"));
+        let token = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":["x","api"],"exp":now()+60,
+                "sub":"alice","client_id":"web","scope":"b a a"}),
+            b"s3cret",
+        );
+        let v = issuers.verify(&token).unwrap();
+        assert_eq!(v.scopes, ["a", "b"]);
+        assert_eq!(v.client_id.as_deref(), Some("web"));
+        assert_eq!(v.user.as_deref(), Some("alice"));
+
+        let app = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60,
+                "sub":"web","azp":"web","scp":["x"]}),
+            b"s3cret",
+        );
+        let v = issuers.verify(&app).unwrap();
+        assert_eq!(v.user, None);
+        assert_eq!(v.scopes, ["x"]);
+    }
+
+    #[test]
+    fn refuses_none_hmac_without_secret_and_bad_claims() {
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"iss":"https://issuer.test"}"#)
+        );
+        let issuers = issuer(vec![Algorithm::ES256], None);
+        assert_eq!(
+            issuers.verify(&none),
+            Err(TokenError::Algorithm("none".into()))
+        );
+        let token = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60}),
+            b"k",
+        );
+        assert_eq!(
+            issuers.verify(&token),
+            Err(TokenError::Algorithm("HS256".into()))
+        );
+
+        let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));
+        let expired = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()-60}),
+            b"k",
+        );
+        assert_eq!(issuers.verify(&expired), Err(TokenError::Expired));
+        let wrong_aud = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"other","exp":now()+60}),
+            b"k",
+        );
+        assert_eq!(issuers.verify(&wrong_aud), Err(TokenError::Audience));
+        let bad_sig = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60}),
+            b"other",
+        );
+        assert_eq!(issuers.verify(&bad_sig), Err(TokenError::Signature));
+        let bad_scope = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60,"scope":5}),
+            b"k",
+        );
+        assert_eq!(
+            issuers.verify(&bad_scope),
+            Err(TokenError::InvalidClaim("scope".into()))
+        );
+        let unknown = hs256(
+            &serde_json::json!({"iss":"https://evil.test","aud":"api","exp":now()+60}),
+            b"k",
+        );
+        assert_eq!(
+            issuers.verify(&unknown),
+            Err(TokenError::Issuer("https://evil.test".into()))
+        );
+    }
+
+    #[test]
+    fn reads_cnf_thumbprint() {
+        let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));
+        let thumb = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let token = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60,
+                "cnf":{"x5t#S256": thumb}}),
+            b"k",
+        );
+        assert_eq!(
+            issuers.verify(&token).unwrap().bound_thumbprint,
+            Some([7u8; 32])
+        );
+        let short = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60,
+                "cnf":{"x5t#S256": "AAAA"}}),
+            b"k",
+        );
+        assert_eq!(
+            issuers.verify(&short),
+            Err(TokenError::InvalidClaim("cnf.x5t#S256".into()))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_verifies(token in "[A-Za-z0-9_.=-]{0,200}") {
+            let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));
+            prop_assert!(issuers.verify(&token).is_err());
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The Cedar context record: what policies may know about the caller and the request.
+
+use std::net::IpAddr;
+
+use crate::authz::input::CheckInput;
+use crate::identity::cert::WorkloadName;
+use crate::identity::{AccessMode, Caller};
+
+/// Context facts, in Tollgate's own hashable form; `policy::decide` turns them into a Cedar
+/// record matching the schema's `RequestContext`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextFacts {
+    /// App-only or delegated.
+    pub access_mode: AccessMode,
+    /// The user an app acts for (delegated only).
+    pub user: Option<String>,
+    /// Certificate facts, when a workload was identified.
+    pub certificate: Option<CertificateFacts>,
+    /// Token facts, when a token was verified.
+    pub token: Option<TokenFacts>,
+    /// Request facts.
+    pub request: RequestFacts,
+}
+
+/// The workload identity facts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertificateFacts {
+    /// SPIFFE ID (or DNS name under the fallback).
+    pub id: String,
+    /// SPIFFE trust domain; empty for DNS names.
+    pub trust_domain: String,
+    /// Hex SHA-256 of the certificate, when known.
+    pub thumbprint: String,
+}
+
+/// The token facts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenFacts {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub` or empty.
+    pub subject: String,
+    /// Client id or empty.
+    pub client_id: String,
+    /// Scopes, sorted.
+    pub scopes: Vec<String>,
+    /// Bound to the presented certificate (RFC 8705).
+    pub bound: bool,
+    /// `act.sub` or empty.
+    pub actor: String,
+}
+
+/// The HTTP request facts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestFacts {
+    /// Method.
+    pub method: String,
+    /// Normalised path.
+    pub path: String,
+    /// Host.
+    pub host: String,
+    /// Source address, when known.
+    pub source_ip: Option<IpAddr>,
+}
+
+impl ContextFacts {
+    /// Collects the facts for one request.
+    pub fn new(caller: &Caller, input: &CheckInput, path: String) -> Self {
+        let certificate = caller.workload.as_ref().map(|w| {
+            let (id, trust_domain) = match &w.name {
+                WorkloadName::Spiffe(id) => (id.as_str().to_owned(), id.trust_domain().to_owned()),
+                WorkloadName::Dns(name) => (name.clone(), String::new()),
+            };
+            CertificateFacts {
+                id,
+                trust_domain,
+                thumbprint: w.thumbprint.map(hex::encode).unwrap_or_default(),
+            }
+        });
+        let token = caller.token.as_ref().map(|t| TokenFacts {
+            issuer: t.issuer.clone(),
+            subject: t.subject.clone().unwrap_or_default(),
+            client_id: t.client_id.clone().unwrap_or_default(),
+            scopes: t.scopes.clone(),
+            bound: caller.bound,
+            actor: t.actor.clone().unwrap_or_default(),
+        });
+        Self {
+            access_mode: caller.mode,
+            user: caller.token.as_ref().and_then(|t| t.user.clone()),
+            certificate,
+            token,
+            request: RequestFacts {
+                method: input.method.clone(),
+                path,
+                host: input.host.clone(),
+                source_ip: input.source_ip,
+            },
+        }
+    }
+}

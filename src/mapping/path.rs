@@ -1,0 +1,144 @@
+//! Request-path normalisation before route matching. A mismatch between what Tollgate matches
+//! and what the upstream serves is an authorization bypass, so anything ambiguous is refused.
+
+/// Longest request target accepted.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// A normalised path: percent-decoded segments with `.`/`..` resolved and empty segments gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath {
+    /// Decoded segments.
+    pub segments: Vec<String>,
+}
+
+impl NormalizedPath {
+    /// The canonical form, e.g. `/orders/42`; `/` for the root.
+    pub fn to_path_string(&self) -> String {
+        if self.segments.is_empty() {
+            return "/".into();
+        }
+        self.segments.iter().fold(String::new(), |mut acc, s| {
+            acc.push('/');
+            acc.push_str(s);
+            acc
+        })
+    }
+}
+
+/// Normalises a request target (path plus optional query). The query and fragment are
+/// dropped: routes never match on them.
+///
+/// Refused as malformed: not origin-form (`/…`), bad percent-encoding, non-UTF-8, encoded `/`
+/// or `\`, a literal `\`, control characters, or more than [`MAX_PATH_BYTES`].
+pub fn normalize(target: &str) -> Result<NormalizedPath, String> {
+    if target.len() > MAX_PATH_BYTES {
+        return Err("path too long".into());
+    }
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err("path must start with `/`".into());
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let segment = decode_segment(raw)?;
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    Ok(NormalizedPath { segments })
+}
+
+fn decode_segment(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let byte = if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| (*c as char).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|c| (*c as char).to_digit(16));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    i += 3;
+                    let decoded = u8::try_from(hi * 16 + lo).map_err(|_| "bad escape")?;
+                    if decoded == b'/' || decoded == b'\\' {
+                        return Err("encoded `/` or `\\` in path".into());
+                    }
+                    decoded
+                }
+                _ => return Err(format!("bad percent-encoding in `{raw}`")),
+            }
+        } else {
+            i += 1;
+            if b == b'\\' {
+                return Err("`\\` in path".into());
+            }
+            b
+        };
+        if byte.is_ascii_control() {
+            return Err("control character in path".into());
+        }
+        out.push(byte);
+    }
+    String::from_utf8(out).map_err(|_| "path is not UTF-8".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn norm(p: &str) -> String {
+        normalize(p).unwrap().to_path_string()
+    }
+
+    #[test]
+    fn resolves_dots_slashes_and_encoding() {
+        assert_eq!(norm("/orders/42?x=1#f"), "/orders/42");
+        assert_eq!(norm("//orders///42/"), "/orders/42");
+        assert_eq!(norm("/orders/../admin"), "/admin");
+        assert_eq!(norm("/orders/%2e%2e/admin"), "/admin");
+        assert_eq!(norm("/orders/%2E/42"), "/orders/42");
+        assert_eq!(norm("/../../etc"), "/etc");
+        assert_eq!(norm("/caf%C3%A9"), "/café");
+        assert_eq!(norm("/"), "/");
+        assert_eq!(norm("/a;b=c"), "/a;b=c");
+    }
+
+    #[test]
+    fn refuses_ambiguity() {
+        for bad in [
+            "orders",
+            "http://host/orders",
+            "*",
+            "/a%2Fb",
+            "/a%2fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%zz",
+            "/a%2",
+            "/a%00",
+            "/a%ff",
+        ] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
+        assert!(normalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_is_idempotent(p in "/[a-z%./?;A-F0-9]{0,40}") {
+            if let Ok(n) = normalize(&p) {
+                let again = normalize(&n.to_path_string());
+                // Decoding twice could differ only if a segment decodes to a new escape.
+                if let Ok(again) = again {
+                    prop_assert!(again.segments.len() <= n.segments.len());
+                }
+                prop_assert!(n.segments.iter().all(|s| s != ".." && s != "." && !s.is_empty() && !s.contains('/')));
+            }
+        }
+    }
+}

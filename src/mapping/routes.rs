@@ -1,0 +1,395 @@
+//! Route table: `METHOD /path/{param}` templates compiled once, matched in file order, each
+//! yielding a Cedar action and a resource built from the captured parameters.
+
+use std::sync::Arc;
+
+use super::path::NormalizedPath;
+use super::{AttrValue, Resource};
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The template as written, for logs and lints.
+    pub pattern: String,
+    method: Option<String>,
+    segments: Vec<Segment>,
+    /// Cedar action id, e.g. `orders:read`.
+    pub action: Arc<str>,
+    resource: ResourceTemplate,
+}
+
+/// A resource built from route parameters: `Type::"{param}"` plus attribute templates.
+#[derive(Debug, Clone)]
+pub struct ResourceTemplate {
+    /// Cedar entity type, e.g. `Order`.
+    pub type_name: Arc<str>,
+    id: Template,
+    attrs: Vec<(Arc<str>, AttrTemplate)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone)]
+enum AttrTemplate {
+    String(Template),
+    Entity { type_name: Arc<str>, id: Template },
+}
+
+/// Literal text with `{param}` holes.
+#[derive(Debug, Clone)]
+struct Template(Vec<Piece>);
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Literal(String),
+    Param(String),
+}
+
+/// The route table.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    routes: Vec<Route>,
+    fallback: Option<(Arc<str>, ResourceTemplate)>,
+}
+
+// === impl Routes ===
+
+impl Routes {
+    /// A table from compiled routes and an optional fallback for unmatched requests.
+    pub fn new(routes: Vec<Route>, fallback: Option<(Arc<str>, ResourceTemplate)>) -> Self {
+        Self { routes, fallback }
+    }
+
+    /// The compiled routes, in match order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// The first route matching `method` and `path`, as action and resource.
+    pub fn resolve(&self, method: &str, path: &NormalizedPath) -> Option<(Arc<str>, Resource)> {
+        for route in &self.routes {
+            if let Some(params) = route.matches(method, path) {
+                return Some((route.action.clone(), route.resource.build(&params)));
+            }
+        }
+        self.fallback
+            .as_ref()
+            .map(|(action, resource)| (action.clone(), resource.build(&[])))
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// Compiles `"GET /orders/{id}"` (method `*` matches any) with its action and resource.
+    pub fn compile(
+        pattern: &str,
+        action: &str,
+        resource: ResourceTemplate,
+    ) -> Result<Self, String> {
+        let (method, path) = pattern
+            .split_once(' ')
+            .ok_or("route must be `METHOD /path`, e.g. `GET /orders/{id}`")?;
+        let method = match method {
+            "*" => None,
+            m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Some(m.to_owned()),
+            m => return Err(format!("method `{m}` must be upper-case letters or `*`")),
+        };
+        if !path.starts_with('/') {
+            return Err(format!("path `{path}` must start with `/`"));
+        }
+        let mut segments = Vec::new();
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            let segment = match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if is_identifier(name) => Segment::Param(name.to_owned()),
+                Some(name) => return Err(format!("parameter `{{{name}}}` is not a valid name")),
+                None if seg.contains(['{', '}']) => {
+                    return Err(format!(
+                        "segment `{seg}` must be literal or a whole `{{param}}`"
+                    ));
+                }
+                None if seg == "." || seg == ".." => {
+                    return Err("dot segments are not allowed in routes".into());
+                }
+                None => Segment::Literal(seg.to_owned()),
+            };
+            segments.push(segment);
+        }
+        for name in resource.params() {
+            let bound = segments
+                .iter()
+                .any(|s| matches!(s, Segment::Param(p) if p == name));
+            if !bound {
+                return Err(format!(
+                    "resource uses `{{{name}}}`, which the path does not capture"
+                ));
+            }
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            method,
+            segments,
+            action: action.into(),
+            resource,
+        })
+    }
+
+    /// The resource entity type this route produces.
+    pub fn resource_type(&self) -> &str {
+        &self.resource.type_name
+    }
+
+    fn matches<'a>(&self, method: &str, path: &'a NormalizedPath) -> Option<Vec<(&str, &'a str)>> {
+        if self.method.as_deref().is_some_and(|m| m != method)
+            || self.segments.len() != path.segments.len()
+        {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (pattern, actual) in self.segments.iter().zip(&path.segments) {
+            match pattern {
+                Segment::Literal(lit) if lit == actual => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => params.push((name.as_str(), actual.as_str())),
+            }
+        }
+        Some(params)
+    }
+}
+
+// === impl ResourceTemplate ===
+
+impl ResourceTemplate {
+    /// Parses `Type::"id {param}"` plus `(name, value)` attribute templates, where a value is
+    /// either `Type::"…"` (an entity reference) or plain text (a string).
+    pub fn parse(resource: &str, attrs: &[(String, String)]) -> Result<Self, String> {
+        let (type_name, id) = parse_entity_template(resource)?;
+        let attrs = attrs
+            .iter()
+            .map(|(name, value)| {
+                if !is_identifier(name) {
+                    return Err(format!("attribute name `{name}` is not a valid identifier"));
+                }
+                let template = if value.contains("::\"") {
+                    let (type_name, id) = parse_entity_template(value)?;
+                    AttrTemplate::Entity { type_name, id }
+                } else {
+                    AttrTemplate::String(Template::parse(value)?)
+                };
+                Ok((Arc::from(name.as_str()), template))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            type_name,
+            id,
+            attrs,
+        })
+    }
+
+    fn params(&self) -> impl Iterator<Item = &str> {
+        let attr_templates = self.attrs.iter().map(|(_, a)| match a {
+            AttrTemplate::String(t) | AttrTemplate::Entity { id: t, .. } => t,
+        });
+        std::iter::once(&self.id)
+            .chain(attr_templates)
+            .flat_map(|t| t.0.iter())
+            .filter_map(|p| match p {
+                Piece::Param(name) => Some(name.as_str()),
+                Piece::Literal(_) => None,
+            })
+    }
+
+    fn build(&self, params: &[(&str, &str)]) -> Resource {
+        Resource {
+            type_name: self.type_name.clone(),
+            id: self.id.render(params),
+            attrs: self
+                .attrs
+                .iter()
+                .map(|(name, t)| {
+                    let value = match t {
+                        AttrTemplate::String(t) => AttrValue::String(t.render(params)),
+                        AttrTemplate::Entity { type_name, id } => AttrValue::Entity {
+                            type_name: type_name.clone(),
+                            id: id.render(params),
+                        },
+                    };
+                    (name.clone(), value)
+                })
+                .collect(),
+        }
+    }
+}
+
+// === impl Template ===
+
+impl Template {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let (lit, after) = rest.split_at(open);
+            if !lit.is_empty() {
+                pieces.push(Piece::Literal(lit.to_owned()));
+            }
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+            let name = after.get(1..close).unwrap_or_default();
+            if !is_identifier(name) {
+                return Err(format!("parameter `{{{name}}}` is not a valid name"));
+            }
+            pieces.push(Piece::Param(name.to_owned()));
+            rest = after.get(close + 1..).unwrap_or_default();
+        }
+        if rest.contains('}') {
+            return Err(format!("unopened `}}` in `{text}`"));
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Literal(rest.to_owned()));
+        }
+        Ok(Self(pieces))
+    }
+
+    fn render(&self, params: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Literal(s) => out.push_str(s),
+                Piece::Param(name) => {
+                    if let Some((_, v)) = params.iter().find(|(n, _)| n == name) {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `Type::"id"` with an optional namespace path (`Shop::Order::"{id}"`).
+fn parse_entity_template(text: &str) -> Result<(Arc<str>, Template), String> {
+    let (type_name, quoted) = text
+        .split_once("::\"")
+        .ok_or_else(|| format!("`{text}` must look like `Type::\"{{param}}\"`"))?;
+    let id = quoted
+        .strip_suffix('"')
+        .ok_or_else(|| format!("`{text}` must end with a closing quote"))?;
+    if type_name.split("::").any(|part| !is_identifier(part)) {
+        return Err(format!("`{type_name}` is not a valid Cedar entity type"));
+    }
+    if id.contains(['"', '\\']) {
+        return Err(format!(
+            "entity id in `{text}` must not contain quotes or backslashes"
+        ));
+    }
+    Ok((type_name.into(), Template::parse(id)?))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::path::normalize;
+
+    fn route(pattern: &str, resource: &str) -> Route {
+        Route::compile(
+            pattern,
+            "a",
+            ResourceTemplate::parse(resource, &[]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn matches_in_order_and_binds_params() {
+        let routes = Routes::new(
+            vec![
+                route("GET /orders/export", "Report::\"orders\""),
+                route("GET /orders/{id}", "Order::\"{id}\""),
+                route("* /health", "Service::\"health\""),
+            ],
+            None,
+        );
+        let (_, r) = routes
+            .resolve("GET", &normalize("/orders/42").unwrap())
+            .unwrap();
+        assert_eq!((&*r.type_name, r.id.as_str()), ("Order", "42"));
+        let (_, r) = routes
+            .resolve("GET", &normalize("/orders/export").unwrap())
+            .unwrap();
+        assert_eq!(&*r.type_name, "Report");
+        assert!(
+            routes
+                .resolve("POST", &normalize("/orders/42").unwrap())
+                .is_none()
+        );
+        assert!(
+            routes
+                .resolve("GET", &normalize("/orders/42/x").unwrap())
+                .is_none()
+        );
+        assert!(
+            routes
+                .resolve("DELETE", &normalize("/health").unwrap())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn builds_entity_and_string_attributes() {
+        let template = ResourceTemplate::parse(
+            "Order::\"{id}\"",
+            &[
+                ("owner".into(), "User::\"{user}\"".into()),
+                ("label".into(), "u-{user}".into()),
+            ],
+        )
+        .unwrap();
+        let r = Route::compile("GET /users/{user}/orders/{id}", "a", template).unwrap();
+        let routes = Routes::new(vec![r], None);
+        let (_, res) = routes
+            .resolve("GET", &normalize("/users/alice/orders/7").unwrap())
+            .unwrap();
+        assert_eq!(res.id, "7");
+        assert_eq!(
+            res.attrs,
+            vec![
+                (
+                    Arc::from("owner"),
+                    AttrValue::Entity {
+                        type_name: "User".into(),
+                        id: "alice".into()
+                    }
+                ),
+                (Arc::from("label"), AttrValue::String("u-alice".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        let ok = || ResourceTemplate::parse("Order::\"{id}\"", &[]).unwrap();
+        assert!(Route::compile("get /a", "a", ok()).is_err());
+        assert!(Route::compile("GET a", "a", ok()).is_err());
+        assert!(Route::compile("GET /a/{id}x", "a", ok()).is_err());
+        assert!(Route::compile("GET /a/../{id}", "a", ok()).is_err());
+        assert!(
+            Route::compile("GET /a/{other}", "a", ok()).is_err(),
+            "unbound {{id}}"
+        );
+        assert!(ResourceTemplate::parse("Order", &[]).is_err());
+        assert!(ResourceTemplate::parse("Or der::\"x\"", &[]).is_err());
+        assert!(ResourceTemplate::parse("Order::\"{id\"", &[]).is_err());
+        assert!(ResourceTemplate::parse("Order::\"a\\\"b\"", &[]).is_err());
+    }
+}

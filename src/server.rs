@@ -1,0 +1,140 @@
+//! Runs the listeners for a loaded config until shutdown: the one place `serve` and the
+//! integration tests share, so tests exercise exactly what ships.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin;
+use crate::cache::Caches;
+use crate::config::Config;
+use crate::grpc::{self, CheckService, Limits};
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+
+/// A running Tollgate.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound ext_authz address (useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// Bound admin address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The snapshot handle (reload swaps it).
+    pub snapshots: Arc<SnapshotHandle>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), String>>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("listener failed: {0}")]
+    Listener(String),
+}
+
+/// Binds the listeners and starts serving in background tasks.
+pub async fn start(
+    config: Config,
+    prometheus: Option<PrometheusHandle>,
+) -> Result<Running, ServeError> {
+    let Config { settings, snapshot } = config;
+    let metrics = Metrics;
+    metrics.snapshot_loaded(snapshot.generation, snapshot.policies.policy_count());
+    let snapshots = Arc::new(SnapshotHandle::new(snapshot));
+    let caches = Arc::new(Caches::new(
+        settings.cache_max_entries,
+        settings.cache_ttl_seconds,
+        metrics.clone(),
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let grpc_listener = bind(settings.listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
+    let service = CheckService::new(snapshots.clone(), caches, metrics);
+    let limits = Limits {
+        request_timeout: settings.request_timeout,
+        max_concurrent_requests: settings.max_concurrent_requests,
+    };
+    let mut tasks = vec![tokio::spawn({
+        let shutdown = until_stopped(stopped.clone());
+        async move {
+            grpc::serve(grpc_listener, service, limits, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })];
+
+    let mut admin_addr = None;
+    if let Some(addr) = settings.admin_listen {
+        let listener = bind(addr).await?;
+        admin_addr = Some(local_addr(&listener, addr)?);
+        let shutdown = until_stopped(stopped.clone());
+        let snapshots = snapshots.clone();
+        tasks.push(tokio::spawn(async move {
+            admin::serve(listener, prometheus, snapshots, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    tracing::info!(grpc.addr = %grpc_addr, admin.addr = ?admin_addr, "tollgate listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        snapshots,
+        stop,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests, and waits for the listeners to finish.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until every listener has stopped (after a shutdown, or a listener failure).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ServeError::Listener(e)),
+                Err(e) => return Err(ServeError::Listener(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// A handle that triggers shutdown from elsewhere (e.g. a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })
+}

@@ -1,0 +1,65 @@
+//! `Snapshot`: everything a decision depends on that can change at run time, immutable and
+//! swapped whole, so no request ever sees half an old world.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::identity::Identity;
+use crate::mapping::routes::Routes;
+use crate::policy::PolicyStore;
+
+/// One consistent view of identity trust, routes, policies and response shaping.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Bumped on every swap; tags cache entries.
+    pub generation: u64,
+    /// Trust bundles, trust domains, issuers.
+    pub identity: Identity,
+    /// The route table.
+    pub routes: Routes,
+    /// Schema, policies, entities.
+    pub policies: PolicyStore,
+    /// Header names and body options.
+    pub response: Arc<ResponseSettings>,
+}
+
+/// How responses are shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseSettings {
+    /// Header carrying the principal upstream (lower-case).
+    pub principal_header: String,
+    /// Header carrying the decision id upstream (lower-case).
+    pub decision_id_header: String,
+    /// Remove `authorization` before the request goes upstream.
+    pub strip_authorization: bool,
+    /// Include determining policy ids in 403 bodies.
+    pub expose_policy_ids: bool,
+    /// Status for internal errors.
+    pub internal_error_status: u16,
+}
+
+/// The current snapshot, swappable without locks on the read side.
+#[derive(Debug)]
+pub struct SnapshotHandle {
+    current: ArcSwap<Snapshot>,
+}
+
+impl SnapshotHandle {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot to use for one whole request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,495 @@
+//! The decision as a value, the closed set of reason codes, and the one place where every
+//! stage error becomes a reason code, an HTTP status and a challenge.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::identity::IdentityError;
+use crate::identity::cert::CertError;
+use crate::identity::token::TokenError;
+use crate::mapping::MappingError;
+use crate::policy::DecideError;
+
+/// The outcome of one check; `authz::check` always produces one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Unique id, echoed to the upstream and in deny bodies and audit records.
+    pub decision_id: DecisionId,
+    /// The Cedar principal id, once identity succeeded.
+    pub principal: Option<String>,
+    /// Allow or deny with reason.
+    pub outcome: Outcome,
+    /// Policies that determined a policy decision.
+    pub determining: Vec<String>,
+    /// Cedar evaluation errors (policies skipped), for audit and `--explain`.
+    pub errors: Vec<String>,
+}
+
+/// Allow, or deny with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let the request through.
+    Allow,
+    /// Refuse it.
+    Deny(Denial),
+}
+
+/// A refusal: the code and the human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Reason code (closed set).
+    pub reason: ReasonCode,
+    /// Detail for logs and the response body.
+    pub message: String,
+}
+
+/// Every reason a request is denied. Closed on purpose: adding one is an API change, and the
+/// exhaustive matches below make the compiler ask for its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// No certificate and no token.
+    NoCredentials,
+    /// A workload identity is required but missing.
+    WorkloadRequired,
+    /// Certificate is not parseable PEM/DER.
+    CertMalformed,
+    /// No path to a trust anchor.
+    CertUntrusted,
+    /// Certificate expired.
+    CertExpired,
+    /// Certificate not valid yet.
+    CertNotYetValid,
+    /// Certificate not valid for client authentication.
+    CertUsage,
+    /// Certificate key too weak.
+    CertWeakKey,
+    /// Breaks an X509-SVID leaf rule.
+    CertNotSvid,
+    /// A CA on the path may not sign certificates.
+    CertInvalidCa,
+    /// No SPIFFE ID in the certificate.
+    SpiffeIdMissing,
+    /// The SPIFFE ID is malformed.
+    SpiffeIdInvalid,
+    /// The trust domain is not allowed.
+    TrustDomainNotAllowed,
+    /// `x-forwarded-client-cert` unusable.
+    XfccInvalid,
+    /// Envoy's peer principal unusable.
+    PeerPrincipalInvalid,
+    /// Token or `authorization` header malformed.
+    TokenMalformed,
+    /// Token algorithm not allowed.
+    TokenAlgorithm,
+    /// Token issuer not trusted.
+    TokenIssuer,
+    /// No key for the token's `kid`.
+    TokenUnknownKey,
+    /// Token signature invalid.
+    TokenSignature,
+    /// Token expired.
+    TokenExpired,
+    /// Token not valid yet.
+    TokenNotYetValid,
+    /// Token audience not accepted.
+    TokenAudience,
+    /// A claim is missing or invalid.
+    TokenClaims,
+    /// A token without a certificate names no client.
+    TokenNoClient,
+    /// The issuer requires a certificate-bound token.
+    TokenBindingRequired,
+    /// `cnf.x5t#S256` does not match the certificate.
+    TokenBindingMismatch,
+    /// Unusable request line (path encoding, method).
+    MalformedRequest,
+    /// No route for the request.
+    NoRoute,
+    /// Cedar denied.
+    PolicyDenied,
+    /// Anything unexpected; fail closed.
+    InternalError,
+}
+
+/// Decision ids: a per-process random prefix and a counter; unique without a syscall per
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecisionId {
+    prefix: u64,
+    counter: u64,
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    /// An allow.
+    pub fn allow(principal: String, determining: Vec<String>, errors: Vec<String>) -> Self {
+        Self {
+            decision_id: DecisionId::next(),
+            principal: Some(principal),
+            outcome: Outcome::Allow,
+            determining,
+            errors,
+        }
+    }
+
+    /// A deny.
+    pub fn deny(reason: ReasonCode, message: impl Into<String>) -> Self {
+        Self {
+            decision_id: DecisionId::next(),
+            principal: None,
+            outcome: Outcome::Deny(Denial {
+                reason,
+                message: message.into(),
+            }),
+            determining: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// True for an allow.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self.outcome, Outcome::Allow)
+    }
+
+    /// The deny reason, if denied.
+    pub fn reason(&self) -> Option<ReasonCode> {
+        match &self.outcome {
+            Outcome::Allow => None,
+            Outcome::Deny(d) => Some(d.reason),
+        }
+    }
+
+    /// JSON body for a denied response.
+    pub fn deny_body(&self, expose_policies: bool) -> String {
+        let (reason, message) = match &self.outcome {
+            Outcome::Allow => ("allowed", ""),
+            Outcome::Deny(d) => (d.reason.as_str(), d.message.as_str()),
+        };
+        let mut body = serde_json::json!({
+            "decision_id": self.decision_id.to_string(),
+            "reason": reason,
+            "message": message,
+        });
+        if let (true, false, Some(object)) = (
+            expose_policies,
+            self.determining.is_empty(),
+            body.as_object_mut(),
+        ) {
+            object.insert("policies".into(), serde_json::json!(self.determining));
+        }
+        body.to_string()
+    }
+}
+
+// === impl ReasonCode ===
+
+impl ReasonCode {
+    /// Every code, for docs and tests.
+    pub const ALL: [ReasonCode; 31] = [
+        Self::NoCredentials,
+        Self::WorkloadRequired,
+        Self::CertMalformed,
+        Self::CertUntrusted,
+        Self::CertExpired,
+        Self::CertNotYetValid,
+        Self::CertUsage,
+        Self::CertWeakKey,
+        Self::CertNotSvid,
+        Self::CertInvalidCa,
+        Self::SpiffeIdMissing,
+        Self::SpiffeIdInvalid,
+        Self::TrustDomainNotAllowed,
+        Self::XfccInvalid,
+        Self::PeerPrincipalInvalid,
+        Self::TokenMalformed,
+        Self::TokenAlgorithm,
+        Self::TokenIssuer,
+        Self::TokenUnknownKey,
+        Self::TokenSignature,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::TokenAudience,
+        Self::TokenClaims,
+        Self::TokenNoClient,
+        Self::TokenBindingRequired,
+        Self::TokenBindingMismatch,
+        Self::MalformedRequest,
+        Self::NoRoute,
+        Self::PolicyDenied,
+        Self::InternalError,
+    ];
+
+    /// The wire name, e.g. `token_expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCredentials => "no_credentials",
+            Self::WorkloadRequired => "workload_required",
+            Self::CertMalformed => "cert_malformed",
+            Self::CertUntrusted => "cert_untrusted",
+            Self::CertExpired => "cert_expired",
+            Self::CertNotYetValid => "cert_not_yet_valid",
+            Self::CertUsage => "cert_usage",
+            Self::CertWeakKey => "cert_weak_key",
+            Self::CertNotSvid => "cert_not_svid",
+            Self::CertInvalidCa => "cert_invalid_ca",
+            Self::SpiffeIdMissing => "spiffe_id_missing",
+            Self::SpiffeIdInvalid => "spiffe_id_invalid",
+            Self::TrustDomainNotAllowed => "trust_domain_not_allowed",
+            Self::XfccInvalid => "xfcc_invalid",
+            Self::PeerPrincipalInvalid => "peer_principal_invalid",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenAlgorithm => "token_algorithm",
+            Self::TokenIssuer => "token_issuer",
+            Self::TokenUnknownKey => "token_unknown_key",
+            Self::TokenSignature => "token_signature",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenAudience => "token_audience",
+            Self::TokenClaims => "token_claims",
+            Self::TokenNoClient => "token_no_client",
+            Self::TokenBindingRequired => "token_binding_required",
+            Self::TokenBindingMismatch => "token_binding_mismatch",
+            Self::MalformedRequest => "malformed_request",
+            Self::NoRoute => "no_route",
+            Self::PolicyDenied => "policy_denied",
+            Self::InternalError => "internal_error",
+        }
+    }
+
+    /// What kind of failure this is; decides status and challenge.
+    pub fn class(self) -> FailureClass {
+        match self {
+            Self::NoCredentials | Self::WorkloadRequired => FailureClass::Unauthenticated,
+            Self::CertMalformed
+            | Self::CertUntrusted
+            | Self::CertExpired
+            | Self::CertNotYetValid
+            | Self::CertUsage
+            | Self::CertWeakKey
+            | Self::CertNotSvid
+            | Self::CertInvalidCa
+            | Self::SpiffeIdMissing
+            | Self::SpiffeIdInvalid
+            | Self::TrustDomainNotAllowed
+            | Self::XfccInvalid
+            | Self::PeerPrincipalInvalid => FailureClass::BadCertificate,
+            Self::TokenMalformed
+            | Self::TokenAlgorithm
+            | Self::TokenIssuer
+            | Self::TokenUnknownKey
+            | Self::TokenSignature
+            | Self::TokenExpired
+            | Self::TokenNotYetValid
+            | Self::TokenAudience
+            | Self::TokenClaims
+            | Self::TokenNoClient
+            | Self::TokenBindingRequired
+            | Self::TokenBindingMismatch => FailureClass::BadToken,
+            Self::MalformedRequest => FailureClass::Malformed,
+            Self::NoRoute | Self::PolicyDenied => FailureClass::Forbidden,
+            Self::InternalError => FailureClass::Internal,
+        }
+    }
+
+    /// HTTP status for the denied response (DESIGN §4); `internal_status` is configurable.
+    pub fn http_status(self, internal_status: u16) -> u16 {
+        match self.class() {
+            FailureClass::Unauthenticated
+            | FailureClass::BadCertificate
+            | FailureClass::BadToken => 401,
+            FailureClass::Malformed => 400,
+            FailureClass::Forbidden => 403,
+            FailureClass::Internal => internal_status,
+        }
+    }
+
+    /// `www-authenticate` value for 401s. RFC 6750 §3.1: a request without credentials gets a
+    /// bare challenge; a failed token gets `error="invalid_token"`; RFC 7235 §3.1 requires a
+    /// challenge on every 401, so a failed certificate gets the bare one too.
+    pub fn challenge(self) -> Option<&'static str> {
+        match self.class() {
+            FailureClass::BadToken => Some("Bearer realm=\"tollgate\", error=\"invalid_token\""),
+            FailureClass::Unauthenticated | FailureClass::BadCertificate => {
+                Some("Bearer realm=\"tollgate\"")
+            }
+            FailureClass::Malformed | FailureClass::Forbidden | FailureClass::Internal => None,
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Broad failure classes that share a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Nothing to authenticate with.
+    Unauthenticated,
+    /// Workload identity refused.
+    BadCertificate,
+    /// Token refused.
+    BadToken,
+    /// Request unusable.
+    Malformed,
+    /// Authenticated but not permitted.
+    Forbidden,
+    /// Tollgate failed; denied anyway.
+    Internal,
+}
+
+// === the one error → reason mapping ===
+
+impl From<&IdentityError> for ReasonCode {
+    fn from(error: &IdentityError) -> Self {
+        match error {
+            IdentityError::NoCredentials => Self::NoCredentials,
+            IdentityError::WorkloadRequired => Self::WorkloadRequired,
+            IdentityError::Certificate(e) => e.into(),
+            IdentityError::Token(e) => e.into(),
+            IdentityError::AuthorizationScheme => Self::TokenMalformed,
+            IdentityError::Xfcc(_) => Self::XfccInvalid,
+            IdentityError::Principal { .. } => Self::PeerPrincipalInvalid,
+            IdentityError::NoClient => Self::TokenNoClient,
+        }
+    }
+}
+
+impl From<&CertError> for ReasonCode {
+    fn from(error: &CertError) -> Self {
+        match error {
+            CertError::Malformed(_) => Self::CertMalformed,
+            CertError::Untrusted(_) => Self::CertUntrusted,
+            CertError::Expired { .. } => Self::CertExpired,
+            CertError::NotYetValid { .. } => Self::CertNotYetValid,
+            CertError::Usage => Self::CertUsage,
+            CertError::WeakKey(_) => Self::CertWeakKey,
+            CertError::NotSvid(_) => Self::CertNotSvid,
+            CertError::InvalidCa(_) => Self::CertInvalidCa,
+            CertError::SpiffeIdMissing => Self::SpiffeIdMissing,
+            CertError::SpiffeIdInvalid { .. } => Self::SpiffeIdInvalid,
+            CertError::TrustDomainNotAllowed(_) => Self::TrustDomainNotAllowed,
+        }
+    }
+}
+
+impl From<&TokenError> for ReasonCode {
+    fn from(error: &TokenError) -> Self {
+        match error {
+            TokenError::Malformed(_) => Self::TokenMalformed,
+            TokenError::Algorithm(_) => Self::TokenAlgorithm,
+            TokenError::Issuer(_) => Self::TokenIssuer,
+            TokenError::UnknownKey(_) => Self::TokenUnknownKey,
+            TokenError::Signature => Self::TokenSignature,
+            TokenError::Expired => Self::TokenExpired,
+            TokenError::NotYetValid => Self::TokenNotYetValid,
+            TokenError::Audience => Self::TokenAudience,
+            TokenError::MissingClaim(_) | TokenError::InvalidClaim(_) => Self::TokenClaims,
+            TokenError::BindingRequired => Self::TokenBindingRequired,
+            TokenError::BindingMismatch(_) => Self::TokenBindingMismatch,
+        }
+    }
+}
+
+impl From<&MappingError> for ReasonCode {
+    fn from(error: &MappingError) -> Self {
+        match error {
+            MappingError::Malformed(_) => Self::MalformedRequest,
+            MappingError::NoRoute { .. } => Self::NoRoute,
+        }
+    }
+}
+
+impl From<&DecideError> for ReasonCode {
+    fn from(error: &DecideError) -> Self {
+        match error {
+            DecideError::Entity(_) | DecideError::Request(_) => Self::InternalError,
+        }
+    }
+}
+
+// === impl DecisionId ===
+
+impl DecisionId {
+    /// The next id.
+    pub fn next() -> Self {
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            // A failed RNG only weakens cross-process uniqueness; the counter keeps ids unique.
+            let _ = aws_lc_rs::rand::fill(&mut bytes);
+            u64::from_le_bytes(bytes)
+        });
+        Self {
+            prefix,
+            counter: COUNTER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:016x}", self.prefix, self.counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut names: Vec<_> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ReasonCode::ALL.len());
+    }
+
+    #[test]
+    fn statuses_and_challenges() {
+        assert_eq!(ReasonCode::TokenExpired.http_status(500), 401);
+        assert!(
+            ReasonCode::TokenExpired
+                .challenge()
+                .unwrap()
+                .contains("invalid_token")
+        );
+        assert_eq!(
+            ReasonCode::CertExpired.challenge(),
+            Some("Bearer realm=\"tollgate\"")
+        );
+        assert_eq!(ReasonCode::PolicyDenied.http_status(500), 403);
+        assert_eq!(ReasonCode::PolicyDenied.challenge(), None);
+        assert_eq!(ReasonCode::MalformedRequest.http_status(500), 400);
+        assert_eq!(ReasonCode::InternalError.http_status(503), 503);
+    }
+
+    #[test]
+    fn decision_ids_are_unique() {
+        let a = DecisionId::next();
+        let b = DecisionId::next();
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn deny_body_is_json_with_reason() {
+        let mut v = Verdict::deny(ReasonCode::PolicyDenied, "no permit");
+        v.determining = vec!["p1".into()];
+        let body: serde_json::Value = serde_json::from_str(&v.deny_body(true)).unwrap();
+        assert_eq!(body["reason"], "policy_denied");
+        assert_eq!(body["policies"][0], "p1");
+        let hidden: serde_json::Value = serde_json::from_str(&v.deny_body(false)).unwrap();
+        assert!(hidden.get("policies").is_none());
+    }
+}
