@@ -45,7 +45,9 @@ pub struct Issuer {
     pub delegation: Delegation,
     /// Claims that name the client, tried in order.
     pub client_claims: Vec<String>,
-    validation: Validation,
+    /// One validation per allowed algorithm: jsonwebtoken requires the key family of every
+    /// listed algorithm to match the key.
+    validations: Vec<(Algorithm, Validation)>,
 }
 
 /// All configured issuers, by `iss`.
@@ -147,13 +149,18 @@ impl Issuer {
         delegation: Delegation,
         client_claims: Vec<String>,
     ) -> Self {
-        let mut validation = Validation::new(algorithms.first().copied().unwrap_or_default());
-        validation.algorithms = algorithms.clone();
-        validation.set_issuer(&[&issuer]);
-        validation.set_audience(&audiences);
-        validation.leeway = leeway_seconds;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let validations = algorithms
+            .iter()
+            .map(|&alg| {
+                let mut validation = Validation::new(alg);
+                validation.set_issuer(&[&issuer]);
+                validation.set_audience(&audiences);
+                validation.leeway = leeway_seconds;
+                validation.validate_nbf = true;
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                (alg, validation)
+            })
+            .collect();
         Self {
             issuer,
             audiences,
@@ -164,7 +171,7 @@ impl Issuer {
             require_binding,
             delegation,
             client_claims,
-            validation,
+            validations,
         }
     }
 }
@@ -228,16 +235,16 @@ impl Issuers {
             .by_name
             .get(iss)
             .ok_or_else(|| TokenError::Issuer(iss.to_owned()))?;
-        if !issuer.algorithms.contains(&alg) {
+        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(TokenError::Algorithm(header.alg));
-        }
+        };
         let key = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => issuer.hmac_secret.as_ref(),
             _ => issuer.keys.find(header.kid.as_deref(), alg),
         }
         .ok_or_else(|| TokenError::UnknownKey(header.kid.clone().unwrap_or_else(|| "-".into())))?;
 
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &issuer.validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
             .claims;
         facts(issuer, &claims)

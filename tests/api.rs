@@ -1,0 +1,26 @@
+//! Integration tests: one binary, real server, real gRPC, real certificates and tokens.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+#[path = "api/allow_deny.rs"]
+mod allow_deny;
+#[path = "api/binding.rs"]
+mod binding;
+#[path = "api/cert.rs"]
+mod cert;
+#[path = "api/cli.rs"]
+mod cli;
+#[path = "api/garbage.rs"]
+mod garbage;
+#[path = "api/sources.rs"]
+mod sources;
+#[path = "api/token.rs"]
+mod token;

@@ -1,0 +1,169 @@
+//! Certificate stage: every defect gets 401 and its own reason code.
+
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use time::{Duration, OffsetDateTime};
+
+use crate::support::World;
+use crate::support::pki::{Ca, LeafSpec, TRUST_DOMAIN};
+use crate::support::server::{Options, Req};
+
+async fn deny_for(w: &World, pem: &str, reason: &str) -> String {
+    let token = w.issuer.app("payments", "orders.read");
+    let answer = w
+        .server
+        .check(Req::get("/orders/1").cert(pem).token(&token).build())
+        .await;
+    answer.assert_denied(401, reason);
+    answer.message().to_owned()
+}
+
+#[tokio::test]
+async fn validity_window() {
+    let w = World::new().await;
+    let now = OffsetDateTime::now_utc();
+    let expired = w.ca.leaf(&LeafSpec {
+        not_before: now - Duration::days(2),
+        not_after: now - Duration::days(1),
+        ..LeafSpec::app("payments")
+    });
+    let message = deny_for(&w, &expired.pem, "cert_expired").await;
+    assert!(message.contains("expired"), "{message}");
+    let future = w.ca.leaf(&LeafSpec {
+        not_before: now + Duration::days(1),
+        not_after: now + Duration::days(2),
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &future.pem, "cert_not_yet_valid").await;
+}
+
+#[tokio::test]
+async fn chain_must_reach_the_trust_bundle() {
+    let w = World::new().await;
+    let stranger = Ca::new("Other CA").app("payments");
+    deny_for(&w, &stranger.pem, "cert_untrusted").await;
+
+    // Leaf from an intermediate: trusted when the intermediate is sent with it...
+    let intermediate = w.ca.intermediate("Issuing CA");
+    let leaf = intermediate.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let chain = format!("{}{}", leaf.pem, intermediate.pem);
+    w.server
+        .check(Req::get("/orders/1").cert(&chain).token(&token).build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+    // ...and untrusted when it is not (Envoy forwards only the leaf).
+    deny_for(&w, &leaf.pem, "cert_untrusted").await;
+}
+
+#[tokio::test]
+async fn configured_intermediates_pool_completes_a_leaf_only_chain() {
+    let ca = Ca::new("Root");
+    let intermediate = ca.intermediate("Issuing CA");
+    let issuer = crate::support::jwt::TokenIssuer::new();
+    let server = crate::support::server::TestServer::start(
+        &ca,
+        &issuer,
+        Options {
+            intermediates: vec![intermediate.pem.clone()],
+            ..Options::default()
+        },
+    )
+    .await;
+    let leaf = intermediate.app("payments");
+    let token = issuer.app("payments", "orders.read");
+    server
+        .check(Req::get("/orders/1").cert(&leaf.pem).token(&token).build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+}
+
+#[tokio::test]
+async fn spiffe_id_rules() {
+    let w = World::new().await;
+    let no_uri = w.ca.leaf(&LeafSpec {
+        uris: vec![],
+        dns: vec!["payments.svc".into()],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &no_uri.pem, "spiffe_id_missing").await;
+    let other_domain = w.ca.leaf(&LeafSpec {
+        uris: vec!["spiffe://evil.example/payments".into()],
+        ..LeafSpec::app("payments")
+    });
+    let message = deny_for(&w, &other_domain.pem, "trust_domain_not_allowed").await;
+    assert!(message.contains("evil.example"), "{message}");
+    let malformed = w.ca.leaf(&LeafSpec {
+        uris: vec![format!("spiffe://{TRUST_DOMAIN}/a/../payments")],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &malformed.pem, "spiffe_id_invalid").await;
+    let not_spiffe = w.ca.leaf(&LeafSpec {
+        uris: vec!["https://payments.example".into()],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &not_spiffe.pem, "spiffe_id_invalid").await;
+}
+
+#[tokio::test]
+async fn x509_svid_leaf_rules() {
+    let w = World::new().await;
+    let two_uris = w.ca.leaf(&LeafSpec {
+        uris: vec![
+            format!("spiffe://{TRUST_DOMAIN}/payments"),
+            format!("spiffe://{TRUST_DOMAIN}/platform-ops"),
+        ],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &two_uris.pem, "cert_not_svid").await;
+    let signs_certs = w.ca.leaf(&LeafSpec {
+        key_usages: vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &signs_certs.pem, "cert_not_svid").await;
+    let is_ca = w.ca.leaf(&LeafSpec {
+        is_ca: true,
+        key_usages: vec![KeyUsagePurpose::DigitalSignature],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &is_ca.pem, "cert_not_svid").await;
+}
+
+#[tokio::test]
+async fn client_auth_usage_is_required() {
+    let w = World::new().await;
+    let server_only = w.ca.leaf(&LeafSpec {
+        eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &server_only.pem, "cert_usage").await;
+}
+
+#[tokio::test]
+async fn garbage_certificates_and_missing_credentials() {
+    let w = World::new().await;
+    let token = w.issuer.app("payments", "orders.read");
+    for field in [
+        "not a pem",
+        "%zz%",
+        "-----BEGIN CERTIFICATE-----%0AAAAA%0A-----END CERTIFICATE-----%0A",
+    ] {
+        w.server
+            .check(Req::get("/orders/1").raw_cert(field).token(&token).build())
+            .await
+            .assert_denied(401, "cert_malformed");
+    }
+    let huge = "A".repeat(70 * 1024);
+    w.server
+        .check(Req::get("/orders/1").raw_cert(&huge).token(&token).build())
+        .await
+        .assert_denied(401, "cert_malformed");
+    let answer = w.server.check(Req::get("/orders/1").build()).await;
+    answer.assert_denied(401, "no_credentials");
+    assert_eq!(
+        answer.headers["www-authenticate"],
+        "Bearer realm=\"tollgate\""
+    );
+}

@@ -1,0 +1,228 @@
+//! The binary: `--help`, `check` exit codes and output, `demo-credentials` + `call` against a
+//! running `serve` on the embedded default.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::World;
+use crate::support::server::MANIFEST;
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = tollgate(&["--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for cmd in ["serve", "check", "call", "demo-credentials"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn check_prints_decision_and_uses_exit_codes() {
+    let w = World::new().await;
+    let config = w.server.config_path.display().to_string();
+    let cert = w.ca.app("legacy-reporting");
+    let token = w.issuer.app("legacy-reporting", "orders.read");
+    let request = |path: &str| {
+        serde_json::json!({
+            "method": "GET",
+            "path": path,
+            "headers": {"authorization": format!("Bearer {token}")},
+            "certificate": cert.pem,
+        })
+    };
+    let file = w.server.dir.path().join("request.json");
+    std::fs::write(&file, request("/orders/1").to_string()).unwrap();
+    let out = tollgate(&[
+        "check",
+        "--config",
+        &config,
+        "--request",
+        &file.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("decision: deny"), "{text}");
+    assert!(text.contains("reason: policy_denied"), "{text}");
+    assert!(
+        text.contains("policy: quarantine-legacy-reporting ("),
+        "{text}"
+    );
+    assert!(text.contains("platform.cedar:"), "{text}");
+
+    let payments = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "method": "GET", "path": "/orders/1",
+            "headers": {"authorization": format!("Bearer {token}")},
+            "certificate": payments.pem,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = tollgate(&[
+        "check",
+        "--config",
+        &config,
+        "--request",
+        &file.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("decision: allow"));
+}
+
+#[test]
+fn invalid_config_exits_3_with_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:9191\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let request = dir.path().join("r.json");
+    std::fs::write(&request, "{\"method\":\"GET\",\"path\":\"/\"}").unwrap();
+    let out = tollgate(&[
+        "check",
+        "-c",
+        &config.display().to_string(),
+        "-r",
+        &request.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3:1"), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn demo_credentials_work_against_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().display().to_string();
+    let out = tollgate(&[
+        "demo-credentials",
+        "--app",
+        "orders",
+        "--scope",
+        "orders.read",
+        "--out",
+        &out_dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ext in ["pem", "key", "jwt"] {
+        assert!(Path::new(&out_dir).join(format!("orders.{ext}")).exists());
+    }
+    // `check` on the embedded default (no --config) with the minted credentials.
+    let request = dir.path().join("r.json");
+    let cert = std::fs::read_to_string(dir.path().join("orders.pem")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("orders.jwt")).unwrap();
+    let write = |path: &str| {
+        std::fs::write(
+            &request,
+            serde_json::json!({"method": "GET", "path": path,
+                "headers": {"authorization": format!("Bearer {token}")}, "certificate": cert})
+            .to_string(),
+        )
+        .unwrap();
+    };
+    write("/orders/1001");
+    let out = tollgate(&["check", "-r", &request.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    write("/admin/keys/rotate");
+    let out = tollgate(&["check", "-r", &request.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+}
+
+#[test]
+fn serve_and_call_end_to_end_with_the_binary() {
+    // A free port pair for this test's `serve` (the embedded default's ports may be in use).
+    let dir = tempfile::tempdir().unwrap();
+    let demo =
+        std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
+    let grpc = free_port();
+    let admin = free_port();
+    let config = demo
+        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
+        .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
+        .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
+        .replace(
+            "\"issuer.jwks.json\"",
+            &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
+        )
+        .replace("../../policies", &format!("{MANIFEST}/policies"));
+    let config_path = dir.path().join("tollgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config", &config_path.display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out_dir = dir.path().display().to_string();
+    tollgate(&[
+        "demo-credentials",
+        "--app",
+        "orders",
+        "--scope",
+        "orders.read",
+        "--out",
+        &out_dir,
+    ]);
+    let cert = dir.path().join("orders.pem").display().to_string();
+    let token = dir.path().join("orders.jwt").display().to_string();
+    let server_url = format!("http://127.0.0.1:{grpc}");
+    let call = |method: &str, path: &str| {
+        tollgate(&[
+            "call",
+            "--server",
+            &server_url,
+            "--cert",
+            &cert,
+            "--token-file",
+            &token,
+            method,
+            path,
+        ])
+    };
+    let mut allowed = call("GET", "/orders/1001");
+    for _ in 0..50 {
+        if allowed.status.code() != Some(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        allowed = call("GET", "/orders/1001");
+    }
+    let denied = call("POST", "/admin/keys/rotate");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));
+    assert!(stdout(&allowed).contains("x-tollgate-principal: spiffe://demo.tollgate.dev/orders"));
+    assert_eq!(denied.status.code(), Some(2), "{}", stdout(&denied));
+    assert!(stdout(&denied).contains("DENY 403"), "{}", stdout(&denied));
+    assert!(stdout(&denied).contains("policy_denied"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

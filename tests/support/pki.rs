@@ -1,0 +1,125 @@
+//! A throwaway PKI per test: CAs, intermediates and workload leaves with every defect the
+//! certificate stage must catch.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+pub const TRUST_DOMAIN: &str = "demo.tollgate.dev";
+
+/// A CA that can issue leaves and intermediates.
+pub struct Ca {
+    pub pem: String,
+    pub der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate.
+#[derive(Clone)]
+pub struct Leaf {
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
+/// What to put in a leaf.
+#[derive(Clone)]
+pub struct LeafSpec {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    pub is_ca: bool,
+    pub key_usages: Vec<KeyUsagePurpose>,
+}
+
+impl LeafSpec {
+    /// A valid X509-SVID for `spiffe://demo.tollgate.dev/<app>`.
+    pub fn app(app: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            uris: vec![format!("spiffe://{TRUST_DOMAIN}/{app}")],
+            dns: vec![],
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::hours(1),
+            eku: vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+            is_ca: false,
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+        }
+    }
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(name);
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    pub fn leaf(&self, spec: &LeafSpec) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "workload");
+        params.subject_alt_names = spec
+            .uris
+            .iter()
+            .map(|u| SanType::URI(u.clone().try_into().unwrap()))
+            .chain(
+                spec.dns
+                    .iter()
+                    .map(|d| SanType::DnsName(d.clone().try_into().unwrap())),
+            )
+            .collect();
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        params.extended_key_usages = spec.eku.clone();
+        params.key_usages = spec.key_usages.clone();
+        if spec.is_ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    pub fn app(&self, app: &str) -> Leaf {
+        self.leaf(&LeafSpec::app(app))
+    }
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(30);
+    params
+}

@@ -1,0 +1,317 @@
+//! A real Tollgate on 127.0.0.1:0, configured by a TOML file written per test, called through
+//! the ext_authz client generated from Envoy's protos (envoy-types), as Envoy would.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use tonic::transport::Channel;
+
+use super::jwt::{AUDIENCE, ISSUER, TokenIssuer};
+use super::pki::{Ca, TRUST_DOMAIN};
+
+pub const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+/// How to configure the server under test.
+pub struct Options {
+    pub source: &'static str,
+    pub require_binding: bool,
+    pub intermediates: Vec<String>,
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            source: "certificate",
+            require_binding: false,
+            intermediates: vec![],
+            extra: String::new(),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub client: AuthorizationClient<Channel>,
+    pub running: Option<tollgate::server::Running>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// The demo estate's routes, so tests decide against the shipped example policies.
+pub fn demo_routes() -> String {
+    let demo =
+        std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
+    let at = demo.find("[[routes]]").unwrap();
+    demo[at..].to_owned()
+}
+
+/// Writes the config for `ca`/`issuer` and returns its path.
+pub fn write_config(dir: &Path, ca: &Ca, issuer: &TokenIssuer, options: &Options) -> PathBuf {
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.join("jwks.json"), issuer.jwks()).unwrap();
+    let intermediates: Vec<String> = options
+        .intermediates
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            let name = format!("intermediate-{i}.pem");
+            std::fs::write(dir.join(&name), pem).unwrap();
+            format!("\"{name}\"")
+        })
+        .collect();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[identity]
+source = "{source}"
+trust_bundles = ["ca.pem"]
+intermediates = [{intermediates}]
+trust_domains = ["{TRUST_DOMAIN}"]
+
+[[issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = "jwks.json"
+algorithms = ["ES256", "RS256", "EdDSA"]
+delegation = "act_or_subject"
+require_binding = {require_binding}
+
+[policies]
+schema = "{MANIFEST}/policies/tollgate.cedarschema"
+dir = "{MANIFEST}/policies"
+entities = "{MANIFEST}/policies/entities.json"
+
+{extra}
+
+{routes}
+"#,
+        source = options.source,
+        intermediates = intermediates.join(", "),
+        require_binding = options.require_binding,
+        extra = options.extra,
+        routes = demo_routes(),
+    );
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+impl TestServer {
+    pub async fn start(ca: &Ca, issuer: &TokenIssuer, options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(dir.path(), ca, issuer, &options);
+        let config = tollgate::config::Config::load(
+            &tollgate::config::ConfigSource::File(config_path.clone()),
+            1,
+        )
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let running = tollgate::server::start(config, None).await.unwrap();
+        let client = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
+            .await
+            .unwrap();
+        Self {
+            client,
+            running: Some(running),
+            dir,
+            config_path,
+        }
+    }
+
+    pub async fn check(&self, request: CheckRequest) -> Answer {
+        let response = self
+            .client
+            .clone()
+            .check(request)
+            .await
+            .unwrap()
+            .into_inner();
+        Answer::from(response)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Builder for the `CheckRequest` Envoy would send.
+#[derive(Clone, Default)]
+pub struct Req {
+    method: String,
+    path: String,
+    certificate: String,
+    principal: String,
+    headers: HashMap<String, String>,
+    source_ip: Option<String>,
+}
+
+impl Req {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+
+    /// Client certificate (PEM chain), URL-encoded as Envoy forwards it.
+    pub fn cert(mut self, pem: &str) -> Self {
+        self.certificate = utf8_percent_encode(pem, NON_ALPHANUMERIC).to_string();
+        self
+    }
+
+    pub fn raw_cert(mut self, field: &str) -> Self {
+        self.certificate = field.into();
+        self
+    }
+
+    pub fn token(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn principal(mut self, principal: &str) -> Self {
+        self.principal = principal.into();
+        self
+    }
+
+    pub fn source_ip(mut self, ip: &str) -> Self {
+        self.source_ip = Some(ip.into());
+        self
+    }
+
+    pub fn build(self) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: self.source_ip.map(|ip| Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: ip,
+                            ..Default::default()
+                        })),
+                    }),
+                    certificate: self.certificate,
+                    principal: self.principal,
+                    ..Default::default()
+                }),
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        method: self.method,
+                        path: self.path,
+                        host: "shop.test".into(),
+                        headers: self.headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The parts of a `CheckResponse` tests assert on.
+#[derive(Debug)]
+pub struct Answer {
+    pub grpc_code: i32,
+    pub http_status: Option<i32>,
+    pub headers: HashMap<String, String>,
+    pub headers_to_remove: Vec<String>,
+    pub body: serde_json::Value,
+}
+
+impl From<CheckResponse> for Answer {
+    fn from(response: CheckResponse) -> Self {
+        let grpc_code = response.status.map(|s| s.code).unwrap_or(-1);
+        match response.http_response {
+            Some(HttpResponse::OkResponse(ok)) => Answer {
+                grpc_code,
+                http_status: None,
+                headers: ok
+                    .headers
+                    .into_iter()
+                    .filter_map(|h| h.header.map(|h| (h.key, h.value)))
+                    .collect(),
+                headers_to_remove: ok.headers_to_remove,
+                body: serde_json::Value::Null,
+            },
+            Some(HttpResponse::DeniedResponse(denied)) => Answer {
+                grpc_code,
+                http_status: denied.status.map(|s| s.code),
+                headers: denied
+                    .headers
+                    .into_iter()
+                    .filter_map(|h| h.header.map(|h| (h.key, h.value)))
+                    .collect(),
+                headers_to_remove: vec![],
+                body: serde_json::from_str(&denied.body).unwrap(),
+            },
+            other => panic!("unexpected http_response {other:?}"),
+        }
+    }
+}
+
+impl Answer {
+    /// Asserts an allow for `principal` and returns self.
+    #[track_caller]
+    pub fn assert_allowed(&self, principal: &str) -> &Self {
+        assert_eq!(self.grpc_code, 0, "expected allow, got {self:#?}");
+        assert_eq!(
+            self.headers.get("x-tollgate-principal").map(String::as_str),
+            Some(principal)
+        );
+        assert_eq!(
+            self.headers.get("x-tollgate-decision-id").map(String::len),
+            Some(32)
+        );
+        self
+    }
+
+    /// Asserts a deny with `status` and `reason`, and the response contract for that status.
+    #[track_caller]
+    pub fn assert_denied(&self, status: i32, reason: &str) -> &Self {
+        assert_ne!(self.grpc_code, 0, "expected deny, got {self:#?}");
+        assert_eq!(self.http_status, Some(status), "{self:#?}");
+        assert_eq!(self.body["reason"], reason, "{self:#?}");
+        assert!(!self.body["message"].as_str().unwrap_or_default().is_empty());
+        assert_eq!(self.body["decision_id"].as_str().map(str::len), Some(32));
+        assert_eq!(
+            self.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        let challenge = self.headers.get("www-authenticate");
+        if status == 401 {
+            let challenge = challenge.expect("401 must carry www-authenticate");
+            assert_eq!(
+                challenge.contains("invalid_token"),
+                reason.starts_with("token_"),
+                "{challenge}"
+            );
+        } else {
+            assert!(challenge.is_none());
+        }
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
