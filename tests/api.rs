@@ -10,6 +10,8 @@
 
 mod support;
 
+#[path = "api/admin.rs"]
+mod admin;
 #[path = "api/allow_deny.rs"]
 mod allow_deny;
 #[path = "api/binding.rs"]

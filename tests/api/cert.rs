@@ -167,3 +167,32 @@ async fn garbage_certificates_and_missing_credentials() {
         "Bearer realm=\"tollgate\""
     );
 }
+
+#[tokio::test]
+async fn dns_san_fallback_is_opt_in() {
+    let w = World::with(Options {
+        dns_fallback: true,
+        ..Options::default()
+    })
+    .await;
+    let dns_only = w.ca.leaf(&LeafSpec {
+        uris: vec![],
+        dns: vec!["payments.shop.svc".into()],
+        ..LeafSpec::app("payments")
+    });
+    let token = w.issuer.app("payments", "orders.read");
+    // Identified by its DNS name, which no policy names: authenticated, then denied by policy.
+    let answer = w
+        .server
+        .check(Req::get("/orders/1").cert(&dns_only.pem).token(&token).build())
+        .await;
+    answer.assert_denied(403, "policy_denied");
+    assert!(answer.message().contains("orders:read"));
+    // A URI SAN still has to be a valid SPIFFE ID even with the fallback on.
+    let bad_uri = w.ca.leaf(&LeafSpec {
+        uris: vec!["https://payments.example".into()],
+        dns: vec!["payments.shop.svc".into()],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &bad_uri.pem, "spiffe_id_invalid").await;
+}

@@ -22,6 +22,7 @@ pub struct Options {
     pub source: &'static str,
     pub require_binding: bool,
     pub intermediates: Vec<String>,
+    pub dns_fallback: bool,
     pub extra: String,
 }
 
@@ -31,6 +32,7 @@ impl Default for Options {
             source: "certificate",
             require_binding: false,
             intermediates: vec![],
+            dns_fallback: false,
             extra: String::new(),
         }
     }
@@ -76,6 +78,7 @@ source = "{source}"
 trust_bundles = ["ca.pem"]
 intermediates = [{intermediates}]
 trust_domains = ["{TRUST_DOMAIN}"]
+insecure_dns_san_fallback = {dns_fallback}
 
 [[issuers]]
 issuer = "{ISSUER}"
@@ -97,6 +100,7 @@ entities = "{MANIFEST}/policies/entities.json"
         source = options.source,
         intermediates = intermediates.join(", "),
         require_binding = options.require_binding,
+        dns_fallback = options.dns_fallback,
         extra = options.extra,
         routes = demo_routes(),
     );

@@ -1,0 +1,53 @@
+//! The operational surface: gRPC health, and the admin HTTP endpoints.
+
+use std::io::{Read, Write};
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::support::World;
+
+#[tokio::test]
+async fn grpc_health_reports_the_authorization_service_serving() {
+    let w = World::new().await;
+    let addr = w.server.running.as_ref().unwrap().grpc_addr;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let status = client
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let w = World::new().await;
+    let admin = w.server.running.as_ref().unwrap().admin_addr.unwrap();
+    let (healthz, readyz, missing) = tokio::task::spawn_blocking(move || {
+        (http_get(admin, "/healthz"), http_get(admin, "/readyz"), http_get(admin, "/nope"))
+    })
+    .await
+    .unwrap();
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(readyz.contains("generation=1 policies=8"), "{readyz}");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
