@@ -22,6 +22,7 @@
 //!
 //! - [`cli`]: `serve`, `check`, `call`, `demo-credentials`.
 //! - [`config`]: TOML → validated settings and the first [`snapshot::Snapshot`].
+//! - [`demo`]: credentials for the embedded demo estate.
 //! - [`server`]: binds and runs the gRPC and admin listeners.
 //! - [`grpc`]: tonic server assembly and the ext_authz translation layer.
 //! - [`authz`]: the pipeline and its protobuf-free input.
@@ -39,6 +40,7 @@ pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod grpc;
 pub mod identity;
 pub mod mapping;

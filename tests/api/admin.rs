@@ -2,9 +2,9 @@
 
 use std::io::{Read, Write};
 
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::support::World;
 
@@ -20,7 +20,9 @@ async fn grpc_health_reports_the_authorization_service_serving() {
     let mut client = HealthClient::new(channel);
     for service in ["", "envoy.service.auth.v3.Authorization"] {
         let status = client
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -31,7 +33,11 @@ async fn grpc_health_reports_the_authorization_service_serving() {
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
     out
@@ -42,7 +48,11 @@ async fn admin_endpoints_answer() {
     let w = World::new().await;
     let admin = w.server.running.as_ref().unwrap().admin_addr.unwrap();
     let (healthz, readyz, missing) = tokio::task::spawn_blocking(move || {
-        (http_get(admin, "/healthz"), http_get(admin, "/readyz"), http_get(admin, "/nope"))
+        (
+            http_get(admin, "/healthz"),
+            http_get(admin, "/readyz"),
+            http_get(admin, "/nope"),
+        )
     })
     .await
     .unwrap();

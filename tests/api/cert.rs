@@ -184,7 +184,12 @@ async fn dns_san_fallback_is_opt_in() {
     // Identified by its DNS name, which no policy names: authenticated, then denied by policy.
     let answer = w
         .server
-        .check(Req::get("/orders/1").cert(&dns_only.pem).token(&token).build())
+        .check(
+            Req::get("/orders/1")
+                .cert(&dns_only.pem)
+                .token(&token)
+                .build(),
+        )
         .await;
     answer.assert_denied(403, "policy_denied");
     assert!(answer.message().contains("orders:read"));

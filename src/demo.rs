@@ -1,0 +1,108 @@
+//! Demo credentials: a workload certificate and a token that the embedded demo estate trusts,
+//! so a newcomer can send real requests. The demo keys are public: never trust the demo CA or
+//! issuer outside a laptop.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::identity::cert::thumbprint;
+
+const DEMO_CA_CERT: &str = include_str!("../deploy/demo/ca.pem");
+const DEMO_CA_KEY: &str = include_str!("../deploy/demo/ca.key");
+const DEMO_ISSUER_KEY: &str = include_str!("../deploy/demo/issuer.key");
+const DEMO_ISSUER: &str = "https://issuer.demo.tollgate.dev";
+const DEMO_AUDIENCE: &str = "tollgate-demo";
+const DEMO_KID: &str = "demo-2026";
+const DEMO_TRUST_DOMAIN: &str = "demo.tollgate.dev";
+
+/// What to mint.
+#[derive(Debug, Clone)]
+pub struct DemoRequest {
+    /// App name; its SPIFFE ID is `spiffe://demo.tollgate.dev/<app>`.
+    pub app: String,
+    /// Token scopes.
+    pub scopes: Vec<String>,
+    /// Delegated for this user (`sub`), or app-only when `None`.
+    pub user: Option<String>,
+    /// Bind the token to the certificate (RFC 8705).
+    pub bind: bool,
+    /// Lifetime of both (at least a minute).
+    pub lifetime: Duration,
+}
+
+/// Credentials minted for one app.
+pub struct DemoCredentials {
+    /// Leaf certificate, PEM.
+    pub cert_pem: String,
+    /// Leaf private key, PEM.
+    pub key_pem: String,
+    /// Signed JWT.
+    pub token: String,
+}
+
+/// Mints a certificate for `spiffe://demo.tollgate.dev/<app>` and a token for it.
+pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, String> {
+    let spiffe_id = format!("spiffe://{DEMO_TRUST_DOMAIN}/{}", request.app);
+    crate::identity::spiffe::SpiffeId::parse(&spiffe_id)
+        .map_err(|e| format!("app `{}` does not make a valid SPIFFE ID: {e}", request.app))?;
+    let lifetime = request.lifetime.max(Duration::from_secs(60));
+
+    let ca_key = KeyPair::from_pem(DEMO_CA_KEY).map_err(|e| format!("demo CA key: {e}"))?;
+    let ca = Issuer::from_ca_cert_pem(DEMO_CA_CERT, ca_key).map_err(|e| format!("demo CA: {e}"))?;
+    let leaf_key = KeyPair::generate().map_err(|e| format!("key generation: {e}"))?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, request.app.clone());
+    params.subject_alt_names = vec![SanType::URI(
+        spiffe_id.clone().try_into().map_err(|e| format!("{e}"))?,
+    )];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now + lifetime;
+    let cert = params
+        .signed_by(&leaf_key, &ca)
+        .map_err(|e| format!("signing certificate: {e}"))?;
+
+    let issued_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "iss": DEMO_ISSUER,
+        "aud": DEMO_AUDIENCE,
+        "iat": issued_at,
+        "exp": issued_at + lifetime.as_secs(),
+        "client_id": request.app,
+        "sub": request.user.as_deref().unwrap_or(&request.app),
+        "scope": request.scopes.join(" "),
+    });
+    if let (true, Some(object)) = (request.bind, claims.as_object_mut()) {
+        object.insert(
+            "cnf".into(),
+            serde_json::json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(thumbprint(cert.der())) }),
+        );
+    }
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(DEMO_KID.into());
+    let key = EncodingKey::from_ec_pem(DEMO_ISSUER_KEY.as_bytes())
+        .map_err(|e| format!("demo issuer key: {e}"))?;
+    let token =
+        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("signing token: {e}"))?;
+    Ok(DemoCredentials {
+        cert_pem: cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+        token,
+    })
+}
