@@ -201,3 +201,23 @@ async fn dns_san_fallback_is_opt_in() {
     });
     deny_for(&w, &bad_uri.pem, "spiffe_id_invalid").await;
 }
+
+#[tokio::test]
+async fn weak_leaf_keys_are_refused() {
+    let w = World::new().await;
+    let weak = rcgen::SubjectPublicKeyInfo::from_pem(include_str!("../fixtures/rsa-1024.pub.pem"))
+        .unwrap();
+    let leaf = w.ca.leaf_with_key(&LeafSpec::app("payments"), &weak);
+    let message = deny_for(&w, &leaf.pem, "cert_weak_key").await;
+    assert!(message.contains("1024"), "{message}");
+}
+
+#[tokio::test]
+async fn intermediates_must_be_allowed_to_sign_certificates() {
+    let w = World::new().await;
+    let not_a_signer =
+        w.ca.intermediate_with_usages("Misissued CA", vec![KeyUsagePurpose::DigitalSignature]);
+    let leaf = not_a_signer.app("payments");
+    let chain = format!("{}{}", leaf.pem, not_a_signer.pem);
+    deny_for(&w, &chain, "cert_invalid_ca").await;
+}

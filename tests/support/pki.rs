@@ -68,8 +68,17 @@ impl Ca {
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, name: &str) -> Ca {
+        self.intermediate_with_usages(
+            name,
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+        )
+    }
+
+    /// An intermediate CA whose key usage is `usages` (to test CA key-usage checks).
+    pub fn intermediate_with_usages(&self, name: &str, usages: Vec<KeyUsagePurpose>) -> Ca {
         let key = KeyPair::generate().unwrap();
-        let params = ca_params(name);
+        let mut params = ca_params(name);
+        params.key_usages = usages;
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Ca {
             pem: cert.pem(),
@@ -79,7 +88,11 @@ impl Ca {
     }
 
     pub fn leaf(&self, spec: &LeafSpec) -> Leaf {
-        let key = KeyPair::generate().unwrap();
+        self.leaf_with_key(spec, &KeyPair::generate().unwrap())
+    }
+
+    /// A leaf for a given subject public key (the CA signs; the leaf key is never used).
+    pub fn leaf_with_key(&self, spec: &LeafSpec, key: &impl rcgen::PublicKeyData) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -101,7 +114,7 @@ impl Ca {
         if spec.is_ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert = params.signed_by(key, &self.issuer).unwrap();
         Leaf {
             pem: cert.pem(),
             der: cert.der().to_vec(),
