@@ -31,11 +31,12 @@
 //! - [`policy`]: Cedar schema/policies/entities and evaluation.
 //! - [`cache`]: bounded generation-tagged caches.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
-//! - [`metrics`], [`admin`], [`telemetry`]: observability.
+//! - [`metrics`], [`audit`], [`admin`], [`telemetry`]: observability.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod cli;

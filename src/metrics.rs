@@ -33,6 +33,11 @@ impl Metrics {
         counter!("tollgate_cache_flushes_total", "cache" => cache).increment(1);
     }
 
+    /// An audit record was dropped because the writer fell behind.
+    pub fn audit_dropped(&self) {
+        counter!("tollgate_audit_dropped_total").increment(1);
+    }
+
     /// A snapshot became current.
     pub fn snapshot_loaded(&self, generation: u64, policies: usize) {
         gauge!("tollgate_snapshot_generation").set(generation as f64);

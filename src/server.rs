@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
+use crate::audit::AuditLog;
 use crate::cache::Caches;
 use crate::config::Config;
 use crate::grpc::{self, CheckService, Limits};
@@ -40,6 +41,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The audit log could not be opened.
+    #[error("cannot open audit log {0}")]
+    Audit(String),
     /// A listener failed while serving.
     #[error("listener failed: {0}")]
     Listener(String),
@@ -64,21 +68,32 @@ pub async fn start(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let mut tasks = Vec::new();
+    let audit = match &settings.audit {
+        Some(target) => {
+            let (log, writer) = AuditLog::start(target, settings.audit_queue, metrics.clone())
+                .await
+                .map_err(|e| ServeError::Audit(format!("{target:?}: {e}")))?;
+            tasks.push(writer);
+            log
+        }
+        None => AuditLog::disabled(),
+    };
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
-    let service = CheckService::new(snapshots.clone(), caches, metrics);
+    let service = CheckService::new(snapshots.clone(), caches, metrics, audit);
     let limits = Limits {
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
     };
-    let mut tasks = vec![tokio::spawn({
+    tasks.push(tokio::spawn({
         let shutdown = until_stopped(stopped.clone());
         async move {
             grpc::serve(grpc_listener, service, limits, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
-    })];
+    }));
 
     let mut admin_addr = None;
     if let Some(addr) = settings.admin_listen {

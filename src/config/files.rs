@@ -79,6 +79,14 @@ impl ConfigSource {
         }
     }
 
+    /// A config-relative path on disk (`None` for the embedded default, which has no folder).
+    pub fn resolve(&self, relative: &str) -> Option<PathBuf> {
+        match self {
+            Self::File(path) => Some(self.base(path).join(relative)),
+            Self::Embedded => None,
+        }
+    }
+
     /// Reads every `*.cedar` file in a folder, sorted by name.
     pub fn read_cedar_dir(&self, relative: &str) -> Result<Vec<SourceFile>, ConfigError> {
         match self {

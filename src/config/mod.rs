@@ -17,6 +17,7 @@ pub use error::ConfigError;
 pub use files::ConfigSource;
 use raw::RawConfig;
 
+use crate::audit::AuditTarget;
 use crate::identity::cert::{TrustStore, parse_pem_certificates};
 use crate::identity::jwks::KeySet;
 use crate::identity::spiffe::is_valid_trust_domain;
@@ -41,6 +42,10 @@ pub struct Settings {
     pub cache_max_entries: usize,
     /// Cache entry lifetime.
     pub cache_ttl_seconds: i64,
+    /// Audit log target, if enabled.
+    pub audit: Option<AuditTarget>,
+    /// Audit queue length.
+    pub audit_queue: usize,
 }
 
 /// A loaded configuration.
@@ -91,7 +96,7 @@ impl Config {
             }
         })?;
         let at = Locator { file: &file };
-        let settings = settings(&at, &raw)?;
+        let settings = settings(&at, source, &raw)?;
         let identity = identity(&at, source, &raw)?;
         let policies = policies(source, &raw)?;
         let routes = routes(&at, &raw, &policies)?;
@@ -109,7 +114,11 @@ impl Config {
     }
 }
 
-fn settings(at: &Locator<'_>, raw: &RawConfig) -> Result<Settings, ConfigError> {
+fn settings(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    raw: &RawConfig,
+) -> Result<Settings, ConfigError> {
     let addr = |s: &Spanned<String>, key: &str| {
         SocketAddr::from_str(s.get_ref())
             .map_err(|e| at.invalid(s, key, format!("`{}` is not ip:port: {e}", s.get_ref())))
@@ -126,6 +135,20 @@ fn settings(at: &Locator<'_>, raw: &RawConfig) -> Result<Settings, ConfigError> 
         max_concurrent_requests: raw.server.max_concurrent_requests.max(1),
         cache_max_entries: raw.cache.max_entries,
         cache_ttl_seconds: raw.cache.ttl_seconds.max(0),
+        audit: match raw.audit.file.get_ref().as_str() {
+            "" => None,
+            "-" => Some(AuditTarget::Stdout),
+            path => Some(AuditTarget::File(source.resolve(path).ok_or_else(
+                || {
+                    at.invalid(
+                        &raw.audit.file,
+                        "audit.file",
+                        "the embedded default cannot name files; use `-` or a config file",
+                    )
+                },
+            )?)),
+        },
+        audit_queue: raw.audit.queue.max(1),
     })
 }
 

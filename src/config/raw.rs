@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Cache bounds.
     #[serde(default)]
     pub cache: RawCache,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
 }
 
 /// `[server]`.
@@ -233,6 +236,25 @@ impl Default for RawCache {
         Self {
             max_entries: 100_000,
             ttl_seconds: 300,
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// File to append JSON lines to, `-` for stdout; empty disables auditing.
+    pub file: Spanned<String>,
+    /// Records queued before new ones are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            file: Spanned::new(0..0, String::new()),
+            queue: 10_000,
         }
     }
 }

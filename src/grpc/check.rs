@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
 use rustls_pki_types::UnixTime;
 
+use crate::audit::AuditLog;
 use crate::authz::{self, input::CheckInput};
 use crate::cache::Caches;
 use crate::metrics::Metrics;
@@ -34,15 +35,22 @@ pub struct CheckService {
     snapshots: Arc<SnapshotHandle>,
     caches: Arc<Caches>,
     metrics: Metrics,
+    audit: AuditLog,
 }
 
 impl CheckService {
     /// A service deciding with the current snapshot of `snapshots`.
-    pub fn new(snapshots: Arc<SnapshotHandle>, caches: Arc<Caches>, metrics: Metrics) -> Self {
+    pub fn new(
+        snapshots: Arc<SnapshotHandle>,
+        caches: Arc<Caches>,
+        metrics: Metrics,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             snapshots,
             caches,
             metrics,
+            audit,
         }
     }
 }
@@ -55,18 +63,16 @@ impl Authorization for CheckService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let started = Instant::now();
         let snapshot = self.snapshots.load();
-        let (verdict, own_headers) = match input_from_proto(request.into_inner()) {
-            Ok(input) => {
-                let verdict = authz::check(&snapshot, &self.caches, &input, UnixTime::now());
-                (verdict, client_owned_headers(&input))
-            }
-            Err(message) => (
-                Verdict::deny(ReasonCode::MalformedRequest, message),
-                Vec::new(),
-            ),
+        let input = input_from_proto(request.into_inner());
+        let verdict = match &input {
+            Ok(input) => authz::check(&snapshot, &self.caches, input, UnixTime::now()),
+            Err(message) => Verdict::deny(ReasonCode::MalformedRequest, message.clone()),
         };
         let elapsed = started.elapsed();
+        let input = input.ok();
+        let own_headers = input.as_ref().map(client_owned_headers).unwrap_or_default();
         self.metrics.decision(&verdict, elapsed);
+        self.audit.record(&verdict, input.as_ref(), elapsed);
         log(&verdict, elapsed);
         Ok(tonic::Response::new(to_proto(
             &verdict,

@@ -61,3 +61,42 @@ async fn admin_endpoints_answer() {
     assert!(readyz.contains("generation=1 policies=8"), "{readyz}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
+
+#[tokio::test]
+async fn each_decision_writes_one_audit_line() {
+    use crate::support::server::{Options, Req};
+    let w = World::with(Options {
+        extra: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let allowed = w
+        .server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&token)
+                .source_ip("10.1.2.3")
+                .build(),
+        )
+        .await;
+    let denied = w.server.check(Req::get("/orders/1").build()).await;
+    let dir = w.server.stop().await;
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(
+        lines[0]["decision_id"],
+        allowed.headers["x-tollgate-decision-id"].as_str()
+    );
+    assert_eq!(lines[0]["principal"], "spiffe://demo.tollgate.dev/payments");
+    assert_eq!(lines[0]["source_ip"], "10.1.2.3");
+    assert_eq!(lines[1]["reason"], "no_credentials");
+    assert_eq!(lines[1]["decision_id"], denied.body["decision_id"]);
+}

@@ -141,10 +141,12 @@ impl TestServer {
         Answer::from(response)
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the server (draining the audit writer) and hands back its folder.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {
             running.shutdown().await.unwrap();
         }
+        self.dir
     }
 }
 
