@@ -1,7 +1,6 @@
 //! Verifies a forwarded client certificate: path to a trust anchor with rustls-webpki, then the
 //! checks webpki leaves to us (X509-SVID leaf rules, key strength, CA key usage, SPIFFE ID).
 
-use aws_lc_rs::digest;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -188,19 +187,11 @@ impl TrustStore {
         for intermediate in path.intermediate_certificates() {
             check_ca(&intermediate.der())?;
         }
-        let name = self.check_leaf(leaf_der)?;
-        let (_, parsed) = X509Certificate::from_der(leaf_der)
-            .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
-        Ok(VerifiedCert {
-            name,
-            thumbprint: thumbprint(leaf_der),
-            serial: parsed.raw_serial_as_string().replace(':', ""),
-            not_after: parsed.validity().not_after.timestamp(),
-        })
+        self.check_leaf(leaf_der)
     }
 
-    /// X509-SVID leaf rules, key strength, and the workload name.
-    fn check_leaf(&self, der: &[u8]) -> Result<WorkloadName, CertError> {
+    /// X509-SVID leaf rules, key strength, and the workload name, from one parse of the leaf.
+    fn check_leaf(&self, der: &[u8]) -> Result<VerifiedCert, CertError> {
         let (rest, cert) = X509Certificate::from_der(der)
             .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
         if !rest.is_empty() {
@@ -230,7 +221,7 @@ impl TrustStore {
                 }
             }
         }
-        match uris.as_slice() {
+        let name = match uris.as_slice() {
             [uri] => {
                 let id = SpiffeId::parse(uri).map_err(|reason| CertError::SpiffeIdInvalid {
                     uri: (*uri).to_owned(),
@@ -241,14 +232,20 @@ impl TrustStore {
                         id.trust_domain().to_owned(),
                     ));
                 }
-                Ok(WorkloadName::Spiffe(id))
+                WorkloadName::Spiffe(id)
             }
             [] => match dns {
-                Some(name) if self.dns_san_fallback => Ok(WorkloadName::Dns(name.to_owned())),
-                _ => Err(CertError::SpiffeIdMissing),
+                Some(name) if self.dns_san_fallback => WorkloadName::Dns(name.to_owned()),
+                _ => return Err(CertError::SpiffeIdMissing),
             },
-            _ => Err(CertError::NotSvid("more than one URI SAN".into())),
-        }
+            _ => return Err(CertError::NotSvid("more than one URI SAN".into())),
+        };
+        Ok(VerifiedCert {
+            name,
+            thumbprint: thumbprint(der),
+            serial: cert.raw_serial_as_string().replace(':', ""),
+            not_after: cert.validity().not_after.timestamp(),
+        })
     }
 
     fn check_key(&self, cert: &X509Certificate<'_>) -> Result<(), CertError> {
@@ -273,11 +270,9 @@ impl TrustStore {
     }
 }
 
-/// SHA-256 of a certificate's DER.
+/// SHA-256 of a certificate's DER: the RFC 8705 `x5t#S256` input.
 pub fn thumbprint(der: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
-    out
+    super::sha256(der)
 }
 
 /// Decodes Envoy's URL-encoded PEM into DER certificates, bounded in size and count.

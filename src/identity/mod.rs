@@ -287,7 +287,8 @@ fn bearer(input: &CheckInput) -> Result<Option<&str>, IdentityError> {
     Ok(Some(token))
 }
 
-fn sha256(bytes: &[u8]) -> Digest {
+/// SHA-256, the digest behind credential cache keys and certificate thumbprints.
+pub(crate) fn sha256(bytes: &[u8]) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
     out

@@ -31,8 +31,6 @@ pub struct Issuer {
     pub issuer: String,
     /// Accepted `aud` values (any one must match).
     pub audiences: Vec<String>,
-    /// Allowed algorithms; never empty, never `none`, HMAC only with a secret.
-    pub algorithms: Vec<Algorithm>,
     /// Public keys from the issuer's JWKS.
     pub keys: KeySet,
     /// Shared secret for HMAC algorithms, when configured.
@@ -45,8 +43,8 @@ pub struct Issuer {
     pub delegation: Delegation,
     /// Claims that name the client, tried in order.
     pub client_claims: Vec<String>,
-    /// One validation per allowed algorithm: jsonwebtoken requires the key family of every
-    /// listed algorithm to match the key.
+    /// One validation per allowed algorithm (never empty, never `none`, HMAC only with a
+    /// secret): jsonwebtoken requires every algorithm of a validation to match the key family.
     validations: Vec<(Algorithm, Validation)>,
 }
 
@@ -164,7 +162,6 @@ impl Issuer {
         Self {
             issuer,
             audiences,
-            algorithms,
             keys,
             hmac_secret,
             required_claims,
@@ -181,7 +178,10 @@ impl std::fmt::Debug for Issuer {
         f.debug_struct("Issuer")
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
-            .field("algorithms", &self.algorithms)
+            .field(
+                "algorithms",
+                &self.validations.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .field("keys", &self.keys)
             .field("hmac", &self.hmac_secret.is_some())
             .finish_non_exhaustive()

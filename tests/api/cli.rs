@@ -29,29 +29,31 @@ fn help_lists_every_command() {
     }
 }
 
+/// Writes a `check` request file for a caller and runs `tollgate check` on it.
+fn check_as(config: Option<&str>, file: &Path, cert_pem: &str, token: &str, path: &str) -> Output {
+    let request = serde_json::json!({
+        "method": "GET",
+        "path": path,
+        "headers": {"authorization": format!("Bearer {}", token.trim())},
+        "certificate": cert_pem,
+    });
+    std::fs::write(file, request.to_string()).unwrap();
+    let file = file.display().to_string();
+    match config {
+        Some(config) => tollgate(&["check", "--config", config, "--request", &file]),
+        None => tollgate(&["check", "--request", &file]),
+    }
+}
+
 #[tokio::test]
 async fn check_prints_decision_and_uses_exit_codes() {
     let w = World::new().await;
     let config = w.server.config_path.display().to_string();
+    let file = w.server.dir.path().join("request.json");
+
     let cert = w.ca.app("legacy-reporting");
     let token = w.issuer.app("legacy-reporting", "orders.read");
-    let request = |path: &str| {
-        serde_json::json!({
-            "method": "GET",
-            "path": path,
-            "headers": {"authorization": format!("Bearer {token}")},
-            "certificate": cert.pem,
-        })
-    };
-    let file = w.server.dir.path().join("request.json");
-    std::fs::write(&file, request("/orders/1").to_string()).unwrap();
-    let out = tollgate(&[
-        "check",
-        "--config",
-        &config,
-        "--request",
-        &file.display().to_string(),
-    ]);
+    let out = check_as(Some(&config), &file, &cert.pem, &token, "/orders/1");
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("decision: deny"), "{text}");
@@ -62,25 +64,9 @@ async fn check_prints_decision_and_uses_exit_codes() {
     );
     assert!(text.contains("platform.cedar:"), "{text}");
 
-    let payments = w.ca.app("payments");
+    let cert = w.ca.app("payments");
     let token = w.issuer.app("payments", "orders.read");
-    std::fs::write(
-        &file,
-        serde_json::json!({
-            "method": "GET", "path": "/orders/1",
-            "headers": {"authorization": format!("Bearer {token}")},
-            "certificate": payments.pem,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let out = tollgate(&[
-        "check",
-        "--config",
-        &config,
-        "--request",
-        &file.display().to_string(),
-    ]);
+    let out = check_as(Some(&config), &file, &cert.pem, &token, "/orders/1");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("decision: allow"));
 }
@@ -131,23 +117,12 @@ fn demo_credentials_work_against_the_embedded_default() {
         assert!(Path::new(&out_dir).join(format!("orders.{ext}")).exists());
     }
     // `check` on the embedded default (no --config) with the minted credentials.
-    let request = dir.path().join("r.json");
+    let file = dir.path().join("r.json");
     let cert = std::fs::read_to_string(dir.path().join("orders.pem")).unwrap();
     let token = std::fs::read_to_string(dir.path().join("orders.jwt")).unwrap();
-    let write = |path: &str| {
-        std::fs::write(
-            &request,
-            serde_json::json!({"method": "GET", "path": path,
-                "headers": {"authorization": format!("Bearer {token}")}, "certificate": cert})
-            .to_string(),
-        )
-        .unwrap();
-    };
-    write("/orders/1001");
-    let out = tollgate(&["check", "-r", &request.display().to_string()]);
+    let out = check_as(None, &file, &cert, &token, "/orders/1001");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    write("/admin/keys/rotate");
-    let out = tollgate(&["check", "-r", &request.display().to_string()]);
+    let out = check_as(None, &file, &cert, &token, "/admin/keys/rotate");
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
 }
 
