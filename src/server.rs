@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin;
 use crate::audit::AuditLog;
@@ -38,6 +39,14 @@ pub enum ServeError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Unix socket could not be bound.
+    #[error("cannot listen on unix socket {path}: {source}")]
+    BindUnix {
+        /// The socket path.
+        path: String,
         /// The OS error.
         source: std::io::Error,
     },
@@ -86,10 +95,23 @@ pub async fn start(
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
     };
+    if let Some(path) = &settings.unix_socket {
+        let listener = bind_unix(path)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let shutdown = until_stopped(stopped.clone());
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            grpc::serve(incoming, service, limits, None, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
     tasks.push(tokio::spawn({
         let shutdown = until_stopped(stopped.clone());
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let tls = settings.tls.clone();
         async move {
-            grpc::serve(grpc_listener, service, limits, shutdown)
+            grpc::serve(incoming, service, limits, tls.as_ref(), shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -107,7 +129,13 @@ pub async fn start(
                 .map_err(|e| e.to_string())
         }));
     }
-    tracing::info!(grpc.addr = %grpc_addr, admin.addr = ?admin_addr, "tollgate listening");
+    tracing::info!(
+        grpc.addr = %grpc_addr,
+        grpc.tls = settings.tls.is_some(),
+        grpc.unix_socket = ?settings.unix_socket,
+        admin.addr = ?admin_addr,
+        "tollgate listening"
+    );
     Ok(Running {
         grpc_addr,
         admin_addr,
@@ -146,6 +174,21 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Binds a Unix socket, replacing a stale socket file left by an earlier run.
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServeError> {
+    let unix_error = |source: std::io::Error| ServeError::BindUnix {
+        path: path.display().to_string(),
+        source,
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    }) {
+        std::fs::remove_file(path).map_err(unix_error)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(unix_error)
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {

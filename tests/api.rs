@@ -26,3 +26,5 @@ mod garbage;
 mod sources;
 #[path = "api/token.rs"]
 mod token;
+#[path = "api/transport.rs"]
+mod transport;

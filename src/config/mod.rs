@@ -6,6 +6,7 @@ mod files;
 mod raw;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Admin HTTP listener, if enabled.
     pub admin_listen: Option<SocketAddr>,
+    /// Unix domain socket for ext_authz, if enabled.
+    pub unix_socket: Option<PathBuf>,
+    /// mTLS for the TCP ext_authz listener, if enabled.
+    pub tls: Option<ListenerTls>,
     /// Per-Check deadline.
     pub request_timeout: Duration,
     /// Checks in flight at once.
@@ -46,6 +51,23 @@ pub struct Settings {
     pub audit: Option<AuditTarget>,
     /// Audit queue length.
     pub audit_queue: usize,
+}
+
+/// PEM material for the gRPC listener's mTLS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Server certificate chain.
+    pub cert_pem: String,
+    /// Server private key.
+    pub key_pem: String,
+    /// CA bundle for client certificates.
+    pub client_ca_pem: String,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls").finish_non_exhaustive()
+    }
 }
 
 /// A loaded configuration.
@@ -124,6 +146,29 @@ fn settings(
             .map_err(|e| at.invalid(s, key, format!("`{}` is not ip:port: {e}", s.get_ref())))
     };
     let admin = &raw.server.admin_listen;
+    let embedded = |s: &Spanned<String>, key: &str| {
+        at.invalid(
+            s,
+            key,
+            "the embedded default cannot name files; use a config file",
+        )
+    };
+    let unix_socket = match &raw.server.unix_socket {
+        Some(path) => Some(
+            source
+                .resolve(path.get_ref())
+                .ok_or_else(|| embedded(path, "server.unix_socket"))?,
+        ),
+        None => None,
+    };
+    let tls = match &raw.server.tls {
+        Some(tls) => Some(ListenerTls {
+            cert_pem: source.read(tls.cert_file.get_ref())?.text,
+            key_pem: source.read(tls.key_file.get_ref())?.text,
+            client_ca_pem: source.read(tls.client_ca_file.get_ref())?.text,
+        }),
+        None => None,
+    };
     Ok(Settings {
         listen: addr(&raw.server.listen, "server.listen")?,
         admin_listen: if admin.get_ref().is_empty() {
@@ -131,6 +176,8 @@ fn settings(
         } else {
             Some(addr(admin, "server.admin_listen")?)
         },
+        unix_socket,
+        tls,
         request_timeout: Duration::from_millis(raw.server.request_timeout_ms.max(1)),
         max_concurrent_requests: raw.server.max_concurrent_requests.max(1),
         cache_max_entries: raw.cache.max_entries,
@@ -138,15 +185,11 @@ fn settings(
         audit: match raw.audit.file.get_ref().as_str() {
             "" => None,
             "-" => Some(AuditTarget::Stdout),
-            path => Some(AuditTarget::File(source.resolve(path).ok_or_else(
-                || {
-                    at.invalid(
-                        &raw.audit.file,
-                        "audit.file",
-                        "the embedded default cannot name files; use `-` or a config file",
-                    )
-                },
-            )?)),
+            path => Some(AuditTarget::File(
+                source
+                    .resolve(path)
+                    .ok_or_else(|| embedded(&raw.audit.file, "audit.file"))?,
+            )),
         },
         audit_queue: raw.audit.queue.max(1),
     })

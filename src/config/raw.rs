@@ -49,6 +49,22 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     /// Checks in flight at once; more are shed (denied) rather than queued.
     pub max_concurrent_requests: usize,
+    /// Also serve ext_authz on this Unix domain socket (a stale socket file is replaced).
+    pub unix_socket: Option<Spanned<String>>,
+    /// TLS with required client certificates on the TCP gRPC listener.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Server certificate chain, PEM.
+    pub cert_file: Spanned<String>,
+    /// Server private key, PEM.
+    pub key_file: Spanned<String>,
+    /// CA bundle that client (Envoy) certificates must chain to, PEM.
+    pub client_ca_file: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -58,6 +74,8 @@ impl Default for RawServer {
             admin_listen: Spanned::new(0..0, "127.0.0.1:9192".into()),
             request_timeout_ms: 1000,
             max_concurrent_requests: 4096,
+            unix_socket: None,
+            tls: None,
         }
     }
 }

@@ -8,12 +8,16 @@ use std::future::Future;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 pub use check::CheckService;
 
-/// Limits applied to the gRPC listener.
+use crate::config::ListenerTls;
+
+/// Limits applied to the gRPC listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Per-request deadline.
@@ -22,19 +26,34 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
 }
 
-/// Serves ext_authz and health on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves ext_authz and health on `incoming` (TCP or Unix socket connections) until
+/// `shutdown` resolves; with `tls`, every connection must present a client certificate that
+/// chains to `tls.client_ca_pem`.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
     service: CheckService,
     limits: Limits,
+    tls: Option<&ListenerTls>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorizationServer<CheckService>>()
         .await;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&tls.client_ca_pem)),
+        )?;
+    }
+    builder
         .timeout(limits.request_timeout)
         .layer(
             tower::ServiceBuilder::new()

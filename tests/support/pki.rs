@@ -21,6 +21,8 @@ pub struct Ca {
 pub struct Leaf {
     pub pem: String,
     pub der: Vec<u8>,
+    /// Private key PEM (empty for leaves made from a bare public key).
+    pub key_pem: String,
 }
 
 /// What to put in a leaf.
@@ -88,7 +90,21 @@ impl Ca {
     }
 
     pub fn leaf(&self, spec: &LeafSpec) -> Leaf {
-        self.leaf_with_key(spec, &KeyPair::generate().unwrap())
+        let key = KeyPair::generate().unwrap();
+        Leaf {
+            key_pem: key.serialize_pem(),
+            ..self.leaf_with_key(spec, &key)
+        }
+    }
+
+    /// A TLS server certificate for `dns_name`.
+    pub fn server(&self, dns_name: &str) -> Leaf {
+        self.leaf(&LeafSpec {
+            uris: vec![],
+            dns: vec![dns_name.into()],
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            ..LeafSpec::app("unused")
+        })
     }
 
     /// A leaf for a given subject public key (the CA signs; the leaf key is never used).
@@ -118,6 +134,7 @@ impl Ca {
         Leaf {
             pem: cert.pem(),
             der: cert.der().to_vec(),
+            key_pem: String::new(),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Options {
     pub require_binding: bool,
     pub intermediates: Vec<String>,
     pub dns_fallback: bool,
+    /// Extra lines for the `[server]` table.
+    pub server_extra: String,
+    /// Extra top-level tables.
     pub extra: String,
 }
 
@@ -33,6 +36,7 @@ impl Default for Options {
             require_binding: false,
             intermediates: vec![],
             dns_fallback: false,
+            server_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -72,6 +76,7 @@ pub fn write_config(dir: &Path, ca: &Ca, issuer: &TokenIssuer, options: &Options
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+{server_extra}
 
 [identity]
 source = "{source}"
@@ -101,6 +106,7 @@ entities = "{MANIFEST}/policies/entities.json"
         intermediates = intermediates.join(", "),
         require_binding = options.require_binding,
         dns_fallback = options.dns_fallback,
+        server_extra = options.server_extra,
         extra = options.extra,
         routes = demo_routes(),
     );
@@ -119,9 +125,12 @@ impl TestServer {
         )
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let running = tollgate::server::start(config, None).await.unwrap();
-        let client = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
-            .await
-            .unwrap();
+        // Lazy, so a server that only speaks TLS can still be started by this harness.
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+                .unwrap()
+                .connect_lazy();
+        let client = AuthorizationClient::new(channel);
         Self {
             client,
             running: Some(running),
