@@ -52,6 +52,8 @@ pub enum ReasonCode {
     NoCredentials,
     /// A workload identity is required but missing.
     WorkloadRequired,
+    /// A bearer token is required but missing.
+    TokenRequired,
     /// Certificate is not parseable PEM/DER.
     CertMalformed,
     /// No path to a trust anchor.
@@ -187,9 +189,10 @@ impl Verdict {
 
 impl ReasonCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ReasonCode; 31] = [
+    pub const ALL: [ReasonCode; 32] = [
         Self::NoCredentials,
         Self::WorkloadRequired,
+        Self::TokenRequired,
         Self::CertMalformed,
         Self::CertUntrusted,
         Self::CertExpired,
@@ -226,6 +229,7 @@ impl ReasonCode {
         match self {
             Self::NoCredentials => "no_credentials",
             Self::WorkloadRequired => "workload_required",
+            Self::TokenRequired => "token_required",
             Self::CertMalformed => "cert_malformed",
             Self::CertUntrusted => "cert_untrusted",
             Self::CertExpired => "cert_expired",
@@ -261,7 +265,9 @@ impl ReasonCode {
     /// What kind of failure this is; decides status and challenge.
     pub fn class(self) -> FailureClass {
         match self {
-            Self::NoCredentials | Self::WorkloadRequired => FailureClass::Unauthenticated,
+            Self::NoCredentials | Self::WorkloadRequired | Self::TokenRequired => {
+                FailureClass::Unauthenticated
+            }
             Self::CertMalformed
             | Self::CertUntrusted
             | Self::CertExpired
@@ -349,6 +355,7 @@ impl From<&IdentityError> for ReasonCode {
         match error {
             IdentityError::NoCredentials => Self::NoCredentials,
             IdentityError::WorkloadRequired => Self::WorkloadRequired,
+            IdentityError::TokenRequired => Self::TokenRequired,
             IdentityError::Certificate(e) => e.into(),
             IdentityError::Token(e) => e.into(),
             IdentityError::AuthorizationScheme => Self::TokenMalformed,

@@ -291,6 +291,7 @@ fn identity(
         trust_domains,
         issuers: Issuers::new(issuers),
         require_workload: id.require_workload,
+        require_token: id.require_token,
     })
 }
 

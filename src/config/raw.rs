@@ -104,6 +104,9 @@ pub struct RawIdentity {
     /// Refuse requests that carry a token but no workload identity.
     #[serde(default)]
     pub require_workload: bool,
+    /// Refuse requests without a bearer token, even with a valid workload identity.
+    #[serde(default)]
+    pub require_token: bool,
 }
 
 fn default_source() -> Spanned<String> {

@@ -43,6 +43,8 @@ pub struct Identity {
     pub issuers: Issuers,
     /// Refuse requests without a workload identity, even with a valid token.
     pub require_workload: bool,
+    /// Refuse requests without a bearer token, even with a workload identity.
+    pub require_token: bool,
 }
 
 /// How the caller acts.
@@ -89,6 +91,9 @@ pub enum IdentityError {
     /// A workload identity is required and none was presented.
     #[error("a workload identity (client certificate) is required")]
     WorkloadRequired,
+    /// A bearer token is required and none was presented.
+    #[error("a bearer token is required")]
+    TokenRequired,
     /// The certificate was refused.
     #[error(transparent)]
     Certificate(#[from] CertError),
@@ -154,6 +159,9 @@ pub fn verify(
     };
     if identity.require_workload && workload.is_none() {
         return Err(IdentityError::WorkloadRequired);
+    }
+    if identity.require_token && token.is_none() {
+        return Err(IdentityError::TokenRequired);
     }
     let principal = match (&workload, &token) {
         (Some(w), _) => match &w.name {

@@ -4,6 +4,7 @@
     reason = "each test module uses a different part of the support code"
 )]
 
+pub mod envoy;
 pub mod jwt;
 pub mod pki;
 pub mod server;

@@ -20,6 +20,9 @@ pub const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 /// How to configure the server under test.
 pub struct Options {
     pub source: &'static str,
+    /// The gRPC listen address (fixed when a test restarts the server).
+    pub listen: String,
+    pub require_token: bool,
     pub require_binding: bool,
     pub intermediates: Vec<String>,
     pub dns_fallback: bool,
@@ -33,6 +36,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             source: "certificate",
+            listen: "127.0.0.1:0".into(),
+            require_token: false,
             require_binding: false,
             intermediates: vec![],
             dns_fallback: false,
@@ -74,7 +79,7 @@ pub fn write_config(dir: &Path, ca: &Ca, issuer: &TokenIssuer, options: &Options
     let config = format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 admin_listen = "127.0.0.1:0"
 {server_extra}
 
@@ -84,6 +89,7 @@ trust_bundles = ["ca.pem"]
 intermediates = [{intermediates}]
 trust_domains = ["{TRUST_DOMAIN}"]
 insecure_dns_san_fallback = {dns_fallback}
+require_token = {require_token}
 
 [[issuers]]
 issuer = "{ISSUER}"
@@ -103,6 +109,8 @@ entities = "{MANIFEST}/policies/entities.json"
 {routes}
 "#,
         source = options.source,
+        listen = options.listen,
+        require_token = options.require_token,
         intermediates = intermediates.join(", "),
         require_binding = options.require_binding,
         dns_fallback = options.dns_fallback,
@@ -148,6 +156,29 @@ impl TestServer {
             .unwrap()
             .into_inner();
         Answer::from(response)
+    }
+
+    /// Stops the server and starts it again from the same config (same ports).
+    pub async fn restart(&mut self) {
+        self.pause().await;
+        self.resume().await;
+    }
+
+    /// Stops the server, keeping its folder and config.
+    pub async fn pause(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+    }
+
+    /// Starts the server again from its config file.
+    pub async fn resume(&mut self) {
+        let config = tollgate::config::Config::load(
+            &tollgate::config::ConfigSource::File(self.config_path.clone()),
+            1,
+        )
+        .unwrap();
+        self.running = Some(tollgate::server::start(config, None).await.unwrap());
     }
 
     /// Stops the server (draining the audit writer) and hands back its folder.
