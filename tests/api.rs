@@ -20,6 +20,8 @@ mod binding;
 mod cert;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/deploy.rs"]
+mod deploy;
 #[path = "api/envoy.rs"]
 mod envoy;
 #[path = "api/garbage.rs"]

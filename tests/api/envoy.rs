@@ -27,7 +27,8 @@ struct FrontProxy {
     w: World,
     envoy: Envoy,
     upstream: Upstream,
-    _dir: tempfile::TempDir,
+    tollgate_port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl FrontProxy {
@@ -66,13 +67,18 @@ impl FrontProxy {
         write(d, "tollgate-ca.pem", &mesh.pem);
         let upstream = Upstream::start().await;
         let (admin, listener) = (free_port(), free_port());
-        let config = front_proxy_config(d, admin, listener, upstream.port, tollgate_port);
+        let config = front_proxy_config(
+            &shipped("front-proxy.yaml"),
+            d,
+            [admin, listener, upstream.port, tollgate_port],
+        );
         let envoy = Envoy::start(d, "front-proxy", &config, admin, listener).await;
         Self {
             w,
             envoy,
             upstream,
-            _dir: dir,
+            tollgate_port,
+            dir,
         }
     }
 
@@ -106,15 +112,10 @@ impl FrontProxy {
     }
 }
 
-fn front_proxy_config(
-    dir: &Path,
-    admin: u16,
-    listener: u16,
-    upstream: u16,
-    tollgate: u16,
-) -> String {
-    shipped("front-proxy.yaml")
-        .replace("/etc/envoy/tls/", &format!("{}/", dir.display()))
+/// The shipped front-proxy YAML (`yaml`) with this test's file paths and ports.
+fn front_proxy_config(yaml: &str, dir: &Path, ports: [u16; 4]) -> String {
+    let [admin, listener, upstream, tollgate] = ports;
+    yaml.replace("/etc/envoy/tls/", &format!("{}/", dir.display()))
         .replace("address: 0.0.0.0", "address: 127.0.0.1")
         .replace("port_value: 9901", &format!("port_value: {admin}"))
         .replace("port_value: 8443", &format!("port_value: {listener}"))
@@ -441,4 +442,66 @@ fn shipped_envoy_configs_pass_envoy_validate() {
             "{name}: {text}"
         );
     }
+}
+
+/// Information, not a gate: the latency Tollgate adds through Envoy. Run with
+/// `cargo test --release --test api -- --ignored --nocapture envoy_latency`.
+#[tokio::test]
+#[ignore = "measurement; run on demand in release mode"]
+async fn envoy_latency_with_and_without_ext_authz() {
+    const N: usize = 2000;
+    let fp = FrontProxy::start().await;
+    // A second Envoy from the same shipped config, minus the ext_authz filter.
+    let dir = fp.dir.path();
+    let yaml = shipped("front-proxy.yaml");
+    let start = yaml
+        .find("          - name: envoy.filters.http.ext_authz")
+        .unwrap();
+    let end = yaml
+        .find("          - name: envoy.filters.http.router")
+        .unwrap();
+    let without = format!("{}{}", &yaml[..start], &yaml[end..]);
+    let (admin, listener) = (free_port(), free_port());
+    let bare = front_proxy_config(
+        &without,
+        dir,
+        [admin, listener, fp.upstream.port, fp.tollgate_port],
+    );
+    let no_authz = Envoy::start(dir, "no-ext-authz", &bare, admin, listener).await;
+
+    let token = fp.w.issuer.app("payments", "orders.read");
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str())];
+    let client = fp.client("payments");
+    let mut medians = Vec::new();
+    for port in [no_authz.listener_port, fp.envoy.listener_port] {
+        let mut conn = client.connect(port).await.unwrap();
+        for _ in 0..200 {
+            assert_eq!(
+                conn.send("GET", "/orders/1", &headers)
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
+        }
+        let mut samples = Vec::with_capacity(N);
+        for _ in 0..N {
+            let started = std::time::Instant::now();
+            let answer = conn.send("GET", "/orders/1", &headers).await.unwrap();
+            samples.push(started.elapsed());
+            assert_eq!(answer.status, 200);
+        }
+        samples.sort();
+        medians.push((samples[N / 2], samples[N * 99 / 100]));
+    }
+    eprintln!(
+        "envoy latency over {N} keep-alive requests: without ext_authz p50 {:?} p99 {:?}; \
+         with Tollgate p50 {:?} p99 {:?}; added p50 {:?}",
+        medians[0].0,
+        medians[0].1,
+        medians[1].0,
+        medians[1].1,
+        medians[1].0.saturating_sub(medians[0].0)
+    );
 }

@@ -286,7 +286,25 @@ impl Client {
         }
     }
 
-    /// Sends one request; `Err` when the connection or handshake fails.
+    /// Opens one TLS connection for several requests.
+    pub async fn connect(&self, port: u16) -> Result<Connection, String> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(Connection { sender })
+    }
+
+    /// Sends one request on a fresh connection; `Err` when the connection or handshake fails.
     pub async fn send(
         &self,
         port: u16,
@@ -294,18 +312,23 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<HttpAnswer, String> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        self.connect(port).await?.send(method, path, headers).await
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Connection {
+    /// Sends one request and reads the whole response.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpAnswer, String> {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -313,7 +336,9 @@ impl Client {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let response = sender
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let response = self
+            .sender
             .send_request(request.body(Empty::<Bytes>::new()).unwrap())
             .await
             .map_err(|e| e.to_string())?;
