@@ -46,11 +46,19 @@ async fn metrics(State(state): State<AdminState>) -> String {
         .unwrap_or_default()
 }
 
+/// Ready while a validated snapshot serves. A failed reload does not make it unready (the last
+/// good snapshot still decides) but is reported, so a broken rollout is visible.
 async fn ready(State(state): State<AdminState>) -> String {
     let snapshot = state.snapshots.load();
-    format!(
+    let mut body = format!(
         "ready generation={} policies={}\n",
         snapshot.generation,
         snapshot.policies.policy_count()
-    )
+    );
+    if let Some(error) = state.snapshots.last_reload_error() {
+        body.push_str("last reload failed; serving the previous configuration:\n");
+        body.push_str(&error);
+        body.push('\n');
+    }
+    body
 }

@@ -24,6 +24,7 @@
 //! - [`config`]: TOML → validated settings and the first [`snapshot::Snapshot`].
 //! - [`demo`]: credentials for the embedded demo estate.
 //! - [`server`]: binds and runs the gRPC and admin listeners.
+//! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
 //! - [`grpc`]: tonic server assembly and the ext_authz translation layer.
 //! - [`authz`]: the pipeline and its protobuf-free input.
 //! - [`identity`]: certificates, SPIFFE IDs, XFCC, JWTs, JWKS, certificate binding.
@@ -47,6 +48,7 @@ pub mod identity;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;

@@ -38,6 +38,17 @@ impl Metrics {
         counter!("tollgate_audit_dropped_total").increment(1);
     }
 
+    /// A reload built and swapped in a new snapshot.
+    pub fn reload_succeeded(&self, generation: u64, policies: usize) {
+        counter!("tollgate_reloads_total", "result" => "ok").increment(1);
+        self.snapshot_loaded(generation, policies);
+    }
+
+    /// A reload failed; the previous snapshot stays in force.
+    pub fn reload_failed(&self) {
+        counter!("tollgate_reloads_total", "result" => "failed").increment(1);
+    }
+
     /// A snapshot became current.
     pub fn snapshot_loaded(&self, generation: u64, policies: usize) {
         gauge!("tollgate_snapshot_generation").set(generation as f64);

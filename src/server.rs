@@ -13,9 +13,10 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin;
 use crate::audit::AuditLog;
 use crate::cache::Caches;
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 use crate::grpc::{self, CheckService, Limits};
 use crate::metrics::Metrics;
+use crate::reload::{self, ReloadTrigger};
 use crate::snapshot::SnapshotHandle;
 
 /// A running Tollgate.
@@ -27,6 +28,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The snapshot handle (reload swaps it).
     pub snapshots: Arc<SnapshotHandle>,
+    /// Requests a reload (the `serve` command wires `SIGHUP` to it).
+    pub reload: ReloadTrigger,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
 }
@@ -50,6 +53,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The configuration files could not be watched.
+    #[error("{0}")]
+    Watch(String),
     /// The audit log could not be opened.
     #[error("cannot open audit log {0}")]
     Audit(String),
@@ -58,12 +64,18 @@ pub enum ServeError {
     Listener(String),
 }
 
-/// Binds the listeners and starts serving in background tasks.
+/// Binds the listeners and starts serving in background tasks; watches `source`'s files and
+/// reloads on change.
 pub async fn start(
+    source: ConfigSource,
     config: Config,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Running, ServeError> {
-    let Config { settings, snapshot } = config;
+    let Config {
+        settings,
+        snapshot,
+        watched,
+    } = config;
     let metrics = Metrics;
     metrics.snapshot_loaded(snapshot.generation, snapshot.policies.policy_count());
     let snapshots = Arc::new(SnapshotHandle::new(snapshot));
@@ -129,6 +141,16 @@ pub async fn start(
                 .map_err(|e| e.to_string())
         }));
     }
+    let (reload, reloader) = reload::start(
+        source,
+        settings.clone(),
+        watched,
+        snapshots.clone(),
+        Metrics,
+        stopped.clone(),
+    )
+    .map_err(|e| ServeError::Watch(e.to_string()))?;
+    tasks.push(reloader);
     tracing::info!(
         grpc.addr = %grpc_addr,
         grpc.tls = settings.tls.is_some(),
@@ -140,6 +162,7 @@ pub async fn start(
         grpc_addr,
         admin_addr,
         snapshots,
+        reload,
         stop,
         tasks,
     })

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::identity::Identity;
 use crate::mapping::routes::Routes;
@@ -39,10 +39,12 @@ pub struct ResponseSettings {
     pub internal_error_status: u16,
 }
 
-/// The current snapshot, swappable without locks on the read side.
+/// The current snapshot, swappable without locks on the read side, plus why the last reload
+/// failed (if it did) for `/readyz`.
 #[derive(Debug)]
 pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
+    last_reload_error: ArcSwapOption<String>,
 }
 
 impl SnapshotHandle {
@@ -50,7 +52,18 @@ impl SnapshotHandle {
     pub fn new(snapshot: Snapshot) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
+            last_reload_error: ArcSwapOption::empty(),
         }
+    }
+
+    /// Records a failed reload; the current snapshot stays in force.
+    pub fn reload_failed(&self, error: String) {
+        self.last_reload_error.store(Some(Arc::new(error)));
+    }
+
+    /// Why the most recent reload failed, if the most recent one did.
+    pub fn last_reload_error(&self) -> Option<Arc<String>> {
+        self.last_reload_error.load_full()
     }
 
     /// The snapshot to use for one whole request.
@@ -58,8 +71,9 @@ impl SnapshotHandle {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot.
+    /// Replaces the snapshot (and clears any reload error).
     pub fn store(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+        self.last_reload_error.store(None);
     }
 }

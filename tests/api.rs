@@ -26,6 +26,8 @@ mod deploy;
 mod envoy;
 #[path = "api/garbage.rs"]
 mod garbage;
+#[path = "api/reload.rs"]
+mod reload;
 #[path = "api/sources.rs"]
 mod sources;
 #[path = "api/token.rs"]

@@ -46,7 +46,7 @@ pub(super) fn run(args: ServeArgs) -> Exit {
         }
     };
     runtime.block_on(async move {
-        let running = match server::start(config, prometheus).await {
+        let running = match server::start(source, config, prometheus).await {
             Ok(running) => running,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -54,6 +54,20 @@ pub(super) fn run(args: ServeArgs) -> Exit {
             }
         };
         let stop = running.stopper();
+        #[cfg(unix)]
+        {
+            let reload = running.reload.clone();
+            if let Ok(mut hangup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading configuration");
+                        reload.reload();
+                    }
+                });
+            }
+        }
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -77,6 +77,9 @@ pub struct Config {
     pub settings: Settings,
     /// Everything a decision depends on.
     pub snapshot: Snapshot,
+    /// Files and folders the snapshot was built from (empty for the embedded default), for
+    /// live reload.
+    pub watched: Vec<PathBuf>,
 }
 
 /// Helper that turns spans into located errors for one config file.
@@ -123,7 +126,9 @@ impl Config {
         let policies = policies(source, &raw)?;
         let routes = routes(&at, &raw, &policies)?;
         let response = response(&at, &raw)?;
+        let watched = watched(source, &raw);
         Ok(Self {
+            watched,
             settings,
             snapshot: Snapshot {
                 generation,
@@ -134,6 +139,27 @@ impl Config {
             },
         })
     }
+}
+
+/// Every file (and the policy folder) a snapshot depends on.
+fn watched(source: &ConfigSource, raw: &RawConfig) -> Vec<PathBuf> {
+    let ConfigSource::File(config) = source else {
+        return Vec::new();
+    };
+    let id = &raw.identity;
+    let named = std::iter::once(&raw.policies.schema)
+        .chain(std::iter::once(&raw.policies.dir))
+        .chain(raw.policies.entities.iter())
+        .chain(id.trust_bundles.iter())
+        .chain(id.intermediates.iter())
+        .chain(
+            raw.issuers
+                .iter()
+                .flat_map(|i| i.jwks_file.iter().chain(i.hmac_secret_file.iter())),
+        );
+    std::iter::once(config.clone())
+        .chain(named.filter_map(|p| source.resolve(p.get_ref())))
+        .collect()
 }
 
 fn settings(

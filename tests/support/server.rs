@@ -30,6 +30,8 @@ pub struct Options {
     pub server_extra: String,
     /// Extra top-level tables.
     pub extra: String,
+    /// Policy folder (schema, entities, *.cedar); the repository's `policies/` by default.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             dns_fallback: false,
             server_extra: String::new(),
             extra: String::new(),
+            policy_dir: None,
         }
     }
 }
@@ -100,15 +103,20 @@ delegation = "act_or_subject"
 require_binding = {require_binding}
 
 [policies]
-schema = "{MANIFEST}/policies/tollgate.cedarschema"
-dir = "{MANIFEST}/policies"
-entities = "{MANIFEST}/policies/entities.json"
+schema = "{policies}/tollgate.cedarschema"
+dir = "{policies}"
+entities = "{policies}/entities.json"
 
 {extra}
 
 {routes}
 "#,
         source = options.source,
+        policies = options
+            .policy_dir
+            .clone()
+            .unwrap_or_else(|| Path::new(MANIFEST).join("policies"))
+            .display(),
         listen = options.listen,
         require_token = options.require_token,
         intermediates = intermediates.join(", "),
@@ -132,7 +140,13 @@ impl TestServer {
             1,
         )
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let running = tollgate::server::start(config, None).await.unwrap();
+        let running = tollgate::server::start(
+            tollgate::config::ConfigSource::File(config_path.clone()),
+            config,
+            None,
+        )
+        .await
+        .unwrap();
         // Lazy, so a server that only speaks TLS can still be started by this harness.
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
@@ -178,7 +192,8 @@ impl TestServer {
             1,
         )
         .unwrap();
-        self.running = Some(tollgate::server::start(config, None).await.unwrap());
+        let source = tollgate::config::ConfigSource::File(self.config_path.clone());
+        self.running = Some(tollgate::server::start(source, config, None).await.unwrap());
     }
 
     /// Stops the server (draining the audit writer) and hands back its folder.

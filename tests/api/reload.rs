@@ -1,0 +1,293 @@
+//! Live reload under load: policy and trust-bundle changes take effect within a second, no
+//! request fails or gets a decision from neither the old nor the new configuration, and a
+//! broken change never takes effect.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::World;
+use crate::support::pki::{Ca, TRUST_DOMAIN};
+use crate::support::server::{MANIFEST, Options, Req};
+
+const POLICY_FILES: [&str; 5] = [
+    "tollgate.cedarschema",
+    "entities.json",
+    "orders.cedar",
+    "payments.cedar",
+    "platform.cedar",
+];
+
+/// A copy of the example policies this test may edit.
+fn policy_copy(dir: &Path) -> PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in POLICY_FILES {
+        std::fs::copy(
+            Path::new(MANIFEST).join("policies").join(f),
+            policies.join(f),
+        )
+        .unwrap();
+    }
+    policies
+}
+
+const QUARANTINE_PAYMENTS: &str = "@id(\"quarantine-payments\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/payments\", action, resource);\n";
+
+/// Client tasks that keep asking the same question and record every answer's reason.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(Instant, String)>>>,
+}
+
+impl Load {
+    fn start(w: &World, clients: usize) -> Self {
+        let cert = w.ca.app("payments");
+        let token = w.issuer.app("payments", "orders.read");
+        let request = Req::get("/orders/1").cert(&cert.pem).token(&token).build();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let mut client = w.server.client.clone();
+                let request = request.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let outcome = match client.check(request.clone()).await {
+                            Ok(r) => crate::support::server::Answer::from(r.into_inner())
+                                .body
+                                .get("reason")
+                                .and_then(|r| r.as_str())
+                                .unwrap_or("allowed")
+                                .to_owned(),
+                            Err(status) => format!("rpc error: {status}"),
+                        };
+                        seen.push((Instant::now(), outcome));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<Vec<(Instant, String)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.push(t.await.unwrap());
+        }
+        all
+    }
+}
+
+/// Waits until a fresh request gets `reason`; returns how long that took.
+async fn wait_for(w: &World, req: &Req, reason: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = w.server.check(req.clone().build()).await;
+        let got = answer
+            .body
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("allowed");
+        if got == reason {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still `{got}`, wanted `{reason}`"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_edits_flip_decisions_without_failed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_copy(dir.path());
+    let w = World::with(Options {
+        policy_dir: Some(policies.clone()),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+
+    let load = Load::start(&w, 4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let edit = Instant::now();
+    std::fs::write(policies.join("quarantine.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    let to_deny = wait_for(&w, &req, "policy_denied").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let revert = Instant::now();
+    std::fs::remove_file(policies.join("quarantine.cedar")).unwrap();
+    let to_allow = wait_for(&w, &req, "allowed").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let runs = load.finish().await;
+
+    assert!(to_deny < Duration::from_secs(1), "deny took {to_deny:?}");
+    assert!(to_allow < Duration::from_secs(1), "allow took {to_allow:?}");
+    let mut total = 0;
+    for seen in &runs {
+        total += seen.len();
+        // Every answer is one of the two configurations' answers...
+        for (_, outcome) in seen {
+            assert!(
+                outcome == "allowed" || outcome == "policy_denied",
+                "unexpected `{outcome}`"
+            );
+        }
+        // ...and each client sees allow, then deny, then allow: no flapping across a swap.
+        let mut phases: Vec<&str> = seen.iter().map(|(_, o)| o.as_str()).collect();
+        phases.dedup();
+        assert!(
+            phases.len() <= 3 && phases.first() == Some(&"allowed"),
+            "{phases:?}"
+        );
+        // Nothing decided by the old policies well after each swap was observed.
+        for (at, outcome) in seen {
+            if *at > edit + to_deny + Duration::from_millis(50) && *at < revert {
+                assert_eq!(outcome, "policy_denied");
+            }
+            if *at > revert + to_allow + Duration::from_millis(50) {
+                assert_eq!(outcome, "allowed");
+            }
+        }
+    }
+    assert!(total > 100, "load generated only {total} requests");
+}
+
+#[tokio::test]
+async fn a_broken_policy_never_takes_effect_and_readyz_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_copy(dir.path());
+    let w = World::with(Options {
+        policy_dir: Some(policies.clone()),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+    let running = w.server.running.as_ref().unwrap();
+
+    // A syntax error in a forbid: if it were half-applied, payments would be denied.
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "forbid (principal, action, resource) when {\n  context.\n};\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running.snapshots.last_reload_error().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = running.snapshots.last_reload_error().unwrap();
+    assert!(error.contains("broken.cedar:3:1: syntax error"), "{error}");
+    assert_eq!(running.snapshots.load().generation, 1);
+    w.server
+        .check(req.clone().build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+    let admin = running.admin_addr.unwrap();
+    let readyz = tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
+        .await
+        .unwrap();
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(
+        readyz.contains("last reload failed") && readyz.contains("broken.cedar:3:1"),
+        "{readyz}"
+    );
+
+    // Fixing it applies the fix, and clears the error.
+    std::fs::write(policies.join("broken.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    wait_for(&w, &req, "policy_denied").await;
+    assert!(running.snapshots.last_reload_error().is_none());
+}
+
+#[tokio::test]
+async fn trust_bundle_rotation_applies_to_new_requests() {
+    let w = World::new().await;
+    let bundle = w.server.dir.path().join("ca.pem");
+    let token = w.issuer.app("payments", "orders.read");
+    let old = Req::get("/orders/1")
+        .cert(&w.ca.app("payments").pem)
+        .token(&token);
+    w.server
+        .check(old.clone().build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+
+    let next = Ca::new("Next Root");
+    std::fs::write(&bundle, &next.pem).unwrap();
+    let took = wait_for(&w, &old, "cert_untrusted").await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let new = Req::get("/orders/1")
+        .cert(&next.app("payments").pem)
+        .token(&token);
+    w.server
+        .check(new.build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+}
+
+#[tokio::test]
+async fn kubernetes_configmap_symlink_swaps_are_picked_up() {
+    // The layout kubelet writes: files are symlinks into `..data`, which is itself a symlink to
+    // a timestamped folder, swapped atomically by rename on update.
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("policies");
+    let v1 = mount.join("..2026_11_22_v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    for f in POLICY_FILES {
+        std::fs::copy(Path::new(MANIFEST).join("policies").join(f), v1.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("..2026_11_22_v1", mount.join("..data")).unwrap();
+    for f in POLICY_FILES.iter().chain(["quarantine.cedar"].iter()) {
+        std::os::unix::fs::symlink(format!("..data/{f}"), mount.join(f)).unwrap();
+    }
+    std::fs::write(v1.join("quarantine.cedar"), "// nothing quarantined yet\n").unwrap();
+    let w = World::with(Options {
+        policy_dir: Some(mount.clone()),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+    w.server
+        .check(req.clone().build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+
+    let v2 = mount.join("..2026_11_22_v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    for f in POLICY_FILES {
+        std::fs::copy(v1.join(f), v2.join(f)).unwrap();
+    }
+    std::fs::write(v2.join("quarantine.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    std::os::unix::fs::symlink("..2026_11_22_v2", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    let took = wait_for(&w, &req, "policy_denied").await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
