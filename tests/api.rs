@@ -34,3 +34,5 @@ mod sources;
 mod token;
 #[path = "api/transport.rs"]
 mod transport;
+#[path = "api/validate.rs"]
+mod validate;

@@ -5,6 +5,7 @@ mod call;
 mod check;
 mod demo;
 mod serve;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Termination};
@@ -36,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the ext_authz gRPC server (and the admin HTTP listener).
     Serve(serve::ServeArgs),
+    /// Check config, schema, policies, entities and routes as `serve` would, plus lints.
+    Validate(validate::ValidateArgs),
     /// Decide one request offline, from a JSON file, with the server's own pipeline.
     Check(check::CheckArgs),
     /// Send one Check to a running server, as Envoy would, and print the answer.
@@ -90,6 +93,7 @@ impl Termination for Exit {
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Validate(args) => validate::run(args),
         Command::Check(args) => check::run(args),
         Command::Call(args) => call::run(args),
         Command::DemoCredentials(args) => demo::run(args),

@@ -448,6 +448,33 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
             ))
         }
     };
+    // A resource type the action cannot take would fail schema validation on every request.
+    let check_resource =
+        |action: &Spanned<String>, type_name: &str, at_span: &Spanned<String>, key: &str| {
+            let uid = cedar_policy::EntityUid::from_type_name_and_id(
+                cedar_policy::EntityTypeName::from_str("Action")
+                    .map_err(|e| at.invalid(action, key, e.to_string()))?,
+                cedar_policy::EntityId::new(action.get_ref()),
+            );
+            let allowed: Vec<String> = store
+                .schema()
+                .resources_for_action(&uid)
+                .map(|types| types.map(ToString::to_string).collect())
+                .unwrap_or_default();
+            if allowed.iter().any(|t| t == type_name) {
+                Ok(())
+            } else {
+                Err(at.invalid(
+                at_span,
+                key,
+                format!(
+                    "action `{}` does not apply to `{type_name}` in the schema (it applies to: {})",
+                    action.get_ref(),
+                    allowed.join(", ")
+                ),
+            ))
+            }
+        };
     let mut compiled = Vec::new();
     for (i, route) in raw.routes.iter().enumerate() {
         check_action(&route.action, &format!("routes[{i}].action"))?;
@@ -458,16 +485,29 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
             .collect();
         let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs)
             .map_err(|e| at.invalid(&route.resource, &format!("routes[{i}].resource"), e))?;
-        compiled.push(
+        check_resource(
+            &route.action,
+            &resource.type_name,
+            &route.resource,
+            &format!("routes[{i}].resource"),
+        )?;
+        let mut compiled_route =
             Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource)
-                .map_err(|e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e))?,
-        );
+                .map_err(|e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e))?;
+        compiled_route.line = line_column(&at.file.text, route.pattern.span().start).0;
+        compiled.push(compiled_route);
     }
     let fallback = match &raw.unmatched {
         Some(u) => {
             check_action(&u.action, "unmatched.action")?;
             let resource = ResourceTemplate::parse(u.resource.get_ref(), &[])
                 .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e))?;
+            check_resource(
+                &u.action,
+                &resource.type_name,
+                &u.resource,
+                "unmatched.resource",
+            )?;
             Some((Arc::from(u.action.get_ref().as_str()), resource))
         }
         None => None,

@@ -11,6 +11,8 @@ use super::{AttrValue, Resource};
 pub struct Route {
     /// The template as written, for logs and lints.
     pub pattern: String,
+    /// 1-based line of the route in its config file (0 when unknown), for lints.
+    pub line: usize,
     method: Option<String>,
     segments: Vec<Segment>,
     /// Cedar action id, e.g. `orders:read`.
@@ -67,6 +69,22 @@ impl Routes {
     /// The compiled routes, in match order.
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
+    }
+
+    /// Every action a request can map to (routes and the fallback).
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .map(|r| &*r.action)
+            .chain(self.fallback.iter().map(|(a, _)| &**a))
+    }
+
+    /// Every resource type a request can map to (routes and the fallback).
+    pub fn resource_types(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .map(|r| &*r.resource.type_name)
+            .chain(self.fallback.iter().map(|(_, r)| &*r.type_name))
     }
 
     /// The first route matching `method` and `path`, as action and resource.
@@ -131,6 +149,7 @@ impl Route {
         }
         Ok(Self {
             pattern: pattern.to_owned(),
+            line: 0,
             method,
             segments,
             action: action.into(),

@@ -36,6 +36,7 @@ pub struct PolicyStore {
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
     sources: HashMap<String, PolicySource>,
+    schema_source: SourceFile,
 }
 
 /// A problem in a policy-store file, located to `file:line:column`.
@@ -81,13 +82,13 @@ pub enum PolicyErrorKind {
 impl PolicyStore {
     /// Loads and strictly validates everything; returns every problem found, not just the first.
     pub fn load(
-        schema: &SourceFile,
+        schema_file: &SourceFile,
         policy_files: &[SourceFile],
         entities: Option<&SourceFile>,
     ) -> Result<Self, Vec<PolicyError>> {
-        let schema = match Schema::from_cedarschema_str(&schema.text) {
+        let schema = match Schema::from_cedarschema_str(&schema_file.text) {
             Ok((schema, _warnings)) => schema,
-            Err(e) => return Err(vec![located(PolicyErrorKind::Schema, schema, &e)]),
+            Err(e) => return Err(vec![located(PolicyErrorKind::Schema, schema_file, &e)]),
         };
         let mut errors = Vec::new();
         let mut policies = PolicySet::new();
@@ -180,6 +181,7 @@ impl PolicyStore {
             entities,
             authorizer: Authorizer::new(),
             sources,
+            schema_source: schema_file.clone(),
         })
     }
 
@@ -196,6 +198,16 @@ impl PolicyStore {
     /// The schema.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// The schema's source, for locating lints.
+    pub fn schema_source(&self) -> &SourceFile {
+        &self.schema_source
+    }
+
+    /// Every policy with its id.
+    pub fn policies(&self) -> impl Iterator<Item = &cedar_policy::Policy> {
+        self.policies.policies()
     }
 }
 

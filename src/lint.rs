@@ -1,0 +1,109 @@
+//! Lints beyond Cedar's validator: things that load fine but cannot be what the author meant.
+//! Route actions missing from the schema, resource types an action cannot take, and duplicate
+//! policy ids are load errors already; these are warnings.
+
+use std::collections::BTreeSet;
+
+use cedar_policy::ActionConstraint;
+
+use crate::config::Config;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::policy::line_column;
+
+/// Warnings for a loaded configuration; `config_file` is the name to report route lints under.
+pub fn lint(config: &Config, config_file: &str) -> Vec<Diagnostic> {
+    let snapshot = &config.snapshot;
+    let routed_actions: BTreeSet<&str> = snapshot.routes.actions().collect();
+    let routed_types: BTreeSet<&str> = snapshot.routes.resource_types().collect();
+    let store = &snapshot.policies;
+    let mut out = Vec::new();
+
+    for policy in store.policies() {
+        let actions: Vec<String> = match policy.action_constraint() {
+            ActionConstraint::Any => continue,
+            ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_owned()],
+            ActionConstraint::In(uids) => {
+                uids.iter().map(|u| u.id().unescaped().to_owned()).collect()
+            }
+        };
+        if actions.iter().any(|a| routed_actions.contains(a.as_str())) {
+            continue;
+        }
+        let id = policy.id().to_string();
+        let (file, line) = store.source(&id).map_or_else(
+            || ("<policies>".to_owned(), 1),
+            |s| (s.file.clone(), s.line),
+        );
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            kind: "policy-never-applies",
+            file,
+            line,
+            column: 1,
+            message: format!(
+                "policy `{id}` can never apply: no route produces action {}",
+                actions
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            help: Some("add a [[routes]] entry for the action, or remove the policy".into()),
+        });
+    }
+
+    let schema_source = store.schema_source();
+    for type_name in store
+        .schema()
+        .resources()
+        .map(ToString::to_string)
+        .collect::<BTreeSet<_>>()
+    {
+        if routed_types.contains(type_name.as_str()) {
+            continue;
+        }
+        let offset = find_entity_declaration(&schema_source.text, &type_name).unwrap_or(0);
+        let (line, column) = line_column(&schema_source.text, offset);
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            kind: "resource-type-unused",
+            file: schema_source.name.clone(),
+            line,
+            column,
+            message: format!("no route produces resource type `{type_name}`"),
+            help: Some(format!(
+                "policies about `{type_name}` cannot be reached through {config_file}"
+            )),
+        });
+    }
+    out
+}
+
+/// Byte offset of `entity <name>` in a schema (followed by a non-identifier character).
+fn find_entity_declaration(schema: &str, name: &str) -> Option<usize> {
+    let needle = format!("entity {name}");
+    schema.match_indices(&needle).map(|(at, _)| at).find(|at| {
+        schema
+            .get(at + needle.len()..)
+            .and_then(|rest| rest.chars().next())
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigSource;
+
+    #[test]
+    fn the_example_estate_is_clean() {
+        let config = Config::load(&ConfigSource::Embedded, 1).unwrap();
+        assert_eq!(lint(&config, "tollgate.toml"), vec![]);
+    }
+
+    #[test]
+    fn finds_entity_declarations_exactly() {
+        let schema = "entity Orderly;\nentity Order { owner?: User };";
+        assert_eq!(find_entity_declaration(schema, "Order"), Some(16));
+    }
+}
