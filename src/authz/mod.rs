@@ -9,26 +9,63 @@ use std::sync::Arc;
 use rustls_pki_types::UnixTime;
 
 use crate::cache::Caches;
-use crate::identity;
+use crate::identity::{self, Caller};
 use crate::mapping::{self, Query};
 use crate::policy::{self, Decision};
 use crate::snapshot::Snapshot;
 use crate::verdict::{ReasonCode, Verdict};
 use input::CheckInput;
 
+/// What `explain` shows besides the verdict: how far the request got, and as what.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// The verified caller, when identity succeeded.
+    pub caller: Option<Caller>,
+    /// The Cedar query, when mapping succeeded.
+    pub query: Option<Query>,
+}
+
 /// Decides one request against one snapshot.
 pub fn check(snapshot: &Snapshot, caches: &Caches, input: &CheckInput, now: UnixTime) -> Verdict {
+    run(snapshot, caches, input, now, None)
+}
+
+/// [`check`], also returning the intermediate stages (for `check --explain`).
+pub fn explain(
+    snapshot: &Snapshot,
+    caches: &Caches,
+    input: &CheckInput,
+    now: UnixTime,
+) -> (Verdict, Trace) {
+    let mut trace = Trace::default();
+    let verdict = run(snapshot, caches, input, now, Some(&mut trace));
+    (verdict, trace)
+}
+
+fn run(
+    snapshot: &Snapshot,
+    caches: &Caches,
+    input: &CheckInput,
+    now: UnixTime,
+    mut trace: Option<&mut Trace>,
+) -> Verdict {
     let generation = snapshot.generation;
     let caller = match identity::verify(&snapshot.identity, caches, generation, input, now) {
         Ok(caller) => caller,
         Err(e) => return Verdict::deny((&e).into(), e.to_string()),
     };
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.caller = Some(caller.clone());
+    }
     let query = match mapping::map(&snapshot.routes, &caller, input) {
         Ok(query) => query,
         Err(e) => {
             return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
         }
     };
+    if let Some(trace) = trace {
+        trace.query = Some(query.clone());
+    }
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let decision = match caches.decisions.get(&query, generation, now_secs) {
         Some(hit) => hit,

@@ -1,14 +1,16 @@
-//! `tollgate check --request FILE`: one decision offline, with the server's own pipeline.
+//! `tollgate check --request FILE [--explain]`: one decision offline, with the server's own
+//! pipeline; `--explain` shows the Cedar request it became and why it was decided so.
 
 use std::path::PathBuf;
 
 use rustls_pki_types::UnixTime;
 
-use crate::authz::{self, input::CheckInput};
+use crate::authz::{self, Trace, input::CheckInput};
 use crate::cache::Caches;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::verdict::Outcome;
+use crate::policy::PolicyStore;
+use crate::verdict::{Outcome, ReasonCode, Verdict};
 
 use super::{ConfigArg, Exit};
 
@@ -25,6 +27,9 @@ pub struct CheckArgs {
     /// JSON file describing the request.
     #[arg(long, short = 'r', value_name = "FILE")]
     request: PathBuf,
+    /// Also show the Cedar request, the determining policies' sources, and evaluation errors.
+    #[arg(long)]
+    explain: bool,
 }
 
 pub(super) fn run(args: CheckArgs) -> Exit {
@@ -50,8 +55,22 @@ pub(super) fn run(args: CheckArgs) -> Exit {
         }
     };
     let caches = Caches::new(0, 0, Metrics);
-    let verdict = authz::check(&config.snapshot, &caches, &input, UnixTime::now());
-    let policies = &config.snapshot.policies;
+    let (verdict, trace) = authz::explain(&config.snapshot, &caches, &input, UnixTime::now());
+    if args.explain {
+        print_trace(&trace);
+    }
+    print_verdict(&verdict, &config.snapshot.policies);
+    if args.explain {
+        print_why(&verdict, &trace);
+    }
+    if verdict.is_allowed() {
+        Exit::Ok
+    } else {
+        Exit::Deny
+    }
+}
+
+fn print_verdict(verdict: &Verdict, policies: &PolicyStore) {
     match &verdict.outcome {
         Outcome::Allow => println!("decision: allow"),
         Outcome::Deny(denial) => {
@@ -72,9 +91,58 @@ pub(super) fn run(args: CheckArgs) -> Exit {
     for error in &verdict.errors {
         println!("evaluation error: {error}");
     }
-    if verdict.is_allowed() {
-        Exit::Ok
-    } else {
-        Exit::Deny
+}
+
+fn print_trace(trace: &Trace) {
+    if let Some(caller) = &trace.caller {
+        let mode = match caller.mode {
+            crate::identity::AccessMode::AppOnly => "app_only",
+            crate::identity::AccessMode::Delegated => "delegated",
+        };
+        println!(
+            "caller: {} ({mode}{})",
+            caller.principal,
+            if caller.bound {
+                ", certificate-bound token"
+            } else {
+                ""
+            }
+        );
     }
+    if let Some(query) = &trace.query {
+        println!("cedar request:");
+        println!("  principal: App::{:?}", query.principal);
+        println!("  action:    Action::{:?}", &*query.action);
+        println!(
+            "  resource:  {}::{:?}",
+            query.resource.type_name, query.resource.id
+        );
+        for (name, value) in &query.resource.attrs {
+            println!("    .{name} = {value}");
+        }
+        let context = serde_json::to_string_pretty(&query.context.to_json()).unwrap_or_default();
+        println!("  context:   {}", context.replace('\n', "\n             "));
+    }
+}
+
+fn print_why(verdict: &Verdict, trace: &Trace) {
+    let Outcome::Deny(denial) = &verdict.outcome else {
+        return;
+    };
+    let stage = match (trace.caller.is_some(), trace.query.is_some()) {
+        (false, _) => "identity: the caller's credentials were refused; no policy was evaluated",
+        (true, false) => {
+            "mapping: the request did not map to a Cedar request; no policy was evaluated"
+        }
+        (true, true)
+            if denial.reason == ReasonCode::PolicyDenied && verdict.determining.is_empty() =>
+        {
+            "policy: nothing permitted this request (Cedar denies by default)"
+        }
+        (true, true) if denial.reason == ReasonCode::PolicyDenied => {
+            "policy: a forbid policy matched"
+        }
+        (true, true) => "policy: the request could not be evaluated",
+    };
+    println!("why: {stage}");
 }

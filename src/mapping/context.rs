@@ -64,6 +64,44 @@ pub struct RequestFacts {
 }
 
 impl ContextFacts {
+    /// The context as the JSON record Cedar sees (for `check --explain`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut request = serde_json::json!({
+            "method": self.request.method,
+            "path": self.request.path,
+            "host": self.request.host,
+        });
+        if let (Some(ip), Some(map)) = (self.request.source_ip, request.as_object_mut()) {
+            map.insert("source_ip".into(), serde_json::json!(ip.to_string()));
+        }
+        let mut record = serde_json::json!({
+            "access_mode": match self.access_mode {
+                AccessMode::AppOnly => "app_only",
+                AccessMode::Delegated => "delegated",
+            },
+            "request": request,
+        });
+        if let Some(map) = record.as_object_mut() {
+            if let Some(user) = &self.user {
+                map.insert("user".into(), serde_json::json!(format!("User::{user:?}")));
+            }
+            if let Some(c) = &self.certificate {
+                let cert = serde_json::json!({
+                    "id": c.id, "trust_domain": c.trust_domain, "thumbprint": c.thumbprint,
+                });
+                map.insert("certificate".into(), cert);
+            }
+            if let Some(t) = &self.token {
+                let token = serde_json::json!({
+                    "issuer": t.issuer, "subject": t.subject, "client_id": t.client_id,
+                    "actor": t.actor, "bound": t.bound, "scopes": t.scopes,
+                });
+                map.insert("token".into(), token);
+            }
+        }
+        record
+    }
+
     /// Collects the facts for one request.
     pub fn new(caller: &Caller, input: &CheckInput, path: String) -> Self {
         let certificate = caller.workload.as_ref().map(|w| {

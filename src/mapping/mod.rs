@@ -51,6 +51,15 @@ pub enum AttrValue {
     },
 }
 
+impl std::fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String(s) => write!(f, "{s:?}"),
+            Self::Entity { type_name, id } => write!(f, "{type_name}::{id:?}"),
+        }
+    }
+}
+
 /// Why a request could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {

@@ -71,6 +71,68 @@ async fn check_prints_decision_and_uses_exit_codes() {
     assert!(stdout(&out).contains("decision: allow"));
 }
 
+#[tokio::test]
+async fn explain_shows_the_cedar_request_and_why() {
+    let w = World::new().await;
+    let config = w.server.config_path.display().to_string();
+    let file = w.server.dir.path().join("request.json");
+    let cert = w.ca.app("web-frontend");
+    let alice = w.issuer.delegated("web-frontend", "alice", "orders.read");
+    let request = serde_json::json!({
+        "method": "GET", "path": "/users/bob/orders/7", "source_ip": "10.0.0.9",
+        "headers": {"authorization": format!("Bearer {alice}")}, "certificate": cert.pem,
+    });
+    std::fs::write(&file, request.to_string()).unwrap();
+    let file_arg = file.display().to_string();
+    let out = tollgate(&["check", "-c", &config, "-r", &file_arg, "--explain"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    for needle in [
+        "caller: spiffe://demo.tollgate.dev/web-frontend (delegated)",
+        "  action:    Action::\"orders:read\"",
+        "  resource:  Order::\"7\"",
+        "    .owner = User::\"bob\"",
+        "\"user\": \"User::\\\"alice\\\"\"",
+        "\"source_ip\": \"10.0.0.9\"",
+        "why: policy: nothing permitted this request (Cedar denies by default)",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+
+    let legacy = w.ca.app("legacy-reporting");
+    let token = w.issuer.app("legacy-reporting", "orders.read");
+    let out = check_as(Some(&config), &file, &legacy.pem, &token, "/orders/1");
+    assert_eq!(out.status.code(), Some(2));
+    let out = tollgate(&["check", "-c", &config, "-r", &file_arg, "--explain"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("why: policy: a forbid policy matched"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy: quarantine-legacy-reporting ("),
+        "{text}"
+    );
+
+    std::fs::write(
+        &file,
+        serde_json::json!({"method": "GET", "path": "/orders/1"}).to_string(),
+    )
+    .unwrap();
+    let text = stdout(&tollgate(&[
+        "check",
+        "-c",
+        &config,
+        "-r",
+        &file_arg,
+        "--explain",
+    ]));
+    assert!(
+        text.contains("why: identity: the caller's credentials were refused"),
+        "{text}"
+    );
+}
+
 #[test]
 fn invalid_config_exits_3_with_a_located_error() {
     let dir = tempfile::tempdir().unwrap();
