@@ -30,6 +30,7 @@
 //! - [`identity`]: certificates, SPIFFE IDs, XFCC, JWTs, JWKS, certificate binding.
 //! - [`mapping`]: path normalisation, routes, Cedar context.
 //! - [`policy`]: Cedar schema/policies/entities and evaluation.
+//! - [`policytest`], [`lint`], [`diagnostic`]: the policy authors' toolchain.
 //! - [`cache`]: bounded generation-tagged caches.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
 //! - [`metrics`], [`audit`], [`admin`], [`telemetry`]: observability.
@@ -50,6 +51,7 @@ pub mod lint;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;
+pub mod policytest;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

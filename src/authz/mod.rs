@@ -57,6 +57,20 @@ fn run(
     if let Some(trace) = trace.as_deref_mut() {
         trace.caller = Some(caller.clone());
     }
+    decide_for(snapshot, caches, caller, input, now, trace)
+}
+
+/// The pipeline after identity: mapping, decision cache, Cedar. `tollgate test` enters here
+/// with a caller described by facts instead of credentials.
+pub fn decide_for(
+    snapshot: &Snapshot,
+    caches: &Caches,
+    caller: Caller,
+    input: &CheckInput,
+    now: UnixTime,
+    trace: Option<&mut Trace>,
+) -> Verdict {
+    let generation = snapshot.generation;
     let query = match mapping::map(&snapshot.routes, &caller, input) {
         Ok(query) => query,
         Err(e) => {

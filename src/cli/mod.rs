@@ -5,6 +5,7 @@ mod call;
 mod check;
 mod demo;
 mod serve;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Decide one request offline, from a JSON file, with the server's own pipeline.
     Check(check::CheckArgs),
+    /// Run policy test files (expected decisions for requests).
+    Test(test::TestArgs),
     /// Send one Check to a running server, as Envoy would, and print the answer.
     Call(call::CallArgs),
     /// Mint a client certificate and token trusted by the embedded demo estate.
@@ -76,6 +79,8 @@ pub enum Exit {
     Deny,
     /// The configuration or policies are invalid.
     Invalid,
+    /// A policy test case failed.
+    TestsFailed,
 }
 
 impl Termination for Exit {
@@ -85,6 +90,7 @@ impl Termination for Exit {
             Exit::Error => 1,
             Exit::Deny => 2,
             Exit::Invalid => 3,
+            Exit::TestsFailed => 4,
         })
     }
 }
@@ -95,6 +101,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Check(args) => check::run(args),
+        Command::Test(args) => test::run(args),
         Command::Call(args) => call::run(args),
         Command::DemoCredentials(args) => demo::run(args),
     }

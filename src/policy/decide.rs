@@ -66,17 +66,46 @@ pub fn decide(store: &PolicyStore, query: &Query) -> Result<Decision, DecideErro
         &synthesized
     };
 
+    Ok(evaluate(store, &request, entities))
+}
+
+/// Evaluates a Cedar request written out by hand (`tollgate test` raw cases): entity UIDs in
+/// Cedar syntax and the context as JSON, validated against the schema like any request.
+pub fn decide_raw(
+    store: &PolicyStore,
+    principal: &str,
+    action: &str,
+    resource: &str,
+    context: &serde_json::Value,
+) -> Result<Decision, DecideError> {
+    let parse = |uid: &str| {
+        EntityUid::from_str(uid).map_err(|e| DecideError::Entity(format!("{uid}: {e}")))
+    };
+    let (principal, action, resource) = (parse(principal)?, parse(action)?, parse(resource)?);
+    let context = Context::from_json_value(context.clone(), Some((&store.schema, &action)))
+        .map_err(|e| DecideError::Request(e.to_string()))?;
+    let request =
+        cedar_policy::Request::new(principal, action, resource, context, Some(&store.schema))
+            .map_err(|e| DecideError::Request(e.to_string()))?;
+    Ok(evaluate(store, &request, &store.entities))
+}
+
+fn evaluate(
+    store: &PolicyStore,
+    request: &cedar_policy::Request,
+    entities: &cedar_policy::Entities,
+) -> Decision {
     let response = store
         .authorizer
-        .is_authorized(&request, &store.policies, entities);
+        .is_authorized(request, &store.policies, entities);
     let diagnostics = response.diagnostics();
     let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
     determining.sort_unstable();
-    Ok(Decision {
+    Decision {
         allowed: response.decision() == cedar_policy::Decision::Allow,
         determining,
         errors: diagnostics.errors().map(ToString::to_string).collect(),
-    })
+    }
 }
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, DecideError> {

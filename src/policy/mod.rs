@@ -9,7 +9,7 @@ use std::str::FromStr;
 use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
-pub use decide::{DecideError, Decision, decide};
+pub use decide::{DecideError, Decision, decide, decide_raw};
 
 /// A source text and the name to report it under.
 #[derive(Debug, Clone)]
