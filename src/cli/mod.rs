@@ -4,6 +4,7 @@
 mod call;
 mod check;
 mod demo;
+mod fmt;
 mod serve;
 mod test;
 mod validate;
@@ -42,6 +43,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Decide one request offline, from a JSON file, with the server's own pipeline.
     Check(check::CheckArgs),
+    /// Format Cedar policy files.
+    Fmt(fmt::FmtArgs),
     /// Run policy test files (expected decisions for requests).
     Test(test::TestArgs),
     /// Send one Check to a running server, as Envoy would, and print the answer.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Validate(args) => validate::run(args),
         Command::Check(args) => check::run(args),
         Command::Test(args) => test::run(args),
+        Command::Fmt(args) => fmt::run(args),
         Command::Call(args) => call::run(args),
         Command::DemoCredentials(args) => demo::run(args),
     }

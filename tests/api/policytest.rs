@@ -117,3 +117,45 @@ fn json_files_and_folders_work_and_missing_paths_fail() {
     let out = tollgate_test(&[&Path::new("/nonexistent/tests").display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn fmt_checks_rewrites_and_refuses_broken_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.cedar");
+    std::fs::write(
+        &file,
+        "permit(principal,action,resource)when{context.access_mode==\"app_only\"};\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("fmt")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let path = file.display().to_string();
+    let out = run(&["--check", &path]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout(&out).contains("would reformat"), "{}", stdout(&out));
+    let out = run(&[&path]);
+    assert_eq!(out.status.code(), Some(0));
+    let formatted = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        formatted,
+        "permit (principal, action, resource)\nwhen { context.access_mode == \"app_only\" };\n"
+    );
+    assert_eq!(run(&["--check", &path]).status.code(), Some(0));
+    // The shipped examples are formatted.
+    let policies = Path::new(MANIFEST).join("policies").display().to_string();
+    assert_eq!(run(&["--check", &policies]).status.code(), Some(0));
+
+    std::fs::write(&file, "permit(principal,, action, resource);").unwrap();
+    let out = run(&[&path]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout(&out).contains("cannot format"), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "permit(principal,, action, resource);"
+    );
+}
