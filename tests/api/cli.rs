@@ -204,7 +204,23 @@ fn serve_and_call_end_to_end_with_the_binary() {
             "\"issuer.jwks.json\"",
             &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
         )
-        .replace("../../policies", &format!("{MANIFEST}/policies"));
+        .replace("../../policies", "policies");
+    // A private copy of the policies, edited below while the server runs.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in [
+        "tollgate.cedarschema",
+        "entities.json",
+        "orders.cedar",
+        "payments.cedar",
+        "platform.cedar",
+    ] {
+        std::fs::copy(
+            Path::new(MANIFEST).join("policies").join(f),
+            policies.join(f),
+        )
+        .unwrap();
+    }
     let config_path = dir.path().join("tollgate.toml");
     std::fs::write(&config_path, config).unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -247,13 +263,84 @@ fn serve_and_call_end_to_end_with_the_binary() {
         allowed = call("GET", "/orders/1001");
     }
     let denied = call("POST", "/admin/keys/rotate");
+
+    // Editing a policy under the running server flips the next decision, no restart.
+    std::fs::write(
+        policies.join("freeze.cedar"),
+        "@id(\"freeze-orders\")\nforbid (principal, action == Action::\"orders:read\", resource);\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut flipped = call("GET", "/orders/1001");
+    while flipped.status.code() == Some(0) && started.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        flipped = call("GET", "/orders/1001");
+    }
+    let flip_took = started.elapsed();
+    // A syntax error leaves that decision in force.
+    std::fs::write(
+        policies.join("freeze.cedar"),
+        "forbid (principal, action, resource) when {",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let after_broken = call("GET", "/orders/1001");
+    // SIGHUP reloads too: the generation on /readyz moves (the broken file is fixed first).
+    std::fs::remove_file(policies.join("freeze.cedar")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let before = ready_generation(admin);
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let after = ready_generation(admin);
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));
+    assert_eq!(flipped.status.code(), Some(2), "{}", stdout(&flipped));
+    assert!(
+        stdout(&flipped).contains("freeze-orders"),
+        "{}",
+        stdout(&flipped)
+    );
+    assert!(
+        flip_took < std::time::Duration::from_secs(1),
+        "flip took {flip_took:?}"
+    );
+    assert_eq!(
+        after_broken.status.code(),
+        Some(2),
+        "{}",
+        stdout(&after_broken)
+    );
+    assert!(hup.success());
+    assert_eq!(after, before + 1, "SIGHUP did not reload");
     assert!(stdout(&allowed).contains("x-tollgate-principal: spiffe://demo.tollgate.dev/orders"));
     assert_eq!(denied.status.code(), Some(2), "{}", stdout(&denied));
     assert!(stdout(&denied).contains("DENY 403"), "{}", stdout(&denied));
     assert!(stdout(&denied).contains("policy_denied"));
+}
+
+/// The `generation=` figure from `/readyz`.
+fn ready_generation(admin: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    let at = out.find("generation=").unwrap() + "generation=".len();
+    out[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
