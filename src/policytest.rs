@@ -290,10 +290,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
         (None, Some(client)) => client,
         (None, None) => return Err("caller needs `spiffe_id` or `token.client_id`".into()),
     };
-    let mode = match token.as_ref().and_then(|t| t.user.as_ref()) {
-        Some(_) => AccessMode::Delegated,
-        None => AccessMode::AppOnly,
-    };
+    let mode = AccessMode::for_token(token.as_deref());
     Ok(Caller {
         principal,
         workload,

@@ -56,6 +56,17 @@ pub enum AccessMode {
     Delegated,
 }
 
+impl AccessMode {
+    /// Delegated when the token names a user it acts for (RFC 8693 `act`, or the issuer's
+    /// `sub` rule); app-only otherwise, including without a token.
+    pub fn for_token(token: Option<&VerifiedToken>) -> Self {
+        match token.and_then(|t| t.user.as_ref()) {
+            Some(_) => Self::Delegated,
+            None => Self::AppOnly,
+        }
+    }
+}
+
 /// The verified workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -171,10 +182,7 @@ pub fn verify(
         (None, Some(t)) => t.client_id.clone().ok_or(IdentityError::NoClient)?,
         (None, None) => return Err(IdentityError::NoCredentials),
     };
-    let mode = match token.as_ref().and_then(|t| t.user.as_ref()) {
-        Some(_) => AccessMode::Delegated,
-        None => AccessMode::AppOnly,
-    };
+    let mode = AccessMode::for_token(token.as_deref());
     Ok(Caller {
         principal,
         workload,

@@ -1,12 +1,10 @@
 //! The operational surface: gRPC health, and the admin HTTP endpoints.
 
-use std::io::{Read, Write};
-
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::World;
+use crate::support::{World, http_get};
 
 #[tokio::test]
 async fn grpc_health_reports_the_authorization_service_serving() {
@@ -29,18 +27,6 @@ async fn grpc_health_reports_the_authorization_service_serving() {
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[tokio::test]

@@ -206,21 +206,7 @@ fn serve_and_call_end_to_end_with_the_binary() {
         )
         .replace("../../policies", "policies");
     // A private copy of the policies, edited below while the server runs.
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    for f in [
-        "tollgate.cedarschema",
-        "entities.json",
-        "orders.cedar",
-        "payments.cedar",
-        "platform.cedar",
-    ] {
-        std::fs::copy(
-            Path::new(MANIFEST).join("policies").join(f),
-            policies.join(f),
-        )
-        .unwrap();
-    }
+    let policies = crate::support::copy_policies(dir.path());
     let config_path = dir.path().join("tollgate.toml");
     std::fs::write(&config_path, config).unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -325,15 +311,7 @@ fn serve_and_call_end_to_end_with_the_binary() {
 
 /// The `generation=` figure from `/readyz`.
 fn ready_generation(admin: u16) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-    write!(
-        stream,
-        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
+    let out = crate::support::http_get(([127, 0, 0, 1], admin).into(), "/readyz");
     let at = out.find("generation=").unwrap() + "generation=".len();
     out[at..]
         .split_whitespace()

@@ -7,30 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::World;
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{MANIFEST, Options, Req};
+use crate::support::{POLICY_FILES, World, copy_policies, http_get};
 
-const POLICY_FILES: [&str; 5] = [
-    "tollgate.cedarschema",
-    "entities.json",
-    "orders.cedar",
-    "payments.cedar",
-    "platform.cedar",
-];
-
-/// A copy of the example policies this test may edit.
-fn policy_copy(dir: &Path) -> PathBuf {
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    for f in POLICY_FILES {
-        std::fs::copy(
-            Path::new(MANIFEST).join("policies").join(f),
-            policies.join(f),
-        )
-        .unwrap();
-    }
-    policies
+/// A server deciding with its own copy of the example policies, which the test may edit.
+async fn world_with_policy_copy() -> (tempfile::TempDir, PathBuf, World) {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_policies(dir.path());
+    let options = Options {
+        policy_dir: Some(policies.clone()),
+        ..Options::default()
+    };
+    (dir, policies, World::with(options).await)
 }
 
 const QUARANTINE_PAYMENTS: &str = "@id(\"quarantine-payments\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/payments\", action, resource);\n";
@@ -106,13 +95,7 @@ async fn wait_for(w: &World, req: &Req, reason: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_edits_flip_decisions_without_failed_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policy_copy(dir.path());
-    let w = World::with(Options {
-        policy_dir: Some(policies.clone()),
-        ..Options::default()
-    })
-    .await;
+    let (_dir, policies, w) = world_with_policy_copy().await;
     let cert = w.ca.app("payments");
     let token = w.issuer.app("payments", "orders.read");
     let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
@@ -163,13 +146,7 @@ async fn policy_edits_flip_decisions_without_failed_requests() {
 
 #[tokio::test]
 async fn a_broken_policy_never_takes_effect_and_readyz_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policy_copy(dir.path());
-    let w = World::with(Options {
-        policy_dir: Some(policies.clone()),
-        ..Options::default()
-    })
-    .await;
+    let (_dir, policies, w) = world_with_policy_copy().await;
     let cert = w.ca.app("payments");
     let token = w.issuer.app("payments", "orders.read");
     let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
@@ -277,17 +254,4 @@ async fn kubernetes_configmap_symlink_swaps_are_picked_up() {
     std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
     let took = wait_for(&w, &req, "policy_denied").await;
     assert!(took < Duration::from_secs(1), "{took:?}");
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }

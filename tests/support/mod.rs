@@ -13,6 +13,42 @@ use jwt::TokenIssuer;
 use pki::Ca;
 use server::{Options, TestServer};
 
+/// One HTTP/1.1 GET over plain TCP; the whole response (status line, headers, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The example estate's policy files (schema, entities, *.cedar), not its tests.
+pub const POLICY_FILES: [&str; 5] = [
+    "tollgate.cedarschema",
+    "entities.json",
+    "orders.cedar",
+    "payments.cedar",
+    "platform.cedar",
+];
+
+/// Copies the example policies into `<dir>/policies` for a test to edit; returns that folder.
+pub fn copy_policies(dir: &std::path::Path) -> std::path::PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in POLICY_FILES {
+        let from = std::path::Path::new(server::MANIFEST)
+            .join("policies")
+            .join(f);
+        std::fs::copy(from, policies.join(f)).unwrap();
+    }
+    policies
+}
+
 /// A CA, an issuer, and a server trusting both.
 pub struct World {
     pub ca: Ca,
