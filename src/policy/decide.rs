@@ -31,12 +31,28 @@ pub enum DecideError {
     Request(String),
 }
 
-/// Evaluates a query against the store.
+/// Evaluates a query against the store, considering only the policies whose scope can apply
+/// (see [`super::PolicyIndex`]).
 pub fn decide(store: &PolicyStore, query: &Query) -> Result<Decision, DecideError> {
+    decide_with(store, query, true)
+}
+
+/// The reference path: evaluates every policy. Decides exactly like [`decide`]; kept to
+/// measure the index and to check it.
+pub fn decide_unindexed(store: &PolicyStore, query: &Query) -> Result<Decision, DecideError> {
+    decide_with(store, query, false)
+}
+
+fn decide_with(store: &PolicyStore, query: &Query, indexed: bool) -> Result<Decision, DecideError> {
     let principal = uid("App", &query.principal)?;
     let action = uid("Action", &query.action)?;
     let resource = uid(&query.resource.type_name, &query.resource.id)?;
     let context = context(&query.context)?;
+    let candidates = if indexed {
+        store.index.candidates(&principal, &action)
+    } else {
+        std::sync::Arc::new(store.policies.clone())
+    };
     let request = cedar_policy::Request::new(
         principal,
         action,
@@ -66,7 +82,7 @@ pub fn decide(store: &PolicyStore, query: &Query) -> Result<Decision, DecideErro
         &synthesized
     };
 
-    Ok(evaluate(store, &request, entities))
+    Ok(evaluate(store, &request, &candidates, entities))
 }
 
 /// Evaluates a Cedar request written out by hand (`tollgate test` raw cases): entity UIDs in
@@ -87,17 +103,16 @@ pub fn decide_raw(
     let request =
         cedar_policy::Request::new(principal, action, resource, context, Some(&store.schema))
             .map_err(|e| DecideError::Request(e.to_string()))?;
-    Ok(evaluate(store, &request, &store.entities))
+    Ok(evaluate(store, &request, &store.policies, &store.entities))
 }
 
 fn evaluate(
     store: &PolicyStore,
     request: &cedar_policy::Request,
+    policies: &cedar_policy::PolicySet,
     entities: &cedar_policy::Entities,
 ) -> Decision {
-    let response = store
-        .authorizer
-        .is_authorized(request, &store.policies, entities);
+    let response = store.authorizer.is_authorized(request, policies, entities);
     let diagnostics = response.diagnostics();
     let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
     determining.sort_unstable();

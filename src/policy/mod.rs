@@ -2,6 +2,7 @@
 //! policy ids (`@id("…")` when present, else `file.cedar#N`), with their source lines.
 
 mod decide;
+mod index;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -9,7 +10,8 @@ use std::str::FromStr;
 use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
-pub use decide::{DecideError, Decision, decide, decide_raw};
+pub use decide::{DecideError, Decision, decide, decide_raw, decide_unindexed};
+pub use index::PolicyIndex;
 
 /// A source text and the name to report it under.
 #[derive(Debug, Clone)]
@@ -35,6 +37,7 @@ pub struct PolicyStore {
     pub(crate) policies: PolicySet,
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
+    pub(crate) index: PolicyIndex,
     sources: HashMap<String, PolicySource>,
     schema_source: SourceFile,
 }
@@ -175,11 +178,13 @@ impl PolicyStore {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let index = PolicyIndex::new(&policies);
         Ok(Self {
             schema,
             policies,
             entities,
             authorizer: Authorizer::new(),
+            index,
             sources,
             schema_source: schema_file.clone(),
         })
