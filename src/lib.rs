@@ -34,6 +34,7 @@
 //! - [`cache`]: bounded generation-tagged caches.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
 //! - [`metrics`], [`audit`], [`admin`], [`telemetry`]: observability.
+//! - [`loadgen`]: the load generator behind `tollgate bench`.
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +49,7 @@ pub mod diagnostic;
 pub mod grpc;
 pub mod identity;
 pub mod lint;
+pub mod loadgen;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;

@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::loadgen::envoy_request;
 
 use super::Exit;
 
@@ -113,10 +112,7 @@ fn build(args: &CallArgs) -> Result<CheckRequest, String> {
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let certificate = match &args.cert {
-        Some(path) => utf8_percent_encode(&read(path)?, NON_ALPHANUMERIC).to_string(),
-        None => String::new(),
-    };
+    let certificate = args.cert.as_ref().map(read).transpose()?;
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_owned()),
         (None, Some(path)) => Some(read(path)?.trim().to_owned()),
@@ -132,30 +128,12 @@ fn build(args: &CallArgs) -> Result<CheckRequest, String> {
     if let Some(token) = token {
         headers.insert("authorization".into(), format!("Bearer {token}"));
     }
-    headers.insert(":authority".into(), args.host.clone());
-    Ok(CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address {
-                    address: Some(address::Address::SocketAddress(SocketAddress {
-                        address: args.source_ip.clone(),
-                        ..Default::default()
-                    })),
-                }),
-                certificate,
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: args.method.to_ascii_uppercase(),
-                    path: args.path.clone(),
-                    host: args.host.clone(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    })
+    Ok(envoy_request(
+        &args.method,
+        &args.path,
+        &args.host,
+        headers,
+        certificate.as_deref(),
+        &args.source_ip,
+    ))
 }

@@ -1,6 +1,7 @@
 //! Command line: `serve`, `check`, `call` and `demo-credentials`, each a thin shell over the
 //! same library functions the server uses.
 
+mod bench;
 mod call;
 mod check;
 mod demo;
@@ -49,6 +50,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Send one Check to a running server, as Envoy would, and print the answer.
     Call(call::CallArgs),
+    /// Drive a running server with a realistic request mix; report throughput and latency.
+    Bench(bench::BenchArgs),
     /// Mint a client certificate and token trusted by the embedded demo estate.
     DemoCredentials(demo::DemoArgs),
 }
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Test(args) => test::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Call(args) => call::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::DemoCredentials(args) => demo::run(args),
     }
 }

@@ -7,7 +7,9 @@ pub mod check;
 use std::future::Future;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
@@ -26,25 +28,26 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
 }
 
-/// Serves ext_authz and health on `incoming` (TCP or Unix socket connections) until
+/// Serves ext_authz (`service`: Tollgate's [`CheckService`], or the load generator's do-nothing
+/// baseline, so both run with identical server settings) and health on `incoming` (TCP or Unix
+/// socket connections) until
 /// `shutdown` resolves; with `tls`, every connection must present a client certificate that
 /// chains to `tls.client_ca_pem`.
-pub async fn serve<I, IO, IE>(
+pub async fn serve<S, I, IO, IE>(
     incoming: I,
-    service: CheckService,
+    service: S,
     limits: Limits,
     tls: Option<&ListenerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
+    S: Authorization,
     I: Stream<Item = Result<IO, IE>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<CheckService>>()
-        .await;
+    health.set_serving::<AuthorizationServer<S>>().await;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(

@@ -188,32 +188,148 @@ fn demo_credentials_work_against_the_embedded_default() {
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
 }
 
+/// `tollgate serve` (the binary) on the demo estate with free ports and its own copy of the
+/// policies; killed on drop.
+struct DemoServer {
+    child: std::process::Child,
+    grpc: u16,
+    admin: u16,
+    policies: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl DemoServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let demo =
+            std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
+        let (grpc, admin) = (free_port(), free_port());
+        let config = demo
+            .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
+            .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
+            .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
+            .replace(
+                "\"issuer.jwks.json\"",
+                &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
+            )
+            .replace("../../policies", "policies");
+        let policies = crate::support::copy_policies(dir.path());
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--config", &config_path.display().to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tollgate serve did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            grpc,
+            admin,
+            policies,
+            dir,
+        }
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bench_drives_a_running_server_and_reports_against_the_baseline() {
+    let server = DemoServer::start();
+    let url = format!("http://127.0.0.1:{}", server.grpc);
+    let pid = server.child.id().to_string();
+    let closed = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--concurrency",
+        "4",
+        "--baseline",
+        "--server-pid",
+        &pid,
+    ]);
+    let text = stdout(&closed);
+    assert_eq!(
+        closed.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
+    assert!(
+        line.contains(", 0 errors;") && line.contains("p99.9"),
+        "{line}"
+    );
+    let allowed: u64 = line
+        .split(" (")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(allowed > 0, "{line}");
+    assert!(
+        !line.contains("(0 allowed") && !line.contains(", 0 denied)"),
+        "{line}"
+    );
+    assert!(text.contains("baseline (do-nothing Check): "), "{text}");
+    assert!(text.contains("tollgate / baseline: throughput "), "{text}");
+    assert!(text.contains("server peak RSS: "), "{text}");
+    let open = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--rate",
+        "200",
+    ]);
+    let text = stdout(&open);
+    assert_eq!(open.status.code(), Some(0), "{text}");
+    assert!(text.contains("mode: Open { rate: 200 }"), "{text}");
+    let answered: u64 = text
+        .lines()
+        .find(|l| l.starts_with("tollgate: "))
+        .unwrap()
+        .split("s; ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (150..=250).contains(&answered),
+        "open loop sent {answered} at 200/s for 1 s"
+    );
+}
+
 #[test]
 fn serve_and_call_end_to_end_with_the_binary() {
-    // A free port pair for this test's `serve` (the embedded default's ports may be in use).
-    let dir = tempfile::tempdir().unwrap();
-    let demo =
-        std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
-    let grpc = free_port();
-    let admin = free_port();
-    let config = demo
-        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
-        .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
-        .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
-        .replace(
-            "\"issuer.jwks.json\"",
-            &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
-        )
-        .replace("../../policies", "policies");
-    // A private copy of the policies, edited below while the server runs.
-    let policies = crate::support::copy_policies(dir.path());
-    let config_path = dir.path().join("tollgate.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config", &config_path.display().to_string()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = DemoServer::start();
+    let (dir, grpc, admin, policies) = (&server.dir, server.grpc, server.admin, &server.policies);
     let out_dir = dir.path().display().to_string();
     tollgate(&[
         "demo-credentials",
@@ -277,13 +393,12 @@ fn serve_and_call_end_to_end_with_the_binary() {
     std::thread::sleep(std::time::Duration::from_millis(600));
     let before = ready_generation(admin);
     let hup = Command::new("kill")
-        .args(["-HUP", &server.id().to_string()])
+        .args(["-HUP", &server.child.id().to_string()])
         .status()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(600));
     let after = ready_generation(admin);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));
     assert_eq!(flipped.status.code(), Some(2), "{}", stdout(&flipped));
     assert!(

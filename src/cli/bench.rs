@@ -1,0 +1,187 @@
+//! `tollgate bench`: drive a running Tollgate with a mix of demo callers and routes, and report
+//! throughput and latency percentiles; `--baseline` measures a do-nothing Check server with the
+//! same settings in the same run, so every report carries its floor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+
+use crate::demo::{DemoRequest, mint};
+use crate::grpc::{self, Limits};
+use crate::loadgen::{self, LoadReport, Mode, NullCheck, Target, envoy_request};
+
+use super::Exit;
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The request mix uses credentials for the embedded demo estate (run the \
+server with `tollgate serve`): allowed and denied reads, delegated access, a quarantined app, a \
+bound admin call and an unauthenticated request. Other estates will mostly deny, which is still \
+a valid load. Exit code: 0 ok, 1 error."
+)]
+pub struct BenchArgs {
+    /// Tollgate's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:9191", conflicts_with = "unix")]
+    server: String,
+    /// Tollgate's Unix socket instead of TCP.
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Closed loop: requests in flight at all times.
+    #[arg(long, default_value_t = 16, conflicts_with = "rate")]
+    concurrency: usize,
+    /// Open loop: requests per second (latency counted from each scheduled send).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds first.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Also measure a do-nothing Check server (same tonic settings) in this process first.
+    #[arg(long)]
+    baseline: bool,
+    /// Report this process's peak RSS (the server's pid) at the end.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+pub(super) fn run(args: BenchArgs) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(async move {
+        match bench(args).await {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Error
+            }
+        }
+    })
+}
+
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    let requests = Arc::new(mix()?);
+    let mode = match args.rate {
+        Some(rate) => Mode::Open { rate },
+        None => Mode::Closed {
+            concurrency: args.concurrency,
+        },
+    };
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    println!(
+        "mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {} request kinds",
+        requests.len()
+    );
+
+    let floor = if args.baseline {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = Limits {
+            request_timeout: Duration::from_secs(1),
+            max_concurrent_requests: 4096,
+        };
+        let server = tokio::spawn(grpc::serve(incoming, NullCheck, limits, None, async {
+            let _ = stopped.await;
+        }));
+        let channel = loadgen::connect(&Target::Tcp(format!("http://{addr}"))).await?;
+        let report = loadgen::run(channel, mode, requests.clone(), warmup, duration).await?;
+        println!("baseline (do-nothing Check): {}", report.summary());
+        let _ = stop.send(());
+        let _ = server.await;
+        Some(report)
+    } else {
+        None
+    };
+
+    let target = match &args.unix {
+        Some(path) => Target::Unix(path.clone()),
+        None => Target::Tcp(args.server.clone()),
+    };
+    let channel = loadgen::connect(&target).await?;
+    let report = loadgen::run(channel, mode, requests, warmup, duration).await?;
+    println!("tollgate: {}", report.summary());
+    if let Some(floor) = &floor {
+        print_ratio(&report, floor);
+    }
+    if let Some(pid) = args.server_pid {
+        match loadgen::peak_rss_kib(pid) {
+            Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+            None => println!("server peak RSS: unavailable for pid {pid}"),
+        }
+    }
+    Ok(())
+}
+
+fn print_ratio(report: &LoadReport, floor: &LoadReport) {
+    println!(
+        "tollgate / baseline: throughput {:.0}%, p50 {:+}µs, p99 {:+}µs",
+        100.0 * report.throughput() / floor.throughput().max(f64::EPSILON),
+        report.percentile(0.5) as i64 - floor.percentile(0.5) as i64,
+        report.percentile(0.99) as i64 - floor.percentile(0.99) as i64,
+    );
+}
+
+/// A realistic mix against the demo estate: allowed and denied, app-only and delegated.
+fn mix() -> Result<Vec<CheckRequest>, String> {
+    let creds = |app: &str, scopes: &[&str], user: Option<&str>, bind: bool| {
+        mint(&DemoRequest {
+            app: app.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            user: user.map(str::to_owned),
+            bind,
+            lifetime: Duration::from_secs(3600),
+        })
+    };
+    let orders = creds("orders", &["orders.read", "payments.charge"], None, false)?;
+    let frontend = creds("web-frontend", &["orders.read"], Some("alice"), false)?;
+    let legacy = creds("legacy-reporting", &["orders.read"], None, false)?;
+    let ops = creds("platform-ops", &["admin"], None, true)?;
+    let batch = creds("nightly-batch", &["reports.write"], None, false)?;
+    let with = |c: &crate::demo::DemoCredentials, method: &str, path: &str, ip: &str| {
+        let headers = HashMap::from([("authorization".to_owned(), format!("Bearer {}", c.token))]);
+        envoy_request(method, path, "shop.demo", headers, Some(&c.cert_pem), ip)
+    };
+    let mut out = Vec::new();
+    for i in 0..8 {
+        out.push(with(&orders, "GET", &format!("/orders/{i}"), "10.0.0.1"));
+        out.push(with(
+            &frontend,
+            "GET",
+            &format!("/users/alice/orders/{i}"),
+            "10.0.0.2",
+        ));
+    }
+    out.push(with(&frontend, "GET", "/users/bob/orders/1", "10.0.0.2"));
+    out.push(with(&orders, "POST", "/payments/charge", "10.0.0.1"));
+    out.push(with(&legacy, "GET", "/orders/1", "10.0.0.3"));
+    out.push(with(&ops, "POST", "/admin/keys/rotate", "10.0.0.4"));
+    out.push(with(&batch, "PUT", "/reports/daily", "10.20.0.5"));
+    out.push(envoy_request(
+        "GET",
+        "/orders/1",
+        "shop.demo",
+        HashMap::new(),
+        None,
+        "10.0.0.9",
+    ));
+    Ok(out)
+}

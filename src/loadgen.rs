@@ -1,0 +1,310 @@
+//! Load generator for a running Tollgate: drives `Check` over gRPC (TCP or a Unix socket) at a
+//! fixed concurrency (closed loop) or a fixed request rate (open loop) and records latency in
+//! an HDR histogram. In open loop, latency counts from each request's scheduled send time, so
+//! a server that stalls cannot hide the queueing it causes (no coordinated omission).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc;
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where to send.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `http://host:port`.
+    Tcp(String),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+/// How to send.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// This many requests in flight at all times.
+    Closed {
+        /// In-flight requests.
+        concurrency: usize,
+    },
+    /// This many requests per second, whatever the server does.
+    Open {
+        /// Requests per second.
+        rate: u64,
+    },
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// Requests answered (allowed or denied).
+    pub answered: u64,
+    /// Answers that allowed.
+    pub allowed: u64,
+    /// gRPC errors and unsendable requests.
+    pub errors: u64,
+    /// Measured time.
+    pub elapsed: Duration,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl LoadReport {
+    /// Answers per second.
+    pub fn throughput(&self) -> f64 {
+        self.answered as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// A latency percentile in microseconds.
+    pub fn percentile(&self, q: f64) -> u64 {
+        self.latency.value_at_quantile(q)
+    }
+
+    /// One line for humans.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.0} req/s over {:.1}s; {} answered ({} allowed, {} denied), {} errors; latency p50 {}µs p90 {}µs p99 {}µs p99.9 {}µs max {}µs",
+            self.throughput(),
+            self.elapsed.as_secs_f64(),
+            self.answered,
+            self.allowed,
+            self.answered - self.allowed,
+            self.errors,
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(0.999),
+            self.latency.max(),
+        )
+    }
+}
+
+/// Opens a channel to `target`.
+pub async fn connect(target: &Target) -> Result<Channel, String> {
+    match target {
+        Target::Tcp(url) => Endpoint::from_shared(url.clone())
+            .map_err(|e| e.to_string())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("{url}: {e}")),
+        Target::Unix(path) => {
+            let path = path.clone();
+            Endpoint::from_static("http://tollgate.local")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    answered: AtomicU64,
+    allowed: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Sends the `requests` mix round-robin for `warmup` (not recorded), then for `duration`.
+pub async fn run(
+    channel: Channel,
+    mode: Mode,
+    requests: Arc<Vec<CheckRequest>>,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<LoadReport, String> {
+    if requests.is_empty() {
+        return Err("no requests to send".into());
+    }
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + duration;
+    let counters = Arc::new(Counters::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let new_histogram =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let mut latency = new_histogram()?;
+    match mode {
+        Mode::Closed { concurrency } => {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency.max(1) {
+                let mut client = AuthorizationClient::new(channel.clone());
+                let (requests, counters, next) = (requests.clone(), counters.clone(), next.clone());
+                let mut histogram = new_histogram()?;
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < stop_at {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+                        let sent = Instant::now();
+                        let Some(request) = requests.get(i).cloned() else {
+                            break;
+                        };
+                        let result = client.check(request).await;
+                        record(&counters, &mut histogram, sent, measure_from, result);
+                    }
+                    histogram
+                }));
+            }
+            for task in tasks {
+                latency
+                    .add(task.await.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Mode::Open { rate } => {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+                Instant,
+                Result<tonic::Response<CheckResponse>, tonic::Status>,
+            )>();
+            let mut ticker =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let collector = {
+                let counters = counters.clone();
+                let mut histogram = new_histogram()?;
+                tokio::spawn(async move {
+                    while let Some((scheduled, result)) = rx.recv().await {
+                        record(&counters, &mut histogram, scheduled, measure_from, result);
+                    }
+                    histogram
+                })
+            };
+            loop {
+                let scheduled: Instant = ticker.tick().await.into_std();
+                if scheduled >= stop_at {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+                let mut client = AuthorizationClient::new(channel.clone());
+                let Some(request) = requests.get(i).cloned() else {
+                    break;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = client.check(request).await;
+                    let _ = tx.send((scheduled, result));
+                });
+            }
+            drop(tx);
+            latency = collector.await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(LoadReport {
+        answered: counters.answered.load(Ordering::Relaxed),
+        allowed: counters.allowed.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed: duration,
+        latency,
+    })
+}
+
+fn record(
+    counters: &Counters,
+    histogram: &mut Histogram<u64>,
+    sent: Instant,
+    measure_from: Instant,
+    result: Result<tonic::Response<CheckResponse>, tonic::Status>,
+) {
+    if sent < measure_from {
+        return;
+    }
+    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let _ = histogram.record(micros.max(1));
+    match result {
+        Ok(response) => {
+            counters.answered.fetch_add(1, Ordering::Relaxed);
+            if response.into_inner().status.is_some_and(|s| s.code == 0) {
+                counters.allowed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A Check service that allows everything without looking: the floor a real decision is
+/// measured against (served by the same `grpc::serve` assembly as Tollgate).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullCheck;
+
+#[tonic::async_trait]
+impl Authorization for NullCheck {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(rpc::Status::default()),
+            ..CheckResponse::default()
+        }))
+    }
+}
+
+/// The `CheckRequest` Envoy would send: URL-encoded client certificate, lower-case headers,
+/// the peer address. Shared by `tollgate call` and `tollgate bench`.
+pub fn envoy_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    mut headers: std::collections::HashMap<String, String>,
+    certificate_pem: Option<&str>,
+    source_ip: &str,
+) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    headers.insert(":authority".into(), host.into());
+    let certificate = certificate_pem
+        .map(|pem| {
+            percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        })
+        .unwrap_or_default();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: source_ip.into(),
+                        ..Default::default()
+                    })),
+                }),
+                certificate,
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.to_ascii_uppercase(),
+                    path: path.into(),
+                    host: host.into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Peak resident set size of a process (Linux `VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
