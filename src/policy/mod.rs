@@ -128,10 +128,32 @@ impl PolicyStore {
                     .parse::<usize>()
                     .unwrap_or(usize::MAX)
             });
+            // Policies come in file order, so each one's text is found after the previous one:
+            // one pass over the file, not one per policy (10,000 policies in a file is real).
+            let (mut cursor, mut line) = (0usize, 1usize);
             for (index, policy) in in_file.into_iter().enumerate() {
                 let text = policy.to_string();
-                let offset = file.text.find(text.trim()).unwrap_or(0);
-                let (line, column) = line_column(&file.text, offset);
+                let needle = text.trim();
+                let offset = file
+                    .text
+                    .get(cursor..)
+                    .and_then(|rest| rest.find(needle))
+                    .map_or(cursor, |at| cursor + at);
+                line += file
+                    .text
+                    .get(cursor..offset)
+                    .map_or(0, |s| s.matches('\n').count());
+                let line_start = file
+                    .text
+                    .get(..offset)
+                    .and_then(|s| s.rfind('\n'))
+                    .map_or(0, |at| at + 1);
+                let column = file
+                    .text
+                    .get(line_start..offset)
+                    .map_or(0, |s| s.chars().count())
+                    + 1;
+                cursor = offset + needle.len().min(file.text.len().saturating_sub(offset));
                 let id = policy
                     .annotation("id")
                     .map(str::to_owned)
