@@ -130,7 +130,8 @@ impl PolicyStore {
             });
             // Policies come in file order, so each one's text is found after the previous one:
             // one pass over the file, not one per policy (10,000 policies in a file is real).
-            let (mut cursor, mut line) = (0usize, 1usize);
+            // `counted`: where newline counting got to (the previous policy's start).
+            let (mut cursor, mut counted, mut line) = (0usize, 0usize, 1usize);
             for (index, policy) in in_file.into_iter().enumerate() {
                 let text = policy.to_string();
                 let needle = text.trim();
@@ -141,8 +142,9 @@ impl PolicyStore {
                     .map_or(cursor, |at| cursor + at);
                 line += file
                     .text
-                    .get(cursor..offset)
+                    .get(counted..offset)
                     .map_or(0, |s| s.matches('\n').count());
+                counted = offset;
                 let line_start = file
                     .text
                     .get(..offset)
@@ -328,14 +330,20 @@ mod tests {
             &file("s.cedarschema", SCHEMA),
             &[file(
                 "p/a.cedar",
-                "permit(principal, action, resource);\n\n@id(\"named\")\nforbid(principal, action, resource) when { false };",
+                "permit(principal, action, resource);\n\n@id(\"named\")\nforbid(principal, action, resource) when { false };\n// a comment\npermit (\n  principal,\n  action,\n  resource\n);\n\n  @id(\"last\")\n  permit(principal, action, resource);",
             )],
             None,
         )
         .unwrap();
-        assert_eq!(store.policy_count(), 2);
+        assert_eq!(store.policy_count(), 4);
         assert_eq!(store.source("a.cedar#0").unwrap().line, 1);
         assert_eq!(store.source("named").unwrap().line, 3);
+        assert_eq!(store.source("a.cedar#2").unwrap().line, 6);
+        assert_eq!(
+            store.source("last").unwrap().line,
+            12,
+            "annotations start the policy"
+        );
     }
 
     #[test]
