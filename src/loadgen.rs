@@ -116,17 +116,31 @@ struct Counters {
     errors: AtomicU64,
 }
 
-/// Sends the `requests` mix round-robin for `warmup` (not recorded), then for `duration`.
-pub async fn run(
-    channel: Channel,
-    mode: Mode,
-    requests: Arc<Vec<CheckRequest>>,
-    warmup: Duration,
-    duration: Duration,
-) -> Result<LoadReport, String> {
+/// Makes the n-th request to send.
+pub type RequestSource = Arc<dyn Fn(u64) -> CheckRequest + Send + Sync>;
+
+/// Round-robin over a fixed mix.
+pub fn round_robin(requests: Vec<CheckRequest>) -> Result<RequestSource, String> {
     if requests.is_empty() {
         return Err("no requests to send".into());
     }
+    Ok(Arc::new(move |n| {
+        let len = requests.len() as u64;
+        requests
+            .get(usize::try_from(n % len).unwrap_or_default())
+            .cloned()
+            .unwrap_or_default()
+    }))
+}
+
+/// Sends `requests(0)`, `requests(1)`, … for `warmup` (not recorded), then for `duration`.
+pub async fn run(
+    channel: Channel,
+    mode: Mode,
+    requests: RequestSource,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<LoadReport, String> {
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + duration;
@@ -144,11 +158,8 @@ pub async fn run(
                 let mut histogram = new_histogram()?;
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < stop_at {
-                        let i = next.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+                        let request = requests(next.fetch_add(1, Ordering::Relaxed));
                         let sent = Instant::now();
-                        let Some(request) = requests.get(i).cloned() else {
-                            break;
-                        };
                         let result = client.check(request).await;
                         record(&counters, &mut histogram, sent, measure_from, result);
                     }
@@ -184,11 +195,8 @@ pub async fn run(
                 if scheduled >= stop_at {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+                let request = requests(next.fetch_add(1, Ordering::Relaxed));
                 let mut client = AuthorizationClient::new(channel.clone());
-                let Some(request) = requests.get(i).cloned() else {
-                    break;
-                };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let result = client.check(request).await;

@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Also measure a do-nothing Check server (same tonic settings) in this process first.
     #[arg(long)]
     baseline: bool,
+    /// Give every request a new order id (`GET /orders/<n>`), so each is a new decision-cache
+    /// key: a flood of distinct queries, to check that the server's memory stays bounded.
+    #[arg(long)]
+    distinct: bool,
     /// Report this process's peak RSS (the server's pid) at the end.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -73,7 +77,14 @@ pub(super) fn run(args: BenchArgs) -> Exit {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
-    let requests = Arc::new(mix()?);
+    let mix = mix()?;
+    let kinds = mix.len();
+    let requests = if args.distinct {
+        let template = mix.into_iter().next().ok_or("empty mix")?;
+        distinct_orders(template)
+    } else {
+        loadgen::round_robin(mix)?
+    };
     let mode = match args.rate {
         Some(rate) => Mode::Open { rate },
         None => Mode::Closed {
@@ -82,10 +93,12 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     };
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
-    println!(
-        "mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {} request kinds",
-        requests.len()
-    );
+    let what = if args.distinct {
+        "every request a new order id".to_owned()
+    } else {
+        format!("{kinds} request kinds")
+    };
+    println!("mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {what}");
 
     let floor = if args.baseline {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -138,6 +151,22 @@ fn print_ratio(report: &LoadReport, floor: &LoadReport) {
         report.percentile(0.5) as i64 - floor.percentile(0.5) as i64,
         report.percentile(0.99) as i64 - floor.percentile(0.99) as i64,
     );
+}
+
+/// `template` (an allowed order read) with path `/orders/<n>` for the n-th request.
+fn distinct_orders(template: CheckRequest) -> loadgen::RequestSource {
+    Arc::new(move |n| {
+        let mut request = template.clone();
+        if let Some(http) = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.path = format!("/orders/{n}");
+        }
+        request
+    })
 }
 
 /// A realistic mix against the demo estate: allowed and denied, app-only and delegated.
