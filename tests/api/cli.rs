@@ -324,6 +324,20 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         (150..=250).contains(&answered),
         "open loop sent {answered} at 200/s for 1 s"
     );
+    let flood = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--distinct",
+    ]);
+    let text = stdout(&flood);
+    assert_eq!(flood.status.code(), Some(0), "{text}");
+    assert!(text.contains("every request a new order id"), "{text}");
+    assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
 }
 
 #[test]
