@@ -55,15 +55,9 @@ pub struct BenchArgs {
 }
 
 pub(super) fn run(args: BenchArgs) -> Exit {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async move {
         match bench(args).await {

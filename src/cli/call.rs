@@ -51,15 +51,9 @@ pub(super) fn run(args: CallArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async {
         let mut client = match AuthorizationClient::connect(args.server.clone()).await {

@@ -101,6 +101,20 @@ impl Termination for Exit {
     }
 }
 
+/// A tokio runtime for a command (multi-threaded for servers and load), or the exit to take
+/// after saying why there is none.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Exit> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        Exit::Error
+    })
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     match cli.command {

@@ -35,15 +35,9 @@ pub(super) fn run(args: ServeArgs) -> Exit {
             None
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Error;
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async move {
         let running = match server::start(source, config, prometheus).await {
