@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Also measure a do-nothing Check server (same tonic settings) in this process first.
     #[arg(long)]
     baseline: bool,
+    /// Instead of measuring, serve the do-nothing Check server on this address until killed,
+    /// so the floor can run as its own process, exactly like `tollgate serve`.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["baseline", "distinct", "rate"])]
+    serve_null: Option<std::net::SocketAddr>,
     /// Give every request a new order id (`GET /orders/<n>`), so each is a new decision-cache
     /// key: a flood of distinct queries, to check that the server's memory stays bounded.
     #[arg(long)]
@@ -70,7 +74,36 @@ pub(super) fn run(args: BenchArgs) -> Exit {
     })
 }
 
+/// Serves [`NullCheck`] through the same assembly as Tollgate until the process is stopped.
+async fn serve_null(addr: std::net::SocketAddr) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    println!("do-nothing Check server on {addr}");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    grpc::serve(
+        incoming,
+        NullCheck,
+        null_limits(),
+        None,
+        std::future::pending(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Tollgate's default limits, so the baseline is served exactly like `serve`.
+fn null_limits() -> Limits {
+    Limits {
+        request_timeout: Duration::from_secs(1),
+        max_concurrent_requests: 4096,
+    }
+}
+
 async fn bench(args: BenchArgs) -> Result<(), String> {
+    if let Some(addr) = args.serve_null {
+        return serve_null(addr).await;
+    }
     let mix = mix()?;
     let kinds = mix.len();
     let requests = if args.distinct {
@@ -102,10 +135,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let limits = Limits {
-            request_timeout: Duration::from_secs(1),
-            max_concurrent_requests: 4096,
-        };
+        let limits = null_limits();
         let server = tokio::spawn(grpc::serve(incoming, NullCheck, limits, None, async {
             let _ = stopped.await;
         }));

@@ -338,6 +338,39 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
     assert_eq!(flood.status.code(), Some(0), "{text}");
     assert!(text.contains("every request a new order id"), "{text}");
     assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
+
+    // The do-nothing floor as its own process, measured like Tollgate.
+    let null_port = free_port();
+    let mut null = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["bench", "--serve-null", &format!("127.0.0.1:{null_port}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", null_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "null server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let floor = tollgate(&[
+        "bench",
+        "--server",
+        &format!("http://127.0.0.1:{null_port}"),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+    ]);
+    let _ = null.kill();
+    let _ = null.wait();
+    let text = stdout(&floor);
+    assert_eq!(floor.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(", 0 denied), 0 errors;"),
+        "do-nothing server must allow everything: {text}"
+    );
 }
 
 #[test]
