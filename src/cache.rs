@@ -43,7 +43,10 @@ impl Caches {
 #[derive(Debug)]
 pub struct TtlCache<K: Eq + Hash, V> {
     name: &'static str,
-    map: DashMap<K, Entry<V>>,
+    /// foldhash instead of SipHash: a decision key is a whole query (hundreds of bytes) hashed
+    /// on every request, and foldhash's per-process random seed still keeps adversarial
+    /// collisions impractical. Equality is always checked on the full key.
+    map: DashMap<K, Entry<V>, foldhash::fast::RandomState>,
     capacity: usize,
     ttl_seconds: i64,
     metrics: Metrics,
@@ -63,7 +66,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     pub fn new(name: &'static str, capacity: usize, ttl_seconds: i64, metrics: Metrics) -> Self {
         Self {
             name,
-            map: DashMap::new(),
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity,
             ttl_seconds,
             metrics,
