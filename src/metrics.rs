@@ -28,9 +28,9 @@ impl Metrics {
         counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => result).increment(1);
     }
 
-    /// A cache hit its bound and was emptied.
-    pub fn cache_flushed(&self, cache: &'static str) {
-        counter!("tollgate_cache_flushes_total", "cache" => cache).increment(1);
+    /// A full cache dropped `count` entries to make room.
+    pub fn cache_evicted(&self, cache: &'static str, count: usize) {
+        counter!("tollgate_cache_evictions_total", "cache" => cache).increment(count as u64);
     }
 
     /// An audit record was dropped because the writer fell behind.
@@ -53,5 +53,27 @@ impl Metrics {
     pub fn snapshot_loaded(&self, generation: u64, policies: usize) {
         gauge!("tollgate_snapshot_generation").set(generation as f64);
         gauge!("tollgate_policies").set(policies as f64);
+    }
+}
+
+/// How often [`upkeep`] drains the recorder.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Drains recorded histogram samples into the exporter's bounded summaries every
+/// [`UPKEEP_INTERVAL`] until `shutdown`. The exporter otherwise keeps every sample until
+/// `/metrics` is scraped: ~10 bytes a request, unbounded without a scraper (or without an admin
+/// listener at all).
+pub async fn upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            () = &mut shutdown => return,
+        }
     }
 }

@@ -129,6 +129,13 @@ pub async fn start(
         }
     }));
 
+    if let Some(handle) = prometheus.clone() {
+        let shutdown = until_stopped(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            crate::metrics::upkeep(handle, shutdown).await;
+            Ok(())
+        }));
+    }
     let mut admin_addr = None;
     if let Some(addr) = settings.admin_listen {
         let listener = bind(addr).await?;
