@@ -81,18 +81,15 @@ pub fn decide_for(
         trace.query = Some(query.clone());
     }
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let decision = match caches.decisions.get(&query, generation, now_secs) {
+    let key = caches.query_digest(&query);
+    let decision = match caches.decisions.get(&key, generation, now_secs) {
         Some(hit) => hit,
         None => match policy::decide(&snapshot.policies, &query) {
             Ok(decision) => {
                 let decision = Arc::new(decision);
-                caches.decisions.insert(
-                    query.clone(),
-                    decision.clone(),
-                    generation,
-                    now_secs,
-                    i64::MAX,
-                );
+                caches
+                    .decisions
+                    .insert(key, decision.clone(), generation, now_secs, i64::MAX);
                 decision
             }
             Err(e) => {
