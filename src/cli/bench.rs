@@ -49,10 +49,12 @@ pub struct BenchArgs {
     /// so the floor can run as its own process, exactly like `tollgate serve`.
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["baseline", "distinct", "rate"])]
     serve_null: Option<std::net::SocketAddr>,
-    /// Give every request a new order id (`GET /orders/<n>`), so each is a new decision-cache
-    /// key: a flood of distinct queries, to check that the server's memory stays bounded.
-    #[arg(long)]
-    distinct: bool,
+    /// A flood, to check that the server's memory stays bounded: `orders` gives every request
+    /// a new order id (a new decision-cache key); `callers` mints every request a new
+    /// certificate and a token for a new user (new keys in all three caches, and full
+    /// verification on the server; minting costs the generator ~0.1 ms a request).
+    #[arg(long, value_enum, value_name = "WHAT", num_args = 0..=1, default_missing_value = "orders")]
+    distinct: Option<Flood>,
     /// Report this process's peak RSS (the server's pid) at the end.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -92,6 +94,15 @@ async fn serve_null(addr: std::net::SocketAddr) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// What `--distinct` makes new in every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Flood {
+    /// A new order id.
+    Orders,
+    /// A new certificate and a new delegated token.
+    Callers,
+}
+
 /// Tollgate's default limits, so the baseline is served exactly like `serve`.
 fn null_limits() -> Limits {
     Limits {
@@ -106,11 +117,11 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     let mix = mix()?;
     let kinds = mix.len();
-    let requests = if args.distinct {
-        let template = mix.into_iter().next().ok_or("empty mix")?;
-        distinct_orders(template)
-    } else {
-        loadgen::round_robin(mix)?
+    let template = mix.first().cloned().ok_or("empty mix")?;
+    let requests = match args.distinct {
+        Some(Flood::Orders) => distinct_orders(template),
+        Some(Flood::Callers) => distinct_callers(template),
+        None => loadgen::round_robin(mix)?,
     };
     let mode = match args.rate {
         Some(rate) => Mode::Open { rate },
@@ -120,10 +131,10 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     };
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
-    let what = if args.distinct {
-        "every request a new order id".to_owned()
-    } else {
-        format!("{kinds} request kinds")
+    let what = match args.distinct {
+        Some(Flood::Orders) => "every request a new order id".to_owned(),
+        Some(Flood::Callers) => "every request a new certificate and user token".to_owned(),
+        None => format!("{kinds} request kinds"),
     };
     println!("mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {what}");
 
@@ -190,6 +201,37 @@ fn distinct_orders(template: CheckRequest) -> loadgen::RequestSource {
             http.path = format!("/orders/{n}");
         }
         request
+    })
+}
+
+/// For the n-th request, a new certificate for `web-frontend` and a token acting for `user-<n>`,
+/// reading that user's order. Should minting fail, the request goes out unauthenticated (and is
+/// denied), which the report shows.
+fn distinct_callers(template: CheckRequest) -> loadgen::RequestSource {
+    Arc::new(move |n| {
+        let user = format!("user-{n}");
+        let minted = mint(&DemoRequest {
+            app: "web-frontend".into(),
+            scopes: vec!["orders.read".into()],
+            user: Some(user.clone()),
+            bind: false,
+            lifetime: Duration::from_secs(3600),
+        });
+        let Ok(creds) = minted else {
+            return template.clone();
+        };
+        let headers = HashMap::from([(
+            "authorization".to_owned(),
+            format!("Bearer {}", creds.token),
+        )]);
+        envoy_request(
+            "GET",
+            &format!("/users/{user}/orders/1"),
+            "shop.demo",
+            headers,
+            Some(&creds.cert_pem),
+            "10.0.0.2",
+        )
     })
 }
 

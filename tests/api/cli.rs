@@ -338,6 +338,23 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
     assert_eq!(flood.status.code(), Some(0), "{text}");
     assert!(text.contains("every request a new order id"), "{text}");
     assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
+    let callers = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+        "--distinct",
+        "callers",
+    ]);
+    let text = stdout(&callers);
+    assert_eq!(callers.status.code(), Some(0), "{text}");
+    assert!(text.contains("a new certificate and user token"), "{text}");
+    assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
 
     // The do-nothing floor as its own process, measured like Tollgate.
     let null_port = free_port();
