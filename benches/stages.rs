@@ -10,10 +10,7 @@
     reason = "benchmark setup; the test PKI and minter are shared with tests/ by path"
 )]
 
-#[path = "../tests/support/jwt.rs"]
-mod jwt;
-#[path = "../tests/support/pki.rs"]
-mod pki;
+mod support;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -26,45 +23,12 @@ use rustls_pki_types::UnixTime;
 use tollgate::authz::input::CheckInput;
 use tollgate::cache::Caches;
 use tollgate::config::{Config, ConfigSource};
-use tollgate::identity::cert::TrustStore;
-use tollgate::identity::jwks::KeySet;
-use tollgate::identity::token::{Delegation, Issuer, Issuers};
-use tollgate::identity::{self, Identity, IdentitySource};
+use tollgate::identity;
 use tollgate::mapping::{self, path::normalize};
 use tollgate::metrics::Metrics;
 use tollgate::policy;
 
-fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
-    let anchors = tollgate::identity::cert::parse_pem_certificates(ca.pem.as_bytes()).unwrap();
-    let trust = TrustStore::new(
-        &anchors,
-        vec![],
-        vec![pki::TRUST_DOMAIN.into()],
-        2048,
-        false,
-    )
-    .unwrap();
-    let issuer = Issuer::new(
-        jwt::ISSUER.into(),
-        vec![jwt::AUDIENCE.into()],
-        vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
-        KeySet::from_json(&tokens.jwks()).unwrap(),
-        None,
-        30,
-        vec![],
-        false,
-        Delegation::ActClaim,
-        vec!["client_id".into()],
-    );
-    Identity {
-        source: IdentitySource::Certificate,
-        trust,
-        trust_domains: vec![pki::TRUST_DOMAIN.into()],
-        issuers: Issuers::new(vec![issuer]),
-        require_workload: false,
-        require_token: false,
-    }
-}
+use support::{identity, jwt, pki};
 
 fn stages(c: &mut Criterion) {
     let ca = pki::Ca::new("Bench CA");
@@ -161,9 +125,12 @@ fn stages(c: &mut Criterion) {
     let decision = Arc::new(policy::decide(&snapshot.policies, &query).unwrap());
     caches
         .decisions
-        .insert(query.clone(), decision, 1, 0, i64::MAX);
-    c.bench_function("cache/decision hit", |b| {
-        b.iter(|| caches.decisions.get(black_box(&query), 1, 1).unwrap())
+        .insert(caches.query_digest(&query), decision, 1, 0, i64::MAX);
+    c.bench_function("cache/decision hit (digest + lookup)", |b| {
+        b.iter(|| {
+            let key = caches.query_digest(black_box(&query));
+            caches.decisions.get(&key, 1, 1).unwrap()
+        })
     });
 }
 
