@@ -198,7 +198,7 @@ fn context(facts: &ContextFacts) -> Result<Context, DecideError> {
         ("host", string(&req.host)),
     ];
     if let Some(ip) = req.source_ip {
-        request.push(("source_ip", RestrictedExpression::new_ip(ip.to_string())));
+        request.push(("source_ip", super::ip::ip_expression(ip)));
     }
     pairs.push(("request".into(), record(request)?));
     Context::from_pairs(pairs).map_err(|e| DecideError::Request(e.to_string()))

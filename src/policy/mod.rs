@@ -3,6 +3,7 @@
 
 mod decide;
 mod index;
+mod ip;
 
 use std::collections::HashMap;
 use std::str::FromStr;
