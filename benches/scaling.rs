@@ -72,7 +72,7 @@ fn query() -> Query {
             certificate: Some(CertificateFacts {
                 id: "spiffe://demo.tollgate.dev/app-0".into(),
                 trust_domain: "demo.tollgate.dev".into(),
-                thumbprint: String::new(),
+                thumbprint: None,
             }),
             token: Some(TokenFacts {
                 issuer: "https://issuer.test".into(),

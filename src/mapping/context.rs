@@ -29,8 +29,9 @@ pub struct CertificateFacts {
     pub id: String,
     /// SPIFFE trust domain; empty for DNS names.
     pub trust_domain: String,
-    /// Hex SHA-256 of the certificate, when known.
-    pub thumbprint: String,
+    /// SHA-256 of the certificate, when known. Kept as bytes: hex is only needed when a Cedar
+    /// context is built (a decision-cache miss), not on every request.
+    pub thumbprint: Option<[u8; 32]>,
 }
 
 /// The token facts.
@@ -63,6 +64,13 @@ pub struct RequestFacts {
     pub source_ip: Option<IpAddr>,
 }
 
+impl CertificateFacts {
+    /// The thumbprint as lower-case hex, as policies see it; empty when unknown.
+    pub fn thumbprint_hex(&self) -> String {
+        self.thumbprint.map(hex::encode).unwrap_or_default()
+    }
+}
+
 impl ContextFacts {
     /// The context as the JSON record Cedar sees (for `check --explain`).
     pub fn to_json(&self) -> serde_json::Value {
@@ -87,7 +95,7 @@ impl ContextFacts {
             }
             if let Some(c) = &self.certificate {
                 let cert = serde_json::json!({
-                    "id": c.id, "trust_domain": c.trust_domain, "thumbprint": c.thumbprint,
+                    "id": c.id, "trust_domain": c.trust_domain, "thumbprint": c.thumbprint_hex(),
                 });
                 map.insert("certificate".into(), cert);
             }
@@ -112,7 +120,7 @@ impl ContextFacts {
             CertificateFacts {
                 id,
                 trust_domain,
-                thumbprint: w.thumbprint.map(hex::encode).unwrap_or_default(),
+                thumbprint: w.thumbprint,
             }
         });
         let token = caller.token.as_ref().map(|t| TokenFacts {
@@ -135,5 +143,30 @@ impl ContextFacts {
                 source_ip: input.source_ip,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_reaches_policies_as_lower_hex() {
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0xAB;
+        bytes[31] = 0x01;
+        let facts = CertificateFacts {
+            id: "spiffe://td/app".into(),
+            trust_domain: "td".into(),
+            thumbprint: Some(bytes),
+        };
+        let hex = facts.thumbprint_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with("ab00") && hex.ends_with("0001"), "{hex}");
+        let none = CertificateFacts {
+            thumbprint: None,
+            ..facts
+        };
+        assert_eq!(none.thumbprint_hex(), "", "unknown stays empty, as before");
     }
 }

@@ -171,7 +171,7 @@ fn context(facts: &ContextFacts) -> Result<Context, DecideError> {
             record(vec![
                 ("id", string(&cert.id)),
                 ("trust_domain", string(&cert.trust_domain)),
-                ("thumbprint", string(&cert.thumbprint)),
+                ("thumbprint", string(&cert.thumbprint_hex())),
             ])?,
         ));
     }
