@@ -21,8 +21,8 @@ pub type Digest = [u8; 32];
 
 /// A keyed 128-bit digest of a Cedar query. SipHash-2-4 is a PRF: without the per-process
 /// key, a caller cannot craft two queries with the same digest, and accidental collisions
-/// need ~2^64 distinct queries. A decision entry costs ~200 bytes instead of the ~2 KB the
-/// whole query (context strings included) took as the key.
+/// need ~2^64 distinct queries. A decision entry costs a few hundred bytes instead of the ~2 KB
+/// the whole query (context strings included) took as the key.
 pub type QueryDigest = u128;
 
 /// The three hot-path caches.
@@ -61,8 +61,11 @@ impl Caches {
 /// 128 bits from the operating system's CSPRNG. Should it ever fail, a key from the standard
 /// library's randomly seeded hasher (itself seeded from the OS) keeps digests unpredictable.
 fn random_key() -> (u64, u64) {
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    if aws_lc_rs::rand::fill(&mut a)
+        .and(aws_lc_rs::rand::fill(&mut b))
+        .is_err()
+    {
         let state = std::collections::hash_map::RandomState::new();
         let half = |i: u64| {
             let mut h = std::hash::BuildHasher::build_hasher(&state);
@@ -71,12 +74,7 @@ fn random_key() -> (u64, u64) {
         };
         return (half(0), half(1));
     }
-    let (a, b) = bytes.split_at(8);
-    let word = |s: &[u8]| {
-        s.iter()
-            .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte))
-    };
-    (word(a), word(b))
+    (u64::from_ne_bytes(a), u64::from_ne_bytes(b))
 }
 
 /// A concurrent map whose entries carry the snapshot generation and an expiry.
@@ -152,11 +150,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         );
     }
 
-    /// Drops stale and expired entries; if the cache is still over three quarters full, also
-    /// every fourth live entry. The map iterates in its randomly seeded hash order, so that is
-    /// random eviction: a flood of distinct keys costs a bounded sweep every `capacity / 4`
-    /// inserts, shard by shard, never a pause that empties the whole cache. Returns false
-    /// when another thread is already sweeping.
+    /// Drops stale and expired entries; if more than three quarters of the capacity is still
+    /// held, also evenly spaced live entries (in the map's randomly seeded hash order, so this
+    /// is random eviction) down to that. A flood of distinct keys costs a sweep every
+    /// `capacity / 4` inserts, shard by shard, never a pause that empties the whole cache.
+    /// Returns false when another thread is already sweeping.
     fn make_room(&self, generation: u64, now: i64) -> bool {
         if self.sweeping.swap(true, Ordering::Acquire) {
             return false;
@@ -164,11 +162,17 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         let before = self.map.len();
         self.map
             .retain(|_, e| e.generation == generation && e.expires_at > now);
-        if self.map.len() > self.capacity - self.capacity / 4 {
+        let target = (self.capacity - self.capacity / 4).saturating_sub(1);
+        let held = self.map.len();
+        if held > target {
+            let mut excess = held - target;
+            let stride = held.div_ceil(excess);
             let mut seen = 0usize;
             self.map.retain(|_, _| {
                 seen += 1;
-                !seen.is_multiple_of(4)
+                let drop = excess > 0 && seen.is_multiple_of(stride);
+                excess -= usize::from(drop);
+                !drop
             });
         }
         let evicted = before.saturating_sub(self.map.len());
@@ -214,12 +218,14 @@ mod tests {
 
     #[test]
     fn stays_bounded_under_a_flood() {
-        let c = cache(64);
-        for k in 0..10_000 {
-            c.insert(k, k, 1, 100, 1000);
-            assert!(c.len() <= 64);
+        for capacity in [1, 2, 3, 64] {
+            let c = cache(capacity);
+            for k in 0..10_000 {
+                c.insert(k, k, 1, 100, 1000);
+                assert!(c.len() <= capacity, "capacity {capacity}");
+            }
+            assert_eq!(c.get(&9_999, 1, 100), Some(9_999), "the newest is held");
         }
-        assert_eq!(c.get(&9_999, 1, 100), Some(9_999));
     }
 
     #[test]
