@@ -221,14 +221,7 @@ impl DemoServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tollgate serve did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        crate::support::wait_for_port(grpc, "tollgate serve");
         Self {
             child,
             grpc,
@@ -357,14 +350,7 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", null_port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "null server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::support::wait_for_port(null_port, "null server");
     let floor = tollgate(&[
         "bench",
         "--server",

@@ -27,14 +27,7 @@ async fn serves_over_a_unix_socket() {
         }))
         .await
         .unwrap();
-    let cert = w.ca.app("payments");
-    let token = w.issuer.app("payments", "orders.read");
-    let response = AuthorizationClient::new(channel)
-        .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
-        .await
-        .unwrap()
-        .into_inner();
-    Answer::from(response).assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+    assert_payments_may_read(&w, channel).await;
 }
 
 #[tokio::test]
@@ -76,14 +69,7 @@ async fn mtls_listener_requires_a_client_certificate() {
         .connect()
         .await
         .unwrap();
-    let cert = w.ca.app("payments");
-    let token = w.issuer.app("payments", "orders.read");
-    let response = AuthorizationClient::new(channel)
-        .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
-        .await
-        .unwrap()
-        .into_inner();
-    Answer::from(response).assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+    assert_payments_may_read(&w, channel).await;
 
     // No client certificate: the handshake or the first call fails; nothing is decided.
     let anonymous = Endpoint::from_shared(format!("https://{addr}"))
@@ -109,4 +95,16 @@ async fn mtls_listener_requires_a_client_certificate() {
         .check(Req::get("/orders/1").build())
         .await;
     assert!(plain.is_err());
+}
+
+/// Over `channel`, the test estate allows `payments` to read an order.
+async fn assert_payments_may_read(w: &World, channel: tonic::transport::Channel) {
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let response = AuthorizationClient::new(channel)
+        .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
+        .await
+        .unwrap()
+        .into_inner();
+    Answer::from(response).assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
 }

@@ -27,6 +27,16 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// Blocks until something accepts TCP connections on 127.0.0.1:`port`; fails the test after
+/// 10 s, naming `what` did not start.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The example estate's policy files (schema, entities, *.cedar), not its tests.
 pub const POLICY_FILES: [&str; 5] = [
     "tollgate.cedarschema",
