@@ -16,6 +16,9 @@ use crate::snapshot::SnapshotHandle;
 struct AdminState {
     prometheus: Option<PrometheusHandle>,
     snapshots: Arc<SnapshotHandle>,
+    /// Reload errors name files and lines: shown only when the listener is on loopback, where
+    /// only the node's own processes can read them.
+    details: bool,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -25,6 +28,7 @@ pub async fn serve(
     snapshots: Arc<SnapshotHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let details = listener.local_addr()?.ip().is_loopback();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -32,6 +36,7 @@ pub async fn serve(
         .with_state(AdminState {
             prometheus,
             snapshots,
+            details,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -56,9 +61,14 @@ async fn ready(State(state): State<AdminState>) -> String {
         snapshot.policies.policy_count()
     );
     if let Some(error) = state.snapshots.last_reload_error() {
-        body.push_str("last reload failed; serving the previous configuration:\n");
-        body.push_str(&error);
-        body.push('\n');
+        body.push_str("last reload failed; serving the previous configuration");
+        if state.details {
+            body.push_str(":\n");
+            body.push_str(&error);
+            body.push('\n');
+        } else {
+            body.push_str(" (details in the log, or on a loopback admin listener)\n");
+        }
     }
     body
 }

@@ -156,7 +156,7 @@ impl AuditRecord {
             message,
             principal: verdict.principal.clone(),
             method: field(|i| &i.method),
-            path: field(|i| &i.path),
+            path: input.map(|i| redact_query(&i.path)).unwrap_or_default(),
             host: field(|i| &i.host),
             source_ip: input.and_then(|i| i.source_ip).map(|ip| ip.to_string()),
             policies: verdict.determining.clone(),
@@ -164,6 +164,32 @@ impl AuditRecord {
             elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// The request target with every query value replaced by `_`: query strings carry secrets
+/// (`?api_key=…`, OAuth codes), and an audit record never holds a credential. Parameter
+/// names stay, so a reviewer still sees the shape of the call.
+fn redact_query(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    let mut out = String::with_capacity(target.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, param) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match param.split_once('=') {
+            Some((name, _)) => {
+                out.push_str(name);
+                out.push_str("=_");
+            }
+            None => out.push_str(param),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
     let workload = match &spec.spiffe_id {
         Some(id) => Some(Workload {
             name: WorkloadName::Spiffe(
-                SpiffeId::parse(id).map_err(|e| format!("spiffe_id `{id}`: {e}"))?,
+                SpiffeId::parse_workload(id).map_err(|e| format!("spiffe_id `{id}`: {e}"))?,
             ),
             thumbprint: None,
             serial: None,
@@ -273,6 +273,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
         Arc::new(VerifiedToken {
             issuer: t.issuer.clone(),
             subject: t.user.clone().or_else(|| t.client_id.clone()),
+            client_principal: t.client_id.as_ref().map(|c| format!("{}#{c}", t.issuer)),
             client_id: t.client_id.clone(),
             scopes,
             user: t.user.clone(),
@@ -282,9 +283,10 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
             expires_at: i64::MAX,
         })
     });
+    // As `serve` names them: a token-only caller is `<issuer>#<client>`.
     let principal = match (
         &spec.spiffe_id,
-        token.as_ref().and_then(|t| t.client_id.clone()),
+        token.as_ref().and_then(|t| t.client_principal.clone()),
     ) {
         (Some(id), _) => id.clone(),
         (None, Some(client)) => client,

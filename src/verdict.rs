@@ -104,6 +104,8 @@ pub enum ReasonCode {
     TokenBindingRequired,
     /// `cnf.x5t#S256` does not match the certificate.
     TokenBindingMismatch,
+    /// `cnf` asks for a proof of possession Tollgate cannot verify (e.g. DPoP `jkt`).
+    TokenBindingUnsupported,
     /// Unusable request line (path encoding, method).
     MalformedRequest,
     /// No route for the request.
@@ -189,7 +191,7 @@ impl Verdict {
 
 impl ReasonCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ReasonCode; 32] = [
+    pub const ALL: [ReasonCode; 33] = [
         Self::NoCredentials,
         Self::WorkloadRequired,
         Self::TokenRequired,
@@ -218,6 +220,7 @@ impl ReasonCode {
         Self::TokenNoClient,
         Self::TokenBindingRequired,
         Self::TokenBindingMismatch,
+        Self::TokenBindingUnsupported,
         Self::MalformedRequest,
         Self::NoRoute,
         Self::PolicyDenied,
@@ -255,6 +258,7 @@ impl ReasonCode {
             Self::TokenNoClient => "token_no_client",
             Self::TokenBindingRequired => "token_binding_required",
             Self::TokenBindingMismatch => "token_binding_mismatch",
+            Self::TokenBindingUnsupported => "token_binding_unsupported",
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
@@ -292,7 +296,8 @@ impl ReasonCode {
             | Self::TokenClaims
             | Self::TokenNoClient
             | Self::TokenBindingRequired
-            | Self::TokenBindingMismatch => FailureClass::BadToken,
+            | Self::TokenBindingMismatch
+            | Self::TokenBindingUnsupported => FailureClass::BadToken,
             Self::MalformedRequest => FailureClass::Malformed,
             Self::NoRoute | Self::PolicyDenied => FailureClass::Forbidden,
             Self::InternalError => FailureClass::Internal,
@@ -398,6 +403,7 @@ impl From<&TokenError> for ReasonCode {
             TokenError::MissingClaim(_) | TokenError::InvalidClaim(_) => Self::TokenClaims,
             TokenError::BindingRequired => Self::TokenBindingRequired,
             TokenError::BindingMismatch(_) => Self::TokenBindingMismatch,
+            TokenError::UnsupportedConfirmation(_) => Self::TokenBindingUnsupported,
         }
     }
 }

@@ -7,18 +7,20 @@ pub mod jwt;
 pub mod pki;
 
 use jsonwebtoken::Algorithm;
-use tollgate::identity::cert::TrustStore;
+use tollgate::identity::cert::{TrustDomainBundle, TrustStore};
 use tollgate::identity::jwks::KeySet;
 use tollgate::identity::token::{Delegation, Issuer, Issuers};
 use tollgate::identity::{Identity, IdentitySource};
 
 /// Trusts `ca` for the test trust domain and `tokens` for RS256, ES256 and EdDSA.
 pub fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
-    let anchors = tollgate::identity::cert::parse_pem_certificates(ca.pem.as_bytes()).unwrap();
     let trust = TrustStore::new(
-        &anchors,
+        &[TrustDomainBundle {
+            trust_domain: pki::TRUST_DOMAIN.into(),
+            authorities: tollgate::identity::cert::parse_pem_certificates(ca.pem.as_bytes())
+                .unwrap(),
+        }],
         vec![],
-        vec![pki::TRUST_DOMAIN.into()],
         2048,
         false,
     )
@@ -32,8 +34,9 @@ pub fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
         30,
         vec![],
         false,
-        Delegation::ActClaim,
+        Delegation::ActOrSubject,
         vec!["client_id".into()],
+        true,
     );
     Identity {
         source: IdentitySource::Certificate,

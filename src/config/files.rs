@@ -87,20 +87,15 @@ impl ConfigSource {
         }
     }
 
-    /// Reads every `*.cedar` file in a folder, sorted by name.
+    /// Reads every `*.cedar` file in a folder and its subfolders, sorted by path. Names
+    /// starting with `.` are skipped: editors' temporary files, and Kubernetes ConfigMap
+    /// volumes' `..data` and timestamped folders, which hold the same files again.
     pub fn read_cedar_dir(&self, relative: &str) -> Result<Vec<SourceFile>, ConfigError> {
         match self {
             Self::File(path) => {
                 let dir = self.base(path).join(relative);
-                let entries = std::fs::read_dir(&dir).map_err(|e| ConfigError::Read {
-                    path: dir.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                let mut paths: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
-                    .collect();
+                let mut paths = Vec::new();
+                collect_cedar_files(&dir, 0, &mut paths)?;
                 paths.sort();
                 paths.iter().map(|p| read_disk(p)).collect()
             }
@@ -125,6 +120,40 @@ impl ConfigSource {
     fn base<'a>(&self, path: &'a Path) -> &'a Path {
         path.parent().unwrap_or(Path::new("."))
     }
+}
+
+/// Deepest subfolder read; also ends a symlink loop.
+const MAX_POLICY_DEPTH: usize = 16;
+
+fn collect_cedar_files(
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), ConfigError> {
+    let read_error = |e: std::io::Error| ConfigError::Read {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    if depth > MAX_POLICY_DEPTH {
+        return Err(read_error(std::io::Error::other(format!(
+            "policy folders nest deeper than {MAX_POLICY_DEPTH} levels (a symlink loop?)"
+        ))));
+    }
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            collect_cedar_files(&path, depth + 1, out)?;
+        } else if path.is_file() && path.extension().is_some_and(|x| x == "cedar") {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn embedded_base() -> PathBuf {

@@ -19,7 +19,8 @@ pub use files::ConfigSource;
 use raw::RawConfig;
 
 use crate::audit::AuditTarget;
-use crate::identity::cert::{TrustStore, parse_pem_certificates};
+use crate::identity::bundle::parse_bundle;
+use crate::identity::cert::{TrustDomainBundle, TrustStore};
 use crate::identity::jwks::KeySet;
 use crate::identity::spiffe::is_valid_trust_domain;
 use crate::identity::token::{Delegation, Issuer, Issuers};
@@ -79,7 +80,16 @@ pub struct Config {
     pub snapshot: Snapshot,
     /// Files and folders the snapshot was built from (empty for the embedded default), for
     /// live reload.
-    pub watched: Vec<PathBuf>,
+    pub watched: Watched,
+}
+
+/// What a snapshot was built from, as live reload watches it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watched {
+    /// Single files: the config, schema, entities, bundles, intermediates, JWKS, secrets.
+    pub files: Vec<PathBuf>,
+    /// Folders read recursively (the policy folder).
+    pub trees: Vec<PathBuf>,
 }
 
 /// Helper that turns spans into located errors for one config file.
@@ -142,23 +152,43 @@ impl Config {
 }
 
 /// Every file (and the policy folder) a snapshot depends on.
-fn watched(source: &ConfigSource, raw: &RawConfig) -> Vec<PathBuf> {
+fn watched(source: &ConfigSource, raw: &RawConfig) -> Watched {
     let ConfigSource::File(config) = source else {
-        return Vec::new();
+        return Watched::default();
     };
     let id = &raw.identity;
     let named = std::iter::once(&raw.policies.schema)
-        .chain(std::iter::once(&raw.policies.dir))
         .chain(raw.policies.entities.iter())
-        .chain(id.trust_bundles.iter())
         .chain(id.intermediates.iter())
         .chain(
             raw.issuers
                 .iter()
                 .flat_map(|i| i.jwks_file.iter().chain(i.hmac_secret_file.iter())),
         );
-    std::iter::once(config.clone())
-        .chain(named.filter_map(|p| source.resolve(p.get_ref())))
+    let bundles = trust_domain_tables(raw)
+        .into_iter()
+        .filter_map(|(_, table)| table.bundle)
+        .filter_map(|p| source.resolve(&p));
+    Watched {
+        files: std::iter::once(config.clone())
+            .chain(named.filter_map(|p| source.resolve(p.get_ref())))
+            .chain(bundles)
+            .collect(),
+        trees: source
+            .resolve(raw.policies.dir.get_ref())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The `[[identity.trust_domains]]` tables that parse, for watching (errors are reported by
+/// [`identity`]).
+fn trust_domain_tables(raw: &RawConfig) -> Vec<(usize, raw::RawTrustDomain)> {
+    raw.identity
+        .trust_domains
+        .iter()
+        .flat_map(|list| list.get_ref().iter().cloned().enumerate())
+        .filter_map(|(i, v)| v.try_into().ok().map(|t| (i, t)))
         .collect()
 }
 
@@ -239,47 +269,19 @@ fn identity(
             ));
         }
     };
-    let pem_files = |list: &[Spanned<String>], key: &str| {
-        let mut out = Vec::new();
-        for (i, path) in list.iter().enumerate() {
-            let file = source.read(path.get_ref())?;
-            let certs = parse_pem_certificates(file.text.as_bytes()).map_err(|e| {
-                at.invalid(path, &format!("{key}[{i}]"), format!("{}: {e}", file.name))
-            })?;
-            out.extend(certs);
-        }
-        Ok::<_, ConfigError>(out)
-    };
-    let anchors = pem_files(&id.trust_bundles, "identity.trust_bundles")?;
-    let intermediates = pem_files(&id.intermediates, "identity.intermediates")?;
-    if kind == IdentitySource::Certificate && anchors.is_empty() {
-        return Err(at.invalid(
-            &id.source,
-            "identity.trust_bundles",
-            "source `certificate` needs at least one trust bundle",
-        ));
+    let mut intermediates = Vec::new();
+    for (i, path) in id.intermediates.iter().enumerate() {
+        let file = source.read(path.get_ref())?;
+        intermediates.extend(parse_bundle(&file.text).map_err(|e| {
+            at.invalid(
+                path,
+                &format!("identity.intermediates[{i}]"),
+                format!("{}: {e}", file.name),
+            )
+        })?);
     }
-    let mut trust_domains = Vec::new();
-    for (i, td) in id.trust_domains.iter().enumerate() {
-        if !is_valid_trust_domain(td.get_ref()) {
-            return Err(at.invalid(
-                td,
-                &format!("identity.trust_domains[{i}]"),
-                format!(
-                    "`{}` is not a trust domain (lower-case [a-z0-9.-_])",
-                    td.get_ref()
-                ),
-            ));
-        }
-        trust_domains.push(td.get_ref().clone());
-    }
-    if trust_domains.is_empty() {
-        return Err(at.invalid(
-            &id.source,
-            "identity.trust_domains",
-            "list at least one trust domain",
-        ));
-    }
+    let bundles = trust_domains(at, source, id, kind)?;
+    let trust_domains: Vec<String> = bundles.iter().map(|b| b.trust_domain.clone()).collect();
     if *id.min_rsa_bits.get_ref() < 2048 {
         return Err(at.invalid(
             &id.min_rsa_bits,
@@ -288,13 +290,12 @@ fn identity(
         ));
     }
     let trust = TrustStore::new(
-        &anchors,
+        &bundles,
         intermediates,
-        trust_domains.clone(),
         *id.min_rsa_bits.get_ref(),
         id.insecure_dns_san_fallback,
     )
-    .map_err(|e| at.invalid(&id.source, "identity.trust_bundles", e.to_string()))?;
+    .map_err(|e| at.invalid(&id.source, "identity.trust_domains", e.to_string()))?;
     let mut issuers = Vec::new();
     for (i, issuer) in raw.issuers.iter().enumerate() {
         if raw
@@ -309,6 +310,23 @@ fn identity(
                 "duplicate issuer",
             ));
         }
+        if *issuer.unqualified_users.get_ref()
+            && let Some(first) = raw
+                .issuers
+                .iter()
+                .take(i)
+                .find(|o| *o.unqualified_users.get_ref())
+        {
+            return Err(at.invalid(
+                &issuer.unqualified_users,
+                &format!("issuers[{i}].unqualified_users"),
+                format!(
+                    "`{}` already has unqualified users; two issuers sharing `User::\"<sub>\"` \
+                     could speak for each other's users",
+                    first.issuer.get_ref()
+                ),
+            ));
+        }
         issuers.push(build_issuer(at, source, issuer, i)?);
     }
     Ok(Identity {
@@ -321,6 +339,118 @@ fn identity(
     })
 }
 
+/// What to write instead of the removed flat keys.
+const TRUST_DOMAINS_MIGRATION: &str = "trust bundles now belong to trust domains, so a CA can \
+vouch only for its own domain; replace `trust_bundles` and the list of names with one table \
+per domain:\n\n[[identity.trust_domains]]\nname = \"example.org\"\nbundle = \"ca.pem\"\n";
+
+/// `[[identity.trust_domains]]`: names checked, bundles read, and no CA shared between
+/// domains unless the config says so explicitly.
+fn trust_domains(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    id: &raw::RawIdentity,
+    kind: IdentitySource,
+) -> Result<Vec<TrustDomainBundle>, ConfigError> {
+    if let Some(old) = &id.trust_bundles {
+        return Err(at.invalid(old, "identity.trust_bundles", TRUST_DOMAINS_MIGRATION));
+    }
+    let Some(list) = &id.trust_domains else {
+        return Err(at.invalid(
+            &id.source,
+            "identity.trust_domains",
+            "add at least one `[[identity.trust_domains]]` table with `name` (and `bundle`)",
+        ));
+    };
+    let mut bundles: Vec<TrustDomainBundle> = Vec::new();
+    for (i, value) in list.get_ref().iter().enumerate() {
+        let key = format!("identity.trust_domains[{i}]");
+        if value.is_str() {
+            return Err(at.invalid(list, &key, TRUST_DOMAINS_MIGRATION));
+        }
+        let table: raw::RawTrustDomain = value
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| at.invalid(list, &key, e.message().to_owned()))?;
+        if !is_valid_trust_domain(&table.name) {
+            return Err(at.invalid(
+                list,
+                &format!("{key}.name"),
+                format!(
+                    "`{}` is not a trust domain (lower-case [a-z0-9.-_])",
+                    table.name
+                ),
+            ));
+        }
+        if bundles.iter().any(|b| b.trust_domain == table.name) {
+            return Err(at.invalid(
+                list,
+                &format!("{key}.name"),
+                format!("trust domain `{}` is listed twice", table.name),
+            ));
+        }
+        let authorities = match &table.bundle {
+            Some(path) => {
+                let file = source.read(path)?;
+                parse_bundle(&file.text).map_err(|e| {
+                    at.invalid(
+                        list,
+                        &format!("{key}.bundle"),
+                        format!("{}: {e}", file.name),
+                    )
+                })?
+            }
+            None if kind == IdentitySource::Certificate => {
+                return Err(at.invalid(
+                    list,
+                    &format!("{key}.bundle"),
+                    format!(
+                        "source `certificate` verifies certificates against each trust domain's \
+                         own bundle: set `bundle` for `{}`",
+                        table.name
+                    ),
+                ));
+            }
+            None => Vec::new(),
+        };
+        if !id.insecure_shared_ca_across_trust_domains
+            && let Some(other) = bundles
+                .iter()
+                .find(|b| b.authorities.iter().any(|a| authorities.contains(a)))
+        {
+            return Err(at.invalid(
+                list,
+                &format!("{key}.bundle"),
+                format!(
+                    "a CA certificate is in the bundles of both `{}` and `{}`, so it could \
+                     vouch for either; give each trust domain its own CA, or set \
+                     `identity.insecure_shared_ca_across_trust_domains = true` if one CA \
+                     really issues for both",
+                    other.trust_domain, table.name
+                ),
+            ));
+        }
+        bundles.push(TrustDomainBundle {
+            trust_domain: table.name,
+            authorities,
+        });
+    }
+    if bundles.is_empty() {
+        return Err(at.invalid(
+            list,
+            "identity.trust_domains",
+            "list at least one trust domain",
+        ));
+    }
+    if id.insecure_shared_ca_across_trust_domains {
+        tracing::warn!(
+            "identity.insecure_shared_ca_across_trust_domains is on: a CA in several trust \
+             domains' bundles vouches for all of them"
+        );
+    }
+    Ok(bundles)
+}
+
 fn build_issuer(
     at: &Locator<'_>,
     source: &ConfigSource,
@@ -330,6 +460,15 @@ fn build_issuer(
     let key = |k: &str| format!("issuers[{i}].{k}");
     if raw.issuer.get_ref().is_empty() {
         return Err(at.invalid(&raw.issuer, &key("issuer"), "must not be empty"));
+    }
+    // `#` separates issuer from client and user in principals (`<issuer>#<client>`); an issuer
+    // identifier never has a fragment (OpenID Connect Discovery §3, RFC 8414 §2).
+    if raw.issuer.get_ref().contains('#') {
+        return Err(at.invalid(
+            &raw.issuer,
+            &key("issuer"),
+            "an issuer identifier has no `#` fragment",
+        ));
     }
     if raw.audiences.get_ref().is_empty() {
         return Err(at.invalid(
@@ -395,13 +534,22 @@ fn build_issuer(
         }
     };
     let delegation = match raw.delegation.get_ref().as_str() {
-        "act" => Delegation::ActClaim,
-        "act_or_subject" => Delegation::ActOrSubjectNotClient,
+        "act_or_subject" => Delegation::ActOrSubject,
+        "act_claim_only" => Delegation::ActClaimOnly,
+        "act" => {
+            return Err(at.invalid(
+                &raw.delegation,
+                &key("delegation"),
+                "`act` is no longer accepted: it treated users' tokens as the app acting for \
+                 itself. Remove the key for the safe default (`act_or_subject`), or write \
+                 `act_claim_only` if this issuer's app tokens carry a `sub` other than the client",
+            ));
+        }
         other => {
             return Err(at.invalid(
                 &raw.delegation,
                 &key("delegation"),
-                format!("`{other}` is not `act` or `act_or_subject`"),
+                format!("`{other}` is not `act_or_subject` or `act_claim_only`"),
             ));
         }
     };
@@ -416,6 +564,7 @@ fn build_issuer(
         raw.require_binding,
         delegation,
         raw.client_claims.clone(),
+        *raw.unqualified_users.get_ref(),
     ))
 }
 

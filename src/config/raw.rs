@@ -87,14 +87,21 @@ pub struct RawIdentity {
     /// `certificate`, `xfcc` or `envoy_principal`.
     #[serde(default = "default_source")]
     pub source: Spanned<String>,
-    /// PEM files of trust anchors.
+    /// Removed: anchors in one pool let any CA vouch for any domain. Kept only to say what to
+    /// write instead.
     #[serde(default)]
-    pub trust_bundles: Vec<Spanned<String>>,
+    pub trust_bundles: Option<Spanned<toml::Value>>,
     /// PEM files of intermediates to build paths through.
     #[serde(default)]
     pub intermediates: Vec<Spanned<String>>,
-    /// Allowed SPIFFE trust domains.
-    pub trust_domains: Vec<Spanned<String>>,
+    /// `[[identity.trust_domains]]`: each allowed trust domain and its own bundle. Read as
+    /// values so that the old list of names gets a migration error rather than a type error.
+    #[serde(default)]
+    pub trust_domains: Option<Spanned<Vec<toml::Value>>>,
+    /// Allow one CA certificate in several trust domains' bundles (it then vouches for all of
+    /// them). Off: such a configuration is refused.
+    #[serde(default)]
+    pub insecure_shared_ca_across_trust_domains: bool,
     /// Minimum RSA modulus for leaf keys.
     #[serde(default = "default_min_rsa_bits")]
     pub min_rsa_bits: Spanned<usize>,
@@ -107,6 +114,18 @@ pub struct RawIdentity {
     /// Refuse requests without a bearer token, even with a valid workload identity.
     #[serde(default)]
     pub require_token: bool,
+}
+
+/// One `[[identity.trust_domains]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustDomain {
+    /// The trust domain, e.g. `example.org`.
+    pub name: String,
+    /// PEM certificates or a SPIFFE bundle (JSON) of this domain's CAs; required with
+    /// `source = "certificate"`.
+    #[serde(default)]
+    pub bundle: Option<String>,
 }
 
 fn default_source() -> Spanned<String> {
@@ -143,9 +162,12 @@ pub struct RawIssuer {
     /// Require RFC 8705 certificate-bound tokens.
     #[serde(default)]
     pub require_binding: bool,
-    /// `act` or `act_or_subject`.
+    /// `act_or_subject` (default) or `act_claim_only`.
     #[serde(default = "default_delegation")]
     pub delegation: Spanned<String>,
+    /// Users are `User::"<sub>"` instead of `User::"<issuer>#<sub>"` (one issuer at most).
+    #[serde(default = "default_false")]
+    pub unqualified_users: Spanned<bool>,
     /// Claims naming the client, tried in order.
     #[serde(default = "default_client_claims")]
     pub client_claims: Vec<String>,
@@ -163,12 +185,16 @@ fn default_algorithms() -> Spanned<Vec<String>> {
     )
 }
 
+fn default_false() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+
 fn default_leeway() -> u64 {
     30
 }
 
 fn default_delegation() -> Spanned<String> {
-    Spanned::new(0..0, "act".into())
+    Spanned::new(0..0, "act_or_subject".into())
 }
 
 fn default_client_claims() -> Vec<String> {

@@ -73,13 +73,8 @@ fn semantic_errors_name_key_and_line() {
             "identity.source",
         ),
         (
-            Box::new(|c: String| {
-                c.replace(
-                    "trust_domains = [\"demo.tollgate.dev\"]",
-                    "trust_domains = [\"Demo\"]",
-                )
-            }),
-            "identity.trust_domains[0]",
+            Box::new(|c: String| c.replace("name = \"demo.tollgate.dev\"", "name = \"Demo\"")),
+            "identity.trust_domains[0].name",
         ),
         (
             Box::new(|c: String| {

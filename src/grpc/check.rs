@@ -70,7 +70,10 @@ impl Authorization for CheckService {
         };
         let elapsed = started.elapsed();
         let input = input.ok();
-        let own_headers = input.as_ref().map(client_owned_headers).unwrap_or_default();
+        let own_headers = input
+            .as_ref()
+            .map(|input| client_owned_headers(input, &snapshot.response))
+            .unwrap_or_default();
         self.metrics.decision(&verdict, elapsed);
         self.audit.record(&verdict, input.as_ref(), elapsed);
         log(&verdict, elapsed);
@@ -124,8 +127,14 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
     for (key, value) in pairs {
         insert_header(&mut headers, key, value);
     }
+    // An IPv4-mapped IPv6 source (`::ffff:10.0.0.1`, from a dual-stack listener) is the IPv4
+    // address, so an IPv4 range condition cannot be dodged by the listener's address family.
     let source_ip = address.and_then(|a| a.address).and_then(|a| match a {
-        address::Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
+        address::Address::SocketAddress(sa) => sa
+            .address
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical()),
         _ => None,
     });
     Ok(CheckInput {
@@ -154,11 +163,26 @@ fn insert_header(map: &mut HashMap<String, String>, key: String, value: String) 
         .or_insert(value);
 }
 
-fn client_owned_headers(input: &CheckInput) -> Vec<String> {
+/// Headers a client sent under any spelling of Tollgate's own: `x-tollgate-*` and the
+/// configured names, with `_` read as `-`, because WSGI, Rack, PHP and some nginx setups map
+/// `x_tollgate_principal` onto the same variable as `x-tollgate-principal`.
+fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
+    let folded_eq = |name: &str, own: &str| {
+        name.len() == own.len()
+            && name
+                .bytes()
+                .zip(own.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
     input
         .headers
         .keys()
-        .filter(|k| k.starts_with(OWN_HEADER_PREFIX))
+        .filter(|k| {
+            k.get(..OWN_HEADER_PREFIX.len())
+                .is_some_and(|prefix| folded_eq(prefix, OWN_HEADER_PREFIX))
+                || folded_eq(k, &settings.principal_header)
+                || folded_eq(k, &settings.decision_id_header)
+        })
         .cloned()
         .collect()
 }

@@ -28,6 +28,7 @@ mod tests {
             issuer: "i".into(),
             subject: None,
             client_id: None,
+            client_principal: None,
             scopes: vec![],
             user: None,
             actor: None,

@@ -1,5 +1,11 @@
-//! Verifies a forwarded client certificate: path to a trust anchor with rustls-webpki, then the
-//! checks webpki leaves to us (X509-SVID leaf rules, key strength, CA key usage, SPIFFE ID).
+//! Verifies a forwarded client certificate: the leaf's SPIFFE ID picks the bundle of the trust
+//! domain it claims, rustls-webpki builds the path to that bundle alone, then the checks webpki
+//! leaves to us (X509-SVID leaf rules, key strength, CA key usage).
+//!
+//! Trust domains are isolated (SPIFFE federation): a CA in one domain's bundle can never vouch
+//! for an identity in another, because it is never offered as an anchor for it.
+
+use std::collections::HashMap;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
@@ -37,14 +43,33 @@ static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
     webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
 
+/// One trust domain and the CA certificates that may vouch for its workloads.
+#[derive(Debug, Clone)]
+pub struct TrustDomainBundle {
+    /// The trust domain, e.g. `example.org`.
+    pub trust_domain: String,
+    /// Its CA certificates (DER); empty where the identity source verifies no certificate.
+    pub authorities: Vec<CertificateDer<'static>>,
+}
+
 /// What the certificate stage trusts; built once per snapshot.
 #[derive(Debug)]
 pub struct TrustStore {
-    anchors: Vec<TrustAnchor<'static>>,
+    domains: HashMap<String, Anchors>,
+    /// Every domain's anchors together: only for DNS-named leaves under the insecure fallback,
+    /// which name no trust domain.
+    all: Anchors,
     intermediates: Vec<CertificateDer<'static>>,
-    trust_domains: Vec<String>,
     min_rsa_bits: usize,
     dns_san_fallback: bool,
+}
+
+/// Trust anchors with their expiry, which webpki's anchors do not keep.
+#[derive(Debug, Default)]
+struct Anchors {
+    anchors: Vec<TrustAnchor<'static>>,
+    /// `notAfter` of each anchor, Unix seconds, in the same order.
+    not_after: Vec<i64>,
 }
 
 /// How the workload named itself in its certificate.
@@ -65,7 +90,8 @@ pub struct VerifiedCert {
     pub thumbprint: [u8; 32],
     /// The leaf's serial number, hex.
     pub serial: String,
-    /// End of validity, Unix seconds; bounds how long the result may be cached.
+    /// End of validity of the whole verified path (leaf, intermediates, anchor), Unix
+    /// seconds; bounds how long the result may be cached.
     pub not_after: i64,
 }
 
@@ -125,27 +151,33 @@ pub enum CertError {
 // === impl TrustStore ===
 
 impl TrustStore {
-    /// Builds a store from DER trust anchors and an intermediates pool.
+    /// Builds a store from each trust domain's CA certificates and an intermediates pool.
     pub fn new(
-        anchors: &[CertificateDer<'static>],
+        bundles: &[TrustDomainBundle],
         intermediates: Vec<CertificateDer<'static>>,
-        trust_domains: Vec<String>,
         min_rsa_bits: usize,
         dns_san_fallback: bool,
     ) -> Result<Self, CertError> {
-        let anchors = anchors
-            .iter()
-            .map(|der| {
-                check_ca(der)?;
-                webpki::anchor_from_trusted_cert(der)
+        let mut domains = HashMap::with_capacity(bundles.len());
+        let mut all = Anchors::default();
+        for bundle in bundles {
+            let mut anchors = Anchors::default();
+            for der in &bundle.authorities {
+                let not_after = check_ca(der)?;
+                let anchor = webpki::anchor_from_trusted_cert(der)
                     .map(|anchor| anchor.to_owned())
-                    .map_err(|e| CertError::Malformed(format!("trust anchor: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                    .map_err(|e| CertError::Malformed(format!("trust anchor: {e}")))?;
+                all.anchors.push(anchor.clone());
+                all.not_after.push(not_after);
+                anchors.anchors.push(anchor);
+                anchors.not_after.push(not_after);
+            }
+            domains.insert(bundle.trust_domain.clone(), anchors);
+        }
         Ok(Self {
-            anchors,
+            domains,
+            all,
             intermediates,
-            trust_domains,
             min_rsa_bits,
             dns_san_fallback,
         })
@@ -167,6 +199,20 @@ impl TrustStore {
         let (leaf_der, sent) = chain
             .split_first()
             .ok_or_else(|| CertError::Malformed("no certificate".into()))?;
+        // The leaf's own claims come first: they say which bundle may vouch for it.
+        let leaf_facts = self.check_leaf(leaf_der)?;
+        let anchors = match &leaf_facts.name {
+            WorkloadName::Spiffe(id) => self
+                .domains
+                .get(id.trust_domain())
+                .ok_or_else(|| CertError::TrustDomainNotAllowed(id.trust_domain().to_owned()))?,
+            WorkloadName::Dns(_) => &self.all,
+        };
+        if anchors.anchors.is_empty() {
+            return Err(CertError::Untrusted(
+                "no trust bundle is configured for the certificate's trust domain".into(),
+            ));
+        }
         let leaf = EndEntityCert::try_from(leaf_der)
             .map_err(|e| CertError::Malformed(format!("leaf: {e}")))?;
         let mut pool: Vec<CertificateDer<'_>> =
@@ -176,18 +222,35 @@ impl TrustStore {
         let path = leaf
             .verify_for_usage(
                 SIGNATURE_ALGORITHMS,
-                &self.anchors,
+                &anchors.anchors,
                 &pool,
                 now,
+                // "If present" for the CAs on the path; `check_leaf` requires it on the leaf.
                 KeyUsage::client_auth(),
                 None,
                 None,
             )
             .map_err(from_webpki)?;
+        let mut not_after = leaf_facts.not_after;
         for intermediate in path.intermediate_certificates() {
-            check_ca(&intermediate.der())?;
+            not_after = not_after.min(check_ca(intermediate.der().as_ref())?);
         }
-        self.check_leaf(leaf_der)
+        let anchor = path.anchor();
+        if let Some(expiry) = anchors
+            .anchors
+            .iter()
+            .position(|a| {
+                a.subject == anchor.subject
+                    && a.subject_public_key_info == anchor.subject_public_key_info
+            })
+            .and_then(|i| anchors.not_after.get(i))
+        {
+            not_after = not_after.min(*expiry);
+        }
+        Ok(VerifiedCert {
+            not_after,
+            ..leaf_facts
+        })
     }
 
     /// X509-SVID leaf rules, key strength, and the workload name, from one parse of the leaf.
@@ -208,6 +271,12 @@ impl TrustStore {
         {
             return Err(CertError::NotSvid("leaf has keyCertSign or cRLSign".into()));
         }
+        // Required, not just "if present" (webpki's rule): the leaf authenticates a client, and
+        // SPIRE's and Istio's SVIDs always say so.
+        match cert.extended_key_usage().map_err(invalid)? {
+            Some(eku) if eku.value.client_auth => {}
+            _ => return Err(CertError::Usage),
+        }
         self.check_key(&cert)?;
 
         let mut uris = Vec::new();
@@ -222,18 +291,12 @@ impl TrustStore {
             }
         }
         let name = match uris.as_slice() {
-            [uri] => {
-                let id = SpiffeId::parse(uri).map_err(|reason| CertError::SpiffeIdInvalid {
+            [uri] => WorkloadName::Spiffe(SpiffeId::parse_workload(uri).map_err(|reason| {
+                CertError::SpiffeIdInvalid {
                     uri: (*uri).to_owned(),
                     reason,
-                })?;
-                if !self.trust_domains.iter().any(|td| td == id.trust_domain()) {
-                    return Err(CertError::TrustDomainNotAllowed(
-                        id.trust_domain().to_owned(),
-                    ));
                 }
-                WorkloadName::Spiffe(id)
-            }
+            })?),
             [] => match dns {
                 Some(name) if self.dns_san_fallback => WorkloadName::Dns(name.to_owned()),
                 _ => return Err(CertError::SpiffeIdMissing),
@@ -303,7 +366,8 @@ pub fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>
 }
 
 /// A CA on the path must be allowed to sign certificates when it states key usage at all.
-fn check_ca(der: &[u8]) -> Result<(), CertError> {
+/// Returns its `notAfter` (Unix seconds), which bounds how long a path through it is good.
+fn check_ca(der: &[u8]) -> Result<i64, CertError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| CertError::Malformed(format!("CA: {e}")))?;
     let subject = cert.subject().to_string();
@@ -311,7 +375,7 @@ fn check_ca(der: &[u8]) -> Result<(), CertError> {
         Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(CertError::InvalidCa(format!(
             "`{subject}` lacks keyCertSign"
         ))),
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(cert.validity().not_after.timestamp()),
         Err(e) => Err(CertError::InvalidCa(format!("`{subject}`: {e}"))),
     }
 }

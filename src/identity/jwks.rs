@@ -1,6 +1,6 @@
 //! Per-issuer verification keys, parsed once when a snapshot is built.
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// One usable key from a JWKS document.
@@ -58,6 +58,21 @@ impl KeySet {
                     kid: label,
                     source: jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
                 });
+            }
+            // RFC 7517 §4.2/§4.3: a key meant for encryption, or whose operations exclude
+            // `verify`, must not verify signatures; JWKS documents often mix both kinds.
+            let for_signatures = jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| *u == PublicKeyUse::Signature)
+                && jwk
+                    .common
+                    .key_operations
+                    .as_ref()
+                    .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+            if !for_signatures {
+                continue;
             }
             let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key {
                 index,

@@ -2,6 +2,7 @@
 //! combined into one [`Caller`] with its access mode.
 
 pub mod binding;
+pub mod bundle;
 pub mod cert;
 pub mod jwks;
 pub mod spiffe;
@@ -179,7 +180,7 @@ pub fn verify(
             WorkloadName::Spiffe(id) => id.as_str().to_owned(),
             WorkloadName::Dns(name) => name.clone(),
         },
-        (None, Some(t)) => t.client_id.clone().ok_or(IdentityError::NoClient)?,
+        (None, Some(t)) => t.client_principal.clone().ok_or(IdentityError::NoClient)?,
         (None, None) => return Err(IdentityError::NoCredentials),
     };
     let mode = AccessMode::for_token(token.as_deref());
@@ -232,7 +233,7 @@ fn forwarded_certificate(
     let Some(header) = input.header("x-forwarded-client-cert") else {
         return Ok(None);
     };
-    let element = xfcc::parse_last(header).map_err(IdentityError::Xfcc)?;
+    let element = xfcc::parse_last(header).map_err(|e| IdentityError::Xfcc(e.to_string()))?;
     let uri = match element.uris.as_slice() {
         [uri] => uri,
         [] => return Err(IdentityError::Xfcc("nearest element has no URI".into())),
@@ -271,7 +272,7 @@ fn envoy_principal(
 }
 
 fn trusted_spiffe_id(identity: &Identity, uri: &str) -> Result<SpiffeId, String> {
-    let id = SpiffeId::parse(uri).map_err(|e| format!("`{uri}`: {e}"))?;
+    let id = SpiffeId::parse_workload(uri).map_err(|e| format!("`{uri}`: {e}"))?;
     if identity
         .trust_domains
         .iter()

@@ -33,6 +33,10 @@ pub enum SpiffeIdError {
     /// A path segment is empty, `.`, `..`, or has a character outside `[A-Za-z0-9.-_]`.
     #[error("path segments must be non-empty, not `.` or `..`, and use only [A-Za-z0-9.-_]")]
     Path,
+    /// A workload ID without a path names the trust domain itself, not a workload
+    /// (X509-SVID §2: a leaf SVID's ID has a non-root path).
+    #[error("a workload's SPIFFE ID needs a path; the bare trust domain names no workload")]
+    NoPath,
 }
 
 // === impl SpiffeId ===
@@ -73,6 +77,17 @@ impl SpiffeId {
             uri: input.to_owned(),
             path_start: "spiffe://".len() + domain.len(),
         })
+    }
+
+    /// Parses a SPIFFE ID that names a workload: like [`SpiffeId::parse`], and the ID must
+    /// have a path. Every workload identity source (certificate, XFCC, Envoy's principal)
+    /// goes through this.
+    pub fn parse_workload(input: &str) -> Result<Self, SpiffeIdError> {
+        let id = Self::parse(input)?;
+        if id.path().is_empty() {
+            return Err(SpiffeIdError::NoPath);
+        }
+        Ok(id)
     }
 
     /// The full URI.
@@ -147,6 +162,11 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(SpiffeId::parse(input), Err(want), "{input}");
         }
+        assert_eq!(
+            SpiffeId::parse_workload("spiffe://example.org"),
+            Err(SpiffeIdError::NoPath)
+        );
+        assert!(SpiffeId::parse_workload("spiffe://example.org/web").is_ok());
         let long = format!("spiffe://example.org/{}", "a".repeat(MAX_LEN));
         assert_eq!(SpiffeId::parse(&long), Err(SpiffeIdError::TooLong));
     }

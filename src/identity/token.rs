@@ -19,11 +19,19 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// How an issuer signals that an app acts for a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delegation {
-    /// Only an RFC 8693 `act` claim makes a token delegated.
-    ActClaim,
-    /// `act`, or a `sub` that differs from the client id.
-    ActOrSubjectNotClient,
+    /// The safe default: an RFC 8693 `act` claim, or a `sub` that differs from the client (a
+    /// user's token presented by the app), or no client claim at all, makes a token delegated.
+    ActOrSubject,
+    /// Only an `act` claim makes a token delegated; a `sub` that differs from the client is the
+    /// app's own subject id (issuers whose app tokens carry, say, a service principal's object
+    /// id). An explicit choice in the issuer's config, never a default.
+    ActClaimOnly,
 }
+
+/// The JWT `typ` values of an access token (RFC 7519 §5.1, RFC 9068 §2.1), compared
+/// case-insensitively with an optional `application/` prefix (RFC 7515 §4.1.9). Other JWTs
+/// signed by the same keys (status lists, DPoP proofs, ID tokens) are not access tokens.
+const ACCESS_TOKEN_TYPES: [&str; 2] = ["jwt", "at+jwt"];
 
 /// One trusted token issuer.
 pub struct Issuer {
@@ -43,6 +51,11 @@ pub struct Issuer {
     pub delegation: Delegation,
     /// Claims that name the client, tried in order.
     pub client_claims: Vec<String>,
+    /// Users appear as `User::"<sub>"` rather than `User::"<iss>#<sub>"`; config allows it for
+    /// one issuer at most, so two issuers' users can never be confused.
+    pub unqualified_users: bool,
+    /// Clock skew allowance, seconds (also applied to `iat`).
+    pub leeway_seconds: u64,
     /// One validation per allowed algorithm (never empty, never `none`, HMAC only with a
     /// secret): jsonwebtoken requires every algorithm of a validation to match the key family.
     validations: Vec<(Algorithm, Validation)>,
@@ -63,9 +76,14 @@ pub struct VerifiedToken {
     pub subject: Option<String>,
     /// The client (`client_id`/`azp` by default).
     pub client_id: Option<String>,
+    /// The Cedar principal for a caller identified by this token alone: `<iss>#<client>`.
+    /// Qualified by issuer, and `#` never appears in a SPIFFE ID or DNS name, so no claim can
+    /// make a token pass for a workload or for another issuer's client.
+    pub client_principal: Option<String>,
     /// Scopes from `scope` (space separated) or `scp` (array), sorted and unique.
     pub scopes: Vec<String>,
-    /// The user this token acts for, when delegated.
+    /// The user this token acts for, when delegated: `<iss>#<sub>`, or `<sub>` for the issuer
+    /// with `unqualified_users`.
     pub user: Option<String>,
     /// `act.sub`, when an actor is named.
     pub actor: Option<String>,
@@ -116,6 +134,10 @@ pub enum TokenError {
     /// `cnf.x5t#S256` does not match the verified client certificate.
     #[error("token is bound to a different certificate: {0}")]
     BindingMismatch(String),
+    /// `cnf` names a proof-of-possession method Tollgate cannot check (e.g. DPoP's `jkt`), so
+    /// accepting the token as a bearer token would drop the sender constraint.
+    #[error("token requires proof of possession by `cnf.{0}`, which Tollgate cannot verify")]
+    UnsupportedConfirmation(String),
 }
 
 #[derive(serde::Deserialize)]
@@ -125,6 +147,8 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+    #[serde(default)]
+    typ: Option<String>,
 }
 
 // === impl Issuer ===
@@ -146,6 +170,7 @@ impl Issuer {
         require_binding: bool,
         delegation: Delegation,
         client_claims: Vec<String>,
+        unqualified_users: bool,
     ) -> Self {
         let validations = algorithms
             .iter()
@@ -168,6 +193,8 @@ impl Issuer {
             require_binding,
             delegation,
             client_claims,
+            unqualified_users,
+            leeway_seconds,
             validations,
         }
     }
@@ -219,6 +246,21 @@ impl Issuers {
         let header: Header = decode_json(header_b64, "header")?;
         if header.crit.is_some() {
             return Err(TokenError::Malformed("unsupported `crit` header".into()));
+        }
+        if let Some(typ) = &header.typ {
+            let bare = typ
+                .get(..12)
+                .filter(|p| p.eq_ignore_ascii_case("application/"))
+                .and_then(|_| typ.get(12..))
+                .unwrap_or(typ);
+            if !ACCESS_TOKEN_TYPES
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(bare))
+            {
+                return Err(TokenError::Malformed(format!(
+                    "token type `{typ}` is not an access token (`JWT` or `at+jwt`)"
+                )));
+            }
         }
         let alg = Algorithm::from_str(&header.alg)
             .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
@@ -305,6 +347,7 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or_else(|| TokenError::InvalidClaim("exp".into()))?;
+    issued_at(issuer, claims)?;
     let actor = match claims.get("act") {
         None => None,
         Some(Value::Object(act)) => match act.get("sub") {
@@ -313,17 +356,31 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
         },
         Some(_) => return Err(TokenError::InvalidClaim("act".into())),
     };
-    let user = match (&actor, issuer.delegation, &subject, &client_id) {
-        (Some(_), _, Some(sub), _) => Some(sub.clone()),
-        (Some(_), _, None, _) => return Err(TokenError::MissingClaim("sub".into())),
-        (None, Delegation::ActOrSubjectNotClient, Some(sub), Some(client)) if sub != client => {
-            Some(sub.clone())
+    let user = match (&actor, &subject, &client_id) {
+        (Some(_), Some(sub), _) => Some(sub),
+        (Some(_), None, _) => return Err(TokenError::MissingClaim("sub".into())),
+        // No client claim: nothing says an app acts for itself, so it is the user's token.
+        (None, Some(sub), None) => Some(sub),
+        (None, Some(sub), Some(client))
+            if sub != client && issuer.delegation == Delegation::ActOrSubject =>
+        {
+            Some(sub)
         }
         _ => None,
     };
+    let user = user.map(|sub| {
+        if issuer.unqualified_users {
+            sub.clone()
+        } else {
+            format!("{}#{sub}", issuer.issuer)
+        }
+    });
     Ok(VerifiedToken {
         issuer: issuer.issuer.clone(),
         subject,
+        client_principal: client_id
+            .as_ref()
+            .map(|client| format!("{}#{client}", issuer.issuer)),
         client_id,
         scopes: scopes(claims)?,
         user,
@@ -332,6 +389,26 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
         require_binding: issuer.require_binding,
         expires_at,
     })
+}
+
+/// `iat` (RFC 7519 §4.1.6) is optional, but when present it must be a time, and not in the
+/// future beyond the leeway: a token "issued" later than now is a clock or forgery problem.
+fn issued_at(issuer: &Issuer, claims: &Map<String, Value>) -> Result<(), TokenError> {
+    let Some(iat) = claims.get("iat") else {
+        return Ok(());
+    };
+    let iat = iat
+        .as_i64()
+        .or_else(|| iat.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let leeway = i64::try_from(issuer.leeway_seconds).unwrap_or(i64::MAX);
+    if iat > now.saturating_add(leeway) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, TokenError> {
@@ -352,14 +429,21 @@ fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, TokenError> {
     Ok(out)
 }
 
-/// RFC 8705 §3.1: `cnf` holds `x5t#S256`, the base64url SHA-256 of the certificate DER.
+/// RFC 7800 / RFC 8705 §3.1: `cnf` is an object; `x5t#S256` is the base64url SHA-256 of the
+/// certificate DER. Any other confirmation member (`jkt`, `jwk`, `kid`, …) is a proof Tollgate
+/// cannot check, and the token is refused rather than downgraded to a bearer token.
 fn confirmation(claims: &Map<String, Value>) -> Result<Option<[u8; 32]>, TokenError> {
     let Some(cnf) = claims.get("cnf") else {
         return Ok(None);
     };
+    let cnf = cnf
+        .as_object()
+        .ok_or_else(|| TokenError::InvalidClaim("cnf".into()))?;
+    if let Some(method) = cnf.keys().find(|k| *k != "x5t#S256") {
+        return Err(TokenError::UnsupportedConfirmation(method.clone()));
+    }
     let Some(thumb) = cnf.get("x5t#S256") else {
-        // A `cnf` with another confirmation method (e.g. `jkt`) does not bind to a certificate.
-        return Ok(None);
+        return Err(TokenError::InvalidClaim("cnf".into()));
     };
     let bytes = thumb
         .as_str()
@@ -385,8 +469,9 @@ mod tests {
             0,
             vec![],
             false,
-            Delegation::ActOrSubjectNotClient,
+            Delegation::ActOrSubject,
             vec!["client_id".into(), "azp".into()],
+            true,
         )])
     }
 

@@ -29,7 +29,11 @@ impl NormalizedPath {
 /// dropped: routes never match on them.
 ///
 /// Refused as malformed: not origin-form (`/…`), bad percent-encoding, non-UTF-8, encoded `/`
-/// or `\`, a literal `\`, control characters, or more than [`MAX_PATH_BYTES`].
+/// or `\`, a literal `\`, control characters, or more than [`MAX_PATH_BYTES`]; and anything
+/// upstream servers read differently from each other: `;` (literal or encoded: Java servers
+/// strip `;params` from a segment, so `..;` is a dot segment there), a `%` left after decoding
+/// (a double-encoded path that a second decode would change), and segments of three or more
+/// dots (some servers treat them as `..`).
 pub fn normalize(target: &str) -> Result<NormalizedPath, String> {
     if target.len() > MAX_PATH_BYTES {
         return Err("path too long".into());
@@ -41,6 +45,15 @@ pub fn normalize(target: &str) -> Result<NormalizedPath, String> {
     let mut segments: Vec<String> = Vec::new();
     for raw in path.split('/') {
         let segment = decode_segment(raw)?;
+        if segment.contains(';') {
+            return Err("`;` in path: servers disagree on path parameters".into());
+        }
+        if segment.contains('%') {
+            return Err("`%` left after decoding: the path is encoded twice".into());
+        }
+        if segment.len() > 2 && segment.bytes().all(|b| b == b'.') {
+            return Err("a segment of only dots".into());
+        }
         match segment.as_str() {
             "" | "." => {}
             ".." => {
@@ -105,7 +118,6 @@ mod tests {
         assert_eq!(norm("/../../etc"), "/etc");
         assert_eq!(norm("/caf%C3%A9"), "/café");
         assert_eq!(norm("/"), "/");
-        assert_eq!(norm("/a;b=c"), "/a;b=c");
     }
 
     #[test]
@@ -126,6 +138,28 @@ mod tests {
             assert!(normalize(bad).is_err(), "{bad}");
         }
         assert!(normalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+
+    /// Finding: `/orders/..;/admin` matched `GET /orders/{id}/{part}` with `id = "..;"`, while
+    /// Java servers resolve `..;` to a dot segment and serve `/admin`.
+    #[test]
+    fn refuses_what_upstream_servers_read_differently() {
+        for bad in [
+            "/orders/..;/admin",
+            "/orders/%2e%2e;/admin",
+            "/orders/.;x=1/admin",
+            "/orders/1;jsessionid=abc",
+            "/orders;x=1/1",
+            "/orders/1%3Bx",
+            "/orders/%252e%252e/admin",
+            "/orders/%2541",
+            "/orders/.../admin",
+            "/orders/%2e%2e%2e",
+        ] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
+        assert_eq!(norm("/orders/a.b"), "/orders/a.b");
+        assert_eq!(norm("/orders/.hidden"), "/orders/.hidden");
     }
 
     proptest! {

@@ -45,6 +45,7 @@ pub fn decide_unindexed(store: &PolicyStore, query: &Query) -> Result<Decision, 
 
 fn decide_with(store: &PolicyStore, query: &Query, indexed: bool) -> Result<Decision, DecideError> {
     let principal = uid("App", &query.principal)?;
+    let principal_uid = principal.clone();
     let action = uid("Action", &query.action)?;
     let resource = uid(&query.resource.type_name, &query.resource.id)?;
     let context = context(&query.context)?;
@@ -66,23 +67,55 @@ fn decide_with(store: &PolicyStore, query: &Query, indexed: bool) -> Result<Deci
     let entities = if query.resource.attrs.is_empty() || store.entities.get(&resource).is_some() {
         &store.entities
     } else {
-        let attrs = query
-            .resource
-            .attrs
-            .iter()
-            .map(|(name, value)| Ok((name.to_string(), attr(value)?)))
-            .collect::<Result<HashMap<_, _>, DecideError>>()?;
-        let entity = Entity::new(resource, attrs, HashSet::new())
-            .map_err(|e| DecideError::Entity(e.to_string()))?;
-        synthesized = store
-            .entities
-            .clone()
-            .add_entities([entity], Some(&store.schema))
-            .map_err(|e| DecideError::Entity(e.to_string()))?;
+        synthesized = with_route_resource(store, query, principal_uid, resource)?;
         &synthesized
     };
 
     Ok(evaluate(store, &request, &candidates, entities))
+}
+
+/// The entities for a request whose resource comes from the route: the slice of the store
+/// the request can reach, plus the resource itself. Never a copy of the whole store, whose
+/// size a caller cannot be allowed to turn into work (a distinct id per request misses the
+/// decision cache).
+fn with_route_resource(
+    store: &PolicyStore,
+    query: &Query,
+    principal: EntityUid,
+    resource: EntityUid,
+) -> Result<cedar_policy::Entities, DecideError> {
+    let attrs = query
+        .resource
+        .attrs
+        .iter()
+        .map(|(name, value)| Ok((name.to_string(), attr(value)?)))
+        .collect::<Result<HashMap<_, _>, DecideError>>()?;
+    let named = query
+        .resource
+        .attrs
+        .iter()
+        .filter_map(|(_, value)| match value {
+            AttrValue::Entity { type_name, id } => uid(type_name, id).ok(),
+            AttrValue::String(_) => None,
+        });
+    let user = query
+        .context
+        .user
+        .as_ref()
+        .and_then(|u| uid("User", u).ok());
+    let slice = store
+        .graph
+        .slice(
+            &store.entities,
+            std::iter::once(principal).chain(named).chain(user),
+        )
+        .map_err(|e| DecideError::Entity(e.to_string()))?;
+    let entity = Entity::new(resource, attrs, HashSet::new())
+        .map_err(|e| DecideError::Entity(e.to_string()))?;
+    // With the schema: the resource is checked against its type, and the schema's action
+    // entities (the action hierarchy) come along.
+    cedar_policy::Entities::from_entities(slice.into_iter().chain([entity]), Some(&store.schema))
+        .map_err(|e| DecideError::Entity(e.to_string()))
 }
 
 /// Evaluates a Cedar request written out by hand (`tollgate test` raw cases): entity UIDs in
@@ -202,4 +235,129 @@ fn context(facts: &ContextFacts) -> Result<Context, DecideError> {
     }
     pairs.push(("request".into(), record(request)?));
     Context::from_pairs(pairs).map_err(|e| DecideError::Request(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::mapping::context::RequestFacts;
+    use crate::mapping::{ContextFacts, Resource};
+    use crate::policy::SourceFile;
+
+    const SCHEMA: &str = r#"
+        type RequestContext = { access_mode: String, user?: User, request: { method: String, path: String, host: String, source_ip?: ipaddr } };
+        entity App; entity Team; entity User in [Team] { suspended: Bool };
+        entity Order { owner?: User };
+        action "orders:any";
+        action "orders:read" in [Action::"orders:any"] appliesTo { principal: App, resource: Order, context: RequestContext };
+    "#;
+
+    fn file(name: &str, text: &str) -> SourceFile {
+        SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    fn query(order: &str, owner: &str) -> Query {
+        Query {
+            principal: "spiffe://td/web".into(),
+            action: Arc::from("orders:read"),
+            resource: Resource {
+                type_name: Arc::from("Order"),
+                id: order.into(),
+                attrs: vec![(
+                    Arc::from("owner"),
+                    AttrValue::Entity {
+                        type_name: Arc::from("User"),
+                        id: owner.into(),
+                    },
+                )],
+            },
+            context: ContextFacts {
+                access_mode: AccessMode::AppOnly,
+                user: None,
+                certificate: None,
+                token: None,
+                request: RequestFacts {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    host: "h".into(),
+                    source_ip: None,
+                },
+            },
+        }
+    }
+
+    /// Finding: without an entities file the schema's action hierarchy was never loaded, so
+    /// `action in Action::"orders:any"` matched nothing while Cedar says it matches.
+    #[test]
+    fn the_schemas_action_hierarchy_applies_without_an_entities_file() {
+        let store = PolicyStore::load(
+            &file("s.cedarschema", SCHEMA),
+            &[file(
+                "p.cedar",
+                r#"permit (principal, action in Action::"orders:any", resource);"#,
+            )],
+            None,
+        )
+        .unwrap();
+        let decision = decide(&store, &query("1", "alice")).unwrap();
+        assert!(decision.allowed, "{decision:?}");
+        let raw = decide_raw(
+            &store,
+            r#"App::"a""#,
+            r#"Action::"orders:read""#,
+            r#"Order::"1""#,
+            &serde_json::json!({"access_mode": "app_only", "request": {"method": "GET", "path": "/", "host": "h"}}),
+        )
+        .unwrap();
+        assert!(raw.allowed, "{raw:?}");
+    }
+
+    /// Finding: a decision-cache miss for a route with resource attributes cloned the whole
+    /// entity store and recomputed its ancestry: 723 ms a request at 200,000 users.
+    #[test]
+    fn a_synthesised_resource_costs_nothing_like_the_store() {
+        let users = 50_000;
+        let mut entities: Vec<serde_json::Value> = (0..users)
+            .map(|i| {
+                serde_json::json!({"uid": {"type": "User", "id": format!("u{i}")},
+                    "attrs": {"suspended": i == 7}, "parents": [{"type": "Team", "id": "t"}]})
+            })
+            .collect();
+        entities.push(
+            serde_json::json!({"uid": {"type": "Team", "id": "t"}, "attrs": {}, "parents": []}),
+        );
+        let store = PolicyStore::load(
+            &file("s.cedarschema", SCHEMA),
+            &[file(
+                "p.cedar",
+                r#"permit (principal, action, resource) when { resource has owner && resource.owner in Team::"t" };
+                   forbid (principal, action, resource) when { resource has owner && resource.owner.suspended };"#,
+            )],
+            Some(&file("e.json", &serde_json::Value::from(entities).to_string())),
+        )
+        .unwrap();
+        // The forbid reads the owner's attribute from the store, through the synthesised
+        // resource: the answer must be Cedar's, not just fast.
+        assert!(!decide(&store, &query("o-7", "u7")).unwrap().allowed);
+        assert!(decide(&store, &query("o-8", "u8")).unwrap().allowed);
+        assert!(!decide(&store, &query("o-x", "nobody")).unwrap().allowed);
+        let mut slowest = Duration::ZERO;
+        for i in 0..5 {
+            let start = Instant::now();
+            let decision =
+                decide(&store, &query(&format!("o{i}"), &format!("u{}", 100 + i))).unwrap();
+            slowest = slowest.max(start.elapsed());
+            assert!(decision.allowed);
+        }
+        assert!(
+            slowest < Duration::from_millis(20),
+            "a miss took {slowest:?} with {users} users in the store"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! policy ids (`@id("…")` when present, else `file.cedar#N`), with their source lines.
 
 mod decide;
+mod graph;
 mod index;
 mod ip;
 
@@ -39,6 +40,8 @@ pub struct PolicyStore {
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
     pub(crate) index: PolicyIndex,
+    /// Which entities each entity's attributes name, for building a request's entity slice.
+    pub(crate) graph: graph::EntityGraph,
     sources: HashMap<String, PolicySource>,
     schema_source: SourceFile,
 }
@@ -198,18 +201,25 @@ impl PolicyStore {
                     Entities::empty()
                 }
             },
-            None => Entities::empty(),
+            // The schema's actions are entities too: without them `action in
+            // Action::"group"` would match nothing, unlike Cedar and `tollgate validate`.
+            None => schema.action_entities().unwrap_or_else(|e| {
+                errors.push(unlocated(PolicyErrorKind::Schema, &schema_file.name, &e));
+                Entities::empty()
+            }),
         };
         if !errors.is_empty() {
             return Err(errors);
         }
         let index = PolicyIndex::new(&policies);
+        let graph = graph::EntityGraph::new(&entities, &policies);
         Ok(Self {
             schema,
             policies,
             entities,
             authorizer: Authorizer::new(),
             index,
+            graph,
             sources,
             schema_source: schema_file.clone(),
         })

@@ -86,3 +86,70 @@ async fn each_decision_writes_one_audit_line() {
     assert_eq!(lines[1]["reason"], "no_credentials");
     assert_eq!(lines[1]["decision_id"], denied.body["decision_id"]);
 }
+
+/// Finding: the audit log wrote the raw path with its query string, so secrets passed as query
+/// values (`?token=…`) landed in the evidence store.
+#[tokio::test]
+async fn audit_records_redact_query_values() {
+    use crate::support::server::{Options, Req};
+    let w = World::with(Options {
+        extra: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    w.server
+        .check(
+            Req::get("/orders/1?api_key=s3cr3t&flag&x=%2Fy")
+                .cert(&cert.pem)
+                .token(&token)
+                .build(),
+        )
+        .await
+        .assert_allowed("spiffe://demo.tollgate.dev/payments");
+    let dir = w.server.stop().await;
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["path"], "/orders/1?api_key=_&flag&x=_", "{text}");
+}
+
+/// Finding: `/readyz` echoed reload errors, with file paths, to anyone who could reach it.
+#[tokio::test]
+async fn readyz_keeps_reload_details_to_loopback_listeners() {
+    use crate::support::server::Options;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = crate::support::copy_policies(dir.path());
+    let w = World::with(Options {
+        policy_dir: Some(policies.clone()),
+        admin_listen: "0.0.0.0:0".into(),
+        ..Options::default()
+    })
+    .await;
+    let running = w.server.running.as_ref().unwrap();
+    std::fs::write(policies.join("broken.cedar"), "permit (principal,\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while running.snapshots.last_reload_error().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken file was never noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let port = running.admin_addr.unwrap().port();
+    let readyz = tokio::task::spawn_blocking(move || {
+        http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            "/readyz",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(readyz.contains("last reload failed"), "{readyz}");
+    assert!(!readyz.contains("broken.cedar"), "{readyz}");
+    assert!(
+        !readyz.contains(&policies.display().to_string()),
+        "{readyz}"
+    );
+}

@@ -166,10 +166,11 @@ async fn unmatched_and_malformed_requests_are_denied() {
         .check(base("GET", "/ORDERS/1"))
         .await
         .assert_denied(403, "no_route");
+    // `;` is read differently by upstream servers (path parameters): refused, not matched.
     w.server
         .check(base("GET", "/orders;x=1/1"))
         .await
-        .assert_denied(403, "no_route");
+        .assert_denied(400, "malformed_request");
     w.server
         .check(base("GET", "/orders/a%2Fb"))
         .await
@@ -226,4 +227,70 @@ async fn repeated_calls_are_served_from_cache_with_the_same_answer() {
         first.headers["x-tollgate-decision-id"],
         second.headers["x-tollgate-decision-id"]
     );
+}
+
+/// Finding: IPv4-mapped IPv6 sources were not normalised, so an IP condition could be dodged
+/// on a dual-stack listener.
+#[tokio::test]
+async fn ipv4_mapped_sources_are_their_ipv4_address() {
+    let w = World::new().await;
+    let cert = w.ca.app("nightly-batch");
+    let token = w.issuer.app("nightly-batch", "reports.write");
+    let req = Req::new("PUT", "/reports/daily")
+        .cert(&cert.pem)
+        .token(&token);
+    w.server
+        .check(req.clone().source_ip("::ffff:10.20.3.4").build())
+        .await
+        .assert_allowed(&app("nightly-batch"));
+    w.server
+        .check(req.source_ip("::ffff:192.168.1.1").build())
+        .await
+        .assert_denied(403, "policy_denied");
+}
+
+/// Finding: a client could send `x_tollgate_principal`, which WSGI, Rack and PHP read as the
+/// real principal header; every spelling of Tollgate's headers is removed.
+#[tokio::test]
+async fn every_spelling_of_tollgates_headers_is_stripped() {
+    let w = World::new().await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let answer = w
+        .server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&token)
+                .header(
+                    "x_tollgate_principal",
+                    "spiffe://demo.tollgate.dev/platform-ops",
+                )
+                .header("x-tollgate_decision-id", "forged")
+                .build(),
+        )
+        .await;
+    answer.assert_allowed(&app("payments"));
+    let mut removed = answer.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, ["x-tollgate_decision-id", "x_tollgate_principal"]);
+}
+
+/// Finding: `/orders/..;/admin` was allowed as `orders:read` on `Order::"..;"`.
+#[tokio::test]
+async fn dot_segments_behind_parameters_are_malformed() {
+    let w = World::new().await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    for path in [
+        "/orders/..;",
+        "/orders/%2e%2e;",
+        "/orders/1;jsessionid=x",
+        "/orders/%252e%252e",
+    ] {
+        w.server
+            .check(Req::get(path).cert(&cert.pem).token(&token).build())
+            .await
+            .assert_denied(400, "malformed_request");
+    }
 }

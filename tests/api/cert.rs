@@ -221,3 +221,99 @@ async fn intermediates_must_be_allowed_to_sign_certificates() {
     let chain = format!("{}{}", leaf.pem, not_a_signer.pem);
     deny_for(&w, &chain, "cert_invalid_ca").await;
 }
+
+/// Finding: every anchor went into one pool, so a partner CA could issue a leaf naming the demo
+/// trust domain and be accepted as that domain's workload.
+#[tokio::test]
+async fn a_trust_domains_ca_vouches_only_for_that_domain() {
+    let partner = Ca::new("Partner CA");
+    let w = World::with(Options {
+        partner: Some(("partner.example".into(), partner.pem.clone())),
+        ..Options::default()
+    })
+    .await;
+    // The partner CA names the demo domain: refused, whatever the partner domain allows.
+    let forged = partner.app("orders");
+    deny_for(&w, &forged.pem, "cert_untrusted").await;
+    // The demo CA names the partner domain: refused the same way.
+    let forged_other_way = w.ca.leaf(&LeafSpec {
+        uris: vec!["spiffe://partner.example/orders".into()],
+        ..LeafSpec::app("orders")
+    });
+    deny_for(&w, &forged_other_way.pem, "cert_untrusted").await;
+    // Each CA for its own domain still authenticates (the policies then decide).
+    let own = partner.leaf(&LeafSpec {
+        uris: vec!["spiffe://partner.example/orders".into()],
+        ..LeafSpec::app("orders")
+    });
+    let token = w.issuer.app("payments", "orders.read");
+    w.server
+        .check(Req::get("/orders/1").cert(&own.pem).token(&token).build())
+        .await
+        .assert_denied(403, "policy_denied");
+    w.server
+        .check(
+            Req::get("/orders/1")
+                .cert(&w.ca.app("payments").pem)
+                .token(&token)
+                .build(),
+        )
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+}
+
+/// Finding: an ID naming only the trust domain was accepted as a workload.
+#[tokio::test]
+async fn a_workload_id_needs_a_path() {
+    let w = World::new().await;
+    for uri in [
+        format!("spiffe://{TRUST_DOMAIN}"),
+        format!("spiffe://{TRUST_DOMAIN}/"),
+    ] {
+        let bare = w.ca.leaf(&LeafSpec {
+            uris: vec![uri],
+            ..LeafSpec::app("payments")
+        });
+        deny_for(&w, &bare.pem, "spiffe_id_invalid").await;
+    }
+}
+
+/// Finding: a leaf with no extended key usage at all was accepted; the README says client
+/// authentication usage is required, and X509-SVIDs from SPIRE and Istio carry it.
+#[tokio::test]
+async fn a_leaf_without_extended_key_usage_is_refused() {
+    let w = World::new().await;
+    let no_eku = w.ca.leaf(&LeafSpec {
+        eku: vec![],
+        ..LeafSpec::app("payments")
+    });
+    deny_for(&w, &no_eku.pem, "cert_usage").await;
+}
+
+/// Finding: the certificate cache was bounded by the leaf's expiry only, so a chain whose
+/// intermediate expired kept working from the cache.
+#[test]
+fn a_verified_chain_expires_with_its_earliest_certificate() {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let root = Ca::new("Root");
+    let short_lived = root.intermediate_until(
+        "Short-lived CA",
+        OffsetDateTime::now_utc() + Duration::hours(2),
+    );
+    let leaf = short_lived.leaf(&LeafSpec {
+        not_after: OffsetDateTime::now_utc() + Duration::days(5),
+        ..LeafSpec::app("payments")
+    });
+    let store = crate::support::trust_store(&root);
+    let chain = [
+        CertificateDer::from(leaf.der.clone()),
+        CertificateDer::from(short_lived.der.clone()),
+    ];
+    let verified = store.verify_chain(&chain, UnixTime::now()).unwrap();
+    let intermediate_expiry = (OffsetDateTime::now_utc() + Duration::hours(2)).unix_timestamp();
+    assert!(
+        (verified.not_after - intermediate_expiry).abs() <= 1,
+        "cached until {} but the intermediate expires at {intermediate_expiry}",
+        verified.not_after
+    );
+}

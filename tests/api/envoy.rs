@@ -176,6 +176,28 @@ async fn allowed_requests_reach_the_upstream_with_the_principal_and_no_spoofed_h
     assert_eq!(fp.upstream.hits(), 1);
 }
 
+/// Finding: neither shipped config set `headers_with_underscores_action`, so
+/// `x_tollgate_principal` reached apps that read it as the real principal header.
+#[tokio::test]
+async fn headers_with_underscores_never_reach_the_upstream() {
+    let fp = FrontProxy::start().await;
+    let token = fp.w.issuer.app("payments", "orders.read");
+    let answer = fp
+        .send(
+            "payments",
+            Some(&token),
+            "GET",
+            "/orders/1001",
+            &[(
+                "x_tollgate_principal",
+                "spiffe://demo.tollgate.dev/platform-ops",
+            )],
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(fp.upstream.hits(), 0);
+}
+
 #[tokio::test]
 async fn denials_carry_tollgates_answer_and_never_reach_the_upstream() {
     let fp = FrontProxy::start().await;

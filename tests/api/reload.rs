@@ -255,3 +255,154 @@ async fn kubernetes_configmap_symlink_swaps_are_picked_up() {
     let took = wait_for(&w, &req, "policy_denied").await;
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+/// A server deciding with its own policy copy, auditing into its config folder.
+async fn world_auditing_next_to_its_config() -> (tempfile::TempDir, PathBuf, World) {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_policies(dir.path());
+    let options = Options {
+        policy_dir: Some(policies.clone()),
+        extra: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Options::default()
+    };
+    (dir, policies, World::with(options).await)
+}
+
+/// Finding: every audit write in the config folder restarted the debounce, so under steady
+/// traffic a new `forbid` never took effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_takes_effect_under_steady_traffic_with_the_audit_log_beside_the_config() {
+    let (_dir, policies, w) = world_auditing_next_to_its_config().await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+    let load = Load::start(&w, 2);
+    std::fs::write(policies.join("quarantine.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    let took = wait_for(&w, &req, "policy_denied").await;
+    load.finish().await;
+    assert!(took < Duration::from_secs(1), "the forbid took {took:?}");
+}
+
+/// Finding: when idle, each request's audit record caused a reload of its own, emptying every
+/// cache.
+#[tokio::test]
+async fn tollgates_own_outputs_never_trigger_a_reload() {
+    let (_dir, _policies, w) = world_auditing_next_to_its_config().await;
+    let running = w.server.running.as_ref().unwrap();
+    let audit = w.server.dir.path().join("audit.log");
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    for n in 1..=3 {
+        w.server
+            .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
+            .await
+            .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+        // The record is on disk...
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while std::fs::read_to_string(&audit).map_or(0, |t| t.lines().count()) < n {
+            assert!(Instant::now() < deadline, "audit record {n} never written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...and for longer than a debounce and a rebuild, the snapshot stays the same.
+        let watch_until =
+            Instant::now() + 2 * tollgate::reload::DEBOUNCE + Duration::from_millis(200);
+        while Instant::now() < watch_until {
+            assert_eq!(running.snapshots.load().generation, 1, "a reload ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Finding: a continuous stream of events in a watched file postponed a rebuild forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_takes_effect_within_a_second_under_a_continuous_event_stream() {
+    let (_dir, policies, w) = world_with_policy_copy().await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        let schema = policies.join("tollgate.cedarschema");
+        let text = std::fs::read(&schema).unwrap();
+        std::thread::spawn(move || {
+            let mut writes = 0u32;
+            while !stop.load(Ordering::Relaxed) && writes < 1_000 {
+                std::fs::write(&schema, &text).unwrap();
+                writes += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::fs::write(policies.join("quarantine.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    let took = wait_for(&w, &req, "policy_denied").await;
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert!(took < Duration::from_secs(1), "the forbid took {took:?}");
+}
+
+/// Finding: a `forbid` in a subfolder of the policy folder was silently never loaded.
+#[tokio::test]
+async fn policies_in_subfolders_are_loaded_and_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_policies(dir.path());
+    std::fs::create_dir_all(policies.join("teams/payments")).unwrap();
+    std::fs::write(
+        policies.join("teams/payments/quarantine.cedar"),
+        QUARANTINE_PAYMENTS,
+    )
+    .unwrap();
+    let w = World::with(Options {
+        policy_dir: Some(policies.clone()),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let req = Req::get("/orders/1").cert(&cert.pem).token(&token);
+    w.server
+        .check(req.clone().build())
+        .await
+        .assert_denied(403, "policy_denied");
+    // Edits inside the subfolder are watched too.
+    std::fs::write(
+        policies.join("teams/payments/quarantine.cedar"),
+        "// lifted\n",
+    )
+    .unwrap();
+    let took = wait_for(&w, &req, "allowed").await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// Finding: a reloaded config that names a new file was not watched for that file.
+#[tokio::test]
+async fn files_a_reloaded_config_names_are_watched() {
+    let (_dir, _policies, w) = world_with_policy_copy().await;
+    let token = w.issuer.app("payments", "orders.read");
+    let config_dir = w.server.dir.path().to_owned();
+    let keys = config_dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(config_dir.join("jwks.json"), keys.join("jwks.json")).unwrap();
+    let config = std::fs::read_to_string(&w.server.config_path).unwrap();
+    std::fs::write(
+        &w.server.config_path,
+        config.replace(
+            "jwks_file = \"jwks.json\"",
+            "jwks_file = \"keys/jwks.json\"",
+        ),
+    )
+    .unwrap();
+    let running = w.server.running.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running.snapshots.load().generation < 2 {
+        assert!(Instant::now() < deadline, "the config edit was not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Emptying the new key set must now take effect.
+    std::fs::write(keys.join("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let req = Req::get("/orders/1")
+        .cert(&w.ca.app("payments").pem)
+        .token(&token);
+    let took = wait_for(&w, &req, "token_unknown_key").await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

@@ -4,9 +4,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use crate::support::World;
-use crate::support::jwt::{TokenIssuer, now, tampered, unsigned};
+use crate::support::jwt::{ISSUER, TokenIssuer, now, tampered, unsigned};
 use crate::support::pki::TRUST_DOMAIN;
-use crate::support::server::Req;
+use crate::support::server::{Options, Req};
 
 async fn answer(w: &World, token: &str) -> crate::support::server::Answer {
     let cert = w.ca.app("payments");
@@ -158,15 +158,26 @@ async fn authorization_header_forms() {
 }
 
 #[tokio::test]
-async fn token_without_certificate_uses_the_client_as_principal() {
-    let w = World::new().await;
-    let token = w
-        .issuer
-        .app("spiffe://demo.tollgate.dev/payments", "orders.read");
+async fn token_without_certificate_uses_the_issuer_qualified_client_as_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = crate::support::copy_policies(dir.path());
+    std::fs::write(
+        policies.join("jobs.cedar"),
+        format!(
+            "permit (principal == App::\"{ISSUER}#report-job\", action == Action::\"orders:read\", resource);\n"
+        ),
+    )
+    .unwrap();
+    let w = World::with(Options {
+        policy_dir: Some(policies),
+        ..Options::default()
+    })
+    .await;
+    let token = w.issuer.app("report-job", "orders.read");
     w.server
         .check(Req::get("/orders/1").token(&token).build())
         .await
-        .assert_allowed("spiffe://demo.tollgate.dev/payments");
+        .assert_allowed(&format!("{ISSUER}#report-job"));
     let anonymous = w.issuer.sign(
         Algorithm::ES256,
         None,
@@ -219,4 +230,199 @@ async fn act_claim_makes_access_delegated() {
         )
         .await
         .assert_denied(401, "token_claims");
+}
+
+fn plain_issuer() -> Options {
+    Options {
+        issuer_extra: String::new(),
+        ..Options::default()
+    }
+}
+
+/// Finding: without a certificate the principal was the bare `client_id`, so a token could
+/// name itself `spiffe://…` and be taken for that workload.
+#[tokio::test]
+async fn a_token_cannot_impersonate_a_workload() {
+    let w = World::new().await;
+    let token = w.issuer.app(
+        &format!("spiffe://{TRUST_DOMAIN}/orders"),
+        "payments.charge",
+    );
+    w.server
+        .check(Req::new("POST", "/payments/charge").token(&token).build())
+        .await
+        .assert_denied(403, "policy_denied");
+}
+
+/// Finding: under the default delegation rule a user's token (`sub` a person, no `act`) was
+/// treated as the app acting for itself.
+#[tokio::test]
+async fn a_users_token_is_never_app_only_by_default() {
+    let w = World::with(plain_issuer()).await;
+    let cert = w.ca.app("payments");
+    // `orders-read-backend` permits backend apps acting for themselves.
+    let users_token = w.issuer.delegated("payments", "alice", "orders.read");
+    w.server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&users_token)
+                .build(),
+        )
+        .await
+        .assert_denied(403, "policy_denied");
+    // A token with no client claim is the user's, not the app's.
+    let no_client = w.issuer.sign(
+        Algorithm::ES256,
+        None,
+        &claims(json!({"client_id": null, "sub": "alice"})),
+    );
+    w.server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&no_client)
+                .build(),
+        )
+        .await
+        .assert_denied(403, "policy_denied");
+    // The app's own token still works.
+    w.server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&w.issuer.app("payments", "orders.read"))
+                .build(),
+        )
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+}
+
+/// Finding: users were `User::"<sub>"` whatever the issuer, so any trusted issuer could speak
+/// for any other issuer's users. By default they are qualified by issuer.
+#[tokio::test]
+async fn users_are_qualified_by_their_issuer_by_default() {
+    let w = World::with(Options {
+        issuer_extra: "delegation = \"act_or_subject\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("web-frontend");
+    let token = w.issuer.delegated("web-frontend", "alice", "orders.read");
+    // The route makes the order's owner `User::"alice"`, which is not this issuer's alice.
+    let answer = w
+        .server
+        .check(
+            Req::get("/users/alice/orders/3")
+                .cert(&cert.pem)
+                .token(&token)
+                .build(),
+        )
+        .await;
+    answer.assert_denied(403, "policy_denied");
+}
+
+/// Finding: a `cnf` Tollgate cannot check (DPoP's `jkt`) was ignored, so a sender-constrained
+/// token worked as a plain bearer token.
+#[tokio::test]
+async fn unverifiable_proof_of_possession_is_refused() {
+    let w = World::new().await;
+    let dpop = w.issuer.sign(
+        Algorithm::ES256,
+        None,
+        &claims(json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}})),
+    );
+    answer(&w, &dpop)
+        .await
+        .assert_denied(401, "token_binding_unsupported");
+}
+
+/// Findings: claim types Tollgate reads were not all checked.
+#[tokio::test]
+async fn every_claim_read_has_its_type_checked() {
+    let w = World::new().await;
+    for bad in [
+        json!({"cnf": "x5t"}),
+        json!({"cnf": ["x5t#S256"]}),
+        json!({"cnf": {"x5t#S256": 5}}),
+        json!({"cnf": {"x5t#S256": "AAAA"}}),
+        json!({"iat": "yesterday"}),
+    ] {
+        let token = w.issuer.sign(Algorithm::ES256, None, &claims(bad.clone()));
+        answer(&w, &token).await.assert_denied(401, "token_claims");
+    }
+    let from_the_future =
+        w.issuer
+            .sign(Algorithm::ES256, None, &claims(json!({"iat": now() + 600})));
+    answer(&w, &from_the_future)
+        .await
+        .assert_denied(401, "token_not_yet_valid");
+}
+
+/// Finding: the JWT `typ` header was not checked, so other JWTs signed by the same keys
+/// (status lists, DPoP proofs) were accepted as access tokens.
+#[tokio::test]
+async fn only_access_token_types_are_accepted() {
+    let w = World::new().await;
+    for typ in [
+        "statuslist+jwt",
+        "dpop+jwt",
+        "application/dpop+jwt",
+        "id+jwt",
+    ] {
+        let token = w
+            .issuer
+            .sign_typed(Algorithm::ES256, typ, &claims(json!({})));
+        answer(&w, &token)
+            .await
+            .assert_denied(401, "token_malformed");
+    }
+    for typ in ["JWT", "jwt", "at+jwt", "application/at+jwt"] {
+        let token = w
+            .issuer
+            .sign_typed(Algorithm::ES256, typ, &claims(json!({})));
+        answer(&w, &token)
+            .await
+            .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+    }
+}
+
+/// Finding: JWK `use` and `key_ops` were ignored, so an encryption key verified signatures.
+#[tokio::test]
+async fn keys_not_meant_for_verifying_signatures_are_not_used() {
+    let w = World::new().await;
+    let mut jwks: serde_json::Value = serde_json::from_str(&w.issuer.jwks()).unwrap();
+    jwks["keys"][0]["use"] = json!("enc");
+    jwks["keys"][1]["key_ops"] = json!(["encrypt", "wrapKey"]);
+    jwks["keys"][2]["key_ops"] = json!(["verify"]);
+    std::fs::write(w.server.dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    let es = w.issuer.sign(Algorithm::ES256, None, &claims(json!({})));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while w
+        .server
+        .running
+        .as_ref()
+        .unwrap()
+        .snapshots
+        .load()
+        .generation
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the JWKS edit was not applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    answer(&w, &es)
+        .await
+        .assert_denied(401, "token_unknown_key");
+    let rs = w.issuer.sign(Algorithm::RS256, None, &claims(json!({})));
+    answer(&w, &rs)
+        .await
+        .assert_denied(401, "token_unknown_key");
+    let ed = w.issuer.sign(Algorithm::EdDSA, None, &claims(json!({})));
+    answer(&w, &ed)
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
 }

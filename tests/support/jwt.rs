@@ -94,6 +94,16 @@ impl TokenIssuer {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
+    /// ES256 with the `typ` header set to `typ`.
+    pub fn sign_typed(&self, alg: Algorithm, typ: &str, claims: &Value) -> String {
+        assert_eq!(alg, Algorithm::ES256);
+        let key = EncodingKey::from_ec_pem(self.es256.serialize_pem().as_bytes()).unwrap();
+        let mut header = Header::new(alg);
+        header.kid = Some("es".into());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
     /// ES256 app-only token.
     pub fn app(&self, client: &str, scopes: &str) -> String {
         self.sign(

@@ -78,3 +78,17 @@ impl World {
         Self { ca, issuer, server }
     }
 }
+
+/// A certificate trust store for `ca` alone, trusted for the test trust domain.
+pub fn trust_store(ca: &Ca) -> tollgate::identity::cert::TrustStore {
+    tollgate::identity::cert::TrustStore::new(
+        &[tollgate::identity::cert::TrustDomainBundle {
+            trust_domain: pki::TRUST_DOMAIN.into(),
+            authorities: vec![rustls_pki_types::CertificateDer::from(ca.der.clone())],
+        }],
+        vec![],
+        2048,
+        false,
+    )
+    .unwrap()
+}

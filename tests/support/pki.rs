@@ -76,6 +76,19 @@ impl Ca {
         )
     }
 
+    /// An intermediate CA that expires at `not_after`.
+    pub fn intermediate_until(&self, name: &str, not_after: OffsetDateTime) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = ca_params(name);
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// An intermediate CA whose key usage is `usages` (to test CA key-usage checks).
     pub fn intermediate_with_usages(&self, name: &str, usages: Vec<KeyUsagePurpose>) -> Ca {
         let key = KeyPair::generate().unwrap();

@@ -32,7 +32,17 @@ pub struct Options {
     pub extra: String,
     /// Policy folder (schema, entities, *.cedar); the repository's `policies/` by default.
     pub policy_dir: Option<PathBuf>,
+    /// A second trust domain and its CA bundle (PEM).
+    pub partner: Option<(String, String)>,
+    /// The admin listener's address.
+    pub admin_listen: String,
+    /// Keys of the test issuer beyond issuer, audiences, JWKS, algorithms and binding.
+    pub issuer_extra: String,
 }
+
+/// The test issuer's default extra keys: its users are `User::"<sub>"`, as in the example
+/// estate's entities.
+pub const ISSUER_DEFAULTS: &str = "unqualified_users = true";
 
 impl Default for Options {
     fn default() -> Self {
@@ -46,6 +56,9 @@ impl Default for Options {
             server_extra: String::new(),
             extra: String::new(),
             policy_dir: None,
+            partner: None,
+            admin_listen: "127.0.0.1:0".into(),
+            issuer_extra: ISSUER_DEFAULTS.into(),
         }
     }
 }
@@ -69,6 +82,13 @@ pub fn demo_routes() -> String {
 pub fn write_config(dir: &Path, ca: &Ca, issuer: &TokenIssuer, options: &Options) -> PathBuf {
     std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
     std::fs::write(dir.join("jwks.json"), issuer.jwks()).unwrap();
+    let partner = match &options.partner {
+        Some((domain, pem)) => {
+            std::fs::write(dir.join("partner.pem"), pem).unwrap();
+            format!("[[identity.trust_domains]]\nname = \"{domain}\"\nbundle = \"partner.pem\"\n")
+        }
+        None => String::new(),
+    };
     let intermediates: Vec<String> = options
         .intermediates
         .iter()
@@ -83,24 +103,27 @@ pub fn write_config(dir: &Path, ca: &Ca, issuer: &TokenIssuer, options: &Options
         r#"
 [server]
 listen = "{listen}"
-admin_listen = "127.0.0.1:0"
+admin_listen = "{admin_listen}"
 {server_extra}
 
 [identity]
 source = "{source}"
-trust_bundles = ["ca.pem"]
 intermediates = [{intermediates}]
-trust_domains = ["{TRUST_DOMAIN}"]
 insecure_dns_san_fallback = {dns_fallback}
 require_token = {require_token}
 
+[[identity.trust_domains]]
+name = "{TRUST_DOMAIN}"
+bundle = "ca.pem"
+
+{partner}
 [[issuers]]
 issuer = "{ISSUER}"
 audiences = ["{AUDIENCE}"]
 jwks_file = "jwks.json"
 algorithms = ["ES256", "RS256", "EdDSA"]
-delegation = "act_or_subject"
 require_binding = {require_binding}
+{issuer_extra}
 
 [policies]
 schema = "{policies}/tollgate.cedarschema"
@@ -124,6 +147,8 @@ entities = "{policies}/entities.json"
         dns_fallback = options.dns_fallback,
         server_extra = options.server_extra,
         extra = options.extra,
+        admin_listen = options.admin_listen,
+        issuer_extra = options.issuer_extra,
         routes = demo_routes(),
     );
     let path = dir.join("tollgate.toml");
