@@ -93,7 +93,7 @@ fn stages(c: &mut Criterion) {
     c.bench_function("routes/normalize+match", |b| {
         b.iter(|| {
             let path = normalize(black_box("/users/alice/orders/1001?x=1")).unwrap();
-            snapshot.routes.resolve("GET", &path).unwrap()
+            snapshot.routes.resolve("shop.test", "GET", &path).unwrap()
         })
     });
 

@@ -643,6 +643,11 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
         let mut compiled_route =
             Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource)
                 .map_err(|e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e))?;
+        if let Some(hosts) = &route.hosts {
+            compiled_route = compiled_route
+                .with_hosts(hosts.get_ref())
+                .map_err(|e| at.invalid(hosts, &format!("routes[{i}].hosts"), e))?;
+        }
         compiled_route.line = line_column(&at.file.text, route.pattern.span().start).0;
         compiled.push(compiled_route);
     }

@@ -228,6 +228,9 @@ pub struct RawRoute {
     /// Attributes for the resource entity.
     #[serde(default)]
     pub resource_attrs: BTreeMap<String, String>,
+    /// Hosts (`Host`/`:authority`, without port) the route applies to; any host when absent.
+    #[serde(default)]
+    pub hosts: Option<Spanned<Vec<String>>>,
 }
 
 /// `[unmatched]`.

@@ -85,7 +85,7 @@ pub fn map(routes: &Routes, caller: &Caller, input: &CheckInput) -> Result<Query
         )));
     }
     let path = path::normalize(&input.path).map_err(MappingError::Malformed)?;
-    let Some((action, resource)) = routes.resolve(&input.method, &path) else {
+    let Some((action, resource)) = routes.resolve(&input.host, &input.method, &path) else {
         return Err(MappingError::NoRoute {
             method: input.method.clone(),
             path: path.to_path_string(),

@@ -14,6 +14,9 @@ pub struct Route {
     /// 1-based line of the route in its config file (0 when unknown), for lints.
     pub line: usize,
     method: Option<String>,
+    /// Hosts this route applies to (any host when empty): one route table can serve several
+    /// destinations, as a shared Tollgate in a mesh does.
+    hosts: Vec<HostPattern>,
     segments: Vec<Segment>,
     /// Cedar action id, e.g. `orders:read`.
     pub action: Arc<str>,
@@ -27,6 +30,13 @@ pub struct ResourceTemplate {
     pub type_name: Arc<str>,
     id: Template,
     attrs: Vec<(Arc<str>, AttrTemplate)>,
+}
+
+/// `orders.shop.svc` (exact) or `*.shop.svc` (any name ending in `.shop.svc`), lower-case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    Suffix(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +97,18 @@ impl Routes {
             .chain(self.fallback.iter().map(|(_, r)| &*r.type_name))
     }
 
-    /// The first route matching `method` and `path`, as action and resource.
-    pub fn resolve(&self, method: &str, path: &NormalizedPath) -> Option<(Arc<str>, Resource)> {
+    /// The first route matching `host`, `method` and `path`, as action and resource.
+    pub fn resolve(
+        &self,
+        host: &str,
+        method: &str,
+        path: &NormalizedPath,
+    ) -> Option<(Arc<str>, Resource)> {
+        let host = host_name(host);
         for route in &self.routes {
+            if !route.applies_to(&host) {
+                continue;
+            }
             if let Some(params) = route.matches(method, path) {
                 return Some((route.action.clone(), route.resource.build(&params)));
             }
@@ -151,15 +170,48 @@ impl Route {
             pattern: pattern.to_owned(),
             line: 0,
             method,
+            hosts: Vec::new(),
             segments,
             action: action.into(),
             resource,
         })
     }
 
+    /// Restricts the route to these hosts: exact names, or `*.suffix`.
+    pub fn with_hosts(mut self, hosts: &[String]) -> Result<Self, String> {
+        for host in hosts {
+            let host = host.to_ascii_lowercase();
+            let valid = |name: &str| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            };
+            let pattern = match host.strip_prefix("*.") {
+                Some(suffix) if valid(suffix) => HostPattern::Suffix(format!(".{suffix}")),
+                None if valid(&host) => HostPattern::Exact(host),
+                _ => {
+                    return Err(format!(
+                        "host `{host}` must be a name like `orders.shop.svc` or `*.shop.svc`"
+                    ));
+                }
+            };
+            self.hosts.push(pattern);
+        }
+        Ok(self)
+    }
+
     /// The resource entity type this route produces.
     pub fn resource_type(&self) -> &str {
         &self.resource.type_name
+    }
+
+    fn applies_to(&self, host: &str) -> bool {
+        self.hosts.is_empty()
+            || self.hosts.iter().any(|pattern| match pattern {
+                HostPattern::Exact(name) => name == host,
+                HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            })
     }
 
     fn matches<'a>(&self, method: &str, path: &'a NormalizedPath) -> Option<Vec<(&str, &'a str)>> {
@@ -177,6 +229,23 @@ impl Route {
             }
         }
         Some(params)
+    }
+}
+
+/// The host name of a `Host`/`:authority` value: lower-case, without port or trailing dot.
+fn host_name(authority: &str) -> std::borrow::Cow<'_, str> {
+    let name = match authority.strip_prefix('[') {
+        // An IPv6 literal, `[::1]:8080`.
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _)| name),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -329,6 +398,53 @@ mod tests {
         .unwrap()
     }
 
+    /// Finding (Istio): one route table decided for every destination of a shared Tollgate.
+    #[test]
+    fn routes_can_be_limited_to_destination_hosts() {
+        let orders = route("GET /items/{id}", "Order::\"{id}\"")
+            .with_hosts(&[
+                "orders.shop.svc.cluster.local".into(),
+                "orders.shop.svc".into(),
+            ])
+            .unwrap();
+        let payments = route("GET /items/{id}", "Payment::\"{id}\"")
+            .with_hosts(&["*.payments.svc.cluster.local".into()])
+            .unwrap();
+        let routes = Routes::new(vec![orders, payments], None);
+        let path = normalize("/items/7").unwrap();
+        let type_for = |host: &str| {
+            routes
+                .resolve(host, "GET", &path)
+                .map(|(_, r)| r.type_name.to_string())
+        };
+        assert_eq!(
+            type_for("orders.shop.svc.cluster.local").as_deref(),
+            Some("Order")
+        );
+        assert_eq!(type_for("Orders.Shop.svc:8080").as_deref(), Some("Order"));
+        assert_eq!(
+            type_for("orders.shop.svc.cluster.local.").as_deref(),
+            Some("Order")
+        );
+        assert_eq!(
+            type_for("v1.payments.svc.cluster.local").as_deref(),
+            Some("Payment")
+        );
+        assert_eq!(type_for("payments.svc.cluster.local"), None);
+        assert_eq!(type_for("evil.example"), None);
+        assert_eq!(type_for("[::1]:80"), None);
+        assert!(
+            route("GET /a", "Service::\"a\"")
+                .with_hosts(&["a b".into()])
+                .is_err()
+        );
+        assert!(
+            route("GET /a", "Service::\"a\"")
+                .with_hosts(&["*.".into()])
+                .is_err()
+        );
+    }
+
     #[test]
     fn matches_in_order_and_binds_params() {
         let routes = Routes::new(
@@ -340,26 +456,26 @@ mod tests {
             None,
         );
         let (_, r) = routes
-            .resolve("GET", &normalize("/orders/42").unwrap())
+            .resolve("", "GET", &normalize("/orders/42").unwrap())
             .unwrap();
         assert_eq!((&*r.type_name, r.id.as_str()), ("Order", "42"));
         let (_, r) = routes
-            .resolve("GET", &normalize("/orders/export").unwrap())
+            .resolve("", "GET", &normalize("/orders/export").unwrap())
             .unwrap();
         assert_eq!(&*r.type_name, "Report");
         assert!(
             routes
-                .resolve("POST", &normalize("/orders/42").unwrap())
+                .resolve("", "POST", &normalize("/orders/42").unwrap())
                 .is_none()
         );
         assert!(
             routes
-                .resolve("GET", &normalize("/orders/42/x").unwrap())
+                .resolve("", "GET", &normalize("/orders/42/x").unwrap())
                 .is_none()
         );
         assert!(
             routes
-                .resolve("DELETE", &normalize("/health").unwrap())
+                .resolve("", "DELETE", &normalize("/health").unwrap())
                 .is_some()
         );
     }
@@ -377,7 +493,7 @@ mod tests {
         let r = Route::compile("GET /users/{user}/orders/{id}", "a", template).unwrap();
         let routes = Routes::new(vec![r], None);
         let (_, res) = routes
-            .resolve("GET", &normalize("/users/alice/orders/7").unwrap())
+            .resolve("", "GET", &normalize("/users/alice/orders/7").unwrap())
             .unwrap();
         assert_eq!(res.id, "7");
         assert_eq!(

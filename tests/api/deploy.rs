@@ -73,14 +73,15 @@ fn kubernetes_deployment_wires_envoy_tollgate_and_the_app_together() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["app", "envoy", "tollgate"]);
+    assert_eq!(names, ["spiffe-helper", "app", "envoy", "tollgate"]);
     let volumes: Vec<&str> = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    for c in containers {
+    let init = pod["initContainers"].as_array().unwrap();
+    for c in containers.iter().chain(init) {
         let sc = &c["securityContext"];
         assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", c["name"]);
         assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
@@ -97,8 +98,9 @@ fn kubernetes_deployment_wires_envoy_tollgate_and_the_app_together() {
             );
         }
     }
-    let envoy = &containers[1];
-    let tollgate = &containers[2];
+    let helper = &containers[0];
+    let envoy = &containers[2];
+    let tollgate = &containers[3];
 
     // Tollgate reads its config where the ConfigMap is mounted.
     let args: Vec<&str> = tollgate["args"]
@@ -145,14 +147,46 @@ fn kubernetes_deployment_wires_envoy_tollgate_and_the_app_together() {
         Some(dir.path().join("tollgate.sock"))
     );
 
-    // Both read the SPIRE-provided SVID and bundle from the CSI volume.
-    let svid = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "workload-svid")
+    // The CSI driver provides only the Workload API socket, to spiffe-helper, which writes the
+    // SVID and bundle (first as an init container, then on rotation) where Envoy and Tollgate
+    // read them.
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        volume("spire-agent-socket")["csi"]["driver"],
+        "csi.spiffe.io"
+    );
+    assert!(volume("workload-svid")["emptyDir"].is_object());
+    let helper_conf = kind(&config_docs, "ConfigMap", "spiffe-helper")["data"]["helper.conf"]
+        .as_str()
         .unwrap();
-    assert_eq!(svid["csi"]["driver"], "csi.spiffe.io");
+    for c in [helper, &init[0]] {
+        assert!(helper_conf.contains(&format!(
+            "cert_dir = \"{}\"",
+            mount_path(c, "workload-svid").display()
+        )));
+        assert!(helper_conf.contains(&format!(
+            "agent_address = \"{}/spire-agent.sock\"",
+            mount_path(c, "spire-agent-socket").display()
+        )));
+    }
+    assert!(
+        init[0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "-daemon-mode=false")
+    );
+    for file in ["svid.pem", "svid.key", "bundle.pem"] {
+        assert!(helper_conf.contains(&format!("\"{file}\"")), "{file}");
+    }
     assert_eq!(
         mount_path(envoy, "workload-svid"),
         mount_path(tollgate, "workload-svid")
@@ -179,6 +213,11 @@ fn istio_registers_tollgate_as_a_custom_authorization_provider() {
     assert_eq!(provider["name"], "tollgate");
     let grpc = &provider["envoyExtAuthzGrpc"];
     assert_eq!(grpc["failOpen"], false);
+    // Tollgate sees every spelling of its own headers, so it can strip them.
+    let forwarded = grpc["includeRequestHeadersInCheck"].as_array().unwrap();
+    for header in ["authorization", "x-tollgate-*", "x_tollgate_*"] {
+        assert!(forwarded.iter().any(|h| h == header), "{header}");
+    }
 
     let policy_docs = documents("istio/authorization-policy.yaml");
     let policy = kind(&policy_docs, "AuthorizationPolicy", "orders-tollgate");
@@ -190,6 +229,21 @@ fn istio_registers_tollgate_as_a_custom_authorization_provider() {
     );
 
     let docs = documents("istio/tollgate.yaml");
+    // Reachable only through the mesh: injected, STRICT mTLS, mesh identities only.
+    assert_eq!(
+        kind(&docs, "Namespace", "tollgate-system")["metadata"]["labels"]["istio-injection"],
+        "enabled"
+    );
+    assert_eq!(
+        kind(&docs, "PeerAuthentication", "tollgate-strict-mtls")["spec"]["mtls"]["mode"],
+        "STRICT"
+    );
+    let allow = &kind(&docs, "AuthorizationPolicy", "tollgate-mesh-only")["spec"];
+    assert_eq!(allow["action"], "ALLOW");
+    assert_eq!(
+        allow["rules"][0]["from"][0]["source"]["principals"][0],
+        "cluster.local/*"
+    );
     let service = kind(&docs, "Service", "tollgate");
     let host = format!(
         "{}.{}.svc.cluster.local",
@@ -210,6 +264,20 @@ fn istio_registers_tollgate_as_a_custom_authorization_provider() {
     assert_eq!(
         grpc["port"].as_u64(),
         Some(u64::from(config.settings.listen.port()))
+    );
+    // One route table, many destinations: routes apply only to their own hosts.
+    let path = tollgate::mapping::path::normalize("/orders/1").unwrap();
+    let routes = &config.snapshot.routes;
+    assert!(
+        routes
+            .resolve("orders.shop.svc.cluster.local", "GET", &path)
+            .is_some()
+    );
+    assert!(routes.resolve("orders:8080", "GET", &path).is_some());
+    assert!(
+        routes
+            .resolve("payments.shop.svc.cluster.local", "GET", &path)
+            .is_none()
     );
 }
 
