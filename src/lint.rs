@@ -3,8 +3,9 @@
 //! policy ids are load errors already; these are warnings.
 
 use std::collections::BTreeSet;
+use std::str::FromStr;
 
-use cedar_policy::ActionConstraint;
+use cedar_policy::{ActionConstraint, EntityUid};
 
 use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Severity};
@@ -13,20 +14,44 @@ use crate::policy::line_column;
 /// Warnings for a loaded configuration; `config_file` is the name to report route lints under.
 pub fn lint(config: &Config, config_file: &str) -> Vec<Diagnostic> {
     let snapshot = &config.snapshot;
-    let routed_actions: BTreeSet<&str> = snapshot.routes.actions().collect();
     let routed_types: BTreeSet<&str> = snapshot.routes.resource_types().collect();
     let store = &snapshot.policies;
-    let mut out = Vec::new();
+    // Routes produce `Action::"<id>"`; a policy on an action group applies to its members.
+    let routed_actions: Vec<EntityUid> = snapshot
+        .routes
+        .actions()
+        .filter_map(|a| EntityUid::from_str(&format!("Action::{a:?}")).ok())
+        .collect();
+    let hierarchy = store.schema().action_entities().ok();
+    let reached = |uid: &EntityUid| {
+        routed_actions.iter().any(|routed| {
+            routed == uid
+                || hierarchy
+                    .as_ref()
+                    .is_some_and(|h| h.is_ancestor_of(uid, routed))
+        })
+    };
+    let mut out: Vec<Diagnostic> = store
+        .warnings()
+        .iter()
+        .map(|w| Diagnostic {
+            severity: Severity::Warning,
+            kind: "cedar-validator",
+            file: w.file.clone(),
+            line: w.line,
+            column: w.column,
+            message: w.message.clone(),
+            help: w.help.clone(),
+        })
+        .collect();
 
     for policy in store.policies() {
-        let actions: Vec<String> = match policy.action_constraint() {
+        let actions: Vec<EntityUid> = match policy.action_constraint() {
             ActionConstraint::Any => continue,
-            ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_owned()],
-            ActionConstraint::In(uids) => {
-                uids.iter().map(|u| u.id().unescaped().to_owned()).collect()
-            }
+            ActionConstraint::Eq(uid) => vec![uid],
+            ActionConstraint::In(uids) => uids,
         };
-        if actions.iter().any(|a| routed_actions.contains(a.as_str())) {
+        if actions.iter().any(reached) {
             continue;
         }
         let id = policy.id().to_string();
@@ -42,6 +67,7 @@ pub fn lint(config: &Config, config_file: &str) -> Vec<Diagnostic> {
             column: 1,
             message: format!(
                 "policy `{id}` can never apply: no route produces action {}",
+                // Full names, so `Shop::Action::"read"` is not mistaken for `Action::"read"`.
                 actions
                     .iter()
                     .map(|a| format!("`{a}`"))

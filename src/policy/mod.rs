@@ -44,6 +44,8 @@ pub struct PolicyStore {
     pub(crate) graph: graph::EntityGraph,
     sources: HashMap<String, PolicySource>,
     schema_source: SourceFile,
+    /// Cedar's validator warnings (e.g. a policy that can never be satisfied), located.
+    warnings: Vec<PolicyError>,
 }
 
 /// A problem in a policy-store file, located to `file:line:column`.
@@ -186,13 +188,17 @@ impl PolicyStore {
             }
         }
         let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        let locate = |id: String, diag: &dyn Diagnostic| match file_of.get(&id) {
+            Some(file) => located(PolicyErrorKind::Validation, file, diag),
+            None => unlocated(PolicyErrorKind::Validation, "<policies>", diag),
+        };
         for error in result.validation_errors() {
-            let file = file_of.get(&error.policy_id().to_string());
-            errors.push(match file {
-                Some(file) => located(PolicyErrorKind::Validation, file, error),
-                None => unlocated(PolicyErrorKind::Validation, "<policies>", error),
-            });
+            errors.push(locate(error.policy_id().to_string(), error));
         }
+        let warnings: Vec<PolicyError> = result
+            .validation_warnings()
+            .map(|w| locate(w.policy_id().to_string(), w))
+            .collect();
         let entities = match entities {
             Some(file) => match Entities::from_json_str(&file.text, Some(&schema)) {
                 Ok(entities) => entities,
@@ -222,6 +228,7 @@ impl PolicyStore {
             graph,
             sources,
             schema_source: schema_file.clone(),
+            warnings,
         })
     }
 
@@ -238,6 +245,11 @@ impl PolicyStore {
     /// The schema.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// Cedar's own validator warnings, for `validate`.
+    pub fn warnings(&self) -> &[PolicyError] {
+        &self.warnings
     }
 
     /// The schema's source, for locating lints.

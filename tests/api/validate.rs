@@ -236,3 +236,29 @@ fn lints_warn_and_can_fail_the_build() {
     assert_eq!(json[0]["severity"], "warning");
     assert_eq!(json[1]["line"], 40);
 }
+
+/// Finding: Cedar's own validator warnings (an impossible policy) were dropped, and a policy on
+/// an action group was linted as never applying although its member actions are routed.
+#[test]
+fn cedar_warnings_are_shown_and_action_groups_count_as_routed() {
+    let (_dir, config) = fixture(|d| {
+        replace_in(
+            d,
+            "policies/tollgate.cedarschema",
+            "action \"orders:read\" appliesTo",
+            "action \"orders:any\";\naction \"orders:read\" in [Action::\"orders:any\"] appliesTo",
+        );
+        std::fs::write(
+            d.join("policies/groups.cedar"),
+            "@id(\"orders-any\")\npermit (principal, action in Action::\"orders:any\", resource);\n\n@id(\"never\")\npermit (principal, action == Action::\"orders:read\", resource) when { false };\n",
+        )
+        .unwrap();
+    });
+    let out = validate(&config, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("groups.cedar:4:1: warning[cedar-validator]:") && text.contains("never"),
+        "{text}"
+    );
+    assert!(!text.contains("`orders-any` can never apply"), "{text}");
+}
