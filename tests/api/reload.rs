@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{MANIFEST, Options, Req};
-use crate::support::{POLICY_FILES, World, copy_policies, http_get};
+use crate::support::{POLICY_FILES, World, copy_policies, eventually, http_get};
 
 /// A server deciding with its own copy of the example policies, which the test may edit.
 async fn world_with_policy_copy() -> (tempfile::TempDir, PathBuf, World) {
@@ -158,14 +158,10 @@ async fn a_broken_policy_never_takes_effect_and_readyz_says_why() {
         "forbid (principal, action, resource) when {\n  context.\n};\n",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while running.snapshots.last_reload_error().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the broken file was never noticed", || {
+        running.snapshots.last_reload_error().is_some()
+    })
+    .await;
     let error = running.snapshots.last_reload_error().unwrap();
     assert!(error.contains("broken.cedar:3:1: syntax error"), "{error}");
     assert_eq!(running.snapshots.load().generation, 1);
@@ -298,11 +294,10 @@ async fn tollgates_own_outputs_never_trigger_a_reload() {
             .await
             .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
         // The record is on disk...
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while std::fs::read_to_string(&audit).map_or(0, |t| t.lines().count()) < n {
-            assert!(Instant::now() < deadline, "audit record {n} never written");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(&format!("audit record {n} never written"), || {
+            std::fs::read_to_string(&audit).map_or(0, |t| t.lines().count()) >= n
+        })
+        .await;
         // ...and for longer than a debounce and a rebuild, the snapshot stays the same.
         let watch_until =
             Instant::now() + 2 * tollgate::reload::DEBOUNCE + Duration::from_millis(200);
@@ -393,11 +388,10 @@ async fn files_a_reloaded_config_names_are_watched() {
     )
     .unwrap();
     let running = w.server.running.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while running.snapshots.load().generation < 2 {
-        assert!(Instant::now() < deadline, "the config edit was not applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the config edit was not applied", || {
+        running.snapshots.load().generation >= 2
+    })
+    .await;
     // Emptying the new key set must now take effect.
     std::fs::write(keys.join("jwks.json"), r#"{"keys": []}"#).unwrap();
     let req = Req::get("/orders/1")

@@ -27,6 +27,16 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// Polls `done` every 10 ms until it holds; fails the test after 3 s, saying what never
+/// happened. The one way tests wait for an effect (no fixed sleeps).
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Blocks until something accepts TCP connections on 127.0.0.1:`port`; fails the test after
 /// 10 s, naming `what` did not start.
 pub fn wait_for_port(port: u16, what: &str) {
