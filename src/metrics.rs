@@ -39,8 +39,9 @@ impl Metrics {
     }
 
     /// A reload built and swapped in a new snapshot.
-    pub fn reload_succeeded(&self, generation: u64, policies: usize) {
+    pub fn reload_succeeded(&self, generation: u64, policies: usize, build: Duration) {
         counter!("tollgate_reloads_total", "result" => "ok").increment(1);
+        histogram!("tollgate_reload_build_seconds").record(build.as_secs_f64());
         self.snapshot_loaded(generation, policies);
     }
 

@@ -11,11 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::audit::AuditTarget;
@@ -33,12 +33,65 @@ pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Asks the reloader to rebuild now (e.g. on `SIGHUP`).
 #[derive(Debug, Clone)]
-pub struct ReloadTrigger(mpsc::UnboundedSender<()>);
+pub struct ReloadTrigger(Arc<Pending>);
 
 impl ReloadTrigger {
     /// Requests a reload; a no-op once the reloader has stopped.
     pub fn reload(&self) {
-        let _ = self.0.send(());
+        self.0.mark();
+    }
+}
+
+/// Changes seen but not yet built: a fixed-size record rather than a queue, so a storm of file
+/// events costs no memory, and the rebuild deadline counts from the first change still pending
+/// (one that arrived during a build is not made to wait for a fresh `MAX_DELAY`).
+#[derive(Debug, Default)]
+struct Pending {
+    /// First and latest change since the last build began; `None` when nothing is pending.
+    span: Mutex<Option<(Instant, Instant)>>,
+    wake: Notify,
+}
+
+impl Pending {
+    fn mark(&self) {
+        let now = Instant::now();
+        {
+            let mut span = self.span.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = span.map_or(now, |(first, _)| first);
+            *span = Some((first, now));
+        }
+        self.wake.notify_one();
+    }
+
+    /// When to build: after `DEBOUNCE` of quiet, but no later than `MAX_DELAY` after the first
+    /// pending change.
+    fn due(&self) -> Option<Instant> {
+        let span = *self.span.lock().unwrap_or_else(PoisonError::into_inner);
+        span.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY))
+    }
+
+    /// Waits until a build is due and clears the record (a change after this point needs
+    /// another build); `false` once `stop` turns true.
+    async fn next_build(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            // A newer change may push `due` later (up to the cap): re-read after each wake.
+            let due = self.due();
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = sleep_until_due(due) => {
+                    *self.span.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    return true;
+                }
+                _ = stop.wait_for(|stop| *stop) => return false,
+            }
+        }
+    }
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -100,9 +153,11 @@ impl Relevance {
         {
             return true;
         }
+        // Under the policy tree: `.cedar` files, and folders (whatever their name: `forbids.d`
+        // moved in brings its policies along). A path that is gone may have been either.
         self.trees.iter().any(|tree| path.starts_with(tree))
             && !name.starts_with('.')
-            && path.extension().is_none_or(|x| x == "cedar")
+            && (path.extension().is_none_or(|x| x == "cedar") || path.is_dir() || !path.exists())
     }
 }
 
@@ -114,12 +169,12 @@ fn absolute(path: &Path) -> PathBuf {
 fn watch(
     watched: &Watched,
     settings: &Settings,
-    events: mpsc::UnboundedSender<()>,
+    pending: Arc<Pending>,
 ) -> Result<Option<notify::RecommendedWatcher>, WatchError> {
     if watched.files.is_empty() && watched.trees.is_empty() {
         return Ok(None);
     }
-    let relevance = Relevance::new(watched, settings);
+    let relevance = Arc::new(Relevance::new(watched, settings));
     let mut watcher = {
         let relevance = relevance.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -129,7 +184,7 @@ fn watch(
                 Err(_) => true,
             };
             if rebuild {
-                let _ = events.send(());
+                pending.mark();
             }
         })
         .map_err(|source| WatchError {
@@ -171,22 +226,21 @@ pub fn start(
     metrics: Metrics,
     stop: watch::Receiver<bool>,
 ) -> Result<(ReloadTrigger, tokio::task::JoinHandle<Result<(), String>>), WatchError> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let trigger = ReloadTrigger(tx.clone());
-    let watcher = watch(&watched, &config_settings, tx.clone())?;
+    let pending = Arc::new(Pending::default());
+    let watcher = watch(&watched, &config_settings, pending.clone())?;
     let task = tokio::spawn(run(
         Reloader {
             source,
             settings: config_settings,
             snapshots,
             metrics,
-            events: tx,
+            pending: pending.clone(),
             watched,
             watcher,
         },
-        rx,
         stop,
     ));
+    let trigger = ReloadTrigger(pending);
     Ok((trigger, task))
 }
 
@@ -196,38 +250,17 @@ struct Reloader {
     settings: Settings,
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
-    events: mpsc::UnboundedSender<()>,
+    pending: Arc<Pending>,
     watched: Watched,
     /// Held so the OS watch lives as long as this task; replaced when the config names other
     /// files.
     watcher: Option<notify::RecommendedWatcher>,
 }
 
-async fn run(
-    mut reloader: Reloader,
-    mut requests: mpsc::UnboundedReceiver<()>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+async fn run(mut reloader: Reloader, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     loop {
-        tokio::select! {
-            request = requests.recv() => {
-                if request.is_none() {
-                    return Ok(());
-                }
-            }
-            _ = stop.wait_for(|stop| *stop) => return Ok(()),
-        }
-        // Debounce: wait until the burst is over, but never longer than MAX_DELAY in all.
-        let deadline = Instant::now() + MAX_DELAY;
-        loop {
-            let quiet = (Instant::now() + DEBOUNCE).min(deadline);
-            tokio::select! {
-                more = tokio::time::timeout_at(quiet, requests.recv()) => match more {
-                    Ok(Some(())) if Instant::now() < deadline => continue,
-                    Ok(Some(())) | Ok(None) | Err(_) => break,
-                },
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
-            }
+        if !reloader.pending.next_build(&mut stop).await {
+            return Ok(());
         }
         let rebuilt = reload(
             &reloader.source,
@@ -239,7 +272,7 @@ async fn run(
         if let Some(watched) = rebuilt
             && watched != reloader.watched
         {
-            match watch(&watched, &reloader.settings, reloader.events.clone()) {
+            match watch(&watched, &reloader.settings, reloader.pending.clone()) {
                 Ok(watcher) => {
                     reloader.watcher = watcher;
                     reloader.watched = watched;
@@ -261,6 +294,7 @@ pub async fn reload(
     metrics: &Metrics,
 ) -> Option<Watched> {
     let generation = snapshots.load().generation + 1;
+    let started = Instant::now();
     let built = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || Config::load(&source, generation)).await
@@ -274,8 +308,14 @@ pub async fn reload(
             }
             let policies = config.snapshot.policies.policy_count();
             snapshots.store(config.snapshot);
-            metrics.reload_succeeded(generation, policies);
-            tracing::info!(generation, policies, "configuration reloaded");
+            let build = started.elapsed();
+            metrics.reload_succeeded(generation, policies, build);
+            tracing::info!(
+                generation,
+                policies,
+                build_ms = build.as_millis() as u64,
+                "configuration reloaded"
+            );
             Some(config.watched)
         }
         Ok(Err(error)) => {
@@ -291,5 +331,70 @@ pub async fn reload(
             snapshots.reload_failed(join.to_string());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Marks `pending` every `every` until dropped.
+    fn churn(pending: &Arc<Pending>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let pending = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                pending.mark();
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_change_builds_after_the_quiet_time() {
+        let pending = Pending::default();
+        let (_stop, mut stopped) = watch::channel(false);
+        let started = Instant::now();
+        pending.mark();
+        assert!(pending.next_build(&mut stopped).await);
+        assert_eq!(started.elapsed(), DEBOUNCE);
+        assert_eq!(pending.due(), None, "the record is cleared for the build");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_continuous_stream_builds_within_the_cap_each_time() {
+        let pending = Arc::new(Pending::default());
+        let (_stop, mut stopped) = watch::channel(false);
+        let started = Instant::now();
+        let stream = churn(&pending, Duration::from_millis(50));
+        for n in 1..=3u32 {
+            assert!(pending.next_build(&mut stopped).await);
+            // The first change of each round is at most one event interval after the build.
+            assert!(started.elapsed() <= n * (MAX_DELAY + Duration::from_millis(50)));
+        }
+        stream.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_a_build_is_not_made_to_wait_a_fresh_cap() {
+        let pending = Arc::new(Pending::default());
+        let (_stop, mut stopped) = watch::channel(false);
+        pending.mark();
+        assert!(pending.next_build(&mut stopped).await);
+        // A stream of changes starts while a (slow, 400 ms) build runs.
+        let changed = Instant::now();
+        let stream = churn(&pending, Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(pending.next_build(&mut stopped).await);
+        assert_eq!(changed.elapsed(), MAX_DELAY);
+        stream.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_ends_the_wait() {
+        let pending = Pending::default();
+        let (stop, mut stopped) = watch::channel(false);
+        pending.mark();
+        stop.send(true).unwrap();
+        assert!(!pending.next_build(&mut stopped).await);
     }
 }
