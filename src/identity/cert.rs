@@ -245,6 +245,14 @@ impl TrustStore {
             })
             .and_then(|i| anchors.not_after.get(i))
         {
+            // webpki takes anchors as given; an expired root vouches for nothing.
+            let now_secs = now.as_secs();
+            if i64::try_from(now_secs).is_ok_and(|now| *expiry < now) {
+                return Err(CertError::Expired {
+                    not_after: u64::try_from(*expiry).unwrap_or(0),
+                    now: now_secs,
+                });
+            }
             not_after = not_after.min(*expiry);
         }
         Ok(VerifiedCert {
@@ -298,7 +306,11 @@ impl TrustStore {
                 }
             })?),
             [] => match dns {
-                Some(name) if self.dns_san_fallback => WorkloadName::Dns(name.to_owned()),
+                Some(name) if self.dns_san_fallback => {
+                    WorkloadName::Dns(hostname(name).ok_or_else(|| {
+                        CertError::NotSvid(format!("DNS SAN `{name}` is not a hostname"))
+                    })?)
+                }
                 _ => return Err(CertError::SpiffeIdMissing),
             },
             _ => return Err(CertError::NotSvid("more than one URI SAN".into())),
@@ -367,6 +379,21 @@ pub fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>
 
 /// A CA on the path must be allowed to sign certificates when it states key usage at all.
 /// Returns its `notAfter` (Unix seconds), which bounds how long a path through it is good.
+/// A DNS SAN as a principal name: letter-digit-hyphen labels (RFC 1123), lowercased so one
+/// host is one principal. Anything else (a wildcard, a URI, a path, an empty label) could
+/// spell some other principal.
+fn hostname(name: &str) -> Option<String> {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (name.len() <= 253 && name.split('.').all(label_ok)).then(|| name.to_ascii_lowercase())
+}
+
 fn check_ca(der: &[u8]) -> Result<i64, CertError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| CertError::Malformed(format!("CA: {e}")))?;
@@ -402,5 +429,34 @@ fn from_webpki(error: webpki::Error) -> CertError {
             CertError::Malformed(format!("{error:?}"))
         }
         other => CertError::Untrusted(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostname;
+
+    #[test]
+    fn a_dns_fallback_name_is_a_lowercased_hostname_or_nothing() {
+        assert_eq!(
+            hostname("Payments.Shop.svc").as_deref(),
+            Some("payments.shop.svc")
+        );
+        assert_eq!(hostname("db-1").as_deref(), Some("db-1"));
+        let long_label = "a".repeat(64);
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            "-a",
+            "a-",
+            "*.a",
+            "a_b",
+            "spiffe://td/x",
+            long_label.as_str(),
+        ] {
+            assert_eq!(hostname(bad), None, "{bad:?}");
+        }
     }
 }

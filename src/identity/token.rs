@@ -368,13 +368,16 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
         }
         _ => None,
     };
-    let user = user.map(|sub| {
-        if issuer.unqualified_users {
-            sub.clone()
-        } else {
-            format!("{}#{sub}", issuer.issuer)
+    let user = match user {
+        // `#` separates issuer and subject in qualified names; an unqualified `sub` holding
+        // one could spell another issuer's user.
+        Some(sub) if issuer.unqualified_users && sub.contains('#') => {
+            return Err(TokenError::InvalidClaim("sub".into()));
         }
-    });
+        Some(sub) if issuer.unqualified_users => Some(sub.clone()),
+        Some(sub) => Some(format!("{}#{sub}", issuer.issuer)),
+        None => None,
+    };
     Ok(VerifiedToken {
         issuer: issuer.issuer.clone(),
         subject,

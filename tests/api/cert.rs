@@ -317,3 +317,58 @@ fn a_verified_chain_expires_with_its_earliest_certificate() {
         verified.not_after
     );
 }
+
+/// Finding: webpki does not check a trust anchor's validity, so a root past its `notAfter`
+/// still vouched for leaves.
+#[test]
+fn an_expired_trust_anchor_vouches_for_nothing() {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let expired_root = Ca::new_until(
+        "Expired root",
+        OffsetDateTime::now_utc() - Duration::hours(1),
+    );
+    let leaf = expired_root.leaf(&LeafSpec::app("payments"));
+    let store = crate::support::trust_store(&expired_root);
+    let refused = store
+        .verify_chain(&[CertificateDer::from(leaf.der.clone())], UnixTime::now())
+        .unwrap_err();
+    assert!(
+        matches!(refused, tollgate::identity::cert::CertError::Expired { .. }),
+        "{refused:?}"
+    );
+}
+
+/// Finding: under `insecure_dns_san_fallback` the DNS SAN was taken as the principal without a
+/// syntax check, so `DNS:spiffe://demo.tollgate.dev/payments` became that SPIFFE principal.
+#[tokio::test]
+async fn a_dns_fallback_name_must_be_a_hostname() {
+    let w = World::with(Options {
+        dns_fallback: true,
+        ..Options::default()
+    })
+    .await;
+    let token = w.issuer.app("payments", "orders.read");
+    for forged in [
+        format!("spiffe://{TRUST_DOMAIN}/payments"),
+        "payments/../admin".into(),
+        "-payments.svc".into(),
+        "payments..svc".into(),
+        "*.shop.svc".into(),
+        "payments.svc.".into(),
+    ] {
+        let leaf = w.ca.leaf(&LeafSpec {
+            uris: vec![],
+            dns: vec![forged.clone()],
+            ..LeafSpec::app("payments")
+        });
+        let answer = w
+            .server
+            .check(Req::get("/orders/1").cert(&leaf.pem).token(&token).build())
+            .await;
+        assert_eq!(
+            answer.body["reason"], "cert_not_svid",
+            "DNS name `{forged}`: {:?}",
+            answer.body
+        );
+    }
+}

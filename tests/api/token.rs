@@ -322,6 +322,21 @@ async fn users_are_qualified_by_their_issuer_by_default() {
     answer.assert_denied(403, "policy_denied");
 }
 
+/// Finding: under `unqualified_users`, a `sub` of `https://b.example#alice` named exactly the
+/// user another issuer's `alice` is qualified as. `#` is the qualifier's separator: refused.
+#[tokio::test]
+async fn an_unqualified_issuers_sub_cannot_spell_a_qualified_user() {
+    let w = World::new().await;
+    let cert = w.ca.app("web-frontend");
+    let token = w
+        .issuer
+        .delegated("web-frontend", "https://b.example#alice", "orders.read");
+    w.server
+        .check(Req::get("/orders/3").cert(&cert.pem).token(&token).build())
+        .await
+        .assert_denied(401, "token_claims");
+}
+
 /// Finding: a `cnf` Tollgate cannot check (DPoP's `jkt`) was ignored, so a sender-constrained
 /// token worked as a plain bearer token.
 #[tokio::test]

@@ -68,6 +68,20 @@ impl Ca {
         }
     }
 
+    /// A self-signed root CA that expires at `not_after` (to test expired trust anchors).
+    pub fn new_until(name: &str, not_after: OffsetDateTime) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = ca_params(name);
+        params.not_before = not_after - Duration::days(30);
+        params.not_after = not_after;
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, name: &str) -> Ca {
         self.intermediate_with_usages(
