@@ -167,12 +167,13 @@ fn insert_header(map: &mut HashMap<String, String>, key: String, value: String) 
 /// configured names, with `_` read as `-`, because WSGI, Rack, PHP and some nginx setups map
 /// `x_tollgate_principal` onto the same variable as `x-tollgate-principal`.
 fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
     let folded_eq = |name: &str, own: &str| {
         name.len() == own.len()
             && name
                 .bytes()
                 .zip(own.bytes())
-                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+                .all(|(a, b)| fold(a) == fold(b))
     };
     input
         .headers

@@ -3,7 +3,7 @@
 
 use crate::support::World;
 use crate::support::pki::TRUST_DOMAIN;
-use crate::support::server::Req;
+use crate::support::server::{Options, Req};
 
 fn app(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/{name}")
@@ -274,6 +274,31 @@ async fn every_spelling_of_tollgates_headers_is_stripped() {
     let mut removed = answer.headers_to_remove.clone();
     removed.sort();
     assert_eq!(removed, ["x-tollgate_decision-id", "x_tollgate_principal"]);
+}
+
+/// Finding: the folding was one-way (a client's `_` matched a configured `-`), so with
+/// `principal_header = "x_user"` a client's `x-user`, the same CGI variable, was passed on.
+#[tokio::test]
+async fn a_configured_header_with_underscores_is_stripped_in_every_spelling() {
+    let w = World::with(Options {
+        extra: "[response]\nprincipal_header = \"x_user\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let answer = w
+        .server
+        .check(
+            Req::get("/orders/1")
+                .cert(&cert.pem)
+                .token(&token)
+                .header("x-user", "spiffe://demo.tollgate.dev/platform-ops")
+                .build(),
+        )
+        .await;
+    assert_eq!(answer.headers["x_user"], app("payments"));
+    assert_eq!(answer.headers_to_remove, ["x-user"]);
 }
 
 /// Finding: `/orders/..;/admin` was allowed as `orders:read` on `Order::"..;"`.
