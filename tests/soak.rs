@@ -28,6 +28,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::free_port;
 use support::jwt::TokenIssuer;
 use support::pki::Ca;
 use support::server::{Answer, Options, Req, write_config};
@@ -86,14 +87,6 @@ struct Sample {
     received: Instant,
     kind: usize,
     outcome: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -10,7 +10,8 @@ use tollgate::config::{Config, ConfigSource};
 use tollgate::metrics::Metrics;
 
 use crate::support::World;
-use crate::support::envoy::{Client, Envoy, HttpAnswer, Upstream, envoy_bin, free_port};
+use crate::support::envoy::{Client, Envoy, HttpAnswer, Upstream, envoy_bin};
+use crate::support::free_port;
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{MANIFEST, Options, Req};
 

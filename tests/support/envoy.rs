@@ -85,15 +85,6 @@ fn install_envoy() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running Envoy; killed on drop.
 pub struct Envoy {
     child: Child,

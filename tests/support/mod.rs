@@ -13,6 +13,15 @@ use jwt::TokenIssuer;
 use pki::Ca;
 use server::{Options, TestServer};
 
+/// A TCP port free on loopback right now (for listeners a test starts in another process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// One HTTP/1.1 GET over plain TCP; the whole response (status line, headers, body).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
