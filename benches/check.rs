@@ -1,4 +1,4 @@
-//! End-to-end, in-process `authz::check` on the embedded demo estate: a warm caller (every
+//! End-to-end, in-process `Authorizer::decide` on the embedded demo estate: a warm caller (every
 //! cache hit), a cold caller (caches disabled: certificate chain, token and Cedar on every
 //! call) with the demo's ES256 issuer and with an RS256 issuer, and the Cedar stage alone.
 #![allow(
@@ -15,17 +15,19 @@ mod support;
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::UnixTime;
-use tollgate::authz::{self, input::CheckInput};
-use tollgate::cache::Caches;
+use tollgate::audit::AuditLog;
+use tollgate::authz::{Authorizer, Caches};
 use tollgate::config::{Config, ConfigSource};
 use tollgate::demo::{DemoRequest, mint};
-use tollgate::metrics::Metrics;
-use tollgate::snapshot::Snapshot;
+use tollgate::identity::IdentityCaches;
+use tollgate::request::CheckInput;
+use tollgate::snapshot::{Snapshot, SnapshotHandle};
 use tollgate::{identity, mapping, policy};
 
 fn input() -> CheckInput {
@@ -48,28 +50,34 @@ fn input() -> CheckInput {
 }
 
 fn check(c: &mut Criterion) {
-    let config = Config::load(&ConfigSource::Embedded, 1).unwrap();
-    let snapshot = &config.snapshot;
+    let embedded = || Config::load(&ConfigSource::Embedded, 1).unwrap().snapshot;
     let input = input();
 
-    let warm = Caches::new(10_000, 300, Metrics);
-    assert!(authz::check(snapshot, &warm, &input, UnixTime::now()).is_allowed());
+    // The pipeline as front doors run it, minus recording (no metrics recorder, no audit).
+    let warm = Authorizer::new(
+        Arc::new(SnapshotHandle::new(embedded())),
+        Caches::new(10_000, 300),
+        AuditLog::disabled(),
+    );
+    let snapshot = &*warm.snapshot();
+    let decide =
+        |a: &Authorizer, s: &Snapshot, i: &CheckInput| a.decide(s, i, UnixTime::now(), None);
+    assert!(decide(&warm, snapshot, &input).is_allowed());
     c.bench_function("check/warm", |b| {
-        b.iter(|| authz::check(snapshot, &warm, black_box(&input), UnixTime::now()))
+        b.iter(|| decide(&warm, snapshot, black_box(&input)))
     });
 
-    let cold = Caches::new(0, 0, Metrics);
+    let cold = Authorizer::offline(embedded());
     c.bench_function("check/cold", |b| {
-        b.iter(|| authz::check(snapshot, &cold, black_box(&input), UnixTime::now()))
+        b.iter(|| decide(&cold, snapshot, black_box(&input)))
     });
 
     // The same estate behind the test PKI and an RS256 issuer: the target's cold caller.
     let ca = support::pki::Ca::new("Bench CA");
     let tokens = support::jwt::TokenIssuer::new();
-    let estate = Config::load(&ConfigSource::Embedded, 1).unwrap().snapshot;
     let rs256 = Snapshot {
         identity: support::identity(&ca, &tokens),
-        ..estate
+        ..embedded()
     };
     let claims = support::jwt::TokenIssuer::claims("orders", "orders.read", serde_json::json!({}));
     let token = tokens.sign(jsonwebtoken::Algorithm::RS256, None, &claims);
@@ -78,12 +86,14 @@ fn check(c: &mut Criterion) {
         certificate: utf8_percent_encode(&ca.app("orders").pem, NON_ALPHANUMERIC).to_string(),
         ..input.clone()
     };
-    assert!(authz::check(&rs256, &cold, &rs256_input, UnixTime::now()).is_allowed());
+    assert!(decide(&cold, &rs256, &rs256_input).is_allowed());
     c.bench_function("check/cold (RS256)", |b| {
-        b.iter(|| authz::check(&rs256, &cold, black_box(&rs256_input), UnixTime::now()))
+        b.iter(|| decide(&cold, &rs256, black_box(&rs256_input)))
     });
 
-    let caller = identity::verify(&snapshot.identity, &cold, 1, &input, UnixTime::now()).unwrap();
+    let uncached = IdentityCaches::new(0, 0);
+    let caller =
+        identity::verify(&snapshot.identity, &uncached, 1, &input, UnixTime::now()).unwrap();
     let query = mapping::map(&snapshot.routes, &caller, &input).unwrap();
     c.bench_function("stage/cedar", |b| {
         b.iter(|| policy::decide(&snapshot.policies, black_box(&query)).unwrap())

@@ -21,13 +21,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::UnixTime;
-use tollgate::authz::input::CheckInput;
-use tollgate::cache::Caches;
+use tollgate::authz::Caches;
 use tollgate::config::{Config, ConfigSource};
 use tollgate::identity;
 use tollgate::mapping::{self, path::normalize};
-use tollgate::metrics::Metrics;
 use tollgate::policy;
+use tollgate::request::CheckInput;
 
 use support::{identity, jwt, pki};
 
@@ -47,7 +46,7 @@ fn stages(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let caches = Caches::new(1000, 300, Metrics);
+    let caches = Caches::new(1000, 300);
     let with_cert = CheckInput {
         certificate: field.clone(),
         ..CheckInput::default()
@@ -56,7 +55,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             identity::verify(
                 &identity,
-                &caches,
+                &caches.identity,
                 1,
                 black_box(&with_cert),
                 UnixTime::now(),
@@ -83,7 +82,14 @@ fn stages(c: &mut Criterion) {
         };
         group.bench_function(format!("{alg:?}/cached"), |b| {
             b.iter(|| {
-                identity::verify(&identity, &caches, 1, black_box(&input), UnixTime::now()).unwrap()
+                identity::verify(
+                    &identity,
+                    &caches.identity,
+                    1,
+                    black_box(&input),
+                    UnixTime::now(),
+                )
+                .unwrap()
             })
         });
     }
@@ -101,7 +107,7 @@ fn stages(c: &mut Criterion) {
     let token = tokens.app("payments", "orders.read");
     let caller = identity::verify(
         &identity,
-        &caches,
+        &caches.identity,
         1,
         &CheckInput {
             certificate: field,

@@ -10,8 +10,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::authz::input::CheckInput;
 use crate::metrics::Metrics;
+use crate::request::CheckInput;
 use crate::verdict::{Outcome, Verdict};
 
 /// Most records written per batch before a flush.

@@ -1,95 +1,31 @@
-//! Bounded, generation-tagged TTL caches: verified certificates and tokens by credential digest,
-//! decisions by a keyed digest of the Cedar query. A snapshot swap bumps the generation, which
-//! makes every older entry a miss without a global lock or a sweep.
+//! A bounded, generation-tagged TTL cache. A snapshot swap bumps the generation, which makes
+//! every older entry a miss without a global lock or a sweep. It knows nothing of what it
+//! holds: callers choose the keys (digests of credentials or queries) and count the hits.
 
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
-use siphasher::sip128::{Hasher128, SipHasher24};
 
-use crate::identity::cert::VerifiedCert;
-use crate::identity::token::VerifiedToken;
-use crate::mapping::Query;
-use crate::metrics::Metrics;
-use crate::policy::Decision;
-
-/// SHA-256 of a raw credential: a collision-resistant key, so a cached result can never be
-/// reached with a different credential.
-pub type Digest = [u8; 32];
-
-/// A keyed 128-bit digest of a Cedar query. SipHash-2-4 is a PRF: without the per-process
-/// key, a caller cannot craft two queries with the same digest, and accidental collisions
-/// need ~2^64 distinct queries. A decision entry costs a few hundred bytes instead of the ~2 KB
-/// the whole query (context strings included) took as the key.
-pub type QueryDigest = u128;
-
-/// The three hot-path caches.
-#[derive(Debug)]
-pub struct Caches {
-    /// Verified client certificates.
-    pub certs: TtlCache<Digest, Arc<VerifiedCert>>,
-    /// Verified bearer tokens.
-    pub tokens: TtlCache<Digest, Arc<VerifiedToken>>,
-    /// Policy decisions, by [`Caches::query_digest`].
-    pub decisions: TtlCache<QueryDigest, Arc<Decision>>,
-    /// The secret key of [`Caches::query_digest`].
-    query_key: (u64, u64),
-}
-
-impl Caches {
-    /// Caches holding at most `capacity` entries each, for at most `ttl_seconds`.
-    pub fn new(capacity: usize, ttl_seconds: i64, metrics: Metrics) -> Self {
-        Self {
-            certs: TtlCache::new("certificate", capacity, ttl_seconds, metrics.clone()),
-            tokens: TtlCache::new("token", capacity, ttl_seconds, metrics.clone()),
-            decisions: TtlCache::new("decision", capacity, ttl_seconds, metrics),
-            query_key: random_key(),
-        }
-    }
-
-    /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
-    /// (strings end in 0xFF, which UTF-8 never contains; sequences and options are prefixed).
-    pub fn query_digest(&self, query: &Query) -> QueryDigest {
-        let mut hasher = SipHasher24::new_with_keys(self.query_key.0, self.query_key.1);
-        query.hash(&mut hasher);
-        hasher.finish128().as_u128()
-    }
-}
-
-/// 128 bits from the operating system's CSPRNG. Should it ever fail, a key from the standard
-/// library's randomly seeded hasher (itself seeded from the OS) keeps digests unpredictable.
-fn random_key() -> (u64, u64) {
-    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-    if aws_lc_rs::rand::fill(&mut a)
-        .and(aws_lc_rs::rand::fill(&mut b))
-        .is_err()
-    {
-        let state = std::collections::hash_map::RandomState::new();
-        let half = |i: u64| {
-            let mut h = std::hash::BuildHasher::build_hasher(&state);
-            h.write_u64(i);
-            h.finish()
-        };
-        return (half(0), half(1));
-    }
-    (u64::from_ne_bytes(a), u64::from_ne_bytes(b))
+/// What [`TtlCache::get_or_try_insert`] did, for the caller's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// The value came from the cache.
+    pub hit: bool,
+    /// Entries dropped to make room for the new one.
+    pub evicted: usize,
 }
 
 /// A concurrent map whose entries carry the snapshot generation and an expiry.
 #[derive(Debug)]
 pub struct TtlCache<K: Eq + Hash, V> {
-    name: &'static str,
-    /// foldhash instead of SipHash: a decision key is a whole query (hundreds of bytes) hashed
-    /// on every request, and foldhash's per-process random seed still keeps adversarial
-    /// collisions impractical. Equality is always checked on the full key.
+    /// foldhash: keys are digests already (uniformly distributed, not chosen by a client), so
+    /// the map needs speed, not a keyed hash. Equality is always checked on the full key.
     map: DashMap<K, Entry<V>, foldhash::fast::RandomState>,
     capacity: usize,
     /// Set while one thread makes room, so others skip caching instead of sweeping too.
     sweeping: AtomicBool,
     ttl_seconds: i64,
-    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -103,15 +39,42 @@ struct Entry<V> {
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     /// An empty cache; `capacity` 0 disables caching.
-    pub fn new(name: &'static str, capacity: usize, ttl_seconds: i64, metrics: Metrics) -> Self {
+    pub fn new(capacity: usize, ttl_seconds: i64) -> Self {
         Self {
-            name,
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity,
             sweeping: AtomicBool::new(false),
             ttl_seconds,
-            metrics,
         }
+    }
+
+    /// The cached value for `key`, or `make`'s, cached until the earlier of the validity
+    /// `make` returns and the TTL. An error is returned as is and caches nothing.
+    pub fn get_or_try_insert<E>(
+        &self,
+        key: K,
+        generation: u64,
+        now: i64,
+        make: impl FnOnce() -> Result<(V, i64), E>,
+    ) -> Result<(V, Lookup), E> {
+        if let Some(hit) = self.get(&key, generation, now) {
+            return Ok((
+                hit,
+                Lookup {
+                    hit: true,
+                    evicted: 0,
+                },
+            ));
+        }
+        let (value, valid_until) = make()?;
+        let evicted = self.insert(key, value.clone(), generation, now, valid_until);
+        Ok((
+            value,
+            Lookup {
+                hit: false,
+                evicted,
+            },
+        ))
     }
 
     /// The value for `key` if it was stored under `generation` and has not expired at `now`.
@@ -120,24 +83,26 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hit = self
-            .map
+        self.map
             .get(key)
             .filter(|e| e.generation == generation && e.expires_at > now)
-            .map(|e| e.value.clone());
-        self.metrics.cache_lookup(self.name, hit.is_some());
-        hit
+            .map(|e| e.value.clone())
     }
 
     /// Stores `value` until the earlier of `valid_until` and the TTL. A full cache first makes
     /// room (see [`Self::make_room`]); while another thread does, the value is simply not
     /// cached. The map holds at most `capacity` entries plus one per concurrent inserter.
-    pub fn insert(&self, key: K, value: V, generation: u64, now: i64, valid_until: i64) {
+    /// Returns how many entries were dropped to make room.
+    pub fn insert(&self, key: K, value: V, generation: u64, now: i64, valid_until: i64) -> usize {
         if self.capacity == 0 {
-            return;
+            return 0;
         }
-        if self.map.len() >= self.capacity && !self.make_room(generation, now) {
-            return;
+        let mut evicted = 0;
+        if self.map.len() >= self.capacity {
+            match self.make_room(generation, now) {
+                Some(dropped) => evicted = dropped,
+                None => return 0,
+            }
         }
         let expires_at = valid_until.min(now.saturating_add(self.ttl_seconds));
         self.map.insert(
@@ -148,16 +113,17 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
                 expires_at,
             },
         );
+        evicted
     }
 
     /// Drops stale and expired entries; if more than three quarters of the capacity is still
     /// held, also evenly spaced live entries (in the map's randomly seeded hash order, so this
     /// is random eviction) down to that. A flood of distinct keys costs a sweep every
     /// `capacity / 4` inserts, shard by shard, never a pause that empties the whole cache.
-    /// Returns false when another thread is already sweeping.
-    fn make_room(&self, generation: u64, now: i64) -> bool {
+    /// Returns how many entries went, or `None` when another thread is already sweeping.
+    fn make_room(&self, generation: u64, now: i64) -> Option<usize> {
         if self.sweeping.swap(true, Ordering::Acquire) {
-            return false;
+            return None;
         }
         let before = self.map.len();
         self.map
@@ -177,8 +143,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
         let evicted = before.saturating_sub(self.map.len());
         self.sweeping.store(false, Ordering::Release);
-        self.metrics.cache_evicted(self.name, evicted);
-        true
+        Some(evicted)
     }
 
     /// Entries currently held (including stale ones not yet dropped).
@@ -197,7 +162,7 @@ mod tests {
     use super::*;
 
     fn cache(capacity: usize) -> TtlCache<u32, u32> {
-        TtlCache::new("test", capacity, 60, Metrics)
+        TtlCache::new(capacity, 60)
     }
 
     #[test]
@@ -234,7 +199,7 @@ mod tests {
         for k in 0..100 {
             c.insert(k, k, 1, 100, 1000);
         }
-        c.insert(100, 100, 1, 100, 1000);
+        assert_eq!(c.insert(100, 100, 1, 100, 1000), 25, "a quarter made room");
         assert_eq!(c.len(), 76, "75 survivors and the new entry");
         assert_eq!(c.get(&100, 1, 100), Some(100));
     }
@@ -253,43 +218,33 @@ mod tests {
         assert!((50..=100).all(|k| c.get(&k, 2, 100).is_some()));
     }
 
-    fn query() -> Query {
-        use crate::identity::AccessMode;
-        use crate::mapping::Resource;
-        use crate::mapping::context::{ContextFacts, RequestFacts};
-        Query {
-            principal: "orders".into(),
-            action: "read".into(),
-            resource: Resource {
-                type_name: "Order".into(),
-                id: "1".into(),
-                attrs: Vec::new(),
-            },
-            context: ContextFacts {
-                access_mode: AccessMode::AppOnly,
-                user: None,
-                certificate: None,
-                token: None,
-                request: RequestFacts {
-                    method: "GET".into(),
-                    path: "/orders/1".into(),
-                    host: "shop".into(),
-                    source_ip: None,
-                },
-            },
-        }
-    }
-
     #[test]
-    fn query_digests_are_keyed_and_distinguish_queries() {
-        let a = Caches::new(1, 1, Metrics);
-        let b = Caches::new(1, 1, Metrics);
-        let q = query();
-        let mut other = q.clone();
-        other.principal.push('x');
-        assert_eq!(a.query_digest(&q), a.query_digest(&q.clone()));
-        assert_ne!(a.query_digest(&q), a.query_digest(&other));
-        assert_ne!(a.query_digest(&q), b.query_digest(&q), "a per-process key");
+    fn get_or_try_insert_computes_once_and_reports() {
+        let c = cache(10);
+        let made = c.get_or_try_insert(1, 1, 100, || Ok::<_, ()>((10, 1000)));
+        assert_eq!(
+            made,
+            Ok((
+                10,
+                Lookup {
+                    hit: false,
+                    evicted: 0
+                }
+            ))
+        );
+        let again = c.get_or_try_insert(1, 1, 100, || Err(()));
+        assert_eq!(
+            again,
+            Ok((
+                10,
+                Lookup {
+                    hit: true,
+                    evicted: 0
+                }
+            ))
+        );
+        assert_eq!(c.get_or_try_insert(2, 1, 100, || Err("bad")), Err("bad"));
+        assert_eq!(c.get(&2, 1, 100), None, "an error caches nothing");
     }
 
     #[test]

@@ -3,38 +3,46 @@
 //! # Life of a Check
 //!
 //! ```text
-//! Envoy ──gRPC Check──▶ grpc::check      CheckRequest → CheckInput (the only protobuf code)
-//!                         │  one Snapshot per request (snapshot::SnapshotHandle)
+//! Envoy ──gRPC Check──▶ grpc::check        CheckRequest → CheckInput (the only protobuf code)
 //!                         ▼
-//!                       authz::check     straight-line, cannot fail:
+//!                       authz::Authorizer  one Snapshot per request; records metrics, audit, log
 //!                         ├ identity::verify   certificate (webpki + SPIFFE) · token (JWT, JWKS, RFC 8705)
-//!                         │                    cached by credential digest (cache)
+//!                         │                    cached by credential digest
 //!                         ├ mapping::map       route table → Cedar principal/action/resource/context
-//!                         ├ decision cache     keyed by the full query, tagged by generation
+//!                         ├ decision cache     keyed digest of the query, tagged by generation
 //!                         └ policy::decide     Cedar authorizer → Decision
 //!                         ▼
-//!                       verdict::Verdict  every stage error → one ReasonCode → status/challenge
+//!                       verdict::Verdict   every stage error → one ReasonCode → status/challenge
 //!                         ▼
-//!                       grpc::check      Verdict → CheckResponse (OK + headers | 401/403 + JSON)
+//!                       grpc::check        Verdict → CheckResponse (OK + headers | 401/403 + JSON)
 //! ```
+//! `tollgate check` and `tollgate test` enter the same [`authz::Authorizer`].
 //!
-//! # Layout
+//! # Modules, top to bottom
 //!
-//! - [`cli`]: `serve`, `check`, `call`, `demo-credentials`.
-//! - [`config`]: TOML → validated settings and the first [`snapshot::Snapshot`].
-//! - [`demo`]: credentials for the embedded demo estate.
-//! - [`server`]: binds and runs the gRPC and admin listeners.
-//! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
+//! Each module uses only modules listed below it (`tests/api/layering.rs` checks this list).
+//!
+//! - [`cli`]: `serve`, `validate`, `check`, `test`, `fmt`, `call`, `bench`, `demo-credentials`.
+//! - [`server`]: binds and runs the listeners.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`grpc`]: tonic server assembly and the ext_authz translation layer.
-//! - [`authz`]: the pipeline and its protobuf-free input.
-//! - [`identity`]: certificates, SPIFFE IDs, XFCC, JWTs, JWKS, certificate binding.
-//! - [`mapping`]: path normalisation, routes, Cedar context.
-//! - [`policy`]: Cedar schema/policies/entities and evaluation.
-//! - [`policytest`], [`lint`], [`diagnostic`]: the policy authors' toolchain.
-//! - [`cache`]: bounded generation-tagged caches.
+//! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
+//! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
+//! - [`lint`], [`diagnostic`]: the policy authors' checks and their `file:line` reports.
+//! - [`config`]: TOML → validated settings and a [`snapshot::Snapshot`].
+//! - [`authz`]: the [`authz::Authorizer`] and its caches.
+//! - [`audit`]: one JSON record per decision, written off the request path.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
-//! - [`metrics`], [`audit`], [`admin`], [`telemetry`]: observability.
+//! - [`snapshot`]: everything one decision reads, swapped atomically.
+//! - [`policy`]: Cedar schema/policies/entities and evaluation.
+//! - [`mapping`]: path normalisation, routes, Cedar context.
+//! - [`demo`]: credentials for the embedded demo estate.
+//! - [`identity`]: certificates, SPIFFE IDs, XFCC, JWTs, JWKS, certificate binding.
 //! - [`loadgen`]: the load generator behind `tollgate bench`.
+//! - [`telemetry`]: structured logging setup.
+//! - [`metrics`]: metric names and verbs.
+//! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.
+//! - [`request`]: [`request::CheckInput`], the protobuf-free request every front door builds.
 
 #![forbid(unsafe_code)]
 
@@ -55,6 +63,7 @@ pub mod metrics;
 pub mod policy;
 pub mod policytest;
 pub mod reload;
+pub mod request;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;

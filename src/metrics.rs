@@ -4,33 +4,32 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
-use crate::verdict::Verdict;
+use crate::cache::Lookup;
 
 /// Handle for recording Tollgate's metrics (a zero-sized facade over the `metrics` recorder).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics;
 
 impl Metrics {
-    /// One decision and its latency.
-    pub fn decision(&self, verdict: &Verdict, elapsed: Duration) {
-        let (decision, reason) = match verdict.reason() {
+    /// One decision and its latency; `reason` is the deny's reason code, `None` for an allow.
+    pub fn decision(&self, reason: Option<&'static str>, elapsed: Duration) {
+        let (decision, reason) = match reason {
             None => ("allow", "allowed"),
-            Some(code) => ("deny", code.as_str()),
+            Some(code) => ("deny", code),
         };
         counter!("tollgate_decisions_total", "decision" => decision, "reason" => reason)
             .increment(1);
         histogram!("tollgate_check_duration_seconds").record(elapsed.as_secs_f64());
     }
 
-    /// A cache lookup.
-    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
+    /// A cache lookup, and the entries a miss's insert dropped to make room.
+    pub fn cache_used(&self, cache: &'static str, lookup: Lookup) {
+        let result = if lookup.hit { "hit" } else { "miss" };
         counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => result).increment(1);
-    }
-
-    /// A full cache dropped `count` entries to make room.
-    pub fn cache_evicted(&self, cache: &'static str, count: usize) {
-        counter!("tollgate_cache_evictions_total", "cache" => cache).increment(count as u64);
+        if lookup.evicted > 0 {
+            counter!("tollgate_cache_evictions_total", "cache" => cache)
+                .increment(lookup.evicted as u64);
+        }
     }
 
     /// An audit record was dropped because the writer fell behind.

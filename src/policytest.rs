@@ -12,15 +12,13 @@ use std::sync::Arc;
 use rustls_pki_types::UnixTime;
 use serde::Deserialize;
 
-use crate::authz::{self, input::CheckInput};
-use crate::cache::Caches;
+use crate::authz::Authorizer;
 use crate::identity::cert::WorkloadName;
 use crate::identity::spiffe::SpiffeId;
 use crate::identity::token::VerifiedToken;
 use crate::identity::{AccessMode, Caller, Workload};
-use crate::metrics::Metrics;
 use crate::policy::decide_raw;
-use crate::snapshot::Snapshot;
+use crate::request::CheckInput;
 
 /// One test file.
 #[derive(Debug, Deserialize)]
@@ -195,8 +193,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Runs one case against `snapshot`; `Err` when the case itself is malformed.
-pub fn run_case(snapshot: &Snapshot, case: &TestCase) -> Result<CaseOutcome, String> {
+/// Runs one case with `authorizer` (the pipeline `serve` uses); `Err` when the case itself is
+/// malformed.
+pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome, String> {
+    let snapshot = authorizer.snapshot();
     let (allowed, reason, determining) = match (&case.cedar, &case.caller, &case.request) {
         (Some(cedar), None, None) => {
             let decision = decide_raw(
@@ -223,9 +223,7 @@ pub fn run_case(snapshot: &Snapshot, case: &TestCase) -> Result<CaseOutcome, Str
                 source_ip: request.source_ip,
                 ..CheckInput::default()
             };
-            let caches = Caches::new(0, 0, Metrics);
-            let verdict =
-                authz::decide_for(snapshot, &caches, caller, &input, UnixTime::now(), None);
+            let verdict = authorizer.decide_as(&snapshot, caller, &input, UnixTime::now(), None);
             let reason = verdict
                 .reason()
                 .map_or("allowed", |r| r.as_str())

@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin;
 use crate::audit::AuditLog;
-use crate::cache::Caches;
+use crate::authz::{Authorizer, Caches};
 use crate::config::{Config, ConfigSource};
 use crate::grpc::{self, CheckService, Limits};
 use crate::metrics::Metrics;
@@ -79,11 +79,7 @@ pub async fn start(
     let metrics = Metrics;
     metrics.snapshot_loaded(snapshot.generation, snapshot.policies.policy_count());
     let snapshots = Arc::new(SnapshotHandle::new(snapshot));
-    let caches = Arc::new(Caches::new(
-        settings.cache_max_entries,
-        settings.cache_ttl_seconds,
-        metrics.clone(),
-    ));
+    let caches = Caches::new(settings.cache_max_entries, settings.cache_ttl_seconds);
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -102,7 +98,8 @@ pub async fn start(
     };
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
-    let service = CheckService::new(snapshots.clone(), caches, metrics, audit);
+    let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
+    let service = CheckService::new(authorizer);
     let limits = Limits {
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,

@@ -11,7 +11,7 @@ use crate::identity::token::TokenError;
 use crate::mapping::MappingError;
 use crate::policy::DecideError;
 
-/// The outcome of one check; `authz::check` always produces one.
+/// The outcome of one check; the `Authorizer` always produces one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Unique id, echoed to the upstream and in deny bodies and audit records.

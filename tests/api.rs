@@ -26,6 +26,8 @@ mod deploy;
 mod envoy;
 #[path = "api/garbage.rs"]
 mod garbage;
+#[path = "api/layering.rs"]
+mod layering;
 #[path = "api/policytest.rs"]
 mod policytest;
 #[path = "api/reload.rs"]

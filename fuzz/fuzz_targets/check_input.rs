@@ -3,17 +3,22 @@
 //! that verify (the fuzzer cannot forge a signature, so an allow is a bug).
 #![no_main]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use rustls_pki_types::UnixTime;
-use tollgate::cache::Caches;
+use tollgate::audit::AuditLog;
+use tollgate::authz::{Authorizer, Caches};
 use tollgate::config::{Config, ConfigSource};
+use tollgate::snapshot::SnapshotHandle;
 
-static DEMO: LazyLock<(Config, Caches)> = LazyLock::new(|| {
+static DEMO: LazyLock<Authorizer> = LazyLock::new(|| {
     let config = Config::load(&ConfigSource::Embedded, 1).expect("embedded config loads");
-    (config, Caches::new(1024, 300, tollgate::metrics::Metrics))
+    Authorizer::new(
+        Arc::new(SnapshotHandle::new(config.snapshot)),
+        Caches::new(1024, 300),
+        AuditLog::disabled(),
+    )
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -22,9 +27,8 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let (config, caches) = &*DEMO;
     if let Ok(input) = tollgate::grpc::check::input_from_proto(request) {
-        let verdict = tollgate::authz::check(&config.snapshot, caches, &input, UnixTime::now());
+        let verdict = DEMO.check(&input).verdict;
         assert!(!verdict.is_allowed(), "allowed without verifiable credentials: {input:?}");
     }
 });

@@ -1,20 +1,29 @@
-//! The decision pipeline as straight-line stages:
-//! `identity::verify → mapping::map → decision cache → policy::decide → Verdict`.
-//! It cannot fail: every error becomes a deny with a reason code.
+//! The decision core every front door shares: [`Authorizer`]. A front door only translates
+//! (wire → [`CheckInput`], [`Verdict`] → wire); deciding, metrics, the audit record and the
+//! log line happen here, once.
+//!
+//! The pipeline is straight-line stages,
+//! `identity::verify → mapping::map → decision cache → policy::decide → Verdict`, and cannot
+//! fail: every error becomes a deny with a reason code. It can be entered after identity (a
+//! caller described by facts, for `tollgate test`) and after mapping (a Cedar query given
+//! directly, for an AuthZEN-style API).
 
-pub mod input;
+pub mod caches;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::UnixTime;
 
-use crate::cache::Caches;
+use crate::audit::AuditLog;
 use crate::identity::{self, Caller};
 use crate::mapping::{self, Query};
+use crate::metrics::Metrics;
 use crate::policy::{self, Decision};
-use crate::snapshot::Snapshot;
-use crate::verdict::{ReasonCode, Verdict};
-use input::CheckInput;
+use crate::request::CheckInput;
+use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::verdict::{Outcome, ReasonCode, Verdict};
+pub use caches::Caches;
 
 /// What `explain` shows besides the verdict: how far the request got, and as what.
 #[derive(Debug, Default)]
@@ -25,79 +34,161 @@ pub struct Trace {
     pub query: Option<Query>,
 }
 
-/// Decides one request against one snapshot.
-pub fn check(snapshot: &Snapshot, caches: &Caches, input: &CheckInput, now: UnixTime) -> Verdict {
-    run(snapshot, caches, input, now, None)
+/// One recorded decision, with the snapshot it was made against (its response settings shape
+/// the answer on the wire).
+#[derive(Debug)]
+pub struct Decided {
+    /// The decision.
+    pub verdict: Verdict,
+    /// The snapshot in force for this request.
+    pub snapshot: Arc<Snapshot>,
+    /// Time spent deciding.
+    pub elapsed: Duration,
 }
 
-/// [`check`], also returning the intermediate stages (for `check --explain`).
-pub fn explain(
-    snapshot: &Snapshot,
-    caches: &Caches,
-    input: &CheckInput,
-    now: UnixTime,
-) -> (Verdict, Trace) {
-    let mut trace = Trace::default();
-    let verdict = run(snapshot, caches, input, now, Some(&mut trace));
-    (verdict, trace)
+/// Decides requests against the current snapshot, with the caches, and records each decision
+/// (metrics, audit, log).
+#[derive(Debug)]
+pub struct Authorizer {
+    snapshots: Arc<SnapshotHandle>,
+    caches: Caches,
+    audit: AuditLog,
 }
 
-fn run(
-    snapshot: &Snapshot,
-    caches: &Caches,
-    input: &CheckInput,
-    now: UnixTime,
-    mut trace: Option<&mut Trace>,
-) -> Verdict {
-    let generation = snapshot.generation;
-    let caller = match identity::verify(&snapshot.identity, caches, generation, input, now) {
-        Ok(caller) => caller,
-        Err(e) => return Verdict::deny((&e).into(), e.to_string()),
-    };
-    if let Some(trace) = trace.as_deref_mut() {
-        trace.caller = Some(caller.clone());
-    }
-    decide_for(snapshot, caches, caller, input, now, trace)
-}
-
-/// The pipeline after identity: mapping, decision cache, Cedar. `tollgate test` enters here
-/// with a caller described by facts instead of credentials.
-pub fn decide_for(
-    snapshot: &Snapshot,
-    caches: &Caches,
-    caller: Caller,
-    input: &CheckInput,
-    now: UnixTime,
-    trace: Option<&mut Trace>,
-) -> Verdict {
-    let generation = snapshot.generation;
-    let query = match mapping::map(&snapshot.routes, &caller, input) {
-        Ok(query) => query,
-        Err(e) => {
-            return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
+impl Authorizer {
+    /// An authorizer for a server: live snapshots, shared caches, an audit log.
+    pub fn new(snapshots: Arc<SnapshotHandle>, caches: Caches, audit: AuditLog) -> Self {
+        Self {
+            snapshots,
+            caches,
+            audit,
         }
-    };
-    if let Some(trace) = trace {
-        trace.query = Some(query.clone());
     }
-    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let key = caches.query_digest(&query);
-    let decision = match caches.decisions.get(&key, generation, now_secs) {
-        Some(hit) => hit,
-        None => match policy::decide(&snapshot.policies, &query) {
-            Ok(decision) => {
-                let decision = Arc::new(decision);
-                caches
-                    .decisions
-                    .insert(key, decision.clone(), generation, now_secs, i64::MAX);
-                decision
-            }
+
+    /// An authorizer for a one-shot tool (`check`, `test`): one snapshot, nothing cached, no
+    /// audit.
+    pub fn offline(snapshot: Snapshot) -> Self {
+        Self::new(
+            Arc::new(SnapshotHandle::new(snapshot)),
+            Caches::disabled(),
+            AuditLog::disabled(),
+        )
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.load()
+    }
+
+    /// The live snapshots (for the reloader and `/readyz`).
+    pub fn snapshots(&self) -> &Arc<SnapshotHandle> {
+        &self.snapshots
+    }
+
+    /// Decides `input` now and records the decision: the entry of every front door.
+    pub fn check(&self, input: &CheckInput) -> Decided {
+        let started = Instant::now();
+        let snapshot = self.snapshots.load();
+        let verdict = self.decide(&snapshot, input, UnixTime::now(), None);
+        self.record(verdict, Some(input), snapshot, started)
+    }
+
+    /// Records a deny for a request a front door could not translate (`reason` says why).
+    pub fn refuse(&self, reason: ReasonCode, message: String) -> Decided {
+        let started = Instant::now();
+        let snapshot = self.snapshots.load();
+        self.record(Verdict::deny(reason, message), None, snapshot, started)
+    }
+
+    fn record(
+        &self,
+        verdict: Verdict,
+        input: Option<&CheckInput>,
+        snapshot: Arc<Snapshot>,
+        started: Instant,
+    ) -> Decided {
+        let elapsed = started.elapsed();
+        Metrics.decision(verdict.reason().map(ReasonCode::as_str), elapsed);
+        self.audit.record(&verdict, input, elapsed);
+        log(&verdict, elapsed);
+        Decided {
+            verdict,
+            snapshot,
+            elapsed,
+        }
+    }
+
+    /// The whole pipeline against `snapshot` at `now`, without recording (benchmarks and
+    /// `check --explain`, which passes a `trace`).
+    pub fn decide(
+        &self,
+        snapshot: &Snapshot,
+        input: &CheckInput,
+        now: UnixTime,
+        trace: Option<&mut Trace>,
+    ) -> Verdict {
+        let caller = match identity::verify(
+            &snapshot.identity,
+            &self.caches.identity,
+            snapshot.generation,
+            input,
+            now,
+        ) {
+            Ok(caller) => caller,
+            Err(e) => return Verdict::deny((&e).into(), e.to_string()),
+        };
+        self.decide_as(snapshot, caller, input, now, trace)
+    }
+
+    /// The pipeline after identity: mapping, decision cache, Cedar. `tollgate test` enters here
+    /// with a caller described by facts instead of credentials.
+    pub fn decide_as(
+        &self,
+        snapshot: &Snapshot,
+        caller: Caller,
+        input: &CheckInput,
+        now: UnixTime,
+        mut trace: Option<&mut Trace>,
+    ) -> Verdict {
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.caller = Some(caller.clone());
+        }
+        let query = match mapping::map(&snapshot.routes, &caller, input) {
+            Ok(query) => query,
             Err(e) => {
                 return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
             }
-        },
-    };
-    verdict(caller.principal, &query, &decision)
+        };
+        if let Some(trace) = trace {
+            trace.query = Some(query.clone());
+        }
+        self.decide_query(snapshot, caller.principal, &query, now)
+    }
+
+    /// The pipeline after mapping: decision cache and Cedar, for a Cedar query given directly
+    /// (principal, action, resource, context), as an AuthZEN-style API supplies it.
+    pub fn decide_query(
+        &self,
+        snapshot: &Snapshot,
+        principal: String,
+        query: &Query,
+        now: UnixTime,
+    ) -> Verdict {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let decided = self.caches.decisions.get_or_try_insert(
+            self.caches.query_digest(query),
+            snapshot.generation,
+            now_secs,
+            || policy::decide(&snapshot.policies, query).map(|d| (Arc::new(d), i64::MAX)),
+        );
+        match decided {
+            Ok((decision, lookup)) => {
+                Metrics.cache_used("decision", lookup);
+                verdict(principal, query, &decision)
+            }
+            Err(e) => with_principal(Verdict::deny((&e).into(), e.to_string()), principal),
+        }
+    }
 }
 
 fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
@@ -124,4 +215,29 @@ fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
 fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {
     verdict.principal = Some(principal);
     verdict
+}
+
+/// One structured line per decision: denies at `info` (an operator's first question is "why was
+/// this denied?"), allows at `debug` (the volume of a healthy system).
+fn log(verdict: &Verdict, elapsed: Duration) {
+    let principal = verdict.principal.as_deref().unwrap_or("");
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    match &verdict.outcome {
+        Outcome::Allow => tracing::debug!(
+            decision.id = %verdict.decision_id,
+            principal.id = principal,
+            policy.ids = ?verdict.determining,
+            elapsed_us = micros,
+            "request allowed"
+        ),
+        Outcome::Deny(denial) => tracing::info!(
+            decision.id = %verdict.decision_id,
+            principal.id = principal,
+            reason = denial.reason.as_str(),
+            detail = %denial.message,
+            policy.ids = ?verdict.determining,
+            elapsed_us = micros,
+            "request denied"
+        ),
+    }
 }

@@ -1,7 +1,6 @@
 //! `tollgate call METHOD PATH`: sends one Check to a running server the way Envoy does
 //! (URL-encoded client certificate in `source.certificate`, headers lower-cased).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -9,6 +8,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 
 use crate::loadgen::envoy_request;
+use crate::request::CheckInput;
 
 use super::Exit;
 
@@ -112,21 +112,22 @@ fn build(args: &CallArgs) -> Result<CheckRequest, String> {
         (None, Some(path)) => Some(read(path)?.trim().to_owned()),
         (None, None) => None,
     };
-    let mut headers = HashMap::new();
+    // Headers as every front door reads them: names folded, repeats joined.
+    let mut input = CheckInput::default();
     for h in &args.headers {
         let (k, v) = h
             .split_once(':')
             .ok_or_else(|| format!("header `{h}` must be `name: value`"))?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        input.insert_header(k.trim(), v.trim());
     }
     if let Some(token) = token {
-        headers.insert("authorization".into(), format!("Bearer {token}"));
+        input.insert_header("authorization", format!("Bearer {token}"));
     }
     Ok(envoy_request(
         &args.method,
         &args.path,
         &args.host,
-        headers,
+        input.headers,
         certificate.as_deref(),
         &args.source_ip,
     ))

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use rustls_pki_types::UnixTime;
 
-use crate::authz::{self, Trace, input::CheckInput};
-use crate::cache::Caches;
+use crate::authz::{Authorizer, Trace};
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
+use crate::request::CheckInput;
 use crate::verdict::{Outcome, ReasonCode, Verdict};
 
 use super::{ConfigArg, Exit};
@@ -54,12 +53,14 @@ pub(super) fn run(args: CheckArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let caches = Caches::new(0, 0, Metrics);
-    let (verdict, trace) = authz::explain(&config.snapshot, &caches, &input, UnixTime::now());
+    let authorizer = Authorizer::offline(config.snapshot);
+    let snapshot = authorizer.snapshot();
+    let mut trace = Trace::default();
+    let verdict = authorizer.decide(&snapshot, &input, UnixTime::now(), Some(&mut trace));
     if args.explain {
         print_trace(&trace);
     }
-    print_verdict(&verdict, &config.snapshot.policies);
+    print_verdict(&verdict, &snapshot.policies);
     if args.explain {
         print_why(&verdict, &trace);
     }

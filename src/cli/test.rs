@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use quick_junit::{NonSuccessKind, Report, TestCase as JunitCase, TestCaseStatus, TestSuite};
 
+use crate::authz::Authorizer;
 use crate::config::{Config, ConfigSource};
 use crate::policytest::{self, CaseOutcome};
 
@@ -41,7 +42,7 @@ pub(super) fn run(args: TestArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let mut configs: BTreeMap<String, Config> = BTreeMap::new();
+    let mut configs: BTreeMap<String, Authorizer> = BTreeMap::new();
     let mut report = Report::new("tollgate policy tests");
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures = Vec::new();
@@ -63,7 +64,7 @@ pub(super) fn run(args: TestArgs) -> Exit {
         if !configs.contains_key(&key) {
             match Config::load(&source, 1) {
                 Ok(config) => {
-                    configs.insert(key.clone(), config);
+                    configs.insert(key.clone(), Authorizer::offline(config.snapshot));
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -71,12 +72,12 @@ pub(super) fn run(args: TestArgs) -> Exit {
                 }
             }
         }
-        let Some(config) = configs.get(&key) else {
+        let Some(authorizer) = configs.get(&key) else {
             return Exit::Error;
         };
         all_policies.extend(
-            config
-                .snapshot
+            authorizer
+                .snapshot()
                 .policies
                 .policies()
                 .map(|p| p.id().to_string()),
@@ -88,7 +89,7 @@ pub(super) fn run(args: TestArgs) -> Exit {
         );
         let mut suite = TestSuite::new(file.display().to_string());
         for case in &tests.cases {
-            let status = match policytest::run_case(&config.snapshot, case) {
+            let status = match policytest::run_case(authorizer, case) {
                 Ok(CaseOutcome {
                     passed: true,
                     determining,

@@ -1,10 +1,8 @@
 //! `envoy.service.auth.v3.Authorization/Check`: the only code that sees Envoy's protobuf.
 //! It translates `CheckRequest` → `CheckInput` and `Verdict` → `CheckResponse`, nothing else.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
@@ -15,13 +13,10 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
-use rustls_pki_types::UnixTime;
 
-use crate::audit::AuditLog;
-use crate::authz::{self, input::CheckInput};
-use crate::cache::Caches;
-use crate::metrics::Metrics;
-use crate::snapshot::{ResponseSettings, SnapshotHandle};
+use crate::authz::Authorizer;
+use crate::request::CheckInput;
+use crate::snapshot::ResponseSettings;
 use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
 
 /// Prefix of headers Tollgate owns; client-sent ones never reach the upstream.
@@ -32,26 +27,13 @@ const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
 /// The ext_authz service.
 #[derive(Debug, Clone)]
 pub struct CheckService {
-    snapshots: Arc<SnapshotHandle>,
-    caches: Arc<Caches>,
-    metrics: Metrics,
-    audit: AuditLog,
+    authorizer: Arc<Authorizer>,
 }
 
 impl CheckService {
-    /// A service deciding with the current snapshot of `snapshots`.
-    pub fn new(
-        snapshots: Arc<SnapshotHandle>,
-        caches: Arc<Caches>,
-        metrics: Metrics,
-        audit: AuditLog,
-    ) -> Self {
-        Self {
-            snapshots,
-            caches,
-            metrics,
-            audit,
-        }
+    /// A service deciding with `authorizer`.
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        Self { authorizer }
     }
 }
 
@@ -61,26 +43,22 @@ impl Authorization for CheckService {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let started = Instant::now();
-        let snapshot = self.snapshots.load();
-        let input = input_from_proto(request.into_inner());
-        let verdict = match &input {
-            Ok(input) => authz::check(&snapshot, &self.caches, input, UnixTime::now()),
-            Err(message) => Verdict::deny(ReasonCode::MalformedRequest, message.clone()),
+        let (decided, own_headers) = match input_from_proto(request.into_inner()) {
+            Ok(input) => {
+                let decided = self.authorizer.check(&input);
+                let own = client_owned_headers(&input, &decided.snapshot.response);
+                (decided, own)
+            }
+            Err(message) => (
+                self.authorizer
+                    .refuse(ReasonCode::MalformedRequest, message),
+                Vec::new(),
+            ),
         };
-        let elapsed = started.elapsed();
-        let input = input.ok();
-        let own_headers = input
-            .as_ref()
-            .map(|input| client_owned_headers(input, &snapshot.response))
-            .unwrap_or_default();
-        self.metrics.decision(&verdict, elapsed);
-        self.audit.record(&verdict, input.as_ref(), elapsed);
-        log(&verdict, elapsed);
         Ok(tonic::Response::new(to_proto(
-            &verdict,
+            &decided.verdict,
             own_headers,
-            &snapshot.response,
+            &decided.snapshot.response,
         )))
     }
 }
@@ -123,44 +101,25 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
             .collect::<Result<_, String>>()?,
         _ => headers.into_iter().collect(),
     };
-    let mut headers = HashMap::with_capacity(pairs.len());
-    for (key, value) in pairs {
-        insert_header(&mut headers, key, value);
-    }
-    // An IPv4-mapped IPv6 source (`::ffff:10.0.0.1`, from a dual-stack listener) is the IPv4
-    // address, so an IPv4 range condition cannot be dodged by the listener's address family.
-    let source_ip = address.and_then(|a| a.address).and_then(|a| match a {
-        address::Address::SocketAddress(sa) => sa
-            .address
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| ip.to_canonical()),
-        _ => None,
-    });
-    Ok(CheckInput {
+    let mut input = CheckInput {
         method,
         path,
         host,
-        headers,
-        source_ip,
+        headers: std::collections::HashMap::with_capacity(pairs.len()),
+        source_ip: None,
         certificate,
         principal,
-    })
-}
-
-/// Header names are case-insensitive; repeated headers join with `,` (RFC 9110 §5.3).
-fn insert_header(map: &mut HashMap<String, String>, key: String, value: String) {
-    let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
-        key.to_ascii_lowercase()
-    } else {
-        key
     };
-    map.entry(key)
-        .and_modify(|existing| {
-            existing.push(',');
-            existing.push_str(&value);
-        })
-        .or_insert(value);
+    for (key, value) in pairs {
+        input.insert_header(key, value);
+    }
+    if let Some(ip) = address.and_then(|a| a.address).and_then(|a| match a {
+        address::Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
+        _ => None,
+    }) {
+        input.set_source_ip(ip);
+    }
+    Ok(input)
 }
 
 /// Headers a client sent under any spelling of Tollgate's own: `x-tollgate-*` and the
@@ -275,29 +234,6 @@ fn header(key: &str, value: String) -> HeaderValueOption {
         }),
         append_action: OVERWRITE_IF_EXISTS_OR_ADD,
         ..Default::default()
-    }
-}
-
-fn log(verdict: &Verdict, elapsed: std::time::Duration) {
-    let principal = verdict.principal.as_deref().unwrap_or("");
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match &verdict.outcome {
-        Outcome::Allow => tracing::debug!(
-            decision.id = %verdict.decision_id,
-            principal.id = principal,
-            policy.ids = ?verdict.determining,
-            elapsed_us = micros,
-            "request allowed"
-        ),
-        Outcome::Deny(denial) => tracing::info!(
-            decision.id = %verdict.decision_id,
-            principal.id = principal,
-            reason = denial.reason.as_str(),
-            detail = %denial.message,
-            policy.ids = ?verdict.determining,
-            elapsed_us = micros,
-            "request denied"
-        ),
     }
 }
 

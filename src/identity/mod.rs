@@ -14,8 +14,9 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use rustls_pki_types::UnixTime;
 
-use crate::authz::input::CheckInput;
-use crate::cache::{Caches, Digest};
+use crate::cache::TtlCache;
+use crate::metrics::Metrics;
+use crate::request::CheckInput;
 use cert::{CertError, TrustStore, VerifiedCert, WorkloadName};
 use spiffe::SpiffeId;
 use token::{Issuers, TokenError, VerifiedToken};
@@ -131,10 +132,32 @@ pub enum IdentityError {
     NoClient,
 }
 
+/// SHA-256 of a raw credential: a collision-resistant key, so a cached result can never be
+/// reached with a different credential.
+pub type Digest = [u8; 32];
+
+/// Verified credentials by digest, so a repeated caller costs a hash lookup.
+#[derive(Debug)]
+pub struct IdentityCaches {
+    certs: TtlCache<Digest, Arc<VerifiedCert>>,
+    tokens: TtlCache<Digest, Arc<VerifiedToken>>,
+}
+
+impl IdentityCaches {
+    /// Caches holding at most `capacity` entries each, for at most `ttl_seconds` (and never
+    /// past the credential's own expiry).
+    pub fn new(capacity: usize, ttl_seconds: i64) -> Self {
+        Self {
+            certs: TtlCache::new(capacity, ttl_seconds),
+            tokens: TtlCache::new(capacity, ttl_seconds),
+        }
+    }
+}
+
 /// Verifies the caller's credentials, consulting the caches first.
 pub fn verify(
     identity: &Identity,
-    caches: &Caches,
+    caches: &IdentityCaches,
     generation: u64,
     input: &CheckInput,
     now: UnixTime,
@@ -147,21 +170,18 @@ pub fn verify(
     };
     let token = match bearer(input)? {
         Some(raw) => {
-            let key = sha256(raw.as_bytes());
-            match caches.tokens.get(&key, generation, now_secs) {
-                Some(hit) => Some(hit),
-                None => {
-                    let verified = Arc::new(identity.issuers.verify(raw)?);
-                    caches.tokens.insert(
-                        key,
-                        verified.clone(),
-                        generation,
-                        now_secs,
-                        verified.expires_at,
-                    );
-                    Some(verified)
-                }
-            }
+            let (verified, lookup) = caches.tokens.get_or_try_insert(
+                sha256(raw.as_bytes()),
+                generation,
+                now_secs,
+                || {
+                    let verified = identity.issuers.verify(raw)?;
+                    let expires_at = verified.expires_at;
+                    Ok::<_, IdentityError>((Arc::new(verified), expires_at))
+                },
+            )?;
+            Metrics.cache_used("token", lookup);
+            Some(verified)
         }
         None => None,
     };
@@ -195,7 +215,7 @@ pub fn verify(
 
 fn certificate(
     identity: &Identity,
-    caches: &Caches,
+    caches: &IdentityCaches,
     generation: u64,
     input: &CheckInput,
     now: UnixTime,
@@ -204,21 +224,17 @@ fn certificate(
         return Ok(None);
     }
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let key = sha256(input.certificate.as_bytes());
-    let verified: Arc<VerifiedCert> = match caches.certs.get(&key, generation, now_secs) {
-        Some(hit) => hit,
-        None => {
-            let verified = Arc::new(identity.trust.verify_forwarded(&input.certificate, now)?);
-            caches.certs.insert(
-                key,
-                verified.clone(),
-                generation,
-                now_secs,
-                verified.not_after,
-            );
-            verified
-        }
-    };
+    let (verified, lookup) = caches.certs.get_or_try_insert(
+        sha256(input.certificate.as_bytes()),
+        generation,
+        now_secs,
+        || {
+            let verified = identity.trust.verify_forwarded(&input.certificate, now)?;
+            let not_after = verified.not_after;
+            Ok::<_, IdentityError>((Arc::new(verified), not_after))
+        },
+    )?;
+    Metrics.cache_used("certificate", lookup);
     Ok(Some(Workload {
         name: verified.name.clone(),
         thumbprint: Some(verified.thumbprint),

@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use crate::authz::input::CheckInput;
 use crate::identity::cert::WorkloadName;
 use crate::identity::{AccessMode, Caller};
+use crate::request::CheckInput;
 
 /// Context facts, in Tollgate's own hashable form; `policy::decide` turns them into a Cedar
 /// record matching the schema's `RequestContext`.

@@ -7,8 +7,8 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use crate::authz::input::CheckInput;
 use crate::identity::Caller;
+use crate::request::CheckInput;
 pub use context::ContextFacts;
 use routes::Routes;
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::server::MANIFEST;
+use crate::support::server::{MANIFEST, Req};
 use crate::support::{World, free_port};
 
 fn tollgate(args: &[&str]) -> Output {
@@ -69,6 +69,51 @@ async fn check_prints_decision_and_uses_exit_codes() {
     let out = check_as(Some(&config), &file, &cert.pem, &token, "/orders/1");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("decision: allow"));
+}
+
+/// `check` and the gRPC front door decide through the same `Authorizer`, and a request file's
+/// header names are read case-insensitively, as Envoy's are (a file's `"Authorization"` used
+/// to carry no token).
+#[tokio::test]
+async fn a_request_file_with_mixed_case_headers_is_decided_as_over_grpc() {
+    let w = World::new().await;
+    let config = w.server.config_path.display().to_string();
+    let file = w.server.dir.path().join("request.json");
+    let file_arg = file.display().to_string();
+    for (app, path) in [("payments", "/orders/1"), ("legacy-reporting", "/orders/1")] {
+        let cert = w.ca.app(app);
+        let token = w.issuer.app(app, "orders.read");
+        let bearer = format!("Bearer {}", token.trim());
+        let request = serde_json::json!({
+            "method": "GET", "path": path, "certificate": cert.pem,
+            "headers": {"Authorization": bearer, "X-Request-Id": "1"},
+        });
+        std::fs::write(&file, request.to_string()).unwrap();
+        let out = tollgate(&["check", "-c", &config, "-r", &file_arg]);
+        let text = stdout(&out);
+        let over_grpc = w
+            .server
+            .check(
+                Req::get(path)
+                    .cert(&cert.pem)
+                    .header("Authorization", &bearer)
+                    .build(),
+            )
+            .await;
+        let grpc_reason = over_grpc.body["reason"].as_str().unwrap_or("allowed");
+        if grpc_reason == "allowed" {
+            assert!(text.contains("decision: allow"), "{app}: {text}");
+        } else {
+            assert!(
+                text.contains(&format!("reason: {grpc_reason}")),
+                "{app}: {text}"
+            );
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(if grpc_reason == "allowed" { 0 } else { 2 })
+        );
+    }
 }
 
 #[tokio::test]

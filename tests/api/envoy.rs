@@ -4,11 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rustls_pki_types::UnixTime;
-use tollgate::cache::Caches;
-use tollgate::config::{Config, ConfigSource};
-use tollgate::metrics::Metrics;
-
 use crate::support::World;
 use crate::support::envoy::{Client, Envoy, HttpAnswer, Upstream, envoy_bin};
 use crate::support::free_port;
@@ -302,8 +297,7 @@ async fn path_tricks_get_the_decision_of_the_path_the_upstream_receives() {
             "/users/bob/orders/7",
         ),
     ];
-    let config = Config::load(&ConfigSource::File(fp.w.server.config_path.clone()), 1).unwrap();
-    let caches = Caches::new(0, 0, Metrics);
+    let authorizer = crate::support::authorizer(&fp.w.server.config_path, 0);
     let cert = fp.w.ca.app("payments");
     let mut hits = 0;
     for (path, status, expect) in cases {
@@ -320,8 +314,7 @@ async fn path_tricks_get_the_decision_of_the_path_the_upstream_receives() {
                     .build(),
             )
             .unwrap();
-            let verdict =
-                tollgate::authz::check(&config.snapshot, &caches, &direct, UnixTime::now());
+            let verdict = authorizer.check(&direct).verdict;
             assert!(
                 verdict.is_allowed(),
                 "{path}: direct check on the upstream path denied"

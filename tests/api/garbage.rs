@@ -8,17 +8,12 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use rustls_pki_types::UnixTime;
-use tollgate::authz;
-use tollgate::cache::Caches;
-use tollgate::config::{Config, ConfigSource};
 use tollgate::grpc::check::input_from_proto;
 use tollgate::mapping::path::normalize;
-use tollgate::metrics::Metrics;
 
-use crate::support::World;
 use crate::support::pki::TRUST_DOMAIN;
 use crate::support::server::Req;
+use crate::support::{World, authorizer};
 
 fn garbage_request() -> impl Strategy<Value = CheckRequest> {
     let text = "\\PC{0,40}";
@@ -67,8 +62,7 @@ fn garbage_request() -> impl Strategy<Value = CheckRequest> {
 #[tokio::test]
 async fn random_requests_are_denied_in_process_and_over_grpc() {
     let w = World::new().await;
-    let config = Config::load(&ConfigSource::File(w.server.config_path.clone()), 1).unwrap();
-    let caches = Caches::new(1000, 60, Metrics);
+    let authorizer = authorizer(&w.server.config_path, 1000);
     let mut runner = TestRunner::default();
     let strategy = garbage_request();
     for i in 0..2000 {
@@ -78,7 +72,7 @@ async fn random_requests_are_denied_in_process_and_over_grpc() {
             assert_ne!(answer.grpc_code, 0, "allowed over gRPC: {request:?}");
         }
         if let Ok(input) = input_from_proto(request.clone()) {
-            let verdict = authz::check(&config.snapshot, &caches, &input, UnixTime::now());
+            let verdict = authorizer.check(&input).verdict;
             assert!(!verdict.is_allowed(), "allowed: {request:?}");
         }
     }
@@ -94,8 +88,7 @@ async fn random_requests_are_denied_in_process_and_over_grpc() {
 #[tokio::test]
 async fn valid_credentials_with_random_paths_only_reach_matching_routes() {
     let w = World::new().await;
-    let config = Config::load(&ConfigSource::File(w.server.config_path.clone()), 1).unwrap();
-    let caches = Caches::new(1000, 60, Metrics);
+    let authorizer = authorizer(&w.server.config_path, 1000);
     let cert = w.ca.app("payments");
     let token = w.issuer.app("payments", "orders.read");
     let certificate =
@@ -111,14 +104,14 @@ async fn valid_credentials_with_random_paths_only_reach_matching_routes() {
         let (method, path) = strategy.new_tree(&mut runner).unwrap().current();
         let mut headers = HashMap::new();
         headers.insert("authorization".to_owned(), format!("Bearer {token}"));
-        let input = authz::input::CheckInput {
+        let input = tollgate::request::CheckInput {
             method: method.to_owned(),
             path: path.clone(),
             headers,
             certificate: certificate.clone(),
             ..Default::default()
         };
-        let verdict = authz::check(&config.snapshot, &caches, &input, UnixTime::now());
+        let verdict = authorizer.check(&input).verdict;
         if verdict.is_allowed() {
             allowed += 1;
             let segments = normalize(&path).unwrap().segments;
@@ -130,17 +123,14 @@ async fn valid_credentials_with_random_paths_only_reach_matching_routes() {
         }
     }
     // Sanity: the generator does reach the allowed route sometimes.
-    let verdict = authz::check(
-        &config.snapshot,
-        &caches,
-        &authz::input::CheckInput {
+    let verdict = authorizer
+        .check(&tollgate::request::CheckInput {
             method: "GET".into(),
             path: "/./orders//x/".into(),
             headers: HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]),
             certificate,
             ..Default::default()
-        },
-        UnixTime::now(),
-    );
+        })
+        .verdict;
     assert!(verdict.is_allowed() || allowed > 0);
 }

@@ -22,6 +22,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The decision core for the config at `path`, outside any server: caches holding up to
+/// `cache_entries` each (0: none), no audit.
+pub fn authorizer(path: &std::path::Path, cache_entries: usize) -> tollgate::authz::Authorizer {
+    let source = tollgate::config::ConfigSource::File(path.to_owned());
+    let config = tollgate::config::Config::load(&source, 1).unwrap();
+    tollgate::authz::Authorizer::new(
+        std::sync::Arc::new(tollgate::snapshot::SnapshotHandle::new(config.snapshot)),
+        tollgate::authz::Caches::new(cache_entries, 60),
+        tollgate::audit::AuditLog::disabled(),
+    )
+}
+
 /// One HTTP/1.1 GET over plain TCP; the whole response (status line, headers, body).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};

@@ -1,0 +1,116 @@
+//! The pipeline's caches: verified credentials (owned by `identity`) and decisions, keyed by a
+//! keyed digest of the Cedar query.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use siphasher::sip128::{Hasher128, SipHasher24};
+
+use crate::cache::TtlCache;
+use crate::identity::IdentityCaches;
+use crate::mapping::Query;
+use crate::policy::Decision;
+
+/// A keyed 128-bit digest of a Cedar query. SipHash-2-4 is a PRF: without the per-process
+/// key, a caller cannot craft two queries with the same digest, and accidental collisions
+/// need ~2^64 distinct queries. A decision entry costs a few hundred bytes instead of the ~2 KB
+/// the whole query (context strings included) took as the key.
+pub type QueryDigest = u128;
+
+/// The three hot-path caches.
+#[derive(Debug)]
+pub struct Caches {
+    /// Verified client certificates and bearer tokens.
+    pub identity: IdentityCaches,
+    /// Policy decisions, by [`Caches::query_digest`].
+    pub decisions: TtlCache<QueryDigest, Arc<Decision>>,
+    /// The secret key of [`Caches::query_digest`].
+    query_key: (u64, u64),
+}
+
+impl Caches {
+    /// Caches holding at most `capacity` entries each, for at most `ttl_seconds`.
+    pub fn new(capacity: usize, ttl_seconds: i64) -> Self {
+        Self {
+            identity: IdentityCaches::new(capacity, ttl_seconds),
+            decisions: TtlCache::new(capacity, ttl_seconds),
+            query_key: random_key(),
+        }
+    }
+
+    /// Caches that hold nothing: every request is decided from scratch (`tollgate check`).
+    pub fn disabled() -> Self {
+        Self::new(0, 0)
+    }
+
+    /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
+    /// (strings end in 0xFF, which UTF-8 never contains; sequences and options are prefixed).
+    pub fn query_digest(&self, query: &Query) -> QueryDigest {
+        let mut hasher = SipHasher24::new_with_keys(self.query_key.0, self.query_key.1);
+        query.hash(&mut hasher);
+        hasher.finish128().as_u128()
+    }
+}
+
+/// 128 bits from the operating system's CSPRNG. Should it ever fail, a key from the standard
+/// library's randomly seeded hasher (itself seeded from the OS) keeps digests unpredictable.
+fn random_key() -> (u64, u64) {
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    if aws_lc_rs::rand::fill(&mut a)
+        .and(aws_lc_rs::rand::fill(&mut b))
+        .is_err()
+    {
+        let state = std::collections::hash_map::RandomState::new();
+        let half = |i: u64| {
+            let mut h = std::hash::BuildHasher::build_hasher(&state);
+            h.write_u64(i);
+            h.finish()
+        };
+        return (half(0), half(1));
+    }
+    (u64::from_ne_bytes(a), u64::from_ne_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query() -> Query {
+        use crate::identity::AccessMode;
+        use crate::mapping::Resource;
+        use crate::mapping::context::{ContextFacts, RequestFacts};
+        Query {
+            principal: "orders".into(),
+            action: "read".into(),
+            resource: Resource {
+                type_name: "Order".into(),
+                id: "1".into(),
+                attrs: Vec::new(),
+            },
+            context: ContextFacts {
+                access_mode: AccessMode::AppOnly,
+                user: None,
+                certificate: None,
+                token: None,
+                request: RequestFacts {
+                    method: "GET".into(),
+                    path: "/orders/1".into(),
+                    host: "shop".into(),
+                    source_ip: None,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn query_digests_are_keyed_and_distinguish_queries() {
+        let a = Caches::new(1, 1);
+        let b = Caches::new(1, 1);
+        let q = query();
+        let mut other = q.clone();
+        other.principal.push('x');
+        assert_eq!(a.query_digest(&q), a.query_digest(&q.clone()));
+        assert_ne!(a.query_digest(&q), a.query_digest(&other));
+        assert_ne!(a.query_digest(&q), b.query_digest(&q), "a per-process key");
+    }
+}
