@@ -19,6 +19,8 @@ struct AdminState {
     /// Reload errors name files and lines: shown only when the listener is on loopback, where
     /// only the node's own processes can read them.
     details: bool,
+    /// Serving the embedded demo estate (no `--config`): said on every `/readyz`.
+    demo: bool,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -26,6 +28,7 @@ pub async fn serve(
     listener: TcpListener,
     prometheus: Option<PrometheusHandle>,
     snapshots: Arc<SnapshotHandle>,
+    demo: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let details = listener.local_addr()?.ip().is_loopback();
@@ -37,6 +40,7 @@ pub async fn serve(
             prometheus,
             snapshots,
             details,
+            demo,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -60,6 +64,12 @@ async fn ready(State(state): State<AdminState>) -> String {
         snapshot.generation,
         snapshot.policies.policy_count()
     );
+    if state.demo {
+        body.push_str(
+            "demo: true (the embedded demo estate, whose test credentials anyone can mint; \
+             pass --config for your own)\n",
+        );
+    }
     if let Some(error) = state.snapshots.last_reload_error() {
         body.push_str("last reload failed; serving the previous configuration");
         if state.details {

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use envoy_types::pb::google::rpc;
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
@@ -238,24 +236,6 @@ fn record(
         Err(_) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// A Check service that allows everything without looking: the floor a real decision is
-/// measured against (served by the same `grpc::serve` assembly as Tollgate).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NullCheck;
-
-#[tonic::async_trait]
-impl Authorization for NullCheck {
-    async fn check(
-        &self,
-        _request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(rpc::Status::default()),
-            ..CheckResponse::default()
-        }))
     }
 }
 

@@ -76,6 +76,13 @@ pub async fn start(
         snapshot,
         watched,
     } = config;
+    let demo = matches!(source, ConfigSource::Embedded);
+    if demo {
+        tracing::warn!(
+            "serving the embedded DEMO estate: anyone can mint credentials it accepts \
+             (`tollgate demo-credentials`); never use it beyond a laptop. Pass --config FILE"
+        );
+    }
     let metrics = Metrics;
     metrics.snapshot_loaded(snapshot.generation, snapshot.policies.policy_count());
     let snapshots = Arc::new(SnapshotHandle::new(snapshot));
@@ -140,7 +147,7 @@ pub async fn start(
         let shutdown = until_stopped(stopped.clone());
         let snapshots = snapshots.clone();
         tasks.push(tokio::spawn(async move {
-            admin::serve(listener, prometheus, snapshots, shutdown)
+            admin::serve(listener, prometheus, snapshots, demo, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }));

@@ -1,6 +1,7 @@
 //! `tollgate bench`: drive a running Tollgate with a mix of demo callers and routes, and report
-//! throughput and latency percentiles; `--baseline` measures a do-nothing Check server with the
-//! same settings in the same run, so every report carries its floor.
+//! throughput and latency percentiles; `--baseline` first measures the do-nothing Check server
+//! (`tollgate-floor`, its own process and binary) in the same run, so every report carries its
+//! floor.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,8 +11,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
 use crate::demo::{DemoRequest, mint};
-use crate::grpc::{self, Limits};
-use crate::loadgen::{self, LoadReport, Mode, NullCheck, Target, envoy_request};
+use crate::loadgen::{self, LoadReport, Mode, Target, envoy_request};
 
 use super::Exit;
 
@@ -42,13 +42,10 @@ pub struct BenchArgs {
     /// Unmeasured seconds first.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Also measure a do-nothing Check server (same tonic settings) in this process first.
+    /// First measure the do-nothing Check server (`tollgate-floor`, found next to this
+    /// executable and started as its own process) with the same load.
     #[arg(long)]
     baseline: bool,
-    /// Instead of measuring, serve the do-nothing Check server on this address until killed,
-    /// so the floor can run as its own process, exactly like `tollgate serve`.
-    #[arg(long, value_name = "ADDR", conflicts_with_all = ["baseline", "distinct", "rate"])]
-    serve_null: Option<std::net::SocketAddr>,
     /// A flood, to check that the server's memory stays bounded: `orders` gives every request
     /// a new order id (a new decision-cache key); `callers` mints every request a new
     /// certificate and a token for a new user (new keys in all three caches, and full
@@ -76,24 +73,6 @@ pub(super) fn run(args: BenchArgs) -> Exit {
     })
 }
 
-/// Serves [`NullCheck`] through the same assembly as Tollgate until the process is stopped.
-async fn serve_null(addr: std::net::SocketAddr) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    println!("do-nothing Check server on {addr}");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    grpc::serve(
-        incoming,
-        NullCheck,
-        null_limits(),
-        None,
-        std::future::pending(),
-    )
-    .await
-    .map_err(|e| e.to_string())
-}
-
 /// What `--distinct` makes new in every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Flood {
@@ -103,18 +82,7 @@ enum Flood {
     Callers,
 }
 
-/// Tollgate's default limits, so the baseline is served exactly like `serve`.
-fn null_limits() -> Limits {
-    Limits {
-        request_timeout: Duration::from_secs(1),
-        max_concurrent_requests: 4096,
-    }
-}
-
 async fn bench(args: BenchArgs) -> Result<(), String> {
-    if let Some(addr) = args.serve_null {
-        return serve_null(addr).await;
-    }
     let mix = mix()?;
     let kinds = mix.len();
     let template = mix.first().cloned().ok_or("empty mix")?;
@@ -139,22 +107,10 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     println!("mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {what}");
 
     let floor = if args.baseline {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let limits = null_limits();
-        let server = tokio::spawn(grpc::serve(incoming, NullCheck, limits, None, async {
-            let _ = stopped.await;
-        }));
-        let channel = loadgen::connect(&Target::Tcp(format!("http://{addr}"))).await?;
+        let floor = Floor::start()?;
+        let channel = loadgen::connect(&Target::Tcp(format!("http://{}", floor.addr))).await?;
         let report = loadgen::run(channel, mode, requests.clone(), warmup, duration).await?;
         println!("baseline (do-nothing Check): {}", report.summary());
-        let _ = stop.send(());
-        let _ = server.await;
         Some(report)
     } else {
         None
@@ -177,6 +133,53 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A running `tollgate-floor`, stopped on drop.
+struct Floor {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Floor {
+    /// Starts the floor binary that sits next to this executable on a free loopback port.
+    fn start() -> Result<Self, String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable: {e}"))?
+            .with_file_name("tollgate-floor");
+        let mut child = std::process::Command::new(&exe)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "--baseline needs {}: {e} (build it with `cargo build --release --bins`)",
+                    exe.display()
+                )
+            })?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        match line.trim().strip_prefix("listening on ") {
+            Some(addr) => Ok(Self {
+                addr: addr.to_owned(),
+                child,
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("{} did not start", exe.display()))
+            }
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn print_ratio(report: &LoadReport, floor: &LoadReport) {

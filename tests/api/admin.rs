@@ -45,7 +45,27 @@ async fn admin_endpoints_answer() {
     assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
     assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
     assert!(readyz.contains("generation=1 policies=8"), "{readyz}");
+    assert!(!readyz.contains("demo: true"), "{readyz}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
+
+/// The embedded demo estate accepts credentials anyone can mint: `/readyz` says so.
+#[tokio::test]
+async fn readyz_says_when_the_demo_estate_is_serving() {
+    use tollgate::config::{Config, ConfigSource};
+    let mut config = Config::load(&ConfigSource::Embedded, 1).unwrap();
+    config.settings.listen = "127.0.0.1:0".parse().unwrap();
+    config.settings.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let running = tollgate::server::start(ConfigSource::Embedded, config, None)
+        .await
+        .unwrap();
+    let admin = running.admin_addr.unwrap();
+    let readyz = tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
+        .await
+        .unwrap();
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(readyz.contains("\ndemo: true ("), "{readyz}");
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -390,8 +390,8 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
 
     // The do-nothing floor as its own process, measured like Tollgate.
     let null_port = free_port();
-    let mut null = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["bench", "--serve-null", &format!("127.0.0.1:{null_port}")])
+    let mut null = Command::new(env!("CARGO_BIN_EXE_tollgate-floor"))
+        .arg(format!("127.0.0.1:{null_port}"))
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
