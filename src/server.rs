@@ -14,7 +14,7 @@ use crate::admin;
 use crate::audit::AuditLog;
 use crate::authz::{Authorizer, Caches};
 use crate::config::{Config, ConfigSource};
-use crate::grpc::{self, CheckService, Limits};
+use crate::grpc::{self, Admission, CheckService};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
 use crate::snapshot::SnapshotHandle;
@@ -31,7 +31,8 @@ pub struct Running {
     /// Requests a reload (the `serve` command wires `SIGHUP` to it).
     pub reload: ReloadTrigger,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<(), String>>>,
+    /// Every background task, by name; any ending before a shutdown stops them all.
+    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
 }
 
 /// Why the server could not start.
@@ -98,7 +99,7 @@ pub async fn start(
             let (log, writer) = AuditLog::start(target, settings.audit_queue, metrics.clone())
                 .await
                 .map_err(|e| ServeError::Audit(format!("{target:?}: {e}")))?;
-            tasks.push(writer);
+            tasks.push(("audit writer", writer));
             log
         }
         None => AuditLog::disabled(),
@@ -106,39 +107,47 @@ pub async fn start(
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
     let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
-    let service = CheckService::new(authorizer);
-    let limits = Limits {
-        request_timeout: settings.request_timeout,
-        max_concurrent_requests: settings.max_concurrent_requests,
-    };
+    let service = CheckService::new(authorizer.clone());
+    // One admission for every listener: the limit is the process's, not each socket's.
+    let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
+        .recorded_by(authorizer);
     if let Some(path) = &settings.unix_socket {
         let listener = bind_unix(path)?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let shutdown = until_stopped(stopped.clone());
-        let service = service.clone();
-        tasks.push(tokio::spawn(async move {
-            grpc::serve(incoming, service, limits, None, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        let (service, admission) = (service.clone(), admission.clone());
+        tasks.push((
+            "unix socket listener",
+            tokio::spawn(async move {
+                grpc::serve(incoming, service, &admission, None, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
     }
-    tasks.push(tokio::spawn({
-        let shutdown = until_stopped(stopped.clone());
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        let tls = settings.tls.clone();
-        async move {
-            grpc::serve(incoming, service, limits, tls.as_ref(), shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }));
+    tasks.push((
+        "grpc listener",
+        tokio::spawn({
+            let shutdown = until_stopped(stopped.clone());
+            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let tls = settings.tls.clone();
+            async move {
+                grpc::serve(incoming, service, &admission, tls.as_ref(), shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }),
+    ));
 
     if let Some(handle) = prometheus.clone() {
         let shutdown = until_stopped(stopped.clone());
-        tasks.push(tokio::spawn(async move {
-            crate::metrics::upkeep(handle, shutdown).await;
-            Ok(())
-        }));
+        tasks.push((
+            "metrics upkeep",
+            tokio::spawn(async move {
+                crate::metrics::upkeep(handle, shutdown).await;
+                Ok(())
+            }),
+        ));
     }
     let mut admin_addr = None;
     if let Some(addr) = settings.admin_listen {
@@ -146,11 +155,14 @@ pub async fn start(
         admin_addr = Some(local_addr(&listener, addr)?);
         let shutdown = until_stopped(stopped.clone());
         let snapshots = snapshots.clone();
-        tasks.push(tokio::spawn(async move {
-            admin::serve(listener, prometheus, snapshots, demo, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        }));
+        tasks.push((
+            "admin listener",
+            tokio::spawn(async move {
+                admin::serve(listener, prometheus, snapshots, demo, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
     }
     let (reload, reloader) = reload::start(
         source,
@@ -161,7 +173,7 @@ pub async fn start(
         stopped.clone(),
     )
     .map_err(|e| ServeError::Watch(e.to_string()))?;
-    tasks.push(reloader);
+    tasks.push(("reloader", reloader));
     tracing::info!(
         grpc.addr = %grpc_addr,
         grpc.tls = settings.tls.is_some(),
@@ -186,22 +198,47 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until every listener has stopped (after a shutdown, or a listener failure).
+    /// Waits until every task has stopped. A task that ends before a shutdown was asked for
+    /// (a listener that failed, or one that simply stopped) stops the whole process: a sidecar
+    /// half of whose listeners are gone must not look alive.
     pub async fn wait(self) -> Result<(), ServeError> {
-        for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(ServeError::Listener(e)),
-                Err(e) => return Err(ServeError::Listener(e.to_string())),
-            }
-        }
-        Ok(())
+        supervise(self.tasks, &self.stop).await
     }
 
     /// A handle that triggers shutdown from elsewhere (e.g. a signal handler).
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
     }
+}
+
+/// Waits for every task; the first to end before `stop` was set sets it (stopping the rest)
+/// and is the error returned.
+async fn supervise(
+    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    stop: &watch::Sender<bool>,
+) -> Result<(), ServeError> {
+    let mut running = tokio::task::JoinSet::new();
+    for (name, task) in tasks {
+        running.spawn(async move { (name, task.await) });
+    }
+    let mut failure = None;
+    while let Some(joined) = running.join_next().await {
+        let (name, ended) = match joined {
+            Ok((name, Ok(ended))) => (name, ended),
+            Ok((name, Err(panicked))) => (name, Err(panicked.to_string())),
+            Err(join) => ("task", Err(join.to_string())),
+        };
+        let stopping = *stop.borrow();
+        let why = match ended {
+            Ok(()) if stopping => continue,
+            Ok(()) => "stopped unexpectedly".to_owned(),
+            Err(error) => error,
+        };
+        tracing::error!(task = name, error = %why, "a server task ended; stopping");
+        let _ = stop.send(true);
+        failure.get_or_insert(ServeError::Listener(format!("{name}: {why}")));
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -229,4 +266,53 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
     listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_ending_early_stops_the_others_and_is_the_error() {
+        let (stop, stopped) = watch::channel(false);
+        let listener = |mut stopped: watch::Receiver<bool>| {
+            tokio::spawn(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+                Ok(())
+            })
+        };
+        let tasks = vec![
+            ("grpc listener", listener(stopped.clone())),
+            (
+                "unix socket listener",
+                tokio::spawn(async { Err("accept failed".to_owned()) }),
+            ),
+            ("admin listener", listener(stopped.clone())),
+        ];
+        let error = supervise(tasks, &stop).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "listener failed: unix socket listener: accept failed"
+        );
+        assert!(*stop.borrow(), "the others were told to stop");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_just_stops_is_a_failure_too() {
+        let (stop, _stopped) = watch::channel(false);
+        let tasks = vec![("admin listener", tokio::spawn(async { Ok(()) }))];
+        let error = supervise(tasks, &stop).await.unwrap_err();
+        assert!(
+            error.to_string().contains("stopped unexpectedly"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_not_a_failure() {
+        let (stop, _stopped) = watch::channel(false);
+        let _ = stop.send(true);
+        let tasks = vec![("grpc listener", tokio::spawn(async { Ok(()) }))];
+        assert!(supervise(tasks, &stop).await.is_ok());
+    }
 }

@@ -44,9 +44,10 @@ pub struct Denial {
     pub message: String,
 }
 
-/// Every reason a request is denied. Closed on purpose: adding one is an API change, and the
-/// exhaustive matches below make the compiler ask for its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Every reason a request is denied. Closed on purpose: adding one is an API change, the
+/// exhaustive matches below make the compiler ask for its name and status, and [`Self::ALL`]
+/// is derived, so docs and metrics cannot miss one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum ReasonCode {
     /// No certificate and no token.
     NoCredentials,
@@ -114,6 +115,11 @@ pub enum ReasonCode {
     PolicyDenied,
     /// Anything unexpected; fail closed.
     InternalError,
+    /// Shed: the process already has `server.max_concurrent_requests` Checks in flight (Envoy
+    /// gets a gRPC error and denies).
+    Overloaded,
+    /// No answer within `server.request_timeout_ms` (Envoy gets a gRPC error and denies).
+    Timeout,
 }
 
 /// Decision ids: a per-process random prefix and a counter; unique without a syscall per
@@ -190,42 +196,8 @@ impl Verdict {
 // === impl ReasonCode ===
 
 impl ReasonCode {
-    /// Every code, for docs and tests.
-    pub const ALL: [ReasonCode; 33] = [
-        Self::NoCredentials,
-        Self::WorkloadRequired,
-        Self::TokenRequired,
-        Self::CertMalformed,
-        Self::CertUntrusted,
-        Self::CertExpired,
-        Self::CertNotYetValid,
-        Self::CertUsage,
-        Self::CertWeakKey,
-        Self::CertNotSvid,
-        Self::CertInvalidCa,
-        Self::SpiffeIdMissing,
-        Self::SpiffeIdInvalid,
-        Self::TrustDomainNotAllowed,
-        Self::XfccInvalid,
-        Self::PeerPrincipalInvalid,
-        Self::TokenMalformed,
-        Self::TokenAlgorithm,
-        Self::TokenIssuer,
-        Self::TokenUnknownKey,
-        Self::TokenSignature,
-        Self::TokenExpired,
-        Self::TokenNotYetValid,
-        Self::TokenAudience,
-        Self::TokenClaims,
-        Self::TokenNoClient,
-        Self::TokenBindingRequired,
-        Self::TokenBindingMismatch,
-        Self::TokenBindingUnsupported,
-        Self::MalformedRequest,
-        Self::NoRoute,
-        Self::PolicyDenied,
-        Self::InternalError,
-    ];
+    /// Every code, in declaration order (derived).
+    pub const ALL: &'static [ReasonCode] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The wire name, e.g. `token_expired`.
     pub fn as_str(self) -> &'static str {
@@ -263,6 +235,8 @@ impl ReasonCode {
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
             Self::InternalError => "internal_error",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
         }
     }
 
@@ -300,7 +274,7 @@ impl ReasonCode {
             | Self::TokenBindingUnsupported => FailureClass::BadToken,
             Self::MalformedRequest => FailureClass::Malformed,
             Self::NoRoute | Self::PolicyDenied => FailureClass::Forbidden,
-            Self::InternalError => FailureClass::Internal,
+            Self::InternalError | Self::Overloaded | Self::Timeout => FailureClass::Internal,
         }
     }
 
@@ -454,6 +428,19 @@ impl fmt::Display for DecisionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_lists_every_code() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("codes are a closed set:")
+            .nth(1)
+            .expect("README has the reason-code table");
+        for code in ReasonCode::ALL {
+            let name = format!("`{}`", code.as_str());
+            assert!(table.contains(&name), "README lacks {name}");
+        }
+    }
 
     #[test]
     fn codes_are_unique_and_snake_case() {

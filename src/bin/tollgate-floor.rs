@@ -12,7 +12,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
-use tollgate::grpc::{self, Limits};
+use tollgate::grpc::{self, Admission};
 
 /// Allows everything, reads nothing.
 #[derive(Debug, Clone, Copy)]
@@ -68,11 +68,14 @@ async fn serve(addr: SocketAddr) -> Result<(), String> {
     println!("listening on {bound}");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     // `tollgate serve`'s defaults (`[server] request_timeout_ms`, `max_concurrent_requests`).
-    let limits = Limits {
-        request_timeout: Duration::from_secs(1),
-        max_concurrent_requests: 4096,
-    };
-    grpc::serve(incoming, NullCheck, limits, None, std::future::pending())
-        .await
-        .map_err(|e| e.to_string())
+    let admission = Admission::new(4096, Duration::from_secs(1));
+    grpc::serve(
+        incoming,
+        NullCheck,
+        &admission,
+        None,
+        std::future::pending(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

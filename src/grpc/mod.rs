@@ -1,11 +1,10 @@
-//! gRPC server assembly: the ext_authz service and `grpc.health.v1`, with the cross-cutting
-//! limits applied once as tower layers (deadline, global concurrency cap with load shedding).
-//! A shed or timed-out Check is an error to Envoy, which denies it (`failure_mode_allow: false`).
+//! gRPC server assembly: the ext_authz service behind [`Admission`] (one process-wide limit
+//! on Checks in flight, a deadline per Check), and `grpc.health.v1`.
 
+pub mod admission;
 pub mod check;
 
 use std::future::Future;
-use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
@@ -15,28 +14,19 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Identity, ServerTlsConfig};
 
+pub use admission::Admission;
 pub use check::CheckService;
 
 use crate::config::ListenerTls;
 
-/// Limits applied to the gRPC listeners.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Per-request deadline.
-    pub request_timeout: Duration,
-    /// Checks in flight at once; more are rejected immediately.
-    pub max_concurrent_requests: usize,
-}
-
-/// Serves ext_authz (`service`: Tollgate's [`CheckService`], or the load generator's do-nothing
-/// baseline, so both run with identical server settings) and health on `incoming` (TCP or Unix
-/// socket connections) until
-/// `shutdown` resolves; with `tls`, every connection must present a client certificate that
-/// chains to `tls.client_ca_pem`.
+/// Serves ext_authz (`service`: Tollgate's [`CheckService`], or the benchmarks' do-nothing
+/// floor, so both run with identical server settings) behind `admission`, and health, on
+/// `incoming` (TCP or Unix socket connections) until `shutdown` resolves; with `tls`, every
+/// connection must present a client certificate that chains to `tls.client_ca_pem`.
 pub async fn serve<S, I, IO, IE>(
     incoming: I,
     service: S,
-    limits: Limits,
+    admission: &Admission,
     tls: Option<&ListenerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
@@ -57,14 +47,8 @@ where
         )?;
     }
     builder
-        .timeout(limits.request_timeout)
-        .layer(
-            tower::ServiceBuilder::new()
-                .load_shed()
-                .concurrency_limit(limits.max_concurrent_requests),
-        )
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(service))
+        .add_service(admission.wrap(AuthorizationServer::new(service)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -1,0 +1,101 @@
+//! Overload is owned: one limit on Checks in flight for the whole process, a deadline per
+//! Check, and every shed and timed-out Check counted, logged and audited with its reason code.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::codegen::http;
+
+use crate::support::server::{Options, Req};
+use crate::support::{World, eventually};
+
+/// A Check that sends its headers and a gRPC frame header, then never the message: it holds
+/// one admission slot until the server's deadline. Returns what keeps the stream open and the
+/// server's eventual answer (its `grpc-status`).
+async fn stalled_check<IO>(io: IO) -> (h2::SendStream<Bytes>, tokio::task::JoinHandle<String>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post("http://tollgate/envoy.service.auth.v3.Authorization/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    // Uncompressed, 100 bytes announced; none follow.
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 100]), false)
+        .unwrap();
+    let answer = tokio::spawn(async move {
+        let response = response.await.unwrap();
+        let status = response.headers().get("grpc-status").cloned();
+        let mut body = response.into_body();
+        while body.data().await.is_some() {}
+        let trailers = body.trailers().await.ok().flatten();
+        status
+            .or_else(|| trailers.and_then(|t| t.get("grpc-status").cloned()))
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    });
+    (body, answer)
+}
+
+fn audit_reasons(w: &World) -> Vec<String> {
+    let text = std::fs::read_to_string(w.server.dir.path().join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| r["reason"].as_str().unwrap_or("allowed").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_limit_for_every_listener_and_each_shed_and_timeout_is_recorded() {
+    let w = World::with(Options {
+        server_extra: "unix_socket = \"tollgate.sock\"\nmax_concurrent_requests = 1\n\
+                       request_timeout_ms = 600"
+            .into(),
+        extra: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    // The only slot is taken over the Unix socket...
+    let socket = tokio::net::UnixStream::connect(w.server.dir.path().join("tollgate.sock"))
+        .await
+        .unwrap();
+    let (_held, stalled) = stalled_check(socket).await;
+    // ...so a complete Check over TCP is shed: the limit is the process's, not the listener's.
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    let request = Req::get("/orders/1").cert(&cert.pem).token(&token).build();
+    let started = std::time::Instant::now();
+    loop {
+        match w.server.client.clone().check(request.clone()).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => break,
+            other => {
+                // Allowed while the stalled Check is still on its way in.
+                assert!(other.is_ok(), "{other:?}");
+                assert!(started.elapsed() < Duration::from_secs(3), "never shed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // The stalled Check ends at its deadline, as DEADLINE_EXCEEDED (4).
+    let answer = tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("the deadline ended the stalled Check")
+        .unwrap();
+    assert_eq!(answer, "4");
+    // Both are in the audit log with their reason codes, and the slot is free again.
+    eventually("shed and timeout audited", || {
+        let reasons = audit_reasons(&w);
+        reasons.iter().any(|r| r == "overloaded") && reasons.iter().any(|r| r == "timeout")
+    })
+    .await;
+    w.server.check(request).await.assert_allowed(&format!(
+        "spiffe://{}/payments",
+        crate::support::pki::TRUST_DOMAIN
+    ));
+}
