@@ -126,16 +126,36 @@ impl AuditLog {
         ))
     }
 
-    /// Queues a record for `verdict`; never blocks.
-    pub fn record(&self, verdict: &Verdict, input: Option<&CheckInput>, elapsed: Duration) {
+    /// Queues a record for `verdict`; never blocks. A full queue drops the record (counted in
+    /// `tollgate_audit_dropped_total`) rather than slow the request.
+    pub fn record(
+        &self,
+        verdict: &Verdict,
+        input: Option<&CheckInput>,
+        elapsed: Duration,
+    ) -> Queued {
         let Some(queue) = &self.queue else {
-            return;
+            return Queued::Disabled;
         };
         let record = AuditRecord::new(verdict, input, elapsed);
         if queue.try_send(record).is_err() {
             self.metrics.audit_dropped();
+            return Queued::Dropped;
         }
+        Queued::Yes
     }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Queued {
+    /// On its way to the writer.
+    Yes,
+    /// Dropped: the writer is behind and the queue full.
+    Dropped,
+    /// Auditing is off.
+    Disabled,
 }
 
 impl AuditRecord {
@@ -209,16 +229,17 @@ mod tests {
             path: "/a".into(),
             ..Default::default()
         };
-        log.record(
+        let first = log.record(
             &Verdict::allow("p".into(), vec![], vec![]),
             Some(&input),
             Duration::from_micros(3),
         );
-        log.record(
+        let second = log.record(
             &Verdict::deny(ReasonCode::NoRoute, "no route"),
             None,
             Duration::ZERO,
         );
+        assert_eq!((first, second), (Queued::Yes, Queued::Yes));
         drop(log);
         writer.await.unwrap().unwrap();
         let text = std::fs::read_to_string(path).unwrap();
@@ -234,14 +255,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_blocking() {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, mut rx) = mpsc::channel(1);
         let log = AuditLog {
             queue: Some(tx),
             metrics: Metrics,
         };
         let verdict = Verdict::deny(ReasonCode::NoRoute, "x");
-        // The receiver never reads: the second record must return at once, dropped.
-        log.record(&verdict, None, Duration::ZERO);
-        log.record(&verdict, None, Duration::ZERO);
+        // Nothing reads: the second record returns at once, dropped, and only the first waits.
+        assert_eq!(log.record(&verdict, None, Duration::ZERO), Queued::Yes);
+        assert_eq!(log.record(&verdict, None, Duration::ZERO), Queued::Dropped);
+        assert_eq!(rx.try_recv().map(|r| r.reason), Ok("no_route"));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            AuditLog::disabled().record(&verdict, None, Duration::ZERO),
+            Queued::Disabled
+        );
     }
 }

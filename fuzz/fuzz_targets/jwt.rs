@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };
-    let verified = DEMO.snapshot.identity.issuers.verify(token);
+    let verified = DEMO
+        .snapshot
+        .identity
+        .issuers
+        .verify(token, rustls_pki_types::UnixTime::now());
     assert!(verified.is_err(), "{verified:?}");
 });

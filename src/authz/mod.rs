@@ -109,7 +109,8 @@ impl Authorizer {
     ) -> Decided {
         let elapsed = started.elapsed();
         Metrics.decision(verdict.reason().map(ReasonCode::as_str), elapsed);
-        self.audit.record(&verdict, input, elapsed);
+        // A dropped record is counted by the audit log itself.
+        let _ = self.audit.record(&verdict, input, elapsed);
         log(&verdict, elapsed);
         Decided {
             verdict,

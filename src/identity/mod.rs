@@ -175,7 +175,7 @@ pub fn verify(
                 generation,
                 now_secs,
                 || {
-                    let verified = identity.issuers.verify(raw)?;
+                    let verified = identity.issuers.verify(raw, now)?;
                     let expires_at = verified.expires_at;
                     Ok::<_, IdentityError>((Arc::new(verified), expires_at))
                 },

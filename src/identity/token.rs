@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
 use super::jwks::KeySet;
@@ -178,8 +179,10 @@ impl Issuer {
                 let mut validation = Validation::new(alg);
                 validation.set_issuer(&[&issuer]);
                 validation.set_audience(&audiences);
-                validation.leeway = leeway_seconds;
-                validation.validate_nbf = true;
+                // Time claims are checked in `facts` against the pipeline's `now`, not the
+                // library's clock, so every decision has one notion of the time.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
                 validation.set_required_spec_claims(&["exp", "iss", "aud"]);
                 (alg, validation)
             })
@@ -230,8 +233,8 @@ impl Issuers {
         self.by_name.is_empty()
     }
 
-    /// Verifies a compact JWS and extracts its facts.
-    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    /// Verifies a compact JWS at `now` and extracts its facts.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed("token too large".into()));
         }
@@ -289,7 +292,11 @@ impl Issuers {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
             .claims;
-        facts(issuer, &claims)
+        facts(
+            issuer,
+            &claims,
+            i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        )
     }
 }
 
@@ -322,7 +329,11 @@ fn from_jwt_error(kind: ErrorKind, alg: &str) -> TokenError {
 }
 
 /// Pulls the policy-relevant facts out of verified claims.
-fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, TokenError> {
+fn facts(
+    issuer: &Issuer,
+    claims: &Map<String, Value>,
+    now: i64,
+) -> Result<VerifiedToken, TokenError> {
     for name in &issuer.required_claims {
         if !claims.contains_key(name) {
             return Err(TokenError::MissingClaim(name.clone()));
@@ -347,7 +358,7 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or_else(|| TokenError::InvalidClaim("exp".into()))?;
-    issued_at(issuer, claims)?;
+    valid_at(issuer, claims, expires_at, now)?;
     let actor = match claims.get("act") {
         None => None,
         Some(Value::Object(act)) => match act.get("sub") {
@@ -394,22 +405,31 @@ fn facts(issuer: &Issuer, claims: &Map<String, Value>) -> Result<VerifiedToken, 
     })
 }
 
-/// `iat` (RFC 7519 §4.1.6) is optional, but when present it must be a time, and not in the
-/// future beyond the leeway: a token "issued" later than now is a clock or forgery problem.
-fn issued_at(issuer: &Issuer, claims: &Map<String, Value>) -> Result<(), TokenError> {
-    let Some(iat) = claims.get("iat") else {
-        return Ok(());
-    };
-    let iat = iat
-        .as_i64()
-        .or_else(|| iat.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-        .ok_or_else(|| TokenError::InvalidClaim("iat".into()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+/// `exp` and `nbf` (RFC 7519 §4.1.4-5) against `now` with the issuer's leeway; `iat` (§4.1.6) is
+/// optional, but when present it must be a time, and not in the future beyond the leeway: a
+/// token "issued" later than now is a clock or forgery problem.
+fn valid_at(
+    issuer: &Issuer,
+    claims: &Map<String, Value>,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), TokenError> {
     let leeway = i64::try_from(issuer.leeway_seconds).unwrap_or(i64::MAX);
-    if iat > now.saturating_add(leeway) {
-        return Err(TokenError::NotYetValid);
+    if expires_at < now.saturating_sub(leeway) {
+        return Err(TokenError::Expired);
+    }
+    let time = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_i64()
+            .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| TokenError::InvalidClaim(name.into())),
+    };
+    for name in ["nbf", "iat"] {
+        if time(name)?.is_some_and(|at| at > now.saturating_add(leeway)) {
+            return Err(TokenError::NotYetValid);
+        }
     }
     Ok(())
 }
@@ -495,6 +515,40 @@ mod tests {
     }
 
     #[test]
+    fn time_claims_are_judged_at_the_pipelines_now() {
+        let issuers = issuer(vec![Algorithm::HS256], Some(b"s3cret"));
+        let token = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":2_000_000_000,
+                "nbf":1_900_000_000,"iat":1_950_000_000,"client_id":"web"}),
+            b"s3cret",
+        );
+        let at = |secs: u64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+        assert!(issuers.verify(&token, at(1_960_000_000)).is_ok());
+        assert_eq!(
+            issuers.verify(&token, at(2_000_000_001)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            issuers.verify(&token, at(1_899_999_999)),
+            Err(TokenError::NotYetValid)
+        );
+        // `iat` in the future of `now`, although `nbf` has passed.
+        assert_eq!(
+            issuers.verify(&token, at(1_920_000_000)),
+            Err(TokenError::NotYetValid)
+        );
+        let bad_nbf = hs256(
+            &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":2_000_000_000,
+                "nbf":"soon"}),
+            b"s3cret",
+        );
+        assert_eq!(
+            issuers.verify(&bad_nbf, at(1_960_000_000)),
+            Err(TokenError::InvalidClaim("nbf".into()))
+        );
+    }
+
+    #[test]
     fn extracts_scopes_client_and_delegation() {
         let issuers = issuer(vec![Algorithm::HS256], Some(b"s3cret"));
         let token = hs256(
@@ -502,7 +556,7 @@ mod tests {
                 "sub":"alice","client_id":"web","scope":"b a a"}),
             b"s3cret",
         );
-        let v = issuers.verify(&token).unwrap();
+        let v = issuers.verify(&token, UnixTime::now()).unwrap();
         assert_eq!(v.scopes, ["a", "b"]);
         assert_eq!(v.client_id.as_deref(), Some("web"));
         assert_eq!(v.user.as_deref(), Some("alice"));
@@ -512,7 +566,7 @@ mod tests {
                 "sub":"web","azp":"web","scp":["x"]}),
             b"s3cret",
         );
-        let v = issuers.verify(&app).unwrap();
+        let v = issuers.verify(&app, UnixTime::now()).unwrap();
         assert_eq!(v.user, None);
         assert_eq!(v.scopes, ["x"]);
     }
@@ -526,7 +580,7 @@ mod tests {
         );
         let issuers = issuer(vec![Algorithm::ES256], None);
         assert_eq!(
-            issuers.verify(&none),
+            issuers.verify(&none, UnixTime::now()),
             Err(TokenError::Algorithm("none".into()))
         );
         let token = hs256(
@@ -534,7 +588,7 @@ mod tests {
             b"k",
         );
         assert_eq!(
-            issuers.verify(&token),
+            issuers.verify(&token, UnixTime::now()),
             Err(TokenError::Algorithm("HS256".into()))
         );
 
@@ -543,23 +597,32 @@ mod tests {
             &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()-60}),
             b"k",
         );
-        assert_eq!(issuers.verify(&expired), Err(TokenError::Expired));
+        assert_eq!(
+            issuers.verify(&expired, UnixTime::now()),
+            Err(TokenError::Expired)
+        );
         let wrong_aud = hs256(
             &serde_json::json!({"iss":"https://issuer.test","aud":"other","exp":now()+60}),
             b"k",
         );
-        assert_eq!(issuers.verify(&wrong_aud), Err(TokenError::Audience));
+        assert_eq!(
+            issuers.verify(&wrong_aud, UnixTime::now()),
+            Err(TokenError::Audience)
+        );
         let bad_sig = hs256(
             &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60}),
             b"other",
         );
-        assert_eq!(issuers.verify(&bad_sig), Err(TokenError::Signature));
+        assert_eq!(
+            issuers.verify(&bad_sig, UnixTime::now()),
+            Err(TokenError::Signature)
+        );
         let bad_scope = hs256(
             &serde_json::json!({"iss":"https://issuer.test","aud":"api","exp":now()+60,"scope":5}),
             b"k",
         );
         assert_eq!(
-            issuers.verify(&bad_scope),
+            issuers.verify(&bad_scope, UnixTime::now()),
             Err(TokenError::InvalidClaim("scope".into()))
         );
         let unknown = hs256(
@@ -567,7 +630,7 @@ mod tests {
             b"k",
         );
         assert_eq!(
-            issuers.verify(&unknown),
+            issuers.verify(&unknown, UnixTime::now()),
             Err(TokenError::Issuer("https://evil.test".into()))
         );
     }
@@ -582,7 +645,10 @@ mod tests {
             b"k",
         );
         assert_eq!(
-            issuers.verify(&token).unwrap().bound_thumbprint,
+            issuers
+                .verify(&token, UnixTime::now())
+                .unwrap()
+                .bound_thumbprint,
             Some([7u8; 32])
         );
         let short = hs256(
@@ -591,7 +657,7 @@ mod tests {
             b"k",
         );
         assert_eq!(
-            issuers.verify(&short),
+            issuers.verify(&short, UnixTime::now()),
             Err(TokenError::InvalidClaim("cnf.x5t#S256".into()))
         );
     }
@@ -600,7 +666,7 @@ mod tests {
         #[test]
         fn garbage_never_verifies(token in "[A-Za-z0-9_.=-]{0,200}") {
             let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));
-            prop_assert!(issuers.verify(&token).is_err());
+            prop_assert!(issuers.verify(&token, UnixTime::now()).is_err());
         }
     }
 }

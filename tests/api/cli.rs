@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::server::{MANIFEST, Req};
-use crate::support::{World, free_port};
+use crate::support::{World, free_port, wait_until};
 
 fn tollgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -469,23 +469,32 @@ fn serve_and_call_end_to_end_with_the_binary() {
         flipped = call("GET", "/orders/1001");
     }
     let flip_took = started.elapsed();
-    // A syntax error leaves that decision in force.
+    // A syntax error is seen and refused (`/readyz` says so), and the decision in force stays.
+    let readyz = || crate::support::http_get(([127, 0, 0, 1], admin).into(), "/readyz");
     std::fs::write(
         policies.join("freeze.cedar"),
         "forbid (principal, action, resource) when {",
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    wait_until("the broken policy file to be refused", || {
+        readyz().contains("last reload failed")
+    });
+    assert!(readyz().contains("freeze.cedar:1"), "{}", readyz());
     let after_broken = call("GET", "/orders/1001");
-    // SIGHUP reloads too: the generation on /readyz moves (the broken file is fixed first).
+    // Fixing it reloads: a new generation is live and the failure is gone.
+    let broken_generation = ready_generation(admin);
     std::fs::remove_file(policies.join("freeze.cedar")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    wait_until("the fixed folder to load", || {
+        ready_generation(admin) > broken_generation
+    });
+    assert!(!readyz().contains("last reload failed"), "{}", readyz());
+    // SIGHUP reloads too: exactly one new generation.
     let before = ready_generation(admin);
     let hup = Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
         .status()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    wait_until("SIGHUP to reload", || ready_generation(admin) > before);
     let after = ready_generation(admin);
     drop(server);
     assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));

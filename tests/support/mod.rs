@@ -58,6 +58,16 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// [`eventually`] for code outside a runtime: polls `done` every 20 ms, failing the test with
+/// `what` after 5 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Blocks until something accepts TCP connections on 127.0.0.1:`port`; fails the test after
 /// 10 s, naming `what` did not start.
 pub fn wait_for_port(port: u16, what: &str) {
