@@ -26,6 +26,15 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
+impl std::fmt::Display for AuditTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// One decision, as written.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct AuditRecord {

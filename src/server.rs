@@ -98,7 +98,7 @@ pub async fn start(
         Some(target) => {
             let (log, writer) = AuditLog::start(target, settings.audit_queue, metrics.clone())
                 .await
-                .map_err(|e| ServeError::Audit(format!("{target:?}: {e}")))?;
+                .map_err(|e| ServeError::Audit(format!("{target}: {e}")))?;
             tasks.push(("audit writer", writer));
             log
         }

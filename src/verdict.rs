@@ -77,10 +77,8 @@ pub enum ReasonCode {
     SpiffeIdInvalid,
     /// The trust domain is not allowed.
     TrustDomainNotAllowed,
-    /// `x-forwarded-client-cert` unusable.
+    /// `x-forwarded-client-cert` does not follow Envoy's grammar.
     XfccInvalid,
-    /// Envoy's peer principal unusable.
-    PeerPrincipalInvalid,
     /// Token or `authorization` header malformed.
     TokenMalformed,
     /// Token algorithm not allowed.
@@ -217,7 +215,6 @@ impl ReasonCode {
             Self::SpiffeIdInvalid => "spiffe_id_invalid",
             Self::TrustDomainNotAllowed => "trust_domain_not_allowed",
             Self::XfccInvalid => "xfcc_invalid",
-            Self::PeerPrincipalInvalid => "peer_principal_invalid",
             Self::TokenMalformed => "token_malformed",
             Self::TokenAlgorithm => "token_algorithm",
             Self::TokenIssuer => "token_issuer",
@@ -257,8 +254,7 @@ impl ReasonCode {
             | Self::SpiffeIdMissing
             | Self::SpiffeIdInvalid
             | Self::TrustDomainNotAllowed
-            | Self::XfccInvalid
-            | Self::PeerPrincipalInvalid => FailureClass::BadCertificate,
+            | Self::XfccInvalid => FailureClass::BadCertificate,
             Self::TokenMalformed
             | Self::TokenAlgorithm
             | Self::TokenIssuer
@@ -339,7 +335,10 @@ impl From<&IdentityError> for ReasonCode {
             IdentityError::Token(e) => e.into(),
             IdentityError::AuthorizationScheme => Self::TokenMalformed,
             IdentityError::Xfcc(_) => Self::XfccInvalid,
-            IdentityError::Principal { .. } => Self::PeerPrincipalInvalid,
+            IdentityError::XfccNoUri => Self::SpiffeIdMissing,
+            IdentityError::XfccUris(_) => Self::CertNotSvid,
+            IdentityError::SpiffeId { .. } => Self::SpiffeIdInvalid,
+            IdentityError::TrustDomainNotAllowed(_) => Self::TrustDomainNotAllowed,
             IdentityError::NoClient => Self::TokenNoClient,
         }
     }
@@ -385,7 +384,7 @@ impl From<&TokenError> for ReasonCode {
 impl From<&MappingError> for ReasonCode {
     fn from(error: &MappingError) -> Self {
         match error {
-            MappingError::Malformed(_) => Self::MalformedRequest,
+            MappingError::Method(_) | MappingError::Path(_) => Self::MalformedRequest,
             MappingError::NoRoute { .. } => Self::NoRoute,
         }
     }

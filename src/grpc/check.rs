@@ -49,9 +49,9 @@ impl Authorization for CheckService {
                 let own = client_owned_headers(&input, &decided.snapshot.response);
                 (decided, own)
             }
-            Err(message) => (
+            Err(error) => (
                 self.authorizer
-                    .refuse(ReasonCode::MalformedRequest, message),
+                    .refuse(ReasonCode::MalformedRequest, error.to_string()),
                 Vec::new(),
             ),
         };
@@ -63,14 +63,25 @@ impl Authorization for CheckService {
     }
 }
 
+/// Why a `CheckRequest` cannot be decided on (`malformed_request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A message Envoy always sends is absent.
+    #[error("the CheckRequest has no `{0}`")]
+    Missing(&'static str),
+    /// A raw header value is not UTF-8.
+    #[error("header `{0}` is not UTF-8")]
+    HeaderNotUtf8(String),
+}
+
 /// Wire → core. Missing pieces are errors, not defaults, so a broken caller is denied.
-pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
+pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, WireError> {
     let CheckRequest { attributes } = request;
     // Destination, context extensions, metadata and TLS session are not used for decisions.
     let AttributeContext {
         source, request, ..
-    } = attributes.ok_or("missing `attributes`")?;
-    let Request { http, .. } = request.ok_or("missing `attributes.request`")?;
+    } = attributes.ok_or(WireError::Missing("attributes"))?;
+    let Request { http, .. } = request.ok_or(WireError::Missing("attributes.request"))?;
     let HttpRequest {
         method,
         headers,
@@ -78,7 +89,7 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
         path,
         host,
         ..
-    } = http.ok_or("missing `attributes.request.http`")?;
+    } = http.ok_or(WireError::Missing("attributes.request.http"))?;
     let Peer {
         address,
         principal,
@@ -95,10 +106,10 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, String> {
                     return Ok((h.key, h.value));
                 }
                 let value = String::from_utf8(h.raw_value)
-                    .map_err(|_| format!("header `{}` is not UTF-8", h.key))?;
+                    .map_err(|_| WireError::HeaderNotUtf8(h.key.clone()))?;
                 Ok((h.key, value))
             })
-            .collect::<Result<_, String>>()?,
+            .collect::<Result<_, WireError>>()?,
         _ => headers.into_iter().collect(),
     };
     let mut input = CheckInput {

@@ -425,10 +425,46 @@ fn from_webpki(error: webpki::Error) -> CertError {
         E::RequiredEkuNotFound => CertError::Usage,
         E::RequiredEkuNotFoundContext(_) => CertError::Usage,
         E::CaUsedAsEndEntity => CertError::NotSvid("leaf is a CA certificate".into()),
-        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::UnsupportedCertVersion => {
-            CertError::Malformed(format!("{error:?}"))
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => {
+            CertError::Malformed("a certificate on the chain is not valid DER".into())
         }
-        other => CertError::Untrusted(format!("{other:?}")),
+        E::UnsupportedCertVersion => {
+            CertError::Malformed("a certificate on the chain is not X.509 v3".into())
+        }
+        other => CertError::Untrusted(untrusted_because(&other).into()),
+    }
+}
+
+/// webpki's errors display as their Rust names; a log reader gets a sentence instead.
+fn untrusted_because(error: &webpki::Error) -> &'static str {
+    use webpki::Error as E;
+    match error {
+        E::UnknownIssuer => {
+            "no chain to a CA of the certificate's trust domain (send the intermediates, or \
+             check the domain's bundle)"
+        }
+        E::InvalidSignatureForPublicKey
+        | E::SignatureAlgorithmMismatch
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a signature on the chain does not verify with an accepted algorithm"
+        }
+        E::EndEntityUsedAsCa => "a certificate that is not a CA signed another",
+        E::PathLenConstraintViolated | E::MaximumPathDepthExceeded => "the chain is too long",
+        E::NameConstraintViolation | E::MalformedNameConstraint => {
+            "the certificate's names break a CA's name constraints"
+        }
+        E::InvalidCertValidity => "a certificate's validity period is inverted",
+        E::UnsupportedCriticalExtension | E::MalformedExtensions | E::ExtensionValueInvalid => {
+            "a certificate has an unsupported or malformed critical extension"
+        }
+        E::CertRevoked | E::CertDistrusted => "a certificate on the chain is revoked",
+        E::MaximumSignatureChecksExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumNameConstraintComparisonsExceeded => {
+            "the chain took too much work to verify (too many candidate intermediates)"
+        }
+        _ => "the certificate chain does not verify",
     }
 }
 

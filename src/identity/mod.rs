@@ -18,7 +18,7 @@ use crate::cache::TtlCache;
 use crate::metrics::Metrics;
 use crate::request::CheckInput;
 use cert::{CertError, TrustStore, VerifiedCert, WorkloadName};
-use spiffe::SpiffeId;
+use spiffe::{SpiffeId, SpiffeIdError};
 use token::{Issuers, TokenError, VerifiedToken};
 
 /// Where the workload identity comes from; a per-listener trust decision (DESIGN §2).
@@ -116,17 +116,28 @@ pub enum IdentityError {
     /// The `authorization` header is not `Bearer <token>`.
     #[error("authorization header is not a bearer token")]
     AuthorizationScheme,
-    /// The XFCC header could not be used.
+    /// The XFCC header does not follow Envoy's grammar.
     #[error("x-forwarded-client-cert is invalid: {0}")]
-    Xfcc(String),
-    /// Envoy's principal is not an acceptable SPIFFE ID.
-    #[error("peer principal `{principal}` is invalid: {reason}")]
-    Principal {
-        /// As Envoy sent it.
-        principal: String,
-        /// What is wrong.
-        reason: String,
+    Xfcc(#[from] xfcc::XfccError),
+    /// The nearest XFCC element has no `URI=`: no SPIFFE ID, as a certificate without a URI SAN.
+    #[error("x-forwarded-client-cert's nearest element names no SPIFFE ID (no `URI=`)")]
+    XfccNoUri,
+    /// The nearest XFCC element has several `URI=`: not an X509-SVID.
+    #[error("x-forwarded-client-cert's nearest element has {0} URIs; an X509-SVID has exactly one")]
+    XfccUris(usize),
+    /// A SPIFFE ID from XFCC or Envoy's peer principal breaks the SPIFFE ID rules.
+    #[error("{from} `{id}` is not a workload SPIFFE ID: {reason}")]
+    SpiffeId {
+        /// Where it came from, as a reader of the log knows it.
+        from: &'static str,
+        /// As sent.
+        id: String,
+        /// The rule it breaks.
+        reason: SpiffeIdError,
     },
+    /// The SPIFFE ID's trust domain is not configured (any source).
+    #[error("trust domain `{0}` is not allowed")]
+    TrustDomainNotAllowed(String),
     /// A token without a workload must name its client.
     #[error("token names no client (client_id/azp) and no certificate identifies the caller")]
     NoClient,
@@ -249,17 +260,13 @@ fn forwarded_certificate(
     let Some(header) = input.header("x-forwarded-client-cert") else {
         return Ok(None);
     };
-    let element = xfcc::parse_last(header).map_err(|e| IdentityError::Xfcc(e.to_string()))?;
+    let element = xfcc::parse_last(header)?;
     let uri = match element.uris.as_slice() {
         [uri] => uri,
-        [] => return Err(IdentityError::Xfcc("nearest element has no URI".into())),
-        _ => {
-            return Err(IdentityError::Xfcc(
-                "nearest element has several URIs".into(),
-            ));
-        }
+        [] => return Err(IdentityError::XfccNoUri),
+        uris => return Err(IdentityError::XfccUris(uris.len())),
     };
-    let id = trusted_spiffe_id(identity, uri).map_err(IdentityError::Xfcc)?;
+    let id = trusted_spiffe_id(identity, uri, "x-forwarded-client-cert URI")?;
     Ok(Some(Workload {
         name: WorkloadName::Spiffe(id),
         thumbprint: element.hash,
@@ -274,12 +281,7 @@ fn envoy_principal(
     if input.principal.is_empty() {
         return Ok(None);
     }
-    let id = trusted_spiffe_id(identity, &input.principal).map_err(|reason| {
-        IdentityError::Principal {
-            principal: input.principal.clone(),
-            reason,
-        }
-    })?;
+    let id = trusted_spiffe_id(identity, &input.principal, "Envoy's peer principal")?;
     Ok(Some(Workload {
         name: WorkloadName::Spiffe(id),
         thumbprint: None,
@@ -287,8 +289,18 @@ fn envoy_principal(
     }))
 }
 
-fn trusted_spiffe_id(identity: &Identity, uri: &str) -> Result<SpiffeId, String> {
-    let id = SpiffeId::parse_workload(uri).map_err(|e| format!("`{uri}`: {e}"))?;
+/// A workload SPIFFE ID in an allowed trust domain, from a source other than a certificate
+/// (whose checks, with the same outcomes, are in `cert`).
+fn trusted_spiffe_id(
+    identity: &Identity,
+    uri: &str,
+    from: &'static str,
+) -> Result<SpiffeId, IdentityError> {
+    let id = SpiffeId::parse_workload(uri).map_err(|reason| IdentityError::SpiffeId {
+        from,
+        id: uri.to_owned(),
+        reason,
+    })?;
     if identity
         .trust_domains
         .iter()
@@ -296,9 +308,8 @@ fn trusted_spiffe_id(identity: &Identity, uri: &str) -> Result<SpiffeId, String>
     {
         Ok(id)
     } else {
-        Err(format!(
-            "trust domain `{}` is not allowed",
-            id.trust_domain()
+        Err(IdentityError::TrustDomainNotAllowed(
+            id.trust_domain().to_owned(),
         ))
     }
 }

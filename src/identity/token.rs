@@ -324,7 +324,12 @@ fn from_jwt_error(kind: ErrorKind, alg: &str) -> TokenError {
         | ErrorKind::InvalidEddsaKey
         | ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidKeyFormat => TokenError::Signature,
-        other => TokenError::Malformed(format!("{other:?}")),
+        ErrorKind::InvalidToken => TokenError::Malformed("not a compact JWS".into()),
+        ErrorKind::Base64(_) => TokenError::Malformed("a part is not base64url".into()),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            TokenError::Malformed("the header or claims are not a JSON object".into())
+        }
+        _ => TokenError::Malformed("the token could not be decoded".into()),
     }
 }
 

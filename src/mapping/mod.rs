@@ -63,9 +63,12 @@ impl std::fmt::Display for AttrValue {
 /// Why a request could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    /// The request line is unusable (bad path encoding, empty method).
+    /// The method is not an HTTP token.
+    #[error("malformed request: method `{0}` is not a token")]
+    Method(String),
+    /// The path cannot be matched safely.
     #[error("malformed request: {0}")]
-    Malformed(String),
+    Path(#[from] path::PathError),
     /// No route matches and no fallback is configured.
     #[error("no route for `{method} {path}`")]
     NoRoute {
@@ -79,12 +82,11 @@ pub enum MappingError {
 /// Maps a verified caller's request to a Cedar query.
 pub fn map(routes: &Routes, caller: &Caller, input: &CheckInput) -> Result<Query, MappingError> {
     if input.method.is_empty() || !input.method.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(MappingError::Malformed(format!(
-            "method `{}` is not a token",
-            input.method.escape_debug()
-        )));
+        return Err(MappingError::Method(
+            input.method.escape_debug().to_string(),
+        ));
     }
-    let path = path::normalize(&input.path).map_err(MappingError::Malformed)?;
+    let path = path::normalize(&input.path)?;
     let Some((action, resource)) = routes.resolve(&input.host, &input.method, &path) else {
         return Err(MappingError::NoRoute {
             method: input.method.clone(),

@@ -4,6 +4,43 @@
 /// Longest request target accepted.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
+/// Why a request target is refused (all `malformed_request`: Tollgate will not guess what the
+/// upstream would make of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Longer than [`MAX_PATH_BYTES`].
+    #[error("path longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    /// Not origin-form.
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    /// `%` not followed by two hex digits.
+    #[error("bad percent-encoding in segment `{0}`")]
+    BadEscape(String),
+    /// `%2F` or `%5C`: a separator the upstream may or may not decode.
+    #[error("encoded `/` or `\\` in path")]
+    EncodedSeparator,
+    /// A literal `\`, which some servers read as `/`.
+    #[error("`\\` in path")]
+    Backslash,
+    /// A control character.
+    #[error("control character in path")]
+    Control,
+    /// The decoded bytes are not UTF-8.
+    #[error("path is not UTF-8")]
+    NotUtf8,
+    /// `;`, literal or encoded: Java servers strip `;params` from a segment, so `..;` is a dot
+    /// segment there.
+    #[error("`;` in path: servers disagree on path parameters")]
+    Semicolon,
+    /// A `%` left after decoding: a second decode would change the path.
+    #[error("`%` left after decoding: the path is encoded twice")]
+    DoubleEncoded,
+    /// Three or more dots, which some servers treat as `..`.
+    #[error("a segment of only dots")]
+    Dots,
+}
+
 /// A normalised path: percent-decoded segments with `.`/`..` resolved and empty segments gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
@@ -34,25 +71,25 @@ impl NormalizedPath {
 /// strip `;params` from a segment, so `..;` is a dot segment there), a `%` left after decoding
 /// (a double-encoded path that a second decode would change), and segments of three or more
 /// dots (some servers treat them as `..`).
-pub fn normalize(target: &str) -> Result<NormalizedPath, String> {
+pub fn normalize(target: &str) -> Result<NormalizedPath, PathError> {
     if target.len() > MAX_PATH_BYTES {
-        return Err("path too long".into());
+        return Err(PathError::TooLong);
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
-        return Err("path must start with `/`".into());
+        return Err(PathError::NotAbsolute);
     }
     let mut segments: Vec<String> = Vec::new();
     for raw in path.split('/') {
         let segment = decode_segment(raw)?;
         if segment.contains(';') {
-            return Err("`;` in path: servers disagree on path parameters".into());
+            return Err(PathError::Semicolon);
         }
         if segment.contains('%') {
-            return Err("`%` left after decoding: the path is encoded twice".into());
+            return Err(PathError::DoubleEncoded);
         }
         if segment.len() > 2 && segment.bytes().all(|b| b == b'.') {
-            return Err("a segment of only dots".into());
+            return Err(PathError::Dots);
         }
         match segment.as_str() {
             "" | "." => {}
@@ -65,7 +102,7 @@ pub fn normalize(target: &str) -> Result<NormalizedPath, String> {
     Ok(NormalizedPath { segments })
 }
 
-fn decode_segment(raw: &str) -> Result<String, String> {
+fn decode_segment(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -76,27 +113,28 @@ fn decode_segment(raw: &str) -> Result<String, String> {
             match (hi, lo) {
                 (Some(hi), Some(lo)) => {
                     i += 3;
-                    let decoded = u8::try_from(hi * 16 + lo).map_err(|_| "bad escape")?;
+                    let decoded = u8::try_from(hi * 16 + lo)
+                        .map_err(|_| PathError::BadEscape(raw.to_owned()))?;
                     if decoded == b'/' || decoded == b'\\' {
-                        return Err("encoded `/` or `\\` in path".into());
+                        return Err(PathError::EncodedSeparator);
                     }
                     decoded
                 }
-                _ => return Err(format!("bad percent-encoding in `{raw}`")),
+                _ => return Err(PathError::BadEscape(raw.to_owned())),
             }
         } else {
             i += 1;
             if b == b'\\' {
-                return Err("`\\` in path".into());
+                return Err(PathError::Backslash);
             }
             b
         };
         if byte.is_ascii_control() {
-            return Err("control character in path".into());
+            return Err(PathError::Control);
         }
         out.push(byte);
     }
-    String::from_utf8(out).map_err(|_| "path is not UTF-8".into())
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
 }
 
 #[cfg(test)]

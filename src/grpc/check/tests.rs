@@ -26,11 +26,17 @@ fn request(http: HttpRequest) -> CheckRequest {
 
 #[test]
 fn missing_parts_are_errors_not_defaults() {
-    assert!(input_from_proto(CheckRequest::default()).is_err());
+    assert_eq!(
+        input_from_proto(CheckRequest::default()),
+        Err(WireError::Missing("attributes"))
+    );
     let no_http = CheckRequest {
         attributes: Some(AttributeContext::default()),
     };
-    assert!(input_from_proto(no_http).is_err());
+    assert_eq!(
+        input_from_proto(no_http),
+        Err(WireError::Missing("attributes.request"))
+    );
 }
 
 #[test]
@@ -73,7 +79,10 @@ fn reads_header_map_and_normalises_names() {
         }),
         ..Default::default()
     };
-    assert!(input_from_proto(request(bad)).is_err());
+    assert!(matches!(
+        input_from_proto(request(bad)),
+        Err(WireError::HeaderNotUtf8(_))
+    ));
 }
 
 #[test]
