@@ -218,11 +218,7 @@ fn settings(
         None => None,
     };
     let tls = match &raw.server.tls {
-        Some(tls) => Some(ListenerTls {
-            cert_pem: source.read(tls.cert_file.get_ref())?.text,
-            key_pem: source.read(tls.key_file.get_ref())?.text,
-            client_ca_pem: source.read(tls.client_ca_file.get_ref())?.text,
-        }),
+        Some(tls) => Some(listener_tls(at, source, tls)?),
         None => None,
     };
     Ok(Settings {
@@ -248,6 +244,58 @@ fn settings(
             )),
         },
         audit_queue: raw.audit.queue.max(1),
+    })
+}
+
+/// Reads and checks the listener's mTLS material now, so `validate` (and a reload's log) names
+/// a bad file instead of `serve` failing at bind time: the certificate chain parses, the key
+/// is one rustls can sign with and belongs to the certificate, and the client CA bundle holds
+/// usable trust anchors.
+fn listener_tls(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    tls: &raw::RawTls,
+) -> Result<ListenerTls, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = |key: &Spanned<String>, name: &str| {
+        let text = source.read(key.get_ref())?.text;
+        let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| at.invalid(key, name, format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(at.invalid(key, name, "holds no CERTIFICATE block"));
+        }
+        Ok((text, certs))
+    };
+    let (cert_pem, chain) = certificates(&tls.cert_file, "server.tls.cert_file")?;
+    let (client_ca_pem, cas) = certificates(&tls.client_ca_file, "server.tls.client_ca_file")?;
+    for ca in &cas {
+        webpki::anchor_from_trusted_cert(ca).map_err(|e| {
+            at.invalid(
+                &tls.client_ca_file,
+                "server.tls.client_ca_file",
+                format!("a certificate is not a usable trust anchor: {e}"),
+            )
+        })?;
+    }
+    let key_pem = source.read(tls.key_file.get_ref())?.text;
+    let bad_key = |message: String| at.invalid(&tls.key_file, "server.tls.key_file", message);
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| bad_key(format!("not a PEM private key: {e}")))?;
+    let signer = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| bad_key(format!("unsupported private key: {e}")))?;
+    rustls::sign::CertifiedKey::new(chain, signer)
+        .keys_match()
+        .map_err(|_| {
+            bad_key("the key does not belong to `server.tls.cert_file`'s certificate".into())
+        })?;
+    Ok(ListenerTls {
+        cert_pem,
+        key_pem,
+        client_ca_pem,
     })
 }
 

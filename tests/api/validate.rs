@@ -173,6 +173,29 @@ fn each_error_kind_is_located_and_exits_3() {
             vec!["entities.json:1:1: error[entities]"],
         ),
         (
+            "listener-tls",
+            Box::new(|d| {
+                // A key that belongs to another certificate: caught now, not when serving.
+                let ca = crate::support::pki::Ca::new("Mesh CA");
+                let (ours, other) = (ca.server("tollgate.test"), ca.server("other.test"));
+                std::fs::write(d.join("srv.pem"), &ours.pem).unwrap();
+                std::fs::write(d.join("srv.key"), &other.key_pem).unwrap();
+                std::fs::write(d.join("mesh.pem"), &ca.pem).unwrap();
+                replace_in(
+                    d,
+                    "tollgate.toml",
+                    "[identity]\n",
+                    "[server.tls]\ncert_file = \"srv.pem\"\nkey_file = \"srv.key\"\n\
+                     client_ca_file = \"mesh.pem\"\n\n[identity]\n",
+                )
+            }),
+            vec![
+                "error[config-invalid]",
+                "`server.tls.key_file`",
+                "does not belong",
+            ],
+        ),
+        (
             "read",
             Box::new(|d| std::fs::remove_file(d.join("ca.pem")).unwrap()),
             vec!["ca.pem:1:1: error[read]"],
