@@ -135,6 +135,28 @@ pub struct Expect {
     pub reason: Option<String>,
 }
 
+/// As a failure message shows it, in the same words as the actual outcome:
+/// `deny (reason policy_denied, policies [a, b])`, naming only what the case pins down.
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.decision {
+            ExpectedDecision::Allow => "allow",
+            ExpectedDecision::Deny => "deny",
+        })?;
+        let mut details = Vec::new();
+        if let Some(reason) = &self.reason {
+            details.push(format!("reason {reason}"));
+        }
+        if let Some(policies) = &self.policies {
+            details.push(format!("policies [{}]", policies.join(", ")));
+        }
+        if !details.is_empty() {
+            write!(f, " ({})", details.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin;
 use crate::audit::AuditLog;
 use crate::authz::{Authorizer, Caches};
-use crate::config::{Config, ConfigSource};
+use crate::config::{Config, ConfigSource, Settings};
 use crate::grpc::{self, Admission, CheckService};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
@@ -32,7 +32,7 @@ pub struct Running {
     pub reload: ReloadTrigger,
     stop: watch::Sender<bool>,
     /// Every background task, by name; any ending before a shutdown stops them all.
-    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    tasks: Tasks,
 }
 
 /// Why the server could not start.
@@ -89,55 +89,11 @@ pub async fn start(
     let snapshots = Arc::new(SnapshotHandle::new(snapshot));
     let caches = Caches::new(settings.cache_max_entries, settings.cache_ttl_seconds);
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
 
     let mut tasks = Vec::new();
-    let audit = match &settings.audit {
-        Some(target) => {
-            let (log, writer) = AuditLog::start(target, settings.audit_queue, metrics.clone())
-                .await
-                .map_err(|e| ServeError::Audit(format!("{target}: {e}")))?;
-            tasks.push(("audit writer", writer));
-            log
-        }
-        None => AuditLog::disabled(),
-    };
-    let grpc_listener = bind(settings.listen).await?;
-    let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
+    let audit = open_audit(&settings, &mut tasks).await?;
     let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
-    let service = CheckService::new(authorizer.clone());
-    // One admission for every listener: the limit is the process's, not each socket's.
-    let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
-        .recorded_by(authorizer);
-    if let Some(path) = &settings.unix_socket {
-        let listener = bind_unix(path)?;
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let shutdown = until_stopped(stopped.clone());
-        let (service, admission) = (service.clone(), admission.clone());
-        tasks.push((
-            "unix socket listener",
-            tokio::spawn(async move {
-                grpc::serve(incoming, service, &admission, None, shutdown)
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
-        ));
-    }
-    tasks.push((
-        "grpc listener",
-        tokio::spawn({
-            let shutdown = until_stopped(stopped.clone());
-            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-            let tls = settings.tls.clone();
-            async move {
-                grpc::serve(incoming, service, &admission, tls.as_ref(), shutdown)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        }),
-    ));
+    let grpc_addr = spawn_check_listeners(&settings, authorizer, &stopped, &mut tasks).await?;
 
     if let Some(handle) = prometheus.clone() {
         let shutdown = until_stopped(stopped.clone());
@@ -211,12 +167,70 @@ impl Running {
     }
 }
 
+/// Tasks [`Running::wait`] supervises, by name.
+type Tasks = Vec<(&'static str, JoinHandle<Result<(), String>>)>;
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn until_stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The audit log the settings ask for, its writer added to `tasks`.
+async fn open_audit(settings: &Settings, tasks: &mut Tasks) -> Result<AuditLog, ServeError> {
+    let Some(target) = &settings.audit else {
+        return Ok(AuditLog::disabled());
+    };
+    let (log, writer) = AuditLog::start(target, settings.audit_queue, Metrics)
+        .await
+        .map_err(|e| ServeError::Audit(format!("{target}: {e}")))?;
+    tasks.push(("audit writer", writer));
+    Ok(log)
+}
+
+/// Binds the ext_authz listeners (TCP, and the Unix socket if configured) behind one shared
+/// admission, and returns the bound TCP address.
+async fn spawn_check_listeners(
+    settings: &Settings,
+    authorizer: Arc<Authorizer>,
+    stopped: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Result<SocketAddr, ServeError> {
+    let grpc_listener = bind(settings.listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
+    let service = CheckService::new(authorizer.clone());
+    // One admission for every listener: the limit is the process's, not each socket's.
+    let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
+        .recorded_by(authorizer);
+    if let Some(path) = &settings.unix_socket {
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(bind_unix(path)?);
+        let shutdown = until_stopped(stopped.clone());
+        let (service, admission) = (service.clone(), admission.clone());
+        tasks.push((
+            "unix socket listener",
+            tokio::spawn(async move {
+                grpc::serve(incoming, service, &admission, None, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+    }
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let shutdown = until_stopped(stopped.clone());
+    let tls = settings.tls.clone();
+    tasks.push((
+        "grpc listener",
+        tokio::spawn(async move {
+            grpc::serve(incoming, service, &admission, tls.as_ref(), shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    ));
+    Ok(grpc_addr)
+}
+
 /// Waits for every task; the first to end before `stop` was set sets it (stopping the rest)
 /// and is the error returned.
-async fn supervise(
-    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
-    stop: &watch::Sender<bool>,
-) -> Result<(), ServeError> {
+async fn supervise(tasks: Tasks, stop: &watch::Sender<bool>) -> Result<(), ServeError> {
     let mut running = tokio::task::JoinSet::new();
     for (name, task) in tasks {
         running.spawn(async move { (name, task.await) });

@@ -1,5 +1,6 @@
-//! Command line: `serve`, `check`, `call` and `demo-credentials`, each a thin shell over the
-//! same library functions the server uses.
+//! Command line: `serve`, `validate`, `check`, `fmt`, `test`, `call`, `bench` and
+//! `demo-credentials`, each a thin shell over the library: `check` and `test` decide through
+//! the same `authz::Authorizer` as `serve`.
 
 mod bench;
 mod call;

@@ -34,7 +34,8 @@ pub(super) fn run(args: TestArgs) -> Exit {
     let files = match policytest::discover(&args.paths) {
         Ok(files) if !files.is_empty() => files,
         Ok(_) => {
-            eprintln!("error: no test files under {:?}", args.paths);
+            let paths: Vec<_> = args.paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("error: no test files under {}", paths.join(", "));
             return Exit::Error;
         }
         Err(e) => {
@@ -42,12 +43,10 @@ pub(super) fn run(args: TestArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let mut configs: BTreeMap<String, Authorizer> = BTreeMap::new();
+    // One authorizer per config the files name, built once.
+    let mut authorizers: BTreeMap<String, Authorizer> = BTreeMap::new();
     let mut report = Report::new("tollgate policy tests");
-    let (mut passed, mut failed) = (0usize, 0usize);
-    let mut failures = Vec::new();
-    let mut covered = BTreeSet::new();
-    let mut all_policies = BTreeSet::new();
+    let mut tally = Tally::default();
     for file in &files {
         let tests = match policytest::read(file) {
             Ok(tests) => tests,
@@ -61,10 +60,10 @@ pub(super) fn run(args: TestArgs) -> Exit {
             None => args.config.source(),
         };
         let key = source.config_name();
-        if !configs.contains_key(&key) {
+        if !authorizers.contains_key(&key) {
             match Config::load(&source, 1) {
                 Ok(config) => {
-                    configs.insert(key.clone(), Authorizer::offline(config.snapshot));
+                    authorizers.insert(key.clone(), Authorizer::offline(config.snapshot));
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -72,10 +71,10 @@ pub(super) fn run(args: TestArgs) -> Exit {
                 }
             }
         }
-        let Some(authorizer) = configs.get(&key) else {
+        let Some(authorizer) = authorizers.get(&key) else {
             return Exit::Error;
         };
-        all_policies.extend(
+        tally.all_policies.extend(
             authorizer
                 .snapshot()
                 .policies
@@ -89,81 +88,101 @@ pub(super) fn run(args: TestArgs) -> Exit {
         );
         let mut suite = TestSuite::new(file.display().to_string());
         for case in &tests.cases {
-            let status = match policytest::run_case(authorizer, case) {
-                Ok(CaseOutcome {
-                    passed: true,
-                    determining,
-                    ..
-                }) => {
-                    covered.extend(determining);
-                    passed += 1;
-                    println!("case {} ... ok", case.name);
-                    TestCaseStatus::success()
-                }
-                Ok(outcome) => {
-                    covered.extend(outcome.determining);
-                    failed += 1;
-                    println!("case {} ... FAILED", case.name);
-                    let message = format!("expected {:?}, got {}", case.expect, outcome.actual);
-                    failures.push((case.name.clone(), message.clone()));
-                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    status.set_message(message);
-                    status
-                }
-                Err(error) => {
-                    failed += 1;
-                    println!("case {} ... ERROR", case.name);
-                    failures.push((case.name.clone(), format!("invalid case: {error}")));
-                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    status.set_message(error);
-                    status
-                }
-            };
+            let status = tally.run(authorizer, case);
             suite.add_test_case(JunitCase::new(case.name.clone(), status));
         }
         report.add_test_suite(suite);
     }
-    if !failures.is_empty() {
-        println!("\nfailures:");
-        for (name, message) in &failures {
-            println!("---- {name} ----\n{message}");
-        }
+    tally.print();
+    if let Some(path) = &args.junit
+        && let Err(e) = write_junit(&report, path)
+    {
+        eprintln!("error: {e}");
+        return Exit::Error;
     }
-    let uncovered: Vec<&String> = all_policies.difference(&covered).collect();
-    println!(
-        "\ncoverage: {} of {} policies determined at least one case{}",
-        all_policies.len() - uncovered.len(),
-        all_policies.len(),
-        if uncovered.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (never: {})",
-                uncovered
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    );
-    println!("summary: {passed} passed, {failed} failed");
-    if let Some(path) = &args.junit {
-        let xml = match report.to_string() {
-            Ok(xml) => xml,
-            Err(e) => {
-                eprintln!("error: JUnit report: {e}");
-                return Exit::Error;
-            }
-        };
-        if let Err(e) = std::fs::write(path, xml) {
-            eprintln!("error: {}: {e}", path.display());
-            return Exit::Error;
-        }
-    }
-    if failed > 0 {
+    if tally.failed > 0 {
         Exit::TestsFailed
     } else {
         Exit::Ok
     }
+}
+
+/// Outcomes so far, and which policies decided at least one case.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    failures: Vec<(String, String)>,
+    covered: BTreeSet<String>,
+    all_policies: BTreeSet<String>,
+}
+
+impl Tally {
+    /// Runs one case, prints its line as `cargo test` does, and returns its JUnit status.
+    fn run(&mut self, authorizer: &Authorizer, case: &policytest::TestCase) -> TestCaseStatus {
+        match policytest::run_case(authorizer, case) {
+            Ok(CaseOutcome {
+                passed: true,
+                determining,
+                ..
+            }) => {
+                self.covered.extend(determining);
+                self.passed += 1;
+                println!("case {} ... ok", case.name);
+                TestCaseStatus::success()
+            }
+            Ok(outcome) => {
+                self.covered.extend(outcome.determining);
+                self.failed += 1;
+                println!("case {} ... FAILED", case.name);
+                let message = format!("expected {}, got {}", case.expect, outcome.actual);
+                self.failures.push((case.name.clone(), message.clone()));
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(message);
+                status
+            }
+            Err(error) => {
+                self.failed += 1;
+                println!("case {} ... ERROR", case.name);
+                self.failures
+                    .push((case.name.clone(), format!("invalid case: {error}")));
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+                status.set_message(error);
+                status
+            }
+        }
+    }
+
+    /// The failures, the coverage line and the summary.
+    fn print(&self) {
+        if !self.failures.is_empty() {
+            println!("\nfailures:");
+            for (name, message) in &self.failures {
+                println!("---- {name} ----\n{message}");
+            }
+        }
+        let uncovered: Vec<&str> = self
+            .all_policies
+            .difference(&self.covered)
+            .map(String::as_str)
+            .collect();
+        println!(
+            "\ncoverage: {} of {} policies determined at least one case{}",
+            self.all_policies.len() - uncovered.len(),
+            self.all_policies.len(),
+            if uncovered.is_empty() {
+                String::new()
+            } else {
+                format!(" (never: {})", uncovered.join(", "))
+            }
+        );
+        println!("summary: {} passed, {} failed", self.passed, self.failed);
+    }
+}
+
+fn write_junit(report: &Report, path: &Path) -> Result<(), String> {
+    let xml = report
+        .to_string()
+        .map_err(|e| format!("JUnit report: {e}"))?;
+    std::fs::write(path, xml).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -100,93 +100,15 @@ impl PolicyStore {
             Err(e) => return Err(vec![located(PolicyErrorKind::Schema, schema_file, &e)]),
         };
         let mut errors = Vec::new();
-        let mut policies = PolicySet::new();
-        let mut sources = HashMap::new();
-        let mut file_of: HashMap<String, &SourceFile> = HashMap::new();
+        let mut added = Added::default();
         for file in policy_files {
-            let parsed = match PolicySet::from_str(&file.text) {
-                Ok(set) => set,
-                Err(e) => {
-                    errors.push(located(PolicyErrorKind::Syntax, file, &e));
-                    continue;
-                }
-            };
-            if let Some(template) = parsed.templates().next() {
-                errors.push(PolicyError {
-                    kind: PolicyErrorKind::Syntax,
-                    file: file.name.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!(
-                        "`{}` is a template; templates are not supported",
-                        template.id()
-                    ),
-                    help: Some("write a static policy without `?principal`/`?resource`".into()),
-                });
-                continue;
-            }
-            let mut in_file: Vec<_> = parsed.policies().collect();
-            // Default ids are `policy0`, `policy1`, … in source order.
-            in_file.sort_by_key(|p| {
-                p.id()
-                    .to_string()
-                    .trim_start_matches("policy")
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX)
-            });
-            // Policies come in file order, so each one's text is found after the previous one:
-            // one pass over the file, not one per policy (10,000 policies in a file is real).
-            // `counted`: where newline counting got to (the previous policy's start).
-            let (mut cursor, mut counted, mut line) = (0usize, 0usize, 1usize);
-            for (index, policy) in in_file.into_iter().enumerate() {
-                let text = policy.to_string();
-                let needle = text.trim();
-                let offset = file
-                    .text
-                    .get(cursor..)
-                    .and_then(|rest| rest.find(needle))
-                    .map_or(cursor, |at| cursor + at);
-                line += file
-                    .text
-                    .get(counted..offset)
-                    .map_or(0, |s| s.matches('\n').count());
-                counted = offset;
-                let line_start = file
-                    .text
-                    .get(..offset)
-                    .and_then(|s| s.rfind('\n'))
-                    .map_or(0, |at| at + 1);
-                let column = file
-                    .text
-                    .get(line_start..offset)
-                    .map_or(0, |s| s.chars().count())
-                    + 1;
-                cursor = offset + needle.len().min(file.text.len().saturating_sub(offset));
-                let id = policy
-                    .annotation("id")
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{}#{index}", base_name(&file.name)));
-                if let Err(e) = policies.add(policy.new_id(PolicyId::new(&id))) {
-                    errors.push(PolicyError {
-                        kind: PolicyErrorKind::DuplicateId,
-                        file: file.name.clone(),
-                        line,
-                        column,
-                        message: e.to_string(),
-                        help: Some("give each policy a unique `@id(\"…\")`".into()),
-                    });
-                    continue;
-                }
-                sources.insert(
-                    id.clone(),
-                    PolicySource {
-                        file: file.name.clone(),
-                        line,
-                    },
-                );
-                file_of.insert(id, file);
-            }
+            added.file(file, &mut errors);
         }
+        let Added {
+            policies,
+            sources,
+            file_of,
+        } = added;
         let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         let locate = |id: String, diag: &dyn Diagnostic| match file_of.get(&id) {
             Some(file) => located(PolicyErrorKind::Validation, file, diag),
@@ -199,21 +121,7 @@ impl PolicyStore {
             .validation_warnings()
             .map(|w| locate(w.policy_id().to_string(), w))
             .collect();
-        let entities = match entities {
-            Some(file) => match Entities::from_json_str(&file.text, Some(&schema)) {
-                Ok(entities) => entities,
-                Err(e) => {
-                    errors.push(unlocated(PolicyErrorKind::Entities, &file.name, &e));
-                    Entities::empty()
-                }
-            },
-            // The schema's actions are entities too: without them `action in
-            // Action::"group"` would match nothing, unlike Cedar and `tollgate validate`.
-            None => schema.action_entities().unwrap_or_else(|e| {
-                errors.push(unlocated(PolicyErrorKind::Schema, &schema_file.name, &e));
-                Entities::empty()
-            }),
-        };
+        let entities = load_entities(entities, &schema, schema_file, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -260,6 +168,144 @@ impl PolicyStore {
     /// Every policy with its id.
     pub fn policies(&self) -> impl Iterator<Item = &cedar_policy::Policy> {
         self.policies.policies()
+    }
+}
+
+/// The policies added so far, each with where it is defined.
+#[derive(Default)]
+struct Added<'a> {
+    policies: PolicySet,
+    sources: HashMap<String, PolicySource>,
+    file_of: HashMap<String, &'a SourceFile>,
+}
+
+impl<'a> Added<'a> {
+    /// Parses one file and adds its policies under their `@id` (or `<file>#<n>`), recording
+    /// syntax errors, templates and duplicate ids in `errors`.
+    fn file(&mut self, file: &'a SourceFile, errors: &mut Vec<PolicyError>) {
+        let parsed = match PolicySet::from_str(&file.text) {
+            Ok(set) => set,
+            Err(e) => {
+                errors.push(located(PolicyErrorKind::Syntax, file, &e));
+                return;
+            }
+        };
+        if let Some(template) = parsed.templates().next() {
+            errors.push(PolicyError {
+                kind: PolicyErrorKind::Syntax,
+                file: file.name.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "`{}` is a template; templates are not supported",
+                    template.id()
+                ),
+                help: Some("write a static policy without `?principal`/`?resource`".into()),
+            });
+            return;
+        }
+        let mut in_file: Vec<_> = parsed.policies().collect();
+        // Default ids are `policy0`, `policy1`, … in source order.
+        in_file.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let mut positions = Positions::new(&file.text);
+        for (index, policy) in in_file.into_iter().enumerate() {
+            let (line, column) = positions.next(policy.to_string().trim());
+            let id = policy
+                .annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}#{index}", base_name(&file.name)));
+            if let Err(e) = self.policies.add(policy.new_id(PolicyId::new(&id))) {
+                errors.push(PolicyError {
+                    kind: PolicyErrorKind::DuplicateId,
+                    file: file.name.clone(),
+                    line,
+                    column,
+                    message: e.to_string(),
+                    help: Some("give each policy a unique `@id(\"…\")`".into()),
+                });
+                continue;
+            }
+            self.sources.insert(
+                id.clone(),
+                PolicySource {
+                    file: file.name.clone(),
+                    line,
+                },
+            );
+            self.file_of.insert(id, file);
+        }
+    }
+}
+
+/// Where each policy's text starts in its file. Policies come in file order, so each one is
+/// found after the previous one: one pass over the file, not one per policy (10,000 policies
+/// in a file is real).
+struct Positions<'a> {
+    text: &'a str,
+    /// Where the previous policy ended.
+    cursor: usize,
+    /// Where newline counting got to (the previous policy's start), and the line there.
+    counted: usize,
+    line: usize,
+}
+
+impl<'a> Positions<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            cursor: 0,
+            counted: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line and column of the next policy, whose text is `needle`.
+    fn next(&mut self, needle: &str) -> (usize, usize) {
+        let text = self.text;
+        let offset = text
+            .get(self.cursor..)
+            .and_then(|rest| rest.find(needle))
+            .map_or(self.cursor, |at| self.cursor + at);
+        self.line += text
+            .get(self.counted..offset)
+            .map_or(0, |s| s.matches('\n').count());
+        self.counted = offset;
+        let line_start = text
+            .get(..offset)
+            .and_then(|s| s.rfind('\n'))
+            .map_or(0, |at| at + 1);
+        let column = text
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        self.cursor = offset + needle.len().min(text.len().saturating_sub(offset));
+        (self.line, column)
+    }
+}
+
+/// The entities file, or without one the schema's action entities: without them `action in
+/// Action::"group"` would match nothing, unlike Cedar and `tollgate validate`.
+fn load_entities(
+    file: Option<&SourceFile>,
+    schema: &Schema,
+    schema_file: &SourceFile,
+    errors: &mut Vec<PolicyError>,
+) -> Entities {
+    match file {
+        Some(file) => Entities::from_json_str(&file.text, Some(schema)).unwrap_or_else(|e| {
+            errors.push(unlocated(PolicyErrorKind::Entities, &file.name, &e));
+            Entities::empty()
+        }),
+        None => schema.action_entities().unwrap_or_else(|e| {
+            errors.push(unlocated(PolicyErrorKind::Schema, &schema_file.name, &e));
+            Entities::empty()
+        }),
     }
 }
 

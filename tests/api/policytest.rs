@@ -75,7 +75,13 @@ cases:
         "{text}"
     );
     assert!(
-        text.contains("got deny (reason policy_denied, policies [quarantine-legacy-reporting])"),
+        text.contains(
+            "expected allow, got deny (reason policy_denied, policies [quarantine-legacy-reporting])"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected allow (policies [orders-read-own]), got allow"),
         "{text}"
     );
     assert!(

@@ -360,7 +360,11 @@ async fn a_change_takes_effect_within_a_second_under_a_continuous_event_stream()
             }
         })
     };
-    std::fs::write(policies.join("quarantine.cedar"), QUARANTINE_PAYMENTS).unwrap();
+    // Written whole (by rename), as editors and ConfigMaps do: a build that read a half-written
+    // file would rightly wait for the next round, which is not what this test measures.
+    let staged = policies.join(".quarantine.cedar.new");
+    std::fs::write(&staged, QUARANTINE_PAYMENTS).unwrap();
+    std::fs::rename(&staged, policies.join("quarantine.cedar")).unwrap();
     let took = wait_for(&w, &req, "policy_denied").await;
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
