@@ -680,8 +680,13 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs)
-            .map_err(|e| at.invalid(&route.resource, &format!("routes[{i}].resource"), e))?;
+        let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs).map_err(|e| {
+            at.invalid(
+                &route.resource,
+                &format!("routes[{i}].resource"),
+                e.to_string(),
+            )
+        })?;
         check_resource(
             &route.action,
             &resource.type_name,
@@ -689,12 +694,13 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
             &format!("routes[{i}].resource"),
         )?;
         let mut compiled_route =
-            Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource)
-                .map_err(|e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e))?;
+            Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource).map_err(
+                |e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e.to_string()),
+            )?;
         if let Some(hosts) = &route.hosts {
             compiled_route = compiled_route
                 .with_hosts(hosts.get_ref())
-                .map_err(|e| at.invalid(hosts, &format!("routes[{i}].hosts"), e))?;
+                .map_err(|e| at.invalid(hosts, &format!("routes[{i}].hosts"), e.to_string()))?;
         }
         compiled_route.line = line_column(&at.file.text, route.pattern.span().start).0;
         compiled.push(compiled_route);
@@ -703,7 +709,7 @@ fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Rout
         Some(u) => {
             check_action(&u.action, "unmatched.action")?;
             let resource = ResourceTemplate::parse(u.resource.get_ref(), &[])
-                .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e))?;
+                .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e.to_string()))?;
             check_resource(
                 &u.action,
                 &resource.type_name,

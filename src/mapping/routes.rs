@@ -119,6 +119,56 @@ impl Routes {
     }
 }
 
+/// Why a route in the config cannot be compiled (reported at its line in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Not `METHOD /path`.
+    #[error("route must be `METHOD /path`, e.g. `GET /orders/{{id}}`")]
+    Pattern,
+    /// The method is not upper-case letters or `*`.
+    #[error("method `{0}` must be upper-case letters or `*`")]
+    Method(String),
+    /// The path is not absolute.
+    #[error("path `{0}` must start with `/`")]
+    PathNotAbsolute(String),
+    /// `{name}` is not an identifier.
+    #[error("parameter `{{{0}}}` is not a valid name")]
+    ParamName(String),
+    /// A segment mixes literal text and a parameter.
+    #[error("segment `{0}` must be literal or a whole `{{param}}`")]
+    PartialParam(String),
+    /// `.` or `..` in a route.
+    #[error("dot segments are not allowed in routes")]
+    DotSegment,
+    /// The resource uses a parameter the path does not capture.
+    #[error("resource uses `{{{0}}}`, which the path does not capture")]
+    UnboundParam(String),
+    /// Not a host name or `*.suffix`.
+    #[error("host `{0}` must be a name like `orders.shop.svc` or `*.shop.svc`")]
+    Host(String),
+    /// A resource attribute name is not an identifier.
+    #[error("attribute name `{0}` is not a valid identifier")]
+    AttrName(String),
+    /// `{` without `}`.
+    #[error("unclosed `{{` in `{0}`")]
+    Unclosed(String),
+    /// `}` without `{`.
+    #[error("unopened `}}` in `{0}`")]
+    Unopened(String),
+    /// Not `Type::"id"`.
+    #[error("`{0}` must look like `Type::\"{{param}}\"`")]
+    EntityForm(String),
+    /// No closing quote.
+    #[error("`{0}` must end with a closing quote")]
+    EntityQuote(String),
+    /// The type is not a Cedar entity type.
+    #[error("`{0}` is not a valid Cedar entity type")]
+    EntityType(String),
+    /// Quotes or backslashes in the id.
+    #[error("entity id in `{0}` must not contain quotes or backslashes")]
+    EntityId(String),
+}
+
 // === impl Route ===
 
 impl Route {
@@ -127,31 +177,25 @@ impl Route {
         pattern: &str,
         action: &str,
         resource: ResourceTemplate,
-    ) -> Result<Self, String> {
-        let (method, path) = pattern
-            .split_once(' ')
-            .ok_or("route must be `METHOD /path`, e.g. `GET /orders/{id}`")?;
+    ) -> Result<Self, RouteError> {
+        let (method, path) = pattern.split_once(' ').ok_or(RouteError::Pattern)?;
         let method = match method {
             "*" => None,
             m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Some(m.to_owned()),
-            m => return Err(format!("method `{m}` must be upper-case letters or `*`")),
+            m => return Err(RouteError::Method(m.to_owned())),
         };
         if !path.starts_with('/') {
-            return Err(format!("path `{path}` must start with `/`"));
+            return Err(RouteError::PathNotAbsolute(path.to_owned()));
         }
         let mut segments = Vec::new();
         for seg in path.split('/').filter(|s| !s.is_empty()) {
             let segment = match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 Some(name) if is_identifier(name) => Segment::Param(name.to_owned()),
-                Some(name) => return Err(format!("parameter `{{{name}}}` is not a valid name")),
+                Some(name) => return Err(RouteError::ParamName(name.to_owned())),
                 None if seg.contains(['{', '}']) => {
-                    return Err(format!(
-                        "segment `{seg}` must be literal or a whole `{{param}}`"
-                    ));
+                    return Err(RouteError::PartialParam(seg.to_owned()));
                 }
-                None if seg == "." || seg == ".." => {
-                    return Err("dot segments are not allowed in routes".into());
-                }
+                None if seg == "." || seg == ".." => return Err(RouteError::DotSegment),
                 None => Segment::Literal(seg.to_owned()),
             };
             segments.push(segment);
@@ -161,9 +205,7 @@ impl Route {
                 .iter()
                 .any(|s| matches!(s, Segment::Param(p) if p == name));
             if !bound {
-                return Err(format!(
-                    "resource uses `{{{name}}}`, which the path does not capture"
-                ));
+                return Err(RouteError::UnboundParam(name.to_owned()));
             }
         }
         Ok(Self {
@@ -178,7 +220,7 @@ impl Route {
     }
 
     /// Restricts the route to these hosts: exact names, or `*.suffix`.
-    pub fn with_hosts(mut self, hosts: &[String]) -> Result<Self, String> {
+    pub fn with_hosts(mut self, hosts: &[String]) -> Result<Self, RouteError> {
         for host in hosts {
             let host = host.to_ascii_lowercase();
             let valid = |name: &str| {
@@ -190,11 +232,7 @@ impl Route {
             let pattern = match host.strip_prefix("*.") {
                 Some(suffix) if valid(suffix) => HostPattern::Suffix(format!(".{suffix}")),
                 None if valid(&host) => HostPattern::Exact(host),
-                _ => {
-                    return Err(format!(
-                        "host `{host}` must be a name like `orders.shop.svc` or `*.shop.svc`"
-                    ));
-                }
+                _ => return Err(RouteError::Host(host)),
             };
             self.hosts.push(pattern);
         }
@@ -254,13 +292,13 @@ fn host_name(authority: &str) -> std::borrow::Cow<'_, str> {
 impl ResourceTemplate {
     /// Parses `Type::"id {param}"` plus `(name, value)` attribute templates, where a value is
     /// either `Type::"…"` (an entity reference) or plain text (a string).
-    pub fn parse(resource: &str, attrs: &[(String, String)]) -> Result<Self, String> {
+    pub fn parse(resource: &str, attrs: &[(String, String)]) -> Result<Self, RouteError> {
         let (type_name, id) = parse_entity_template(resource)?;
         let attrs = attrs
             .iter()
             .map(|(name, value)| {
                 if !is_identifier(name) {
-                    return Err(format!("attribute name `{name}` is not a valid identifier"));
+                    return Err(RouteError::AttrName(name.clone()));
                 }
                 let template = if value.contains("::\"") {
                     let (type_name, id) = parse_entity_template(value)?;
@@ -270,7 +308,7 @@ impl ResourceTemplate {
                 };
                 Ok((Arc::from(name.as_str()), template))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, RouteError>>()?;
         Ok(Self {
             type_name,
             id,
@@ -316,7 +354,7 @@ impl ResourceTemplate {
 // === impl Template ===
 
 impl Template {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, RouteError> {
         let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -326,16 +364,16 @@ impl Template {
             }
             let close = after
                 .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+                .ok_or_else(|| RouteError::Unclosed(text.to_owned()))?;
             let name = after.get(1..close).unwrap_or_default();
             if !is_identifier(name) {
-                return Err(format!("parameter `{{{name}}}` is not a valid name"));
+                return Err(RouteError::ParamName(name.to_owned()));
             }
             pieces.push(Piece::Param(name.to_owned()));
             rest = after.get(close + 1..).unwrap_or_default();
         }
         if rest.contains('}') {
-            return Err(format!("unopened `}}` in `{text}`"));
+            return Err(RouteError::Unopened(text.to_owned()));
         }
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_owned()));
@@ -360,20 +398,18 @@ impl Template {
 }
 
 /// `Type::"id"` with an optional namespace path (`Shop::Order::"{id}"`).
-fn parse_entity_template(text: &str) -> Result<(Arc<str>, Template), String> {
+fn parse_entity_template(text: &str) -> Result<(Arc<str>, Template), RouteError> {
     let (type_name, quoted) = text
         .split_once("::\"")
-        .ok_or_else(|| format!("`{text}` must look like `Type::\"{{param}}\"`"))?;
+        .ok_or_else(|| RouteError::EntityForm(text.to_owned()))?;
     let id = quoted
         .strip_suffix('"')
-        .ok_or_else(|| format!("`{text}` must end with a closing quote"))?;
+        .ok_or_else(|| RouteError::EntityQuote(text.to_owned()))?;
     if type_name.split("::").any(|part| !is_identifier(part)) {
-        return Err(format!("`{type_name}` is not a valid Cedar entity type"));
+        return Err(RouteError::EntityType(type_name.to_owned()));
     }
     if id.contains(['"', '\\']) {
-        return Err(format!(
-            "entity id in `{text}` must not contain quotes or backslashes"
-        ));
+        return Err(RouteError::EntityId(text.to_owned()));
     }
     Ok((type_name.into(), Template::parse(id)?))
 }
@@ -514,17 +550,37 @@ mod tests {
     #[test]
     fn rejects_bad_templates() {
         let ok = || ResourceTemplate::parse("Order::\"{id}\"", &[]).unwrap();
-        assert!(Route::compile("get /a", "a", ok()).is_err());
-        assert!(Route::compile("GET a", "a", ok()).is_err());
-        assert!(Route::compile("GET /a/{id}x", "a", ok()).is_err());
-        assert!(Route::compile("GET /a/../{id}", "a", ok()).is_err());
-        assert!(
-            Route::compile("GET /a/{other}", "a", ok()).is_err(),
-            "unbound {{id}}"
+        let route = |pattern: &str| Route::compile(pattern, "a", ok()).err();
+        assert_eq!(route("get /a"), Some(RouteError::Method("get".into())));
+        assert_eq!(
+            route("GET a"),
+            Some(RouteError::PathNotAbsolute("a".into()))
         );
-        assert!(ResourceTemplate::parse("Order", &[]).is_err());
-        assert!(ResourceTemplate::parse("Or der::\"x\"", &[]).is_err());
-        assert!(ResourceTemplate::parse("Order::\"{id\"", &[]).is_err());
-        assert!(ResourceTemplate::parse("Order::\"a\\\"b\"", &[]).is_err());
+        assert_eq!(
+            route("GET /a/{id}x"),
+            Some(RouteError::PartialParam("{id}x".into()))
+        );
+        assert_eq!(route("GET /a/../{id}"), Some(RouteError::DotSegment));
+        assert_eq!(
+            route("GET /a/{other}"),
+            Some(RouteError::UnboundParam("id".into()))
+        );
+        let resource = |text: &str| ResourceTemplate::parse(text, &[]).err();
+        assert_eq!(
+            resource("Order"),
+            Some(RouteError::EntityForm("Order".into()))
+        );
+        assert_eq!(
+            resource("Or der::\"x\""),
+            Some(RouteError::EntityType("Or der".into()))
+        );
+        assert_eq!(
+            resource("Order::\"{id\""),
+            Some(RouteError::Unclosed("{id".into()))
+        );
+        assert_eq!(
+            resource("Order::\"a\\\"b\""),
+            Some(RouteError::EntityId("Order::\"a\\\"b\"".into()))
+        );
     }
 }
