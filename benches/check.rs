@@ -23,7 +23,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::UnixTime;
 use tollgate::audit::AuditLog;
 use tollgate::authz::{Authorizer, Caches};
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{ConfigSource, load};
 use tollgate::demo::{DemoRequest, mint};
 use tollgate::identity::IdentityCaches;
 use tollgate::request::CheckInput;
@@ -50,7 +50,7 @@ fn input() -> CheckInput {
 }
 
 fn check(c: &mut Criterion) {
-    let embedded = || Config::load(&ConfigSource::Embedded, 1).unwrap().snapshot;
+    let embedded = || load(&ConfigSource::Embedded, 1).unwrap().1;
     let input = input();
 
     // The pipeline as front doors run it, minus recording (no metrics recorder, no audit).

@@ -22,7 +22,7 @@ use jsonwebtoken::Algorithm;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::UnixTime;
 use tollgate::authz::Caches;
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{ConfigSource, load};
 use tollgate::identity;
 use tollgate::mapping::{self, path::normalize};
 use tollgate::policy;
@@ -100,8 +100,8 @@ fn stages(c: &mut Criterion) {
     }
     group.finish();
 
-    let config = Config::load(&ConfigSource::Embedded, 1).unwrap();
-    let snapshot = &config.snapshot;
+    let (_, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
+    let snapshot = &snapshot;
     c.bench_function("routes/normalize+match", |b| {
         b.iter(|| {
             let path = normalize(black_box("/users/alice/orders/1001?x=1")).unwrap();

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::ConfigError;
 use crate::policy::PolicyError;
+use crate::snapshot::source::SourceError;
 
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,10 +52,10 @@ impl Diagnostic {
             help: None,
         };
         match error {
-            ConfigError::Read { path, reason } => {
+            ConfigError::Read(SourceError { name, reason }) => {
                 vec![error_at(
                     "read",
-                    path,
+                    name,
                     1,
                     1,
                     format!("cannot read: {reason}"),
@@ -74,19 +75,13 @@ impl Diagnostic {
                     message.clone(),
                 )]
             }
-            ConfigError::Invalid {
-                file,
-                line,
-                column,
-                key,
-                message,
-            } => {
+            ConfigError::Invalid { at, message } => {
                 vec![error_at(
                     "config-invalid",
-                    file,
-                    *line,
-                    *column,
-                    format!("`{key}`: {message}"),
+                    &at.file,
+                    at.line,
+                    at.column,
+                    format!("`{}`: {message}", at.key),
                 )]
             }
             ConfigError::Policies(errors) => errors.iter().map(Self::from).collect(),

@@ -7,13 +7,12 @@ use std::str::FromStr;
 
 use cedar_policy::{ActionConstraint, EntityUid};
 
-use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::policy::line_column;
+use crate::snapshot::Snapshot;
 
-/// Warnings for a loaded configuration; `config_file` is the name to report route lints under.
-pub fn lint(config: &Config, config_file: &str) -> Vec<Diagnostic> {
-    let snapshot = &config.snapshot;
+/// Warnings for a built snapshot; `config_file` is the name to report route lints under.
+pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
     let routed_types: BTreeSet<&str> = snapshot.routes.resource_types().collect();
     let store = &snapshot.policies;
     // Routes produce `Action::"<id>"`; a policy on an action group applies to its members.
@@ -119,12 +118,12 @@ fn find_entity_declaration(schema: &str, name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ConfigSource;
+    use crate::config::{ConfigSource, load};
 
     #[test]
     fn the_example_estate_is_clean() {
-        let config = Config::load(&ConfigSource::Embedded, 1).unwrap();
-        assert_eq!(lint(&config, "tollgate.toml"), vec![]);
+        let (_, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
+        assert_eq!(lint(&snapshot, "tollgate.toml"), vec![]);
     }
 
     #[test]

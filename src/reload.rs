@@ -19,9 +19,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::audit::AuditTarget;
-use crate::config::{Config, ConfigSource, Settings, Watched};
+use crate::config::{Config, ConfigError, ConfigSource, Settings, Watched};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
+use crate::snapshot::source::Source;
 
 /// Quiet time after the last file event before rebuilding; editors and ConfigMap updates touch
 /// several files in a burst.
@@ -31,14 +32,31 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// change takes effect within a second even under a continuous stream of events.
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
-/// Asks the reloader to rebuild now (e.g. on `SIGHUP`).
+/// What a rebuild has to redo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// Only a document the config names changed (a bundle, a JWKS, a policy file), or a
+    /// fetched one did: build again from the spec in force, without reading the config.
+    Documents,
+    /// The config file changed, or a reload was asked for: parse it again, then build.
+    Config,
+}
+
+/// Asks the reloader to rebuild (e.g. on `SIGHUP`, or when a fetched document changed).
 #[derive(Debug, Clone)]
 pub struct ReloadTrigger(Arc<Pending>);
 
 impl ReloadTrigger {
-    /// Requests a reload; a no-op once the reloader has stopped.
+    /// Requests a full reload: the config is parsed again; a no-op once the reloader has
+    /// stopped.
     pub fn reload(&self) {
-        self.0.mark();
+        self.0.mark(Change::Config);
+    }
+
+    /// Says a document changed (a file, or one fetched or streamed at run time): the snapshot
+    /// is built again from the spec in force, through the same build, validation and swap.
+    pub fn documents_changed(&self) {
+        self.0.mark(Change::Documents);
     }
 }
 
@@ -47,18 +65,20 @@ impl ReloadTrigger {
 /// (one that arrived during a build is not made to wait for a fresh `MAX_DELAY`).
 #[derive(Debug, Default)]
 struct Pending {
-    /// First and latest change since the last build began; `None` when nothing is pending.
-    span: Mutex<Option<(Instant, Instant)>>,
+    /// Since the last build began: the first and latest change, and the most a rebuild has to
+    /// redo; `None` when nothing is pending.
+    span: Mutex<Option<(Instant, Instant, Change)>>,
     wake: Notify,
 }
 
 impl Pending {
-    fn mark(&self) {
+    fn mark(&self, change: Change) {
         let now = Instant::now();
         {
             let mut span = self.span.lock().unwrap_or_else(PoisonError::into_inner);
-            let first = span.map_or(now, |(first, _)| first);
-            *span = Some((first, now));
+            let (first, redo) =
+                span.map_or((now, change), |(first, _, redo)| (first, redo.max(change)));
+            *span = Some((first, now, redo));
         }
         self.wake.notify_one();
     }
@@ -67,22 +87,24 @@ impl Pending {
     /// pending change.
     fn due(&self) -> Option<Instant> {
         let span = *self.span.lock().unwrap_or_else(PoisonError::into_inner);
-        span.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY))
+        span.map(|(first, last, _)| (last + DEBOUNCE).min(first + MAX_DELAY))
     }
 
     /// Waits until a build is due and clears the record (a change after this point needs
-    /// another build); `false` once `stop` turns true.
-    async fn next_build(&self, stop: &mut watch::Receiver<bool>) -> bool {
+    /// another build); `None` once `stop` turns true.
+    async fn next_build(&self, stop: &mut watch::Receiver<bool>) -> Option<Change> {
         loop {
             // A newer change may push `due` later (up to the cap): re-read after each wake.
             let due = self.due();
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = sleep_until_due(due) => {
-                    *self.span.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                    return true;
+                    let taken = self.span.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    if let Some((_, _, change)) = taken {
+                        return Some(change);
+                    }
                 }
-                _ = stop.wait_for(|stop| *stop) => return false,
+                _ = stop.wait_for(|stop| *stop) => return None,
             }
         }
     }
@@ -103,9 +125,10 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// Which file events mean "rebuild".
+/// Which file events mean "rebuild", and how much.
 #[derive(Debug, Clone, Default)]
 struct Relevance {
+    config: Option<PathBuf>,
     files: BTreeSet<PathBuf>,
     folders: BTreeSet<PathBuf>,
     trees: Vec<PathBuf>,
@@ -115,9 +138,11 @@ struct Relevance {
 
 impl Relevance {
     fn new(watched: &Watched, settings: &Settings) -> Self {
+        let config = watched.config.as_deref().map(absolute);
         let files: BTreeSet<PathBuf> = watched.files.iter().map(|p| absolute(p)).collect();
         let folders = files
             .iter()
+            .chain(config.iter())
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         let audit = match &settings.audit {
@@ -125,6 +150,7 @@ impl Relevance {
             _ => None,
         };
         Self {
+            config,
             files,
             folders,
             trees: watched.trees.iter().map(|p| absolute(p)).collect(),
@@ -135,29 +161,35 @@ impl Relevance {
         }
     }
 
-    fn matters(&self, path: &Path) -> bool {
+    /// What an event at `path` asks of a rebuild, if anything.
+    fn change(&self, path: &Path) -> Option<Change> {
         if self.outputs.contains(path) {
-            return false;
+            return None;
+        }
+        if self.config.as_deref() == Some(path) {
+            return Some(Change::Config);
         }
         if self.files.contains(path) {
-            return true;
+            return Some(Change::Documents);
         }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
         let parent = path.parent().unwrap_or(Path::new(""));
-        // A ConfigMap update: the `..data` symlink (or its `..data_tmp` stand-in) is swapped.
+        // A ConfigMap update: the `..data` symlink (or its `..data_tmp` stand-in) is swapped,
+        // and the config may be among the files it brings.
         if name.starts_with("..data")
             && (self.folders.contains(parent) || self.trees.iter().any(|t| parent.starts_with(t)))
         {
-            return true;
+            return Some(Change::Config);
         }
         // Under the policy tree: `.cedar` files, and folders (whatever their name: `forbids.d`
         // moved in brings its policies along). A path that is gone may have been either.
-        self.trees.iter().any(|tree| path.starts_with(tree))
+        let policy = self.trees.iter().any(|tree| path.starts_with(tree))
             && !name.starts_with('.')
-            && (path.extension().is_none_or(|x| x == "cedar") || path.is_dir() || !path.exists())
+            && (path.extension().is_none_or(|x| x == "cedar") || path.is_dir() || !path.exists());
+        policy.then_some(Change::Documents)
     }
 }
 
@@ -171,20 +203,21 @@ fn watch(
     settings: &Settings,
     pending: Arc<Pending>,
 ) -> Result<Option<notify::RecommendedWatcher>, WatchError> {
-    if watched.files.is_empty() && watched.trees.is_empty() {
+    if watched.config.is_none() && watched.files.is_empty() && watched.trees.is_empty() {
         return Ok(None);
     }
     let relevance = Arc::new(Relevance::new(watched, settings));
     let mut watcher = {
         let relevance = relevance.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An error (e.g. the kernel's queue overflowed) may hide a change: rebuild.
-            let rebuild = match event {
-                Ok(e) => !e.kind.is_access() && e.paths.iter().any(|p| relevance.matters(p)),
-                Err(_) => true,
+            // An error (e.g. the kernel's queue overflowed) may hide any change: reload all.
+            let change = match event {
+                Ok(e) if e.kind.is_access() => None,
+                Ok(e) => e.paths.iter().filter_map(|p| relevance.change(p)).max(),
+                Err(_) => Some(Change::Config),
             };
-            if rebuild {
-                pending.mark();
+            if let Some(change) = change {
+                pending.mark(change);
             }
         })
         .map_err(|source| WatchError {
@@ -220,116 +253,123 @@ fn watch(
 /// that rebuilds on change or trigger until `stop` turns true.
 pub fn start(
     source: ConfigSource,
-    config_settings: Settings,
-    watched: Watched,
+    config: Config,
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
     stop: watch::Receiver<bool>,
 ) -> Result<(ReloadTrigger, tokio::task::JoinHandle<Result<(), String>>), WatchError> {
     let pending = Arc::new(Pending::default());
-    let watcher = watch(&watched, &config_settings, pending.clone())?;
-    let task = tokio::spawn(run(
-        Reloader {
-            source,
-            settings: config_settings,
-            snapshots,
-            metrics,
-            pending: pending.clone(),
-            watched,
-            watcher,
-        },
-        stop,
-    ));
-    let trigger = ReloadTrigger(pending);
-    Ok((trigger, task))
+    let watcher = watch(&config.watched, &config.settings, pending.clone())?;
+    let reloader = Reloader {
+        documents: Arc::new(source.clone()),
+        source,
+        started_with: config.settings.clone(),
+        config: Arc::new(config),
+        snapshots,
+        metrics,
+        pending: pending.clone(),
+        watcher,
+    };
+    let task = tokio::spawn(run(reloader, stop));
+    Ok((ReloadTrigger(pending), task))
 }
 
 /// The reload task's state.
 struct Reloader {
+    /// Where the config file is read from.
     source: ConfigSource,
-    settings: Settings,
+    /// Where a build reads the documents the config names.
+    documents: Arc<dyn Source>,
+    /// The settings in force since start; a change to them needs a restart.
+    started_with: Settings,
+    /// The config the snapshot in force was built from.
+    config: Arc<Config>,
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
     pending: Arc<Pending>,
-    watched: Watched,
     /// Held so the OS watch lives as long as this task; replaced when the config names other
     /// files.
     watcher: Option<notify::RecommendedWatcher>,
 }
 
 async fn run(mut reloader: Reloader, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-    loop {
-        if !reloader.pending.next_build(&mut stop).await {
-            return Ok(());
-        }
-        let rebuilt = reload(
-            &reloader.source,
-            &reloader.settings,
-            &reloader.snapshots,
-            &reloader.metrics,
-        )
-        .await;
-        if let Some(watched) = rebuilt
-            && watched != reloader.watched
-        {
-            match watch(&watched, &reloader.settings, reloader.pending.clone()) {
-                Ok(watcher) => {
-                    reloader.watcher = watcher;
-                    reloader.watched = watched;
+    while let Some(change) = reloader.pending.next_build(&mut stop).await {
+        reloader.rebuild(change).await;
+    }
+    Ok(())
+}
+
+impl Reloader {
+    /// Builds a new snapshot (parsing the config again first if `change` asks for it) and
+    /// swaps it in, or keeps the current one and records why.
+    async fn rebuild(&mut self, change: Change) {
+        let generation = self.snapshots.load().generation + 1;
+        let started = Instant::now();
+        let built = {
+            let source = self.source.clone();
+            let documents = self.documents.clone();
+            let config = self.config.clone();
+            tokio::task::spawn_blocking(move || match change {
+                Change::Config => {
+                    let config = Config::parse(&source)?;
+                    let snapshot = config.build(&*documents, generation)?;
+                    Ok::<_, ConfigError>((Some(config), snapshot))
                 }
+                Change::Documents => Ok((None, config.build(&*documents, generation)?)),
+            })
+            .await
+        };
+        let error = match built {
+            Ok(Ok((parsed, snapshot))) => {
+                let policies = snapshot.policies.policy_count();
+                self.snapshots.store(snapshot);
+                let build = started.elapsed();
+                self.metrics.reload_succeeded(generation, policies, build);
+                tracing::info!(
+                    generation,
+                    policies,
+                    change = change.as_str(),
+                    build_ms = build.as_millis() as u64,
+                    "configuration reloaded"
+                );
+                if let Some(parsed) = parsed {
+                    self.config_in_force(parsed);
+                }
+                return;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(join) => format!("the reload task failed: {join}"),
+        };
+        tracing::error!(error = %error, change = change.as_str(), "reload failed; keeping the last good configuration");
+        self.metrics.reload_failed();
+        self.snapshots.reload_failed(error);
+    }
+
+    /// Keeps `config` for the next document-only builds, and follows what it names.
+    fn config_in_force(&mut self, config: Config) {
+        if config.settings != self.started_with {
+            tracing::warn!(
+                "[server], [cache] or [audit] settings changed; they apply after a restart"
+            );
+        }
+        if config.watched != self.config.watched {
+            match watch(&config.watched, &self.started_with, self.pending.clone()) {
+                Ok(watcher) => self.watcher = watcher,
                 Err(error) => {
                     tracing::error!(%error, "cannot watch what the new configuration names; still watching the old files");
                 }
             }
         }
+        self.config = Arc::new(config);
     }
 }
 
-/// Builds a new snapshot from `source` and swaps it in, or keeps the current one and records
-/// why. Returns what the new snapshot was built from, when it was swapped in.
-pub async fn reload(
-    source: &ConfigSource,
-    settings: &Settings,
-    snapshots: &SnapshotHandle,
-    metrics: &Metrics,
-) -> Option<Watched> {
-    let generation = snapshots.load().generation + 1;
-    let started = Instant::now();
-    let built = {
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || Config::load(&source, generation)).await
-    };
-    match built {
-        Ok(Ok(config)) => {
-            if config.settings != *settings {
-                tracing::warn!(
-                    "[server], [cache] or [audit] settings changed; they apply after a restart"
-                );
-            }
-            let policies = config.snapshot.policies.policy_count();
-            snapshots.store(config.snapshot);
-            let build = started.elapsed();
-            metrics.reload_succeeded(generation, policies, build);
-            tracing::info!(
-                generation,
-                policies,
-                build_ms = build.as_millis() as u64,
-                "configuration reloaded"
-            );
-            Some(config.watched)
-        }
-        Ok(Err(error)) => {
-            let message = error.to_string();
-            tracing::error!(error = %message, "reload failed; keeping the last good configuration");
-            metrics.reload_failed();
-            snapshots.reload_failed(message);
-            None
-        }
-        Err(join) => {
-            tracing::error!(error = %join, "reload task failed; keeping the last good configuration");
-            metrics.reload_failed();
-            snapshots.reload_failed(join.to_string());
-            None
+impl Change {
+    /// The name logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Documents => "documents",
+            Self::Config => "config",
         }
     }
 }
@@ -343,7 +383,7 @@ mod tests {
         let pending = pending.clone();
         tokio::spawn(async move {
             loop {
-                pending.mark();
+                pending.mark(Change::Documents);
                 tokio::time::sleep(every).await;
             }
         })
@@ -354,8 +394,8 @@ mod tests {
         let pending = Pending::default();
         let (_stop, mut stopped) = watch::channel(false);
         let started = Instant::now();
-        pending.mark();
-        assert!(pending.next_build(&mut stopped).await);
+        pending.mark(Change::Documents);
+        assert!(pending.next_build(&mut stopped).await.is_some());
         assert_eq!(started.elapsed(), DEBOUNCE);
         assert_eq!(pending.due(), None, "the record is cleared for the build");
     }
@@ -367,7 +407,7 @@ mod tests {
         let started = Instant::now();
         let stream = churn(&pending, Duration::from_millis(50));
         for n in 1..=3u32 {
-            assert!(pending.next_build(&mut stopped).await);
+            assert!(pending.next_build(&mut stopped).await.is_some());
             // The first change of each round is at most one event interval after the build.
             assert!(started.elapsed() <= n * (MAX_DELAY + Duration::from_millis(50)));
         }
@@ -378,13 +418,13 @@ mod tests {
     async fn a_change_during_a_build_is_not_made_to_wait_a_fresh_cap() {
         let pending = Arc::new(Pending::default());
         let (_stop, mut stopped) = watch::channel(false);
-        pending.mark();
-        assert!(pending.next_build(&mut stopped).await);
+        pending.mark(Change::Documents);
+        assert!(pending.next_build(&mut stopped).await.is_some());
         // A stream of changes starts while a (slow, 400 ms) build runs.
         let changed = Instant::now();
         let stream = churn(&pending, Duration::from_millis(50));
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(pending.next_build(&mut stopped).await);
+        assert!(pending.next_build(&mut stopped).await.is_some());
         assert_eq!(changed.elapsed(), MAX_DELAY);
         stream.abort();
     }
@@ -393,8 +433,8 @@ mod tests {
     async fn stop_ends_the_wait() {
         let pending = Pending::default();
         let (stop, mut stopped) = watch::channel(false);
-        pending.mark();
+        pending.mark(Change::Documents);
         stop.send(true).unwrap();
-        assert!(!pending.next_build(&mut stopped).await);
+        assert_eq!(pending.next_build(&mut stopped).await, None);
     }
 }

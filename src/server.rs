@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigSource, Settings};
 use crate::grpc::{self, Admission, CheckService};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
-use crate::snapshot::SnapshotHandle;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// A running Tollgate.
 #[derive(Debug)]
@@ -65,18 +65,15 @@ pub enum ServeError {
     Listener(String),
 }
 
-/// Binds the listeners and starts serving in background tasks; watches `source`'s files and
-/// reloads on change.
+/// Binds the listeners and starts serving `snapshot` (built from `config`) in background
+/// tasks; watches `source`'s files and rebuilds on change.
 pub async fn start(
     source: ConfigSource,
     config: Config,
+    snapshot: Snapshot,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Running, ServeError> {
-    let Config {
-        settings,
-        snapshot,
-        watched,
-    } = config;
+    let settings = config.settings.clone();
     let demo = matches!(source, ConfigSource::Embedded);
     if demo {
         tracing::warn!(
@@ -120,15 +117,9 @@ pub async fn start(
             }),
         ));
     }
-    let (reload, reloader) = reload::start(
-        source,
-        settings.clone(),
-        watched,
-        snapshots.clone(),
-        Metrics,
-        stopped.clone(),
-    )
-    .map_err(|e| ServeError::Watch(e.to_string()))?;
+    let (reload, reloader) =
+        reload::start(source, config, snapshots.clone(), Metrics, stopped.clone())
+            .map_err(|e| ServeError::Watch(e.to_string()))?;
     tasks.push(("reloader", reloader));
     tracing::info!(
         grpc.addr = %grpc_addr,

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{ConfigSource, load};
 
 /// One file the fuzzer rewrites, in a folder with the demo's files beside it so that
 /// relative paths in the fuzzed config can resolve.
@@ -22,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&*FILE, data).is_err() {
         return;
     }
-    let _ = Config::load(&ConfigSource::File(FILE.clone()), 1);
+    let _ = load(&ConfigSource::File(FILE.clone()), 1);
 });

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rustls_pki_types::UnixTime;
 
 use crate::authz::{Authorizer, Trace};
-use crate::config::Config;
+use crate::config;
 use crate::policy::PolicyStore;
 use crate::request::CheckInput;
 use crate::verdict::{Outcome, ReasonCode, Verdict};
@@ -32,8 +32,8 @@ pub struct CheckArgs {
 }
 
 pub(super) fn run(args: CheckArgs) -> Exit {
-    let config = match Config::load(&args.config.source(), 1) {
-        Ok(config) => config,
+    let snapshot = match config::load(&args.config.source(), 1) {
+        Ok((_, snapshot)) => snapshot,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Invalid;
@@ -53,7 +53,7 @@ pub(super) fn run(args: CheckArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let authorizer = Authorizer::offline(config.snapshot);
+    let authorizer = Authorizer::offline(snapshot);
     let snapshot = authorizer.snapshot();
     let mut trace = Trace::default();
     let verdict = authorizer.decide(&snapshot, &input, UnixTime::now(), Some(&mut trace));

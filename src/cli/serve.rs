@@ -1,6 +1,6 @@
 //! `tollgate serve`: load config, build the first snapshot, serve until SIGINT/SIGTERM.
 
-use crate::config::Config;
+use crate::config;
 use crate::server;
 
 use super::{ConfigArg, Exit};
@@ -14,8 +14,8 @@ pub struct ServeArgs {
 
 pub(super) fn run(args: ServeArgs) -> Exit {
     let source = args.config.source();
-    let config = match Config::load(&source, 1) {
-        Ok(config) => config,
+    let (config, snapshot) = match config::load(&source, 1) {
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(config = %source.config_name(), error = %e, "configuration is invalid; not starting");
             eprintln!("error: {e}");
@@ -24,7 +24,7 @@ pub(super) fn run(args: ServeArgs) -> Exit {
     };
     tracing::info!(
         config = %source.config_name(),
-        policies = config.snapshot.policies.policy_count(),
+        policies = snapshot.policies.policy_count(),
         "configuration loaded"
     );
     let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
@@ -40,7 +40,7 @@ pub(super) fn run(args: ServeArgs) -> Exit {
         Err(exit) => return exit,
     };
     runtime.block_on(async move {
-        let running = match server::start(source, config, prometheus).await {
+        let running = match server::start(source, config, snapshot, prometheus).await {
             Ok(running) => running,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use quick_junit::{NonSuccessKind, Report, TestCase as JunitCase, TestCaseStatus, TestSuite};
 
 use crate::authz::Authorizer;
-use crate::config::{Config, ConfigSource};
+use crate::config::{self, ConfigSource};
 use crate::policytest::{self, CaseOutcome};
 
 use super::{ConfigArg, Exit};
@@ -61,9 +61,9 @@ pub(super) fn run(args: TestArgs) -> Exit {
         };
         let key = source.config_name();
         if !authorizers.contains_key(&key) {
-            match Config::load(&source, 1) {
-                Ok(config) => {
-                    authorizers.insert(key.clone(), Authorizer::offline(config.snapshot));
+            match config::load(&source, 1) {
+                Ok((_, snapshot)) => {
+                    authorizers.insert(key.clone(), Authorizer::offline(snapshot));
                 }
                 Err(e) => {
                     eprintln!("error: {e}");

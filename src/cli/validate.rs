@@ -1,7 +1,7 @@
 //! `tollgate validate`: load everything exactly as `serve` would, report every problem found
 //! (plus lints) as `file:line:col`, or as JSON.
 
-use crate::config::Config;
+use crate::config;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::lint::lint;
 
@@ -35,14 +35,14 @@ pub struct ValidateArgs {
 pub(super) fn run(args: ValidateArgs) -> Exit {
     let source = args.config.source();
     let name = source.config_name();
-    let (summary, diagnostics) = match Config::load(&source, 1) {
-        Ok(config) => {
+    let (summary, diagnostics) = match config::load(&source, 1) {
+        Ok((_, snapshot)) => {
             let summary = format!(
                 "{name}: {} policies, {} routes",
-                config.snapshot.policies.policy_count(),
-                config.snapshot.routes.iter().count()
+                snapshot.policies.policy_count(),
+                snapshot.routes.iter().count()
             );
-            (Some(summary), lint(&config, &name))
+            (Some(summary), lint(&snapshot, &name))
         }
         Err(error) => (None, Diagnostic::from_config_error(&error)),
     };

@@ -1,9 +1,10 @@
-//! Where config-relative paths are read from: the disk, or the embedded default estate.
+//! Where config-relative paths are read from: the disk, or the embedded default estate. This
+//! is the file [`Source`] every snapshot build reads through.
 
 use std::path::{Component, Path, PathBuf};
 
-use super::ConfigError;
 use crate::policy::SourceFile;
+use crate::snapshot::source::{Document, Source, SourceError};
 
 /// The embedded default: the demo config, its credentials' public halves, and the example
 /// estate, under their repository paths.
@@ -64,7 +65,7 @@ impl ConfigSource {
     }
 
     /// Reads the config file itself.
-    pub fn read_config(&self) -> Result<SourceFile, ConfigError> {
+    pub fn read_config(&self) -> Result<SourceFile, SourceError> {
         match self {
             Self::File(path) => read_disk(path),
             Self::Embedded => read_embedded(Path::new(EMBEDDED_CONFIG)),
@@ -72,7 +73,7 @@ impl ConfigSource {
     }
 
     /// Reads a path written in the config (relative to the config's folder).
-    pub fn read(&self, relative: &str) -> Result<SourceFile, ConfigError> {
+    pub fn read(&self, relative: &str) -> Result<SourceFile, SourceError> {
         match self {
             Self::File(path) => read_disk(&self.base(path).join(relative)),
             Self::Embedded => read_embedded(&normalize(&embedded_base().join(relative))),
@@ -90,7 +91,7 @@ impl ConfigSource {
     /// Reads every `*.cedar` file in a folder and its subfolders, sorted by path. Names
     /// starting with `.` are skipped: editors' temporary files, and Kubernetes ConfigMap
     /// volumes' `..data` and timestamped folders, which hold the same files again.
-    pub fn read_cedar_dir(&self, relative: &str) -> Result<Vec<SourceFile>, ConfigError> {
+    pub fn read_cedar_dir(&self, relative: &str) -> Result<Vec<SourceFile>, SourceError> {
         match self {
             Self::File(path) => {
                 let dir = self.base(path).join(relative);
@@ -122,6 +123,21 @@ impl ConfigSource {
     }
 }
 
+/// The files a config names, read as its relative paths say.
+impl Source for ConfigSource {
+    fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
+        match document {
+            Document::File(path) => ConfigSource::read(self, path),
+        }
+    }
+
+    fn read_policies(&self, folder: &Document) -> Result<Vec<SourceFile>, SourceError> {
+        match folder {
+            Document::File(path) => self.read_cedar_dir(path),
+        }
+    }
+}
+
 /// Deepest subfolder read; also ends a symlink loop.
 const MAX_POLICY_DEPTH: usize = 16;
 
@@ -129,9 +145,9 @@ fn collect_cedar_files(
     dir: &Path,
     depth: usize,
     out: &mut Vec<PathBuf>,
-) -> Result<(), ConfigError> {
-    let read_error = |e: std::io::Error| ConfigError::Read {
-        path: dir.display().to_string(),
+) -> Result<(), SourceError> {
+    let read_error = |e: std::io::Error| SourceError {
+        name: dir.display().to_string(),
         reason: e.to_string(),
     };
     if depth > MAX_POLICY_DEPTH {
@@ -163,19 +179,19 @@ fn embedded_base() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn read_disk(path: &Path) -> Result<SourceFile, ConfigError> {
+fn read_disk(path: &Path) -> Result<SourceFile, SourceError> {
     std::fs::read_to_string(path)
         .map(|text| SourceFile {
             name: path.display().to_string(),
             text,
         })
-        .map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
+        .map_err(|e| SourceError {
+            name: path.display().to_string(),
             reason: e.to_string(),
         })
 }
 
-fn read_embedded(path: &Path) -> Result<SourceFile, ConfigError> {
+fn read_embedded(path: &Path) -> Result<SourceFile, SourceError> {
     EMBEDDED
         .iter()
         .find(|(name, _)| Path::new(name) == path)
@@ -183,8 +199,8 @@ fn read_embedded(path: &Path) -> Result<SourceFile, ConfigError> {
             name: format!("<embedded>/{name}"),
             text: (*text).to_owned(),
         })
-        .ok_or_else(|| ConfigError::Read {
-            path: format!("<embedded>/{}", path.display()),
+        .ok_or_else(|| SourceError {
+            name: format!("<embedded>/{}", path.display()),
             reason: "not part of the embedded default".into(),
         })
 }

@@ -1,5 +1,9 @@
-//! Configuration: one TOML file parsed at a single boundary into types that cannot hold
-//! invalid states, plus the reloadable [`Snapshot`] built from it.
+//! Configuration: one TOML file parsed at a single boundary into [`Settings`] (what applies
+//! at start) and a [`Spec`] (what every snapshot is built from), both validated as far as
+//! they can be without reading the documents they name. [`snapshot::build`] turns the spec
+//! and a [`Source`]'s documents into a [`Snapshot`]; [`load`] does both for a first start.
+//!
+//! [`snapshot::build`]: crate::snapshot::build::build
 
 mod error;
 mod files;
@@ -11,7 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
 pub use error::ConfigError;
@@ -19,14 +23,17 @@ pub use files::ConfigSource;
 use raw::RawConfig;
 
 use crate::audit::AuditTarget;
-use crate::identity::bundle::parse_bundle;
-use crate::identity::cert::{TrustDomainBundle, TrustStore};
-use crate::identity::jwks::KeySet;
+use crate::identity::IdentitySource;
 use crate::identity::spiffe::is_valid_trust_domain;
-use crate::identity::token::{Delegation, Issuer, Issuers};
-use crate::identity::{Identity, IdentitySource};
-use crate::mapping::routes::{ResourceTemplate, Route, Routes};
-use crate::policy::{PolicyStore, SourceFile, line_column};
+use crate::identity::token::Delegation;
+use crate::mapping::routes::{ResourceTemplate, Route};
+use crate::policy::{SourceFile, line_column};
+use crate::snapshot::build::build;
+use crate::snapshot::source::{Document, Source};
+use crate::snapshot::spec::{
+    IdentitySpec, IssuerSpec, Located, Location, PolicySpec, RouteSpec, Spec, TrustDomainSpec,
+    UnmatchedSpec,
+};
 use crate::snapshot::{ResponseSettings, Snapshot};
 
 /// Process settings that apply at start (listeners, limits, cache bounds).
@@ -71,53 +78,79 @@ impl std::fmt::Debug for ListenerTls {
     }
 }
 
-/// A loaded configuration.
-#[derive(Debug)]
+/// A parsed configuration: nothing in it has read a document yet, except the listener's own
+/// TLS material (so that `validate` names a bad key).
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Start-time settings.
     pub settings: Settings,
-    /// Everything a decision depends on.
-    pub snapshot: Snapshot,
-    /// Files and folders the snapshot was built from (empty for the embedded default), for
-    /// live reload.
+    /// What every snapshot is built from.
+    pub spec: Spec,
+    /// The files and folders behind the spec (empty for the embedded default), for live
+    /// reload.
     pub watched: Watched,
 }
 
 /// What a snapshot was built from, as live reload watches it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Watched {
-    /// Single files: the config, schema, entities, bundles, intermediates, JWKS, secrets.
+    /// The config file itself: a change means parse again, not only build again.
+    pub config: Option<PathBuf>,
+    /// The documents it names: schema, entities, bundles, intermediates, JWKS, secrets.
     pub files: Vec<PathBuf>,
     /// Folders read recursively (the policy folder).
     pub trees: Vec<PathBuf>,
 }
 
-/// Helper that turns spans into located errors for one config file.
+/// Parses the config at `source` and builds generation `generation` of its snapshot from the
+/// same source's files: what `serve`, `validate`, `check` and `test` start from.
+pub fn load(source: &ConfigSource, generation: u64) -> Result<(Config, Snapshot), ConfigError> {
+    let config = Config::parse(source)?;
+    let snapshot = build(&config.spec, source, generation)?;
+    Ok((config, snapshot))
+}
+
+/// Turns spans into located errors for one config file.
 struct Locator<'a> {
     file: &'a SourceFile,
 }
 
 impl Locator<'_> {
+    fn locate<T>(&self, spanned: &Spanned<T>, key: &str) -> Location {
+        let (line, column) = line_column(&self.file.text, spanned.span().start);
+        Location {
+            file: self.file.name.clone(),
+            line,
+            column,
+            key: key.to_owned(),
+        }
+    }
+
     fn invalid<T>(
         &self,
         spanned: &Spanned<T>,
         key: &str,
         message: impl Into<String>,
     ) -> ConfigError {
-        let (line, column) = line_column(&self.file.text, spanned.span().start);
         ConfigError::Invalid {
-            file: self.file.name.clone(),
-            line,
-            column,
-            key: key.to_owned(),
+            at: self.locate(spanned, key),
             message: message.into(),
+        }
+    }
+
+    /// A file the config names, with where it is named.
+    fn document(&self, path: &Spanned<String>, key: &str) -> Located<Document> {
+        Located {
+            value: Document::File(path.get_ref().clone()),
+            at: self.locate(path, key),
         }
     }
 }
 
 impl Config {
-    /// Reads, parses and validates the config and everything it names.
-    pub fn load(source: &ConfigSource, generation: u64) -> Result<Self, ConfigError> {
+    /// Reads, parses and validates the config file; reads no other file but the listener's
+    /// TLS material.
+    pub fn parse(source: &ConfigSource) -> Result<Self, ConfigError> {
         let file = source.read_config()?;
         let raw: RawConfig = toml::from_str(&file.text).map_err(|e| {
             let (line, column) = e
@@ -132,64 +165,50 @@ impl Config {
         })?;
         let at = Locator { file: &file };
         let settings = settings(&at, source, &raw)?;
-        let identity = identity(&at, source, &raw)?;
-        let policies = policies(source, &raw)?;
-        let routes = routes(&at, &raw, &policies)?;
-        let response = response(&at, &raw)?;
-        let watched = watched(source, &raw);
-        Ok(Self {
-            watched,
-            settings,
-            snapshot: Snapshot {
-                generation,
-                identity,
-                routes,
-                policies,
-                response: Arc::new(response),
+        let (routes, unmatched) = routes(&at, &raw)?;
+        let spec = Spec {
+            identity: identity(&at, &raw)?,
+            issuers: issuers(&at, &raw)?,
+            policies: PolicySpec {
+                schema: Document::File(raw.policies.schema.get_ref().clone()),
+                folder: Document::File(raw.policies.dir.get_ref().clone()),
+                entities: raw
+                    .policies
+                    .entities
+                    .as_ref()
+                    .map(|p| Document::File(p.get_ref().clone())),
             },
+            routes,
+            unmatched,
+            response: Arc::new(response(&at, &raw)?),
+        };
+        let watched = watched(source, &spec);
+        Ok(Self {
+            settings,
+            spec,
+            watched,
         })
+    }
+
+    /// Builds generation `generation` of the snapshot from `source`'s documents.
+    pub fn build(&self, source: &dyn Source, generation: u64) -> Result<Snapshot, ConfigError> {
+        Ok(build(&self.spec, source, generation)?)
     }
 }
 
 /// Every file (and the policy folder) a snapshot depends on.
-fn watched(source: &ConfigSource, raw: &RawConfig) -> Watched {
+fn watched(source: &ConfigSource, spec: &Spec) -> Watched {
     let ConfigSource::File(config) = source else {
         return Watched::default();
     };
-    let id = &raw.identity;
-    let named = std::iter::once(&raw.policies.schema)
-        .chain(raw.policies.entities.iter())
-        .chain(id.intermediates.iter())
-        .chain(
-            raw.issuers
-                .iter()
-                .flat_map(|i| i.jwks_file.iter().chain(i.hmac_secret_file.iter())),
-        );
-    let bundles = trust_domain_tables(raw)
-        .into_iter()
-        .filter_map(|(_, table)| table.bundle)
-        .filter_map(|p| source.resolve(&p));
+    let resolve = |document: &Document| match document {
+        Document::File(path) => source.resolve(path),
+    };
     Watched {
-        files: std::iter::once(config.clone())
-            .chain(named.filter_map(|p| source.resolve(p.get_ref())))
-            .chain(bundles)
-            .collect(),
-        trees: source
-            .resolve(raw.policies.dir.get_ref())
-            .into_iter()
-            .collect(),
+        config: Some(config.clone()),
+        files: spec.documents().filter_map(resolve).collect(),
+        trees: resolve(&spec.policies.folder).into_iter().collect(),
     }
-}
-
-/// The `[[identity.trust_domains]]` tables that parse, for watching (errors are reported by
-/// [`identity`]).
-fn trust_domain_tables(raw: &RawConfig) -> Vec<(usize, raw::RawTrustDomain)> {
-    raw.identity
-        .trust_domains
-        .iter()
-        .flat_map(|list| list.get_ref().iter().cloned().enumerate())
-        .filter_map(|(i, v)| v.try_into().ok().map(|t| (i, t)))
-        .collect()
 }
 
 fn settings(
@@ -299,13 +318,9 @@ fn listener_tls(
     })
 }
 
-fn identity(
-    at: &Locator<'_>,
-    source: &ConfigSource,
-    raw: &RawConfig,
-) -> Result<Identity, ConfigError> {
+fn identity(at: &Locator<'_>, raw: &RawConfig) -> Result<IdentitySpec, ConfigError> {
     let id = &raw.identity;
-    let kind = match id.source.get_ref().as_str() {
+    let source = match id.source.get_ref().as_str() {
         "certificate" => IdentitySource::Certificate,
         "xfcc" => IdentitySource::Xfcc,
         "envoy_principal" => IdentitySource::EnvoyPrincipal,
@@ -317,19 +332,6 @@ fn identity(
             ));
         }
     };
-    let mut intermediates = Vec::new();
-    for (i, path) in id.intermediates.iter().enumerate() {
-        let file = source.read(path.get_ref())?;
-        intermediates.extend(parse_bundle(&file.text).map_err(|e| {
-            at.invalid(
-                path,
-                &format!("identity.intermediates[{i}]"),
-                format!("{}: {e}", file.name),
-            )
-        })?);
-    }
-    let bundles = trust_domains(at, source, id, kind)?;
-    let trust_domains: Vec<String> = bundles.iter().map(|b| b.trust_domain.clone()).collect();
     if *id.min_rsa_bits.get_ref() < 2048 {
         return Err(at.invalid(
             &id.min_rsa_bits,
@@ -337,51 +339,19 @@ fn identity(
             "must be at least 2048",
         ));
     }
-    let trust = TrustStore::new(
-        &bundles,
-        intermediates,
-        *id.min_rsa_bits.get_ref(),
-        id.insecure_dns_san_fallback,
-    )
-    .map_err(|e| at.invalid(&id.source, "identity.trust_domains", e.to_string()))?;
-    let mut issuers = Vec::new();
-    for (i, issuer) in raw.issuers.iter().enumerate() {
-        if raw
-            .issuers
+    Ok(IdentitySpec {
+        source,
+        trust_domains: trust_domains(at, id, source)?,
+        trust_domains_at: at.locate(&id.source, "identity.trust_domains"),
+        intermediates: id
+            .intermediates
             .iter()
-            .take(i)
-            .any(|o| o.issuer.get_ref() == issuer.issuer.get_ref())
-        {
-            return Err(at.invalid(
-                &issuer.issuer,
-                &format!("issuers[{i}].issuer"),
-                "duplicate issuer",
-            ));
-        }
-        if *issuer.unqualified_users.get_ref()
-            && let Some(first) = raw
-                .issuers
-                .iter()
-                .take(i)
-                .find(|o| *o.unqualified_users.get_ref())
-        {
-            return Err(at.invalid(
-                &issuer.unqualified_users,
-                &format!("issuers[{i}].unqualified_users"),
-                format!(
-                    "`{}` already has unqualified users; two issuers sharing `User::\"<sub>\"` \
-                     could speak for each other's users",
-                    first.issuer.get_ref()
-                ),
-            ));
-        }
-        issuers.push(build_issuer(at, source, issuer, i)?);
-    }
-    Ok(Identity {
-        source: kind,
-        trust,
-        trust_domains,
-        issuers: Issuers::new(issuers),
+            .enumerate()
+            .map(|(i, path)| at.document(path, &format!("identity.intermediates[{i}]")))
+            .collect(),
+        min_rsa_bits: *id.min_rsa_bits.get_ref(),
+        insecure_dns_san_fallback: id.insecure_dns_san_fallback,
+        insecure_shared_ca_across_trust_domains: id.insecure_shared_ca_across_trust_domains,
         require_workload: id.require_workload,
         require_token: id.require_token,
     })
@@ -392,14 +362,13 @@ const TRUST_DOMAINS_MIGRATION: &str = "trust bundles now belong to trust domains
 vouch only for its own domain; replace `trust_bundles` and the list of names with one table \
 per domain:\n\n[[identity.trust_domains]]\nname = \"example.org\"\nbundle = \"ca.pem\"\n";
 
-/// `[[identity.trust_domains]]`: names checked, bundles read, and no CA shared between
-/// domains unless the config says so explicitly.
+/// `[[identity.trust_domains]]`: names checked, and a bundle for each where certificates are
+/// verified (whether bundles share a CA is the builder's to check, having read them).
 fn trust_domains(
     at: &Locator<'_>,
-    source: &ConfigSource,
     id: &raw::RawIdentity,
     kind: IdentitySource,
-) -> Result<Vec<TrustDomainBundle>, ConfigError> {
+) -> Result<Vec<TrustDomainSpec>, ConfigError> {
     if let Some(old) = &id.trust_bundles {
         return Err(at.invalid(old, "identity.trust_bundles", TRUST_DOMAINS_MIGRATION));
     }
@@ -410,7 +379,7 @@ fn trust_domains(
             "add at least one `[[identity.trust_domains]]` table with `name` (and `bundle`)",
         ));
     };
-    let mut bundles: Vec<TrustDomainBundle> = Vec::new();
+    let mut domains: Vec<TrustDomainSpec> = Vec::new();
     for (i, value) in list.get_ref().iter().enumerate() {
         let key = format!("identity.trust_domains[{i}]");
         if value.is_str() {
@@ -430,28 +399,24 @@ fn trust_domains(
                 ),
             ));
         }
-        if bundles.iter().any(|b| b.trust_domain == table.name) {
+        if domains.iter().any(|d| d.name == table.name) {
             return Err(at.invalid(
                 list,
                 &format!("{key}.name"),
                 format!("trust domain `{}` is listed twice", table.name),
             ));
         }
-        let authorities = match &table.bundle {
-            Some(path) => {
-                let file = source.read(path)?;
-                parse_bundle(&file.text).map_err(|e| {
-                    at.invalid(
-                        list,
-                        &format!("{key}.bundle"),
-                        format!("{}: {e}", file.name),
-                    )
-                })?
-            }
+        let bundle_key = format!("{key}.bundle");
+        let bundle = match table.bundle {
+            Some(path) => Some(Located {
+                value: Document::File(path),
+                // A table inside an array of tables keeps no spans of its own.
+                at: at.locate(list, &bundle_key),
+            }),
             None if kind == IdentitySource::Certificate => {
                 return Err(at.invalid(
                     list,
-                    &format!("{key}.bundle"),
+                    &bundle_key,
                     format!(
                         "source `certificate` verifies certificates against each trust domain's \
                          own bundle: set `bundle` for `{}`",
@@ -459,52 +424,61 @@ fn trust_domains(
                     ),
                 ));
             }
-            None => Vec::new(),
+            None => None,
         };
-        if !id.insecure_shared_ca_across_trust_domains
-            && let Some(other) = bundles
-                .iter()
-                .find(|b| b.authorities.iter().any(|a| authorities.contains(a)))
-        {
-            return Err(at.invalid(
-                list,
-                &format!("{key}.bundle"),
-                format!(
-                    "a CA certificate is in the bundles of both `{}` and `{}`, so it could \
-                     vouch for either; give each trust domain its own CA, or set \
-                     `identity.insecure_shared_ca_across_trust_domains = true` if one CA \
-                     really issues for both",
-                    other.trust_domain, table.name
-                ),
-            ));
-        }
-        bundles.push(TrustDomainBundle {
-            trust_domain: table.name,
-            authorities,
+        domains.push(TrustDomainSpec {
+            name: table.name,
+            bundle,
         });
     }
-    if bundles.is_empty() {
+    if domains.is_empty() {
         return Err(at.invalid(
             list,
             "identity.trust_domains",
             "list at least one trust domain",
         ));
     }
-    if id.insecure_shared_ca_across_trust_domains {
-        tracing::warn!(
-            "identity.insecure_shared_ca_across_trust_domains is on: a CA in several trust \
-             domains' bundles vouches for all of them"
-        );
-    }
-    Ok(bundles)
+    Ok(domains)
 }
 
-fn build_issuer(
+/// `[[issuers]]`: each checked, and no two that could speak for each other.
+fn issuers(at: &Locator<'_>, raw: &RawConfig) -> Result<Vec<IssuerSpec>, ConfigError> {
+    let mut issuers = Vec::with_capacity(raw.issuers.len());
+    for (i, issuer) in raw.issuers.iter().enumerate() {
+        let earlier = raw.issuers.get(..i).unwrap_or_default();
+        if earlier
+            .iter()
+            .any(|o| o.issuer.get_ref() == issuer.issuer.get_ref())
+        {
+            return Err(at.invalid(
+                &issuer.issuer,
+                &format!("issuers[{i}].issuer"),
+                "duplicate issuer",
+            ));
+        }
+        if *issuer.unqualified_users.get_ref()
+            && let Some(first) = earlier.iter().find(|o| *o.unqualified_users.get_ref())
+        {
+            return Err(at.invalid(
+                &issuer.unqualified_users,
+                &format!("issuers[{i}].unqualified_users"),
+                format!(
+                    "`{}` already has unqualified users; two issuers sharing `User::\"<sub>\"` \
+                     could speak for each other's users",
+                    first.issuer.get_ref()
+                ),
+            ));
+        }
+        issuers.push(issuer_spec(at, issuer, i)?);
+    }
+    Ok(issuers)
+}
+
+fn issuer_spec(
     at: &Locator<'_>,
-    source: &ConfigSource,
     raw: &raw::RawIssuer,
     i: usize,
-) -> Result<Issuer, ConfigError> {
+) -> Result<IssuerSpec, ConfigError> {
     let key = |k: &str| format!("issuers[{i}].{k}");
     if raw.issuer.get_ref().is_empty() {
         return Err(at.invalid(&raw.issuer, &key("issuer"), "must not be empty"));
@@ -525,21 +499,10 @@ fn build_issuer(
             "list at least one audience",
         ));
     }
-    let hmac_secret = match &raw.hmac_secret_file {
-        Some(path) => {
-            let secret = source.read(path.get_ref())?;
-            let secret = secret.text.trim_end_matches(['\n', '\r']);
-            if secret.len() < 32 {
-                return Err(at.invalid(
-                    path,
-                    &key("hmac_secret_file"),
-                    "secret must be at least 32 bytes",
-                ));
-            }
-            Some(DecodingKey::from_secret(secret.as_bytes()))
-        }
-        None => None,
-    };
+    let hmac_secret = raw
+        .hmac_secret_file
+        .as_ref()
+        .map(|path| at.document(path, &key("hmac_secret_file")));
     let mut algorithms = Vec::new();
     for name in raw.algorithms.get_ref() {
         let alg = Algorithm::from_str(name).map_err(|_| {
@@ -566,21 +529,17 @@ fn build_issuer(
             "list at least one algorithm",
         ));
     }
-    let keys = match &raw.jwks_file {
-        Some(path) => {
-            let file = source.read(path.get_ref())?;
-            KeySet::from_json(&file.text)
-                .map_err(|e| at.invalid(path, &key("jwks_file"), format!("{}: {e}", file.name)))?
-        }
-        None if hmac_secret.is_some() => KeySet::default(),
-        None => {
-            return Err(at.invalid(
-                &raw.issuer,
-                &key("jwks_file"),
-                "set `jwks_file` (or `hmac_secret_file`)",
-            ));
-        }
-    };
+    let keys = raw
+        .jwks_file
+        .as_ref()
+        .map(|path| at.document(path, &key("jwks_file")));
+    if keys.is_none() && hmac_secret.is_none() {
+        return Err(at.invalid(
+            &raw.issuer,
+            &key("jwks_file"),
+            "set `jwks_file` (or `hmac_secret_file`)",
+        ));
+    }
     let delegation = match raw.delegation.get_ref().as_str() {
         "act_or_subject" => Delegation::ActOrSubject,
         "act_claim_only" => Delegation::ActClaimOnly,
@@ -601,126 +560,66 @@ fn build_issuer(
             ));
         }
     };
-    Ok(Issuer::new(
-        raw.issuer.get_ref().clone(),
-        raw.audiences.get_ref().clone(),
+    Ok(IssuerSpec {
+        issuer: raw.issuer.get_ref().clone(),
+        audiences: raw.audiences.get_ref().clone(),
         algorithms,
         keys,
         hmac_secret,
-        raw.leeway_seconds,
-        raw.required_claims.clone(),
-        raw.require_binding,
+        leeway_seconds: raw.leeway_seconds,
+        required_claims: raw.required_claims.clone(),
+        require_binding: raw.require_binding,
         delegation,
-        raw.client_claims.clone(),
-        *raw.unqualified_users.get_ref(),
-    ))
+        client_claims: raw.client_claims.clone(),
+        unqualified_users: *raw.unqualified_users.get_ref(),
+    })
 }
 
-fn policies(source: &ConfigSource, raw: &RawConfig) -> Result<PolicyStore, ConfigError> {
-    let schema = source.read(raw.policies.schema.get_ref())?;
-    let files = source.read_cedar_dir(raw.policies.dir.get_ref())?;
-    let entities = raw
-        .policies
-        .entities
-        .as_ref()
-        .map(|p| source.read(p.get_ref()))
-        .transpose()?;
-    PolicyStore::load(&schema, &files, entities.as_ref()).map_err(ConfigError::Policies)
-}
-
-fn routes(at: &Locator<'_>, raw: &RawConfig, store: &PolicyStore) -> Result<Routes, ConfigError> {
-    let actions: Vec<String> = store
-        .schema()
-        .actions()
-        .map(|uid| uid.id().unescaped().to_owned())
-        .collect();
-    let check_action = |action: &Spanned<String>, key: &str| {
-        if actions.iter().any(|a| a == action.get_ref()) {
-            Ok(())
-        } else {
-            Err(at.invalid(
-                action,
-                key,
-                format!("action `{}` is not in the schema", action.get_ref()),
-            ))
-        }
-    };
-    // A resource type the action cannot take would fail schema validation on every request.
-    let check_resource =
-        |action: &Spanned<String>, type_name: &str, at_span: &Spanned<String>, key: &str| {
-            let uid = cedar_policy::EntityUid::from_type_name_and_id(
-                cedar_policy::EntityTypeName::from_str("Action")
-                    .map_err(|e| at.invalid(action, key, e.to_string()))?,
-                cedar_policy::EntityId::new(action.get_ref()),
-            );
-            let allowed: Vec<String> = store
-                .schema()
-                .resources_for_action(&uid)
-                .map(|types| types.map(ToString::to_string).collect())
-                .unwrap_or_default();
-            if allowed.iter().any(|t| t == type_name) {
-                Ok(())
-            } else {
-                Err(at.invalid(
-                at_span,
-                key,
-                format!(
-                    "action `{}` does not apply to `{type_name}` in the schema (it applies to: {})",
-                    action.get_ref(),
-                    allowed.join(", ")
-                ),
-            ))
-            }
-        };
-    let mut compiled = Vec::new();
+/// `[[routes]]` and `[unmatched]`, compiled; the builder checks their actions and resource
+/// types against the schema.
+fn routes(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+) -> Result<(Vec<RouteSpec>, Option<UnmatchedSpec>), ConfigError> {
+    let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, route) in raw.routes.iter().enumerate() {
-        check_action(&route.action, &format!("routes[{i}].action"))?;
+        let resource_key = format!("routes[{i}].resource");
         let attrs: Vec<(String, String)> = route
             .resource_attrs
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs).map_err(|e| {
-            at.invalid(
-                &route.resource,
-                &format!("routes[{i}].resource"),
-                e.to_string(),
-            )
-        })?;
-        check_resource(
-            &route.action,
-            &resource.type_name,
-            &route.resource,
-            &format!("routes[{i}].resource"),
-        )?;
-        let mut compiled_route =
+        let resource = ResourceTemplate::parse(route.resource.get_ref(), &attrs)
+            .map_err(|e| at.invalid(&route.resource, &resource_key, e.to_string()))?;
+        let mut compiled =
             Route::compile(route.pattern.get_ref(), route.action.get_ref(), resource).map_err(
                 |e| at.invalid(&route.pattern, &format!("routes[{i}].match"), e.to_string()),
             )?;
         if let Some(hosts) = &route.hosts {
-            compiled_route = compiled_route
+            compiled = compiled
                 .with_hosts(hosts.get_ref())
                 .map_err(|e| at.invalid(hosts, &format!("routes[{i}].hosts"), e.to_string()))?;
         }
-        compiled_route.line = line_column(&at.file.text, route.pattern.span().start).0;
-        compiled.push(compiled_route);
+        compiled.line = line_column(&at.file.text, route.pattern.span().start).0;
+        routes.push(RouteSpec {
+            route: compiled,
+            action_at: at.locate(&route.action, &format!("routes[{i}].action")),
+            resource_at: at.locate(&route.resource, &resource_key),
+        });
     }
-    let fallback = match &raw.unmatched {
-        Some(u) => {
-            check_action(&u.action, "unmatched.action")?;
-            let resource = ResourceTemplate::parse(u.resource.get_ref(), &[])
-                .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e.to_string()))?;
-            check_resource(
-                &u.action,
-                &resource.type_name,
-                &u.resource,
-                "unmatched.resource",
-            )?;
-            Some((Arc::from(u.action.get_ref().as_str()), resource))
-        }
+    let unmatched = match &raw.unmatched {
+        Some(u) => Some(UnmatchedSpec {
+            action: Located {
+                value: Arc::from(u.action.get_ref().as_str()),
+                at: at.locate(&u.action, "unmatched.action"),
+            },
+            resource: ResourceTemplate::parse(u.resource.get_ref(), &[])
+                .map_err(|e| at.invalid(&u.resource, "unmatched.resource", e.to_string()))?,
+            resource_at: at.locate(&u.resource, "unmatched.resource"),
+        }),
         None => None,
     };
-    Ok(Routes::new(compiled, fallback))
+    Ok((routes, unmatched))
 }
 
 fn response(at: &Locator<'_>, raw: &RawConfig) -> Result<ResponseSettings, ConfigError> {

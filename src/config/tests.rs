@@ -23,16 +23,16 @@ fn config_with(edit: impl Fn(String) -> String) -> (tempfile::TempDir, ConfigSou
 
 fn load_err(edit: impl Fn(String) -> String) -> ConfigError {
     let (_dir, source) = config_with(edit);
-    Config::load(&source, 1).unwrap_err()
+    load(&source, 1).unwrap_err()
 }
 
 #[test]
 fn embedded_default_loads() {
-    let config = Config::load(&ConfigSource::Embedded, 7).unwrap();
-    assert_eq!(config.snapshot.generation, 7);
+    let (config, snapshot) = load(&ConfigSource::Embedded, 7).unwrap();
+    assert_eq!(snapshot.generation, 7);
     assert_eq!(config.settings.listen.to_string(), "127.0.0.1:9191");
-    assert!(config.snapshot.policies.policy_count() >= 8);
-    assert!(config.snapshot.routes.iter().count() >= 7);
+    assert!(snapshot.policies.policy_count() >= 8);
+    assert!(snapshot.routes.iter().count() >= 7);
 }
 
 #[test]
@@ -95,9 +95,9 @@ fn semantic_errors_name_key_and_line() {
     for (edit, key) in cases {
         let e = load_err(edit);
         match &e {
-            ConfigError::Invalid { key: k, line, .. } => {
-                assert_eq!(k, key, "{e}");
-                assert!(*line > 1, "{e}");
+            ConfigError::Invalid { at, .. } => {
+                assert_eq!(at.key, key, "{e}");
+                assert!(at.line > 1, "{e}");
             }
             other => panic!("{key}: expected Invalid, got {other}"),
         }
@@ -141,5 +141,5 @@ fn missing_file_is_a_read_error() {
             "/nonexistent/ca.pem",
         )
     });
-    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    assert!(matches!(e, ConfigError::Read(_)), "{e}");
 }

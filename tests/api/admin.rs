@@ -52,11 +52,11 @@ async fn admin_endpoints_answer() {
 /// The embedded demo estate accepts credentials anyone can mint: `/readyz` says so.
 #[tokio::test]
 async fn readyz_says_when_the_demo_estate_is_serving() {
-    use tollgate::config::{Config, ConfigSource};
-    let mut config = Config::load(&ConfigSource::Embedded, 1).unwrap();
+    use tollgate::config::{ConfigSource, load};
+    let (mut config, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
     config.settings.listen = "127.0.0.1:0".parse().unwrap();
     config.settings.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-    let running = tollgate::server::start(ConfigSource::Embedded, config, None)
+    let running = tollgate::server::start(ConfigSource::Embedded, config, snapshot, None)
         .await
         .unwrap();
     let admin = running.admin_addr.unwrap();

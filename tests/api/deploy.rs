@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{self, Config, ConfigSource};
+use tollgate::snapshot::Snapshot;
 
 use crate::support::server::MANIFEST;
 
@@ -27,7 +28,7 @@ fn kind<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 /// Loads an embedded tollgate.toml with its in-cluster paths mapped onto this repository.
-fn load_embedded_config(toml: &str, dir: &Path) -> Config {
+fn load_embedded_config(toml: &str, dir: &Path) -> (Config, Snapshot) {
     let repo = |p: &str| Path::new(MANIFEST).join(p).display().to_string();
     let text = toml
         .replace("/etc/tollgate/policies", &repo("policies"))
@@ -42,7 +43,7 @@ fn load_embedded_config(toml: &str, dir: &Path) -> Config {
         .replace("/var/run/tollgate/", &format!("{}/", dir.display()));
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
-    Config::load(&ConfigSource::File(path), 1)
+    config::load(&ConfigSource::File(path), 1)
         .unwrap_or_else(|e| panic!("embedded config invalid: {e}"))
 }
 
@@ -64,7 +65,7 @@ fn kubernetes_deployment_wires_envoy_tollgate_and_the_app_together() {
         .as_str()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = load_embedded_config(toml, dir.path());
+    let (config, _) = load_embedded_config(toml, dir.path());
 
     let pod = &kind(&docs, "Deployment", "orders")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -256,9 +257,9 @@ fn istio_registers_tollgate_as_a_custom_authorization_provider() {
     let toml = kind(&docs, "ConfigMap", "tollgate-config")["data"]["tollgate.toml"]
         .as_str()
         .unwrap();
-    let config = load_embedded_config(toml, dir.path());
+    let (config, snapshot) = load_embedded_config(toml, dir.path());
     assert_eq!(
-        config.snapshot.identity.source,
+        snapshot.identity.source,
         tollgate::identity::IdentitySource::EnvoyPrincipal
     );
     assert_eq!(
@@ -267,7 +268,7 @@ fn istio_registers_tollgate_as_a_custom_authorization_provider() {
     );
     // One route table, many destinations: routes apply only to their own hosts.
     let path = tollgate::mapping::path::normalize("/orders/1").unwrap();
-    let routes = &config.snapshot.routes;
+    let routes = &snapshot.routes;
     assert!(
         routes
             .resolve("orders.shop.svc.cluster.local", "GET", &path)

@@ -328,7 +328,7 @@ fn slowest_build(w: &World) -> Duration {
     (0..3)
         .map(|_| {
             let started = Instant::now();
-            tollgate::config::Config::load(&source, 2).unwrap();
+            tollgate::config::load(&source, 2).unwrap();
             started.elapsed()
         })
         .max()

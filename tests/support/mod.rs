@@ -26,9 +26,9 @@ pub fn free_port() -> u16 {
 /// `cache_entries` each (0: none), no audit.
 pub fn authorizer(path: &std::path::Path, cache_entries: usize) -> tollgate::authz::Authorizer {
     let source = tollgate::config::ConfigSource::File(path.to_owned());
-    let config = tollgate::config::Config::load(&source, 1).unwrap();
+    let (_, snapshot) = tollgate::config::load(&source, 1).unwrap();
     tollgate::authz::Authorizer::new(
-        std::sync::Arc::new(tollgate::snapshot::SnapshotHandle::new(config.snapshot)),
+        std::sync::Arc::new(tollgate::snapshot::SnapshotHandle::new(snapshot)),
         tollgate::authz::Caches::new(cache_entries, 60),
         tollgate::audit::AuditLog::disabled(),
     )

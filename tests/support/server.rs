@@ -160,18 +160,12 @@ impl TestServer {
     pub async fn start(ca: &Ca, issuer: &TokenIssuer, options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), ca, issuer, &options);
-        let config = tollgate::config::Config::load(
-            &tollgate::config::ConfigSource::File(config_path.clone()),
-            1,
-        )
-        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let running = tollgate::server::start(
-            tollgate::config::ConfigSource::File(config_path.clone()),
-            config,
-            None,
-        )
-        .await
-        .unwrap();
+        let source = tollgate::config::ConfigSource::File(config_path.clone());
+        let (config, snapshot) = tollgate::config::load(&source, 1)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let running = tollgate::server::start(source, config, snapshot, None)
+            .await
+            .unwrap();
         // Lazy, so a server that only speaks TLS can still be started by this harness.
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
@@ -212,13 +206,13 @@ impl TestServer {
 
     /// Starts the server again from its config file.
     pub async fn resume(&mut self) {
-        let config = tollgate::config::Config::load(
-            &tollgate::config::ConfigSource::File(self.config_path.clone()),
-            1,
-        )
-        .unwrap();
         let source = tollgate::config::ConfigSource::File(self.config_path.clone());
-        self.running = Some(tollgate::server::start(source, config, None).await.unwrap());
+        let (config, snapshot) = tollgate::config::load(&source, 1).unwrap();
+        self.running = Some(
+            tollgate::server::start(source, config, snapshot, None)
+                .await
+                .unwrap(),
+        );
     }
 
     /// Stops the server (draining the audit writer) and hands back its folder.

@@ -1,5 +1,11 @@
 //! `Snapshot`: everything a decision depends on that can change at run time, immutable and
-//! swapped whole, so no request ever sees half an old world.
+//! swapped whole, so no request ever sees half an old world. [`build::build`] makes one from a
+//! [`spec::Spec`] (what the configuration describes) and a [`source::Source`] (where the
+//! documents come from).
+
+pub mod build;
+pub mod source;
+pub mod spec;
 
 use std::sync::Arc;
 

@@ -1,0 +1,248 @@
+//! The snapshot builder: a [`Spec`] plus the documents a [`Source`] serves become a
+//! [`Snapshot`]. It is the one place trust stores, key sets and the Cedar policy store are
+//! made, whether a build follows a config change, a file change, or a document fetched at run
+//! time; the caller swaps the result in (or keeps the last good snapshot on an error).
+
+use std::str::FromStr;
+
+use jsonwebtoken::DecodingKey;
+
+use super::Snapshot;
+use super::source::{Document, Source, SourceError};
+use super::spec::{IdentitySpec, IssuerSpec, Located, Location, Spec};
+use crate::identity::Identity;
+use crate::identity::bundle::parse_bundle;
+use crate::identity::cert::{TrustDomainBundle, TrustStore};
+use crate::identity::jwks::KeySet;
+use crate::identity::token::{Issuer, Issuers};
+use crate::mapping::routes::Routes;
+use crate::policy::{PolicyError, PolicyStore, SourceFile};
+
+/// Why a snapshot could not be built. Every variant names where the user can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A document could not be read.
+    #[error(transparent)]
+    Read(#[from] SourceError),
+    /// A document's contents do not fit the value the configuration gave it.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// The config value the document belongs to.
+        at: Location,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The schema, policies or entities have errors (all are listed).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Policies(Vec<PolicyError>),
+}
+
+fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        at: at.clone(),
+        message: message.into(),
+    }
+}
+
+/// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
+pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
+    let identity = identity(&spec.identity, &spec.issuers, source)?;
+    let policies = policies(spec, source)?;
+    let routes = routes(spec, &policies)?;
+    Ok(Snapshot {
+        generation,
+        identity,
+        routes,
+        policies,
+        response: spec.response.clone(),
+    })
+}
+
+fn identity(
+    id: &IdentitySpec,
+    issuers: &[IssuerSpec],
+    source: &dyn Source,
+) -> Result<Identity, BuildError> {
+    let mut intermediates = Vec::new();
+    for document in &id.intermediates {
+        intermediates.extend(certificates(document, source)?);
+    }
+    let bundles = trust_domains(id, source)?;
+    let trust = TrustStore::new(
+        &bundles,
+        intermediates,
+        id.min_rsa_bits,
+        id.insecure_dns_san_fallback,
+    )
+    .map_err(|e| invalid(&id.trust_domains_at, e.to_string()))?;
+    Ok(Identity {
+        source: id.source,
+        trust,
+        trust_domains: bundles.into_iter().map(|b| b.trust_domain).collect(),
+        issuers: Issuers::new(
+            issuers
+                .iter()
+                .map(|issuer| build_issuer(issuer, source))
+                .collect::<Result<_, _>>()?,
+        ),
+        require_workload: id.require_workload,
+        require_token: id.require_token,
+    })
+}
+
+/// The certificates of a PEM or SPIFFE bundle document.
+fn certificates(
+    document: &Located<Document>,
+    source: &dyn Source,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, BuildError> {
+    let file = source.read(&document.value)?;
+    parse_bundle(&file.text).map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))
+}
+
+/// Each trust domain's bundle read, and no CA shared between domains unless the config says
+/// so explicitly.
+fn trust_domains(
+    id: &IdentitySpec,
+    source: &dyn Source,
+) -> Result<Vec<TrustDomainBundle>, BuildError> {
+    let mut bundles: Vec<TrustDomainBundle> = Vec::with_capacity(id.trust_domains.len());
+    for domain in &id.trust_domains {
+        let authorities = match &domain.bundle {
+            Some(bundle) => {
+                let authorities = certificates(bundle, source)?;
+                if !id.insecure_shared_ca_across_trust_domains
+                    && let Some(other) = bundles
+                        .iter()
+                        .find(|b| b.authorities.iter().any(|a| authorities.contains(a)))
+                {
+                    return Err(invalid(
+                        &bundle.at,
+                        format!(
+                            "a CA certificate is in the bundles of both `{}` and `{}`, so it \
+                             could vouch for either; give each trust domain its own CA, or set \
+                             `identity.insecure_shared_ca_across_trust_domains = true` if one \
+                             CA really issues for both",
+                            other.trust_domain, domain.name
+                        ),
+                    ));
+                }
+                authorities
+            }
+            None => Vec::new(),
+        };
+        bundles.push(TrustDomainBundle {
+            trust_domain: domain.name.clone(),
+            authorities,
+        });
+    }
+    if id.insecure_shared_ca_across_trust_domains {
+        tracing::warn!(
+            "identity.insecure_shared_ca_across_trust_domains is on: a CA in several trust \
+             domains' bundles vouches for all of them"
+        );
+    }
+    Ok(bundles)
+}
+
+fn build_issuer(spec: &IssuerSpec, source: &dyn Source) -> Result<Issuer, BuildError> {
+    let hmac_secret = match &spec.hmac_secret {
+        Some(document) => {
+            let secret = source.read(&document.value)?;
+            let secret = secret.text.trim_end_matches(['\n', '\r']);
+            if secret.len() < 32 {
+                return Err(invalid(&document.at, "secret must be at least 32 bytes"));
+            }
+            Some(DecodingKey::from_secret(secret.as_bytes()))
+        }
+        None => None,
+    };
+    let keys = match &spec.keys {
+        Some(document) => {
+            let file = source.read(&document.value)?;
+            KeySet::from_json(&file.text)
+                .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?
+        }
+        // The config refuses an issuer with neither keys nor a secret.
+        None => KeySet::default(),
+    };
+    Ok(Issuer::new(
+        spec.issuer.clone(),
+        spec.audiences.clone(),
+        spec.algorithms.clone(),
+        keys,
+        hmac_secret,
+        spec.leeway_seconds,
+        spec.required_claims.clone(),
+        spec.require_binding,
+        spec.delegation,
+        spec.client_claims.clone(),
+        spec.unqualified_users,
+    ))
+}
+
+fn policies(spec: &Spec, source: &dyn Source) -> Result<PolicyStore, BuildError> {
+    let p = &spec.policies;
+    let schema = source.read(&p.schema)?;
+    let files = source.read_policies(&p.folder)?;
+    let entities: Option<SourceFile> = p.entities.as_ref().map(|e| source.read(e)).transpose()?;
+    PolicyStore::load(&schema, &files, entities.as_ref()).map_err(BuildError::Policies)
+}
+
+/// The route table, each route's action and resource type checked against the schema: one
+/// that does not fit would fail schema validation on every request it maps.
+fn routes(spec: &Spec, store: &PolicyStore) -> Result<Routes, BuildError> {
+    let actions: Vec<String> = store
+        .schema()
+        .actions()
+        .map(|uid| uid.id().unescaped().to_owned())
+        .collect();
+    let check_action = |action: &str, at: &Location| {
+        if actions.iter().any(|a| a == action) {
+            Ok(())
+        } else {
+            Err(invalid(
+                at,
+                format!("action `{action}` is not in the schema"),
+            ))
+        }
+    };
+    let check_resource = |action: &str, type_name: &str, at: &Location| {
+        let uid = cedar_policy::EntityUid::from_type_name_and_id(
+            cedar_policy::EntityTypeName::from_str("Action")
+                .map_err(|e| invalid(at, e.to_string()))?,
+            cedar_policy::EntityId::new(action),
+        );
+        let allowed: Vec<String> = store
+            .schema()
+            .resources_for_action(&uid)
+            .map(|types| types.map(ToString::to_string).collect())
+            .unwrap_or_default();
+        if allowed.iter().any(|t| t == type_name) {
+            Ok(())
+        } else {
+            Err(invalid(
+                at,
+                format!(
+                    "action `{action}` does not apply to `{type_name}` in the schema (it applies \
+                     to: {})",
+                    allowed.join(", ")
+                ),
+            ))
+        }
+    };
+    let mut compiled = Vec::with_capacity(spec.routes.len());
+    for r in &spec.routes {
+        check_action(&r.route.action, &r.action_at)?;
+        check_resource(&r.route.action, r.route.resource_type(), &r.resource_at)?;
+        compiled.push(r.route.clone());
+    }
+    let fallback = match &spec.unmatched {
+        Some(u) => {
+            check_action(&u.action.value, &u.action.at)?;
+            check_resource(&u.action.value, &u.resource.type_name, &u.resource_at)?;
+            Some((u.action.value.clone(), u.resource.clone()))
+        }
+        None => None,
+    };
+    Ok(Routes::new(compiled, fallback))
+}

@@ -1,0 +1,44 @@
+//! The seam between what a snapshot is built *from* and how it is built: the builder asks a
+//! [`Source`] for [`Document`]s by name and never touches the disk itself. Files on disk and
+//! the embedded demo estate are one source (`config::ConfigSource`); documents fetched or
+//! streamed at run time (a JWKS endpoint, the SPIFFE Workload API, a token status list) are
+//! further [`Document`] kinds served by further sources, and feed the same builder and the
+//! same atomic swap.
+
+use crate::policy::SourceFile;
+
+/// One input of a snapshot, named as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Document {
+    /// A file, by the path written in the config (relative to the config's folder), or a
+    /// folder of `.cedar` files for [`Source::read_policies`].
+    File(String),
+}
+
+impl std::fmt::Display for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.write_str(path),
+        }
+    }
+}
+
+/// Where documents are read from. Implementations are cheap to call repeatedly: a build reads
+/// each document once, off the request path.
+pub trait Source: Send + Sync {
+    /// The current text of one document.
+    fn read(&self, document: &Document) -> Result<SourceFile, SourceError>;
+
+    /// Every `.cedar` document under a folder, in a stable order (sorted by name).
+    fn read_policies(&self, folder: &Document) -> Result<Vec<SourceFile>, SourceError>;
+}
+
+/// A document that could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: cannot read: {reason}")]
+pub struct SourceError {
+    /// The document as the user knows it (a path, `<embedded>/…`).
+    pub name: String,
+    /// Why not (the OS error, or what is missing).
+    pub reason: String,
+}

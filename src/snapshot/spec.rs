@@ -1,0 +1,177 @@
+//! [`Spec`]: what a snapshot is to be built from, as the configuration describes it. Every
+//! value here is already checked on its own (names, enums, addresses, route syntax); what
+//! needs a document's contents (bundles, keys, the schema) is the builder's to check. Each
+//! value a build can still reject keeps its [`Location`] in the config, so the error names the
+//! file, line and key exactly as a parse error would.
+
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+
+use super::ResponseSettings;
+use super::source::Document;
+use crate::identity::IdentitySource;
+use crate::identity::token::Delegation;
+use crate::mapping::routes::{ResourceTemplate, Route};
+
+/// Where in the configuration a value was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Config file as shown to the user.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key path, e.g. `issuers[0].jwks_file`.
+    pub key: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: `{}`",
+            self.file, self.line, self.column, self.key
+        )
+    }
+}
+
+/// A value and where the configuration wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub at: Location,
+}
+
+/// Everything a build needs besides the documents themselves.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Workload identity.
+    pub identity: IdentitySpec,
+    /// Token issuers, in config order.
+    pub issuers: Vec<IssuerSpec>,
+    /// Cedar inputs.
+    pub policies: PolicySpec,
+    /// Routes, compiled; their actions and resource types are checked against the schema at
+    /// build time.
+    pub routes: Vec<RouteSpec>,
+    /// Action and resource for requests no route matches.
+    pub unmatched: Option<UnmatchedSpec>,
+    /// Response shaping (needs no document).
+    pub response: Arc<ResponseSettings>,
+}
+
+impl Spec {
+    /// Every single document a build reads (not the policy folder), for watching.
+    pub fn documents(&self) -> impl Iterator<Item = &Document> {
+        let id = &self.identity;
+        std::iter::once(&self.policies.schema)
+            .chain(self.policies.entities.iter())
+            .chain(id.intermediates.iter().map(|d| &d.value))
+            .chain(
+                id.trust_domains
+                    .iter()
+                    .filter_map(|t| t.bundle.as_ref().map(|b| &b.value)),
+            )
+            .chain(
+                self.issuers
+                    .iter()
+                    .flat_map(|i| i.keys.iter().chain(i.hmac_secret.iter()).map(|d| &d.value)),
+            )
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone)]
+pub struct IdentitySpec {
+    /// Where the workload identity comes from.
+    pub source: IdentitySource,
+    /// The allowed trust domains, each with its own bundle.
+    pub trust_domains: Vec<TrustDomainSpec>,
+    /// Where the trust domains are configured, for errors about the set as a whole.
+    pub trust_domains_at: Location,
+    /// PEM files of intermediates to build paths through.
+    pub intermediates: Vec<Located<Document>>,
+    /// Minimum RSA modulus for leaf keys (at least 2048).
+    pub min_rsa_bits: usize,
+    /// Accept a DNS SAN as the workload name when a certificate has no URI SAN.
+    pub insecure_dns_san_fallback: bool,
+    /// Allow one CA certificate in several trust domains' bundles.
+    pub insecure_shared_ca_across_trust_domains: bool,
+    /// Refuse requests that carry a token but no workload identity.
+    pub require_workload: bool,
+    /// Refuse requests without a bearer token.
+    pub require_token: bool,
+}
+
+/// One `[[identity.trust_domains]]` table.
+#[derive(Debug, Clone)]
+pub struct TrustDomainSpec {
+    /// The trust domain, already checked to be one.
+    pub name: String,
+    /// Its CA bundle (PEM or SPIFFE bundle JSON); `None` only where no certificate is verified.
+    pub bundle: Option<Located<Document>>,
+}
+
+/// One `[[issuers]]` table.
+#[derive(Debug, Clone)]
+pub struct IssuerSpec {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted audiences (at least one).
+    pub audiences: Vec<String>,
+    /// Allowed algorithms (at least one; HMAC ones only with a secret).
+    pub algorithms: Vec<Algorithm>,
+    /// The JWKS; `None` only for an HMAC-only issuer.
+    pub keys: Option<Located<Document>>,
+    /// The HMAC secret.
+    pub hmac_secret: Option<Located<Document>>,
+    /// Clock skew allowance for `exp`/`nbf`.
+    pub leeway_seconds: u64,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
+    /// Require RFC 8705 certificate-bound tokens.
+    pub require_binding: bool,
+    /// How the issuer signals that an app acts for a user.
+    pub delegation: Delegation,
+    /// Claims naming the client, tried in order.
+    pub client_claims: Vec<String>,
+    /// Users are `User::"<sub>"` rather than qualified by the issuer.
+    pub unqualified_users: bool,
+}
+
+/// `[policies]`.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    /// The `.cedarschema` document.
+    pub schema: Document,
+    /// The folder of `.cedar` documents.
+    pub folder: Document,
+    /// The entities JSON document.
+    pub entities: Option<Document>,
+}
+
+/// One `[[routes]]` table, compiled.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// The compiled route.
+    pub route: Route,
+    /// Where its action was written.
+    pub action_at: Location,
+    /// Where its resource was written.
+    pub resource_at: Location,
+}
+
+/// `[unmatched]`.
+#[derive(Debug, Clone)]
+pub struct UnmatchedSpec {
+    /// The Cedar action id.
+    pub action: Located<Arc<str>>,
+    /// The resource (no parameters).
+    pub resource: ResourceTemplate,
+    /// Where the resource was written.
+    pub resource_at: Location,
+}
