@@ -437,4 +437,111 @@ mod tests {
         stop.send(true).unwrap();
         assert_eq!(pending.next_build(&mut stopped).await, None);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn documents_changed_asks_for_a_build_and_a_config_change_for_a_parse() {
+        let pending = Arc::new(Pending::default());
+        let trigger = ReloadTrigger(pending.clone());
+        let (_stop, mut stopped) = watch::channel(false);
+        trigger.documents_changed();
+        assert_eq!(
+            pending.next_build(&mut stopped).await,
+            Some(Change::Documents)
+        );
+        // While pending, the bigger change wins, whichever came first.
+        trigger.reload();
+        trigger.documents_changed();
+        assert_eq!(pending.next_build(&mut stopped).await, Some(Change::Config));
+    }
+
+    #[test]
+    fn the_config_file_asks_for_a_parse_and_what_it_names_for_a_build() {
+        let (dir, source) = crate::config::fixture::demo_config(|c| c);
+        let config = Config::parse(&source).unwrap();
+        let relevance = Relevance::new(&config.watched, &config.settings);
+        let at = |p: &str| absolute(&dir.path().join(p));
+        assert_eq!(relevance.change(&at("tollgate.toml")), Some(Change::Config));
+        assert_eq!(relevance.change(&at("..data")), Some(Change::Config));
+        assert_eq!(
+            relevance.change(&at("policies/orders.cedar")),
+            Some(Change::Documents)
+        );
+        let jwks = absolute(
+            &config.watched.files[..]
+                .iter()
+                .find(|f| f.ends_with("issuer.jwks.json"))
+                .unwrap(),
+        );
+        assert_eq!(relevance.change(&jwks), Some(Change::Documents));
+        assert_eq!(relevance.change(&at("notes.txt")), None);
+        assert_eq!(relevance.change(&at("policies/.orders.cedar.swp")), None);
+    }
+
+    /// A reloader over the demo config in a folder of its own, as `start` would make it (no
+    /// watch: the test says what changed).
+    fn demo_reloader() -> (tempfile::TempDir, Reloader) {
+        let (dir, source) = crate::config::fixture::demo_config(|c| c);
+        let (config, snapshot) = crate::config::load(&source, 1).unwrap();
+        let reloader = Reloader {
+            documents: Arc::new(source.clone()),
+            source,
+            started_with: config.settings.clone(),
+            config: Arc::new(config),
+            snapshots: Arc::new(SnapshotHandle::new(snapshot)),
+            metrics: Metrics,
+            pending: Arc::default(),
+            watcher: None,
+        };
+        (dir, reloader)
+    }
+
+    #[tokio::test]
+    async fn a_document_change_builds_from_the_config_in_force_without_reading_it() {
+        let (dir, mut reloader) = demo_reloader();
+        let snapshots = reloader.snapshots.clone();
+        let policies = snapshots.load().policies.policy_count();
+        // The config and a policy file both change on disk.
+        let toml = dir.path().join("tollgate.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            format!("{text}\n[response]\nprincipal_header = \"x-caller\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("policies/extra.cedar"),
+            "@id(\"extra\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/gone\", action, resource);\n",
+        )
+        .unwrap();
+
+        // Told only of the document: the new policy is in, the config's edit is not.
+        reloader.rebuild(Change::Documents).await;
+        let built = snapshots.load();
+        assert_eq!(built.generation, 2, "{:?}", snapshots.last_reload_error());
+        assert_eq!(built.policies.policy_count(), policies + 1);
+        assert_eq!(built.response.principal_header, "x-tollgate-principal");
+
+        // Told of the config: parsed again, and kept for the next document build.
+        reloader.rebuild(Change::Config).await;
+        assert_eq!(snapshots.load().response.principal_header, "x-caller");
+        reloader.rebuild(Change::Documents).await;
+        let built = snapshots.load();
+        assert_eq!(built.generation, 4);
+        assert_eq!(built.response.principal_header, "x-caller");
+    }
+
+    #[tokio::test]
+    async fn a_broken_document_keeps_the_last_good_snapshot_and_says_where() {
+        let (dir, mut reloader) = demo_reloader();
+        let snapshots = reloader.snapshots.clone();
+        std::fs::write(
+            dir.path().join("policies/broken.cedar"),
+            "permit(principal,, action, resource);\n",
+        )
+        .unwrap();
+        reloader.rebuild(Change::Documents).await;
+        assert_eq!(snapshots.load().generation, 1);
+        let error = snapshots.last_reload_error().unwrap();
+        assert!(error.contains("broken.cedar:1:"), "{error}");
+    }
 }

@@ -7,6 +7,8 @@
 
 mod error;
 mod files;
+#[cfg(test)]
+pub(crate) mod fixture;
 mod raw;
 
 use std::net::SocketAddr;

@@ -1,25 +1,13 @@
-use std::path::Path;
+use std::time::Duration;
 
+use rustls_pki_types::UnixTime;
+
+use super::fixture::demo_config as config_with;
 use super::*;
+use crate::identity::token::TokenError;
+use crate::snapshot::source::SourceError;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The demo config with absolute paths, plus `extra` appended, written to a temp dir.
-fn config_with(edit: impl Fn(String) -> String) -> (tempfile::TempDir, ConfigSource) {
-    let demo =
-        std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
-    let demo = demo
-        .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
-        .replace(
-            "\"issuer.jwks.json\"",
-            &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
-        )
-        .replace("../../policies", &format!("{MANIFEST}/policies"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tollgate.toml");
-    std::fs::write(&path, edit(demo)).unwrap();
-    (dir, ConfigSource::File(path))
-}
 
 fn load_err(edit: impl Fn(String) -> String) -> ConfigError {
     let (_dir, source) = config_with(edit);
@@ -106,26 +94,13 @@ fn semantic_errors_name_key_and_line() {
 
 #[test]
 fn broken_policy_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["orders.cedar", "payments.cedar", "platform.cedar"] {
-        std::fs::copy(
-            Path::new(MANIFEST).join("policies").join(f),
-            dir.path().join(f),
-        )
-        .unwrap();
-    }
+    let (dir, source) = config_with(|c| c);
     std::fs::write(
-        dir.path().join("zz.cedar"),
+        dir.path().join("policies/zz.cedar"),
         "permit(principal, action, resource);\nforbid(principal,, action, resource);\n",
     )
     .unwrap();
-    let policy_dir = dir.path().display().to_string();
-    let e = load_err(|c| {
-        c.replace(
-            &format!("dir = \"{MANIFEST}/policies\""),
-            &format!("dir = \"{policy_dir}\""),
-        )
-    });
+    let e = load(&source, 1).unwrap_err();
     let ConfigError::Policies(errors) = &e else {
         panic!("{e}");
     };
@@ -142,4 +117,144 @@ fn missing_file_is_a_read_error() {
         )
     });
     assert!(matches!(e, ConfigError::Read(_)), "{e}");
+}
+
+/// Documents held in memory, as a fetched JWKS or a streamed bundle would be.
+#[derive(Default)]
+struct Memory {
+    documents: std::collections::BTreeMap<Document, String>,
+    policies: Vec<SourceFile>,
+}
+
+impl Source for Memory {
+    fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
+        self.documents
+            .get(document)
+            .map(|text| SourceFile {
+                name: format!("memory:{document}"),
+                text: text.clone(),
+            })
+            .ok_or_else(|| SourceError {
+                name: format!("memory:{document}"),
+                reason: "not fetched".into(),
+            })
+    }
+
+    fn read_policies(&self, _folder: &Document) -> Result<Vec<SourceFile>, SourceError> {
+        Ok(self.policies.clone())
+    }
+}
+
+/// The embedded estate's documents, copied into memory.
+fn embedded_in_memory(spec: &Spec) -> Memory {
+    let files = ConfigSource::Embedded;
+    Memory {
+        documents: spec
+            .documents()
+            .map(|d| (d.clone(), Source::read(&files, d).unwrap().text))
+            .collect(),
+        policies: files.read_policies(&spec.policies.folder).unwrap(),
+    }
+}
+
+fn demo_token() -> String {
+    crate::demo::mint(&crate::demo::DemoRequest {
+        app: "payments".into(),
+        scopes: vec!["orders.read".into()],
+        user: None,
+        bind: false,
+        lifetime: Duration::from_secs(600),
+    })
+    .unwrap()
+    .token
+}
+
+#[test]
+fn a_build_reads_every_document_through_its_source() {
+    let config = Config::parse(&ConfigSource::Embedded).unwrap();
+    let mut memory = embedded_in_memory(&config.spec);
+    let token = demo_token();
+    let from_memory = config.build(&memory, 2).unwrap();
+    let from_files = config.build(&ConfigSource::Embedded, 2).unwrap();
+    assert_eq!(
+        from_memory.policies.policy_count(),
+        from_files.policies.policy_count()
+    );
+    assert!(
+        from_memory
+            .identity
+            .issuers
+            .verify(&token, UnixTime::now())
+            .is_ok()
+    );
+
+    // A key set "fetched" without the demo key: the same spec now refuses the demo token.
+    let jwks = Document::File("issuer.jwks.json".into());
+    memory
+        .documents
+        .insert(jwks.clone(), r#"{"keys": []}"#.into());
+    let rotated = config.build(&memory, 3).unwrap();
+    assert_eq!(
+        rotated
+            .identity
+            .issuers
+            .verify(&token, UnixTime::now())
+            .err(),
+        Some(TokenError::UnknownKey("demo-2026".into()))
+    );
+
+    // A document the source cannot serve, or serves as garbage, is named and located like a
+    // file's would be.
+    memory.documents.insert(jwks.clone(), "{".into());
+    let e = ConfigError::from(config.build(&memory, 4).unwrap_err());
+    let ConfigError::Invalid { at, message } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(at.key, "issuers[0].jwks_file");
+    assert!(at.line > 1, "{e}");
+    assert!(message.starts_with("memory:issuer.jwks.json: "), "{e}");
+    memory.documents.remove(&jwks);
+    let e = config.build(&memory, 4).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "memory:issuer.jwks.json: cannot read: not fetched"
+    );
+}
+
+#[test]
+fn parsing_reads_no_document_and_the_build_names_the_missing_one() {
+    let (_dir, source) = config_with(|c| {
+        c.replace(
+            &format!("{MANIFEST}/deploy/demo/issuer.jwks.json"),
+            "/nonexistent/issuer.jwks.json",
+        )
+    });
+    let config = Config::parse(&source).unwrap();
+    let e = config.build(&source, 1).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Read(SourceError { name, .. }) if name == "/nonexistent/issuer.jwks.json"),
+        "{e}"
+    );
+}
+
+#[test]
+fn watched_names_the_config_apart_from_its_documents() {
+    let (dir, source) = config_with(|c| c);
+    let watched = Config::parse(&source).unwrap().watched;
+    assert_eq!(watched.config, Some(dir.path().join("tollgate.toml")));
+    assert!(
+        watched
+            .files
+            .iter()
+            .any(|f| f.ends_with("deploy/demo/issuer.jwks.json"))
+    );
+    assert!(
+        !watched.files.contains(&dir.path().join("tollgate.toml")),
+        "{watched:?}"
+    );
+    assert_eq!(watched.trees, vec![dir.path().join("policies")]);
+    assert_eq!(
+        Config::parse(&ConfigSource::Embedded).unwrap().watched,
+        Watched::default()
+    );
 }
