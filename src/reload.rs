@@ -467,7 +467,9 @@ mod tests {
             Some(Change::Documents)
         );
         let jwks = absolute(
-            &config.watched.files[..]
+            config
+                .watched
+                .files
                 .iter()
                 .find(|f| f.ends_with("issuer.jwks.json"))
                 .unwrap(),

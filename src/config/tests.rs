@@ -206,7 +206,7 @@ fn a_build_reads_every_document_through_its_source() {
     // A document the source cannot serve, or serves as garbage, is named and located like a
     // file's would be.
     memory.documents.insert(jwks.clone(), "{".into());
-    let e = ConfigError::from(config.build(&memory, 4).unwrap_err());
+    let e = config.build(&memory, 4).unwrap_err();
     let ConfigError::Invalid { at, message } = &e else {
         panic!("{e}");
     };
