@@ -18,6 +18,14 @@
 //! ```
 //! `tollgate check` and `tollgate test` enter the same [`authz::Authorizer`].
 //!
+//! # Where a snapshot comes from
+//!
+//! ```text
+//! config file ──config::Config::parse──▶ Settings (start time) + Spec (what to build, located)
+//! Spec + Source (files · embedded · fetched later) ──snapshot::build──▶ Snapshot ──▶ SnapshotHandle
+//! reload: config changed → parse + build · a named document changed → build from the Spec in force
+//! ```
+//!
 //! # Modules, top to bottom
 //!
 //! Each module uses only modules listed below it (`tests/api/layering.rs` checks this list).
@@ -29,11 +37,12 @@
 //! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
 //! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
 //! - [`lint`], [`diagnostic`]: the policy authors' checks and their `file:line` reports.
-//! - [`config`]: TOML → validated settings and a [`snapshot::Snapshot`].
+//! - [`config`]: TOML → validated settings and a [`snapshot::spec::Spec`]; files as a source.
 //! - [`authz`]: the [`authz::Authorizer`] and its caches.
 //! - [`audit`]: one JSON record per decision, written off the request path.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
-//! - [`snapshot`]: everything one decision reads, swapped atomically.
+//! - [`snapshot`]: everything one decision reads, swapped atomically; built from a spec and a
+//!   [`snapshot::source::Source`]'s documents.
 //! - [`policy`]: Cedar schema/policies/entities and evaluation.
 //! - [`mapping`]: path normalisation, routes, Cedar context.
 //! - [`demo`]: credentials for the embedded demo estate.
