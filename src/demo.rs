@@ -46,22 +46,61 @@ pub struct DemoCredentials {
     pub token: String,
 }
 
+/// Why credentials could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The app name does not make a SPIFFE ID.
+    #[error("app `{app}` does not make a valid SPIFFE ID: {source}")]
+    App {
+        /// As given.
+        app: String,
+        /// What is wrong with the ID it makes.
+        source: crate::identity::spiffe::SpiffeIdError,
+    },
+    /// Making or signing the certificate failed.
+    #[error("{what}: {source}")]
+    Certificate {
+        /// The step.
+        what: &'static str,
+        /// rcgen's error.
+        source: rcgen::Error,
+    },
+    /// Signing the token failed.
+    #[error("{what}: {source}")]
+    Token {
+        /// The step.
+        what: &'static str,
+        /// jsonwebtoken's error.
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The clock is before 1970.
+    #[error("the system clock is before 1970")]
+    Clock,
+}
+
 /// Mints a certificate for `spiffe://demo.tollgate.dev/<app>` and a token for it.
-pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, String> {
+pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, MintError> {
     let spiffe_id = format!("spiffe://{DEMO_TRUST_DOMAIN}/{}", request.app);
-    crate::identity::spiffe::SpiffeId::parse(&spiffe_id)
-        .map_err(|e| format!("app `{}` does not make a valid SPIFFE ID: {e}", request.app))?;
+    crate::identity::spiffe::SpiffeId::parse(&spiffe_id).map_err(|source| MintError::App {
+        app: request.app.clone(),
+        source,
+    })?;
+    let certificate = |what| move |source| MintError::Certificate { what, source };
+    let token = |what| move |source| MintError::Token { what, source };
     let lifetime = request.lifetime.max(Duration::from_secs(60));
 
-    let ca_key = KeyPair::from_pem(DEMO_CA_KEY).map_err(|e| format!("demo CA key: {e}"))?;
-    let ca = Issuer::from_ca_cert_pem(DEMO_CA_CERT, ca_key).map_err(|e| format!("demo CA: {e}"))?;
-    let leaf_key = KeyPair::generate().map_err(|e| format!("key generation: {e}"))?;
+    let ca_key = KeyPair::from_pem(DEMO_CA_KEY).map_err(certificate("demo CA key"))?;
+    let ca = Issuer::from_ca_cert_pem(DEMO_CA_CERT, ca_key).map_err(certificate("demo CA"))?;
+    let leaf_key = KeyPair::generate().map_err(certificate("key generation"))?;
     let mut params = CertificateParams::default();
     params
         .distinguished_name
         .push(DnType::CommonName, request.app.clone());
     params.subject_alt_names = vec![SanType::URI(
-        spiffe_id.clone().try_into().map_err(|e| format!("{e}"))?,
+        spiffe_id
+            .clone()
+            .try_into()
+            .map_err(certificate("the SPIFFE ID as a URI SAN"))?,
     )];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
@@ -73,11 +112,11 @@ pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, String> {
     params.not_after = now + lifetime;
     let cert = params
         .signed_by(&leaf_key, &ca)
-        .map_err(|e| format!("signing certificate: {e}"))?;
+        .map_err(certificate("signing certificate"))?;
 
     let issued_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
+        .map_err(|_| MintError::Clock)?
         .as_secs();
     let mut claims = serde_json::json!({
         "iss": DEMO_ISSUER,
@@ -96,13 +135,11 @@ pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, String> {
     }
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(DEMO_KID.into());
-    let key = EncodingKey::from_ec_pem(DEMO_ISSUER_KEY.as_bytes())
-        .map_err(|e| format!("demo issuer key: {e}"))?;
-    let token =
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("signing token: {e}"))?;
+    let key =
+        EncodingKey::from_ec_pem(DEMO_ISSUER_KEY.as_bytes()).map_err(token("demo issuer key"))?;
     Ok(DemoCredentials {
         cert_pem: cert.pem(),
         key_pem: leaf_key.serialize_pem(),
-        token,
+        token: jsonwebtoken::encode(&header, &claims, &key).map_err(token("signing token"))?,
     })
 }

@@ -15,10 +15,60 @@ use serde::Deserialize;
 use crate::authz::Authorizer;
 use crate::identity::cert::WorkloadName;
 use crate::identity::spiffe::SpiffeId;
+use crate::identity::spiffe::SpiffeIdError;
 use crate::identity::token::VerifiedToken;
 use crate::identity::{AccessMode, Caller, Workload};
-use crate::policy::decide_raw;
+use crate::policy::{DecideError, decide_raw};
 use crate::request::CheckInput;
+
+/// Why test files could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    /// A file or folder could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The path as given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A path names nothing.
+    #[error("{path}: no such file or folder")]
+    Missing {
+        /// The path as given.
+        path: String,
+    },
+    /// The YAML or JSON does not parse as a test file.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message (names the line and the field).
+        message: String,
+    },
+}
+
+/// Why a case cannot be run: the case is malformed, not the policies.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// Neither or both of the two ways to give a request.
+    #[error("give either `caller` and `request`, or `cedar`")]
+    Shape,
+    /// The caller has no principal.
+    #[error("caller needs `spiffe_id` or `token.client_id`")]
+    NoPrincipal,
+    /// The caller's SPIFFE ID is not a workload ID.
+    #[error("spiffe_id `{id}`: {source}")]
+    SpiffeId {
+        /// As written.
+        id: String,
+        /// What is wrong with it.
+        source: SpiffeIdError,
+    },
+    /// The raw Cedar request does not evaluate.
+    #[error(transparent)]
+    Cedar(#[from] DecideError),
+}
 
 /// One test file.
 #[derive(Debug, Deserialize)]
@@ -179,23 +229,31 @@ pub struct CaseOutcome {
 }
 
 /// Reads a test file (YAML, or JSON by extension).
-pub fn read(path: &Path) -> Result<TestFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read(path: &Path) -> Result<TestFile, TestFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TestFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
         serde_norway::from_str(&text).map_err(|e| e.to_string())
     };
-    parsed.map_err(|e| format!("{}: {e}", path.display()))
+    parsed.map_err(|message| TestFileError::Syntax {
+        path: path.display().to_string(),
+        message,
+    })
 }
 
 /// Test files under `paths` (files as given, folders' `*.yaml|*.yml|*.json`), sorted.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TestFileError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries =
-                std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let entries = std::fs::read_dir(path).map_err(|source| TestFileError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
@@ -209,7 +267,9 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         } else if path.exists() {
             files.push(path.clone());
         } else {
-            return Err(format!("{}: no such file or folder", path.display()));
+            return Err(TestFileError::Missing {
+                path: path.display().to_string(),
+            });
         }
     }
     Ok(files)
@@ -217,7 +277,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// Runs one case with `authorizer` (the pipeline `serve` uses); `Err` when the case itself is
 /// malformed.
-pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome, String> {
+pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome, CaseError> {
     let snapshot = authorizer.snapshot();
     let (allowed, reason, determining) = match (&case.cedar, &case.caller, &case.request) {
         (Some(cedar), None, None) => {
@@ -227,8 +287,7 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
                 &cedar.action,
                 &cedar.resource,
                 &cedar.context,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let reason = if decision.allowed {
                 "allowed"
             } else {
@@ -252,7 +311,7 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
                 .to_owned();
             (verdict.is_allowed(), reason, verdict.determining)
         }
-        _ => return Err("give either `caller` and `request`, or `cedar`".into()),
+        _ => return Err(CaseError::Shape),
     };
     let expect = &case.expect;
     let mut passed = allowed == (expect.decision == ExpectedDecision::Allow);
@@ -275,12 +334,15 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
     })
 }
 
-fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
+fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
     let workload = match &spec.spiffe_id {
         Some(id) => Some(Workload {
-            name: WorkloadName::Spiffe(
-                SpiffeId::parse_workload(id).map_err(|e| format!("spiffe_id `{id}`: {e}"))?,
-            ),
+            name: WorkloadName::Spiffe(SpiffeId::parse_workload(id).map_err(|source| {
+                CaseError::SpiffeId {
+                    id: id.clone(),
+                    source,
+                }
+            })?),
             thumbprint: None,
             serial: None,
         }),
@@ -310,7 +372,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, String> {
     ) {
         (Some(id), _) => id.clone(),
         (None, Some(client)) => client,
-        (None, None) => return Err("caller needs `spiffe_id` or `token.client_id`".into()),
+        (None, None) => return Err(CaseError::NoPrincipal),
     };
     let mode = AccessMode::for_token(token.as_deref());
     Ok(Caller {

@@ -248,6 +248,7 @@ fn mix() -> Result<Vec<CheckRequest>, String> {
             bind,
             lifetime: Duration::from_secs(3600),
         })
+        .map_err(|e| e.to_string())
     };
     let orders = creds("orders", &["orders.read", "payments.charge"], None, false)?;
     let frontend = creds("web-frontend", &["orders.read"], Some("alice"), false)?;

@@ -147,7 +147,7 @@ impl Tally {
                 self.failures
                     .push((case.name.clone(), format!("invalid case: {error}")));
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-                status.set_message(error);
+                status.set_message(error.to_string());
                 status
             }
         }
