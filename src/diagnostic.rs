@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::ConfigError;
 use crate::policy::PolicyError;
+use crate::snapshot::build::BuildError;
 use crate::snapshot::source::SourceError;
 
 /// How bad a diagnostic is.
@@ -52,7 +53,8 @@ impl Diagnostic {
             help: None,
         };
         match error {
-            ConfigError::Read(SourceError { name, reason }) => {
+            ConfigError::Read(SourceError { name, reason })
+            | ConfigError::Build(BuildError::Read(SourceError { name, reason })) => {
                 vec![error_at(
                     "read",
                     name,
@@ -75,7 +77,8 @@ impl Diagnostic {
                     message.clone(),
                 )]
             }
-            ConfigError::Invalid { at, message } => {
+            ConfigError::Invalid { at, message }
+            | ConfigError::Build(BuildError::Invalid { at, message }) => {
                 vec![error_at(
                     "config-invalid",
                     &at.file,
@@ -84,7 +87,9 @@ impl Diagnostic {
                     format!("`{}`: {message}", at.key),
                 )]
             }
-            ConfigError::Policies(errors) => errors.iter().map(Self::from).collect(),
+            ConfigError::Build(BuildError::Policies(errors)) => {
+                errors.iter().map(Self::from).collect()
+            }
         }
     }
 }

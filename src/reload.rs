@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use crate::audit::AuditTarget;
 use crate::config::{Config, ConfigError, ConfigSource, Settings, Watched};
 use crate::metrics::Metrics;
-use crate::snapshot::SnapshotHandle;
 use crate::snapshot::source::Source;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// Quiet time after the last file event before rebuilding; editors and ConfigMap updates touch
 /// several files in a burst.
@@ -161,6 +161,18 @@ impl Relevance {
         }
     }
 
+    /// What a watcher event asks of a rebuild, if anything. An error, or a notice that events
+    /// were lost (the kernel's queue overflowed: notify's `Rescan`), may hide any change: reload
+    /// everything.
+    fn of(&self, event: &notify::Result<notify::Event>) -> Option<Change> {
+        match event {
+            Err(_) => Some(Change::Config),
+            Ok(e) if e.need_rescan() => Some(Change::Config),
+            Ok(e) if e.kind.is_access() => None,
+            Ok(e) => e.paths.iter().filter_map(|p| self.change(p)).max(),
+        }
+    }
+
     /// What an event at `path` asks of a rebuild, if anything.
     fn change(&self, path: &Path) -> Option<Change> {
         if self.outputs.contains(path) {
@@ -210,13 +222,7 @@ fn watch(
     let mut watcher = {
         let relevance = relevance.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // An error (e.g. the kernel's queue overflowed) may hide any change: reload all.
-            let change = match event {
-                Ok(e) if e.kind.is_access() => None,
-                Ok(e) => e.paths.iter().filter_map(|p| relevance.change(p)).max(),
-                Err(_) => Some(Change::Config),
-            };
-            if let Some(change) = change {
+            if let Some(change) = relevance.of(&event) {
                 pending.mark(change);
             }
         })
@@ -250,9 +256,11 @@ fn watch(
 }
 
 /// Starts watching what `config` was built from (nothing for the embedded default) and a task
-/// that rebuilds on change or trigger until `stop` turns true.
+/// that rebuilds on change or trigger until `stop` turns true: the config read from `source`,
+/// the documents it names from `documents`.
 pub fn start(
     source: ConfigSource,
+    documents: Arc<dyn Source>,
     config: Config,
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
@@ -261,8 +269,10 @@ pub fn start(
     let pending = Arc::new(Pending::default());
     let watcher = watch(&config.watched, &config.settings, pending.clone())?;
     let reloader = Reloader {
-        documents: Arc::new(source.clone()),
+        documents,
         source,
+        watching: config.watched.clone(),
+        stale: false,
         started_with: config.settings.clone(),
         config: Arc::new(config),
         snapshots,
@@ -284,12 +294,25 @@ struct Reloader {
     started_with: Settings,
     /// The config the snapshot in force was built from.
     config: Arc<Config>,
+    /// The config file changed and no build of it has succeeded since: every rebuild parses it
+    /// again, so a document change cannot swap in the old config's snapshot and hide the error.
+    stale: bool,
+    /// What the live watcher covers; differs from `config.watched` while a new config that
+    /// names other files cannot be built yet, or when watching them failed (retried on the
+    /// next rebuild).
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
     pending: Arc<Pending>,
+    watching: Watched,
     /// Held so the OS watch lives as long as this task; replaced when the config names other
     /// files.
     watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// One rebuild's result: the config parsed again (if it was), and the snapshot or why not.
+struct Attempt {
+    parsed: Option<Config>,
+    built: Result<Snapshot, ConfigError>,
 }
 
 async fn run(mut reloader: Reloader, mut stop: watch::Receiver<bool>) -> Result<(), String> {
@@ -300,27 +323,40 @@ async fn run(mut reloader: Reloader, mut stop: watch::Receiver<bool>) -> Result<
 }
 
 impl Reloader {
-    /// Builds a new snapshot (parsing the config again first if `change` asks for it) and
-    /// swaps it in, or keeps the current one and records why.
+    /// Builds a new snapshot (parsing the config again first if `change` asks for it, or if
+    /// the config changed and has not been built since) and swaps it in, or keeps the current
+    /// one and records why.
     async fn rebuild(&mut self, change: Change) {
+        let change = if self.stale { Change::Config } else { change };
         let generation = self.snapshots.load().generation + 1;
         let started = Instant::now();
-        let built = {
+        let attempt = {
             let source = self.source.clone();
             let documents = self.documents.clone();
             let config = self.config.clone();
             tokio::task::spawn_blocking(move || match change {
-                Change::Config => {
-                    let config = Config::parse(&source)?;
-                    let snapshot = config.build(&*documents, generation)?;
-                    Ok::<_, ConfigError>((Some(config), snapshot))
-                }
-                Change::Documents => Ok((None, config.build(&*documents, generation)?)),
+                Change::Config => match Config::parse(&source) {
+                    Ok(parsed) => Attempt {
+                        built: parsed.build(&*documents, generation),
+                        parsed: Some(parsed),
+                    },
+                    Err(error) => Attempt {
+                        parsed: None,
+                        built: Err(error),
+                    },
+                },
+                Change::Documents => Attempt {
+                    parsed: None,
+                    built: config.build(&*documents, generation),
+                },
             })
             .await
         };
-        let error = match built {
-            Ok(Ok((parsed, snapshot))) => {
+        let (parsed, error) = match attempt {
+            Ok(Attempt {
+                parsed,
+                built: Ok(snapshot),
+            }) => {
                 let policies = snapshot.policies.policy_count();
                 self.snapshots.store(snapshot);
                 let build = started.elapsed();
@@ -332,17 +368,31 @@ impl Reloader {
                     build_ms = build.as_millis() as u64,
                     "configuration reloaded"
                 );
-                if let Some(parsed) = parsed {
-                    self.config_in_force(parsed);
+                match parsed {
+                    Some(parsed) => self.config_in_force(parsed),
+                    // A watch that failed before is tried again.
+                    None => self.follow(self.config.watched.clone()),
                 }
                 return;
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(join) => format!("the reload task failed: {join}"),
+            Ok(Attempt {
+                parsed,
+                built: Err(error),
+            }) => (parsed, error.to_string()),
+            Err(join) => (None, format!("the reload task failed: {join}")),
         };
         tracing::error!(error = %error, change = change.as_str(), "reload failed; keeping the last good configuration");
         self.metrics.reload_failed();
         self.snapshots.reload_failed(error);
+        if change == Change::Config {
+            self.stale = true;
+            // What the new config names may be what is missing: watch it too.
+            let wanted = match &parsed {
+                Some(parsed) => self.config.watched.and(&parsed.watched),
+                None => self.config.watched.clone(),
+            };
+            self.follow(wanted);
+        }
     }
 
     /// Keeps `config` for the next document-only builds, and follows what it names.
@@ -352,15 +402,26 @@ impl Reloader {
                 "[server], [cache] or [audit] settings changed; they apply after a restart"
             );
         }
-        if config.watched != self.config.watched {
-            match watch(&config.watched, &self.started_with, self.pending.clone()) {
-                Ok(watcher) => self.watcher = watcher,
-                Err(error) => {
-                    tracing::error!(%error, "cannot watch what the new configuration names; still watching the old files");
-                }
+        self.stale = false;
+        self.follow(config.watched.clone());
+        self.config = Arc::new(config);
+    }
+
+    /// Watches `wanted` instead of what is watched now, if it differs; on failure keeps the
+    /// old watch (and the next rebuild tries again).
+    fn follow(&mut self, wanted: Watched) {
+        if wanted == self.watching {
+            return;
+        }
+        match watch(&wanted, &self.started_with, self.pending.clone()) {
+            Ok(watcher) => {
+                self.watcher = watcher;
+                self.watching = wanted;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot watch what the new configuration names; still watching the old files");
             }
         }
-        self.config = Arc::new(config);
     }
 }
 
@@ -487,6 +548,8 @@ mod tests {
         let reloader = Reloader {
             documents: Arc::new(source.clone()),
             source,
+            watching: config.watched.clone(),
+            stale: false,
             started_with: config.settings.clone(),
             config: Arc::new(config),
             snapshots: Arc::new(SnapshotHandle::new(snapshot)),
@@ -545,5 +608,128 @@ mod tests {
         assert_eq!(snapshots.load().generation, 1);
         let error = snapshots.last_reload_error().unwrap();
         assert!(error.contains("broken.cedar:1:"), "{error}");
+    }
+
+    /// Review finding: after a config edit failed to build, a document change built the *old*
+    /// config with the new files, went live, and cleared the error from `/readyz`.
+    #[tokio::test]
+    async fn after_a_config_change_fails_every_rebuild_parses_again_until_one_succeeds() {
+        let (dir, mut reloader) = demo_reloader();
+        let snapshots = reloader.snapshots.clone();
+        let policies = snapshots.load().policies.policy_count();
+        let toml = dir.path().join("tollgate.toml");
+        let good = std::fs::read_to_string(&toml).unwrap();
+        // Parses, but cannot be built: the schema has no such action.
+        let bad = format!(
+            "{good}\n[[routes]]\nmatch = \"GET /refunds\"\naction = \"refunds:list\"\nresource = 'Service::\"payments\"'\n"
+        );
+        std::fs::write(&toml, bad).unwrap();
+        reloader.rebuild(Change::Config).await;
+        assert_eq!(snapshots.load().generation, 1);
+
+        // A policy file changes next: still the broken config, still its error.
+        std::fs::write(
+            dir.path().join("policies/extra.cedar"),
+            "@id(\"extra\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/gone\", action, resource);\n",
+        )
+        .unwrap();
+        reloader.rebuild(Change::Documents).await;
+        assert_eq!(snapshots.load().generation, 1, "the old config went live");
+        let error = snapshots.last_reload_error().unwrap();
+        assert!(error.contains("refunds:list"), "{error}");
+
+        // The config is mended: any change now builds it, with the policy.
+        std::fs::write(&toml, good).unwrap();
+        reloader.rebuild(Change::Documents).await;
+        let built = snapshots.load();
+        assert_eq!(built.generation, 2, "{:?}", snapshots.last_reload_error());
+        assert_eq!(built.policies.policy_count(), policies + 1);
+        assert!(snapshots.last_reload_error().is_none());
+    }
+
+    /// Review finding: a rescan notice (events were lost) was ignored.
+    #[test]
+    fn lost_events_reload_everything() {
+        let (_dir, source) = crate::config::fixture::demo_config(|c| c);
+        let config = Config::parse(&source).unwrap();
+        let relevance = Relevance::new(&config.watched, &config.settings);
+        let rescan =
+            notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(relevance.of(&Ok(rescan)), Some(Change::Config));
+        assert_eq!(
+            relevance.of(&Err(notify::Error::generic("queue overflow"))),
+            Some(Change::Config)
+        );
+        let elsewhere = notify::Event::new(notify::EventKind::Any).add_path("/elsewhere".into());
+        assert_eq!(relevance.of(&Ok(elsewhere)), None);
+    }
+
+    /// Review finding: a new config naming a file that is not there yet failed to build, and
+    /// the file's arrival went unseen, because only the old config's files were watched.
+    #[tokio::test]
+    async fn a_file_a_failed_config_names_is_watched_until_it_arrives() {
+        let (dir, source) = crate::config::fixture::demo_config(|c| c);
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let (config, snapshot) = crate::config::load(&source, 1).unwrap();
+        let snapshots = Arc::new(SnapshotHandle::new(snapshot));
+        let (_stop, stopped) = watch::channel(false);
+        let documents: Arc<dyn Source> = Arc::new(source.clone());
+        let (_trigger, _task) = start(
+            source,
+            documents,
+            config,
+            snapshots.clone(),
+            Metrics,
+            stopped,
+        )
+        .unwrap();
+
+        // The config now names a key set in a folder nothing watched before; it is not there.
+        let toml = dir.path().join("tollgate.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        let moved = dir.path().join("tollgate.toml.new");
+        std::fs::write(
+            &moved,
+            text.replace(
+                &format!(
+                    "{}/deploy/demo/issuer.jwks.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ),
+                &keys.join("issuer.jwks.json").display().to_string(),
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&moved, &toml).unwrap();
+        eventually("the missing key set is reported", || {
+            snapshots
+                .last_reload_error()
+                .is_some_and(|e| e.contains("keys/issuer.jwks.json"))
+        })
+        .await;
+
+        // It arrives: the config builds.
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/demo/issuer.jwks.json"),
+            keys.join("issuer.jwks.json"),
+        )
+        .unwrap();
+        eventually("the key set's arrival is seen", || {
+            snapshots.load().generation == 2
+        })
+        .await;
+        assert!(snapshots.last_reload_error().is_none());
+    }
+
+    /// Polls `done` every 10 ms for up to 5 s.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

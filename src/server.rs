@@ -117,9 +117,17 @@ pub async fn start(
             }),
         ));
     }
-    let (reload, reloader) =
-        reload::start(source, config, snapshots.clone(), Metrics, stopped.clone())
-            .map_err(|e| ServeError::Watch(e.to_string()))?;
+    // Today every document is a file the config names; fetched ones will join this source.
+    let documents = Arc::new(source.clone());
+    let (reload, reloader) = reload::start(
+        source,
+        documents,
+        config,
+        snapshots.clone(),
+        Metrics,
+        stopped.clone(),
+    )
+    .map_err(|e| ServeError::Watch(e.to_string()))?;
     tasks.push(("reloader", reloader));
     tracing::info!(
         grpc.addr = %grpc_addr,

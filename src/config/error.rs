@@ -1,14 +1,13 @@
 //! `ConfigError`: every problem names the file, the line and column where known, and the key.
 
-use crate::policy::PolicyError;
 use crate::snapshot::build::BuildError;
 use crate::snapshot::source::SourceError;
 use crate::snapshot::spec::Location;
 
-/// Why a configuration could not be loaded: parsed, or built into its first snapshot.
+/// Why a configuration could not be loaded: parsed, or built into a snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A file could not be read.
+    /// The config file (or the listener's TLS material) could not be read.
     #[error(transparent)]
     Read(#[from] SourceError),
     /// The TOML does not parse or has an unknown or mistyped key.
@@ -23,7 +22,7 @@ pub enum ConfigError {
         /// toml's message (names the key).
         message: String,
     },
-    /// A value is not acceptable, on its own or given the document it names.
+    /// A value is not acceptable on its own.
     #[error("{at}: {message}")]
     Invalid {
         /// Where the value is written.
@@ -31,19 +30,18 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// The schema, policies or entities have errors (all are listed).
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Policies(Vec<PolicyError>),
+    /// The config parsed, but a snapshot could not be built from it and its documents.
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
-/// A build error is reported like the parse errors, so `validate` and a reload's log read the
-/// same whichever step found the problem.
-impl From<BuildError> for ConfigError {
-    fn from(error: BuildError) -> Self {
-        match error {
-            BuildError::Read(e) => Self::Read(e),
-            BuildError::Invalid { at, message } => Self::Invalid { at, message },
-            BuildError::Policies(errors) => Self::Policies(errors),
+impl ConfigError {
+    /// The config value at fault, whichever step found it (none for unreadable files, syntax
+    /// and policy errors, which carry their own file and line).
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Self::Invalid { at, .. } | Self::Build(BuildError::Invalid { at, .. }) => Some(at),
+            Self::Read(_) | Self::Syntax { .. } | Self::Build(_) => None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::policy::SourceFile;
-use crate::snapshot::source::{Document, Source, SourceError};
+use crate::snapshot::source::{Document, Folder, Source, SourceError};
 
 /// The embedded default: the demo config, its credentials' public halves, and the example
 /// estate, under their repository paths.
@@ -73,7 +73,7 @@ impl ConfigSource {
     }
 
     /// Reads a path written in the config (relative to the config's folder).
-    pub fn read(&self, relative: &str) -> Result<SourceFile, SourceError> {
+    pub fn read_relative(&self, relative: &str) -> Result<SourceFile, SourceError> {
         match self {
             Self::File(path) => read_disk(&self.base(path).join(relative)),
             Self::Embedded => read_embedded(&normalize(&embedded_base().join(relative))),
@@ -127,14 +127,12 @@ impl ConfigSource {
 impl Source for ConfigSource {
     fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
         match document {
-            Document::File(path) => ConfigSource::read(self, path),
+            Document::File(path) => self.read_relative(path),
         }
     }
 
-    fn read_policies(&self, folder: &Document) -> Result<Vec<SourceFile>, SourceError> {
-        match folder {
-            Document::File(path) => self.read_cedar_dir(path),
-        }
+    fn read_policies(&self, Folder(path): &Folder) -> Result<Vec<SourceFile>, SourceError> {
+        self.read_cedar_dir(path)
     }
 }
 
@@ -229,14 +227,14 @@ mod tests {
         let source = ConfigSource::Embedded;
         assert!(
             source
-                .read("ca.pem")
+                .read_relative("ca.pem")
                 .unwrap()
                 .text
                 .contains("BEGIN CERTIFICATE")
         );
-        assert!(source.read("../../policies/entities.json").is_ok());
+        assert!(source.read_relative("../../policies/entities.json").is_ok());
         let cedar = source.read_cedar_dir("../../policies").unwrap();
         assert_eq!(cedar.len(), 3);
-        assert!(source.read("missing.pem").is_err());
+        assert!(source.read_relative("missing.pem").is_err());
     }
 }

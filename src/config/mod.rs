@@ -31,7 +31,7 @@ use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
 use crate::policy::{SourceFile, line_column};
 use crate::snapshot::build::build;
-use crate::snapshot::source::{Document, Source};
+use crate::snapshot::source::{Document, Folder, Source};
 use crate::snapshot::spec::{
     IdentitySpec, IssuerSpec, Located, Location, PolicySpec, RouteSpec, Spec, TrustDomainSpec,
     UnmatchedSpec,
@@ -104,11 +104,29 @@ pub struct Watched {
     pub trees: Vec<PathBuf>,
 }
 
+impl Watched {
+    /// Everything either watches: while a new config cannot be built yet, the reloader watches
+    /// what it names as well as what the config in force names.
+    pub fn and(&self, other: &Watched) -> Watched {
+        let merge = |a: &[PathBuf], b: &[PathBuf]| {
+            let mut all: Vec<PathBuf> = a.iter().chain(b).cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        Watched {
+            config: self.config.clone().or_else(|| other.config.clone()),
+            files: merge(&self.files, &other.files),
+            trees: merge(&self.trees, &other.trees),
+        }
+    }
+}
+
 /// Parses the config at `source` and builds generation `generation` of its snapshot from the
 /// same source's files: what `serve`, `validate`, `check` and `test` start from.
 pub fn load(source: &ConfigSource, generation: u64) -> Result<(Config, Snapshot), ConfigError> {
     let config = Config::parse(source)?;
-    let snapshot = build(&config.spec, source, generation)?;
+    let snapshot = config.build(source, generation)?;
     Ok((config, snapshot))
 }
 
@@ -173,7 +191,7 @@ impl Config {
             issuers: issuers(&at, &raw)?,
             policies: PolicySpec {
                 schema: Document::File(raw.policies.schema.get_ref().clone()),
-                folder: Document::File(raw.policies.dir.get_ref().clone()),
+                folder: Folder(raw.policies.dir.get_ref().clone()),
                 entities: raw
                     .policies
                     .entities
@@ -206,10 +224,11 @@ fn watched(source: &ConfigSource, spec: &Spec) -> Watched {
     let resolve = |document: &Document| match document {
         Document::File(path) => source.resolve(path),
     };
+    let Folder(policies) = &spec.policies.folder;
     Watched {
         config: Some(config.clone()),
         files: spec.documents().filter_map(resolve).collect(),
-        trees: resolve(&spec.policies.folder).into_iter().collect(),
+        trees: source.resolve(policies).into_iter().collect(),
     }
 }
 
@@ -280,7 +299,7 @@ fn listener_tls(
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certificates = |key: &Spanned<String>, name: &str| {
-        let text = source.read(key.get_ref())?.text;
+        let text = source.read_relative(key.get_ref())?.text;
         let certs = CertificateDer::pem_slice_iter(text.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| at.invalid(key, name, format!("not PEM certificates: {e}")))?;
@@ -300,7 +319,7 @@ fn listener_tls(
             )
         })?;
     }
-    let key_pem = source.read(tls.key_file.get_ref())?.text;
+    let key_pem = source.read_relative(tls.key_file.get_ref())?.text;
     let bad_key = |message: String| at.invalid(&tls.key_file, "server.tls.key_file", message);
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| bad_key(format!("not a PEM private key: {e}")))?;

@@ -5,6 +5,7 @@ use rustls_pki_types::UnixTime;
 use super::fixture::demo_config as config_with;
 use super::*;
 use crate::identity::token::TokenError;
+use crate::snapshot::build::BuildError;
 use crate::snapshot::source::SourceError;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -82,13 +83,11 @@ fn semantic_errors_name_key_and_line() {
     ];
     for (edit, key) in cases {
         let e = load_err(edit);
-        match &e {
-            ConfigError::Invalid { at, .. } => {
-                assert_eq!(at.key, key, "{e}");
-                assert!(at.line > 1, "{e}");
-            }
-            other => panic!("{key}: expected Invalid, got {other}"),
-        }
+        let at = e
+            .location()
+            .unwrap_or_else(|| panic!("{key}: expected a located error, got {e}"));
+        assert_eq!(at.key, key, "{e}");
+        assert!(at.line > 1, "{e}");
     }
 }
 
@@ -101,7 +100,7 @@ fn broken_policy_names_file_and_line() {
     )
     .unwrap();
     let e = load(&source, 1).unwrap_err();
-    let ConfigError::Policies(errors) = &e else {
+    let ConfigError::Build(BuildError::Policies(errors)) = &e else {
         panic!("{e}");
     };
     assert_eq!(errors[0].line, 2, "{e}");
@@ -116,7 +115,7 @@ fn missing_file_is_a_read_error() {
             "/nonexistent/ca.pem",
         )
     });
-    assert!(matches!(e, ConfigError::Read(_)), "{e}");
+    assert!(matches!(e, ConfigError::Build(BuildError::Read(_))), "{e}");
 }
 
 /// Documents held in memory, as a fetched JWKS or a streamed bundle would be.
@@ -140,7 +139,7 @@ impl Source for Memory {
             })
     }
 
-    fn read_policies(&self, _folder: &Document) -> Result<Vec<SourceFile>, SourceError> {
+    fn read_policies(&self, _folder: &Folder) -> Result<Vec<SourceFile>, SourceError> {
         Ok(self.policies.clone())
     }
 }
@@ -151,7 +150,7 @@ fn embedded_in_memory(spec: &Spec) -> Memory {
     Memory {
         documents: spec
             .documents()
-            .map(|d| (d.clone(), Source::read(&files, d).unwrap().text))
+            .map(|d| (d.clone(), files.read(d).unwrap().text))
             .collect(),
         policies: files.read_policies(&spec.policies.folder).unwrap(),
     }
@@ -207,7 +206,7 @@ fn a_build_reads_every_document_through_its_source() {
     // file's would be.
     memory.documents.insert(jwks.clone(), "{".into());
     let e = config.build(&memory, 4).unwrap_err();
-    let ConfigError::Invalid { at, message } = &e else {
+    let ConfigError::Build(BuildError::Invalid { at, message }) = &e else {
         panic!("{e}");
     };
     assert_eq!(at.key, "issuers[0].jwks_file");
@@ -232,7 +231,7 @@ fn parsing_reads_no_document_and_the_build_names_the_missing_one() {
     let config = Config::parse(&source).unwrap();
     let e = config.build(&source, 1).unwrap_err();
     assert!(
-        matches!(&e, ConfigError::Read(SourceError { name, .. }) if name == "/nonexistent/issuer.jwks.json"),
+        matches!(&e, ConfigError::Build(BuildError::Read(SourceError { name, .. })) if name == "/nonexistent/issuer.jwks.json"),
         "{e}"
     );
 }

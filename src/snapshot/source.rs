@@ -2,18 +2,21 @@
 //! [`Source`] for [`Document`]s by name and never touches the disk itself. Files on disk and
 //! the embedded demo estate are one source (`config::ConfigSource`); documents fetched or
 //! streamed at run time (a JWKS endpoint, the SPIFFE Workload API, a token status list) are
-//! further [`Document`] kinds served by further sources, and feed the same builder and the
-//! same atomic swap.
+//! to be further [`Document`] kinds served by further sources, feeding the same builder and
+//! the same atomic swap (`reload::ReloadTrigger::documents_changed` asks for the build).
 
 use crate::policy::SourceFile;
 
 /// One input of a snapshot, named as the configuration names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Document {
-    /// A file, by the path written in the config (relative to the config's folder), or a
-    /// folder of `.cedar` files for [`Source::read_policies`].
+    /// A file, by the path written in the config (relative to the config's folder).
     File(String),
 }
+
+/// A folder of `.cedar` policy files, by the path written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Folder(pub String);
 
 impl std::fmt::Display for Document {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,14 +26,16 @@ impl std::fmt::Display for Document {
     }
 }
 
-/// Where documents are read from. Implementations are cheap to call repeatedly: a build reads
-/// each document once, off the request path.
+/// Where documents are read from. A build reads each document once, off the request path, and
+/// every build reads all of them, so a source of fetched documents serves the last good copy
+/// it has (a failed fetch must not stop an unrelated policy edit from building) and says
+/// `SourceError` only for a document it has never had.
 pub trait Source: Send + Sync {
     /// The current text of one document.
     fn read(&self, document: &Document) -> Result<SourceFile, SourceError>;
 
-    /// Every `.cedar` document under a folder, in a stable order (sorted by name).
-    fn read_policies(&self, folder: &Document) -> Result<Vec<SourceFile>, SourceError>;
+    /// Every `.cedar` file under a folder, in a stable order (sorted by path).
+    fn read_policies(&self, folder: &Folder) -> Result<Vec<SourceFile>, SourceError>;
 }
 
 /// A document that could not be had.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 
 use super::ResponseSettings;
-use super::source::Document;
+use super::source::{Document, Folder};
 use crate::identity::IdentitySource;
 use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
@@ -46,7 +46,10 @@ pub struct Located<T> {
     pub at: Location,
 }
 
-/// Everything a build needs besides the documents themselves.
+/// Everything a build needs besides the documents themselves. Only `config::Config::parse`
+/// makes one, and it enforces what spans several values (one issuer per `iss`, at most one
+/// with unqualified users, a key source per issuer, a bundle per trust domain where
+/// certificates are verified); the builder relies on that.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// Workload identity.
@@ -148,8 +151,8 @@ pub struct IssuerSpec {
 pub struct PolicySpec {
     /// The `.cedarschema` document.
     pub schema: Document,
-    /// The folder of `.cedar` documents.
-    pub folder: Document,
+    /// The folder of `.cedar` files.
+    pub folder: Folder,
     /// The entities JSON document.
     pub entities: Option<Document>,
 }
