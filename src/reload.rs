@@ -560,6 +560,15 @@ mod tests {
         (dir, reloader)
     }
 
+    /// Adds a ninth policy (a harmless forbid) to the fixture's policy folder.
+    fn add_policy(dir: &Path) {
+        std::fs::write(
+            dir.join("policies/extra.cedar"),
+            "@id(\"extra\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/gone\", action, resource);\n",
+        )
+        .unwrap();
+    }
+
     #[tokio::test]
     async fn a_document_change_builds_from_the_config_in_force_without_reading_it() {
         let (dir, mut reloader) = demo_reloader();
@@ -573,11 +582,7 @@ mod tests {
             format!("{text}\n[response]\nprincipal_header = \"x-caller\"\n"),
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("policies/extra.cedar"),
-            "@id(\"extra\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/gone\", action, resource);\n",
-        )
-        .unwrap();
+        add_policy(dir.path());
 
         // Told only of the document: the new policy is in, the config's edit is not.
         reloader.rebuild(Change::Documents).await;
@@ -628,11 +633,7 @@ mod tests {
         assert_eq!(snapshots.load().generation, 1);
 
         // A policy file changes next: still the broken config, still its error.
-        std::fs::write(
-            dir.path().join("policies/extra.cedar"),
-            "@id(\"extra\")\nforbid (principal == App::\"spiffe://demo.tollgate.dev/gone\", action, resource);\n",
-        )
-        .unwrap();
+        add_policy(dir.path());
         reloader.rebuild(Change::Documents).await;
         assert_eq!(snapshots.load().generation, 1, "the old config went live");
         let error = snapshots.last_reload_error().unwrap();
