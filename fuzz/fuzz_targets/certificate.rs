@@ -6,19 +6,19 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use rustls_pki_types::UnixTime;
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{ConfigSource, load};
+use tollgate::snapshot::Snapshot;
 
-static DEMO: LazyLock<Config> =
-    LazyLock::new(|| Config::load(&ConfigSource::Embedded, 1).expect("embedded config loads"));
+static DEMO: LazyLock<Snapshot> = LazyLock::new(|| {
+    load(&ConfigSource::Embedded, 1)
+        .expect("embedded config loads")
+        .1
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(field) = std::str::from_utf8(data) else {
         return;
     };
-    let verified = DEMO
-        .snapshot
-        .identity
-        .trust
-        .verify_forwarded(field, UnixTime::now());
+    let verified = DEMO.identity.trust.verify_forwarded(field, UnixTime::now());
     assert!(verified.is_err(), "{verified:?}");
 });

@@ -9,26 +9,27 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tollgate::audit::AuditLog;
 use tollgate::authz::{Authorizer, Caches};
-use tollgate::config::{Config, ConfigSource};
+use tollgate::config::{ConfigSource, load};
 use tollgate::snapshot::SnapshotHandle;
 
 static DEMO: LazyLock<Authorizer> = LazyLock::new(|| {
-    let config = Config::load(&ConfigSource::Embedded, 1).expect("embedded config loads");
+    let (_, snapshot) = load(&ConfigSource::Embedded, 1).expect("embedded config loads");
     Authorizer::new(
-        Arc::new(SnapshotHandle::new(config.snapshot)),
+        Arc::new(SnapshotHandle::new(snapshot)),
         Caches::new(1024, 300),
         AuditLog::disabled(),
     )
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) =
-        envoy_types::pb::envoy::service::auth::v3::CheckRequest::decode(data)
-    else {
+    let Ok(request) = envoy_types::pb::envoy::service::auth::v3::CheckRequest::decode(data) else {
         return;
     };
     if let Ok(input) = tollgate::grpc::check::input_from_proto(request) {
         let verdict = DEMO.check(&input).verdict;
-        assert!(!verdict.is_allowed(), "allowed without verifiable credentials: {input:?}");
+        assert!(
+            !verdict.is_allowed(),
+            "allowed without verifiable credentials: {input:?}"
+        );
     }
 });
