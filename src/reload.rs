@@ -132,6 +132,9 @@ struct Relevance {
     files: BTreeSet<PathBuf>,
     folders: BTreeSet<PathBuf>,
     trees: Vec<PathBuf>,
+    /// Folders (of files, or trees) that do not exist yet; their nearest existing ancestor is
+    /// watched in their place, and an event on the way down to one means it may have arrived.
+    missing: BTreeSet<PathBuf>,
     /// Tollgate's own outputs (audit log, Unix socket), never a reason to rebuild.
     outputs: BTreeSet<PathBuf>,
 }
@@ -140,10 +143,17 @@ impl Relevance {
     fn new(watched: &Watched, settings: &Settings) -> Self {
         let config = watched.config.as_deref().map(absolute);
         let files: BTreeSet<PathBuf> = watched.files.iter().map(|p| absolute(p)).collect();
-        let folders = files
+        let folders: BTreeSet<PathBuf> = files
             .iter()
             .chain(config.iter())
             .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        let trees: Vec<PathBuf> = watched.trees.iter().map(|p| absolute(p)).collect();
+        let missing = folders
+            .iter()
+            .chain(&trees)
+            .filter(|p| !p.is_dir())
+            .cloned()
             .collect();
         let audit = match &settings.audit {
             Some(AuditTarget::File(path)) => Some(absolute(path)),
@@ -153,7 +163,8 @@ impl Relevance {
             config,
             files,
             folders,
-            trees: watched.trees.iter().map(|p| absolute(p)).collect(),
+            trees,
+            missing,
             outputs: audit
                 .into_iter()
                 .chain(settings.unix_socket.as_deref().map(absolute))
@@ -184,6 +195,11 @@ impl Relevance {
         if self.files.contains(path) {
             return Some(Change::Documents);
         }
+        // A folder appeared on the way to one the config names: it may bring what a failed
+        // build was missing.
+        if self.missing.iter().any(|m| m.starts_with(path)) {
+            return Some(Change::Config);
+        }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy())
@@ -209,18 +225,30 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Watches what `watched` names: the folders of its files, its trees recursively.
+/// A live watch: what it covers, and the folders it waits for.
+#[derive(Default)]
+struct Watch {
+    /// Held so the OS watch lives as long as this; `None` for the embedded default.
+    #[expect(dead_code, reason = "held for its drop: the OS watch ends with it")]
+    watcher: Option<notify::RecommendedWatcher>,
+    covers: Watched,
+    missing: BTreeSet<PathBuf>,
+}
+
+/// Watches what `watched` names: the folders of its files, its trees recursively, and for a
+/// folder that does not exist yet its nearest existing ancestor.
 fn watch(
     watched: &Watched,
     settings: &Settings,
     pending: Arc<Pending>,
-) -> Result<Option<notify::RecommendedWatcher>, WatchError> {
+) -> Result<Watch, WatchError> {
     if watched.config.is_none() && watched.files.is_empty() && watched.trees.is_empty() {
-        return Ok(None);
+        return Ok(Watch::default());
     }
     let relevance = Arc::new(Relevance::new(watched, settings));
     let mut watcher = {
         let relevance = relevance.clone();
+        let pending = pending.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Some(change) = relevance.of(&event) {
                 pending.mark(change);
@@ -231,28 +259,46 @@ fn watch(
             source,
         })?
     };
-    for folder in &relevance.folders {
-        watcher
-            .watch(folder, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError {
-                path: folder.display().to_string(),
-                source,
-            })?;
+    let folders = relevance
+        .folders
+        .iter()
+        .map(|f| (f, RecursiveMode::NonRecursive));
+    let trees = relevance
+        .trees
+        .iter()
+        .map(|t| (t, RecursiveMode::Recursive));
+    for (path, mode) in folders.chain(trees) {
+        let (path, mode) = match relevance.missing.contains(path) {
+            false => (path.as_path(), mode),
+            true => (nearest_existing(path), RecursiveMode::NonRecursive),
+        };
+        watcher.watch(path, mode).map_err(|source| WatchError {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
-    for tree in &relevance.trees {
-        watcher
-            .watch(tree, RecursiveMode::Recursive)
-            .map_err(|source| WatchError {
-                path: tree.display().to_string(),
-                source,
-            })?;
+    // One that appeared before its stand-in was watched made no event the watch saw.
+    if relevance.missing.iter().any(|m| m.is_dir()) {
+        pending.mark(Change::Config);
     }
     tracing::info!(
         folders = ?relevance.folders,
         trees = ?relevance.trees,
+        missing = ?relevance.missing,
         "watching for configuration changes"
     );
-    Ok(Some(watcher))
+    Ok(Watch {
+        watcher: Some(watcher),
+        covers: watched.clone(),
+        missing: relevance.missing.clone(),
+    })
+}
+
+/// `path`, or its nearest ancestor that is a folder.
+fn nearest_existing(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("/"))
 }
 
 /// Starts watching what `config` was built from (nothing for the embedded default) and a task
@@ -267,18 +313,17 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(ReloadTrigger, tokio::task::JoinHandle<Result<(), String>>), WatchError> {
     let pending = Arc::new(Pending::default());
-    let watcher = watch(&config.watched, &config.settings, pending.clone())?;
+    let watch = watch(&config.watched, &config.settings, pending.clone())?;
     let reloader = Reloader {
         documents,
         source,
-        watching: config.watched.clone(),
+        watch,
         stale: false,
         started_with: config.settings.clone(),
         config: Arc::new(config),
         snapshots,
         metrics,
         pending: pending.clone(),
-        watcher,
     };
     let task = tokio::spawn(run(reloader, stop));
     Ok((ReloadTrigger(pending), task))
@@ -297,16 +342,13 @@ struct Reloader {
     /// The config file changed and no build of it has succeeded since: every rebuild parses it
     /// again, so a document change cannot swap in the old config's snapshot and hide the error.
     stale: bool,
-    /// What the live watcher covers; differs from `config.watched` while a new config that
-    /// names other files cannot be built yet, or when watching them failed (retried on the
-    /// next rebuild).
     snapshots: Arc<SnapshotHandle>,
     metrics: Metrics,
     pending: Arc<Pending>,
-    watching: Watched,
-    /// Held so the OS watch lives as long as this task; replaced when the config names other
-    /// files.
-    watcher: Option<notify::RecommendedWatcher>,
+    /// The live watch. What it covers differs from `config.watched` while a new config that
+    /// names other files cannot be built yet (it covers both), or after watching failed (tried
+    /// again after each successful rebuild and each failed config rebuild).
+    watch: Watch,
 }
 
 /// One rebuild's result: the config parsed again (if it was), and the snapshot or why not.
@@ -371,7 +413,9 @@ impl Reloader {
                 match parsed {
                     Some(parsed) => self.config_in_force(parsed),
                     // A watch that failed before is tried again.
-                    None => self.follow(self.config.watched.clone()),
+                    None => {
+                        self.follow(self.config.watched.clone());
+                    }
                 }
                 return;
             }
@@ -386,12 +430,15 @@ impl Reloader {
         self.snapshots.reload_failed(error);
         if change == Change::Config {
             self.stale = true;
-            // What the new config names may be what is missing: watch it too.
+            // What the new config names may be what is missing: watch it too, and look once
+            // more in case it arrived before the new watch began.
             let wanted = match &parsed {
                 Some(parsed) => self.config.watched.and(&parsed.watched),
                 None => self.config.watched.clone(),
             };
-            self.follow(wanted);
+            if self.follow(wanted) {
+                self.pending.mark(Change::Config);
+            }
         }
     }
 
@@ -407,19 +454,21 @@ impl Reloader {
         self.config = Arc::new(config);
     }
 
-    /// Watches `wanted` instead of what is watched now, if it differs; on failure keeps the
-    /// old watch (and the next rebuild tries again).
-    fn follow(&mut self, wanted: Watched) {
-        if wanted == self.watching {
-            return;
+    /// Watches `wanted` instead of what is watched now, if it differs or the watch waits for a
+    /// folder; on failure keeps the old watch. True when the watch now covers something new.
+    fn follow(&mut self, wanted: Watched) -> bool {
+        if wanted == self.watch.covers && self.watch.missing.is_empty() {
+            return false;
         }
         match watch(&wanted, &self.started_with, self.pending.clone()) {
-            Ok(watcher) => {
-                self.watcher = watcher;
-                self.watching = wanted;
+            Ok(watch) => {
+                let new = watch.covers != self.watch.covers || watch.missing != self.watch.missing;
+                self.watch = watch;
+                new
             }
             Err(error) => {
                 tracing::error!(%error, "cannot watch what the new configuration names; still watching the old files");
+                false
             }
         }
     }
@@ -548,14 +597,17 @@ mod tests {
         let reloader = Reloader {
             documents: Arc::new(source.clone()),
             source,
-            watching: config.watched.clone(),
+            watch: Watch {
+                watcher: None,
+                covers: config.watched.clone(),
+                missing: BTreeSet::new(),
+            },
             stale: false,
             started_with: config.settings.clone(),
             config: Arc::new(config),
             snapshots: Arc::new(SnapshotHandle::new(snapshot)),
             metrics: Metrics,
             pending: Arc::default(),
-            watcher: None,
         };
         (dir, reloader)
     }
@@ -629,6 +681,7 @@ mod tests {
             "{good}\n[[routes]]\nmatch = \"GET /refunds\"\naction = \"refunds:list\"\nresource = 'Service::\"payments\"'\n"
         );
         std::fs::write(&toml, bad).unwrap();
+        assert!(Config::parse(&reloader.source).is_ok());
         reloader.rebuild(Change::Config).await;
         assert_eq!(snapshots.load().generation, 1);
 
@@ -639,13 +692,33 @@ mod tests {
         let error = snapshots.last_reload_error().unwrap();
         assert!(error.contains("refunds:list"), "{error}");
 
+        // One that does not even parse is held the same way.
+        std::fs::write(&toml, "[server\n").unwrap();
+        reloader.rebuild(Change::Documents).await;
+        assert_eq!(snapshots.load().generation, 1);
+        let error = snapshots.last_reload_error().unwrap();
+        assert!(error.contains("tollgate.toml:1:"), "{error}");
+
         // The config is mended: any change now builds it, with the policy.
-        std::fs::write(&toml, good).unwrap();
+        std::fs::write(&toml, &good).unwrap();
         reloader.rebuild(Change::Documents).await;
         let built = snapshots.load();
         assert_eq!(built.generation, 2, "{:?}", snapshots.last_reload_error());
         assert_eq!(built.policies.policy_count(), policies + 1);
         assert!(snapshots.last_reload_error().is_none());
+
+        // And document changes build from it alone again: a config edit waits for its event.
+        std::fs::write(
+            &toml,
+            format!("{good}\n[response]\nprincipal_header = \"x-caller\"\n"),
+        )
+        .unwrap();
+        reloader.rebuild(Change::Documents).await;
+        assert_eq!(snapshots.load().generation, 3);
+        assert_eq!(
+            snapshots.load().response.principal_header,
+            "x-tollgate-principal"
+        );
     }
 
     /// Review finding: a rescan notice (events were lost) was ignored.
@@ -665,13 +738,14 @@ mod tests {
         assert_eq!(relevance.of(&Ok(elsewhere)), None);
     }
 
-    /// Review finding: a new config naming a file that is not there yet failed to build, and
-    /// the file's arrival went unseen, because only the old config's files were watched.
+    /// Review findings: a new config naming a file that is not there yet failed to build, and
+    /// the file's arrival went unseen, because only the old config's files were watched; and
+    /// then, because a folder that did not exist could not be watched.
     #[tokio::test]
     async fn a_file_a_failed_config_names_is_watched_until_it_arrives() {
         let (dir, source) = crate::config::fixture::demo_config(|c| c);
+        // Not even the folder is there yet.
         let keys = dir.path().join("keys");
-        std::fs::create_dir(&keys).unwrap();
         let (config, snapshot) = crate::config::load(&source, 1).unwrap();
         let snapshots = Arc::new(SnapshotHandle::new(snapshot));
         let (_stop, stopped) = watch::channel(false);
@@ -709,7 +783,8 @@ mod tests {
         })
         .await;
 
-        // It arrives: the config builds.
+        // It arrives, folder first: the config builds.
+        std::fs::create_dir(&keys).unwrap();
         std::fs::copy(
             concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/demo/issuer.jwks.json"),
             keys.join("issuer.jwks.json"),

@@ -41,7 +41,9 @@ impl ConfigError {
     pub fn location(&self) -> Option<&Location> {
         match self {
             Self::Invalid { at, .. } | Self::Build(BuildError::Invalid { at, .. }) => Some(at),
-            Self::Read(_) | Self::Syntax { .. } | Self::Build(_) => None,
+            Self::Read(_)
+            | Self::Syntax { .. }
+            | Self::Build(BuildError::Read(_) | BuildError::Policies(_)) => None,
         }
     }
 }

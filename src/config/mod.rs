@@ -225,9 +225,13 @@ fn watched(source: &ConfigSource, spec: &Spec) -> Watched {
         Document::File(path) => source.resolve(path),
     };
     let Folder(policies) = &spec.policies.folder;
+    let mut files: Vec<PathBuf> = spec.documents().filter_map(resolve).collect();
+    // Sorted and without repeats, as `Watched::and` makes them, so equal sets compare equal.
+    files.sort();
+    files.dedup();
     Watched {
         config: Some(config.clone()),
-        files: spec.documents().filter_map(resolve).collect(),
+        files,
         trees: source.resolve(policies).into_iter().collect(),
     }
 }
