@@ -16,6 +16,22 @@ pub struct Lookup {
     pub evicted: usize,
 }
 
+impl Lookup {
+    /// Found in the cache.
+    pub const HIT: Self = Self {
+        hit: true,
+        evicted: 0,
+    };
+
+    /// Not found; inserting the new value dropped `evicted` entries.
+    pub fn miss(evicted: usize) -> Self {
+        Self {
+            hit: false,
+            evicted,
+        }
+    }
+}
+
 /// A concurrent map whose entries carry the snapshot generation and an expiry.
 #[derive(Debug)]
 pub struct TtlCache<K: Eq + Hash, V> {
@@ -58,23 +74,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         make: impl FnOnce() -> Result<(V, i64), E>,
     ) -> Result<(V, Lookup), E> {
         if let Some(hit) = self.get(&key, generation, now) {
-            return Ok((
-                hit,
-                Lookup {
-                    hit: true,
-                    evicted: 0,
-                },
-            ));
+            return Ok((hit, Lookup::HIT));
         }
         let (value, valid_until) = make()?;
         let evicted = self.insert(key, value.clone(), generation, now, valid_until);
-        Ok((
-            value,
-            Lookup {
-                hit: false,
-                evicted,
-            },
-        ))
+        Ok((value, Lookup::miss(evicted)))
     }
 
     /// The value for `key` if it was stored under `generation` and has not expired at `now`.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use rustls_pki_types::UnixTime;
 
-use crate::cache::TtlCache;
+use crate::cache::{Lookup, TtlCache};
 use crate::metrics::Metrics;
 use crate::request::CheckInput;
 use cert::{CertError, TrustStore, VerifiedCert, WorkloadName};
@@ -147,11 +147,15 @@ pub enum IdentityError {
 /// reached with a different credential.
 pub type Digest = [u8; 32];
 
-/// Verified credentials by digest, so a repeated caller costs a hash lookup.
+/// Verified credentials by digest, so a repeated caller costs a hash lookup; and refused
+/// tokens, so a replayed forgery does too instead of a signature check each time.
 #[derive(Debug)]
 pub struct IdentityCaches {
     certs: TtlCache<Digest, Arc<VerifiedCert>>,
     tokens: TtlCache<Digest, Arc<VerifiedToken>>,
+    /// Refusals that cannot change while the snapshot stays (see [`TokenError::is_final`]);
+    /// bounded apart from `tokens`, so a flood of forgeries cannot evict good callers.
+    refused_tokens: TtlCache<Digest, TokenError>,
 }
 
 impl IdentityCaches {
@@ -161,6 +165,7 @@ impl IdentityCaches {
         Self {
             certs: TtlCache::new(capacity, ttl_seconds),
             tokens: TtlCache::new(capacity, ttl_seconds),
+            refused_tokens: TtlCache::new(capacity, ttl_seconds),
         }
     }
 }
@@ -173,27 +178,13 @@ pub fn verify(
     input: &CheckInput,
     now: UnixTime,
 ) -> Result<Caller, IdentityError> {
-    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let workload = match identity.source {
         IdentitySource::Certificate => certificate(identity, caches, generation, input, now)?,
         IdentitySource::Xfcc => forwarded_certificate(identity, input)?,
         IdentitySource::EnvoyPrincipal => envoy_principal(identity, input)?,
     };
     let token = match bearer(input)? {
-        Some(raw) => {
-            let (verified, lookup) = caches.tokens.get_or_try_insert(
-                sha256(raw.as_bytes()),
-                generation,
-                now_secs,
-                || {
-                    let verified = identity.issuers.verify(raw, now)?;
-                    let expires_at = verified.expires_at;
-                    Ok::<_, IdentityError>((Arc::new(verified), expires_at))
-                },
-            )?;
-            Metrics.cache_used("token", lookup);
-            Some(verified)
-        }
+        Some(raw) => Some(token(identity, caches, generation, raw, now)?),
         None => None,
     };
     let bound = match &token {
@@ -222,6 +213,50 @@ pub fn verify(
         bound,
         mode,
     })
+}
+
+/// Verifies a bearer token, or answers from the caches: a token verified before, or one
+/// refused before for a reason that cannot change under this snapshot.
+fn token(
+    identity: &Identity,
+    caches: &IdentityCaches,
+    generation: u64,
+    raw: &str,
+    now: UnixTime,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let digest = sha256(raw.as_bytes());
+    if let Some(refusal) = caches.refused_tokens.get(&digest, generation, now_secs) {
+        Metrics.cache_used("token_refused", Lookup::HIT);
+        return Err(refusal);
+    }
+    let verified = caches
+        .tokens
+        .get_or_try_insert(digest, generation, now_secs, || {
+            let verified = identity.issuers.verify(raw, now)?;
+            let expires_at = verified.expires_at;
+            Ok::<_, TokenError>((Arc::new(verified), expires_at))
+        });
+    match verified {
+        Ok((verified, lookup)) => {
+            Metrics.cache_used("token", lookup);
+            Ok(verified)
+        }
+        Err(refusal) => {
+            if refusal.is_final() {
+                // Until the TTL, or a new snapshot (a new key set) judges it afresh.
+                let evicted = caches.refused_tokens.insert(
+                    digest,
+                    refusal.clone(),
+                    generation,
+                    now_secs,
+                    i64::MAX,
+                );
+                Metrics.cache_used("token_refused", Lookup::miss(evicted));
+            }
+            Err(refusal)
+        }
+    }
 }
 
 fn certificate(
@@ -341,6 +376,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use token::Issuer;
 
     fn input_with_auth(value: &str) -> CheckInput {
         let mut input = CheckInput::default();
@@ -363,5 +399,111 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// An identity that takes HS256 tokens from `https://issuer.test` (audience `api`) and
+    /// Envoy's peer principal as the workload.
+    fn hmac_identity() -> Identity {
+        Identity {
+            source: IdentitySource::EnvoyPrincipal,
+            trust: TrustStore::new(&[], Vec::new(), 2048, false).unwrap(),
+            trust_domains: vec!["example.org".into()],
+            issuers: Issuers::new(vec![Issuer::new(
+                "https://issuer.test".into(),
+                vec!["api".into()],
+                vec![jsonwebtoken::Algorithm::HS256],
+                jwks::KeySet::default(),
+                Some(jsonwebtoken::DecodingKey::from_secret(SECRET)),
+                0,
+                vec![],
+                false,
+                token::Delegation::ActOrSubject,
+                vec!["client_id".into()],
+                false,
+            )]),
+            require_workload: false,
+            require_token: false,
+        }
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn hs256(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_final_refusal_is_remembered_for_its_generation_and_a_passing_one_is_not() {
+        let identity = hmac_identity();
+        let caches = IdentityCaches::new(100, 300);
+        let now = UnixTime::now();
+        let secs = i64::try_from(now.as_secs()).unwrap();
+        let good = hs256(
+            serde_json::json!({"iss": "https://issuer.test", "aud": "api",
+            "exp": secs + 600, "client_id": "web"}),
+        );
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "https://issuer.test", "aud": "api",
+                "exp": secs + 600, "client_id": "web"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"not the issuer's secret, but as long"),
+        )
+        .unwrap();
+        let early = hs256(
+            serde_json::json!({"iss": "https://issuer.test", "aud": "api",
+            "exp": secs + 600, "nbf": secs + 300, "client_id": "web"}),
+        );
+        let refused = |token: &str| {
+            caches
+                .refused_tokens
+                .get(&sha256(token.as_bytes()), 1, secs)
+        };
+        for _ in 0..2 {
+            let e = verify(
+                &identity,
+                &caches,
+                1,
+                &input_with_auth(&format!("Bearer {forged}")),
+                now,
+            );
+            assert_eq!(e.unwrap_err(), IdentityError::Token(TokenError::Signature));
+        }
+        assert_eq!(refused(&forged), Some(TokenError::Signature));
+        // Another snapshot (a new key set, say) judges it afresh.
+        assert_eq!(
+            caches
+                .refused_tokens
+                .get(&sha256(forged.as_bytes()), 2, secs),
+            None
+        );
+        // Not valid *yet* will pass: never remembered.
+        let e = verify(
+            &identity,
+            &caches,
+            1,
+            &input_with_auth(&format!("Bearer {early}")),
+            now,
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            IdentityError::Token(TokenError::NotYetValid)
+        );
+        assert_eq!(refused(&early), None);
+        // And the good token is unaffected.
+        assert!(
+            verify(
+                &identity,
+                &caches,
+                1,
+                &input_with_auth(&format!("Bearer {good}")),
+                now
+            )
+            .is_ok()
+        );
     }
 }

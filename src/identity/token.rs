@@ -141,6 +141,18 @@ pub enum TokenError {
     UnsupportedConfirmation(String),
 }
 
+impl TokenError {
+    /// Whether the same token would be refused again under the same snapshot at any later
+    /// time: everything but "not valid yet" (time only moves towards `nbf`, and past `exp`).
+    /// Binding is judged per request, against the certificate sent with it, and never here.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            Self::NotYetValid | Self::BindingRequired | Self::BindingMismatch(_)
+        )
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Header {
     alg: String,

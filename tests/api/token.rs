@@ -429,3 +429,43 @@ async fn keys_not_meant_for_verifying_signatures_are_not_used() {
         .await
         .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
 }
+
+/// A refusal is remembered (a replayed forgery costs a lookup, not a signature check), but
+/// only under the snapshot that made it: when the key set changes, the same token is judged
+/// afresh.
+#[tokio::test]
+async fn a_remembered_refusal_ends_with_the_key_set_that_made_it() {
+    let w = World::new().await;
+    let jwks_path = w.server.dir.path().join("jwks.json");
+    let original = w.issuer.jwks();
+    let mut without_es256: serde_json::Value = serde_json::from_str(&original).unwrap();
+    jwks_without(&mut without_es256, "ES256");
+    crate::support::replace_file(&jwks_path, &without_es256.to_string());
+    let running = w.server.running.as_ref().unwrap();
+    crate::support::eventually("the JWKS edit was not applied", || {
+        running.snapshots.load().generation >= 2
+    })
+    .await;
+    let es = w.issuer.sign(Algorithm::ES256, None, &claims(json!({})));
+    let edited = running.snapshots.load().generation;
+    for _ in 0..3 {
+        answer(&w, &es)
+            .await
+            .assert_denied(401, "token_unknown_key");
+    }
+    crate::support::replace_file(&jwks_path, &original);
+    crate::support::eventually("the JWKS was not restored", || {
+        running.snapshots.load().generation > edited
+    })
+    .await;
+    answer(&w, &es)
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+}
+
+/// Drops the keys for `alg` from a JWKS.
+fn jwks_without(jwks: &mut serde_json::Value, alg: &str) {
+    if let Some(keys) = jwks["keys"].as_array_mut() {
+        keys.retain(|k| k["alg"] != alg);
+    }
+}

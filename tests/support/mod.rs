@@ -133,3 +133,11 @@ pub fn trust_store(ca: &Ca) -> tollgate::identity::cert::TrustStore {
     )
     .unwrap()
 }
+
+/// Replaces a file whole, by rename, as editors and ConfigMaps do (a reload never reads it
+/// half-written).
+pub fn replace_file(path: &std::path::Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
