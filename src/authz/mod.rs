@@ -9,6 +9,7 @@
 //! directly, for an AuthZEN-style API).
 
 pub mod caches;
+mod log;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +23,9 @@ use crate::metrics::Metrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotHandle};
-use crate::verdict::{Outcome, ReasonCode, Verdict};
+use crate::verdict::{ReasonCode, Verdict};
 pub use caches::Caches;
+use log::DecisionLog;
 
 /// What `explain` shows besides the verdict: how far the request got, and as what.
 #[derive(Debug, Default)]
@@ -53,6 +55,7 @@ pub struct Authorizer {
     snapshots: Arc<SnapshotHandle>,
     caches: Caches,
     audit: AuditLog,
+    log: DecisionLog,
 }
 
 impl Authorizer {
@@ -62,6 +65,7 @@ impl Authorizer {
             snapshots,
             caches,
             audit,
+            log: DecisionLog::default(),
         }
     }
 
@@ -111,7 +115,7 @@ impl Authorizer {
         Metrics.decision(verdict.reason().map(ReasonCode::as_str), elapsed);
         // A dropped record is counted by the audit log itself.
         let _ = self.audit.record(&verdict, input, elapsed);
-        log(&verdict, elapsed);
+        self.log.write(&verdict, elapsed);
         Decided {
             verdict,
             snapshot,
@@ -216,29 +220,4 @@ fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
 fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {
     verdict.principal = Some(principal);
     verdict
-}
-
-/// One structured line per decision: denies at `info` (an operator's first question is "why was
-/// this denied?"), allows at `debug` (the volume of a healthy system).
-fn log(verdict: &Verdict, elapsed: Duration) {
-    let principal = verdict.principal.as_deref().unwrap_or("");
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match &verdict.outcome {
-        Outcome::Allow => tracing::debug!(
-            decision.id = %verdict.decision_id,
-            principal.id = principal,
-            policy.ids = ?verdict.determining,
-            elapsed_us = micros,
-            "request allowed"
-        ),
-        Outcome::Deny(denial) => tracing::info!(
-            decision.id = %verdict.decision_id,
-            principal.id = principal,
-            reason = denial.reason.as_str(),
-            detail = %denial.message,
-            policy.ids = ?verdict.determining,
-            elapsed_us = micros,
-            "request denied"
-        ),
-    }
 }
