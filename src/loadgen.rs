@@ -50,6 +50,8 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// CPU the server process spent during the measured time, when its pid was given.
+    pub server_cpu: Option<Duration>,
 }
 
 impl LoadReport {
@@ -63,10 +65,20 @@ impl LoadReport {
         self.latency.value_at_quantile(q)
     }
 
+    /// Server CPU per answered request, in microseconds.
+    pub fn cpu_per_request(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.answered.max(1) as f64)
+    }
+
     /// One line for humans.
     pub fn summary(&self) -> String {
+        let cpu = self
+            .cpu_per_request()
+            .map(|us| format!("; server CPU {us:.1}µs/request"))
+            .unwrap_or_default();
         format!(
-            "{:.0} req/s over {:.1}s; {} answered ({} allowed, {} denied), {} errors; latency p50 {}µs p90 {}µs p99 {}µs p99.9 {}µs max {}µs",
+            "{:.0} req/s over {:.1}s; {} answered ({} allowed, {} denied), {} errors; latency p50 {}µs p90 {}µs p99 {}µs p99.9 {}µs max {}µs{cpu}",
             self.throughput(),
             self.elapsed.as_secs_f64(),
             self.answered,
@@ -131,17 +143,53 @@ pub fn round_robin(requests: Vec<CheckRequest>) -> Result<RequestSource, String>
     }))
 }
 
-/// Sends `requests(0)`, `requests(1)`, … for `warmup` (not recorded), then for `duration`.
+/// Opens `connections` channels (HTTP/2 connections) to `target`, as Envoy's workers and
+/// h2load's clients each hold their own.
+pub async fn connect_all(target: &Target, connections: usize) -> Result<Vec<Channel>, String> {
+    let mut channels = Vec::with_capacity(connections.max(1));
+    for _ in 0..connections.max(1) {
+        channels.push(connect(target).await?);
+    }
+    Ok(channels)
+}
+
+/// CPU time (user + system, all threads) a process has used, from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here; in clock ticks,
+    // which Linux fixes at 100 a second for user space (USER_HZ).
+    let total = ticks(11)? + ticks(12)?;
+    Some(Duration::from_millis(total * 10))
+}
+
+/// Sends `requests(0)`, `requests(1)`, … over `channels` (spread evenly) for `warmup` (not
+/// recorded), then for `duration`; with `server_pid`, also measures that process's CPU over
+/// the measured time.
 pub async fn run(
-    channel: Channel,
+    channels: &[Channel],
     mode: Mode,
     requests: RequestSource,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
+    server_pid: Option<u32>,
 ) -> Result<LoadReport, String> {
+    if channels.is_empty() {
+        return Err("no connection to send on".into());
+    }
+    let channel = |n: usize| channels.get(n % channels.len()).cloned();
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + duration;
+    let cpu = server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let from = process_cpu(pid);
+            tokio::time::sleep_until(stop_at.into()).await;
+            Some(process_cpu(pid)?.saturating_sub(from?))
+        })
+    });
     let counters = Arc::new(Counters::default());
     let next = Arc::new(AtomicU64::new(0));
     let new_histogram =
@@ -150,8 +198,9 @@ pub async fn run(
     match mode {
         Mode::Closed { concurrency } => {
             let mut tasks = Vec::new();
-            for _ in 0..concurrency.max(1) {
-                let mut client = AuthorizationClient::new(channel.clone());
+            for n in 0..concurrency.max(1) {
+                let Some(channel) = channel(n) else { break };
+                let mut client = AuthorizationClient::new(channel);
                 let (requests, counters, next) = (requests.clone(), counters.clone(), next.clone());
                 let mut histogram = new_histogram()?;
                 tasks.push(tokio::spawn(async move {
@@ -193,8 +242,12 @@ pub async fn run(
                 if scheduled >= stop_at {
                     break;
                 }
-                let request = requests(next.fetch_add(1, Ordering::Relaxed));
-                let mut client = AuthorizationClient::new(channel.clone());
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let request = requests(n);
+                let Some(channel) = channel(usize::try_from(n).unwrap_or_default()) else {
+                    break;
+                };
+                let mut client = AuthorizationClient::new(channel);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let result = client.check(request).await;
@@ -205,7 +258,12 @@ pub async fn run(
             latency = collector.await.map_err(|e| e.to_string())?;
         }
     }
+    let server_cpu = match cpu {
+        Some(task) => task.await.map_err(|e| e.to_string())?,
+        None => None,
+    };
     Ok(LoadReport {
+        server_cpu,
         answered: counters.answered.load(Ordering::Relaxed),
         allowed: counters.allowed.load(Ordering::Relaxed),
         errors: counters.errors.load(Ordering::Relaxed),

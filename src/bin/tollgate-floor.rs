@@ -1,7 +1,12 @@
-//! `tollgate-floor [ADDR]`: a Check server that allows everything without looking, served by
-//! the same `grpc::serve` assembly and default limits as `tollgate serve`. It is the floor a
-//! real decision is measured against (`tollgate bench --baseline` starts it), and it lives in
-//! its own binary so that nothing in `tollgate` can serve an allow-everything answer.
+//! `tollgate-floor [--bare] [ADDR]`: a Check server that allows everything without looking. It
+//! is the floor a real decision is measured against (`tollgate bench --baseline` starts it),
+//! and it lives in its own binary so that nothing in `tollgate` can serve an allow-everything
+//! answer.
+//!
+//! By default it is served by the same `grpc::serve` assembly and default limits as `tollgate
+//! serve` (admission, deadline, health service): the floor of Tollgate's own transport. With
+//! `--bare` it is a plain tonic server with the ext_authz service alone, the floor a neutral
+//! observer would write, so the cost of Tollgate's layers is measured too.
 //!
 //! Prints `listening on ADDR` once bound (ADDR defaults to `127.0.0.1:0`, any free port).
 
@@ -9,7 +14,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
 use tollgate::grpc::{self, Admission};
@@ -32,15 +39,27 @@ impl Authorization for NullCheck {
 }
 
 fn main() -> ExitCode {
-    let addr = match std::env::args()
-        .nth(1)
-        .as_deref()
-        .unwrap_or("127.0.0.1:0")
-        .parse()
-    {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("error: usage: tollgate-floor [ADDR]: {e}");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let bare = match args.iter().position(|a| a == "--bare") {
+        Some(at) => {
+            args.remove(at);
+            true
+        }
+        None => false,
+    };
+    let addr = match args.as_slice() {
+        [] => Ok("127.0.0.1:0".parse::<SocketAddr>()),
+        [addr] => Ok(addr.parse()),
+        _ => Err(()),
+    };
+    let addr = match addr {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => {
+            eprintln!("error: usage: tollgate-floor [--bare] [ADDR]: {e}");
+            return ExitCode::from(1);
+        }
+        Err(()) => {
+            eprintln!("error: usage: tollgate-floor [--bare] [ADDR]");
             return ExitCode::from(1);
         }
     };
@@ -51,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(addr)) {
+    match runtime.block_on(serve(addr, bare)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -60,13 +79,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(addr: SocketAddr) -> Result<(), String> {
+async fn serve(addr: SocketAddr, bare: bool) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {bound}");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    if bare {
+        return tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(NullCheck))
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(|e| e.to_string());
+    }
     // `tollgate serve`'s defaults (`[server] request_timeout_ms`, `max_concurrent_requests`).
     let admission = Admission::new(4096, Duration::from_secs(1));
     grpc::serve(

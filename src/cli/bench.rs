@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Closed loop: requests in flight at all times.
     #[arg(long, default_value_t = 16, conflicts_with = "rate")]
     concurrency: usize,
+    /// HTTP/2 connections to spread the requests over, as Envoy's workers and h2load's
+    /// clients each hold their own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
     /// Open loop: requests per second (latency counted from each scheduled send).
     #[arg(long)]
     rate: Option<u64>,
@@ -46,13 +50,23 @@ pub struct BenchArgs {
     /// executable and started as its own process) with the same load.
     #[arg(long)]
     baseline: bool,
+    /// With `--baseline`: a plain tonic server with the ext_authz service alone (no admission,
+    /// deadline or health service), the floor a neutral observer uses.
+    #[arg(long, requires = "baseline")]
+    bare: bool,
+    /// Write the first request of the mix (an allowed order read) as one gRPC message
+    /// (5-byte prefix + protobuf) to FILE and exit, for other load generators
+    /// (`h2load -d FILE`).
+    #[arg(long, value_name = "FILE")]
+    write_frame: Option<PathBuf>,
     /// A flood, to check that the server's memory stays bounded: `orders` gives every request
     /// a new order id (a new decision-cache key); `callers` mints every request a new
     /// certificate and a token for a new user (new keys in all three caches, and full
     /// verification on the server; minting costs the generator ~0.1 ms a request).
     #[arg(long, value_enum, value_name = "WHAT", num_args = 0..=1, default_missing_value = "orders")]
     distinct: Option<Flood>,
-    /// Report this process's peak RSS (the server's pid) at the end.
+    /// The server's pid: report its CPU per request over the measured time (from
+    /// `/proc/PID/stat`) and its peak RSS at the end. The baseline's are always reported.
     #[arg(long)]
     server_pid: Option<u32>,
 }
@@ -86,6 +100,15 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let mix = mix()?;
     let kinds = mix.len();
     let template = mix.first().cloned().ok_or("empty mix")?;
+    if let Some(path) = &args.write_frame {
+        std::fs::write(path, grpc_frame(&template))
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        println!(
+            "wrote {} (one CheckRequest as a gRPC message)",
+            path.display()
+        );
+        return Ok(());
+    }
     let requests = match args.distinct {
         Some(Flood::Orders) => distinct_orders(template),
         Some(Flood::Callers) => distinct_callers(template),
@@ -104,13 +127,24 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(Flood::Callers) => "every request a new certificate and user token".to_owned(),
         None => format!("{kinds} request kinds"),
     };
-    println!("mode: {mode:?}, warmup {warmup:?}, duration {duration:?}, {what}");
+    let connections = usize::from(args.connections);
+    println!(
+        "mode: {mode:?} over {connections} connection(s), warmup {warmup:?}, duration {duration:?}, {what}"
+    );
+    let times = (warmup, duration);
 
     let floor = if args.baseline {
-        let floor = Floor::start()?;
-        let channel = loadgen::connect(&Target::Tcp(format!("http://{}", floor.addr))).await?;
-        let report = loadgen::run(channel, mode, requests.clone(), warmup, duration).await?;
-        println!("baseline (do-nothing Check): {}", report.summary());
+        let floor = Floor::start(args.bare)?;
+        let target = Target::Tcp(format!("http://{}", floor.addr));
+        let channels = loadgen::connect_all(&target, connections).await?;
+        let pid = Some(floor.child.id());
+        let report = loadgen::run(&channels, mode, requests.clone(), times, pid).await?;
+        let kind = if args.bare {
+            "plain tonic"
+        } else {
+            "Tollgate's transport"
+        };
+        println!("baseline (do-nothing Check, {kind}): {}", report.summary());
         Some(report)
     } else {
         None
@@ -120,8 +154,8 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(path) => Target::Unix(path.clone()),
         None => Target::Tcp(args.server.clone()),
     };
-    let channel = loadgen::connect(&target).await?;
-    let report = loadgen::run(channel, mode, requests, warmup, duration).await?;
+    let channels = loadgen::connect_all(&target, connections).await?;
+    let report = loadgen::run(&channels, mode, requests, times, args.server_pid).await?;
     println!("tollgate: {}", report.summary());
     if let Some(floor) = &floor {
         print_ratio(&report, floor);
@@ -142,13 +176,15 @@ struct Floor {
 }
 
 impl Floor {
-    /// Starts the floor binary that sits next to this executable on a free loopback port.
-    fn start() -> Result<Self, String> {
+    /// Starts the floor binary that sits next to this executable on a free loopback port
+    /// (`bare`: a plain tonic server).
+    fn start(bare: bool) -> Result<Self, String> {
         use std::io::BufRead;
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))?
             .with_file_name("tollgate-floor");
         let mut child = std::process::Command::new(&exe)
+            .args(bare.then_some("--bare"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| {
@@ -183,12 +219,29 @@ impl Drop for Floor {
 }
 
 fn print_ratio(report: &LoadReport, floor: &LoadReport) {
+    let cpu = match (report.cpu_per_request(), floor.cpu_per_request()) {
+        (Some(ours), Some(theirs)) => {
+            format!(", server CPU {:.2}×", ours / theirs.max(f64::EPSILON))
+        }
+        _ => String::new(),
+    };
     println!(
-        "tollgate / baseline: throughput {:.0}%, p50 {:+}µs, p99 {:+}µs",
+        "tollgate / baseline: throughput {:.0}%, p50 {:+}µs, p99 {:+}µs{cpu}",
         100.0 * report.throughput() / floor.throughput().max(f64::EPSILON),
         report.percentile(0.5) as i64 - floor.percentile(0.5) as i64,
         report.percentile(0.99) as i64 - floor.percentile(0.99) as i64,
     );
+}
+
+/// One gRPC message: a zero compression flag, the length (big-endian u32), the protobuf.
+fn grpc_frame(request: &CheckRequest) -> Vec<u8> {
+    use prost::Message;
+    let body = request.encode_to_vec();
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
 }
 
 /// `template` (an allowed order read) with path `/orders/<n>` for the n-th request.

@@ -329,9 +329,67 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         !line.contains("(0 allowed") && !line.contains(", 0 denied)"),
         "{line}"
     );
-    assert!(text.contains("baseline (do-nothing Check): "), "{text}");
+    assert!(
+        text.contains("baseline (do-nothing Check, Tollgate's transport): "),
+        "{text}"
+    );
     assert!(text.contains("tollgate / baseline: throughput "), "{text}");
     assert!(text.contains("server peak RSS: "), "{text}");
+
+    // As an outsider measures: several connections, the plain tonic floor, server CPU.
+    let outsider = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--concurrency",
+        "6",
+        "--connections",
+        "3",
+        "--baseline",
+        "--bare",
+        "--server-pid",
+        &pid,
+    ]);
+    let text = stdout(&outsider);
+    assert_eq!(outsider.status.code(), Some(0), "{text}");
+    assert!(text.contains("over 3 connection(s)"), "{text}");
+    for prefix in ["baseline (do-nothing Check, plain tonic): ", "tollgate: "] {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
+        let cpu: f64 = line
+            .split("server CPU ")
+            .nth(1)
+            .and_then(|c| c.strip_suffix("µs/request"))
+            .unwrap_or_else(|| panic!("no server CPU in {line}"))
+            .parse()
+            .unwrap();
+        assert!(cpu > 0.0 && cpu < 100_000.0, "{line}");
+    }
+    assert!(text.contains(", server CPU "), "{text}");
+
+    // One request as a gRPC message, for h2load.
+    let dir = tempfile::tempdir().unwrap();
+    let frame_path = dir.path().join("check.grpc");
+    let written = tollgate(&["bench", "--write-frame", frame_path.to_str().unwrap()]);
+    assert_eq!(written.status.code(), Some(0), "{}", stdout(&written));
+    let frame = std::fs::read(&frame_path).unwrap();
+    assert_eq!(frame[0], 0, "uncompressed");
+    let length = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+    assert_eq!(length, frame.len() - 5);
+    let request =
+        <envoy_types::pb::envoy::service::auth::v3::CheckRequest as prost::Message>::decode(
+            &frame[5..],
+        )
+        .unwrap();
+    let http = request.attributes.unwrap().request.unwrap().http.unwrap();
+    assert_eq!(
+        (http.method.as_str(), http.path.as_str()),
+        ("GET", "/orders/0")
+    );
+    assert!(http.headers["authorization"].starts_with("Bearer "));
     let open = tollgate(&[
         "bench",
         "--server",
