@@ -1,37 +1,91 @@
 //! Typed metric handles with domain verbs; the only place metric names are spelled.
+//!
+//! What every request records ([`DecisionMetrics`], [`CacheMetrics`]) is registered once, when
+//! the pipeline is built, and kept as handles: a request then costs an atomic add per metric,
+//! not a registry lookup by name and labels. Build them after the recorder is installed (as
+//! `serve` does); before that they record nowhere.
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 use crate::cache::Lookup;
 
-/// Handle for recording Tollgate's metrics (a zero-sized facade over the `metrics` recorder).
+/// `tollgate_decisions_total{decision,reason}` and `tollgate_check_duration_seconds`.
+#[derive(Debug, Clone)]
+pub struct DecisionMetrics {
+    allowed: Counter,
+    /// One per reason code, in the order given to [`DecisionMetrics::new`].
+    denied: Box<[Counter]>,
+    duration: Histogram,
+}
+
+impl DecisionMetrics {
+    /// Registers the allow counter and one deny counter per reason code in `reasons`.
+    pub fn new(reasons: &[&'static str]) -> Self {
+        Self {
+            allowed: counter!("tollgate_decisions_total", "decision" => "allow", "reason" => "allowed"),
+            denied: reasons
+                .iter()
+                .map(|&reason| counter!("tollgate_decisions_total", "decision" => "deny", "reason" => reason))
+                .collect(),
+            duration: histogram!("tollgate_check_duration_seconds"),
+        }
+    }
+
+    /// One decision and its latency; `denied` is the deny's reason (its index in the list
+    /// given to `new`), `None` for an allow.
+    pub fn record(&self, denied: Option<usize>, elapsed: Duration) {
+        match denied {
+            None => self.allowed.increment(1),
+            Some(i) => {
+                if let Some(counter) = self.denied.get(i) {
+                    counter.increment(1);
+                }
+            }
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// `tollgate_cache_lookups_total{cache,result}` and `tollgate_cache_evictions_total{cache}`
+/// for one cache.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    hit: Counter,
+    miss: Counter,
+    evicted: Counter,
+}
+
+impl CacheMetrics {
+    /// Registers the counters of the cache named `cache`.
+    pub fn new(cache: &'static str) -> Self {
+        Self {
+            hit: counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
+            miss: counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
+            evicted: counter!("tollgate_cache_evictions_total", "cache" => cache),
+        }
+    }
+
+    /// A lookup, and the entries a miss's insert dropped to make room.
+    pub fn used(&self, lookup: Lookup) {
+        if lookup.hit {
+            self.hit.increment(1);
+        } else {
+            self.miss.increment(1);
+        }
+        if lookup.evicted > 0 {
+            self.evicted.increment(lookup.evicted as u64);
+        }
+    }
+}
+
+/// Handle for recording Tollgate's other metrics (a zero-sized facade over the `metrics`
+/// recorder): ones recorded rarely, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics;
 
 impl Metrics {
-    /// One decision and its latency; `reason` is the deny's reason code, `None` for an allow.
-    pub fn decision(&self, reason: Option<&'static str>, elapsed: Duration) {
-        let (decision, reason) = match reason {
-            None => ("allow", "allowed"),
-            Some(code) => ("deny", code),
-        };
-        counter!("tollgate_decisions_total", "decision" => decision, "reason" => reason)
-            .increment(1);
-        histogram!("tollgate_check_duration_seconds").record(elapsed.as_secs_f64());
-    }
-
-    /// A cache lookup, and the entries a miss's insert dropped to make room.
-    pub fn cache_used(&self, cache: &'static str, lookup: Lookup) {
-        let result = if lookup.hit { "hit" } else { "miss" };
-        counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => result).increment(1);
-        if lookup.evicted > 0 {
-            counter!("tollgate_cache_evictions_total", "cache" => cache)
-                .increment(lookup.evicted as u64);
-        }
-    }
-
     /// An audit record was dropped because the writer fell behind.
     pub fn audit_dropped(&self) {
         counter!("tollgate_audit_dropped_total").increment(1);

@@ -197,6 +197,12 @@ impl ReasonCode {
     /// Every code, in declaration order (derived).
     pub const ALL: &'static [ReasonCode] = <Self as strum::VariantArray>::VARIANTS;
 
+    /// This code's position in [`Self::ALL`], for tables indexed by reason (per-reason
+    /// metric handles and log state): the declaration order, which `ALL` follows.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name, e.g. `token_expired`.
     pub fn as_str(self) -> &'static str {
         match self {

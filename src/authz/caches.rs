@@ -9,6 +9,7 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 use crate::cache::TtlCache;
 use crate::identity::IdentityCaches;
 use crate::mapping::Query;
+use crate::metrics::CacheMetrics;
 use crate::policy::Decision;
 
 /// A keyed 128-bit digest of a Cedar query. SipHash-2-4 is a PRF: without the per-process
@@ -26,6 +27,8 @@ pub struct Caches {
     pub decisions: TtlCache<QueryDigest, Arc<Decision>>,
     /// The secret key of [`Caches::query_digest`].
     query_key: (u64, u64),
+    /// The decision cache's lookups.
+    pub decision_metrics: CacheMetrics,
 }
 
 impl Caches {
@@ -35,6 +38,7 @@ impl Caches {
             identity: IdentityCaches::new(capacity, ttl_seconds),
             decisions: TtlCache::new(capacity, ttl_seconds),
             query_key: random_key(),
+            decision_metrics: CacheMetrics::new("decision"),
         }
     }
 

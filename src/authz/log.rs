@@ -73,7 +73,7 @@ impl DecisionLog {
     /// Whether a deny for `reason` at `at` (since the epoch) gets an `info` line, and if so how
     /// many denies of that reason went unwritten since the last one.
     fn admit(&self, reason: ReasonCode, at: Duration) -> Option<u64> {
-        let slot = self.slots.get(reason as usize)?;
+        let slot = self.slots.get(reason.index())?;
         let second = at.as_secs().saturating_add(1);
         let last = slot.last.load(Ordering::Relaxed);
         if last < second
@@ -113,7 +113,7 @@ mod tests {
     fn every_reason_has_a_slot() {
         let log = DecisionLog::default();
         for (i, reason) in ReasonCode::ALL.iter().enumerate() {
-            assert_eq!(*reason as usize, i, "{reason:?}");
+            assert_eq!(reason.index(), i, "{reason:?}");
             assert!(log.admit(*reason, Duration::ZERO).is_some());
         }
     }

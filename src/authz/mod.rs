@@ -19,7 +19,7 @@ use rustls_pki_types::UnixTime;
 use crate::audit::AuditLog;
 use crate::identity::{self, Caller};
 use crate::mapping::{self, Query};
-use crate::metrics::Metrics;
+use crate::metrics::DecisionMetrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotHandle};
@@ -56,6 +56,7 @@ pub struct Authorizer {
     caches: Caches,
     audit: AuditLog,
     log: DecisionLog,
+    metrics: DecisionMetrics,
 }
 
 impl Authorizer {
@@ -66,6 +67,12 @@ impl Authorizer {
             caches,
             audit,
             log: DecisionLog::default(),
+            metrics: DecisionMetrics::new(
+                &ReasonCode::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 
@@ -112,7 +119,8 @@ impl Authorizer {
         started: Instant,
     ) -> Decided {
         let elapsed = started.elapsed();
-        Metrics.decision(verdict.reason().map(ReasonCode::as_str), elapsed);
+        self.metrics
+            .record(verdict.reason().map(ReasonCode::index), elapsed);
         // A dropped record is counted by the audit log itself.
         let _ = self.audit.record(&verdict, input, elapsed);
         self.log.write(&verdict, elapsed);
@@ -188,7 +196,7 @@ impl Authorizer {
         );
         match decided {
             Ok((decision, lookup)) => {
-                Metrics.cache_used("decision", lookup);
+                self.caches.decision_metrics.used(lookup);
                 verdict(principal, query, &decision)
             }
             Err(e) => with_principal(Verdict::deny((&e).into(), e.to_string()), principal),

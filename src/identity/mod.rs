@@ -15,7 +15,7 @@ use aws_lc_rs::digest;
 use rustls_pki_types::UnixTime;
 
 use crate::cache::{Lookup, TtlCache};
-use crate::metrics::Metrics;
+use crate::metrics::CacheMetrics;
 use crate::request::CheckInput;
 use cert::{CertError, TrustStore, VerifiedCert, WorkloadName};
 use spiffe::{SpiffeId, SpiffeIdError};
@@ -156,6 +156,7 @@ pub struct IdentityCaches {
     /// Refusals that cannot change while the snapshot stays (see [`TokenError::is_final`]);
     /// bounded apart from `tokens`, so a flood of forgeries cannot evict good callers.
     refused_tokens: TtlCache<Digest, TokenError>,
+    metrics: [CacheMetrics; 3],
 }
 
 impl IdentityCaches {
@@ -166,7 +167,25 @@ impl IdentityCaches {
             certs: TtlCache::new(capacity, ttl_seconds),
             tokens: TtlCache::new(capacity, ttl_seconds),
             refused_tokens: TtlCache::new(capacity, ttl_seconds),
+            metrics: ["certificate", "token", "token_refused"].map(CacheMetrics::new),
         }
+    }
+}
+
+impl IdentityCaches {
+    fn certs_used(&self, lookup: Lookup) {
+        let [certs, _, _] = &self.metrics;
+        certs.used(lookup);
+    }
+
+    fn tokens_used(&self, lookup: Lookup) {
+        let [_, tokens, _] = &self.metrics;
+        tokens.used(lookup);
+    }
+
+    fn refused_used(&self, lookup: Lookup) {
+        let [_, _, refused] = &self.metrics;
+        refused.used(lookup);
     }
 }
 
@@ -227,7 +246,7 @@ fn token(
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let digest = sha256(raw.as_bytes());
     if let Some(refusal) = caches.refused_tokens.get(&digest, generation, now_secs) {
-        Metrics.cache_used("token_refused", Lookup::HIT);
+        caches.refused_used(Lookup::HIT);
         return Err(refusal);
     }
     let verified = caches
@@ -239,7 +258,7 @@ fn token(
         });
     match verified {
         Ok((verified, lookup)) => {
-            Metrics.cache_used("token", lookup);
+            caches.tokens_used(lookup);
             Ok(verified)
         }
         Err(refusal) => {
@@ -252,7 +271,7 @@ fn token(
                     now_secs,
                     i64::MAX,
                 );
-                Metrics.cache_used("token_refused", Lookup::miss(evicted));
+                caches.refused_used(Lookup::miss(evicted));
             }
             Err(refusal)
         }
@@ -280,7 +299,7 @@ fn certificate(
             Ok::<_, IdentityError>((Arc::new(verified), not_after))
         },
     )?;
-    Metrics.cache_used("certificate", lookup);
+    caches.certs_used(lookup);
     Ok(Some(Workload {
         name: verified.name.clone(),
         thumbprint: Some(verified.thumbprint),

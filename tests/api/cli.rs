@@ -336,6 +336,26 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
     assert!(text.contains("tollgate / baseline: throughput "), "{text}");
     assert!(text.contains("server peak RSS: "), "{text}");
 
+    // Every decision reached the metrics, through handles registered once.
+    let metrics = crate::support::http_get(
+        format!("127.0.0.1:{}", server.admin).parse().unwrap(),
+        "/metrics",
+    );
+    let count = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{metrics}"))
+    };
+    assert!(count(r#"tollgate_decisions_total{decision="allow",reason="allowed"}"#) > 0.0);
+    assert!(count(r#"tollgate_decisions_total{decision="deny",reason="policy_denied"}"#) > 0.0);
+    for cache in ["certificate", "token", "decision"] {
+        let hits = format!(r#"tollgate_cache_lookups_total{{cache="{cache}",result="hit"}}"#);
+        assert!(count(&hits) > 0.0, "{hits}");
+    }
+
     // As an outsider measures: several connections, the plain tonic floor, server CPU.
     let outsider = tollgate(&[
         "bench",
