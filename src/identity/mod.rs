@@ -266,7 +266,7 @@ fn token(
                 // Until the TTL, or a new snapshot (a new key set) judges it afresh.
                 let evicted = caches.refused_tokens.insert(
                     digest,
-                    refusal.clone(),
+                    refusal.bounded(),
                     generation,
                     now_secs,
                     i64::MAX,
@@ -523,6 +523,38 @@ mod tests {
                 now
             )
             .is_ok()
+        );
+    }
+
+    /// Review finding: a refusal kept the token's own strings (an `iss` of up to the token
+    /// size limit), so unsigned junk could fill the cache with ~16 KiB entries.
+    #[test]
+    fn a_remembered_refusal_keeps_no_more_than_a_short_message() {
+        let identity = hmac_identity();
+        let caches = IdentityCaches::new(100, 300);
+        let now = UnixTime::now();
+        let secs = i64::try_from(now.as_secs()).unwrap();
+        let long = hs256(serde_json::json!({"iss": "x".repeat(10_000), "aud": "api",
+            "exp": secs + 600}));
+        let e = verify(
+            &identity,
+            &caches,
+            1,
+            &input_with_auth(&format!("Bearer {long}")),
+            now,
+        );
+        assert!(matches!(
+            e,
+            Err(IdentityError::Token(TokenError::Issuer(_)))
+        ));
+        let kept = caches
+            .refused_tokens
+            .get(&sha256(long.as_bytes()), 1, secs)
+            .unwrap();
+        assert!(
+            kept.to_string().len() <= 128,
+            "{} bytes kept",
+            kept.to_string().len()
         );
     }
 }

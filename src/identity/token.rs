@@ -151,7 +151,40 @@ impl TokenError {
             Self::NotYetValid | Self::BindingRequired | Self::BindingMismatch(_)
         )
     }
+
+    /// The same refusal with any text taken from the token cut to [`KEPT_TEXT`] bytes, for
+    /// keeping: a remembered refusal must cost a small entry whatever the token carried.
+    pub fn bounded(&self) -> Self {
+        let cut = |text: &str| -> String {
+            if text.len() <= KEPT_TEXT {
+                return text.to_owned();
+            }
+            let end = (0..=KEPT_TEXT)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{}…", text.get(..end).unwrap_or_default())
+        };
+        match self {
+            Self::Malformed(t) => Self::Malformed(cut(t)),
+            Self::Algorithm(t) => Self::Algorithm(cut(t)),
+            Self::Issuer(t) => Self::Issuer(cut(t)),
+            Self::UnknownKey(t) => Self::UnknownKey(cut(t)),
+            Self::MissingClaim(t) => Self::MissingClaim(cut(t)),
+            Self::InvalidClaim(t) => Self::InvalidClaim(cut(t)),
+            Self::BindingMismatch(t) => Self::BindingMismatch(cut(t)),
+            Self::UnsupportedConfirmation(t) => Self::UnsupportedConfirmation(cut(t)),
+            Self::Signature
+            | Self::Expired
+            | Self::NotYetValid
+            | Self::Audience
+            | Self::BindingRequired => self.clone(),
+        }
+    }
 }
+
+/// Most bytes of token-supplied text a remembered refusal keeps.
+pub const KEPT_TEXT: usize = 64;
 
 #[derive(serde::Deserialize)]
 struct Header {
