@@ -556,5 +556,11 @@ mod tests {
             "{} bytes kept",
             kept.to_string().len()
         );
+        // Cut on a character boundary, whatever the text.
+        let TokenError::Issuer(cut) = TokenError::Issuer("é".repeat(100)).bounded() else {
+            panic!("the variant changed");
+        };
+        assert!(cut.len() <= token::KEPT_TEXT + '…'.len_utf8(), "{cut}");
+        assert!(cut.ends_with('…'));
     }
 }
