@@ -3,15 +3,23 @@
 //! error to Envoy, which denies the request (`failure_mode_allow: false`); each one is also
 //! counted, logged and audited here with the reason code that deny stands for, so overload is
 //! never silent.
+//!
+//! Admission sits on every request, so it is built to cost next to nothing when nothing is
+//! wrong: the limit is one atomic counter (a semaphore's release takes a lock), the future is
+//! a concrete type (no box), and the deadline timer is armed only when a Check has to wait,
+//! for its body or anything else. A decision itself is synchronous: once the message is in, the
+//! Check completes in the poll that reads it, and a timer could not have interrupted it anyway.
+//! A stalled client, whose body never arrives, still meets the deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tonic::codegen::http;
 use tonic::server::NamedService;
 
@@ -21,7 +29,12 @@ use crate::verdict::ReasonCode;
 /// The process-wide limit and the per-Check deadline; clones share the limit.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    in_flight: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    in_flight: AtomicUsize,
     max_in_flight: usize,
     deadline: Duration,
     authorizer: Option<Arc<Authorizer>>,
@@ -32,17 +45,28 @@ impl Admission {
     /// `deadline`.
     pub fn new(max_in_flight: usize, deadline: Duration) -> Self {
         Self {
-            in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
-            max_in_flight,
-            deadline,
-            authorizer: None,
+            shared: Arc::new(Shared {
+                in_flight: AtomicUsize::new(0),
+                max_in_flight,
+                deadline,
+                authorizer: None,
+            }),
         }
     }
 
     /// Records every shed and timed-out Check through `authorizer` (metrics, audit, log).
-    pub fn recorded_by(mut self, authorizer: Arc<Authorizer>) -> Self {
-        self.authorizer = Some(authorizer);
-        self
+    /// Call before the admission is cloned or wrapped around a service.
+    pub fn recorded_by(self, authorizer: Arc<Authorizer>) -> Self {
+        let Shared {
+            max_in_flight,
+            deadline,
+            ..
+        } = *self.shared;
+        let mut recorded = Self::new(max_in_flight, deadline);
+        if let Some(shared) = Arc::get_mut(&mut recorded.shared) {
+            shared.authorizer = Some(authorizer);
+        }
+        recorded
     }
 
     /// Wraps a gRPC service (the ext_authz server) in this admission.
@@ -53,10 +77,41 @@ impl Admission {
         }
     }
 
+    /// Checks in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A slot for one more Check, or `None` at the limit.
+    fn admit(&self) -> Option<Slot> {
+        let shared = &self.shared;
+        if shared.in_flight.fetch_add(1, Ordering::Relaxed) >= shared.max_in_flight {
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot {
+            shared: shared.clone(),
+        })
+    }
+}
+
+impl Shared {
     fn refuse(&self, reason: ReasonCode, message: String) {
         if let Some(authorizer) = &self.authorizer {
             authorizer.refuse(reason, message);
         }
+    }
+}
+
+/// One admitted Check; frees its place in the limit when dropped, however the Check ends.
+#[derive(Debug)]
+struct Slot {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -76,46 +131,177 @@ type Answer = http::Response<tonic::body::Body>;
 impl<S, B> tower::Service<http::Request<B>> for Admitted<S>
 where
     S: tower::Service<http::Request<B>, Response = Answer, Error = Infallible>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = Answer;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+    type Future = Admit<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let admission = self.admission.clone();
-        let Ok(permit) = admission.in_flight.clone().try_acquire_owned() else {
-            admission.refuse(
+        let Some(slot) = self.admission.admit() else {
+            let shared = &self.admission.shared;
+            shared.refuse(
                 ReasonCode::Overloaded,
                 format!(
                     "{} Checks already in flight (server.max_concurrent_requests)",
-                    admission.max_in_flight
+                    shared.max_in_flight
                 ),
             );
-            let shed = tonic::Status::unavailable("overloaded").into_http();
-            return Box::pin(std::future::ready(Ok(shed)));
+            return Admit(State::Shed);
         };
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let answered = tokio::time::timeout(admission.deadline, answer).await;
-            drop(permit);
-            match answered {
-                Ok(answer) => answer,
-                Err(_) => {
-                    admission.refuse(
-                        ReasonCode::Timeout,
-                        format!(
-                            "no answer within {} ms (server.request_timeout_ms)",
-                            admission.deadline.as_millis()
-                        ),
-                    );
-                    Ok(tonic::Status::deadline_exceeded("timeout").into_http())
-                }
-            }
+        Admit(State::Answering {
+            answer: self.inner.call(request),
+            slot,
+            admitted: Instant::now(),
+            timer: None,
         })
+    }
+}
+
+/// The answer to one Check: the inner service's, or an error status when shed or late.
+#[derive(Debug)]
+pub struct Admit<F>(State<F>);
+
+#[derive(Debug)]
+enum State<F> {
+    /// Refused at the limit.
+    Shed,
+    /// Admitted; being answered.
+    Answering {
+        /// The inner service's answer.
+        answer: F,
+        /// Holds the Check's place in the limit.
+        slot: Slot,
+        /// When it was admitted; the deadline counts from here.
+        admitted: Instant,
+        /// Armed the first time the answer is not ready at once (boxed: `Sleep` is `!Unpin`,
+        /// and this path is the rare one).
+        timer: Option<Pin<Box<Sleep>>>,
+    },
+    /// Answered; polled again.
+    Done,
+}
+
+impl<F> Future for Admit<F>
+where
+    F: Future<Output = Result<Answer, Infallible>> + Unpin,
+{
+    type Output = Result<Answer, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut self.get_mut().0;
+        let State::Answering {
+            answer,
+            slot,
+            admitted,
+            timer,
+        } = this
+        else {
+            if matches!(this, State::Shed) {
+                *this = State::Done;
+                return Poll::Ready(Ok(tonic::Status::unavailable("overloaded").into_http()));
+            }
+            return Poll::Pending;
+        };
+        if let Poll::Ready(answered) = Pin::new(answer).poll(cx) {
+            *this = State::Done;
+            return Poll::Ready(answered);
+        }
+        let deadline = slot.shared.deadline;
+        let timer =
+            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*admitted + deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        slot.shared.refuse(
+            ReasonCode::Timeout,
+            format!(
+                "no answer within {} ms (server.request_timeout_ms)",
+                deadline.as_millis()
+            ),
+        );
+        *this = State::Done;
+        Poll::Ready(Ok(tonic::Status::deadline_exceeded("timeout").into_http()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Reply = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    /// A service whose answers are ready at once, or never.
+    #[derive(Clone)]
+    struct Inner {
+        stall: bool,
+    }
+
+    impl tower::Service<http::Request<()>> for Inner {
+        type Response = Answer;
+        type Error = Infallible;
+        type Future = Reply;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Reply {
+            if self.stall {
+                Box::pin(std::future::pending())
+            } else {
+                Box::pin(std::future::ready(Ok(http::Response::new(
+                    tonic::body::Body::empty(),
+                ))))
+            }
+        }
+    }
+
+    fn grpc_status(answer: &Answer) -> Option<&str> {
+        answer
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_sheds_and_every_end_frees_its_slot() {
+        use tower::Service;
+        let admission = Admission::new(2, Duration::from_millis(100));
+        let mut stalled = admission.wrap(Inner { stall: true });
+        let mut ready = admission.wrap(Inner { stall: false });
+        let first = stalled.call(http::Request::new(()));
+        let second = stalled.call(http::Request::new(()));
+        assert_eq!(admission.in_flight(), 2);
+        let shed = ready.call(http::Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some("14"), "UNAVAILABLE at the limit");
+        assert_eq!(admission.in_flight(), 2, "a shed Check holds no slot");
+        // A late Check ends at its deadline and frees its slot...
+        let late = first.await.unwrap();
+        assert_eq!(grpc_status(&late), Some("4"), "DEADLINE_EXCEEDED");
+        assert_eq!(admission.in_flight(), 1);
+        // ...and so does one dropped unanswered (a client reset).
+        drop(second);
+        assert_eq!(admission.in_flight(), 0);
+        let answered = ready.call(http::Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&answered), None, "the inner answer, untouched");
+        assert_eq!(admission.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_admission_not_from_the_first_wait() {
+        use tower::Service;
+        let admission = Admission::new(1, Duration::from_millis(100));
+        let mut stalled = admission.wrap(Inner { stall: true });
+        let started = Instant::now();
+        let late = stalled.call(http::Request::new(()));
+        tokio::time::advance(Duration::from_millis(60)).await;
+        let answer = late.await.unwrap();
+        assert_eq!(grpc_status(&answer), Some("4"));
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
     }
 }
