@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+/// mimalloc: a server's allocations are many, small and freed on another worker thread than
+/// the one that made them (hyper, h2 and prost allocate per request); mimalloc's per-thread
+/// free lists serve that pattern with fewer instructions and less cross-thread traffic than
+/// glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> tollgate::cli::Exit {
     let cli = tollgate::cli::Cli::parse();
     tollgate::telemetry::init(cli.log_format);
