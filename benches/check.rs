@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +42,9 @@ fn input() -> CheckInput {
         method: "GET".into(),
         path: "/orders/1001".into(),
         host: "shop.demo".into(),
-        headers: HashMap::from([("authorization".into(), format!("Bearer {}", creds.token))]),
+        headers: [("authorization".into(), format!("Bearer {}", creds.token))]
+            .into_iter()
+            .collect(),
         certificate: creds.cert_pem,
         ..Default::default()
     }
@@ -82,7 +83,9 @@ fn check(c: &mut Criterion) {
     let claims = support::jwt::TokenIssuer::claims("orders", "orders.read", serde_json::json!({}));
     let token = tokens.sign(jsonwebtoken::Algorithm::RS256, None, &claims);
     let rs256_input = CheckInput {
-        headers: HashMap::from([("authorization".into(), format!("Bearer {token}"))]),
+        headers: [("authorization".into(), format!("Bearer {token}"))]
+            .into_iter()
+            .collect(),
         certificate: utf8_percent_encode(&ca.app("orders").pem, NON_ALPHANUMERIC).to_string(),
         ..input.clone()
     };

@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -82,7 +81,9 @@ fn stages(c: &mut Criterion) {
             })
         });
         let input = CheckInput {
-            headers: HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]),
+            headers: [("authorization".to_owned(), format!("Bearer {token}"))]
+                .into_iter()
+                .collect(),
             ..CheckInput::default()
         };
         group.bench_function(format!("{alg:?}/cached"), |b| {
@@ -116,7 +117,9 @@ fn stages(c: &mut Criterion) {
         1,
         &CheckInput {
             certificate: field,
-            headers: HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]),
+            headers: [("authorization".to_owned(), format!("Bearer {token}"))]
+                .into_iter()
+                .collect(),
             ..CheckInput::default()
         },
         UnixTime::now(),

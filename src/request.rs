@@ -4,6 +4,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Request headers by lower-case name. foldhash, seeded per process, rather than SipHash: a
+/// request carries a few dozen headers at most (Envoy caps them at 100 by default), so there
+/// is no table for a flood of colliding names to grow, and every request hashes each name.
+pub type Headers = HashMap<String, String, foldhash::fast::RandomState>;
+
 /// One request to decide on. Header names are lower-case and repeats are joined: build it with
 /// [`CheckInput::insert_header`] (or deserialize it, which does the same), never by filling
 /// `headers` with names as a client sent them.
@@ -17,7 +22,7 @@ pub struct CheckInput {
     /// `:authority` / `Host`.
     pub host: String,
     /// Request headers, lower-case names.
-    pub headers: HashMap<String, String>,
+    pub headers: Headers,
     /// Downstream address, when the front door knows it.
     pub source_ip: Option<IpAddr>,
     /// Client certificate as URL-encoded PEM (Envoy's `source.certificate`); empty when none.
@@ -85,7 +90,7 @@ impl From<RequestFile> for CheckInput {
             method: file.method,
             path: file.path,
             host: file.host,
-            headers: HashMap::with_capacity(file.headers.len()),
+            headers: Headers::with_capacity_and_hasher(file.headers.len(), Default::default()),
             source_ip: None,
             certificate: file.certificate,
             principal: file.principal,

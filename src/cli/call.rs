@@ -127,7 +127,7 @@ fn build(args: &CallArgs) -> Result<CheckRequest, String> {
         &args.method,
         &args.path,
         &args.host,
-        input.headers,
+        input.headers.into_iter().collect(),
         certificate.as_deref(),
         &args.source_ip,
     ))

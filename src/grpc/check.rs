@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::rpc;
 
 use crate::authz::Authorizer;
-use crate::request::CheckInput;
+use crate::request::{CheckInput, Headers};
 use crate::snapshot::ResponseSettings;
 use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
 
@@ -96,33 +96,37 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, WireError> 
         certificate,
         ..
     } = source.unwrap_or_default();
-    let pairs: Vec<(String, String)> = match header_map {
-        // Envoy sends `header_map` instead of `headers` when `encode_raw_headers` is on.
-        Some(map) if headers.is_empty() => map
-            .headers
-            .into_iter()
-            .map(|h| {
-                if h.raw_value.is_empty() {
-                    return Ok((h.key, h.value));
-                }
-                let value = String::from_utf8(h.raw_value)
-                    .map_err(|_| WireError::HeaderNotUtf8(h.key.clone()))?;
-                Ok((h.key, value))
-            })
-            .collect::<Result<_, WireError>>()?,
-        _ => headers.into_iter().collect(),
-    };
+    let count = header_map
+        .as_ref()
+        .filter(|_| headers.is_empty())
+        .map_or(headers.len(), |map| map.headers.len());
     let mut input = CheckInput {
         method,
         path,
         host,
-        headers: std::collections::HashMap::with_capacity(pairs.len()),
+        headers: Headers::with_capacity_and_hasher(count, Default::default()),
         source_ip: None,
         certificate,
         principal,
     };
-    for (key, value) in pairs {
-        input.insert_header(key, value);
+    match header_map {
+        // Envoy sends `header_map` instead of `headers` when `encode_raw_headers` is on.
+        Some(map) if headers.is_empty() => {
+            for h in map.headers {
+                if h.raw_value.is_empty() {
+                    input.insert_header(h.key, h.value);
+                    continue;
+                }
+                let value = String::from_utf8(h.raw_value)
+                    .map_err(|_| WireError::HeaderNotUtf8(h.key.clone()))?;
+                input.insert_header(h.key, value);
+            }
+        }
+        _ => {
+            for (key, value) in headers {
+                input.insert_header(key, value);
+            }
+        }
     }
     if let Some(ip) = address.and_then(|a| a.address).and_then(|a| match a {
         address::Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
@@ -164,7 +168,7 @@ pub fn to_proto(
     client_owned: Vec<String>,
     settings: &ResponseSettings,
 ) -> CheckResponse {
-    let decision_id = verdict.decision_id.to_string();
+    let decision_id = verdict.decision_id.hex().as_str().to_owned();
     match &verdict.outcome {
         Outcome::Allow => {
             let mut headers = vec![header(&settings.decision_id_header, decision_id)];

@@ -1,8 +1,6 @@
 //! Property: random wire input never panics and is never allowed, and with valid credentials a
 //! random path is allowed only where a route the caller may use really matches.
 
-use std::collections::HashMap;
-
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use proptest::prelude::*;
@@ -102,7 +100,7 @@ async fn valid_credentials_with_random_paths_only_reach_matching_routes() {
     let mut allowed = 0;
     for _ in 0..3000 {
         let (method, path) = strategy.new_tree(&mut runner).unwrap().current();
-        let mut headers = HashMap::new();
+        let mut headers = tollgate::request::Headers::default();
         headers.insert("authorization".to_owned(), format!("Bearer {token}"));
         let input = tollgate::request::CheckInput {
             method: method.to_owned(),
@@ -127,7 +125,9 @@ async fn valid_credentials_with_random_paths_only_reach_matching_routes() {
         .check(&tollgate::request::CheckInput {
             method: "GET".into(),
             path: "/./orders//x/".into(),
-            headers: HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]),
+            headers: [("authorization".to_owned(), format!("Bearer {token}"))]
+                .into_iter()
+                .collect(),
             certificate,
             ..Default::default()
         })
