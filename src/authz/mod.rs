@@ -22,7 +22,7 @@ use crate::mapping::{self, Query};
 use crate::metrics::DecisionMetrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
-use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
 use crate::verdict::{ReasonCode, Verdict};
 pub use caches::Caches;
 use log::DecisionLog;
@@ -43,7 +43,7 @@ pub struct Decided {
     /// The decision.
     pub verdict: Verdict,
     /// The snapshot in force for this request.
-    pub snapshot: Arc<Snapshot>,
+    pub snapshot: SnapshotGuard,
     /// Time spent deciding.
     pub elapsed: Duration,
 }
@@ -99,7 +99,7 @@ impl Authorizer {
     /// Decides `input` now and records the decision: the entry of every front door.
     pub fn check(&self, input: &CheckInput) -> Decided {
         let started = Instant::now();
-        let snapshot = self.snapshots.load();
+        let snapshot = self.snapshots.for_request();
         let verdict = self.decide(&snapshot, input, UnixTime::now(), None);
         self.record(verdict, Some(input), snapshot, started)
     }
@@ -107,7 +107,7 @@ impl Authorizer {
     /// Records a deny for a request a front door could not translate (`reason` says why).
     pub fn refuse(&self, reason: ReasonCode, message: String) -> Decided {
         let started = Instant::now();
-        let snapshot = self.snapshots.load();
+        let snapshot = self.snapshots.for_request();
         self.record(Verdict::deny(reason, message), None, snapshot, started)
     }
 
@@ -115,7 +115,7 @@ impl Authorizer {
         &self,
         verdict: Verdict,
         input: Option<&CheckInput>,
-        snapshot: Arc<Snapshot>,
+        snapshot: SnapshotGuard,
         started: Instant,
     ) -> Decided {
         let elapsed = started.elapsed();

@@ -45,6 +45,9 @@ pub struct ResponseSettings {
     pub internal_error_status: u16,
 }
 
+/// The snapshot one request is decided against; see [`SnapshotHandle::for_request`].
+pub type SnapshotGuard = arc_swap::Guard<Arc<Snapshot>>;
+
 /// The current snapshot, swappable without locks on the read side, plus why the last reload
 /// failed (if it did) for `/readyz`.
 #[derive(Debug)]
@@ -72,9 +75,16 @@ impl SnapshotHandle {
         self.last_reload_error.load_full()
     }
 
-    /// The snapshot to use for one whole request.
+    /// The snapshot in force, to keep.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The snapshot to use for one whole request. A guard, not an `Arc` clone: cloning would
+    /// write the one reference count every worker shares on every request, while the guard
+    /// costs a thread-local slot. Hold it for a request, not longer.
+    pub fn for_request(&self) -> SnapshotGuard {
+        self.current.load()
     }
 
     /// Replaces the snapshot (and clears any reload error).
