@@ -73,12 +73,31 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         now: i64,
         make: impl FnOnce() -> Result<(V, i64), E>,
     ) -> Result<(V, Lookup), E> {
-        if let Some(hit) = self.get(&key, generation, now) {
-            return Ok((hit, Lookup::HIT));
+        self.get_or_try_insert_until(key, generation, now, make)
+            .map(|(value, lookup, _)| (value, lookup))
+    }
+
+    /// [`Self::get_or_try_insert`], also saying until when the value may be used: the
+    /// entry's expiry, so a copy kept elsewhere (a per-thread memo) lives no longer.
+    pub fn get_or_try_insert_until<E>(
+        &self,
+        key: K,
+        generation: u64,
+        now: i64,
+        make: impl FnOnce() -> Result<(V, i64), E>,
+    ) -> Result<(V, Lookup, i64), E> {
+        let hit = self
+            .map
+            .get(&key)
+            .filter(|e| e.generation == generation && e.expires_at > now)
+            .map(|e| (e.value.clone(), e.expires_at));
+        if let Some((hit, expires_at)) = hit {
+            return Ok((hit, Lookup::HIT, expires_at));
         }
         let (value, valid_until) = make()?;
         let evicted = self.insert(key, value.clone(), generation, now, valid_until);
-        Ok((value, Lookup::miss(evicted)))
+        let expires_at = valid_until.min(now.saturating_add(self.ttl_seconds));
+        Ok((value, Lookup::miss(evicted), expires_at))
     }
 
     /// The value for `key` if it was stored under `generation` and has not expired at `now`.

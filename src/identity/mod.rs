@@ -5,6 +5,7 @@ pub mod binding;
 pub mod bundle;
 pub mod cert;
 pub mod jwks;
+mod memo;
 pub mod spiffe;
 pub mod token;
 pub mod xfcc;
@@ -157,6 +158,8 @@ pub struct IdentityCaches {
     /// bounded apart from `tokens`, so a flood of forgeries cannot evict good callers.
     refused_tokens: TtlCache<Digest, TokenError>,
     metrics: [CacheMetrics; 3],
+    /// This cache set's tag in the per-thread memo ([`memo`]), or `None` when caching is off.
+    memo_owner: Option<u64>,
 }
 
 impl IdentityCaches {
@@ -168,6 +171,7 @@ impl IdentityCaches {
             tokens: TtlCache::new(capacity, ttl_seconds),
             refused_tokens: TtlCache::new(capacity, ttl_seconds),
             metrics: ["certificate", "token", "token_refused"].map(CacheMetrics::new),
+            memo_owner: (capacity > 0 && ttl_seconds > 0).then(memo::next_owner),
         }
     }
 }
@@ -244,6 +248,12 @@ fn token(
     now: UnixTime,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if let Some(owner) = caches.memo_owner
+        && let Some(verified) = memo::token(owner, generation, now_secs, raw)
+    {
+        caches.tokens_used(Lookup::HIT);
+        return Ok(verified);
+    }
     let digest = sha256(raw.as_bytes());
     if let Some(refusal) = caches.refused_tokens.get(&digest, generation, now_secs) {
         caches.refused_used(Lookup::HIT);
@@ -251,14 +261,17 @@ fn token(
     }
     let verified = caches
         .tokens
-        .get_or_try_insert(digest, generation, now_secs, || {
+        .get_or_try_insert_until(digest, generation, now_secs, || {
             let verified = identity.issuers.verify(raw, now)?;
             let expires_at = verified.expires_at;
             Ok::<_, TokenError>((Arc::new(verified), expires_at))
         });
     match verified {
-        Ok((verified, lookup)) => {
+        Ok((verified, lookup, until)) => {
             caches.tokens_used(lookup);
+            if let Some(owner) = caches.memo_owner {
+                memo::keep_token(owner, generation, until, raw, &verified);
+            }
             Ok(verified)
         }
         Err(refusal) => {
@@ -289,7 +302,13 @@ fn certificate(
         return Ok(None);
     }
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let (verified, lookup) = caches.certs.get_or_try_insert(
+    if let Some(owner) = caches.memo_owner
+        && let Some(workload) = memo::cert(owner, generation, now_secs, &input.certificate)
+    {
+        caches.certs_used(Lookup::HIT);
+        return Ok(Some(workload));
+    }
+    let (verified, lookup, until) = caches.certs.get_or_try_insert_until(
         sha256(input.certificate.as_bytes()),
         generation,
         now_secs,
@@ -300,11 +319,15 @@ fn certificate(
         },
     )?;
     caches.certs_used(lookup);
-    Ok(Some(Workload {
+    let workload = Workload {
         name: verified.name.clone(),
         thumbprint: Some(verified.thumbprint),
         serial: Some(verified.serial.clone()),
-    }))
+    };
+    if let Some(owner) = caches.memo_owner {
+        memo::keep_cert(owner, generation, until, &input.certificate, &workload);
+    }
+    Ok(Some(workload))
 }
 
 fn forwarded_certificate(

@@ -1,0 +1,155 @@
+//! A small per-thread memo in front of the shared credential caches, for the callers a worker
+//! sees again and again (a sidecar serves a handful of peers).
+//!
+//! The shared caches are keyed by SHA-256 of the raw credential, which a repeated caller pays
+//! for on every request (about a kilobyte of certificate and token), followed by a lookup
+//! under a shard lock and a clone of a shared `Arc`: atomic writes to cache lines that both
+//! workers touch. Here the key is the raw credential itself, compared byte for byte, so no
+//! digest is needed and no two credentials can share an entry; the value is this thread's own
+//! copy, so a hit writes nothing another thread reads.
+//!
+//! Entries carry what the shared cache's do: the owning cache set (tests run many servers in
+//! one process), the snapshot generation, and the expiry. A memo is a fixed number of slots,
+//! direct-mapped by a fast hash of the credential: bounded by construction; a collision only
+//! replaces a slot, and the shared cache still answers.
+
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Workload;
+use super::token::VerifiedToken;
+
+/// Slots per thread for each kind of credential.
+const SLOTS: usize = 64;
+
+/// The owner tag of one [`super::IdentityCaches`], so one server's memo entries are never
+/// another's.
+pub(super) fn next_owner() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Slot<V> {
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: Box<str>,
+    value: V,
+}
+
+struct Memo<V> {
+    slots: Vec<Option<Slot<V>>>,
+}
+
+impl<V: Clone> Memo<V> {
+    const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    fn index(raw: &str) -> usize {
+        // Fixed seed: the slot an attacker can aim at only costs a fall-back to the shared
+        // cache, and the stored credential is compared in full.
+        let hash = foldhash::fast::FixedState::default().hash_one(raw);
+        usize::try_from(hash % SLOTS as u64).unwrap_or(0)
+    }
+
+    fn get(&self, owner: u64, generation: u64, now: i64, raw: &str) -> Option<V> {
+        let slot = self.slots.get(Self::index(raw))?.as_ref()?;
+        (slot.owner == owner
+            && slot.generation == generation
+            && slot.expires_at > now
+            && *slot.raw == *raw)
+            .then(|| slot.value.clone())
+    }
+
+    fn put(&mut self, owner: u64, generation: u64, expires_at: i64, raw: &str, value: V) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(Self::index(raw)) {
+            *slot = Some(Slot {
+                owner,
+                generation,
+                expires_at,
+                raw: raw.into(),
+                value,
+            });
+        }
+    }
+}
+
+thread_local! {
+    static CERTS: RefCell<Memo<Workload>> = const { RefCell::new(Memo::new()) };
+    static TOKENS: RefCell<Memo<Arc<VerifiedToken>>> = const { RefCell::new(Memo::new()) };
+}
+
+/// The workload verified earlier on this thread from exactly `raw`, if still good.
+pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<Workload> {
+    CERTS.with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
+}
+
+/// Remembers the workload verified from `raw` until `expires_at`.
+pub(super) fn keep_cert(owner: u64, generation: u64, expires_at: i64, raw: &str, w: &Workload) {
+    CERTS.with(|m| {
+        if let Ok(mut memo) = m.try_borrow_mut() {
+            memo.put(owner, generation, expires_at, raw, w.clone());
+        }
+    });
+}
+
+/// The token verified earlier on this thread from exactly `raw`, if still good.
+pub(super) fn token(
+    owner: u64,
+    generation: u64,
+    now: i64,
+    raw: &str,
+) -> Option<Arc<VerifiedToken>> {
+    TOKENS.with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
+}
+
+/// Remembers the token verified from `raw` until `expires_at`, as this thread's own copy.
+pub(super) fn keep_token(
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: &str,
+    t: &VerifiedToken,
+) {
+    TOKENS.with(|m| {
+        if let Ok(mut memo) = m.try_borrow_mut() {
+            memo.put(owner, generation, expires_at, raw, Arc::new(t.clone()));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_needs_the_same_owner_generation_bytes_and_an_unexpired_entry() {
+        let mut memo: Memo<u32> = Memo::new();
+        assert_eq!(memo.get(1, 1, 0, "abc"), None, "empty");
+        memo.put(1, 1, 100, "abc", 7);
+        assert_eq!(memo.get(1, 1, 99, "abc"), Some(7));
+        assert_eq!(memo.get(2, 1, 99, "abc"), None, "another server's");
+        assert_eq!(memo.get(1, 2, 99, "abc"), None, "an older snapshot's");
+        assert_eq!(memo.get(1, 1, 100, "abc"), None, "expired");
+        assert_eq!(memo.get(1, 1, 99, "abd"), None, "other bytes");
+    }
+
+    #[test]
+    fn it_never_holds_more_than_its_slots() {
+        let mut memo: Memo<usize> = Memo::new();
+        for i in 0..10_000 {
+            memo.put(1, 1, 100, &format!("credential {i}"), i);
+        }
+        assert_eq!(memo.slots.len(), SLOTS);
+        let kept = (0..10_000)
+            .filter(|i| memo.get(1, 1, 0, &format!("credential {i}")) == Some(*i))
+            .count();
+        assert!(kept <= SLOTS && kept > 0, "{kept}");
+    }
+}
