@@ -62,9 +62,15 @@ pub struct BenchArgs {
     /// A flood, to check that the server's memory stays bounded: `orders` gives every request
     /// a new order id (a new decision-cache key); `callers` mints every request a new
     /// certificate and a token for a new user (new keys in all three caches, and full
-    /// verification on the server; minting costs the generator ~0.1 ms a request).
+    /// verification on the server; minting costs the generator ~0.1 ms a request);
+    /// `forgeries` sends the allowed request's token with a new signature every time (each
+    /// passes the cheap checks and costs the server a signature verification that fails).
     #[arg(long, value_enum, value_name = "WHAT", num_args = 0..=1, default_missing_value = "orders")]
     distinct: Option<Flood>,
+    /// Send only the first request of the mix (the allowed order read), every time: the warm
+    /// allowed path, to set beside `--distinct forgeries`.
+    #[arg(long, conflicts_with = "distinct")]
+    single: bool,
     /// The server's pid: report its CPU per request over the measured time (from
     /// `/proc/PID/stat`) and its peak RSS at the end. The baseline's are always reported.
     #[arg(long)]
@@ -94,6 +100,8 @@ enum Flood {
     Orders,
     /// A new certificate and a new delegated token.
     Callers,
+    /// The allowed request's token with a new (wrong) signature.
+    Forgeries,
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
@@ -112,6 +120,8 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let requests = match args.distinct {
         Some(Flood::Orders) => distinct_orders(template),
         Some(Flood::Callers) => distinct_callers(template),
+        Some(Flood::Forgeries) => distinct_forgeries(template)?,
+        None if args.single => loadgen::round_robin(vec![template])?,
         None => loadgen::round_robin(mix)?,
     };
     let mode = match args.rate {
@@ -125,6 +135,8 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let what = match args.distinct {
         Some(Flood::Orders) => "every request a new order id".to_owned(),
         Some(Flood::Callers) => "every request a new certificate and user token".to_owned(),
+        Some(Flood::Forgeries) => "every request a new forged token signature".to_owned(),
+        None if args.single => "the allowed order read, repeated".to_owned(),
         None => format!("{kinds} request kinds"),
     };
     let connections = usize::from(args.connections);
@@ -258,6 +270,40 @@ fn distinct_orders(template: CheckRequest) -> loadgen::RequestSource {
         }
         request
     })
+}
+
+/// For the n-th request, `template` with its bearer token's signature replaced by one that
+/// encodes `n`: well formed (right length, base64url) and signed by nobody, so the server
+/// runs every cheap check and then a signature verification that fails.
+fn distinct_forgeries(template: CheckRequest) -> Result<loadgen::RequestSource, String> {
+    fn token(request: &mut CheckRequest) -> Option<&mut String> {
+        request
+            .attributes
+            .as_mut()?
+            .request
+            .as_mut()?
+            .http
+            .as_mut()?
+            .headers
+            .get_mut("authorization")
+    }
+    let mut probe = template.clone();
+    let signature_at = token(&mut probe)
+        .and_then(|value| value.rfind('.'))
+        .ok_or("the request to forge carries no bearer token")?;
+    Ok(Arc::new(move |n: u64| {
+        use base64::Engine;
+        let mut request = template.clone();
+        if let Some(value) = token(&mut request) {
+            // 8 bytes of counter are 11 base64url characters; the rest of the signature stays.
+            let stamp = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_be_bytes());
+            let start = signature_at + 1;
+            if let Some(end) = start.checked_add(stamp.len()).filter(|&e| e <= value.len()) {
+                value.replace_range(start..end, &stamp);
+            }
+        }
+        request
+    }))
 }
 
 /// For the n-th request, a new certificate for `web-frontend` and a token acting for `user-<n>`,

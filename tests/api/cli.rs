@@ -440,13 +440,15 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         (150..=250).contains(&answered),
         "open loop sent {answered} at 200/s for 1 s"
     );
-    // Floods: a bare `--distinct` means new order ids; `callers` mints a new caller each time.
-    let floods: [(&[&str], &str); 2] = [
+    // Floods: a bare `--distinct` means new order ids; `callers` mints a new caller each time;
+    // `--single` repeats the allowed read. Each is allowed throughout.
+    let floods: [(&[&str], &str); 3] = [
         (&["--distinct"], "every request a new order id"),
         (
             &["--concurrency", "2", "--distinct", "callers"],
             "a new certificate and user token",
         ),
+        (&["--single"], "the allowed order read, repeated"),
     ];
     for (extra, what) in floods {
         let mut args = vec![
@@ -465,6 +467,56 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         assert!(text.contains(what), "{text}");
         assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
     }
+
+    // Distinct forgeries: every one is denied, by its signature, and none is a repeat.
+    let refused_misses = || {
+        let metrics = crate::support::http_get(
+            format!("127.0.0.1:{}", server.admin).parse().unwrap(),
+            "/metrics",
+        );
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    r#"tollgate_cache_lookups_total{cache="token_refused",result="miss"}"#,
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = refused_misses();
+    let forged = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--distinct",
+        "forgeries",
+    ]);
+    let text = stdout(&forged);
+    assert_eq!(forged.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("every request a new forged token signature"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
+    assert!(
+        line.contains("(0 allowed, ") && line.contains(", 0 errors;"),
+        "{line}"
+    );
+    let denied: f64 = line
+        .split(" allowed, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(denied > 0.0, "{line}");
+    // Each forgery was new to the refusal cache: verified, refused, remembered.
+    assert!(refused_misses() - before >= denied, "{line}");
 
     // The do-nothing floor as its own process, measured like Tollgate.
     let null_port = free_port();
