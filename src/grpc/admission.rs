@@ -14,8 +14,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     deadline: Duration,
-    authorizer: Option<Arc<Authorizer>>,
+    /// Set once, by [`Admission::recorded_by`], for every clone at once.
+    authorizer: OnceLock<Arc<Authorizer>>,
 }
 
 impl Admission {
@@ -49,24 +50,17 @@ impl Admission {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight,
                 deadline,
-                authorizer: None,
+                authorizer: OnceLock::new(),
             }),
         }
     }
 
-    /// Records every shed and timed-out Check through `authorizer` (metrics, audit, log).
-    /// Call before the admission is cloned or wrapped around a service.
+    /// Records every shed and timed-out Check through `authorizer` (metrics, audit, log), for
+    /// this admission and every clone of it, which share one limit; the first authorizer given
+    /// stays.
     pub fn recorded_by(self, authorizer: Arc<Authorizer>) -> Self {
-        let Shared {
-            max_in_flight,
-            deadline,
-            ..
-        } = *self.shared;
-        let mut recorded = Self::new(max_in_flight, deadline);
-        if let Some(shared) = Arc::get_mut(&mut recorded.shared) {
-            shared.authorizer = Some(authorizer);
-        }
-        recorded
+        let _ = self.shared.authorizer.set(authorizer);
+        self
     }
 
     /// Wraps a gRPC service (the ext_authz server) in this admission.
@@ -82,13 +76,17 @@ impl Admission {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
-    /// A slot for one more Check, or `None` at the limit.
+    /// A slot for one more Check, or `None` at the limit. Compare-and-swap rather than add
+    /// then undo: a Check refused at the limit never raises the count, even for an instant,
+    /// so it cannot make another Check look over the limit while a place is free.
     fn admit(&self) -> Option<Slot> {
         let shared = &self.shared;
-        if shared.in_flight.fetch_add(1, Ordering::Relaxed) >= shared.max_in_flight {
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        shared
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < shared.max_in_flight).then_some(n + 1)
+            })
+            .ok()?;
         Some(Slot {
             shared: shared.clone(),
         })
@@ -97,7 +95,7 @@ impl Admission {
 
 impl Shared {
     fn refuse(&self, reason: ReasonCode, message: String) {
-        if let Some(authorizer) = &self.authorizer {
+        if let Some(authorizer) = self.authorizer.get() {
             authorizer.refuse(reason, message);
         }
     }
@@ -212,8 +210,11 @@ where
             return Poll::Ready(answered);
         }
         let deadline = slot.shared.deadline;
-        let timer =
-            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*admitted + deadline)));
+        // A deadline too far to represent is none: the Check waits for its answer.
+        let Some(due) = admitted.checked_add(deadline) else {
+            return Poll::Pending;
+        };
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
@@ -290,6 +291,41 @@ mod tests {
         let answered = ready.call(http::Request::new(())).await.unwrap();
         assert_eq!(grpc_status(&answered), None, "the inner answer, untouched");
         assert_eq!(admission.in_flight(), 0);
+    }
+
+    /// Review finding: `recorded_by` made a new counter, so a clone taken before it counted
+    /// apart and the process-wide limit could be exceeded.
+    #[tokio::test(start_paused = true)]
+    async fn recording_keeps_one_limit_for_every_clone() {
+        use tower::Service;
+        let (_, snapshot) = crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
+        let authorizer = Arc::new(Authorizer::offline(snapshot));
+        let plain = Admission::new(1, Duration::from_millis(100));
+        let recorded = plain.clone().recorded_by(authorizer);
+        let mut first = plain.wrap(Inner { stall: true });
+        let mut second = recorded.wrap(Inner { stall: false });
+        let _held = first.call(http::Request::new(()));
+        let shed = second.call(http::Request::new(())).await.unwrap();
+        assert_eq!(
+            grpc_status(&shed),
+            Some("14"),
+            "one limit, not one per clone"
+        );
+    }
+
+    /// Review finding: the deadline was `admitted + deadline` unchecked, which panics for a
+    /// deadline too far to represent.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_too_far_to_represent_is_no_deadline_not_a_panic() {
+        use tower::Service;
+        let admission = Admission::new(1, Duration::MAX);
+        let mut stalled = admission.wrap(Inner { stall: true });
+        let waited = tokio::time::timeout(
+            Duration::from_secs(3600),
+            stalled.call(http::Request::new(())),
+        )
+        .await;
+        assert!(waited.is_err(), "still waiting after an hour");
     }
 
     #[tokio::test(start_paused = true)]
