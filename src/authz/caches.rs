@@ -62,20 +62,27 @@ impl Caches {
             hasher.write(bytes);
             hasher.finish128().as_u128()
         };
-        ENCODED.with(|cell| {
-            let Ok(mut buffer) = cell.try_borrow_mut() else {
-                let mut own = Vec::new();
-                query.hash(&mut Gather(&mut own));
-                return digest(&own);
-            };
-            buffer.clear();
-            query.hash(&mut Gather(&mut buffer));
-            let key = digest(&buffer);
-            if buffer.capacity() > KEPT_CAPACITY {
-                *buffer = Vec::new();
-            }
-            key
-        })
+        let own = || {
+            let mut own = Vec::new();
+            query.hash(&mut Gather(&mut own));
+            digest(&own)
+        };
+        // Without the buffer (in use further up this thread, or already torn down at thread
+        // exit), a buffer of its own.
+        ENCODED
+            .try_with(|cell| {
+                let Ok(mut buffer) = cell.try_borrow_mut() else {
+                    return own();
+                };
+                buffer.clear();
+                query.hash(&mut Gather(&mut buffer));
+                let key = digest(&buffer);
+                if buffer.capacity() > KEPT_CAPACITY {
+                    *buffer = Vec::new();
+                }
+                key
+            })
+            .unwrap_or_else(|_| own())
     }
 }
 
@@ -140,6 +147,30 @@ mod tests {
                 },
             },
         }
+    }
+
+    /// Review finding: the digest's per-thread buffer was reached with `LocalKey::with`, which
+    /// panics once the thread's storage is torn down.
+    #[test]
+    fn a_digest_after_the_buffer_is_torn_down_is_still_the_digest() {
+        struct Late(std::sync::Arc<Caches>, u128);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                assert_eq!(self.0.query_digest(&query()), self.1);
+            }
+        }
+        thread_local! {
+            static LATE: std::cell::RefCell<Option<Late>> = const { std::cell::RefCell::new(None) };
+        }
+        let caches = std::sync::Arc::new(Caches::new(1, 1));
+        let expected = caches.query_digest(&query());
+        let ended = std::thread::spawn(move || {
+            // Destructors run in reverse order of first use: LATE's after the buffer's.
+            LATE.with(|late| *late.borrow_mut() = Some(Late(caches.clone(), expected)));
+            assert_eq!(caches.query_digest(&query()), expected);
+        })
+        .join();
+        assert!(ended.is_ok());
     }
 
     #[test]

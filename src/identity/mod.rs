@@ -549,6 +549,56 @@ mod tests {
         );
     }
 
+    /// The per-thread memo serves a token only while the shared cache would: not past its
+    /// `exp`, and not under another snapshot (here, one whose issuer has another secret).
+    #[test]
+    fn a_remembered_token_is_not_served_past_its_expiry_or_into_another_snapshot() {
+        let identity = hmac_identity();
+        let caches = IdentityCaches::new(100, 300);
+        let now = UnixTime::now();
+        let secs = now.as_secs();
+        let token = hs256(
+            serde_json::json!({"iss": "https://issuer.test", "aud": "api",
+            "exp": secs + 5, "client_id": "web"}),
+        );
+        let input = input_with_auth(&format!("Bearer {token}"));
+        for _ in 0..3 {
+            assert!(verify(&identity, &caches, 1, &input, now).is_ok());
+        }
+        let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs + 6));
+        assert_eq!(
+            verify(&identity, &caches, 1, &input, later).unwrap_err(),
+            IdentityError::Token(TokenError::Expired)
+        );
+        let mut rotated = hmac_identity();
+        rotated.issuers = Issuers::new(vec![Issuer::new(
+            "https://issuer.test".into(),
+            vec!["api".into()],
+            vec![jsonwebtoken::Algorithm::HS256],
+            jwks::KeySet::default(),
+            Some(jsonwebtoken::DecodingKey::from_secret(
+                b"another secret, just as long as it",
+            )),
+            0,
+            vec![],
+            false,
+            token::Delegation::ActOrSubject,
+            vec!["client_id".into()],
+            false,
+        )]);
+        assert_eq!(
+            verify(&rotated, &caches, 2, &input, now).unwrap_err(),
+            IdentityError::Token(TokenError::Signature)
+        );
+        // The first snapshot's cache set still answers from its memo, and another set does not.
+        assert!(verify(&identity, &caches, 1, &input, now).is_ok());
+        let other = IdentityCaches::new(100, 300);
+        assert_eq!(
+            verify(&rotated, &other, 1, &input, now).unwrap_err(),
+            IdentityError::Token(TokenError::Signature)
+        );
+    }
+
     /// Review finding: a refusal kept the token's own strings (an `iss` of up to the token
     /// size limit), so unsigned junk could fill the cache with ~16 KiB entries.
     #[test]
