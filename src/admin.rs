@@ -48,6 +48,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(state): State<AdminState>) -> String {
+    crate::metrics::publish();
     state
         .prometheus
         .as_ref()

@@ -2,21 +2,96 @@
 //!
 //! What every request records ([`DecisionMetrics`], [`CacheMetrics`]) is registered once, when
 //! the pipeline is built, and kept as handles: a request then costs an atomic add per metric,
-//! not a registry lookup by name and labels. Build them after the recorder is installed (as
-//! `serve` does); before that they record nowhere.
+//! not a registry lookup by name and labels. Those per-request counts are [`Striped`]: each
+//! thread adds to its own cache line, and the sums reach the exporter when [`publish`] runs
+//! (before every `/metrics` render, and at every upkeep), so the workers never write a line the
+//! other reads on the request path. Build them after the recorder is installed (as `serve`
+//! does); before that they record nowhere.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, counter, gauge, histogram};
+
+/// Stripes per counter: more than the worker threads a sidecar runs, so each usually has its
+/// own.
+const STRIPES: usize = 16;
+
+/// A counter kept in per-thread stripes and published to the exporter's counter as their sum.
+#[derive(Debug)]
+pub struct Striped {
+    stripes: [Stripe; STRIPES],
+    exported: Counter,
+}
+
+/// One stripe, alone on its cache line (128 bytes: adjacent-line prefetch pairs lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Striped {
+    /// A striped counter publishing to `exported`, registered with [`publish`].
+    pub fn new(exported: Counter) -> Arc<Self> {
+        let striped = Arc::new(Self {
+            stripes: Default::default(),
+            exported,
+        });
+        if let Ok(mut all) = registry().lock() {
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&striped));
+        }
+        striped
+    }
+
+    /// Adds `n` in this thread's stripe.
+    pub fn add(&self, n: u64) {
+        thread_local! {
+            static MINE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let at = MINE.try_with(|i| *i).unwrap_or(0);
+        if let Some(stripe) = self.stripes.get(at) {
+            stripe.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The total so far.
+    pub fn sum(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<Weak<Striped>>> {
+    static ALL: Mutex<Vec<Weak<Striped>>> = Mutex::new(Vec::new());
+    &ALL
+}
+
+/// Sets every exported counter behind a [`Striped`] to its current sum. Counters only grow, and
+/// the exporter keeps the larger value, so publishing from two places at once is harmless.
+pub fn publish() {
+    let live: Vec<Arc<Striped>> = match registry().lock() {
+        Ok(all) => all.iter().filter_map(Weak::upgrade).collect(),
+        Err(_) => return,
+    };
+    for striped in live {
+        striped.exported.absolute(striped.sum());
+    }
+}
 
 use crate::cache::Lookup;
 
 /// `tollgate_decisions_total{decision,reason}` and `tollgate_check_duration_seconds`.
 #[derive(Debug, Clone)]
 pub struct DecisionMetrics {
-    allowed: Counter,
+    allowed: Arc<Striped>,
     /// One per reason code, in the order given to [`DecisionMetrics::new`].
-    denied: Box<[Counter]>,
+    denied: Box<[Arc<Striped>]>,
     duration: Histogram,
 }
 
@@ -24,10 +99,16 @@ impl DecisionMetrics {
     /// Registers the allow counter and one deny counter per reason code in `reasons`.
     pub fn new(reasons: &[&'static str]) -> Self {
         Self {
-            allowed: counter!("tollgate_decisions_total", "decision" => "allow", "reason" => "allowed"),
+            allowed: Striped::new(
+                counter!("tollgate_decisions_total", "decision" => "allow", "reason" => "allowed"),
+            ),
             denied: reasons
                 .iter()
-                .map(|&reason| counter!("tollgate_decisions_total", "decision" => "deny", "reason" => reason))
+                .map(|&reason| {
+                    Striped::new(counter!(
+                        "tollgate_decisions_total", "decision" => "deny", "reason" => reason
+                    ))
+                })
                 .collect(),
             duration: histogram!("tollgate_check_duration_seconds"),
         }
@@ -37,10 +118,10 @@ impl DecisionMetrics {
     /// given to `new`), `None` for an allow.
     pub fn record(&self, denied: Option<usize>, elapsed: Duration) {
         match denied {
-            None => self.allowed.increment(1),
+            None => self.allowed.add(1),
             Some(i) => {
                 if let Some(counter) = self.denied.get(i) {
-                    counter.increment(1);
+                    counter.add(1);
                 }
             }
         }
@@ -52,8 +133,8 @@ impl DecisionMetrics {
 /// for one cache.
 #[derive(Debug, Clone)]
 pub struct CacheMetrics {
-    hit: Counter,
-    miss: Counter,
+    hit: Arc<Striped>,
+    miss: Arc<Striped>,
     evicted: Counter,
 }
 
@@ -61,8 +142,12 @@ impl CacheMetrics {
     /// Registers the counters of the cache named `cache`.
     pub fn new(cache: &'static str) -> Self {
         Self {
-            hit: counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
-            miss: counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
+            hit: Striped::new(
+                counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "hit"),
+            ),
+            miss: Striped::new(
+                counter!("tollgate_cache_lookups_total", "cache" => cache, "result" => "miss"),
+            ),
             evicted: counter!("tollgate_cache_evictions_total", "cache" => cache),
         }
     }
@@ -70,9 +155,9 @@ impl CacheMetrics {
     /// A lookup, and the entries a miss's insert dropped to make room.
     pub fn used(&self, lookup: Lookup) {
         if lookup.hit {
-            self.hit.increment(1);
+            self.hit.add(1);
         } else {
-            self.miss.increment(1);
+            self.miss.add(1);
         }
         if lookup.evicted > 0 {
             self.evicted.increment(lookup.evicted as u64);
@@ -113,7 +198,7 @@ impl Metrics {
 /// How often [`upkeep`] drains the recorder.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Drains recorded histogram samples into the exporter's bounded summaries every
+/// Publishes the striped counters and drains recorded histogram samples into the exporter's bounded summaries every
 /// [`UPKEEP_INTERVAL`] until `shutdown`. The exporter otherwise keeps every sample until
 /// `/metrics` is scraped: ~10 bytes a request, unbounded without a scraper (or without an admin
 /// listener at all).
@@ -126,8 +211,44 @@ pub async fn upkeep(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = tick.tick() => handle.run_upkeep(),
+            _ = tick.tick() => {
+                publish();
+                handle.run_upkeep();
+            }
             () = &mut shutdown => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_striped_counter_sums_every_threads_adds() {
+        let striped = Striped::new(Counter::noop());
+        std::thread::scope(|s| {
+            for _ in 0..(STRIPES + 3) {
+                s.spawn(|| {
+                    for _ in 0..1_000 {
+                        striped.add(1);
+                    }
+                });
+            }
+        });
+        striped.add(5);
+        assert_eq!(striped.sum(), (STRIPES as u64 + 3) * 1_000 + 5);
+        publish();
+    }
+
+    #[test]
+    fn dropped_counters_leave_the_registry() {
+        for _ in 0..100 {
+            drop(Striped::new(Counter::noop()));
+        }
+        let _kept = Striped::new(Counter::noop());
+        let live = registry().lock().map(|all| all.len()).unwrap_or(usize::MAX);
+        // Other tests' counters may be alive at the same time, but not a hundred dead ones.
+        assert!(live < 100, "{live}");
     }
 }
