@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// Request headers by lower-case name. foldhash, seeded per process, rather than SipHash: a
-/// request carries a few dozen headers at most (Envoy caps them at 100 by default), so there
-/// is no table for a flood of colliding names to grow, and every request hashes each name.
+/// Request headers by lower-case name. foldhash, seeded at random per process, rather than
+/// SipHash: every request hashes each of its names, while Envoy forwards at most 100 headers by
+/// default, so the table a caller could aim collisions at is tiny; even a gRPC caller sending
+/// thousands (up to the message size limit) must guess the seed to make them collide.
 pub type Headers = HashMap<String, String, foldhash::fast::RandomState>;
 
 /// One request to decide on. Header names are lower-case and repeats are joined: build it with

@@ -287,15 +287,17 @@ fn distinct_forgeries(template: CheckRequest) -> Result<loadgen::RequestSource, 
             .headers
             .get_mut("authorization")
     }
+    /// 8 bytes of counter are 11 base64url characters.
+    const STAMP: usize = 11;
     let mut probe = template.clone();
     let signature_at = token(&mut probe)
-        .and_then(|value| value.rfind('.'))
-        .ok_or("the request to forge carries no bearer token")?;
+        .and_then(|value| value.rfind('.').filter(|&dot| value.len() > dot + STAMP))
+        .ok_or("the request to forge carries no bearer token with a signature to change")?;
     Ok(Arc::new(move |n: u64| {
         use base64::Engine;
         let mut request = template.clone();
         if let Some(value) = token(&mut request) {
-            // 8 bytes of counter are 11 base64url characters; the rest of the signature stays.
+            // The counter replaces the signature's first characters; the rest stays.
             let stamp = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_be_bytes());
             let start = signature_at + 1;
             if let Some(end) = start.checked_add(stamp.len()).filter(|&e| e <= value.len()) {
