@@ -112,6 +112,18 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             .map(|e| e.value.clone())
     }
 
+    /// [`Self::get`], with the entry's expiry.
+    pub fn get_until<Q>(&self, key: &Q, generation: u64, now: i64) -> Option<(V, i64)>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map
+            .get(key)
+            .filter(|e| e.generation == generation && e.expires_at > now)
+            .map(|e| (e.value.clone(), e.expires_at))
+    }
+
     /// Stores `value` until the earlier of `valid_until` and the TTL. A full cache first makes
     /// room (see [`Self::make_room`]); while another thread does, the value is simply not
     /// cached. The map holds at most `capacity` entries plus one per concurrent inserter.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Workload;
-use super::token::VerifiedToken;
+use super::token::{TokenError, VerifiedToken};
 
 /// Slots per thread for each kind of credential.
 const SLOTS: usize = 64;
@@ -83,6 +83,7 @@ impl<V: Clone> Memo<V> {
 thread_local! {
     static CERTS: RefCell<Memo<Workload>> = const { RefCell::new(Memo::new()) };
     static TOKENS: RefCell<Memo<Arc<VerifiedToken>>> = const { RefCell::new(Memo::new()) };
+    static REFUSED: RefCell<Memo<TokenError>> = const { RefCell::new(Memo::new()) };
 }
 
 /// The workload verified earlier on this thread from exactly `raw`, if still good.
@@ -127,6 +128,29 @@ pub(super) fn keep_token(
     let _ = TOKENS.try_with(|m| {
         if let Ok(mut memo) = m.try_borrow_mut() {
             memo.put(owner, generation, expires_at, raw, Arc::new(t.clone()));
+        }
+    });
+}
+
+/// The final refusal of exactly `raw` remembered earlier on this thread, if still good.
+pub(super) fn refusal(owner: u64, generation: u64, now: i64, raw: &str) -> Option<TokenError> {
+    REFUSED
+        .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
+        .ok()
+        .flatten()
+}
+
+/// Remembers the final refusal of `raw` (already cut to size) until `expires_at`.
+pub(super) fn keep_refusal(
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: &str,
+    refusal: &TokenError,
+) {
+    let _ = REFUSED.try_with(|m| {
+        if let Ok(mut memo) = m.try_borrow_mut() {
+            memo.put(owner, generation, expires_at, raw, refusal.clone());
         }
     });
 }
@@ -180,6 +204,8 @@ mod tests {
                 assert_eq!(cert(1, 1, 0, "x"), None);
                 keep_cert(1, 1, 100, "x", &w);
                 assert!(token(1, 1, 0, "x").is_none());
+                assert!(refusal(1, 1, 0, "x").is_none());
+                keep_refusal(1, 1, 100, "x", &TokenError::Signature);
             }
         }
         thread_local! {
@@ -190,6 +216,7 @@ mod tests {
             LATE.with(|late| *late.borrow_mut() = Some(Late));
             assert_eq!(cert(1, 1, 0, "x"), None);
             assert!(token(1, 1, 0, "x").is_none());
+            assert!(refusal(1, 1, 0, "x").is_none());
         })
         .join();
         assert!(ended.is_ok());

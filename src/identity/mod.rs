@@ -160,6 +160,8 @@ pub struct IdentityCaches {
     metrics: [CacheMetrics; 3],
     /// This cache set's tag in the per-thread memo ([`memo`]), or `None` when caching is off.
     memo_owner: Option<u64>,
+    /// How long a refusal is remembered (the caches' TTL).
+    ttl_seconds: i64,
 }
 
 impl IdentityCaches {
@@ -172,6 +174,7 @@ impl IdentityCaches {
             refused_tokens: TtlCache::new(capacity, ttl_seconds),
             metrics: ["certificate", "token", "token_refused"].map(CacheMetrics::new),
             memo_owner: (capacity > 0 && ttl_seconds > 0).then(memo::next_owner),
+            ttl_seconds,
         }
     }
 }
@@ -254,9 +257,21 @@ fn token(
         caches.tokens_used(Lookup::HIT);
         return Ok(verified);
     }
-    let digest = sha256(raw.as_bytes());
-    if let Some(refusal) = caches.refused_tokens.get(&digest, generation, now_secs) {
+    if let Some(owner) = caches.memo_owner
+        && let Some(refusal) = memo::refusal(owner, generation, now_secs, raw)
+    {
         caches.refused_used(Lookup::HIT);
+        return Err(refusal);
+    }
+    let digest = sha256(raw.as_bytes());
+    if let Some((refusal, until)) = caches
+        .refused_tokens
+        .get_until(&digest, generation, now_secs)
+    {
+        caches.refused_used(Lookup::HIT);
+        if let Some(owner) = caches.memo_owner {
+            memo::keep_refusal(owner, generation, until, raw, &refusal);
+        }
         return Err(refusal);
     }
     let verified = caches
@@ -277,14 +292,19 @@ fn token(
         Err(refusal) => {
             if refusal.is_final() {
                 // Until the TTL, or a new snapshot (a new key set) judges it afresh.
+                let kept = refusal.bounded();
                 let evicted = caches.refused_tokens.insert(
                     digest,
-                    refusal.bounded(),
+                    kept.clone(),
                     generation,
                     now_secs,
                     i64::MAX,
                 );
                 caches.refused_used(Lookup::miss(evicted));
+                if let Some(owner) = caches.memo_owner {
+                    let until = now_secs.saturating_add(caches.ttl_seconds);
+                    memo::keep_refusal(owner, generation, until, raw, &kept);
+                }
             }
             Err(refusal)
         }
@@ -597,6 +617,23 @@ mod tests {
             verify(&rotated, &other, 1, &input, now).unwrap_err(),
             IdentityError::Token(TokenError::Signature)
         );
+        // A refusal remembered on this thread is not carried into the snapshot that accepts
+        // the key: a token signed with the new secret, refused twice under the old one.
+        let signed_new = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "https://issuer.test", "aud": "api",
+                "exp": secs + 600, "client_id": "web"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"another secret, just as long as it"),
+        )
+        .unwrap();
+        let input = input_with_auth(&format!("Bearer {signed_new}"));
+        for _ in 0..2 {
+            assert_eq!(
+                verify(&identity, &caches, 1, &input, now).unwrap_err(),
+                IdentityError::Token(TokenError::Signature)
+            );
+        }
+        assert!(verify(&rotated, &caches, 2, &input, now).is_ok());
     }
 
     /// Review finding: a refusal kept the token's own strings (an `iss` of up to the token
