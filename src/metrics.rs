@@ -18,23 +18,59 @@ use metrics::{Counter, Histogram, counter, gauge, histogram};
 /// own.
 const STRIPES: usize = 16;
 
-/// A counter kept in per-thread stripes and published to the exporter's counter as their sum.
-#[derive(Debug)]
-pub struct Striped {
-    stripes: [Stripe; STRIPES],
-    exported: Counter,
-}
+/// A count kept in per-thread stripes: each thread adds on its own cache line, and readers sum.
+#[derive(Debug, Default)]
+pub struct Stripes([Stripe; STRIPES]);
 
 /// One stripe, alone on its cache line (128 bytes: adjacent-line prefetch pairs lines).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe(AtomicU64);
 
+impl Stripes {
+    /// Adds `n` in this thread's stripe.
+    pub fn add(&self, n: u64) {
+        thread_local! {
+            static MINE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let at = MINE.try_with(|i| *i).unwrap_or(0);
+        if let Some(stripe) = self.0.get(at) {
+            stripe.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The total so far.
+    pub fn sum(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// The total so far, leaving zero behind (adds made meanwhile are kept for the next take).
+    pub fn take(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|s| s.0.swap(0, Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// A counter kept in [`Stripes`] and published to the exporter's counter as their sum.
+#[derive(Debug)]
+pub struct Striped {
+    stripes: Stripes,
+    exported: Counter,
+}
+
 impl Striped {
     /// A striped counter publishing to `exported`, registered with [`publish`].
     pub fn new(exported: Counter) -> Arc<Self> {
         let striped = Arc::new(Self {
-            stripes: Default::default(),
+            stripes: Stripes::default(),
             exported,
         });
         if let Ok(mut all) = registry().lock() {
@@ -46,24 +82,12 @@ impl Striped {
 
     /// Adds `n` in this thread's stripe.
     pub fn add(&self, n: u64) {
-        thread_local! {
-            static MINE: usize = {
-                static NEXT: AtomicUsize = AtomicUsize::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
-            };
-        }
-        let at = MINE.try_with(|i| *i).unwrap_or(0);
-        if let Some(stripe) = self.stripes.get(at) {
-            stripe.0.fetch_add(n, Ordering::Relaxed);
-        }
+        self.stripes.add(n);
     }
 
     /// The total so far.
     pub fn sum(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
+        self.stripes.sum()
     }
 }
 
@@ -239,6 +263,13 @@ mod tests {
         striped.add(5);
         assert_eq!(striped.sum(), (STRIPES as u64 + 3) * 1_000 + 5);
         publish();
+        let stripes = Stripes::default();
+        stripes.add(2);
+        std::thread::scope(|s| {
+            s.spawn(|| stripes.add(3));
+        });
+        assert_eq!(stripes.take(), 5);
+        assert_eq!(stripes.take(), 0, "taken");
     }
 
     #[test]

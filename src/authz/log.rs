@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Stripes;
 use crate::verdict::{Outcome, ReasonCode, Verdict};
 
 /// Per reason code: the second of the last `info` line, and the denies since.
@@ -19,8 +20,9 @@ pub struct DecisionLog {
 struct Slot {
     /// Seconds since `epoch` of the last `info` line, plus one (0: never).
     last: AtomicU64,
-    /// Denies not written at `info` since that line.
-    quiet: AtomicU64,
+    /// Denies not written at `info` since that line; striped, because a flood of denials
+    /// counts here on every request from every worker.
+    quiet: Stripes,
 }
 
 impl Default for DecisionLog {
@@ -82,9 +84,9 @@ impl DecisionLog {
                 .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            return Some(slot.quiet.swap(0, Ordering::Relaxed));
+            return Some(slot.quiet.take());
         }
-        slot.quiet.fetch_add(1, Ordering::Relaxed);
+        slot.quiet.add(1);
         None
     }
 }
