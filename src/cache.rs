@@ -86,12 +86,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         now: i64,
         make: impl FnOnce() -> Result<(V, i64), E>,
     ) -> Result<(V, Lookup, i64), E> {
-        let hit = self
-            .map
-            .get(&key)
-            .filter(|e| e.generation == generation && e.expires_at > now)
-            .map(|e| (e.value.clone(), e.expires_at));
-        if let Some((hit, expires_at)) = hit {
+        if let Some((hit, expires_at)) = self.get_until(&key, generation, now) {
             return Ok((hit, Lookup::HIT, expires_at));
         }
         let (value, valid_until) = make()?;
@@ -106,10 +101,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map
-            .get(key)
-            .filter(|e| e.generation == generation && e.expires_at > now)
-            .map(|e| e.value.clone())
+        self.get_until(key, generation, now).map(|(value, _)| value)
     }
 
     /// [`Self::get`], with the entry's expiry.
