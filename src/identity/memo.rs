@@ -24,6 +24,12 @@ use super::token::{TokenError, VerifiedToken};
 /// Slots per thread for each kind of credential.
 const SLOTS: usize = 64;
 
+/// The largest credential a slot keeps. A memo slot holds the raw credential, so without a cap
+/// a caller could park megabytes per slot (a refused oversized token, or a valid certificate
+/// padded with text the PEM parser skips); larger ones take the shared, digest-keyed path.
+/// Real certificates and tokens are a few kilobytes.
+pub(super) const MAX_KEPT: usize = 16 * 1024;
+
 /// The owner tag of one [`super::IdentityCaches`], so one server's memo entries are never
 /// another's.
 pub(super) fn next_owner() -> u64 {
@@ -56,6 +62,9 @@ impl<V: Clone> Memo<V> {
     }
 
     fn get(&self, owner: u64, generation: u64, now: i64, raw: &str) -> Option<V> {
+        if raw.len() > MAX_KEPT {
+            return None;
+        }
         let slot = self.slots.get(Self::index(raw))?.as_ref()?;
         (slot.owner == owner
             && slot.generation == generation
@@ -65,6 +74,9 @@ impl<V: Clone> Memo<V> {
     }
 
     fn put(&mut self, owner: u64, generation: u64, expires_at: i64, raw: &str, value: V) {
+        if raw.len() > MAX_KEPT {
+            return;
+        }
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, || None);
         }
@@ -140,7 +152,7 @@ pub(super) fn refusal(owner: u64, generation: u64, now: i64, raw: &str) -> Optio
         .flatten()
 }
 
-/// Remembers the final refusal of `raw` (already cut to size) until `expires_at`.
+/// Remembers the final refusal of `raw` (its message already cut to size) until `expires_at`.
 pub(super) fn keep_refusal(
     owner: u64,
     generation: u64,
@@ -169,6 +181,29 @@ mod tests {
         assert_eq!(memo.get(1, 2, 99, "abc"), None, "an older snapshot's");
         assert_eq!(memo.get(1, 1, 100, "abc"), None, "expired");
         assert_eq!(memo.get(1, 1, 99, "abd"), None, "other bytes");
+    }
+
+    /// Review finding: the refusal memo kept a refused token whatever its size (a token over
+    /// the size limit is refused, finally), so 64 slots of megabyte tokens stayed in memory.
+    #[test]
+    fn a_credential_too_large_to_keep_is_not_kept() {
+        let mut memo: Memo<u32> = Memo::new();
+        let big = "a".repeat(1 << 20);
+        memo.put(1, 1, 100, &big, 7);
+        assert_eq!(memo.get(1, 1, 0, &big), None);
+        assert!(
+            memo.slots
+                .iter()
+                .flatten()
+                .all(|slot| slot.raw.len() <= MAX_KEPT),
+            "a slot holds {} bytes",
+            memo.slots
+                .iter()
+                .flatten()
+                .map(|s| s.raw.len())
+                .max()
+                .unwrap_or(0)
+        );
     }
 
     #[test]
