@@ -91,8 +91,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
         let (value, valid_until) = make()?;
         let evicted = self.insert(key, value.clone(), generation, now, valid_until);
-        let expires_at = valid_until.min(now.saturating_add(self.ttl_seconds));
-        Ok((value, Lookup::miss(evicted), expires_at))
+        Ok((value, Lookup::miss(evicted), self.expiry(now, valid_until)))
     }
 
     /// The value for `key` if it was stored under `generation` and has not expired at `now`.
@@ -102,6 +101,12 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.get_until(key, generation, now).map(|(value, _)| value)
+    }
+
+    /// When an entry stored at `now` for a value good until `valid_until` expires: the
+    /// earlier of that and the TTL.
+    pub fn expiry(&self, now: i64, valid_until: i64) -> i64 {
+        valid_until.min(now.saturating_add(self.ttl_seconds))
     }
 
     /// [`Self::get`], with the entry's expiry.
@@ -131,7 +136,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
                 None => return 0,
             }
         }
-        let expires_at = valid_until.min(now.saturating_add(self.ttl_seconds));
+        let expires_at = self.expiry(now, valid_until);
         self.map.insert(
             key,
             Entry {

@@ -98,22 +98,48 @@ thread_local! {
     static REFUSED: RefCell<Memo<TokenError>> = const { RefCell::new(Memo::new()) };
 }
 
-/// The workload verified earlier on this thread from exactly `raw`, if still good.
-pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<Workload> {
-    CERTS
+type Memos<V> = std::thread::LocalKey<RefCell<Memo<V>>>;
+
+/// `memos`'s value for exactly `raw`, if still good; a miss when this thread's memo is in use
+/// further up the stack or already torn down.
+fn look<V: Clone>(
+    memos: &'static Memos<V>,
+    owner: u64,
+    generation: u64,
+    now: i64,
+    raw: &str,
+) -> Option<V> {
+    memos
         .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
         .ok()
         .flatten()
 }
 
-/// Remembers the workload verified from `raw` until `expires_at`.
-pub(super) fn keep_cert(owner: u64, generation: u64, expires_at: i64, raw: &str, w: &Workload) {
-    // A thread whose memo is already torn down simply does not remember.
-    let _ = CERTS.try_with(|m| {
+/// Keeps `value` for `raw` until `expires_at` in `memos`; a thread whose memo is in use or
+/// already torn down simply does not remember.
+fn keep<V: Clone>(
+    memos: &'static Memos<V>,
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: &str,
+    value: impl FnOnce() -> V,
+) {
+    let _ = memos.try_with(|m| {
         if let Ok(mut memo) = m.try_borrow_mut() {
-            memo.put(owner, generation, expires_at, raw, w.clone());
+            memo.put(owner, generation, expires_at, raw, value());
         }
     });
+}
+
+/// The workload verified earlier on this thread from exactly `raw`, if still good.
+pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<Workload> {
+    look(&CERTS, owner, generation, now, raw)
+}
+
+/// Remembers the workload verified from `raw` until `expires_at`.
+pub(super) fn keep_cert(owner: u64, generation: u64, expires_at: i64, raw: &str, w: &Workload) {
+    keep(&CERTS, owner, generation, expires_at, raw, || w.clone());
 }
 
 /// The token verified earlier on this thread from exactly `raw`, if still good.
@@ -123,10 +149,7 @@ pub(super) fn token(
     now: i64,
     raw: &str,
 ) -> Option<Arc<VerifiedToken>> {
-    TOKENS
-        .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
-        .ok()
-        .flatten()
+    look(&TOKENS, owner, generation, now, raw)
 }
 
 /// Remembers the token verified from `raw` until `expires_at`, as this thread's own copy.
@@ -137,19 +160,14 @@ pub(super) fn keep_token(
     raw: &str,
     t: &VerifiedToken,
 ) {
-    let _ = TOKENS.try_with(|m| {
-        if let Ok(mut memo) = m.try_borrow_mut() {
-            memo.put(owner, generation, expires_at, raw, Arc::new(t.clone()));
-        }
+    keep(&TOKENS, owner, generation, expires_at, raw, || {
+        Arc::new(t.clone())
     });
 }
 
 /// The final refusal of exactly `raw` remembered earlier on this thread, if still good.
 pub(super) fn refusal(owner: u64, generation: u64, now: i64, raw: &str) -> Option<TokenError> {
-    REFUSED
-        .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
-        .ok()
-        .flatten()
+    look(&REFUSED, owner, generation, now, raw)
 }
 
 /// Remembers the final refusal of `raw` (its message already cut to size) until `expires_at`.
@@ -160,10 +178,8 @@ pub(super) fn keep_refusal(
     raw: &str,
     refusal: &TokenError,
 ) {
-    let _ = REFUSED.try_with(|m| {
-        if let Ok(mut memo) = m.try_borrow_mut() {
-            memo.put(owner, generation, expires_at, raw, refusal.clone());
-        }
+    keep(&REFUSED, owner, generation, expires_at, raw, || {
+        refusal.clone()
     });
 }
 

@@ -160,8 +160,6 @@ pub struct IdentityCaches {
     metrics: [CacheMetrics; 3],
     /// This cache set's tag in the per-thread memo ([`memo`]), or `None` when caching is off.
     memo_owner: Option<u64>,
-    /// How long a refusal is remembered (the caches' TTL).
-    ttl_seconds: i64,
 }
 
 impl IdentityCaches {
@@ -174,7 +172,6 @@ impl IdentityCaches {
             refused_tokens: TtlCache::new(capacity, ttl_seconds),
             metrics: ["certificate", "token", "token_refused"].map(CacheMetrics::new),
             memo_owner: (capacity > 0 && ttl_seconds > 0).then(memo::next_owner),
-            ttl_seconds,
         }
     }
 }
@@ -302,7 +299,7 @@ fn token(
                 );
                 caches.refused_used(Lookup::miss(evicted));
                 if let Some(owner) = caches.memo_owner {
-                    let until = now_secs.saturating_add(caches.ttl_seconds);
+                    let until = caches.refused_tokens.expiry(now_secs, i64::MAX);
                     memo::keep_refusal(owner, generation, until, raw, &kept);
                 }
             }
