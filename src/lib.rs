@@ -7,9 +7,9 @@
 //!                         ▼
 //!                       authz::Authorizer  one Snapshot per request; records metrics, audit, log
 //!                         ├ identity::verify   certificate (webpki + SPIFFE) · token (JWT, JWKS, RFC 8705)
-//!                         │                    cached by credential digest
+//!                         │                    memoised per thread, cached by credential digest
 //!                         ├ mapping::map       route table → Cedar principal/action/resource/context
-//!                         ├ decision cache     keyed digest of the query, tagged by generation
+//!                         ├ decision cache     per-thread memo by exact query, then a keyed digest
 //!                         └ policy::decide     Cedar authorizer → Decision
 //!                         ▼
 //!                       verdict::Verdict   every stage error → one ReasonCode → status/challenge
@@ -51,6 +51,7 @@
 //! - [`telemetry`]: structured logging setup.
 //! - [`metrics`]: metric names and verbs.
 //! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.
+//! - [`memo`]: the small per-thread memo in front of such a cache, keyed by exact bytes.
 //! - [`request`]: [`request::CheckInput`], the protobuf-free request every front door builds.
 
 #![forbid(unsafe_code)]
@@ -68,6 +69,7 @@ pub mod identity;
 pub mod lint;
 pub mod loadgen;
 pub mod mapping;
+pub mod memo;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;

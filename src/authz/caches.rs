@@ -1,14 +1,17 @@
 //! The pipeline's caches: verified credentials (owned by `identity`) and decisions, keyed by a
-//! keyed digest of the Cedar query.
+//! keyed digest of the Cedar query, with a per-thread memo in front keyed by the query's exact
+//! encoding.
 
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use siphasher::sip128::{Hasher128, SipHasher24};
 
-use crate::cache::TtlCache;
+use crate::cache::{Lookup, TtlCache};
 use crate::identity::IdentityCaches;
 use crate::mapping::Query;
+use crate::memo::{self, Memo};
 use crate::metrics::CacheMetrics;
 use crate::policy::Decision;
 
@@ -29,7 +32,19 @@ pub struct Caches {
     query_key: (u64, u64),
     /// The decision cache's lookups.
     pub decision_metrics: CacheMetrics,
+    /// This cache set's tag in the per-thread decision memo; `None` when caching is off.
+    memo_owner: Option<u64>,
 }
+
+thread_local! {
+    /// Decisions this thread made or fetched, each its own copy, by exact query encoding.
+    static DECISIONS: RefCell<Memo<Arc<Decision>>> = const { RefCell::new(Memo::new()) };
+    /// The query encoding being looked up, kept between queries (up to `KEPT_CAPACITY`).
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The encoding buffer keeps its capacity between queries, up to this many bytes.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 impl Caches {
     /// Caches holding at most `capacity` entries each, for at most `ttl_seconds`.
@@ -39,6 +54,7 @@ impl Caches {
             decisions: TtlCache::new(capacity, ttl_seconds),
             query_key: random_key(),
             decision_metrics: CacheMetrics::new("decision"),
+            memo_owner: (capacity > 0 && ttl_seconds > 0).then(memo::next_owner),
         }
     }
 
@@ -47,43 +63,75 @@ impl Caches {
         Self::new(0, 0)
     }
 
-    /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
-    /// (strings end in 0xFF, which UTF-8 never contains; sequences and options are prefixed).
-    /// The encoding is gathered into a per-thread buffer and digested in one call: SipHash
-    /// fed field by field pays its buffering on each of the query's few dozen short writes.
-    pub fn query_digest(&self, query: &Query) -> QueryDigest {
-        /// The buffer keeps its capacity between queries, up to this many bytes.
-        const KEPT_CAPACITY: usize = 16 * 1024;
-        thread_local! {
-            static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let digest = |bytes: &[u8]| {
-            let mut hasher = SipHasher24::new_with_keys(self.query_key.0, self.query_key.1);
-            hasher.write(bytes);
-            hasher.finish128().as_u128()
-        };
-        let own = || {
-            let mut own = Vec::new();
-            query.hash(&mut Gather(&mut own));
-            digest(&own)
-        };
-        // Without the buffer (in use further up this thread, or already torn down at thread
-        // exit), a buffer of its own.
-        ENCODED
-            .try_with(|cell| {
-                let Ok(mut buffer) = cell.try_borrow_mut() else {
-                    return own();
-                };
-                buffer.clear();
-                query.hash(&mut Gather(&mut buffer));
-                let key = digest(&buffer);
-                if buffer.capacity() > KEPT_CAPACITY {
-                    *buffer = Vec::new();
-                }
-                key
-            })
-            .unwrap_or_else(|_| own())
+    /// The decision for `query` under snapshot `generation` at `now` (seconds): this thread's
+    /// memo, else the shared cache, else `decide`'s (cached until the TTL; an error caches
+    /// nothing). A memo hit is counted as a cache hit.
+    pub fn decision<E>(
+        &self,
+        query: &Query,
+        generation: u64,
+        now: i64,
+        decide: impl FnOnce() -> Result<Decision, E>,
+    ) -> Result<(Arc<Decision>, Lookup), E> {
+        with_encoding(query, |encoded| {
+            if let Some(owner) = self.memo_owner
+                && let Some(hit) = memo::look(&DECISIONS, owner, generation, now, encoded)
+            {
+                return Ok((hit, Lookup::HIT));
+            }
+            let (decision, lookup, expires_at) = self.decisions.get_or_try_insert_until(
+                self.digest(encoded),
+                generation,
+                now,
+                || decide().map(|d| (Arc::new(d), i64::MAX)),
+            )?;
+            if let Some(owner) = self.memo_owner {
+                memo::keep(&DECISIONS, owner, generation, expires_at, encoded, || {
+                    Arc::new(Decision::clone(&decision))
+                });
+            }
+            Ok((decision, lookup))
+        })
     }
+
+    /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
+    /// (strings end in 0xFF, which UTF-8 never contains; sequences and options are prefixed),
+    /// gathered first and digested in one call: SipHash fed field by field pays its buffering
+    /// on each of the query's few dozen short writes.
+    pub fn query_digest(&self, query: &Query) -> QueryDigest {
+        with_encoding(query, |encoded| self.digest(encoded))
+    }
+
+    fn digest(&self, encoded: &[u8]) -> QueryDigest {
+        let mut hasher = SipHasher24::new_with_keys(self.query_key.0, self.query_key.1);
+        hasher.write(encoded);
+        hasher.finish128().as_u128()
+    }
+}
+
+/// Runs `f` on `query`'s encoding, gathered in this thread's buffer: taken out while `f` runs
+/// (so a nested query, or one at thread exit once the buffer is torn down, simply gathers in a
+/// new one) and put back after, unless it grew past `KEPT_CAPACITY`.
+fn with_encoding<T>(query: &Query, f: impl FnOnce(&[u8]) -> T) -> T {
+    let mut buffer = ENCODED
+        .try_with(|cell| {
+            cell.try_borrow_mut()
+                .map(|mut kept| std::mem::take(&mut *kept))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    buffer.clear();
+    query.hash(&mut Gather(&mut buffer));
+    let result = f(&buffer);
+    if buffer.capacity() <= KEPT_CAPACITY {
+        let _ = ENCODED.try_with(|cell| {
+            if let Ok(mut kept) = cell.try_borrow_mut() {
+                *kept = buffer;
+            }
+        });
+    }
+    result
 }
 
 /// A `Hasher` that only gathers the bytes it is fed.
@@ -171,6 +219,98 @@ mod tests {
         })
         .join();
         assert!(ended.is_ok());
+    }
+
+    fn allow(id: &str) -> Decision {
+        Decision {
+            allowed: true,
+            determining: vec![id.into()],
+            errors: Vec::new(),
+        }
+    }
+
+    /// Decides `query` through `caches`, returning the policy id decided and whether Cedar ran.
+    fn decided(
+        caches: &Caches,
+        query: &Query,
+        generation: u64,
+        now: i64,
+        id: &str,
+    ) -> (String, bool) {
+        let mut ran = false;
+        let (decision, _) = caches
+            .decision(query, generation, now, || {
+                ran = true;
+                Ok::<_, ()>(allow(id))
+            })
+            .unwrap();
+        (decision.determining.join(","), ran)
+    }
+
+    #[test]
+    fn a_repeated_query_is_answered_without_deciding_until_its_entry_expires() {
+        let caches = Caches::new(16, 10);
+        let q = query();
+        assert_eq!(decided(&caches, &q, 1, 100, "p1"), ("p1".into(), true));
+        assert_eq!(
+            decided(&caches, &q, 1, 105, "p2"),
+            ("p1".into(), false),
+            "memo hit"
+        );
+        // The memo keeps nothing past the shared entry's expiry (stored at 100, TTL 10).
+        assert_eq!(decided(&caches, &q, 1, 110, "p3"), ("p3".into(), true));
+        // A new snapshot generation decides again.
+        assert_eq!(decided(&caches, &q, 2, 111, "p4"), ("p4".into(), true));
+        let mut other = q.clone();
+        other.resource.id.push('2');
+        assert_eq!(
+            decided(&caches, &other, 2, 111, "p5"),
+            ("p5".into(), true),
+            "another query"
+        );
+        assert_eq!(decided(&caches, &q, 2, 111, "p6"), ("p4".into(), false));
+    }
+
+    #[test]
+    fn memoised_decisions_are_not_shared_between_cache_sets_or_kept_when_caching_is_off() {
+        let q = query();
+        let (a, b) = (Caches::new(16, 10), Caches::new(16, 10));
+        assert_eq!(decided(&a, &q, 1, 100, "a"), ("a".into(), true));
+        assert_eq!(
+            decided(&b, &q, 1, 100, "b"),
+            ("b".into(), true),
+            "another server's"
+        );
+        let off = Caches::disabled();
+        assert_eq!(decided(&off, &q, 1, 100, "c"), ("c".into(), true));
+        assert_eq!(
+            decided(&off, &q, 1, 100, "d"),
+            ("d".into(), true),
+            "nothing kept"
+        );
+        let failed = a.decision(&q, 3, 100, || Err::<Decision, _>("bad"));
+        assert_eq!(failed.err(), Some("bad"));
+        assert_eq!(
+            decided(&a, &q, 3, 100, "e"),
+            ("e".into(), true),
+            "an error caches nothing"
+        );
+    }
+
+    #[test]
+    fn a_query_digested_while_another_is_decided_gets_its_own_buffer() {
+        let caches = Caches::new(16, 10);
+        let q = query();
+        let expected = caches.query_digest(&q);
+        let mut nested = None;
+        caches
+            .decision(&q, 1, 100, || {
+                nested = Some(caches.query_digest(&q));
+                Ok::<_, ()>(allow("p"))
+            })
+            .unwrap();
+        assert_eq!(nested, Some(expected));
+        assert_eq!(caches.query_digest(&q), expected, "the buffer came back");
     }
 
     #[test]

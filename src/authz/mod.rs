@@ -188,12 +188,11 @@ impl Authorizer {
         now: UnixTime,
     ) -> Verdict {
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let decided = self.caches.decisions.get_or_try_insert(
-            self.caches.query_digest(query),
-            snapshot.generation,
-            now_secs,
-            || policy::decide(&snapshot.policies, query).map(|d| (Arc::new(d), i64::MAX)),
-        );
+        let decided = self
+            .caches
+            .decision(query, snapshot.generation, now_secs, || {
+                policy::decide(&snapshot.policies, query)
+            });
         match decided {
             Ok((decision, lookup)) => {
                 self.caches.decision_metrics.used(lookup);

@@ -1,0 +1,191 @@
+//! A small per-thread memo: a fixed number of slots in front of a shared, digest-keyed cache,
+//! for the values a worker needs again and again (a sidecar serves a handful of peers, each
+//! making the same few calls).
+//!
+//! A shared cache costs a repeated caller a digest of its key, a lookup under a shard lock and
+//! a clone of a shared `Arc`: atomic writes to cache lines that every worker touches. Here the
+//! key is the raw bytes themselves (a credential, a query's encoding), compared in full, so no
+//! digest is needed and no two keys can share an entry; the value is this thread's own copy,
+//! so a hit writes nothing another thread reads.
+//!
+//! Entries carry what the shared cache's do: the owning cache set (tests run many servers in
+//! one process), the snapshot generation, and the expiry (never later than the shared entry's).
+//! A memo is [`SLOTS`] slots, direct-mapped by a fast hash of the key: bounded by construction;
+//! a collision only replaces a slot, and the shared cache still answers.
+
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots per thread in each memo.
+const SLOTS: usize = 64;
+
+/// The largest key a slot keeps. A slot holds its raw key, so without a cap a caller could park
+/// megabytes per slot (a refused oversized token, or a valid certificate padded with text the
+/// PEM parser skips); larger ones take the shared, digest-keyed path. Real certificates, tokens
+/// and query encodings are a few kilobytes.
+pub const MAX_KEPT: usize = 16 * 1024;
+
+/// A fresh owner tag, one per set of shared caches, so one server's memo entries are never
+/// another's.
+pub fn next_owner() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Slot<V> {
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: Box<[u8]>,
+    value: V,
+}
+
+/// One thread's slots for one kind of value (declare it with `thread_local!`).
+pub struct Memo<V> {
+    slots: Vec<Option<Slot<V>>>,
+}
+
+impl<V: Clone> Default for Memo<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V: Clone> Memo<V> {
+    /// An empty memo (its slots are allocated on first use).
+    pub const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    fn index(raw: &[u8]) -> usize {
+        // Fixed seed: the slot an attacker can aim at only costs a fall-back to the shared
+        // cache, and the stored key is compared in full.
+        let hash = foldhash::fast::FixedState::default().hash_one(raw);
+        usize::try_from(hash % SLOTS as u64).unwrap_or(0)
+    }
+
+    fn get(&self, owner: u64, generation: u64, now: i64, raw: &[u8]) -> Option<V> {
+        if raw.len() > MAX_KEPT {
+            return None;
+        }
+        let slot = self.slots.get(Self::index(raw))?.as_ref()?;
+        (slot.owner == owner
+            && slot.generation == generation
+            && slot.expires_at > now
+            && *slot.raw == *raw)
+            .then(|| slot.value.clone())
+    }
+
+    fn put(&mut self, owner: u64, generation: u64, expires_at: i64, raw: &[u8], value: V) {
+        if raw.len() > MAX_KEPT {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(Self::index(raw)) {
+            *slot = Some(Slot {
+                owner,
+                generation,
+                expires_at,
+                raw: raw.into(),
+                value,
+            });
+        }
+    }
+}
+
+/// A thread's memo of `V`s, as `thread_local!` declares it.
+pub type Memos<V> = std::thread::LocalKey<RefCell<Memo<V>>>;
+
+/// `memos`'s value for exactly `raw`, if still good; a miss when this thread's memo is in use
+/// further up the stack or already torn down.
+pub fn look<V: Clone>(
+    memos: &'static Memos<V>,
+    owner: u64,
+    generation: u64,
+    now: i64,
+    raw: &[u8],
+) -> Option<V> {
+    memos
+        .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
+        .ok()
+        .flatten()
+}
+
+/// Keeps `value` for `raw` until `expires_at` in `memos`; a thread whose memo is in use or
+/// already torn down simply does not remember.
+pub fn keep<V: Clone>(
+    memos: &'static Memos<V>,
+    owner: u64,
+    generation: u64,
+    expires_at: i64,
+    raw: &[u8],
+    value: impl FnOnce() -> V,
+) {
+    let _ = memos.try_with(|m| {
+        if let Ok(mut memo) = m.try_borrow_mut() {
+            memo.put(owner, generation, expires_at, raw, value());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_needs_the_same_owner_generation_bytes_and_an_unexpired_entry() {
+        let mut memo: Memo<u32> = Memo::new();
+        assert_eq!(memo.get(1, 1, 0, b"abc"), None, "empty");
+        memo.put(1, 1, 100, b"abc", 7);
+        assert_eq!(memo.get(1, 1, 99, b"abc"), Some(7));
+        assert_eq!(memo.get(2, 1, 99, b"abc"), None, "another server's");
+        assert_eq!(memo.get(1, 2, 99, b"abc"), None, "an older snapshot's");
+        assert_eq!(memo.get(1, 1, 100, b"abc"), None, "expired");
+        assert_eq!(memo.get(1, 1, 99, b"abd"), None, "other bytes");
+    }
+
+    /// Review finding: the refusal memo kept a refused token whatever its size (a token over
+    /// the size limit is refused, finally), so 64 slots of megabyte tokens stayed in memory.
+    #[test]
+    fn a_credential_too_large_to_keep_is_not_kept() {
+        let mut memo: Memo<u32> = Memo::new();
+        let big = "a".repeat(1 << 20);
+        memo.put(1, 1, 100, big.as_bytes(), 7);
+        assert_eq!(memo.get(1, 1, 0, big.as_bytes()), None);
+        assert!(
+            memo.slots
+                .iter()
+                .flatten()
+                .all(|slot| slot.raw.len() <= MAX_KEPT),
+            "a slot holds {} bytes",
+            memo.slots
+                .iter()
+                .flatten()
+                .map(|s| s.raw.len())
+                .max()
+                .unwrap_or(0)
+        );
+    }
+
+    #[test]
+    fn the_newest_entry_wins_its_slot_and_the_slots_stay_fixed() {
+        let mut memo: Memo<usize> = Memo::new();
+        for i in 0..10_000 {
+            let raw = format!("credential {i}");
+            memo.put(1, 1, 100, raw.as_bytes(), i);
+            assert_eq!(memo.get(1, 1, 0, raw.as_bytes()), Some(i), "just kept");
+        }
+        assert_eq!(memo.slots.len(), SLOTS);
+        // Every slot holds the last credential that mapped to it, and nothing older.
+        for slot in memo.slots.iter().flatten() {
+            let newer = (slot.value + 1..10_000).any(|j| {
+                Memo::<usize>::index(format!("credential {j}").as_bytes())
+                    == Memo::<usize>::index(&slot.raw)
+            });
+            assert!(!newer, "{:?} was displaced by a newer key", slot.raw);
+        }
+    }
+}
