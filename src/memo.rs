@@ -65,7 +65,8 @@ impl<V: Clone> Memo<V> {
         usize::try_from(hash % SLOTS as u64).unwrap_or(0)
     }
 
-    fn get(&self, owner: u64, generation: u64, now: i64, raw: &[u8]) -> Option<V> {
+    /// The value kept for exactly `raw` and until when it may be used, if still good.
+    fn get(&self, owner: u64, generation: u64, now: i64, raw: &[u8]) -> Option<(V, i64)> {
         if raw.len() > MAX_KEPT {
             return None;
         }
@@ -74,7 +75,7 @@ impl<V: Clone> Memo<V> {
             && slot.generation == generation
             && slot.expires_at > now
             && *slot.raw == *raw)
-            .then(|| slot.value.clone())
+            .then(|| (slot.value.clone(), slot.expires_at))
     }
 
     fn put(&mut self, owner: u64, generation: u64, expires_at: i64, raw: &[u8], value: V) {
@@ -99,15 +100,15 @@ impl<V: Clone> Memo<V> {
 /// A thread's memo of `V`s, as `thread_local!` declares it.
 pub type Memos<V> = std::thread::LocalKey<RefCell<Memo<V>>>;
 
-/// `memos`'s value for exactly `raw`, if still good; a miss when this thread's memo is in use
-/// further up the stack or already torn down.
+/// `memos`'s value for exactly `raw` and until when it may be used, if still good; a miss
+/// when this thread's memo is in use further up the stack or already torn down.
 pub fn look<V: Clone>(
     memos: &'static Memos<V>,
     owner: u64,
     generation: u64,
     now: i64,
     raw: &[u8],
-) -> Option<V> {
+) -> Option<(V, i64)> {
     memos
         .try_with(|m| m.try_borrow().ok()?.get(owner, generation, now, raw))
         .ok()
@@ -140,7 +141,7 @@ mod tests {
         let mut memo: Memo<u32> = Memo::new();
         assert_eq!(memo.get(1, 1, 0, b"abc"), None, "empty");
         memo.put(1, 1, 100, b"abc", 7);
-        assert_eq!(memo.get(1, 1, 99, b"abc"), Some(7));
+        assert_eq!(memo.get(1, 1, 99, b"abc"), Some((7, 100)));
         assert_eq!(memo.get(2, 1, 99, b"abc"), None, "another server's");
         assert_eq!(memo.get(1, 2, 99, b"abc"), None, "an older snapshot's");
         assert_eq!(memo.get(1, 1, 100, b"abc"), None, "expired");
@@ -176,7 +177,11 @@ mod tests {
         for i in 0..10_000 {
             let raw = format!("credential {i}");
             memo.put(1, 1, 100, raw.as_bytes(), i);
-            assert_eq!(memo.get(1, 1, 0, raw.as_bytes()), Some(i), "just kept");
+            assert_eq!(
+                memo.get(1, 1, 0, raw.as_bytes()),
+                Some((i, 100)),
+                "just kept"
+            );
         }
         assert_eq!(memo.slots.len(), SLOTS);
         // Every slot holds the last credential that mapped to it, and nothing older.

@@ -381,5 +381,6 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
         bound: spec.token.as_ref().is_some_and(|t| t.bound),
         token,
         mode,
+        valid_until: i64::MAX,
     })
 }

@@ -28,6 +28,8 @@ mod envoy;
 mod garbage;
 #[path = "api/layering.rs"]
 mod layering;
+#[path = "api/memo.rs"]
+mod memo;
 #[path = "api/overload.rs"]
 mod overload;
 #[path = "api/policytest.rs"]

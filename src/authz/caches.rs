@@ -1,6 +1,7 @@
 //! The pipeline's caches: verified credentials (owned by `identity`) and decisions, keyed by a
 //! keyed digest of the Cedar query, with a per-thread memo in front keyed by the query's exact
-//! encoding.
+//! encoding; and in front of the whole pipeline, a per-thread memo of verdicts keyed by the
+//! request's exact decision inputs, so a repeated caller costs one lookup.
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
@@ -14,6 +15,8 @@ use crate::mapping::Query;
 use crate::memo::{self, Memo};
 use crate::metrics::CacheMetrics;
 use crate::policy::Decision;
+use crate::request::CheckInput;
+use crate::verdict::{DecisionId, Verdict};
 
 /// A keyed 128-bit digest of a Cedar query. SipHash-2-4 is a PRF: without the per-process
 /// key, a caller cannot craft two queries with the same digest, and accidental collisions
@@ -39,8 +42,31 @@ pub struct Caches {
 thread_local! {
     /// Decisions this thread made or fetched, each its own copy, by exact query encoding.
     static DECISIONS: RefCell<Memo<Arc<Decision>>> = const { RefCell::new(Memo::new()) };
-    /// The query encoding being looked up, kept between queries (up to `KEPT_CAPACITY`).
+    /// Verdicts this thread gave, by the exact decision inputs of the request.
+    static VERDICTS: RefCell<Memo<Remembered>> = const { RefCell::new(Memo::new()) };
+    /// The key being looked up, kept between requests (up to `KEPT_CAPACITY`).
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A verdict kept for reuse, and the cache hits a reuse stands for.
+#[derive(Debug, Clone)]
+struct Remembered {
+    verdict: Verdict,
+    reuse: Reuse,
+}
+
+/// What makes a fresh verdict reusable for a request with the same decision inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Unix seconds until which it may be reused: the earliest expiry of the credentials, the
+    /// cache entries and the decision it came from.
+    pub until: i64,
+    /// A certificate was verified (a reuse counts as a certificate-cache hit).
+    pub certificate: bool,
+    /// A token was verified (a reuse counts as a token-cache hit).
+    pub token: bool,
+    /// A token was refused, finally (a reuse counts as a refused-token-cache hit).
+    pub refused_token: bool,
 }
 
 /// The encoding buffer keeps its capacity between queries, up to this many bytes.
@@ -65,33 +91,84 @@ impl Caches {
 
     /// The decision for `query` under snapshot `generation` at `now` (seconds): this thread's
     /// memo, else the shared cache, else `decide`'s (cached until the TTL; an error caches
-    /// nothing). A memo hit is counted as a cache hit.
+    /// nothing), and until when it may be used. A memo hit is counted as a cache hit.
     pub fn decision<E>(
         &self,
         query: &Query,
         generation: u64,
         now: i64,
         decide: impl FnOnce() -> Result<Decision, E>,
-    ) -> Result<(Arc<Decision>, Lookup), E> {
-        with_encoding(query, |encoded| {
-            if let Some(owner) = self.memo_owner
-                && let Some(hit) = memo::look(&DECISIONS, owner, generation, now, encoded)
-            {
-                return Ok((hit, Lookup::HIT));
-            }
-            let (decision, lookup, expires_at) = self.decisions.get_or_try_insert_until(
-                self.digest(encoded),
-                generation,
-                now,
-                || decide().map(|d| (Arc::new(d), i64::MAX)),
-            )?;
-            if let Some(owner) = self.memo_owner {
-                memo::keep(&DECISIONS, owner, generation, expires_at, encoded, || {
-                    Arc::new(Decision::clone(&decision))
-                });
-            }
-            Ok((decision, lookup))
-        })
+    ) -> Result<(Arc<Decision>, Lookup, i64), E> {
+        with_buffer(
+            |buffer| query.hash(&mut Gather(buffer)),
+            |encoded| {
+                if let Some(owner) = self.memo_owner
+                    && let Some((hit, until)) =
+                        memo::look(&DECISIONS, owner, generation, now, encoded)
+                {
+                    return Ok((hit, Lookup::HIT, until));
+                }
+                let (decision, lookup, expires_at) = self.decisions.get_or_try_insert_until(
+                    self.digest(encoded),
+                    generation,
+                    now,
+                    || decide().map(|d| (Arc::new(d), i64::MAX)),
+                )?;
+                if let Some(owner) = self.memo_owner {
+                    memo::keep(&DECISIONS, owner, generation, expires_at, encoded, || {
+                        Arc::new(Decision::clone(&decision))
+                    });
+                }
+                Ok((decision, lookup, expires_at))
+            },
+        )
+    }
+
+    /// The verdict for `input` under snapshot `generation` at `now` (seconds): one this thread
+    /// gave a request with exactly the same decision inputs (with a new decision id, and
+    /// counted as hits of the caches it stands for), else `decide`'s, kept when it says how long
+    /// it may be reused.
+    pub fn verdict(
+        &self,
+        input: &CheckInput,
+        generation: u64,
+        now: i64,
+        decide: impl FnOnce() -> (Verdict, Option<Reuse>),
+    ) -> Verdict {
+        let Some(owner) = self.memo_owner else {
+            return decide().0;
+        };
+        with_buffer(
+            |buffer| decision_inputs(input, buffer),
+            |key| {
+                if let Some((kept, _)) = memo::look(&VERDICTS, owner, generation, now, key) {
+                    let Reuse {
+                        certificate,
+                        token,
+                        refused_token,
+                        ..
+                    } = kept.reuse;
+                    self.identity.reused(certificate, token, refused_token);
+                    if !refused_token {
+                        self.decision_metrics.used(Lookup::HIT);
+                    }
+                    return Verdict {
+                        decision_id: DecisionId::next(),
+                        ..kept.verdict
+                    };
+                }
+                let (verdict, reuse) = decide();
+                if let Some(reuse) = reuse {
+                    memo::keep(&VERDICTS, owner, generation, reuse.until, key, || {
+                        Remembered {
+                            verdict: verdict.clone(),
+                            reuse,
+                        }
+                    });
+                }
+                verdict
+            },
+        )
     }
 
     /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
@@ -99,7 +176,10 @@ impl Caches {
     /// gathered first and digested in one call: SipHash fed field by field pays its buffering
     /// on each of the query's few dozen short writes.
     pub fn query_digest(&self, query: &Query) -> QueryDigest {
-        with_encoding(query, |encoded| self.digest(encoded))
+        with_buffer(
+            |buffer| query.hash(&mut Gather(buffer)),
+            |encoded| self.digest(encoded),
+        )
     }
 
     fn digest(&self, encoded: &[u8]) -> QueryDigest {
@@ -109,10 +189,42 @@ impl Caches {
     }
 }
 
-/// Runs `f` on `query`'s encoding, gathered in this thread's buffer: taken out while `f` runs
-/// (so a nested query, or one at thread exit once the buffer is torn down, simply gathers in a
-/// new one) and put back after, unless it grew past `KEPT_CAPACITY`.
-fn with_encoding<T>(query: &Query, f: impl FnOnce(&[u8]) -> T) -> T {
+/// Everything in `input` the pipeline reads, each field length-prefixed so that no two inputs
+/// share an encoding: identity's (the certificate, Envoy's principal, the `authorization` and
+/// `x-forwarded-client-cert` headers) and mapping's (method, path, host, source address).
+/// Other headers (request ids, tracing) decide nothing and are left out, so a caller repeating a
+/// call through Envoy still finds its verdict.
+fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
+    let mut field = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    field(input.certificate.as_bytes());
+    field(input.principal.as_bytes());
+    for header in ["authorization", "x-forwarded-client-cert"] {
+        match input.header(header) {
+            // Absent and empty differ: a marker length no real value has.
+            None => field(&[]),
+            Some(value) => {
+                field(&[1]);
+                field(value.as_bytes());
+            }
+        }
+    }
+    field(input.method.as_bytes());
+    field(input.path.as_bytes());
+    field(input.host.as_bytes());
+    match input.source_ip {
+        None => field(&[]),
+        Some(std::net::IpAddr::V4(ip)) => field(&ip.octets()),
+        Some(std::net::IpAddr::V6(ip)) => field(&ip.octets()),
+    }
+}
+
+/// Runs `f` on what `fill` writes into this thread's buffer: taken out while `f` runs (so a
+/// nested use, or one at thread exit once the buffer is torn down, simply fills a new one) and
+/// put back after, unless it grew past `KEPT_CAPACITY`.
+fn with_buffer<T>(fill: impl FnOnce(&mut Vec<u8>), f: impl FnOnce(&[u8]) -> T) -> T {
     let mut buffer = ENCODED
         .try_with(|cell| {
             cell.try_borrow_mut()
@@ -122,7 +234,7 @@ fn with_encoding<T>(query: &Query, f: impl FnOnce(&[u8]) -> T) -> T {
         .and_then(Result::ok)
         .unwrap_or_default();
     buffer.clear();
-    query.hash(&mut Gather(&mut buffer));
+    fill(&mut buffer);
     let result = f(&buffer);
     if buffer.capacity() <= KEPT_CAPACITY {
         let _ = ENCODED.try_with(|cell| {
@@ -238,7 +350,7 @@ mod tests {
         id: &str,
     ) -> (String, bool) {
         let mut ran = false;
-        let (decision, _) = caches
+        let (decision, _, _) = caches
             .decision(query, generation, now, || {
                 ran = true;
                 Ok::<_, ()>(allow(id))
@@ -311,6 +423,143 @@ mod tests {
             .unwrap();
         assert_eq!(nested, Some(expected));
         assert_eq!(caches.query_digest(&q), expected, "the buffer came back");
+    }
+
+    fn request() -> CheckInput {
+        let mut input = CheckInput {
+            method: "GET".into(),
+            path: "/orders/1".into(),
+            host: "shop".into(),
+            source_ip: Some("10.0.0.1".parse().unwrap()),
+            certificate: "-----BEGIN%20CERTIFICATE-----".into(),
+            principal: "spiffe://td/envoy-view".into(),
+            ..CheckInput::default()
+        };
+        input.insert_header("authorization", "Bearer abc");
+        input.insert_header("x-request-id", "1");
+        input
+    }
+
+    /// Gives `input` a verdict through `caches`: whether the pipeline ran, and the verdict's id.
+    fn answered(
+        caches: &Caches,
+        input: &CheckInput,
+        now: i64,
+        reuse: Option<Reuse>,
+    ) -> (bool, DecisionId) {
+        let mut ran = false;
+        let verdict = caches.verdict(input, 1, now, || {
+            ran = true;
+            (Verdict::allow("app".into(), Vec::new(), Vec::new()), reuse)
+        });
+        (ran, verdict.decision_id)
+    }
+
+    const REUSE: Reuse = Reuse {
+        until: 200,
+        certificate: true,
+        token: true,
+        refused_token: false,
+    };
+
+    #[test]
+    fn a_verdict_is_reused_only_for_the_same_decision_inputs_and_with_a_new_id() {
+        let caches = Caches::new(16, 300);
+        let base = request();
+        let (ran, first) = answered(&caches, &base, 100, Some(REUSE));
+        assert!(ran);
+        let (ran, again) = answered(&caches, &base, 100, Some(REUSE));
+        assert!(!ran, "the same inputs: remembered");
+        assert_ne!(first, again, "every verdict has its own id");
+        let mut other_header = base.clone();
+        other_header
+            .headers
+            .insert("x-request-id".into(), "2".into());
+        assert!(
+            !answered(&caches, &other_header, 100, Some(REUSE)).0,
+            "a header nothing reads"
+        );
+        type Change = Box<dyn Fn(&mut CheckInput)>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("method", Box::new(|i| i.method = "POST".into())),
+            ("path", Box::new(|i| i.path = "/orders/2".into())),
+            ("host", Box::new(|i| i.host = "admin".into())),
+            (
+                "source",
+                Box::new(|i| i.source_ip = Some("10.0.0.2".parse().unwrap())),
+            ),
+            ("no source", Box::new(|i| i.source_ip = None)),
+            ("certificate", Box::new(|i| i.certificate.push('x'))),
+            ("principal", Box::new(|i| i.principal.clear())),
+            ("token", Box::new(|i| i.insert_header("authorization", "x"))),
+            (
+                "no token",
+                Box::new(|i| {
+                    i.headers.remove("authorization");
+                }),
+            ),
+            (
+                "empty token",
+                Box::new(|i| {
+                    i.headers.insert("authorization".into(), String::new());
+                }),
+            ),
+            (
+                "xfcc",
+                Box::new(|i| i.insert_header("x-forwarded-client-cert", "By=a")),
+            ),
+            (
+                "field boundary",
+                Box::new(|i| {
+                    i.method = "GET/orders".into();
+                    i.path = "/1".into();
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert!(
+                answered(&caches, &changed, 100, None).0,
+                "{what}: decided afresh"
+            );
+        }
+    }
+
+    #[test]
+    fn a_verdict_is_reused_until_it_may_not_be_and_only_when_it_may() {
+        let caches = Caches::new(16, 300);
+        let input = request();
+        assert!(answered(&caches, &input, 100, None).0);
+        assert!(
+            answered(&caches, &input, 100, Some(REUSE)).0,
+            "not reusable: not kept"
+        );
+        assert!(!answered(&caches, &input, 199, Some(REUSE)).0);
+        assert!(
+            answered(&caches, &input, 200, Some(REUSE)).0,
+            "until 200, not at 200"
+        );
+        let mut ran = false;
+        caches.verdict(&input, 2, 150, || {
+            ran = true;
+            (
+                Verdict::deny(crate::verdict::ReasonCode::PolicyDenied, "no"),
+                None,
+            )
+        });
+        assert!(ran, "another snapshot generation decides afresh");
+        let off = Caches::disabled();
+        assert!(answered(&off, &input, 100, Some(REUSE)).0);
+        assert!(
+            answered(&off, &input, 100, Some(REUSE)).0,
+            "caching off: nothing kept"
+        );
+        let other = Caches::new(16, 300);
+        assert!(
+            answered(&other, &input, 100, Some(REUSE)).0,
+            "another server's memory"
+        );
     }
 
     #[test]

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::UnixTime;
 
 use crate::audit::AuditLog;
-use crate::identity::{self, Caller};
+use crate::identity::{self, Caller, IdentitySource, Refusal};
 use crate::mapping::{self, Query};
 use crate::metrics::DecisionMetrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
 use crate::verdict::{ReasonCode, Verdict};
-pub use caches::Caches;
+pub use caches::{Caches, Reuse};
 use log::DecisionLog;
 
 /// What `explain` shows besides the verdict: how far the request got, and as what.
@@ -132,7 +132,8 @@ impl Authorizer {
     }
 
     /// The whole pipeline against `snapshot` at `now`, without recording (benchmarks and
-    /// `check --explain`, which passes a `trace`).
+    /// `check --explain`, which passes a `trace`). Without a trace, a request whose decision
+    /// inputs this thread saw before gets the verdict it got then (see [`Caches::verdict`]).
     pub fn decide(
         &self,
         snapshot: &Snapshot,
@@ -140,7 +141,28 @@ impl Authorizer {
         now: UnixTime,
         trace: Option<&mut Trace>,
     ) -> Verdict {
-        let caller = match identity::verify(
+        if trace.is_some() {
+            return self.decide_fresh(snapshot, input, now, trace).0;
+        }
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        self.caches
+            .verdict(input, snapshot.generation, now_secs, || {
+                self.decide_fresh(snapshot, input, now, None)
+            })
+    }
+
+    /// The whole pipeline, and whether (and until when) its verdict may be reused for the same
+    /// decision inputs: a policy decision may, a refusal of the credentials or request may not.
+    fn decide_fresh(
+        &self,
+        snapshot: &Snapshot,
+        input: &CheckInput,
+        now: UnixTime,
+        trace: Option<&mut Trace>,
+    ) -> (Verdict, Option<Reuse>) {
+        let certificate = snapshot.identity.source == IdentitySource::Certificate
+            && !input.certificate.is_empty();
+        let caller = match identity::verify_reusable(
             &snapshot.identity,
             &self.caches.identity,
             snapshot.generation,
@@ -148,9 +170,28 @@ impl Authorizer {
             now,
         ) {
             Ok(caller) => caller,
-            Err(e) => return Verdict::deny((&e).into(), e.to_string()),
+            Err(Refusal { error, final_until }) => {
+                // A final token refusal is answered again from memory, like the refused-token
+                // cache it stands for: a replayed forgery costs no more than an allowed call.
+                let reuse = final_until.map(|until| Reuse {
+                    until,
+                    certificate,
+                    token: false,
+                    refused_token: true,
+                });
+                return (Verdict::deny((&error).into(), error.to_string()), reuse);
+            }
         };
-        self.decide_as(snapshot, caller, input, now, trace)
+        let token = caller.token.is_some();
+        let credentials_until = caller.valid_until;
+        let (verdict, decided_until) = self.decide_as_until(snapshot, caller, input, now, trace);
+        let reuse = decided_until.map(|until| Reuse {
+            until: until.min(credentials_until),
+            certificate,
+            token,
+            refused_token: false,
+        });
+        (verdict, reuse)
     }
 
     /// The pipeline after identity: mapping, decision cache, Cedar. `tollgate test` enters here
@@ -161,21 +202,35 @@ impl Authorizer {
         caller: Caller,
         input: &CheckInput,
         now: UnixTime,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Verdict {
+        self.decide_as_until(snapshot, caller, input, now, trace).0
+    }
+
+    /// [`Self::decide_as`], and until when a policy decision may be reused (`None` for a
+    /// request that could not be mapped or decided).
+    fn decide_as_until(
+        &self,
+        snapshot: &Snapshot,
+        caller: Caller,
+        input: &CheckInput,
+        now: UnixTime,
+        mut trace: Option<&mut Trace>,
+    ) -> (Verdict, Option<i64>) {
         if let Some(trace) = trace.as_deref_mut() {
             trace.caller = Some(caller.clone());
         }
         let query = match mapping::map(&snapshot.routes, &caller, input) {
             Ok(query) => query,
             Err(e) => {
-                return with_principal(Verdict::deny((&e).into(), e.to_string()), caller.principal);
+                let deny = Verdict::deny((&e).into(), e.to_string());
+                return (with_principal(deny, caller.principal), None);
             }
         };
         if let Some(trace) = trace {
             trace.query = Some(query.clone());
         }
-        self.decide_query(snapshot, caller.principal, &query, now)
+        self.decide_query_until(snapshot, caller.principal, &query, now)
     }
 
     /// The pipeline after mapping: decision cache and Cedar, for a Cedar query given directly
@@ -187,6 +242,16 @@ impl Authorizer {
         query: &Query,
         now: UnixTime,
     ) -> Verdict {
+        self.decide_query_until(snapshot, principal, query, now).0
+    }
+
+    fn decide_query_until(
+        &self,
+        snapshot: &Snapshot,
+        principal: String,
+        query: &Query,
+        now: UnixTime,
+    ) -> (Verdict, Option<i64>) {
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let decided = self
             .caches
@@ -194,11 +259,14 @@ impl Authorizer {
                 policy::decide(&snapshot.policies, query)
             });
         match decided {
-            Ok((decision, lookup)) => {
+            Ok((decision, lookup, until)) => {
                 self.caches.decision_metrics.used(lookup);
-                verdict(principal, query, &decision)
+                (verdict(principal, query, &decision), Some(until))
             }
-            Err(e) => with_principal(Verdict::deny((&e).into(), e.to_string()), principal),
+            Err(e) => {
+                let deny = Verdict::deny((&e).into(), e.to_string());
+                (with_principal(deny, principal), None)
+            }
         }
     }
 }

@@ -15,8 +15,9 @@ thread_local! {
     static REFUSED: RefCell<Memo<TokenError>> = const { RefCell::new(Memo::new()) };
 }
 
-/// The workload verified earlier on this thread from exactly `raw`, if still good.
-pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<Workload> {
+/// The workload verified earlier on this thread from exactly `raw` and until when it may be
+/// used, if still good.
+pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<(Workload, i64)> {
     look(&CERTS, owner, generation, now, raw.as_bytes())
 }
 
@@ -32,13 +33,14 @@ pub(super) fn keep_cert(owner: u64, generation: u64, expires_at: i64, raw: &str,
     );
 }
 
-/// The token verified earlier on this thread from exactly `raw`, if still good.
+/// The token verified earlier on this thread from exactly `raw` and until when it may be used,
+/// if still good.
 pub(super) fn token(
     owner: u64,
     generation: u64,
     now: i64,
     raw: &str,
-) -> Option<Arc<VerifiedToken>> {
+) -> Option<(Arc<VerifiedToken>, i64)> {
     look(&TOKENS, owner, generation, now, raw.as_bytes())
 }
 
@@ -60,8 +62,14 @@ pub(super) fn keep_token(
     );
 }
 
-/// The final refusal of exactly `raw` remembered earlier on this thread, if still good.
-pub(super) fn refusal(owner: u64, generation: u64, now: i64, raw: &str) -> Option<TokenError> {
+/// The final refusal of exactly `raw` remembered earlier on this thread and until when it
+/// holds, if still good.
+pub(super) fn refusal(
+    owner: u64,
+    generation: u64,
+    now: i64,
+    raw: &str,
+) -> Option<(TokenError, i64)> {
     look(&REFUSED, owner, generation, now, raw.as_bytes())
 }
 

@@ -94,6 +94,9 @@ pub struct Caller {
     pub bound: bool,
     /// App-only or delegated.
     pub mode: AccessMode,
+    /// Unix seconds until which this identification may be reused: the earliest expiry of the
+    /// verified credentials and of the cache entries they came from (`i64::MAX`: no limit).
+    pub valid_until: i64,
 }
 
 /// Why the caller could not be identified.
@@ -177,6 +180,21 @@ impl IdentityCaches {
 }
 
 impl IdentityCaches {
+    /// Counts a request answered from a verdict remembered for the same credentials as the
+    /// cache hits that verdict stood for: a verified certificate, a verified token, a refused
+    /// token.
+    pub fn reused(&self, certificate: bool, token: bool, refused_token: bool) {
+        if certificate {
+            self.certs_used(Lookup::HIT);
+        }
+        if token {
+            self.tokens_used(Lookup::HIT);
+        }
+        if refused_token {
+            self.refused_used(Lookup::HIT);
+        }
+    }
+
     fn certs_used(&self, lookup: Lookup) {
         let [certs, _, _] = &self.metrics;
         certs.used(lookup);
@@ -201,24 +219,64 @@ pub fn verify(
     input: &CheckInput,
     now: UnixTime,
 ) -> Result<Caller, IdentityError> {
-    let workload = match identity.source {
+    verify_reusable(identity, caches, generation, input, now).map_err(|refusal| refusal.error)
+}
+
+/// Why [`verify_reusable`] refused a caller, and until when the same credentials would be
+/// refused the same way.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Why.
+    pub error: IdentityError,
+    /// Unix seconds until which the same credentials get the same refusal under this snapshot
+    /// (a final token refusal, after a certificate that verified); `None` when it may change.
+    pub final_until: Option<i64>,
+}
+
+impl From<IdentityError> for Refusal {
+    fn from(error: IdentityError) -> Self {
+        Self {
+            error,
+            final_until: None,
+        }
+    }
+}
+
+/// [`verify`], saying of a refusal whether it is final.
+pub fn verify_reusable(
+    identity: &Identity,
+    caches: &IdentityCaches,
+    generation: u64,
+    input: &CheckInput,
+    now: UnixTime,
+) -> Result<Caller, Refusal> {
+    let (workload, cert_until) = match identity.source {
         IdentitySource::Certificate => certificate(identity, caches, generation, input, now)?,
-        IdentitySource::Xfcc => forwarded_certificate(identity, input)?,
-        IdentitySource::EnvoyPrincipal => envoy_principal(identity, input)?,
+        IdentitySource::Xfcc => (forwarded_certificate(identity, input)?, i64::MAX),
+        IdentitySource::EnvoyPrincipal => (envoy_principal(identity, input)?, i64::MAX),
     };
-    let token = match bearer(input)? {
-        Some(raw) => Some(token(identity, caches, generation, raw, now)?),
-        None => None,
+    let (token, token_until) = match bearer(input)? {
+        Some(raw) => match token(identity, caches, generation, raw, now) {
+            Ok((token, until)) => (Some(token), until),
+            Err((error, final_until)) => {
+                return Err(Refusal {
+                    error: error.into(),
+                    final_until: final_until.map(|until| until.min(cert_until)),
+                });
+            }
+        },
+        None => (None, i64::MAX),
     };
     let bound = match &token {
-        Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))?,
+        Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))
+            .map_err(IdentityError::from)?,
         None => false,
     };
     if identity.require_workload && workload.is_none() {
-        return Err(IdentityError::WorkloadRequired);
+        return Err(IdentityError::WorkloadRequired.into());
     }
     if identity.require_token && token.is_none() {
-        return Err(IdentityError::TokenRequired);
+        return Err(IdentityError::TokenRequired.into());
     }
     let principal = match (&workload, &token) {
         (Some(w), _) => match &w.name {
@@ -226,7 +284,7 @@ pub fn verify(
             WorkloadName::Dns(name) => name.clone(),
         },
         (None, Some(t)) => t.client_principal.clone().ok_or(IdentityError::NoClient)?,
-        (None, None) => return Err(IdentityError::NoCredentials),
+        (None, None) => return Err(IdentityError::NoCredentials.into()),
     };
     let mode = AccessMode::for_token(token.as_deref());
     Ok(Caller {
@@ -235,30 +293,32 @@ pub fn verify(
         token,
         bound,
         mode,
+        valid_until: cert_until.min(token_until),
     })
 }
 
 /// Verifies a bearer token, or answers from the caches: a token verified before, or one
-/// refused before for a reason that cannot change under this snapshot.
+/// refused before for a reason that cannot change under this snapshot. Says until when the
+/// answer holds: a verified token's cache entry, or a final refusal's (`None`: not final).
 fn token(
     identity: &Identity,
     caches: &IdentityCaches,
     generation: u64,
     raw: &str,
     now: UnixTime,
-) -> Result<Arc<VerifiedToken>, TokenError> {
+) -> Result<(Arc<VerifiedToken>, i64), (TokenError, Option<i64>)> {
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     if let Some(owner) = caches.memo_owner
-        && let Some(verified) = memo::token(owner, generation, now_secs, raw)
+        && let Some(kept) = memo::token(owner, generation, now_secs, raw)
     {
         caches.tokens_used(Lookup::HIT);
-        return Ok(verified);
+        return Ok(kept);
     }
     if let Some(owner) = caches.memo_owner
-        && let Some(refusal) = memo::refusal(owner, generation, now_secs, raw)
+        && let Some((refusal, until)) = memo::refusal(owner, generation, now_secs, raw)
     {
         caches.refused_used(Lookup::HIT);
-        return Err(refusal);
+        return Err((refusal, Some(until)));
     }
     let digest = sha256(raw.as_bytes());
     if let Some((refusal, until)) = caches
@@ -269,7 +329,7 @@ fn token(
         if let Some(owner) = caches.memo_owner {
             memo::keep_refusal(owner, generation, until, raw, &refusal);
         }
-        return Err(refusal);
+        return Err((refusal, Some(until)));
     }
     let verified = caches
         .tokens
@@ -284,26 +344,24 @@ fn token(
             if let Some(owner) = caches.memo_owner {
                 memo::keep_token(owner, generation, until, raw, &verified);
             }
-            Ok(verified)
+            Ok((verified, until))
         }
         Err(refusal) => {
-            if refusal.is_final() {
-                // Until the TTL, or a new snapshot (a new key set) judges it afresh.
-                let kept = refusal.bounded();
-                let evicted = caches.refused_tokens.insert(
-                    digest,
-                    kept.clone(),
-                    generation,
-                    now_secs,
-                    i64::MAX,
-                );
-                caches.refused_used(Lookup::miss(evicted));
-                if let Some(owner) = caches.memo_owner {
-                    let until = caches.refused_tokens.expiry(now_secs, i64::MAX);
-                    memo::keep_refusal(owner, generation, until, raw, &kept);
-                }
+            if !refusal.is_final() {
+                return Err((refusal, None));
             }
-            Err(refusal)
+            // Until the TTL, or a new snapshot (a new key set) judges it afresh.
+            let kept = refusal.bounded();
+            let evicted =
+                caches
+                    .refused_tokens
+                    .insert(digest, kept.clone(), generation, now_secs, i64::MAX);
+            caches.refused_used(Lookup::miss(evicted));
+            let until = caches.refused_tokens.expiry(now_secs, i64::MAX);
+            if let Some(owner) = caches.memo_owner {
+                memo::keep_refusal(owner, generation, until, raw, &kept);
+            }
+            Err((refusal, Some(until)))
         }
     }
 }
@@ -314,16 +372,16 @@ fn certificate(
     generation: u64,
     input: &CheckInput,
     now: UnixTime,
-) -> Result<Option<Workload>, IdentityError> {
+) -> Result<(Option<Workload>, i64), IdentityError> {
     if input.certificate.is_empty() {
-        return Ok(None);
+        return Ok((None, i64::MAX));
     }
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     if let Some(owner) = caches.memo_owner
-        && let Some(workload) = memo::cert(owner, generation, now_secs, &input.certificate)
+        && let Some((workload, until)) = memo::cert(owner, generation, now_secs, &input.certificate)
     {
         caches.certs_used(Lookup::HIT);
-        return Ok(Some(workload));
+        return Ok((Some(workload), until));
     }
     let (verified, lookup, until) = caches.certs.get_or_try_insert_until(
         sha256(input.certificate.as_bytes()),
@@ -344,7 +402,7 @@ fn certificate(
     if let Some(owner) = caches.memo_owner {
         memo::keep_cert(owner, generation, until, &input.certificate, &workload);
     }
-    Ok(Some(workload))
+    Ok((Some(workload), until))
 }
 
 fn forwarded_certificate(
