@@ -36,6 +36,9 @@ pub fn next_owner() -> u64 {
 struct Slot<V> {
     owner: u64,
     generation: u64,
+    /// When it was kept: it is not good before (a clock stepped back must not bring back an
+    /// answer made later, when a not-yet-valid credential had become valid).
+    kept_at: i64,
     expires_at: i64,
     raw: Box<[u8]>,
     value: V,
@@ -73,13 +76,16 @@ impl<V: Clone> Memo<V> {
         let slot = self.slots.get(Self::index(raw))?.as_ref()?;
         (slot.owner == owner
             && slot.generation == generation
+            && slot.kept_at <= now
             && slot.expires_at > now
             && *slot.raw == *raw)
             .then(|| (slot.value.clone(), slot.expires_at))
     }
 
-    fn put(&mut self, owner: u64, generation: u64, expires_at: i64, raw: &[u8], value: V) {
-        if raw.len() > MAX_KEPT {
+    fn put(&mut self, owner: u64, generation: u64, span: (i64, i64), raw: &[u8], value: V) {
+        let (kept_at, expires_at) = span;
+        // Too large to keep, or already over (it would only push out a live entry).
+        if raw.len() > MAX_KEPT || expires_at <= kept_at {
             return;
         }
         if self.slots.is_empty() {
@@ -89,6 +95,7 @@ impl<V: Clone> Memo<V> {
             *slot = Some(Slot {
                 owner,
                 generation,
+                kept_at,
                 expires_at,
                 raw: raw.into(),
                 value,
@@ -115,19 +122,19 @@ pub fn look<V: Clone>(
         .flatten()
 }
 
-/// Keeps `value` for `raw` until `expires_at` in `memos`; a thread whose memo is in use or
-/// already torn down simply does not remember.
+/// Keeps `value` for `raw` in `memos`, good from `span.0` (now) until `span.1`; a thread whose
+/// memo is in use or already torn down simply does not remember.
 pub fn keep<V: Clone>(
     memos: &'static Memos<V>,
     owner: u64,
     generation: u64,
-    expires_at: i64,
+    span: (i64, i64),
     raw: &[u8],
     value: impl FnOnce() -> V,
 ) {
     let _ = memos.try_with(|m| {
         if let Ok(mut memo) = m.try_borrow_mut() {
-            memo.put(owner, generation, expires_at, raw, value());
+            memo.put(owner, generation, span, raw, value());
         }
     });
 }
@@ -140,12 +147,20 @@ mod tests {
     fn a_hit_needs_the_same_owner_generation_bytes_and_an_unexpired_entry() {
         let mut memo: Memo<u32> = Memo::new();
         assert_eq!(memo.get(1, 1, 0, b"abc"), None, "empty");
-        memo.put(1, 1, 100, b"abc", 7);
+        memo.put(1, 1, (10, 100), b"abc", 7);
         assert_eq!(memo.get(1, 1, 99, b"abc"), Some((7, 100)));
         assert_eq!(memo.get(2, 1, 99, b"abc"), None, "another server's");
         assert_eq!(memo.get(1, 2, 99, b"abc"), None, "an older snapshot's");
         assert_eq!(memo.get(1, 1, 100, b"abc"), None, "expired");
         assert_eq!(memo.get(1, 1, 99, b"abd"), None, "other bytes");
+        assert_eq!(memo.get(1, 1, 9, b"abc"), None, "before it was kept");
+        memo.put(1, 1, (100, 100), b"abd", 8);
+        assert_eq!(memo.get(1, 1, 100, b"abc"), None);
+        assert_eq!(
+            memo.get(1, 1, 99, b"abc"),
+            Some((7, 100)),
+            "an entry already over is not kept"
+        );
     }
 
     /// Review finding: the refusal memo kept a refused token whatever its size (a token over
@@ -154,7 +169,7 @@ mod tests {
     fn a_credential_too_large_to_keep_is_not_kept() {
         let mut memo: Memo<u32> = Memo::new();
         let big = "a".repeat(1 << 20);
-        memo.put(1, 1, 100, big.as_bytes(), 7);
+        memo.put(1, 1, (0, 100), big.as_bytes(), 7);
         assert_eq!(memo.get(1, 1, 0, big.as_bytes()), None);
         assert!(
             memo.slots
@@ -176,7 +191,7 @@ mod tests {
         let mut memo: Memo<usize> = Memo::new();
         for i in 0..10_000 {
             let raw = format!("credential {i}");
-            memo.put(1, 1, 100, raw.as_bytes(), i);
+            memo.put(1, 1, (0, 100), raw.as_bytes(), i);
             assert_eq!(
                 memo.get(1, 1, 0, raw.as_bytes()),
                 Some((i, 100)),

@@ -12,6 +12,7 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 use crate::cache::{Lookup, TtlCache};
 use crate::identity::IdentityCaches;
 use crate::mapping::Query;
+use crate::mapping::path::MAX_PATH_BYTES;
 use crate::memo::{self, Memo};
 use crate::metrics::CacheMetrics;
 use crate::policy::Decision;
@@ -115,9 +116,14 @@ impl Caches {
                     || decide().map(|d| (Arc::new(d), i64::MAX)),
                 )?;
                 if let Some(owner) = self.memo_owner {
-                    memo::keep(&DECISIONS, owner, generation, expires_at, encoded, || {
-                        Arc::new(Decision::clone(&decision))
-                    });
+                    memo::keep(
+                        &DECISIONS,
+                        owner,
+                        generation,
+                        (now, expires_at),
+                        encoded,
+                        || Arc::new(Decision::clone(&decision)),
+                    );
                 }
                 Ok((decision, lookup, expires_at))
             },
@@ -159,12 +165,17 @@ impl Caches {
                 }
                 let (verdict, reuse) = decide();
                 if let Some(reuse) = reuse {
-                    memo::keep(&VERDICTS, owner, generation, reuse.until, key, || {
-                        Remembered {
+                    memo::keep(
+                        &VERDICTS,
+                        owner,
+                        generation,
+                        (now, reuse.until),
+                        key,
+                        || Remembered {
                             verdict: verdict.clone(),
                             reuse,
-                        }
-                    });
+                        },
+                    );
                 }
                 verdict
             },
@@ -191,19 +202,30 @@ impl Caches {
 
 /// Everything in `input` the pipeline reads, each field length-prefixed so that no two inputs
 /// share an encoding: identity's (the certificate, Envoy's principal, the `authorization` and
-/// `x-forwarded-client-cert` headers) and mapping's (method, path, host, source address).
-/// Other headers (request ids, tracing) decide nothing and are left out, so a caller repeating a
-/// call through Envoy still finds its verdict.
+/// `x-forwarded-client-cert` headers) and mapping's (method, host, source address, and the path
+/// up to its query or fragment, which mapping drops, with whether the whole target is over
+/// mapping's limit). Other headers (request ids, tracing) decide nothing and are left out, so a
+/// caller repeating a call through Envoy still finds its verdict. `CheckInput` is taken apart
+/// field by field: a field added to it does not compile here until it is placed.
 fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
+    let CheckInput {
+        method,
+        path,
+        host,
+        headers: _,
+        source_ip,
+        certificate,
+        principal,
+    } = input;
     let mut field = |bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         out.extend_from_slice(bytes);
     };
-    field(input.certificate.as_bytes());
-    field(input.principal.as_bytes());
+    field(certificate.as_bytes());
+    field(principal.as_bytes());
     for header in ["authorization", "x-forwarded-client-cert"] {
         match input.header(header) {
-            // Absent and empty differ: a marker length no real value has.
+            // Absent and empty differ: a marker no value has.
             None => field(&[]),
             Some(value) => {
                 field(&[1]);
@@ -211,10 +233,12 @@ fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
             }
         }
     }
-    field(input.method.as_bytes());
-    field(input.path.as_bytes());
-    field(input.host.as_bytes());
-    match input.source_ip {
+    field(method.as_bytes());
+    let route_part = path.split(['?', '#']).next().unwrap_or_default();
+    field(route_part.as_bytes());
+    field(&[u8::from(path.len() > MAX_PATH_BYTES)]);
+    field(host.as_bytes());
+    match source_ip {
         None => field(&[]),
         Some(std::net::IpAddr::V4(ip)) => field(&ip.octets()),
         Some(std::net::IpAddr::V6(ip)) => field(&ip.octets()),
@@ -479,6 +503,18 @@ mod tests {
             !answered(&caches, &other_header, 100, Some(REUSE)).0,
             "a header nothing reads"
         );
+        let mut query = base.clone();
+        query.path.push_str("?page=2#top");
+        assert!(
+            !answered(&caches, &query, 100, Some(REUSE)).0,
+            "a query mapping drops"
+        );
+        // ...unless it takes the target over mapping's limit, which refuses it.
+        query.path.push_str(&"x".repeat(MAX_PATH_BYTES));
+        assert!(
+            answered(&caches, &query, 100, None).0,
+            "over the limit: decided afresh"
+        );
         type Change = Box<dyn Fn(&mut CheckInput)>;
         let changes: Vec<(&str, Change)> = vec![
             ("method", Box::new(|i| i.method = "POST".into())),
@@ -539,6 +575,13 @@ mod tests {
         assert!(
             answered(&caches, &input, 200, Some(REUSE)).0,
             "until 200, not at 200"
+        );
+        let mut later = input.clone();
+        later.path.push('2');
+        assert!(answered(&caches, &later, 180, Some(REUSE)).0);
+        assert!(
+            answered(&caches, &later, 150, Some(REUSE)).0,
+            "kept at 180: not good at 150, should the clock step back"
         );
         let mut ran = false;
         caches.verdict(&input, 2, 150, || {

@@ -21,16 +21,11 @@ pub(super) fn cert(owner: u64, generation: u64, now: i64, raw: &str) -> Option<(
     look(&CERTS, owner, generation, now, raw.as_bytes())
 }
 
-/// Remembers the workload verified from `raw` until `expires_at`.
-pub(super) fn keep_cert(owner: u64, generation: u64, expires_at: i64, raw: &str, w: &Workload) {
-    keep(
-        &CERTS,
-        owner,
-        generation,
-        expires_at,
-        raw.as_bytes(),
-        || w.clone(),
-    );
+/// Remembers the workload verified from `raw`, from `span.0` (now) until `span.1`.
+pub(super) fn keep_cert(owner: u64, generation: u64, span: (i64, i64), raw: &str, w: &Workload) {
+    keep(&CERTS, owner, generation, span, raw.as_bytes(), || {
+        w.clone()
+    });
 }
 
 /// The token verified earlier on this thread from exactly `raw` and until when it may be used,
@@ -44,22 +39,18 @@ pub(super) fn token(
     look(&TOKENS, owner, generation, now, raw.as_bytes())
 }
 
-/// Remembers the token verified from `raw` until `expires_at`, as this thread's own copy.
+/// Remembers the token verified from `raw`, from `span.0` (now) until `span.1`, as this
+/// thread's own copy.
 pub(super) fn keep_token(
     owner: u64,
     generation: u64,
-    expires_at: i64,
+    span: (i64, i64),
     raw: &str,
     t: &VerifiedToken,
 ) {
-    keep(
-        &TOKENS,
-        owner,
-        generation,
-        expires_at,
-        raw.as_bytes(),
-        || Arc::new(t.clone()),
-    );
+    keep(&TOKENS, owner, generation, span, raw.as_bytes(), || {
+        Arc::new(t.clone())
+    });
 }
 
 /// The final refusal of exactly `raw` remembered earlier on this thread and until when it
@@ -73,22 +64,18 @@ pub(super) fn refusal(
     look(&REFUSED, owner, generation, now, raw.as_bytes())
 }
 
-/// Remembers the final refusal of `raw` (its message already cut to size) until `expires_at`.
+/// Remembers the final refusal of `raw` (its message already cut to size), from `span.0` (now)
+/// until `span.1`.
 pub(super) fn keep_refusal(
     owner: u64,
     generation: u64,
-    expires_at: i64,
+    span: (i64, i64),
     raw: &str,
     refusal: &TokenError,
 ) {
-    keep(
-        &REFUSED,
-        owner,
-        generation,
-        expires_at,
-        raw.as_bytes(),
-        || refusal.clone(),
-    );
+    keep(&REFUSED, owner, generation, span, raw.as_bytes(), || {
+        refusal.clone()
+    });
 }
 
 #[cfg(test)]
@@ -108,10 +95,10 @@ mod tests {
                     serial: None,
                 };
                 assert_eq!(cert(1, 1, 0, "x"), None);
-                keep_cert(1, 1, 100, "x", &w);
+                keep_cert(1, 1, (0, 100), "x", &w);
                 assert!(token(1, 1, 0, "x").is_none());
                 assert!(refusal(1, 1, 0, "x").is_none());
-                keep_refusal(1, 1, 100, "x", &TokenError::Signature);
+                keep_refusal(1, 1, (0, 100), "x", &TokenError::Signature);
             }
         }
         thread_local! {

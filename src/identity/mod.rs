@@ -258,12 +258,15 @@ pub fn verify_reusable(
     let (token, token_until) = match bearer(input)? {
         Some(raw) => match token(identity, caches, generation, raw, now) {
             Ok((token, until)) => (Some(token), until),
-            Err((error, final_until)) => {
+            // A final refusal is the one the caches keep and answer again, so it is given
+            // with the kept (cut) text the first time too.
+            Err((error, Some(until))) => {
                 return Err(Refusal {
-                    error: error.into(),
-                    final_until: final_until.map(|until| until.min(cert_until)),
+                    error: error.bounded().into(),
+                    final_until: Some(until.min(cert_until)),
                 });
             }
+            Err((error, None)) => return Err(IdentityError::from(error).into()),
         },
         None => (None, i64::MAX),
     };
@@ -327,7 +330,7 @@ fn token(
     {
         caches.refused_used(Lookup::HIT);
         if let Some(owner) = caches.memo_owner {
-            memo::keep_refusal(owner, generation, until, raw, &refusal);
+            memo::keep_refusal(owner, generation, (now_secs, until), raw, &refusal);
         }
         return Err((refusal, Some(until)));
     }
@@ -342,7 +345,7 @@ fn token(
         Ok((verified, lookup, until)) => {
             caches.tokens_used(lookup);
             if let Some(owner) = caches.memo_owner {
-                memo::keep_token(owner, generation, until, raw, &verified);
+                memo::keep_token(owner, generation, (now_secs, until), raw, &verified);
             }
             Ok((verified, until))
         }
@@ -359,7 +362,7 @@ fn token(
             caches.refused_used(Lookup::miss(evicted));
             let until = caches.refused_tokens.expiry(now_secs, i64::MAX);
             if let Some(owner) = caches.memo_owner {
-                memo::keep_refusal(owner, generation, until, raw, &kept);
+                memo::keep_refusal(owner, generation, (now_secs, until), raw, &kept);
             }
             Err((refusal, Some(until)))
         }
@@ -400,7 +403,13 @@ fn certificate(
         serial: Some(verified.serial.clone()),
     };
     if let Some(owner) = caches.memo_owner {
-        memo::keep_cert(owner, generation, until, &input.certificate, &workload);
+        memo::keep_cert(
+            owner,
+            generation,
+            (now_secs, until),
+            &input.certificate,
+            &workload,
+        );
     }
     Ok((Some(workload), until))
 }

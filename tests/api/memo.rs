@@ -24,12 +24,17 @@ fn authorizer() -> Authorizer {
 }
 
 fn credentials() -> DemoCredentials {
+    lasting(120)
+}
+
+/// Demo credentials for `orders` (certificate and token) good for `seconds`.
+fn lasting(seconds: u64) -> DemoCredentials {
     mint(&DemoRequest {
         app: "orders".into(),
         scopes: vec!["orders.read".into()],
         user: None,
         bind: false,
-        lifetime: Duration::from_secs(120),
+        lifetime: Duration::from_secs(seconds),
     })
     .unwrap()
 }
@@ -89,11 +94,12 @@ fn a_replayed_forgery_is_refused_the_same_way_every_time() {
     let authorizer = authorizer();
     let snapshot = authorizer.snapshot();
     let creds = credentials();
-    let mut forged = creds.token.clone();
-    let last = forged
-        .pop()
-        .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
-    forged.push(last);
+    // One character inside the signature, clear of the last one's padding bits (changing
+    // those makes the token malformed, not forged).
+    let mut forged = creds.token.clone().into_bytes();
+    let at = forged.len() - 5;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
     let input = request(&creds, &forged, "/orders/1");
     let now = UnixTime::now();
     for _ in 0..3 {
@@ -108,4 +114,60 @@ fn a_replayed_forgery_is_refused_the_same_way_every_time() {
         None,
     );
     assert!(genuine.is_allowed(), "{genuine:?}");
+}
+
+/// Review finding: a remembered refusal kept the message of the uncut error, so a token
+/// carrying kilobytes of text (here its issuer) parked them in every thread's memo.
+#[test]
+fn a_remembered_refusal_keeps_a_short_message() {
+    use base64::Engine;
+    let authorizer = authorizer();
+    let snapshot = authorizer.snapshot();
+    let creds = credentials();
+    let part = |json: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    };
+    let token = format!(
+        "{}.{}.{}",
+        part(serde_json::json!({"alg": "ES256", "kid": "demo-2026"})),
+        part(serde_json::json!({"iss": "x".repeat(8_000), "aud": "tollgate-demo"})),
+        "c2lnbmF0dXJl"
+    );
+    let input = request(&creds, &token, "/orders/1");
+    let now = UnixTime::now();
+    for _ in 0..2 {
+        let verdict = authorizer.decide(&snapshot, &input, now, None);
+        assert_eq!(reason(&verdict), Some("token_issuer"), "{verdict:?}");
+        let tollgate::verdict::Outcome::Deny(denial) = &verdict.outcome else {
+            panic!("allowed");
+        };
+        assert!(
+            denial.message.len() <= 200,
+            "{} bytes",
+            denial.message.len()
+        );
+    }
+}
+
+/// Review finding: both credentials expired together, so the test above would pass if reuse
+/// ignored either one. Here each outlives the other in turn.
+#[test]
+fn a_remembered_allow_ends_with_whichever_credential_expires_first() {
+    let authorizer = authorizer();
+    let snapshot = authorizer.snapshot();
+    let (long, short) = (lasting(3600), lasting(120));
+    let now = UnixTime::now();
+    let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() + 600));
+    for (cert, token, expected) in [
+        (&long, &short, "token_expired"),
+        (&short, &long, "cert_expired"),
+    ] {
+        let input = request(cert, &token.token, "/orders/1");
+        for _ in 0..2 {
+            let verdict = authorizer.decide(&snapshot, &input, now, None);
+            assert!(verdict.is_allowed(), "{verdict:?}");
+        }
+        let verdict = authorizer.decide(&snapshot, &input, later, None);
+        assert_eq!(reason(&verdict), Some(expected), "{verdict:?}");
+    }
 }
