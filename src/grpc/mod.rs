@@ -102,3 +102,31 @@ impl<IO: Connected> Connected for OneWrite<IO> {
         self.0.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// h2 sizes its copy threshold by `is_write_vectored`: the wrapper must say no and still
+    /// carry every byte both ways.
+    #[tokio::test]
+    async fn one_write_hides_vectored_writes_and_carries_the_bytes() {
+        let (a, b) = tokio::io::duplex(64);
+        assert!(a.is_write_vectored(), "the stream underneath is vectored");
+        let (mut a, mut b) = (OneWrite(a), OneWrite(b));
+        assert!(!a.is_write_vectored());
+        let bufs = [io::IoSlice::new(b"check"), io::IoSlice::new(b" answer")];
+        let n = a.write_vectored(&bufs).await.unwrap();
+        assert_eq!(
+            n, 5,
+            "one slice at a time, as a writer without vectored writes goes"
+        );
+        a.write_all(b" answer").await.unwrap();
+        a.shutdown().await.unwrap();
+        let mut got = String::new();
+        b.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "check answer");
+    }
+}
