@@ -1,5 +1,5 @@
-//! End-to-end, in-process `Authorizer::decide` on the embedded demo estate: a warm caller (every
-//! cache hit), a cold caller (caches disabled: certificate chain, token and Cedar on every
+//! End-to-end, in-process `Authorizer::decide` on the embedded demo estate: a warm caller (the
+//! same request again: one lookup in the worker's verdict memo), a cold caller (caches disabled: certificate chain, token and Cedar on every
 //! call) with the demo's ES256 issuer and with an RS256 issuer, and the Cedar stage alone.
 #![allow(
     clippy::unwrap_used,
