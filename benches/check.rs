@@ -68,6 +68,28 @@ fn check(c: &mut Criterion) {
         b.iter(|| decide(&warm, snapshot, black_box(&input)))
     });
 
+    // A new forged token every call, against warm caches: what a flood of distinct forgeries
+    // costs in Tollgate's own code (one failed ES256 verification plus everything around it),
+    // to set beside `check/warm` + `token/ES256/cold` without the machine's scheduling.
+    let token_at = input.headers["authorization"].rfind('.').unwrap() + 1;
+    let mut n = 0_u64;
+    c.bench_function("check/distinct forgery", |b| {
+        b.iter_batched(
+            || {
+                use base64::Engine;
+                n += 1;
+                let stamp =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_be_bytes());
+                let mut forged = input.clone();
+                let value = forged.headers.get_mut("authorization").unwrap();
+                value.replace_range(token_at..token_at + stamp.len(), &stamp);
+                forged
+            },
+            |forged| decide(&warm, snapshot, &forged),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
     let cold = Authorizer::offline(embedded());
     c.bench_function("check/cold", |b| {
         b.iter(|| decide(&cold, snapshot, black_box(&input)))
