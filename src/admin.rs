@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -49,6 +50,19 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AdminState>) -> String {
     crate::metrics::publish();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for issuer in state.snapshots.load().identity.issuers.iter() {
+        if let Some(remote) = &issuer.remote
+            && remote.confirmed_at() > 0
+        {
+            crate::metrics::Metrics.jwks_age(
+                &issuer.issuer,
+                now.saturating_sub(remote.confirmed_at()) as f64,
+            );
+        }
+    }
     state
         .prometheus
         .as_ref()
@@ -56,10 +70,31 @@ async fn metrics(State(state): State<AdminState>) -> String {
         .unwrap_or_default()
 }
 
-/// Ready while a validated snapshot serves. A failed reload does not make it unready (the last
-/// good snapshot still decides) but is reported, so a broken rollout is visible.
-async fn ready(State(state): State<AdminState>) -> String {
+/// Ready while a validated snapshot serves and every issuer whose keys are fetched (and is not
+/// `optional`) has its first key set. A failed reload does not make it unready (the last good
+/// snapshot still decides) but is reported, so a broken rollout is visible.
+async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
     let snapshot = state.snapshots.load();
+    let waiting: Vec<String> = snapshot
+        .identity
+        .issuers
+        .iter()
+        .filter(|issuer| issuer.awaits_keys())
+        .map(|issuer| {
+            let from = issuer.remote.as_ref().map_or("", |r| r.location.as_str());
+            format!("issuer `{}` (from {from})", issuer.issuer)
+        })
+        .collect();
+    if !waiting.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: no key set fetched yet for {}; their tokens are refused \
+                 `token_keys_unavailable` until one arrives (see the log for why)\n",
+                waiting.join(", ")
+            ),
+        );
+    }
     let mut body = format!(
         "ready generation={} policies={}\n",
         snapshot.generation,
@@ -81,5 +116,5 @@ async fn ready(State(state): State<AdminState>) -> String {
             body.push_str(" (details in the log, or on a loopback admin listener)\n");
         }
     }
-    body
+    (StatusCode::OK, body)
 }

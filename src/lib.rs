@@ -37,6 +37,7 @@
 //! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
 //! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
 //! - [`lint`], [`diagnostic`]: the policy authors' checks and their `file:line` reports.
+//! - [`fetch`]: documents fetched at run time (JWKS URLs, OIDC discovery) as a snapshot source.
 //! - [`config`]: TOML → validated settings and a [`snapshot::spec::Spec`]; files as a source.
 //! - [`authz`]: the [`authz::Authorizer`] and its caches.
 //! - [`audit`]: one JSON record per decision, written off the request path.
@@ -64,6 +65,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;
+pub mod fetch;
 pub mod grpc;
 pub mod identity;
 pub mod lint;

@@ -212,6 +212,19 @@ impl Metrics {
         counter!("tollgate_reloads_total", "result" => "failed").increment(1);
     }
 
+    /// A fetch of an issuer's key set ended: `result` is `changed`, `unchanged`, or why it
+    /// failed; `keys` is the size of the set in force after it.
+    pub fn jwks_fetched(&self, issuer: &str, result: &'static str, keys: usize) {
+        counter!("tollgate_jwks_fetches_total", "issuer" => issuer.to_owned(), "result" => result)
+            .increment(1);
+        gauge!("tollgate_jwks_keys", "issuer" => issuer.to_owned()).set(keys as f64);
+    }
+
+    /// Seconds since an issuer's key set was last fetched successfully (set when scraped).
+    pub fn jwks_age(&self, issuer: &str, seconds: f64) {
+        gauge!("tollgate_jwks_age_seconds", "issuer" => issuer.to_owned()).set(seconds);
+    }
+
     /// A snapshot became current.
     pub fn snapshot_loaded(&self, generation: u64, policies: usize) {
         gauge!("tollgate_snapshot_generation").set(generation as f64);

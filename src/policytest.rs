@@ -362,7 +362,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             actor: t.actor.clone(),
             bound_thumbprint: None,
             require_binding: false,
-            expires_at: i64::MAX,
+            valid_until: i64::MAX,
         })
     });
     // As `serve` names them: a token-only caller is `<issuer>#<client>`.

@@ -14,6 +14,7 @@ use crate::admin;
 use crate::audit::AuditLog;
 use crate::authz::{Authorizer, Caches};
 use crate::config::{Config, ConfigSource, Settings};
+use crate::fetch::Fetcher;
 use crate::grpc::{self, Admission, CheckService};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
@@ -60,6 +61,9 @@ pub enum ServeError {
     /// The audit log could not be opened.
     #[error("cannot open audit log {0}")]
     Audit(String),
+    /// The client for fetched documents could not be set up.
+    #[error("cannot fetch documents: {0}")]
+    Fetch(String),
     /// A listener failed while serving.
     #[error("listener failed: {0}")]
     Listener(String),
@@ -81,6 +85,20 @@ pub async fn start(
              (`tollgate demo-credentials`); never use it beyond a laptop. Pass --config FILE"
         );
     }
+    // Documents are the config's files, plus key sets fetched for issuers that name a URL.
+    // The first snapshot was built from files alone; with fetched issuers it is built once
+    // more through the fetcher, which starts following their keys (the issuers refuse tokens
+    // `token_keys_unavailable`, and `/readyz` waits, until the first set arrives).
+    let fetcher = Arc::new(
+        Fetcher::new(Arc::new(source.clone()), &settings.fetch).map_err(ServeError::Fetch)?,
+    );
+    let snapshot = if config.spec.issuers.iter().any(|i| i.remote.is_some()) {
+        config
+            .build(&*fetcher, snapshot.generation)
+            .map_err(|e| ServeError::Fetch(e.to_string()))?
+    } else {
+        snapshot
+    };
     let metrics = Metrics;
     metrics.snapshot_loaded(snapshot.generation, snapshot.policies.policy_count());
     let snapshots = Arc::new(SnapshotHandle::new(snapshot));
@@ -117,11 +135,9 @@ pub async fn start(
             }),
         ));
     }
-    // Today every document is a file the config names; fetched ones will join this source.
-    let documents = Arc::new(source.clone());
     let (reload, reloader) = reload::start(
         source,
-        documents,
+        fetcher.clone(),
         config,
         snapshots.clone(),
         Metrics,
@@ -129,6 +145,8 @@ pub async fn start(
     )
     .map_err(|e| ServeError::Watch(e.to_string()))?;
     tasks.push(("reloader", reloader));
+    let trigger = reload.clone();
+    fetcher.on_change(move || trigger.documents_changed());
     tracing::info!(
         grpc.addr = %grpc_addr,
         grpc.tls = settings.tls.is_some(),

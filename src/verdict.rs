@@ -87,6 +87,10 @@ pub enum ReasonCode {
     TokenIssuer,
     /// No key for the token's `kid`.
     TokenUnknownKey,
+    /// The issuer's keys are fetched and none has arrived yet (fail closed).
+    TokenKeysUnavailable,
+    /// The issuer's fetched keys are older than their maximum age (fail closed).
+    TokenKeysStale,
     /// Token signature invalid.
     TokenSignature,
     /// Token expired.
@@ -235,6 +239,8 @@ impl ReasonCode {
             Self::TokenAlgorithm => "token_algorithm",
             Self::TokenIssuer => "token_issuer",
             Self::TokenUnknownKey => "token_unknown_key",
+            Self::TokenKeysUnavailable => "token_keys_unavailable",
+            Self::TokenKeysStale => "token_keys_stale",
             Self::TokenSignature => "token_signature",
             Self::TokenExpired => "token_expired",
             Self::TokenNotYetValid => "token_not_yet_valid",
@@ -286,7 +292,13 @@ impl ReasonCode {
             | Self::TokenBindingUnsupported => FailureClass::BadToken,
             Self::MalformedRequest => FailureClass::Malformed,
             Self::NoRoute | Self::PolicyDenied => FailureClass::Forbidden,
-            Self::InternalError | Self::Overloaded | Self::Timeout => FailureClass::Internal,
+            // Tollgate cannot judge the token, through no fault of the caller's: a new token
+            // would not help, so not a 401.
+            Self::TokenKeysUnavailable
+            | Self::TokenKeysStale
+            | Self::InternalError
+            | Self::Overloaded
+            | Self::Timeout => FailureClass::Internal,
         }
     }
 
@@ -385,6 +397,8 @@ impl From<&TokenError> for ReasonCode {
             TokenError::Algorithm(_) => Self::TokenAlgorithm,
             TokenError::Issuer(_) => Self::TokenIssuer,
             TokenError::UnknownKey(_) => Self::TokenUnknownKey,
+            TokenError::KeysUnavailable(_) => Self::TokenKeysUnavailable,
+            TokenError::KeysStale(_) => Self::TokenKeysStale,
             TokenError::Signature => Self::TokenSignature,
             TokenError::Expired => Self::TokenExpired,
             TokenError::NotYetValid => Self::TokenNotYetValid,

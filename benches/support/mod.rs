@@ -29,7 +29,7 @@ pub fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
         jwt::ISSUER.into(),
         vec![jwt::AUDIENCE.into()],
         vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
-        KeySet::from_json(&tokens.jwks()).unwrap(),
+        std::sync::Arc::new(KeySet::from_json(&tokens.jwks()).unwrap()),
         None,
         30,
         vec![],

@@ -33,8 +33,8 @@ use crate::policy::{SourceFile, line_column};
 use crate::snapshot::build::build;
 use crate::snapshot::source::{Document, Folder, Source};
 use crate::snapshot::spec::{
-    IdentitySpec, IssuerSpec, Located, Location, PolicySpec, RouteSpec, Spec, TrustDomainSpec,
-    UnmatchedSpec,
+    IdentitySpec, IssuerSpec, JwksLocation, Located, Location, PolicySpec, RemoteJwksSpec,
+    RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
 };
 use crate::snapshot::{ResponseSettings, Snapshot};
 
@@ -61,6 +61,21 @@ pub struct Settings {
     pub audit: Option<AuditTarget>,
     /// Audit queue length.
     pub audit_queue: usize,
+    /// How documents are fetched at run time.
+    pub fetch: FetchSettings,
+}
+
+/// `[fetch]`: the HTTP client behind fetched documents (JWKS URLs, OIDC discovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// PEM CA certificates trusted for HTTPS fetches; `None`: the built-in web roots.
+    pub ca_pem: Option<String>,
+    /// Longest one fetch may take, connection to last byte.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// `http://` URLs are allowed (tests only).
+    pub insecure_allow_http: bool,
 }
 
 /// PEM material for the gRPC listener's mTLS.
@@ -288,6 +303,53 @@ fn settings(
             )),
         },
         audit_queue: raw.audit.queue.max(1),
+        fetch: fetch_settings(at, source, &raw.fetch)?,
+    })
+}
+
+/// `[fetch]`, its CA file read and checked now so `validate` names a bad one.
+fn fetch_settings(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    raw: &raw::RawFetch,
+) -> Result<FetchSettings, ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let ca_pem = match &raw.ca_file {
+        Some(path) => {
+            let text = source.read_relative(path.get_ref())?.text;
+            let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    at.invalid(path, "fetch.ca_file", format!("not PEM certificates: {e}"))
+                })?;
+            if certs.is_empty() {
+                return Err(at.invalid(path, "fetch.ca_file", "holds no CERTIFICATE block"));
+            }
+            for ca in &certs {
+                webpki::anchor_from_trusted_cert(ca).map_err(|e| {
+                    at.invalid(
+                        path,
+                        "fetch.ca_file",
+                        format!("a certificate is not a usable trust anchor: {e}"),
+                    )
+                })?;
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    if *raw.insecure_allow_http.get_ref() {
+        tracing::warn!(
+            "fetch.insecure_allow_http is on: key sets fetched over http:// can be replaced by \
+             anyone on the path; use it only in tests"
+        );
+    }
+    Ok(FetchSettings {
+        ca_pem,
+        timeout: Duration::from_millis(raw.timeout_ms.max(1)),
+        max_response_bytes: raw.max_response_bytes.max(1),
+        insecure_allow_http: *raw.insecure_allow_http.get_ref(),
     })
 }
 
@@ -494,15 +556,126 @@ fn issuers(at: &Locator<'_>, raw: &RawConfig) -> Result<Vec<IssuerSpec>, ConfigE
                 ),
             ));
         }
-        issuers.push(issuer_spec(at, issuer, i)?);
+        issuers.push(issuer_spec(
+            at,
+            issuer,
+            i,
+            *raw.fetch.insecure_allow_http.get_ref(),
+        )?);
     }
     Ok(issuers)
+}
+
+/// An issuer's `jwks_uri` or `discovery`, with its refresh bounds checked.
+fn remote_jwks(
+    at: &Locator<'_>,
+    raw: &raw::RawIssuer,
+    i: usize,
+    allow_http: bool,
+) -> Result<Option<RemoteJwksSpec>, ConfigError> {
+    let key = |k: &str| format!("issuers[{i}].{k}");
+    let location = match (&raw.jwks_uri, *raw.discovery.get_ref()) {
+        (Some(_), true) => {
+            return Err(at.invalid(
+                &raw.discovery,
+                &key("discovery"),
+                "set `jwks_uri` or `discovery = true`, not both",
+            ));
+        }
+        (Some(uri), false) => {
+            check_fetch_url(uri.get_ref(), allow_http)
+                .map_err(|message| at.invalid(uri, &key("jwks_uri"), message))?;
+            JwksLocation::Uri(uri.get_ref().clone())
+        }
+        (None, true) => {
+            check_fetch_url(raw.issuer.get_ref(), allow_http).map_err(|message| {
+                at.invalid(
+                    &raw.discovery,
+                    &key("discovery"),
+                    format!("discovery fetches from the issuer identifier, and {message}"),
+                )
+            })?;
+            JwksLocation::Discovery
+        }
+        (None, false) => return Ok(None),
+    };
+    let (min, default, max) = (
+        &raw.jwks_refresh_min_seconds,
+        &raw.jwks_refresh_seconds,
+        &raw.jwks_refresh_max_seconds,
+    );
+    if *min.get_ref() == 0 || min.get_ref() > default.get_ref() || default.get_ref() > max.get_ref()
+    {
+        return Err(at.invalid(
+            default,
+            &key("jwks_refresh_seconds"),
+            format!(
+                "needs 0 < jwks_refresh_min_seconds ({}) <= jwks_refresh_seconds ({}) <= \
+                 jwks_refresh_max_seconds ({})",
+                min.get_ref(),
+                default.get_ref(),
+                max.get_ref()
+            ),
+        ));
+    }
+    if raw.jwks_max_age_seconds.get_ref() <= default.get_ref() {
+        return Err(at.invalid(
+            &raw.jwks_max_age_seconds,
+            &key("jwks_max_age_seconds"),
+            "must exceed `jwks_refresh_seconds`, or the keys go stale before the next refresh",
+        ));
+    }
+    if *raw.unknown_kid_cooldown_seconds.get_ref() == 0 {
+        return Err(at.invalid(
+            &raw.unknown_kid_cooldown_seconds,
+            &key("unknown_kid_cooldown_seconds"),
+            "must be at least 1, or unknown kids could make Tollgate hammer the issuer",
+        ));
+    }
+    Ok(Some(RemoteJwksSpec {
+        issuer: raw.issuer.get_ref().clone(),
+        location,
+        refresh_min_seconds: *min.get_ref(),
+        refresh_max_seconds: *max.get_ref(),
+        refresh_seconds: *default.get_ref(),
+        max_age_seconds: *raw.jwks_max_age_seconds.get_ref(),
+        unknown_kid_cooldown_seconds: *raw.unknown_kid_cooldown_seconds.get_ref(),
+        optional: raw.optional,
+    }))
+}
+
+/// A URL Tollgate may fetch from: `https://` with a host, or `http://` when allowed.
+pub fn check_fetch_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        if !allow_http {
+            return Err(format!(
+                "`{url}` is not https: a key set fetched in the clear can be replaced on the \
+                 way (set `fetch.insecure_allow_http = true` only in tests)"
+            ));
+        }
+        rest
+    } else {
+        return Err(format!("`{url}` is not an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!(
+            "`{url}` needs a host (and no user name or password)"
+        ));
+    }
+    if url.contains('#') {
+        return Err(format!("`{url}` has a fragment"));
+    }
+    Ok(())
 }
 
 fn issuer_spec(
     at: &Locator<'_>,
     raw: &raw::RawIssuer,
     i: usize,
+    allow_http: bool,
 ) -> Result<IssuerSpec, ConfigError> {
     let key = |k: &str| format!("issuers[{i}].{k}");
     if raw.issuer.get_ref().is_empty() {
@@ -558,11 +731,19 @@ fn issuer_spec(
         .jwks_file
         .as_ref()
         .map(|path| at.document(path, &key("jwks_file")));
-    if keys.is_none() && hmac_secret.is_none() {
+    let remote = remote_jwks(at, raw, i, allow_http)?;
+    if keys.is_some() && remote.is_some() {
         return Err(at.invalid(
             &raw.issuer,
             &key("jwks_file"),
-            "set `jwks_file` (or `hmac_secret_file`)",
+            "set one of `jwks_file`, `jwks_uri` and `discovery = true`, not several",
+        ));
+    }
+    if keys.is_none() && remote.is_none() && hmac_secret.is_none() {
+        return Err(at.invalid(
+            &raw.issuer,
+            &key("jwks_file"),
+            "set `jwks_file`, `jwks_uri` or `discovery = true` (or `hmac_secret_file`)",
         ));
     }
     let delegation = match raw.delegation.get_ref().as_str() {
@@ -590,6 +771,7 @@ fn issuer_spec(
         audiences: raw.audiences.get_ref().clone(),
         algorithms,
         keys,
+        remote,
         hmac_secret,
         leeway_seconds: raw.leeway_seconds,
         required_claims: raw.required_claims.clone(),

@@ -35,6 +35,34 @@ pub struct RawConfig {
     /// Audit log.
     #[serde(default)]
     pub audit: RawAudit,
+    /// How documents are fetched at run time (JWKS URLs, OIDC discovery).
+    #[serde(default)]
+    pub fetch: RawFetch,
+}
+
+/// `[fetch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFetch {
+    /// PEM CA certificates to trust for HTTPS fetches instead of the built-in web roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Longest one fetch may take, connection to last byte.
+    pub timeout_ms: u64,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// Allow `http://` URLs (tests only: a key set fetched in the clear can be replaced).
+    pub insecure_allow_http: Spanned<bool>,
+}
+
+impl Default for RawFetch {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            timeout_ms: 5_000,
+            max_response_bytes: 1 << 20,
+            insecure_allow_http: Spanned::new(0..0, false),
+        }
+    }
 }
 
 /// `[server]`.
@@ -147,6 +175,30 @@ pub struct RawIssuer {
     /// JWKS file.
     #[serde(default)]
     pub jwks_file: Option<Spanned<String>>,
+    /// JWKS URL, fetched and refreshed at run time.
+    #[serde(default)]
+    pub jwks_uri: Option<Spanned<String>>,
+    /// Find the JWKS URL through `{issuer}/.well-known/openid-configuration`.
+    #[serde(default = "default_false")]
+    pub discovery: Spanned<bool>,
+    /// Refresh interval when the response sets no `Cache-Control: max-age`, seconds.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: Spanned<u64>,
+    /// Least refresh interval a `max-age` may ask for, seconds.
+    #[serde(default = "default_jwks_refresh_min")]
+    pub jwks_refresh_min_seconds: Spanned<u64>,
+    /// Most refresh interval a `max-age` may ask for, seconds.
+    #[serde(default = "default_jwks_refresh_max")]
+    pub jwks_refresh_max_seconds: Spanned<u64>,
+    /// Past this long without a successful fetch the issuer's tokens are refused, seconds.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_seconds: Spanned<u64>,
+    /// Least time between refetches asked for by unknown `kid`s, seconds.
+    #[serde(default = "default_unknown_kid_cooldown")]
+    pub unknown_kid_cooldown_seconds: Spanned<u64>,
+    /// `/readyz` does not wait for this issuer's first key set.
+    #[serde(default)]
+    pub optional: bool,
     /// Allowed algorithms.
     #[serde(default = "default_algorithms")]
     pub algorithms: Spanned<Vec<String>>,
@@ -183,6 +235,26 @@ fn default_algorithms() -> Spanned<Vec<String>> {
             "EdDSA".into(),
         ],
     )
+}
+
+fn default_jwks_refresh() -> Spanned<u64> {
+    Spanned::new(0..0, 600)
+}
+
+fn default_jwks_refresh_min() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
+}
+
+fn default_jwks_refresh_max() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
+}
+
+fn default_jwks_max_age() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
+}
+
+fn default_unknown_kid_cooldown() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
 }
 
 fn default_false() -> Spanned<bool> {

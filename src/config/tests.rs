@@ -257,3 +257,118 @@ fn watched_names_the_config_apart_from_its_documents() {
         Watched::default()
     );
 }
+
+#[test]
+fn fetched_keys_are_checked_where_written() {
+    let file_keys = without_jwks_file;
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(Edit, &str, &str)> = vec![
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"http://idp.example/keys\"\n",
+                )
+            }),
+            "issuers[0].jwks_uri",
+            "not https",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://user@idp.example/keys\"\n",
+                )
+            }),
+            "issuers[0].jwks_uri",
+            "user name",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\ndiscovery = true\n",
+                )
+            }),
+            "issuers[0].discovery",
+            "not both",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\n",
+                )
+            }),
+            "issuers[0].jwks_file",
+            "not several",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace("[[issuers]]\n", "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\njwks_refresh_seconds = 10\n")
+            }),
+            "issuers[0].jwks_refresh_seconds",
+            "jwks_refresh_min_seconds (300)",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace("[[issuers]]\n", "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\njwks_max_age_seconds = 600\n")
+            }),
+            "issuers[0].jwks_max_age_seconds",
+            "stale before the next refresh",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace("[[issuers]]\n", "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\nunknown_kid_cooldown_seconds = 0\n")
+            }),
+            "issuers[0].unknown_kid_cooldown_seconds",
+            "hammer",
+        ),
+    ];
+    for (edit, key, words) in cases {
+        let e = load_err(edit);
+        let at = e
+            .location()
+            .unwrap_or_else(|| panic!("{key}: expected a located error, got {e}"));
+        assert_eq!(at.key, key, "{e}");
+        assert!(e.to_string().contains(words), "{key}: {e}");
+    }
+}
+
+/// Built without a fetcher (as `validate` and `test` build), an issuer whose keys are fetched
+/// has none: its tokens are refused `token_keys_unavailable`, and it holds up readiness.
+#[test]
+fn an_issuer_with_fetched_keys_built_offline_refuses_its_tokens() {
+    let (_dir, source) = config_with(|c| {
+        without_jwks_file(c).replace(
+            "[[issuers]]\n",
+            "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\n",
+        )
+    });
+    let (_, snapshot) = load(&source, 1).unwrap();
+    let issuer = snapshot.identity.issuers.iter().next().unwrap();
+    assert!(issuer.awaits_keys());
+    let token = crate::demo::mint(&crate::demo::DemoRequest {
+        app: "orders".into(),
+        scopes: vec!["orders.read".into()],
+        user: None,
+        bind: false,
+        lifetime: Duration::from_secs(60),
+    })
+    .unwrap()
+    .token;
+    assert!(matches!(
+        snapshot.identity.issuers.verify(&token, UnixTime::now()),
+        Err(TokenError::KeysUnavailable(_))
+    ));
+}
+
+fn without_jwks_file(config: String) -> String {
+    let mut out: String = config
+        .lines()
+        .filter(|l| !l.starts_with("jwks_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    out
+}

@@ -34,7 +34,7 @@ mod tests {
             actor: None,
             bound_thumbprint: bound,
             require_binding: require,
-            expires_at: 0,
+            valid_until: 0,
         }
     }
 

@@ -1,7 +1,12 @@
-//! Per-issuer verification keys, parsed once when a snapshot is built.
+//! Per-issuer verification keys, parsed once when a snapshot is built; and, for an issuer
+//! whose keys are fetched, the live state the fetcher and the request path share.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::Notify;
 
 /// One usable key from a JWKS document.
 pub struct JwksKey {
@@ -91,6 +96,14 @@ impl KeySet {
         Ok(Self { keys })
     }
 
+    /// The `kid`s of the set (`-` for a key without one), for logs on rotation.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| k.kid.clone().unwrap_or_else(|| "-".into()))
+            .collect()
+    }
+
     /// Finds the key for a token: by `kid` when the token names one, otherwise the only key
     /// whose pinned algorithm (if any) matches. Ambiguity is a miss, never a guess.
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&DecodingKey> {
@@ -128,6 +141,95 @@ impl std::fmt::Debug for KeySet {
         f.debug_list()
             .entries(self.keys.iter().map(|k| (&k.kid, &k.alg)))
             .finish()
+    }
+}
+
+/// An issuer's key set as fetched at run time (a JWKS URL, or the one OIDC discovery names):
+/// the last good set, when it was last confirmed, and a way for the request path to ask for
+/// an early refetch. It outlives snapshots: each build copies the current set into the
+/// snapshot's issuer, and the issuer keeps this handle to judge staleness per request.
+#[derive(Debug)]
+pub struct RemoteKeys {
+    /// What is fetched, for messages (the JWKS URL, or `discovery of <issuer>`).
+    pub location: String,
+    /// Seconds after the last successful fetch past which the set is too old to trust.
+    pub max_age_seconds: i64,
+    /// The issuer may stay without keys without holding up readiness.
+    pub optional: bool,
+    /// Unix seconds of the last successful fetch (changed or not); 0 before the first.
+    confirmed_at: AtomicI64,
+    current: Mutex<Option<Arc<KeySet>>>,
+    /// A request met a `kid` the set lacks; the fetcher decides when to act on it.
+    wanted: AtomicBool,
+    wake: Notify,
+}
+
+impl RemoteKeys {
+    /// State for one fetched key set, with nothing fetched yet.
+    pub fn new(location: String, max_age_seconds: i64, optional: bool) -> Self {
+        Self {
+            location,
+            max_age_seconds,
+            optional,
+            confirmed_at: AtomicI64::new(0),
+            current: Mutex::new(None),
+            wanted: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The last good set, if any fetch has succeeded.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a successful fetch at `now` (Unix seconds); `keys` replaces the set when it
+    /// changed. Returns the set it replaced, if it did.
+    pub fn confirm(&self, now: i64, keys: Option<Arc<KeySet>>) -> Option<Arc<KeySet>> {
+        let replaced = keys.map(|keys| {
+            self.current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(keys)
+        });
+        self.confirmed_at.store(now, Ordering::Release);
+        replaced.flatten()
+    }
+
+    /// Unix seconds of the last successful fetch; 0 before the first.
+    pub fn confirmed_at(&self) -> i64 {
+        self.confirmed_at.load(Ordering::Acquire)
+    }
+
+    /// Unix seconds from which the set is too old to trust.
+    pub fn stale_at(&self) -> i64 {
+        self.confirmed_at().saturating_add(self.max_age_seconds)
+    }
+
+    /// Asks for an early refetch (a token named a `kid` the set lacks). Cheap enough for the
+    /// request path: one atomic swap, and a wake-up only for the first ask since the last fetch.
+    pub fn want_refetch(&self) {
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until a refetch is asked for (returns at once if one already was).
+    pub async fn refetch_wanted(&self) {
+        loop {
+            if self.wanted.load(Ordering::Acquire) {
+                return;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Takes the pending ask, if any: the fetch about to start answers it.
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
     }
 }
 

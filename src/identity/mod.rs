@@ -338,8 +338,8 @@ fn token(
         .tokens
         .get_or_try_insert_until(digest, generation, now_secs, || {
             let verified = identity.issuers.verify(raw, now)?;
-            let expires_at = verified.expires_at;
-            Ok::<_, TokenError>((Arc::new(verified), expires_at))
+            let valid_until = verified.valid_until;
+            Ok::<_, TokenError>((Arc::new(verified), valid_until))
         });
     match verified {
         Ok((verified, lookup, until)) => {
@@ -538,7 +538,7 @@ mod tests {
                 "https://issuer.test".into(),
                 vec!["api".into()],
                 vec![jsonwebtoken::Algorithm::HS256],
-                jwks::KeySet::default(),
+                std::sync::Arc::default(),
                 Some(jsonwebtoken::DecodingKey::from_secret(SECRET)),
                 0,
                 vec![],
@@ -659,7 +659,7 @@ mod tests {
             "https://issuer.test".into(),
             vec!["api".into()],
             vec![jsonwebtoken::Algorithm::HS256],
-            jwks::KeySet::default(),
+            std::sync::Arc::default(),
             Some(jsonwebtoken::DecodingKey::from_secret(
                 b"another secret, just as long as it",
             )),

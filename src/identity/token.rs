@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
-use super::jwks::KeySet;
+use super::jwks::{KeySet, RemoteKeys};
 
 /// Largest bearer token accepted; real tokens are a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -40,8 +41,10 @@ pub struct Issuer {
     pub issuer: String,
     /// Accepted `aud` values (any one must match).
     pub audiences: Vec<String>,
-    /// Public keys from the issuer's JWKS.
-    pub keys: KeySet,
+    /// Public keys from the issuer's JWKS (for a fetched one, as of the snapshot's build).
+    pub keys: Arc<KeySet>,
+    /// For an issuer whose keys are fetched: how fresh they are, and where to ask for more.
+    pub remote: Option<Arc<RemoteKeys>>,
     /// Shared secret for HMAC algorithms, when configured.
     pub hmac_secret: Option<DecodingKey>,
     /// Claims that must be present besides `iss`, `aud`, `exp`.
@@ -92,8 +95,9 @@ pub struct VerifiedToken {
     pub bound_thumbprint: Option<[u8; 32]>,
     /// The issuer requires binding.
     pub require_binding: bool,
-    /// `exp`, Unix seconds.
-    pub expires_at: i64,
+    /// Until when this verification holds, Unix seconds: `exp`, or sooner the moment the
+    /// issuer's fetched keys go stale.
+    pub valid_until: i64,
 }
 
 /// Why a token was refused.
@@ -111,6 +115,12 @@ pub enum TokenError {
     /// No key matches the token's `kid` and algorithm.
     #[error("no key for token kid `{0}`")]
     UnknownKey(String),
+    /// The issuer's keys are fetched and no fetch has succeeded yet.
+    #[error("issuer `{0}` has no key set yet: its JWKS has not been fetched")]
+    KeysUnavailable(String),
+    /// The issuer's fetched keys are older than its `jwks_max_age_seconds`.
+    #[error("issuer `{0}`'s key set is stale: no successful JWKS fetch within its maximum age")]
+    KeysStale(String),
     /// The signature does not verify.
     #[error("token signature is invalid")]
     Signature,
@@ -148,7 +158,12 @@ impl TokenError {
     pub fn is_final(&self) -> bool {
         !matches!(
             self,
-            Self::NotYetValid | Self::BindingRequired | Self::BindingMismatch(_)
+            Self::NotYetValid
+                | Self::BindingRequired
+                | Self::BindingMismatch(_)
+                // A fetch can end these without a new snapshot.
+                | Self::KeysUnavailable(_)
+                | Self::KeysStale(_)
         )
     }
 
@@ -170,6 +185,8 @@ impl TokenError {
             Self::Algorithm(t) => Self::Algorithm(cut(t)),
             Self::Issuer(t) => Self::Issuer(cut(t)),
             Self::UnknownKey(t) => Self::UnknownKey(cut(t)),
+            Self::KeysUnavailable(t) => Self::KeysUnavailable(cut(t)),
+            Self::KeysStale(t) => Self::KeysStale(cut(t)),
             Self::MissingClaim(t) => Self::MissingClaim(cut(t)),
             Self::InvalidClaim(t) => Self::InvalidClaim(cut(t)),
             Self::BindingMismatch(t) => Self::BindingMismatch(cut(t)),
@@ -209,7 +226,7 @@ impl Issuer {
         issuer: String,
         audiences: Vec<String>,
         algorithms: Vec<Algorithm>,
-        keys: KeySet,
+        keys: Arc<KeySet>,
         hmac_secret: Option<DecodingKey>,
         leeway_seconds: u64,
         required_claims: Vec<String>,
@@ -236,6 +253,7 @@ impl Issuer {
             issuer,
             audiences,
             keys,
+            remote: None,
             hmac_secret,
             required_claims,
             require_binding,
@@ -245,6 +263,22 @@ impl Issuer {
             leeway_seconds,
             validations,
         }
+    }
+}
+
+impl Issuer {
+    /// The same issuer, its keys fetched at run time and judged by `remote`'s freshness.
+    pub fn with_remote(mut self, remote: Arc<RemoteKeys>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// True while the issuer's keys are fetched and none has arrived yet: `/readyz` waits for
+    /// these unless the issuer is optional.
+    pub fn awaits_keys(&self) -> bool {
+        self.remote
+            .as_ref()
+            .is_some_and(|r| !r.optional && self.keys.is_empty())
     }
 }
 
@@ -271,6 +305,11 @@ impl Issuers {
         Self {
             by_name: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
         }
+    }
+
+    /// Every issuer, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Issuer> {
+        self.by_name.values()
     }
 
     /// True when no issuer is configured (tokens are then always refused).
@@ -328,20 +367,47 @@ impl Issuers {
         let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(TokenError::Algorithm(header.alg));
         };
-        let key = match alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => issuer.hmac_secret.as_ref(),
-            _ => issuer.keys.find(header.kid.as_deref(), alg),
-        }
-        .ok_or_else(|| TokenError::UnknownKey(header.kid.clone().unwrap_or_else(|| "-".into())))?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        // Fetched keys are judged before any key is looked up: none yet, or too old to trust,
+        // refuses every token of the issuer, whatever it names.
+        let stale_at = match &issuer.remote {
+            Some(remote) if !hmac => {
+                if issuer.keys.is_empty() {
+                    return Err(TokenError::KeysUnavailable(issuer.issuer.clone()));
+                }
+                let stale_at = remote.stale_at();
+                if now >= stale_at {
+                    return Err(TokenError::KeysStale(issuer.issuer.clone()));
+                }
+                stale_at
+            }
+            _ => i64::MAX,
+        };
+        let key = if hmac {
+            issuer.hmac_secret.as_ref()
+        } else {
+            issuer.keys.find(header.kid.as_deref(), alg)
+        };
+        let Some(key) = key else {
+            // A key the issuer may have published since the last fetch: ask for an early
+            // refetch (the fetcher bounds how often), and refuse this token meanwhile.
+            if let Some(remote) = &issuer.remote
+                && !hmac
+            {
+                remote.want_refetch();
+            }
+            return Err(TokenError::UnknownKey(
+                header.kid.clone().unwrap_or_else(|| "-".into()),
+            ));
+        };
 
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
             .claims;
-        facts(
-            issuer,
-            &claims,
-            i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-        )
+        let mut verified = facts(issuer, &claims, now)?;
+        verified.valid_until = verified.valid_until.min(stale_at);
+        Ok(verified)
     }
 }
 
@@ -451,7 +517,7 @@ fn facts(
         actor,
         bound_thumbprint: confirmation(claims)?,
         require_binding: issuer.require_binding,
-        expires_at,
+        valid_until: expires_at,
     })
 }
 
@@ -537,7 +603,7 @@ mod tests {
             "https://issuer.test".into(),
             vec!["api".into()],
             algorithms,
-            KeySet::default(),
+            Arc::default(),
             secret.map(DecodingKey::from_secret),
             0,
             vec![],

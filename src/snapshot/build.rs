@@ -4,6 +4,7 @@
 //! time; the caller swaps the result in (or keeps the last good snapshot on an error).
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jsonwebtoken::DecodingKey;
 
@@ -13,7 +14,7 @@ use super::spec::{IdentitySpec, IssuerSpec, Located, Location, Spec};
 use crate::identity::Identity;
 use crate::identity::bundle::parse_bundle;
 use crate::identity::cert::{TrustDomainBundle, TrustStore};
-use crate::identity::jwks::KeySet;
+use crate::identity::jwks::{KeySet, RemoteKeys};
 use crate::identity::token::{Issuer, Issuers};
 use crate::mapping::routes::Routes;
 use crate::policy::{PolicyError, PolicyStore, SourceFile};
@@ -156,16 +157,30 @@ fn build_issuer(spec: &IssuerSpec, source: &dyn Source) -> Result<Issuer, BuildE
         }
         None => None,
     };
-    let keys = match &spec.keys {
-        Some(document) => {
+    // A fetched key set was checked when it arrived; until one has, the set is empty and the
+    // issuer refuses its tokens `token_keys_unavailable`.
+    let remote = spec.remote.as_ref().map(|remote| {
+        source.remote_keys(remote).unwrap_or_else(|| {
+            Arc::new(RemoteKeys::new(
+                remote.describe(),
+                i64::try_from(remote.max_age_seconds).unwrap_or(i64::MAX),
+                remote.optional,
+            ))
+        })
+    });
+    let keys = match (&spec.keys, &remote) {
+        (Some(document), _) => {
             let file = source.read(&document.value)?;
-            KeySet::from_json(&file.text)
-                .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?
+            Arc::new(
+                KeySet::from_json(&file.text)
+                    .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?,
+            )
         }
+        (None, Some(remote)) => remote.current().unwrap_or_default(),
         // The config refuses an issuer with neither keys nor a secret.
-        None => KeySet::default(),
+        (None, None) => Arc::default(),
     };
-    Ok(Issuer::new(
+    let issuer = Issuer::new(
         spec.issuer.clone(),
         spec.audiences.clone(),
         spec.algorithms.clone(),
@@ -177,7 +192,11 @@ fn build_issuer(spec: &IssuerSpec, source: &dyn Source) -> Result<Issuer, BuildE
         spec.delegation,
         spec.client_claims.clone(),
         spec.unqualified_users,
-    ))
+    );
+    Ok(match remote {
+        Some(remote) => issuer.with_remote(remote),
+        None => issuer,
+    })
 }
 
 fn policies(spec: &Spec, source: &dyn Source) -> Result<PolicyStore, BuildError> {

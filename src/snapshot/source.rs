@@ -5,6 +5,10 @@
 //! to be further [`Document`] kinds served by further sources, feeding the same builder and
 //! the same atomic swap (`reload::ReloadTrigger::documents_changed` asks for the build).
 
+use std::sync::Arc;
+
+use super::spec::RemoteJwksSpec;
+use crate::identity::jwks::RemoteKeys;
 use crate::policy::SourceFile;
 
 /// One input of a snapshot, named as the configuration names it.
@@ -36,6 +40,14 @@ pub trait Source: Send + Sync {
 
     /// Every `.cedar` file under a folder, in a stable order (sorted by path).
     fn read_policies(&self, folder: &Folder) -> Result<Vec<SourceFile>, SourceError>;
+
+    /// The live key set of an issuer whose keys are fetched at run time. A source that does
+    /// not fetch (files alone, as `validate` and `test` use) has none, and the issuer then
+    /// refuses every token `token_keys_unavailable`.
+    fn remote_keys(&self, spec: &RemoteJwksSpec) -> Option<Arc<RemoteKeys>> {
+        let _ = spec;
+        None
+    }
 }
 
 /// A document that could not be had.

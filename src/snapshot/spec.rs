@@ -128,8 +128,10 @@ pub struct IssuerSpec {
     pub audiences: Vec<String>,
     /// Allowed algorithms (at least one; HMAC ones only with a secret).
     pub algorithms: Vec<Algorithm>,
-    /// The JWKS; `None` only for an HMAC-only issuer.
+    /// The JWKS file; `None` for an issuer whose keys are fetched, or an HMAC-only one.
     pub keys: Option<Located<Document>>,
+    /// Where the issuer's keys are fetched from at run time, instead of a file.
+    pub remote: Option<RemoteJwksSpec>,
     /// The HMAC secret.
     pub hmac_secret: Option<Located<Document>>,
     /// Clock skew allowance for `exp`/`nbf`.
@@ -144,6 +146,47 @@ pub struct IssuerSpec {
     pub client_claims: Vec<String>,
     /// Users are `User::"<sub>"` rather than qualified by the issuer.
     pub unqualified_users: bool,
+}
+
+/// An issuer's keys fetched at run time: the fetcher's whole brief for that issuer. Equal
+/// specs share one fetcher across rebuilds; a changed one starts afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteJwksSpec {
+    /// The issuer, for discovery and for messages.
+    pub issuer: String,
+    /// Where the JWKS comes from.
+    pub location: JwksLocation,
+    /// Bounds on the refresh interval a response's `Cache-Control: max-age` may set, seconds.
+    pub refresh_min_seconds: u64,
+    /// See `refresh_min_seconds`.
+    pub refresh_max_seconds: u64,
+    /// The refresh interval when a response sets none, seconds.
+    pub refresh_seconds: u64,
+    /// Past this many seconds without a successful fetch, the issuer's tokens are refused.
+    pub max_age_seconds: u64,
+    /// Least time between two fetches asked for by unknown `kid`s, seconds.
+    pub unknown_kid_cooldown_seconds: u64,
+    /// `/readyz` does not wait for this issuer's first key set.
+    pub optional: bool,
+}
+
+/// Where a fetched JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JwksLocation {
+    /// A JWKS URL.
+    Uri(String),
+    /// `{issuer}/.well-known/openid-configuration`'s `jwks_uri`, its `issuer` checked.
+    Discovery,
+}
+
+impl RemoteJwksSpec {
+    /// What is fetched, as messages name it.
+    pub fn describe(&self) -> String {
+        match &self.location {
+            JwksLocation::Uri(uri) => uri.clone(),
+            JwksLocation::Discovery => format!("OIDC discovery of {}", self.issuer),
+        }
+    }
 }
 
 /// `[policies]`.

@@ -5,6 +5,7 @@
 )]
 
 pub mod envoy;
+pub mod idp;
 pub mod jwt;
 pub mod pki;
 pub mod server;

@@ -38,6 +38,13 @@ pub struct Options {
     pub admin_listen: String,
     /// Keys of the test issuer beyond issuer, audiences, JWKS, algorithms and binding.
     pub issuer_extra: String,
+    /// The test issuer's `iss`.
+    pub issuer_name: String,
+    /// Serve `/metrics` from a recorder shared by every test in the process that asks (its
+    /// series carry labels a test can make its own, such as an issuer URL).
+    pub metrics: bool,
+    /// Where the test issuer's keys come from (a `jwks_file` of its JWKS by default).
+    pub issuer_keys: String,
 }
 
 /// The test issuer's default extra keys: its users are `User::"<sub>"`, as in the example
@@ -59,6 +66,9 @@ impl Default for Options {
             partner: None,
             admin_listen: "127.0.0.1:0".into(),
             issuer_extra: ISSUER_DEFAULTS.into(),
+            issuer_name: ISSUER.into(),
+            metrics: false,
+            issuer_keys: "jwks_file = \"jwks.json\"".into(),
         }
     }
 }
@@ -68,6 +78,19 @@ pub struct TestServer {
     pub running: Option<tollgate::server::Running>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+}
+
+/// The process's one metrics recorder, installed the first time a test asks.
+fn shared_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone()
 }
 
 /// The demo estate's routes, so tests decide against the shipped example policies.
@@ -118,9 +141,9 @@ bundle = "ca.pem"
 
 {partner}
 [[issuers]]
-issuer = "{ISSUER}"
+issuer = "{issuer_name}"
 audiences = ["{AUDIENCE}"]
-jwks_file = "jwks.json"
+{issuer_keys}
 algorithms = ["ES256", "RS256", "EdDSA"]
 require_binding = {require_binding}
 {issuer_extra}
@@ -149,6 +172,8 @@ entities = "{policies}/entities.json"
         extra = options.extra,
         admin_listen = options.admin_listen,
         issuer_extra = options.issuer_extra,
+        issuer_name = options.issuer_name,
+        issuer_keys = options.issuer_keys,
         routes = demo_routes(),
     );
     let path = dir.join("tollgate.toml");
@@ -163,7 +188,8 @@ impl TestServer {
         let source = tollgate::config::ConfigSource::File(config_path.clone());
         let (config, snapshot) = tollgate::config::load(&source, 1)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let running = tollgate::server::start(source, config, snapshot, None)
+        let prometheus = options.metrics.then(shared_recorder);
+        let running = tollgate::server::start(source, config, snapshot, prometheus)
             .await
             .unwrap();
         // Lazy, so a server that only speaks TLS can still be started by this harness.

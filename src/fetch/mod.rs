@@ -1,0 +1,130 @@
+//! Documents fetched at run time, as a snapshot [`Source`]: the config's files plus, for each
+//! issuer whose keys come from a JWKS URL or OIDC discovery, a live key set that a background
+//! task keeps fresh ([`jwks`]). Builds read the last good set and never wait on the network;
+//! a changed set asks for a build through the callback [`Fetcher::on_change`] installs.
+
+pub mod http;
+mod jwks;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use crate::config::FetchSettings;
+use crate::identity::jwks::RemoteKeys;
+use crate::policy::SourceFile;
+use crate::snapshot::source::{Document, Folder, Source, SourceError};
+use crate::snapshot::spec::RemoteJwksSpec;
+
+pub use http::{FetchError, HttpClient};
+
+/// The config's files, and the key sets fetched for issuers that name a URL.
+pub struct Fetcher {
+    files: Arc<dyn Source>,
+    client: HttpClient,
+    live: Mutex<HashMap<RemoteJwksSpec, Weak<RemoteKeys>>>,
+    changed: Arc<Changed>,
+}
+
+/// Who to tell that a fetched document changed; remembered until someone listens, so a fetch
+/// that lands before the reloader starts is not lost.
+#[derive(Default)]
+struct Changed {
+    state: Mutex<Listening>,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct Listening {
+    listener: Option<Listener>,
+    /// A change fired before anyone listened.
+    missed: bool,
+}
+
+impl Changed {
+    fn fire(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &state.listener {
+            Some(listener) => listener(),
+            None => state.missed = true,
+        }
+    }
+
+    fn listen(&self, listener: Listener) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if std::mem::take(&mut state.missed) {
+            listener();
+        }
+        state.listener = Some(listener);
+    }
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// Files from `files`; fetches with a client as `settings` describe it.
+    pub fn new(files: Arc<dyn Source>, settings: &FetchSettings) -> Result<Self, String> {
+        Ok(Self {
+            files,
+            client: HttpClient::new(settings)?,
+            live: Mutex::default(),
+            changed: Arc::default(),
+        })
+    }
+
+    /// Calls `listener` (now, if a change is already waiting) whenever a fetched document
+    /// changes.
+    pub fn on_change(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.changed.listen(Box::new(listener));
+    }
+}
+
+impl Source for Fetcher {
+    fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
+        self.files.read(document)
+    }
+
+    fn read_policies(&self, folder: &Folder) -> Result<Vec<SourceFile>, SourceError> {
+        self.files.read_policies(folder)
+    }
+
+    /// The live key set for `spec`, started (with a task following it) the first time a build
+    /// asks. A spec that changed (say, a new URL) starts afresh but keeps, until its first
+    /// fetch, what the issuer's previous spec had, so a reload does not empty the key set.
+    fn remote_keys(&self, spec: &RemoteJwksSpec) -> Option<Arc<RemoteKeys>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(keys) = live.get(spec).and_then(Weak::upgrade) {
+            return Some(keys);
+        }
+        live.retain(|_, keys| keys.strong_count() > 0);
+        let keys = Arc::new(RemoteKeys::new(
+            spec.describe(),
+            i64::try_from(spec.max_age_seconds).unwrap_or(i64::MAX),
+            spec.optional,
+        ));
+        if let Some(previous) = live
+            .iter()
+            .find(|(other, _)| other.issuer == spec.issuer)
+            .and_then(|(_, keys)| keys.upgrade())
+            && let Some(set) = previous.current()
+        {
+            keys.confirm(previous.confirmed_at(), Some(set));
+        }
+        live.insert(spec.clone(), Arc::downgrade(&keys));
+        let changed = self.changed.clone();
+        runtime.spawn(jwks::follow(
+            keys.clone(),
+            spec.clone(),
+            self.client.clone(),
+            Arc::new(move || changed.fire()),
+        ));
+        Some(keys)
+    }
+}
