@@ -82,15 +82,16 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
         .filter(|issuer| issuer.awaits_keys())
         .map(|issuer| {
             let from = issuer.remote.as_ref().map_or("", |r| r.location.as_str());
-            format!("issuer `{}` (from {from})", issuer.issuer)
+            format!("the key set of issuer `{}` (from {from})", issuer.issuer)
         })
+        .chain(snapshot.awaiting.iter().cloned())
         .collect();
     if !waiting.is_empty() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "not ready: no key set fetched yet for {}; their tokens are refused \
-                 `token_keys_unavailable` until one arrives (see the log for why)\n",
+                "not ready: waiting for {}; until it arrives, what it vouches for is refused \
+                 (see the log for why)\n",
                 waiting.join(", ")
             ),
         );

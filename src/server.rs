@@ -92,7 +92,12 @@ pub async fn start(
     let fetcher = Arc::new(
         Fetcher::new(Arc::new(source.clone()), &settings.fetch).map_err(ServeError::Fetch)?,
     );
-    let snapshot = if config.spec.issuers.iter().any(|i| i.remote.is_some()) {
+    if let Some(workload_api) = &settings.workload_api {
+        fetcher.follow_workload_api(workload_api);
+    }
+    let snapshot = if config.spec.issuers.iter().any(|i| i.remote.is_some())
+        || settings.workload_api.is_some()
+    {
         config
             .build(&*fetcher, snapshot.generation)
             .map_err(|e| ServeError::Fetch(e.to_string()))?

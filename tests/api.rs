@@ -46,3 +46,5 @@ mod token;
 mod transport;
 #[path = "api/validate.rs"]
 mod validate;
+#[path = "api/workload_api.rs"]
+mod workload_api;

@@ -31,7 +31,7 @@ use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
 use crate::policy::{SourceFile, line_column};
 use crate::snapshot::build::build;
-use crate::snapshot::source::{Document, Folder, Source};
+use crate::snapshot::source::{Document, Folder, Source, Streamed};
 use crate::snapshot::spec::{
     IdentitySpec, IssuerSpec, JwksLocation, Located, Location, PolicySpec, RemoteJwksSpec,
     RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
@@ -63,6 +63,18 @@ pub struct Settings {
     pub audit_queue: usize,
     /// How documents are fetched at run time.
     pub fetch: FetchSettings,
+    /// The SPIFFE Workload API, when bundles are streamed from it.
+    pub workload_api: Option<WorkloadApiSettings>,
+}
+
+/// `identity.workload_api`: where the SPIFFE Workload API listens, and how long its last
+/// bundles are trusted while it cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadApiSettings {
+    /// `unix:///…` or `tcp://ip:port`, the environment variable already read.
+    pub endpoint: String,
+    /// Past this long disconnected, the streamed bundles are dropped (fail closed).
+    pub max_age: Duration,
 }
 
 /// `[fetch]`: the HTTP client behind fetched documents (JWKS URLs, OIDC discovery).
@@ -238,6 +250,7 @@ fn watched(source: &ConfigSource, spec: &Spec) -> Watched {
     };
     let resolve = |document: &Document| match document {
         Document::File(path) => source.resolve(path),
+        Document::Streamed(_) => None,
     };
     let Folder(policies) = &spec.policies.folder;
     let mut files: Vec<PathBuf> = spec.documents().filter_map(resolve).collect();
@@ -304,7 +317,53 @@ fn settings(
         },
         audit_queue: raw.audit.queue.max(1),
         fetch: fetch_settings(at, source, &raw.fetch)?,
+        workload_api: workload_api(at, &raw.identity)?,
     })
+}
+
+/// `identity.workload_api`, an environment variable read now so `validate` says it is unset.
+fn workload_api(
+    at: &Locator<'_>,
+    id: &raw::RawIdentity,
+) -> Result<Option<WorkloadApiSettings>, ConfigError> {
+    let Some(value) = &id.workload_api else {
+        return Ok(None);
+    };
+    let key = "identity.workload_api";
+    let endpoint = if value.get_ref() == "SPIFFE_ENDPOINT_SOCKET" {
+        std::env::var("SPIFFE_ENDPOINT_SOCKET").map_err(|_| {
+            at.invalid(
+                value,
+                key,
+                "names SPIFFE_ENDPOINT_SOCKET, which is not set in the environment",
+            )
+        })?
+    } else {
+        value.get_ref().clone()
+    };
+    let unix = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"));
+    let ok = match unix {
+        Some(path) => path.starts_with('/'),
+        None => endpoint
+            .strip_prefix("tcp://")
+            .is_some_and(|a| SocketAddr::from_str(a).is_ok()),
+    };
+    if !ok {
+        return Err(at.invalid(
+            value,
+            key,
+            format!(
+                "`{endpoint}` is not `unix:///absolute/path` or `tcp://ip:port` (or \
+                 `SPIFFE_ENDPOINT_SOCKET` to read that variable)"
+            ),
+        ));
+    }
+    Ok(Some(WorkloadApiSettings {
+        endpoint,
+        max_age: Duration::from_secs(id.workload_api_max_age_seconds.max(1)),
+    }))
 }
 
 /// `[fetch]`, its CA file read and checked now so `validate` names a bad one.
@@ -500,13 +559,19 @@ fn trust_domains(
                 // A table inside an array of tables keeps no spans of its own.
                 at: at.locate(list, &bundle_key),
             }),
+            // The domain's bundle, own or federated, as the Workload API streams it.
+            None if id.workload_api.is_some() => Some(Located {
+                value: Document::Streamed(Streamed::X509Bundle(table.name.clone())),
+                at: at.locate(list, &format!("{key}.name")),
+            }),
             None if kind == IdentitySource::Certificate => {
                 return Err(at.invalid(
                     list,
                     &bundle_key,
                     format!(
                         "source `certificate` verifies certificates against each trust domain's \
-                         own bundle: set `bundle` for `{}`",
+                         own bundle: set `bundle` for `{}` (or `identity.workload_api` to \
+                         stream it from SPIRE)",
                         table.name
                     ),
                 ));

@@ -142,6 +142,17 @@ pub struct RawIdentity {
     /// Refuse requests without a bearer token, even with a valid workload identity.
     #[serde(default)]
     pub require_token: bool,
+    /// The SPIFFE Workload API (`unix:///…`, `tcp://ip:port`, or `SPIFFE_ENDPOINT_SOCKET` to
+    /// read that variable): trust bundles for the domains without a `bundle` file.
+    #[serde(default)]
+    pub workload_api: Option<Spanned<String>>,
+    /// Longest the last bundles from the Workload API are trusted while it is unreachable.
+    #[serde(default = "default_workload_api_max_age")]
+    pub workload_api_max_age_seconds: u64,
+}
+
+fn default_workload_api_max_age() -> u64 {
+    3600
 }
 
 /// One `[[identity.trust_domains]]` table.

@@ -5,15 +5,17 @@
 
 pub mod http;
 mod jwks;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::config::FetchSettings;
+use crate::config::{FetchSettings, WorkloadApiSettings};
 use crate::identity::jwks::RemoteKeys;
 use crate::policy::SourceFile;
 use crate::snapshot::source::{Document, Folder, Source, SourceError};
 use crate::snapshot::spec::RemoteJwksSpec;
+use workload::Streams;
 
 pub use http::{FetchError, HttpClient};
 
@@ -23,6 +25,8 @@ pub struct Fetcher {
     client: HttpClient,
     live: Mutex<HashMap<RemoteJwksSpec, Weak<RemoteKeys>>>,
     changed: Arc<Changed>,
+    /// What the SPIFFE Workload API streamed, once [`Fetcher::follow_workload_api`] started.
+    streams: Arc<Streams>,
 }
 
 /// Who to tell that a fetched document changed; remembered until someone listens, so a fetch
@@ -75,7 +79,23 @@ impl Fetcher {
             client: HttpClient::new(settings)?,
             live: Mutex::default(),
             changed: Arc::default(),
+            streams: Arc::default(),
         })
+    }
+
+    /// Starts following the SPIFFE Workload API (inside a Tokio runtime).
+    pub fn follow_workload_api(&self, settings: &WorkloadApiSettings) {
+        let changed = self.changed.clone();
+        workload::start(
+            self.streams.clone(),
+            settings,
+            Arc::new(move || changed.fire()),
+        );
+    }
+
+    /// Tollgate's own X.509-SVID from the Workload API, if one has arrived.
+    pub fn own_svid(&self) -> Option<workload::OwnSvid> {
+        self.streams.own_svid()
     }
 
     /// Calls `listener` (now, if a change is already waiting) whenever a fetched document
@@ -87,7 +107,19 @@ impl Fetcher {
 
 impl Source for Fetcher {
     fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
-        self.files.read(document)
+        match document {
+            Document::Streamed(streamed) => match self.streams.read(streamed) {
+                Some(text) => Ok(SourceFile {
+                    name: streamed.to_string(),
+                    text,
+                }),
+                None => Err(SourceError {
+                    name: streamed.to_string(),
+                    reason: "the Workload API has not sent it".into(),
+                }),
+            },
+            Document::File(_) => self.files.read(document),
+        }
     }
 
     fn read_policies(&self, folder: &Folder) -> Result<Vec<SourceFile>, SourceError> {

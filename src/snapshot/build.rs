@@ -47,7 +47,8 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
-    let identity = identity(&spec.identity, &spec.issuers, source)?;
+    let mut awaiting = Vec::new();
+    let identity = identity(&spec.identity, &spec.issuers, source, &mut awaiting)?;
     let policies = policies(spec, source)?;
     let routes = routes(spec, &policies)?;
     Ok(Snapshot {
@@ -56,6 +57,7 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
         routes,
         policies,
         response: spec.response.clone(),
+        awaiting,
     })
 }
 
@@ -63,12 +65,13 @@ fn identity(
     id: &IdentitySpec,
     issuers: &[IssuerSpec],
     source: &dyn Source,
+    awaiting: &mut Vec<String>,
 ) -> Result<Identity, BuildError> {
     let mut intermediates = Vec::new();
     for document in &id.intermediates {
         intermediates.extend(certificates(document, source)?);
     }
-    let bundles = trust_domains(id, source)?;
+    let bundles = trust_domains(id, source, awaiting)?;
     let trust = TrustStore::new(
         &bundles,
         intermediates,
@@ -105,12 +108,24 @@ fn certificates(
 fn trust_domains(
     id: &IdentitySpec,
     source: &dyn Source,
+    awaiting: &mut Vec<String>,
 ) -> Result<Vec<TrustDomainBundle>, BuildError> {
     let mut bundles: Vec<TrustDomainBundle> = Vec::with_capacity(id.trust_domains.len());
     for domain in &id.trust_domains {
         let authorities = match &domain.bundle {
             Some(bundle) => {
-                let authorities = certificates(bundle, source)?;
+                let authorities = match &bundle.value {
+                    // Not streamed (yet), or dropped by the Workload API: no authority, so
+                    // the domain's certificates are refused until a bundle arrives.
+                    Document::Streamed(streamed) => match source.read(&bundle.value) {
+                        Ok(_) => certificates(bundle, source)?,
+                        Err(_) => {
+                            awaiting.push(streamed.to_string());
+                            Vec::new()
+                        }
+                    },
+                    Document::File(_) => certificates(bundle, source)?,
+                };
                 if !id.insecure_shared_ca_across_trust_domains
                     && let Some(other) = bundles
                         .iter()

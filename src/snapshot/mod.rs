@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub policies: PolicyStore,
     /// Header names and body options.
     pub response: Arc<ResponseSettings>,
+    /// Streamed documents this snapshot was built without, not having arrived yet (e.g. a
+    /// trust domain's bundle from the Workload API): `/readyz` waits for them.
+    pub awaiting: Vec<String>,
 }
 
 /// How responses are shaped.

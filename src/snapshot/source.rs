@@ -16,6 +16,27 @@ use crate::policy::SourceFile;
 pub enum Document {
     /// A file, by the path written in the config (relative to the config's folder).
     File(String),
+    /// A document the SPIFFE Workload API streams.
+    Streamed(Streamed),
+}
+
+/// What the SPIFFE Workload API streams, per trust domain. An absent one is an empty set
+/// (the API dropped the domain, or has not answered yet), never a failed build.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Streamed {
+    /// The X.509 authorities of a trust domain (its own or a federated one), as PEM.
+    X509Bundle(String),
+    /// The JWT authorities of a trust domain, as a JWKS.
+    JwtBundle(String),
+}
+
+impl std::fmt::Display for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::X509Bundle(td) => write!(f, "the Workload API's X.509 bundle for `{td}`"),
+            Self::JwtBundle(td) => write!(f, "the Workload API's JWT bundle for `{td}`"),
+        }
+    }
 }
 
 /// A folder of `.cedar` policy files, by the path written in the config.
@@ -26,6 +47,7 @@ impl std::fmt::Display for Document {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(path) => f.write_str(path),
+            Self::Streamed(streamed) => streamed.fmt(f),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod idp;
 pub mod jwt;
 pub mod pki;
 pub mod server;
+pub mod workload;
 
 use jwt::TokenIssuer;
 use pki::Ca;

@@ -154,9 +154,13 @@ impl Ca {
         params.not_after = spec.not_after;
         params.extended_key_usages = spec.eku.clone();
         params.key_usages = spec.key_usages.clone();
-        if spec.is_ca {
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
+        // X509-SVID §4.1: a leaf says `cA` is false; SPIRE's do, and the Workload API client
+        // refuses an SVID without basicConstraints.
+        params.is_ca = if spec.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
         let cert = params.signed_by(key, &self.issuer).unwrap();
         Leaf {
             pem: cert.pem(),

@@ -40,6 +40,12 @@ pub struct Options {
     pub issuer_extra: String,
     /// The test issuer's `iss`.
     pub issuer_name: String,
+    /// Extra keys for the `[identity]` table.
+    pub identity_extra: String,
+    /// The own trust domain's bundle line (a PEM file of the test CA by default).
+    pub own_bundle: String,
+    /// Extra `[[identity.trust_domains]]` tables.
+    pub trust_domains_extra: String,
     /// Serve `/metrics` from a recorder shared by every test in the process that asks (its
     /// series carry labels a test can make its own, such as an issuer URL).
     pub metrics: bool,
@@ -68,6 +74,9 @@ impl Default for Options {
             issuer_extra: ISSUER_DEFAULTS.into(),
             issuer_name: ISSUER.into(),
             metrics: false,
+            identity_extra: String::new(),
+            own_bundle: "bundle = \"ca.pem\"".into(),
+            trust_domains_extra: String::new(),
             issuer_keys: "jwks_file = \"jwks.json\"".into(),
         }
     }
@@ -134,12 +143,14 @@ source = "{source}"
 intermediates = [{intermediates}]
 insecure_dns_san_fallback = {dns_fallback}
 require_token = {require_token}
+{identity_extra}
 
 [[identity.trust_domains]]
 name = "{TRUST_DOMAIN}"
-bundle = "ca.pem"
+{own_bundle}
 
 {partner}
+{trust_domains_extra}
 [[issuers]]
 issuer = "{issuer_name}"
 audiences = ["{AUDIENCE}"]
@@ -173,6 +184,9 @@ entities = "{policies}/entities.json"
         admin_listen = options.admin_listen,
         issuer_extra = options.issuer_extra,
         issuer_name = options.issuer_name,
+        identity_extra = options.identity_extra,
+        own_bundle = options.own_bundle,
+        trust_domains_extra = options.trust_domains_extra,
         issuer_keys = options.issuer_keys,
         routes = demo_routes(),
     );

@@ -1,0 +1,237 @@
+//! Trust bundles streamed from the SPIFFE Workload API (a fake agent in the test process,
+//! tonic over a Unix socket): the own trust domain's CA rotated mid-traffic, a federated
+//! domain's bundle arriving and leaving, streams cut and reconnected, the agent gone past the
+//! maximum age. Traffic runs throughout; no request may be decided wrongly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::http_get;
+use crate::support::jwt::TokenIssuer;
+use crate::support::pki::{Ca, LeafSpec, TRUST_DOMAIN};
+use crate::support::server::{Options, Req, TestServer};
+use crate::support::workload::{FakeWorkloadApi, X509Svid, X509SvidResponse};
+
+const PARTNER: &str = "partner.example";
+
+/// A certificate-only read of an order: the certificate verified, the example policies then
+/// want a token. `cert_untrusted` is the answer when no bundle vouches for it.
+const TRUSTED: &str = "policy_denied";
+
+fn key_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .secret_der()
+        .to_vec()
+}
+
+/// What the agent sends: Tollgate's SVID from `issuing`, the own domain's bundle `own`, and
+/// the federated bundles.
+fn x509(issuing: &Ca, own: &[&Ca], federated: &[(&str, &Ca)]) -> X509SvidResponse {
+    let svid = issuing.app("tollgate");
+    X509SvidResponse {
+        svids: vec![X509Svid {
+            spiffe_id: format!("spiffe://{TRUST_DOMAIN}/tollgate"),
+            x509_svid: svid.der.clone(),
+            x509_svid_key: key_der(&svid.key_pem),
+            bundle: own.iter().flat_map(|ca| ca.der.clone()).collect(),
+            hint: String::new(),
+        }],
+        crl: vec![],
+        federated_bundles: federated
+            .iter()
+            .map(|(td, ca)| (format!("spiffe://{td}"), ca.der.clone()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+/// Sends the request `cert` makes, over and over, until `stop`; counts answers other than the
+/// deny reason `expect`.
+fn traffic(
+    server: &TestServer,
+    cert: String,
+    expect: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let client = server.client.clone();
+    let (w, n) = (wrong.clone(), sent.clone());
+    let task = tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            let request = Req::get("/orders/1").cert(&cert).build();
+            let answer: crate::support::server::Answer = client
+                .clone()
+                .check(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .into();
+            let reason = answer.body["reason"].as_str().map(str::to_owned);
+            let right = reason.as_deref() == Some(expect);
+            if !right {
+                w.fetch_add(1, Ordering::SeqCst);
+                eprintln!("wrongly decided: {answer:?}");
+            }
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (wrong, sent, task)
+}
+
+async fn within(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < Duration::from_secs(8), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn reason(server: &TestServer, cert: &str) -> String {
+    let answer = server.check(Req::get("/orders/1").cert(cert).build()).await;
+    answer.body["reason"]
+        .as_str()
+        .unwrap_or("allowed")
+        .to_owned()
+}
+
+async fn ready(server: &TestServer) -> String {
+    let admin = server.running.as_ref().unwrap().admin_addr.unwrap();
+    tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wrongly() {
+    let ca1 = Ca::new("Own CA 1");
+    let ca2 = Ca::new("Own CA 2");
+    let partner = Ca::new("Partner CA");
+    let mut agent = FakeWorkloadApi::start().await;
+    let server = TestServer::start(
+        &ca1,
+        &TokenIssuer::new(),
+        Options {
+            identity_extra: format!(
+                "workload_api = \"{}\"\nworkload_api_max_age_seconds = 2",
+                agent.endpoint()
+            ),
+            own_bundle: String::new(),
+            trust_domains_extra: format!("[[identity.trust_domains]]\nname = \"{PARTNER}\"\n"),
+            ..Options::default()
+        },
+    )
+    .await;
+
+    // Before the agent has said anything: nothing is trusted, and /readyz says what it waits for.
+    let old = ca1.app("payments").pem;
+    let new = ca2.app("payments").pem;
+    assert_eq!(reason(&server, &old).await, "cert_untrusted");
+    let readyz = ready(&server).await;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(readyz.contains(TRUST_DOMAIN), "{readyz}");
+
+    agent.set_x509(x509(&ca1, &[&ca1], &[(PARTNER, &partner)]));
+    within("the first bundles taken", async || {
+        reason(&server, &old).await == TRUSTED
+    })
+    .await;
+    assert!(ready(&server).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(reason(&server, &new).await, "cert_untrusted");
+    // The partner's CA vouches for the partner domain (the policy then decides) and for
+    // nothing else; the own CA cannot vouch for the partner domain.
+    let partner_leaf = partner
+        .leaf(&LeafSpec {
+            uris: vec![format!("spiffe://{PARTNER}/billing")],
+            ..LeafSpec::app("unused")
+        })
+        .pem;
+    let own_ca_as_partner = ca1
+        .leaf(&LeafSpec {
+            uris: vec![format!("spiffe://{PARTNER}/billing")],
+            ..LeafSpec::app("unused")
+        })
+        .pem;
+    assert_eq!(reason(&server, &partner_leaf).await, "policy_denied");
+    assert_eq!(reason(&server, &own_ca_as_partner).await, "cert_untrusted");
+    assert_eq!(
+        reason(&server, &partner.app("payments").pem).await,
+        "cert_untrusted"
+    );
+
+    // Rotation, step 1: the agent adds the new CA beside the old one. Old certificates stay
+    // trusted throughout; new ones become trusted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wrong_old, sent_old, old_traffic) = traffic(&server, old.clone(), TRUSTED, stop.clone());
+    agent.set_x509(x509(&ca1, &[&ca1, &ca2], &[(PARTNER, &partner)]));
+    within("the new CA trusted", async || {
+        reason(&server, &new).await == TRUSTED
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    old_traffic.await.unwrap();
+
+    // Step 2: the old CA is withdrawn (and the SVID reissued by the new one). New
+    // certificates stay trusted throughout, across a cut of every stream too.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wrong_new, sent_new, new_traffic) = traffic(&server, new.clone(), TRUSTED, stop.clone());
+    agent.set_x509(x509(&ca2, &[&ca2], &[(PARTNER, &partner)]));
+    within("the old CA withdrawn", async || {
+        reason(&server, &old).await == "cert_untrusted"
+    })
+    .await;
+    let opened = agent.streams_opened();
+    agent.cut_streams();
+    within("the streams reopened", async || {
+        agent.streams_opened() >= opened + 2
+    })
+    .await;
+    // The federated bundle leaves: the partner domain is no longer trusted.
+    agent.set_x509(x509(&ca2, &[&ca2], &[]));
+    within("the federated bundle dropped", async || {
+        reason(&server, &partner_leaf).await == "cert_untrusted"
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    new_traffic.await.unwrap();
+
+    // The agent goes away: the last bundles hold for the maximum age (2 s), then go.
+    agent.stop().await;
+    let gone = std::time::Instant::now();
+    assert_eq!(reason(&server, &new).await, TRUSTED);
+    within("the bundles dropped after the maximum age", async || {
+        reason(&server, &new).await == "cert_untrusted"
+    })
+    .await;
+    let held = gone.elapsed();
+    assert!(
+        held >= Duration::from_millis(1500),
+        "dropped after {held:?}"
+    );
+    assert!(ready(&server).await.starts_with("HTTP/1.1 503"));
+
+    // And back.
+    agent.resume();
+    within("trusted again once the agent is back", async || {
+        reason(&server, &new).await == TRUSTED
+    })
+    .await;
+
+    let (wrong, sent) = (
+        wrong_old.load(Ordering::SeqCst) + wrong_new.load(Ordering::SeqCst),
+        sent_old.load(Ordering::SeqCst) + sent_new.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "{sent} requests during rotation and reconnection; {wrong} decided wrongly; bundles held {held:?} after the agent left"
+    );
+    assert!(sent > 50, "too little traffic to say anything: {sent}");
+    assert_eq!(wrong, 0);
+}
