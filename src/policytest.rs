@@ -363,6 +363,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             bound_thumbprint: None,
             require_binding: false,
             valid_until: i64::MAX,
+            svid: None,
         })
     });
     // As `serve` names them: a token-only caller is `<issuer>#<client>`.

@@ -28,6 +28,8 @@ mod envoy;
 mod fetched_keys;
 #[path = "api/garbage.rs"]
 mod garbage;
+#[path = "api/jwt_svid.rs"]
+mod jwt_svid;
 #[path = "api/layering.rs"]
 mod layering;
 #[path = "api/memo.rs"]

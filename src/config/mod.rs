@@ -33,8 +33,8 @@ use crate::policy::{SourceFile, line_column};
 use crate::snapshot::build::build;
 use crate::snapshot::source::{Document, Folder, Source, Streamed};
 use crate::snapshot::spec::{
-    IdentitySpec, IssuerSpec, JwksLocation, Located, Location, PolicySpec, RemoteJwksSpec,
-    RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
+    IdentitySpec, IssuerSpec, JwksLocation, JwtSvidSpec, Located, Location, PolicySpec,
+    RemoteJwksSpec, RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
 };
 use crate::snapshot::{ResponseSettings, Snapshot};
 
@@ -216,6 +216,7 @@ impl Config {
         let spec = Spec {
             identity: identity(&at, &raw)?,
             issuers: issuers(&at, &raw)?,
+            jwt_svid: jwt_svid(&at, &raw)?,
             policies: PolicySpec {
                 schema: Document::File(raw.policies.schema.get_ref().clone()),
                 folder: Folder(raw.policies.dir.get_ref().clone()),
@@ -578,9 +579,19 @@ fn trust_domains(
             }
             None => None,
         };
+        // JWT authorities come with the bundle: a SPIFFE bundle file's `jwt-svid` keys, or
+        // the Workload API's JWT bundle for the same domain.
+        let jwt_bundle = bundle.as_ref().map(|bundle| match &bundle.value {
+            Document::Streamed(_) => Located {
+                value: Document::Streamed(Streamed::JwtBundle(table.name.clone())),
+                at: bundle.at.clone(),
+            },
+            Document::File(_) => bundle.clone(),
+        });
         domains.push(TrustDomainSpec {
             name: table.name,
             bundle,
+            jwt_bundle,
         });
     }
     if domains.is_empty() {
@@ -629,6 +640,49 @@ fn issuers(at: &Locator<'_>, raw: &RawConfig) -> Result<Vec<IssuerSpec>, ConfigE
         )?);
     }
     Ok(issuers)
+}
+
+/// `[jwt_svid]`: audiences required, algorithms from the JWT-SVID spec's list only.
+fn jwt_svid(at: &Locator<'_>, raw: &RawConfig) -> Result<Option<JwtSvidSpec>, ConfigError> {
+    let Some(svid) = &raw.jwt_svid else {
+        return Ok(None);
+    };
+    if svid.audiences.get_ref().is_empty() {
+        return Err(at.invalid(
+            &svid.audiences,
+            "jwt_svid.audiences",
+            "list at least one audience: a JWT-SVID is only for the audiences it names",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for name in svid.algorithms.get_ref() {
+        let alg = Algorithm::from_str(name)
+            .ok()
+            .filter(|alg| crate::identity::token::JWT_SVID_ALGORITHMS.contains(alg))
+            .ok_or_else(|| {
+                at.invalid(
+                    &svid.algorithms,
+                    "jwt_svid.algorithms",
+                    format!(
+                        "`{name}` is not a JWT-SVID algorithm (RS256/384/512, ES256/384, \
+                         PS256/384/512)"
+                    ),
+                )
+            })?;
+        algorithms.push(alg);
+    }
+    if algorithms.is_empty() {
+        return Err(at.invalid(
+            &svid.algorithms,
+            "jwt_svid.algorithms",
+            "list at least one algorithm",
+        ));
+    }
+    Ok(Some(JwtSvidSpec {
+        audiences: svid.audiences.get_ref().clone(),
+        algorithms,
+        leeway_seconds: svid.leeway_seconds,
+    }))
 }
 
 /// An issuer's `jwks_uri` or `discovery`, with its refresh bounds checked.

@@ -38,6 +38,34 @@ pub struct RawConfig {
     /// How documents are fetched at run time (JWKS URLs, OIDC discovery).
     #[serde(default)]
     pub fetch: RawFetch,
+    /// Accept JWT-SVIDs as bearer tokens.
+    #[serde(default)]
+    pub jwt_svid: Option<RawJwtSvid>,
+}
+
+/// `[jwt_svid]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtSvid {
+    /// Accepted audiences: a JWT-SVID must name one (its `aud` is required).
+    pub audiences: Spanned<Vec<String>>,
+    /// Allowed algorithms (a subset of the JWT-SVID spec's).
+    #[serde(default = "default_jwt_svid_algorithms")]
+    pub algorithms: Spanned<Vec<String>>,
+    /// Clock skew allowance for `exp`/`nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_jwt_svid_algorithms() -> Spanned<Vec<String>> {
+    Spanned::new(
+        0..0,
+        [
+            "RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
 }
 
 /// `[fetch]`.

@@ -35,6 +35,7 @@ mod tests {
             bound_thumbprint: bound,
             require_binding: require,
             valid_until: 0,
+            svid: None,
         }
     }
 

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use rustls_pki_types::CertificateDer;
 
 use super::cert::CertError;
+use super::jwks::KeySet;
 
 /// Most CA certificates one bundle may hold; bounds path-building work per request.
 const MAX_BUNDLE_CERTIFICATES: usize = 64;
@@ -79,6 +80,45 @@ fn spiffe_bundle(text: &str) -> Result<Vec<CertificateDer<'static>>, BundleError
     Ok(out)
 }
 
+/// The JWT authorities of a trust domain, as a key set: from a SPIFFE bundle (`spiffe_bundle`,
+/// its `jwt-svid` keys only, per the JWT-SVID spec §6), or from a JWKS the Workload API sent
+/// for the domain (keys without `use`, or with `jwt-svid` or `sig`). Every key must carry a
+/// `kid`. A PEM bundle has no JWT authorities: an empty set.
+pub fn jwt_svid_keys(text: &str, spiffe_bundle: bool) -> Result<KeySet, BundleError> {
+    if !text.trim_start().starts_with('{') {
+        return Ok(KeySet::default());
+    }
+    let mut document: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| BundleError::Json(e.to_string()))?;
+    let keys = document
+        .get_mut("keys")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or_else(|| BundleError::Json("no `keys` array".into()))?;
+    let mut kept = Vec::with_capacity(keys.len());
+    for (index, mut key) in keys.drain(..).enumerate() {
+        let key_use = key.get("use").and_then(serde_json::Value::as_str);
+        let wanted = match key_use {
+            Some("jwt-svid") => true,
+            Some("sig") | None => !spiffe_bundle,
+            Some(_) => false,
+        };
+        if !wanted {
+            continue;
+        }
+        if key.get("kid").and_then(serde_json::Value::as_str).is_none() {
+            return Err(BundleError::Json(format!(
+                "key {index}: a `jwt-svid` key needs a `kid`"
+            )));
+        }
+        if let Some(object) = key.as_object_mut() {
+            object.remove("use");
+        }
+        kept.push(key);
+    }
+    KeySet::from_json(&serde_json::json!({ "keys": kept }).to_string())
+        .map_err(|e| BundleError::Json(e.to_string()))
+}
+
 /// PEM bundles may hold more certificates than one request may send.
 fn parse_pem_certificates_unbounded(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     use rustls_pki_types::pem::PemObject;
@@ -100,6 +140,31 @@ mod tests {
     use super::*;
 
     const PEM_BODY: &str = "MIIBdzCCAR2gAwIBAgIUYQ==";
+
+    #[test]
+    fn takes_only_jwt_svid_keys_with_a_kid() {
+        let ec = r#""kty": "EC", "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRjfb3J8F7l7fi8eYP1dG-I3Tvs6mR-1G1XK6R8""#;
+        let bundle = format!(
+            r#"{{"spiffe_sequence": 1, "keys": [
+                {{"use": "jwt-svid", "kid": "a", {ec}}},
+                {{"use": "sig", "kid": "b", {ec}}},
+                {{"use": "x509-svid", "x5c": ["{PEM_BODY}"]}}]}}"#
+        );
+        assert_eq!(jwt_svid_keys(&bundle, true).unwrap().kids(), ["a"]);
+        assert_eq!(jwt_svid_keys(&bundle, false).unwrap().kids(), ["a", "b"]);
+        let no_kid = format!(r#"{{"keys": [{{"use": "jwt-svid", {ec}}}]}}"#);
+        assert!(matches!(
+            jwt_svid_keys(&no_kid, true),
+            Err(BundleError::Json(_))
+        ));
+        assert!(
+            jwt_svid_keys("-----BEGIN CERTIFICATE-----", true)
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn reads_spiffe_bundles() {

@@ -270,6 +270,22 @@ pub fn verify_reusable(
         },
         None => (None, i64::MAX),
     };
+    // A JWT-SVID names a workload: the caller's identity when no certificate does, and the
+    // same one as the certificate when one does.
+    let workload = match (workload, token.as_deref().and_then(|t| t.svid.as_ref())) {
+        (None, Some(id)) => Some(Workload {
+            name: WorkloadName::Spiffe(id.clone()),
+            thumbprint: None,
+            serial: None,
+        }),
+        (Some(w), Some(id)) if !matches!(&w.name, WorkloadName::Spiffe(own) if own == id) => {
+            return Err(IdentityError::from(TokenError::InvalidClaim(
+                "sub: the JWT-SVID names another workload than the certificate".into(),
+            ))
+            .into());
+        }
+        (workload, _) => workload,
+    };
     let bound = match &token {
         Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))
             .map_err(IdentityError::from)?,

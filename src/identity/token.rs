@@ -14,6 +14,7 @@ use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
 use super::jwks::{KeySet, RemoteKeys};
+use super::spiffe::SpiffeId;
 
 /// Largest bearer token accepted; real tokens are a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -69,6 +70,139 @@ pub struct Issuer {
 #[derive(Debug, Default)]
 pub struct Issuers {
     by_name: HashMap<String, Issuer>,
+    /// JWT-SVIDs, when accepted as bearer tokens.
+    svids: Option<JwtSvids>,
+}
+
+/// JWT-SVIDs accepted as bearer tokens (SPIFFE JWT-SVID spec): validated against the JWT
+/// bundle of the trust domain their `sub` names, and no other.
+pub struct JwtSvids {
+    audiences: Vec<String>,
+    leeway_seconds: u64,
+    validations: Vec<(Algorithm, Validation)>,
+    /// Each allowed trust domain's JWT authorities.
+    by_domain: HashMap<String, Arc<KeySet>>,
+}
+
+/// The algorithms the JWT-SVID spec allows (§3: RS, ES, PS at 256/384/512; jsonwebtoken has
+/// no ES512).
+pub const JWT_SVID_ALGORITHMS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+impl JwtSvids {
+    /// JWT-SVIDs for `audiences` (at least one must be in `aud`), signed with one of
+    /// `algorithms` by a key of the `by_domain` bundle of the token's trust domain.
+    pub fn new(
+        audiences: Vec<String>,
+        algorithms: &[Algorithm],
+        leeway_seconds: u64,
+        by_domain: HashMap<String, Arc<KeySet>>,
+    ) -> Self {
+        let validations = algorithms
+            .iter()
+            .filter(|alg| JWT_SVID_ALGORITHMS.contains(alg))
+            .map(|&alg| {
+                let mut validation = Validation::new(alg);
+                validation.set_audience(&audiences);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+                (alg, validation)
+            })
+            .collect();
+        Self {
+            audiences,
+            leeway_seconds,
+            validations,
+            by_domain,
+        }
+    }
+
+    /// Trust domains with at least one JWT authority.
+    pub fn domains_with_keys(&self) -> impl Iterator<Item = &str> {
+        self.by_domain
+            .iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(td, _)| td.as_str())
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        header: &Header,
+        sub: &str,
+        now: i64,
+    ) -> Result<VerifiedToken, TokenError> {
+        // §2: the header holds `alg`, `kid` and `typ` only; `typ` is `JWT` or `JOSE`.
+        if header.crit.is_some() || !header.other.is_empty() {
+            return Err(TokenError::Malformed(
+                "a JWT-SVID header holds only `alg`, `kid` and `typ`".into(),
+            ));
+        }
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t != "JWT" && t != "JOSE")
+        {
+            return Err(TokenError::Malformed(
+                "a JWT-SVID's `typ` is `JWT` or `JOSE`".into(),
+            ));
+        }
+        let id =
+            SpiffeId::parse_workload(sub).map_err(|_| TokenError::InvalidClaim("sub".into()))?;
+        // The bundle of the subject's own trust domain, and no other (Workload API §5).
+        let keys = self
+            .by_domain
+            .get(id.trust_domain())
+            .filter(|keys| !keys.is_empty())
+            .ok_or_else(|| TokenError::Issuer(format!("spiffe://{}", id.trust_domain())))?;
+        let alg = Algorithm::from_str(&header.alg)
+            .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
+            return Err(TokenError::Algorithm(header.alg.clone()));
+        };
+        let key = keys.find(header.kid.as_deref(), alg).ok_or_else(|| {
+            TokenError::UnknownKey(header.kid.clone().unwrap_or_else(|| "-".into()))
+        })?;
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+            .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
+            .claims;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| TokenError::InvalidClaim("exp".into()))?;
+        valid_at(self.leeway_seconds, &claims, expires_at, now)?;
+        Ok(VerifiedToken {
+            issuer: format!("spiffe://{}", id.trust_domain()),
+            subject: Some(id.as_str().to_owned()),
+            client_id: Some(id.as_str().to_owned()),
+            client_principal: Some(id.as_str().to_owned()),
+            scopes: Vec::new(),
+            user: None,
+            actor: None,
+            bound_thumbprint: None,
+            require_binding: false,
+            valid_until: expires_at,
+            svid: Some(id),
+        })
+    }
+}
+
+impl std::fmt::Debug for JwtSvids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvids")
+            .field("audiences", &self.audiences)
+            .field("domains", &self.by_domain)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Facts from a token whose signature and claims checked out.
@@ -98,6 +232,8 @@ pub struct VerifiedToken {
     /// Until when this verification holds, Unix seconds: `exp`, or sooner the moment the
     /// issuer's fetched keys go stale.
     pub valid_until: i64,
+    /// For a JWT-SVID, the workload it names (verified against its trust domain's bundle).
+    pub svid: Option<SpiffeId>,
 }
 
 /// Why a token was refused.
@@ -212,6 +348,9 @@ struct Header {
     crit: Option<Value>,
     #[serde(default)]
     typ: Option<String>,
+    /// Any other header parameter (a JWT-SVID may carry none).
+    #[serde(flatten)]
+    other: Map<String, Value>,
 }
 
 // === impl Issuer ===
@@ -304,7 +443,19 @@ impl Issuers {
     pub fn new(issuers: Vec<Issuer>) -> Self {
         Self {
             by_name: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
+            svids: None,
         }
+    }
+
+    /// The same issuers, also accepting JWT-SVIDs as `svids` describes.
+    pub fn with_jwt_svids(mut self, svids: JwtSvids) -> Self {
+        self.svids = Some(svids);
+        self
+    }
+
+    /// The JWT-SVID rules, when JWT-SVIDs are accepted.
+    pub fn jwt_svids(&self) -> Option<&JwtSvids> {
+        self.svids.as_ref()
     }
 
     /// Every issuer, in no particular order.
@@ -312,9 +463,10 @@ impl Issuers {
         self.by_name.values()
     }
 
-    /// True when no issuer is configured (tokens are then always refused).
+    /// True when no issuer is configured and JWT-SVIDs are not accepted (tokens are then
+    /// always refused).
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.by_name.is_empty() && self.svids.is_none()
     }
 
     /// Verifies a compact JWS at `now` and extracts its facts.
@@ -331,6 +483,24 @@ impl Issuers {
             ));
         };
         let header: Header = decode_json(header_b64, "header")?;
+        // Read `iss` (and `sub`) before verifying only to choose the keys; the signature check
+        // covers them.
+        let unverified: Map<String, Value> = decode_json(payload_b64, "payload")?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let iss = match unverified.get("iss") {
+            Some(Value::String(iss)) => Some(iss.as_str()),
+            Some(_) => return Err(TokenError::InvalidClaim("iss".into())),
+            None => None,
+        };
+        // A configured issuer's token, or else a JWT-SVID: its `sub` names a workload, whose
+        // trust domain's JWT bundle alone can vouch for it.
+        if iss.is_none_or(|iss| !self.by_name.contains_key(iss))
+            && let Some(svids) = &self.svids
+            && let Some(Value::String(sub)) = unverified.get("sub")
+            && sub.starts_with("spiffe://")
+        {
+            return svids.verify(token, &header, sub, now);
+        }
         if header.crit.is_some() {
             return Err(TokenError::Malformed("unsupported `crit` header".into()));
         }
@@ -351,15 +521,7 @@ impl Issuers {
         }
         let alg = Algorithm::from_str(&header.alg)
             .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
-
-        // Read `iss` before verifying only to choose the issuer's keys; the signature check
-        // below covers it.
-        let unverified: Map<String, Value> = decode_json(payload_b64, "payload")?;
-        let iss = match unverified.get("iss") {
-            Some(Value::String(iss)) => iss.as_str(),
-            Some(_) => return Err(TokenError::InvalidClaim("iss".into())),
-            None => return Err(TokenError::MissingClaim("iss".into())),
-        };
+        let iss = iss.ok_or_else(|| TokenError::MissingClaim("iss".into()))?;
         let issuer = self
             .by_name
             .get(iss)
@@ -367,7 +529,6 @@ impl Issuers {
         let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(TokenError::Algorithm(header.alg));
         };
-        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         // Fetched keys are judged before any key is looked up: none yet, or too old to trust,
         // refuses every token of the issuer, whatever it names.
@@ -474,7 +635,7 @@ fn facts(
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or_else(|| TokenError::InvalidClaim("exp".into()))?;
-    valid_at(issuer, claims, expires_at, now)?;
+    valid_at(issuer.leeway_seconds, claims, expires_at, now)?;
     let actor = match claims.get("act") {
         None => None,
         Some(Value::Object(act)) => match act.get("sub") {
@@ -518,6 +679,7 @@ fn facts(
         bound_thumbprint: confirmation(claims)?,
         require_binding: issuer.require_binding,
         valid_until: expires_at,
+        svid: None,
     })
 }
 
@@ -525,12 +687,12 @@ fn facts(
 /// optional, but when present it must be a time, and not in the future beyond the leeway: a
 /// token "issued" later than now is a clock or forgery problem.
 fn valid_at(
-    issuer: &Issuer,
+    leeway_seconds: u64,
     claims: &Map<String, Value>,
     expires_at: i64,
     now: i64,
 ) -> Result<(), TokenError> {
-    let leeway = i64::try_from(issuer.leeway_seconds).unwrap_or(i64::MAX);
+    let leeway = i64::try_from(leeway_seconds).unwrap_or(i64::MAX);
     if expires_at < now.saturating_sub(leeway) {
         return Err(TokenError::Expired);
     }

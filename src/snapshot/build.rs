@@ -3,6 +3,7 @@
 //! made, whether a build follows a config change, a file change, or a document fetched at run
 //! time; the caller swaps the result in (or keeps the last good snapshot on an error).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -10,12 +11,12 @@ use jsonwebtoken::DecodingKey;
 
 use super::Snapshot;
 use super::source::{Document, Source, SourceError};
-use super::spec::{IdentitySpec, IssuerSpec, Located, Location, Spec};
+use super::spec::{IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec};
 use crate::identity::Identity;
-use crate::identity::bundle::parse_bundle;
+use crate::identity::bundle::{jwt_svid_keys, parse_bundle};
 use crate::identity::cert::{TrustDomainBundle, TrustStore};
 use crate::identity::jwks::{KeySet, RemoteKeys};
-use crate::identity::token::{Issuer, Issuers};
+use crate::identity::token::{Issuer, Issuers, JwtSvids};
 use crate::mapping::routes::Routes;
 use crate::policy::{PolicyError, PolicyStore, SourceFile};
 
@@ -48,7 +49,13 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
     let mut awaiting = Vec::new();
-    let identity = identity(&spec.identity, &spec.issuers, source, &mut awaiting)?;
+    let identity = identity(
+        &spec.identity,
+        &spec.issuers,
+        spec.jwt_svid.as_ref(),
+        source,
+        &mut awaiting,
+    )?;
     let policies = policies(spec, source)?;
     let routes = routes(spec, &policies)?;
     Ok(Snapshot {
@@ -64,6 +71,7 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
 fn identity(
     id: &IdentitySpec,
     issuers: &[IssuerSpec],
+    jwt_svid: Option<&JwtSvidSpec>,
     source: &dyn Source,
     awaiting: &mut Vec<String>,
 ) -> Result<Identity, BuildError> {
@@ -72,6 +80,10 @@ fn identity(
         intermediates.extend(certificates(document, source)?);
     }
     let bundles = trust_domains(id, source, awaiting)?;
+    let svids = match jwt_svid {
+        Some(spec) => Some(jwt_svids(spec, id, source)?),
+        None => None,
+    };
     let trust = TrustStore::new(
         &bundles,
         intermediates,
@@ -83,15 +95,51 @@ fn identity(
         source: id.source,
         trust,
         trust_domains: bundles.into_iter().map(|b| b.trust_domain).collect(),
-        issuers: Issuers::new(
-            issuers
-                .iter()
-                .map(|issuer| build_issuer(issuer, source))
-                .collect::<Result<_, _>>()?,
-        ),
+        issuers: {
+            let issuers = Issuers::new(
+                issuers
+                    .iter()
+                    .map(|issuer| build_issuer(issuer, source))
+                    .collect::<Result<_, _>>()?,
+            );
+            match svids {
+                Some(svids) => issuers.with_jwt_svids(svids),
+                None => issuers,
+            }
+        },
         require_workload: id.require_workload,
         require_token: id.require_token,
     })
+}
+
+/// Each trust domain's JWT authorities, for JWT-SVIDs: a SPIFFE bundle file's `jwt-svid` keys
+/// (a PEM bundle has none), or the Workload API's JWT bundle.
+fn jwt_svids(
+    spec: &JwtSvidSpec,
+    id: &IdentitySpec,
+    source: &dyn Source,
+) -> Result<JwtSvids, BuildError> {
+    let mut by_domain = HashMap::with_capacity(id.trust_domains.len());
+    for domain in &id.trust_domains {
+        let Some(document) = &domain.jwt_bundle else {
+            continue;
+        };
+        let keys = match (&document.value, source.read(&document.value)) {
+            // Not streamed (yet): no JWT-SVID of the domain verifies. Readiness does not wait
+            // for it: a domain need not issue JWT-SVIDs at all.
+            (Document::Streamed(_), Err(_)) => KeySet::default(),
+            (_, Err(error)) => return Err(error.into()),
+            (value, Ok(file)) => jwt_svid_keys(&file.text, matches!(value, Document::File(_)))
+                .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?,
+        };
+        by_domain.insert(domain.name.clone(), Arc::new(keys));
+    }
+    Ok(JwtSvids::new(
+        spec.audiences.clone(),
+        &spec.algorithms,
+        spec.leeway_seconds,
+        by_domain,
+    ))
 }
 
 /// The certificates of a PEM or SPIFFE bundle document.

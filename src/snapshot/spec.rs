@@ -56,6 +56,8 @@ pub struct Spec {
     pub identity: IdentitySpec,
     /// Token issuers, in config order.
     pub issuers: Vec<IssuerSpec>,
+    /// JWT-SVIDs as bearer tokens, when accepted.
+    pub jwt_svid: Option<JwtSvidSpec>,
     /// Cedar inputs.
     pub policies: PolicySpec,
     /// Routes, compiled; their actions and resource types are checked against the schema at
@@ -117,6 +119,20 @@ pub struct TrustDomainSpec {
     pub name: String,
     /// Its CA bundle (PEM or SPIFFE bundle JSON); `None` only where no certificate is verified.
     pub bundle: Option<Located<Document>>,
+    /// Where its JWT authorities come from (a SPIFFE bundle's `jwt-svid` keys, or the
+    /// Workload API's JWT bundle), for JWT-SVIDs.
+    pub jwt_bundle: Option<Located<Document>>,
+}
+
+/// `[jwt_svid]`: JWT-SVIDs accepted as bearer tokens.
+#[derive(Debug, Clone)]
+pub struct JwtSvidSpec {
+    /// A JWT-SVID must name one of these in `aud`.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowance for `exp`/`nbf`.
+    pub leeway_seconds: u64,
 }
 
 /// One `[[issuers]]` table.

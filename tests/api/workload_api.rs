@@ -12,7 +12,7 @@ use crate::support::http_get;
 use crate::support::jwt::TokenIssuer;
 use crate::support::pki::{Ca, LeafSpec, TRUST_DOMAIN};
 use crate::support::server::{Options, Req, TestServer};
-use crate::support::workload::{FakeWorkloadApi, X509Svid, X509SvidResponse};
+use crate::support::workload::{FakeWorkloadApi, JwtBundlesResponse, X509Svid, X509SvidResponse};
 
 const PARTNER: &str = "partner.example";
 
@@ -126,6 +126,7 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
             ),
             own_bundle: String::new(),
             trust_domains_extra: format!("[[identity.trust_domains]]\nname = \"{PARTNER}\"\n"),
+            extra: "[jwt_svid]\naudiences = [\"tollgate\"]\n".into(),
             ..Options::default()
         },
     )
@@ -139,7 +140,39 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
     assert!(readyz.contains(TRUST_DOMAIN), "{readyz}");
 
+    // JWT-SVIDs: refused while the agent has sent no JWT bundle for their domain.
+    let jwt_keys = TokenIssuer::new();
+    let jwt_svid = jwt_keys.sign(
+        jsonwebtoken::Algorithm::ES256,
+        None,
+        &serde_json::json!({
+            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
+            "exp": crate::support::jwt::now() + 300,
+        }),
+    );
+    let svid_reason = async |server: &TestServer| {
+        let answer = server
+            .check(Req::get("/orders/1").token(&jwt_svid).build())
+            .await;
+        answer.body["reason"]
+            .as_str()
+            .unwrap_or("allowed")
+            .to_owned()
+    };
+    assert_eq!(svid_reason(&server).await, "token_issuer");
+
+    agent.set_jwt(JwtBundlesResponse {
+        bundles: [(
+            format!("spiffe://{TRUST_DOMAIN}"),
+            jwt_keys.jwks().into_bytes(),
+        )]
+        .into(),
+    });
     agent.set_x509(x509(&ca1, &[&ca1], &[(PARTNER, &partner)]));
+    within("the JWT bundle taken", async || {
+        svid_reason(&server).await == TRUSTED
+    })
+    .await;
     within("the first bundles taken", async || {
         reason(&server, &old).await == TRUSTED
     })

@@ -104,6 +104,12 @@ impl TokenIssuer {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
+    /// ES256 with a header of the caller's making.
+    pub fn sign_es256_with(&self, header: &Header, claims: &Value) -> String {
+        let key = EncodingKey::from_ec_pem(self.es256.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(header, claims, &key).unwrap()
+    }
+
     /// ES256 app-only token.
     pub fn app(&self, client: &str, scopes: &str) -> String {
         self.sign(
