@@ -95,9 +95,7 @@ pub async fn start(
     if let Some(workload_api) = &settings.workload_api {
         fetcher.follow_workload_api(workload_api);
     }
-    let snapshot = if config.spec.issuers.iter().any(|i| i.remote.is_some())
-        || settings.workload_api.is_some()
-    {
+    let snapshot = if config.spec.has_live_sources() || settings.workload_api.is_some() {
         config
             .build(&*fetcher, snapshot.generation)
             .map_err(|e| ServeError::Fetch(e.to_string()))?

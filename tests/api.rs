@@ -24,6 +24,8 @@ mod cli;
 mod deploy;
 #[path = "api/envoy.rs"]
 mod envoy;
+#[path = "api/federation.rs"]
+mod federation;
 #[path = "api/fetched_keys.rs"]
 mod fetched_keys;
 #[path = "api/garbage.rs"]

@@ -128,9 +128,9 @@ impl Source for ConfigSource {
     fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
         match document {
             Document::File(path) => self.read_relative(path),
-            Document::Streamed(streamed) => Err(SourceError {
-                name: streamed.to_string(),
-                reason: "only a running server streams it from the Workload API".into(),
+            Document::Streamed(_) | Document::Endpoint(_) => Err(SourceError {
+                name: document.to_string(),
+                reason: "only a running server streams or polls it".into(),
             }),
         }
     }

@@ -33,8 +33,8 @@ use crate::policy::{SourceFile, line_column};
 use crate::snapshot::build::build;
 use crate::snapshot::source::{Document, Folder, Source, Streamed};
 use crate::snapshot::spec::{
-    IdentitySpec, IssuerSpec, JwksLocation, JwtSvidSpec, Located, Location, PolicySpec,
-    RemoteJwksSpec, RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
+    BundleEndpointSpec, IdentitySpec, IssuerSpec, JwksLocation, JwtSvidSpec, Located, Location,
+    PolicySpec, RemoteJwksSpec, RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
 };
 use crate::snapshot::{ResponseSettings, Snapshot};
 
@@ -251,7 +251,7 @@ fn watched(source: &ConfigSource, spec: &Spec) -> Watched {
     };
     let resolve = |document: &Document| match document {
         Document::File(path) => source.resolve(path),
-        Document::Streamed(_) => None,
+        Document::Streamed(_) | Document::Endpoint(_) => None,
     };
     let Folder(policies) = &spec.policies.folder;
     let mut files: Vec<PathBuf> = spec.documents().filter_map(resolve).collect();
@@ -488,7 +488,7 @@ fn identity(at: &Locator<'_>, raw: &RawConfig) -> Result<IdentitySpec, ConfigErr
     }
     Ok(IdentitySpec {
         source,
-        trust_domains: trust_domains(at, id, source)?,
+        trust_domains: trust_domains(at, id, source, *raw.fetch.insecure_allow_http.get_ref())?,
         trust_domains_at: at.locate(&id.source, "identity.trust_domains"),
         intermediates: id
             .intermediates
@@ -515,6 +515,7 @@ fn trust_domains(
     at: &Locator<'_>,
     id: &raw::RawIdentity,
     kind: IdentitySource,
+    allow_http: bool,
 ) -> Result<Vec<TrustDomainSpec>, ConfigError> {
     if let Some(old) = &id.trust_bundles {
         return Err(at.invalid(old, "identity.trust_bundles", TRUST_DOMAINS_MIGRATION));
@@ -554,7 +555,31 @@ fn trust_domains(
             ));
         }
         let bundle_key = format!("{key}.bundle");
+        let endpoint = match &table.bundle_endpoint {
+            Some(url) => {
+                let endpoint_key = format!("{key}.bundle_endpoint");
+                if table.bundle.is_some() {
+                    return Err(at.invalid(
+                        list,
+                        &endpoint_key,
+                        "set `bundle` or `bundle_endpoint`, not both",
+                    ));
+                }
+                check_fetch_url(url, allow_http)
+                    .map_err(|message| at.invalid(list, &endpoint_key, message))?;
+                Some(BundleEndpointSpec {
+                    trust_domain: table.name.clone(),
+                    url: url.clone(),
+                })
+            }
+            None => None,
+        };
         let bundle = match table.bundle {
+            // Polled from the endpoint, and read as a SPIFFE bundle document.
+            None if endpoint.is_some() => Some(Located {
+                value: Document::Endpoint(table.name.clone()),
+                at: at.locate(list, &format!("{key}.bundle_endpoint")),
+            }),
             Some(path) => Some(Located {
                 value: Document::File(path),
                 // A table inside an array of tables keeps no spans of its own.
@@ -586,11 +611,12 @@ fn trust_domains(
                 value: Document::Streamed(Streamed::JwtBundle(table.name.clone())),
                 at: bundle.at.clone(),
             },
-            Document::File(_) => bundle.clone(),
+            Document::File(_) | Document::Endpoint(_) => bundle.clone(),
         });
         domains.push(TrustDomainSpec {
             name: table.name,
             bundle,
+            endpoint,
             jwt_bundle,
         });
     }

@@ -193,6 +193,9 @@ pub struct RawTrustDomain {
     /// `source = "certificate"`.
     #[serde(default)]
     pub bundle: Option<String>,
+    /// The domain's SPIFFE bundle endpoint (`https_web` profile), polled at its refresh hint.
+    #[serde(default)]
+    pub bundle_endpoint: Option<String>,
 }
 
 fn default_source() -> Spanned<String> {

@@ -68,6 +68,24 @@ fn semantic_errors_name_key_and_line() {
         (
             Box::new(|c: String| {
                 c.replace(
+                    "name = \"demo.tollgate.dev\"",
+                    "name = \"demo.tollgate.dev\"\nbundle_endpoint = \"https://demo.example/bundle\"",
+                )
+            }),
+            "identity.trust_domains[0].bundle_endpoint",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[identity]\n",
+                    "[identity]\nworkload_api = \"/run/agent.sock\"\n",
+                )
+            }),
+            "identity.workload_api",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
                     "resource = 'Payment::\"{id}\"'",
                     "resource = 'Payment::\"{pid}\"'",
                 )

@@ -3,6 +3,7 @@
 //! task keeps fresh ([`jwks`]). Builds read the last good set and never wait on the network;
 //! a changed set asks for a build through the callback [`Fetcher::on_change`] installs.
 
+mod federation;
 pub mod http;
 mod jwks;
 pub mod workload;
@@ -11,10 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::config::{FetchSettings, WorkloadApiSettings};
+use crate::identity::bundle::RemoteBundle;
 use crate::identity::jwks::RemoteKeys;
 use crate::policy::SourceFile;
 use crate::snapshot::source::{Document, Folder, Source, SourceError};
-use crate::snapshot::spec::RemoteJwksSpec;
+use crate::snapshot::spec::{BundleEndpointSpec, RemoteJwksSpec};
 use workload::Streams;
 
 pub use http::{FetchError, HttpClient};
@@ -24,6 +26,7 @@ pub struct Fetcher {
     files: Arc<dyn Source>,
     client: HttpClient,
     live: Mutex<HashMap<RemoteJwksSpec, Weak<RemoteKeys>>>,
+    bundles: Mutex<HashMap<BundleEndpointSpec, Weak<RemoteBundle>>>,
     changed: Arc<Changed>,
     /// What the SPIFFE Workload API streamed, once [`Fetcher::follow_workload_api`] started.
     streams: Arc<Streams>,
@@ -78,6 +81,7 @@ impl Fetcher {
             files,
             client: HttpClient::new(settings)?,
             live: Mutex::default(),
+            bundles: Mutex::default(),
             changed: Arc::default(),
             streams: Arc::default(),
         })
@@ -118,7 +122,7 @@ impl Source for Fetcher {
                     reason: "the Workload API has not sent it".into(),
                 }),
             },
-            Document::File(_) => self.files.read(document),
+            Document::File(_) | Document::Endpoint(_) => self.files.read(document),
         }
     }
 
@@ -158,5 +162,26 @@ impl Source for Fetcher {
             Arc::new(move || changed.fire()),
         ));
         Some(keys)
+    }
+
+    /// The live bundle polled from `spec`'s endpoint, started (with its poller) the first
+    /// time a build asks.
+    fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bundle) = bundles.get(spec).and_then(Weak::upgrade) {
+            return Some(bundle);
+        }
+        bundles.retain(|_, bundle| bundle.strong_count() > 0);
+        let bundle = Arc::new(RemoteBundle::new(spec.url.clone()));
+        bundles.insert(spec.clone(), Arc::downgrade(&bundle));
+        let changed = self.changed.clone();
+        runtime.spawn(federation::follow(
+            bundle.clone(),
+            spec.clone(),
+            self.client.clone(),
+            Arc::new(move || changed.fire()),
+        ));
+        Some(bundle)
     }
 }

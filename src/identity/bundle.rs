@@ -119,6 +119,69 @@ pub fn jwt_svid_keys(text: &str, spiffe_bundle: bool) -> Result<KeySet, BundleEr
         .map_err(|e| BundleError::Json(e.to_string()))
 }
 
+/// A trust domain's bundle as polled from its SPIFFE bundle endpoint (federation): the last
+/// good document and its sequence, shared by the poller and the snapshots built from it.
+#[derive(Debug)]
+pub struct RemoteBundle {
+    /// The endpoint URL, for messages.
+    pub location: String,
+    current: std::sync::Mutex<Option<(Option<u64>, String)>>,
+}
+
+impl RemoteBundle {
+    /// Nothing fetched yet from `location`.
+    pub fn new(location: String) -> Self {
+        Self {
+            location,
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last good bundle document, if any.
+    pub fn text(&self) -> Option<String> {
+        self.lock().as_ref().map(|(_, text)| text.clone())
+    }
+
+    /// Takes `text` (sequence `sequence`) if it is newer than what is held (SPIFFE Federation
+    /// §4.2: a bundle whose `spiffe_sequence` is not greater is not fresher) or differs from a
+    /// held one without sequence numbers. True when it replaced the held one.
+    pub fn offer(&self, sequence: Option<u64>, text: String) -> bool {
+        let mut current = self.lock();
+        let newer = match (&*current, sequence) {
+            (None, _) => true,
+            (Some((Some(held), _)), Some(offered)) => offered > *held,
+            (Some((_, held)), _) => *held != text,
+        };
+        if newer {
+            *current = Some((sequence, text));
+        }
+        newer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<u64>, String)>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a SPIFFE bundle says of itself: its sequence and refresh hint (seconds).
+pub fn bundle_header(text: &str) -> Result<(Option<u64>, Option<u64>), BundleError> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        spiffe_sequence: Option<u64>,
+        spiffe_refresh_hint: Option<u64>,
+        #[allow(
+            dead_code,
+            reason = "required by the format; read to refuse a document without it"
+        )]
+        keys: Vec<serde_json::Value>,
+    }
+    let header: Header =
+        serde_json::from_str(text).map_err(|e| BundleError::Json(e.to_string()))?;
+    Ok((header.spiffe_sequence, header.spiffe_refresh_hint))
+}
+
 /// PEM bundles may hold more certificates than one request may send.
 fn parse_pem_certificates_unbounded(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     use rustls_pki_types::pem::PemObject;

@@ -11,9 +11,11 @@ use jsonwebtoken::DecodingKey;
 
 use super::Snapshot;
 use super::source::{Document, Source, SourceError};
-use super::spec::{IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec};
+use super::spec::{
+    IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec, TrustDomainSpec,
+};
 use crate::identity::Identity;
-use crate::identity::bundle::{jwt_svid_keys, parse_bundle};
+use crate::identity::bundle::{BundleError, RemoteBundle, jwt_svid_keys, parse_bundle};
 use crate::identity::cert::{TrustDomainBundle, TrustStore};
 use crate::identity::jwks::{KeySet, RemoteKeys};
 use crate::identity::token::{Issuer, Issuers, JwtSvids};
@@ -49,6 +51,13 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
     let mut awaiting = Vec::new();
+    let remote_bundles: Vec<Arc<RemoteBundle>> = spec
+        .identity
+        .trust_domains
+        .iter()
+        .filter_map(|d| d.endpoint.as_ref())
+        .filter_map(|endpoint| source.remote_bundle(endpoint))
+        .collect();
     let identity = identity(
         &spec.identity,
         &spec.issuers,
@@ -65,6 +74,7 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
         policies,
         response: spec.response.clone(),
         awaiting,
+        remote_bundles,
     })
 }
 
@@ -124,6 +134,16 @@ fn jwt_svids(
         let Some(document) = &domain.jwt_bundle else {
             continue;
         };
+        if let Document::Endpoint(_) = &document.value {
+            let keys = match endpoint_text(domain, source) {
+                Some(text) => {
+                    jwt_svid_keys(&text, true).map_err(|e| invalid(&document.at, e.to_string()))?
+                }
+                None => KeySet::default(),
+            };
+            by_domain.insert(domain.name.clone(), Arc::new(keys));
+            continue;
+        }
         let keys = match (&document.value, source.read(&document.value)) {
             // Not streamed (yet): no JWT-SVID of the domain verifies. Readiness does not wait
             // for it: a domain need not issue JWT-SVIDs at all.
@@ -140,6 +160,15 @@ fn jwt_svids(
         spec.leeway_seconds,
         by_domain,
     ))
+}
+
+/// The last good bundle polled from `domain`'s endpoint, if any.
+fn endpoint_text(domain: &TrustDomainSpec, source: &dyn Source) -> Option<String> {
+    domain
+        .endpoint
+        .as_ref()
+        .and_then(|endpoint| source.remote_bundle(endpoint))
+        .and_then(|bundle| bundle.text())
 }
 
 /// The certificates of a PEM or SPIFFE bundle document.
@@ -173,6 +202,19 @@ fn trust_domains(
                         }
                     },
                     Document::File(_) => certificates(bundle, source)?,
+                    // Checked when it arrived; an endpoint may publish an empty bundle (every
+                    // SVID of the domain revoked), which is no authority at all.
+                    Document::Endpoint(_) => match endpoint_text(domain, source) {
+                        Some(text) => match parse_bundle(&text) {
+                            Ok(authorities) => authorities,
+                            Err(BundleError::NoX509Authorities) => Vec::new(),
+                            Err(e) => return Err(invalid(&bundle.at, e.to_string())),
+                        },
+                        None => {
+                            awaiting.push(bundle.value.to_string());
+                            Vec::new()
+                        }
+                    },
                 };
                 if !id.insecure_shared_ca_across_trust_domains
                     && let Some(other) = bundles

@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// Streamed documents this snapshot was built without, not having arrived yet (e.g. a
     /// trust domain's bundle from the Workload API): `/readyz` waits for them.
     pub awaiting: Vec<String>,
+    /// Bundles polled from federated trust domains' endpoints; holding them keeps their
+    /// pollers running.
+    pub remote_bundles: Vec<Arc<crate::identity::bundle::RemoteBundle>>,
 }
 
 /// How responses are shaped.

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use super::spec::RemoteJwksSpec;
+use super::spec::{BundleEndpointSpec, RemoteJwksSpec};
+use crate::identity::bundle::RemoteBundle;
 use crate::identity::jwks::RemoteKeys;
 use crate::policy::SourceFile;
 
@@ -18,6 +19,8 @@ pub enum Document {
     File(String),
     /// A document the SPIFFE Workload API streams.
     Streamed(Streamed),
+    /// A trust domain's bundle as polled from its bundle endpoint, by the domain's name.
+    Endpoint(String),
 }
 
 /// What the SPIFFE Workload API streams, per trust domain. An absent one is an empty set
@@ -48,6 +51,7 @@ impl std::fmt::Display for Document {
         match self {
             Self::File(path) => f.write_str(path),
             Self::Streamed(streamed) => streamed.fmt(f),
+            Self::Endpoint(td) => write!(f, "the bundle endpoint's bundle for `{td}`"),
         }
     }
 }
@@ -67,6 +71,13 @@ pub trait Source: Send + Sync {
     /// not fetch (files alone, as `validate` and `test` use) has none, and the issuer then
     /// refuses every token `token_keys_unavailable`.
     fn remote_keys(&self, spec: &RemoteJwksSpec) -> Option<Arc<RemoteKeys>> {
+        let _ = spec;
+        None
+    }
+
+    /// The live bundle of a trust domain polled from its bundle endpoint. A source that does
+    /// not fetch has none, and the domain then has no authority.
+    fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {
         let _ = spec;
         None
     }

@@ -112,6 +112,19 @@ pub struct IdentitySpec {
     pub require_token: bool,
 }
 
+impl Spec {
+    /// True when a document must be fetched at run time (a JWKS URL, OIDC discovery, a
+    /// bundle endpoint): building from files alone would leave it out.
+    pub fn has_live_sources(&self) -> bool {
+        self.issuers.iter().any(|i| i.remote.is_some())
+            || self
+                .identity
+                .trust_domains
+                .iter()
+                .any(|d| d.endpoint.is_some())
+    }
+}
+
 /// One `[[identity.trust_domains]]` table.
 #[derive(Debug, Clone)]
 pub struct TrustDomainSpec {
@@ -119,9 +132,20 @@ pub struct TrustDomainSpec {
     pub name: String,
     /// Its CA bundle (PEM or SPIFFE bundle JSON); `None` only where no certificate is verified.
     pub bundle: Option<Located<Document>>,
+    /// Its SPIFFE bundle endpoint, when its bundle is polled from there (federation).
+    pub endpoint: Option<BundleEndpointSpec>,
     /// Where its JWT authorities come from (a SPIFFE bundle's `jwt-svid` keys, or the
     /// Workload API's JWT bundle), for JWT-SVIDs.
     pub jwt_bundle: Option<Located<Document>>,
+}
+
+/// A federated trust domain's bundle endpoint (SPIFFE Federation, `https_web` profile).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BundleEndpointSpec {
+    /// The trust domain the bundle is for (a bundle does not name its domain).
+    pub trust_domain: String,
+    /// The endpoint URL.
+    pub url: String,
 }
 
 /// `[jwt_svid]`: JWT-SVIDs accepted as bearer tokens.

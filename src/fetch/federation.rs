@@ -1,0 +1,73 @@
+//! Polling a federated trust domain's SPIFFE bundle endpoint (SPIFFE Federation, `https_web`
+//! profile: Web PKI server authentication through the fetcher's client). Each poll waits the
+//! bundle's own `spiffe_refresh_hint` (clamped to 1 s – 1 day; 5 minutes when it gives none);
+//! a bundle is taken only when it is a valid SPIFFE bundle and newer than the one held
+//! (`spiffe_sequence`), and a taken one asks for a snapshot build. A failed poll keeps the held
+//! bundle and tries again at the next interval, as the spec asks (not aggressively).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::http::{FetchError, HttpClient};
+use crate::identity::bundle::{BundleError, RemoteBundle, bundle_header, parse_bundle};
+use crate::snapshot::spec::BundleEndpointSpec;
+
+/// The interval when a bundle gives no refresh hint (Federation §4.1 suggests five minutes).
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+/// Bounds on what a refresh hint may ask for.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+const MAX_REFRESH: Duration = Duration::from_secs(86_400);
+
+/// Polls `spec`'s endpoint into `bundle` until nothing but this task holds it.
+pub(super) async fn follow(
+    bundle: Arc<RemoteBundle>,
+    spec: BundleEndpointSpec,
+    client: HttpClient,
+    changed: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut interval = DEFAULT_REFRESH;
+    loop {
+        if Arc::strong_count(&bundle) == 1 {
+            return;
+        }
+        let result = match poll(&client, &spec).await {
+            Ok((sequence, hint, text)) => {
+                if let Some(hint) = hint {
+                    interval = Duration::from_secs(hint).clamp(MIN_REFRESH, MAX_REFRESH);
+                }
+                if bundle.offer(sequence, text) {
+                    tracing::info!(trust_domain = %spec.trust_domain, endpoint = %spec.url, sequence, "federated bundle updated");
+                    changed();
+                    "changed"
+                } else {
+                    "unchanged"
+                }
+            }
+            Err(error) => {
+                tracing::warn!(trust_domain = %spec.trust_domain, %error, retry_in_s = interval.as_secs(), "cannot refresh the federated bundle; keeping the last good one");
+                error.kind()
+            }
+        };
+        metrics::counter!("tollgate_bundle_endpoint_fetches_total", "trust_domain" => spec.trust_domain.clone(), "result" => result).increment(1);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One poll: the document, if it is a SPIFFE bundle whose authorities parse.
+async fn poll(
+    client: &HttpClient,
+    spec: &BundleEndpointSpec,
+) -> Result<(Option<u64>, Option<u64>, String), FetchError> {
+    let fetched = client.get(&spec.url).await?;
+    let invalid = |reason: String| FetchError::Invalid {
+        url: spec.url.clone(),
+        reason,
+    };
+    let (sequence, hint) =
+        bundle_header(&fetched.text).map_err(|e| invalid(format!("not a SPIFFE bundle: {e}")))?;
+    match parse_bundle(&fetched.text) {
+        Ok(_) | Err(BundleError::NoX509Authorities) => {}
+        Err(e) => return Err(invalid(e.to_string())),
+    }
+    Ok((sequence, hint, fetched.text))
+}
