@@ -15,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::authz::{Authorizer, Caches};
 use crate::config::{Config, ConfigSource, Settings};
 use crate::fetch::Fetcher;
+use crate::grpc::svid_tls::SvidTls;
 use crate::grpc::{self, Admission, CheckService};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
@@ -111,7 +112,12 @@ pub async fn start(
     let mut tasks = Vec::new();
     let audit = open_audit(&settings, &mut tasks).await?;
     let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
-    let grpc_addr = spawn_check_listeners(&settings, authorizer, &stopped, &mut tasks).await?;
+    // The listener's own SVID, when it serves mTLS with one from the Workload API.
+    let svid_tls = settings
+        .workload_api_tls
+        .then(|| Arc::new(SvidTls::new(fetcher.streams())));
+    let grpc_addr =
+        spawn_check_listeners(&settings, authorizer, svid_tls, &stopped, &mut tasks).await?;
 
     if let Some(handle) = prometheus.clone() {
         let shutdown = until_stopped(stopped.clone());
@@ -152,7 +158,7 @@ pub async fn start(
     fetcher.on_change(move || trigger.documents_changed());
     tracing::info!(
         grpc.addr = %grpc_addr,
-        grpc.tls = settings.tls.is_some(),
+        grpc.tls = settings.tls.is_some() || settings.workload_api_tls,
         grpc.unix_socket = ?settings.unix_socket,
         admin.addr = ?admin_addr,
         "tollgate listening"
@@ -212,6 +218,7 @@ async fn open_audit(settings: &Settings, tasks: &mut Tasks) -> Result<AuditLog, 
 async fn spawn_check_listeners(
     settings: &Settings,
     authorizer: Arc<Authorizer>,
+    svid_tls: Option<Arc<SvidTls>>,
     stopped: &watch::Receiver<bool>,
     tasks: &mut Tasks,
 ) -> Result<SocketAddr, ServeError> {
@@ -235,6 +242,19 @@ async fn spawn_check_listeners(
         ));
     }
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    if let Some(svid_tls) = svid_tls {
+        let incoming = grpc::svid_tls::incoming(incoming, svid_tls);
+        let shutdown = until_stopped(stopped.clone());
+        tasks.push((
+            "grpc listener",
+            tokio::spawn(async move {
+                grpc::serve(incoming, service, &admission, None, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+        return Ok(grpc_addr);
+    }
     let shutdown = until_stopped(stopped.clone());
     let tls = settings.tls.clone();
     tasks.push((

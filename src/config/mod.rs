@@ -65,6 +65,8 @@ pub struct Settings {
     pub fetch: FetchSettings,
     /// The SPIFFE Workload API, when bundles are streamed from it.
     pub workload_api: Option<WorkloadApiSettings>,
+    /// The TCP gRPC listener serves mTLS with Tollgate's own SVID from the Workload API.
+    pub workload_api_tls: bool,
 }
 
 /// `identity.workload_api`: where the SPIFFE Workload API listens, and how long its last
@@ -319,6 +321,24 @@ fn settings(
         audit_queue: raw.audit.queue.max(1),
         fetch: fetch_settings(at, source, &raw.fetch)?,
         workload_api: workload_api(at, &raw.identity)?,
+        workload_api_tls: {
+            let on = &raw.server.workload_api_tls;
+            if *on.get_ref() && raw.identity.workload_api.is_none() {
+                return Err(at.invalid(
+                    on,
+                    "server.workload_api_tls",
+                    "serves Tollgate's SVID from the Workload API: set `identity.workload_api`",
+                ));
+            }
+            if *on.get_ref() && raw.server.tls.is_some() {
+                return Err(at.invalid(
+                    on,
+                    "server.workload_api_tls",
+                    "set `[server.tls]` files or `workload_api_tls`, not both",
+                ));
+            }
+            *on.get_ref()
+        },
     })
 }
 

@@ -109,6 +109,9 @@ pub struct RawServer {
     pub unix_socket: Option<Spanned<String>>,
     /// TLS with required client certificates on the TCP gRPC listener.
     pub tls: Option<RawTls>,
+    /// mTLS on the TCP gRPC listener with Tollgate's own X.509-SVID from the Workload API,
+    /// rotated in place; clients must chain to the own trust domain's bundle.
+    pub workload_api_tls: Spanned<bool>,
 }
 
 /// `[server.tls]`.
@@ -132,6 +135,7 @@ impl Default for RawServer {
             max_concurrent_requests: 4096,
             unix_socket: None,
             tls: None,
+            workload_api_tls: Spanned::new(0..0, false),
         }
     }
 }

@@ -97,9 +97,9 @@ impl Fetcher {
         );
     }
 
-    /// Tollgate's own X.509-SVID from the Workload API, if one has arrived.
-    pub fn own_svid(&self) -> Option<workload::OwnSvid> {
-        self.streams.own_svid()
+    /// What the Workload API has streamed (bundles, Tollgate's own SVID).
+    pub fn streams(&self) -> Arc<Streams> {
+        self.streams.clone()
     }
 
     /// Calls `listener` (now, if a change is already waiting) whenever a fetched document

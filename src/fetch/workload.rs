@@ -52,6 +52,9 @@ pub struct Streams {
     /// JWT bundles as JWKS JSON, by trust domain name.
     jwt: Mutex<BTreeMap<String, String>>,
     svid: Mutex<Option<OwnSvid>>,
+    /// Bumped whenever the X.509 stream changes the SVID or a bundle, so a TLS listener can
+    /// tell when to rebuild its configuration.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Streams {
@@ -67,6 +70,11 @@ impl Streams {
             Streamed::X509Bundle(td) => lock(&self.x509, td),
             Streamed::JwtBundle(td) => lock(&self.jwt, td),
         }
+    }
+
+    /// Changes each time the SVID or an X.509 bundle changes.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Tollgate's own SVID, if the API has sent one.
@@ -121,7 +129,13 @@ pub(super) fn start(
                 key: svid.private_key().as_bytes().to_vec(),
             });
             let bundles_changed = replace(&streams.x509, bundles);
-            replace(&streams.svid, svid) | bundles_changed
+            let changed = replace(&streams.svid, svid) | bundles_changed;
+            if changed {
+                streams
+                    .version
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            changed
         }
     };
     let jwt = {
@@ -149,7 +163,11 @@ pub(super) fn start(
         let streams = streams.clone();
         move || {
             let bundles = replace(&streams.x509, BTreeMap::new());
-            replace(&streams.svid, None) | bundles
+            let changed = replace(&streams.svid, None) | bundles;
+            streams
+                .version
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            changed
         }
     };
     let clear_jwt = {

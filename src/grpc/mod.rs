@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod check;
+pub mod svid_tls;
 
 use std::future::Future;
 use std::io;

@@ -268,3 +268,119 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     assert!(sent > 50, "too little traffic to say anything: {sent}");
     assert_eq!(wrong, 0);
 }
+
+/// Tollgate's SVID for the listener: `spiffe://…/tollgate`, plus a DNS name a TLS client can
+/// check.
+fn listener_svid(issuing: &Ca, own: &[&Ca]) -> X509SvidResponse {
+    let svid = issuing.leaf(&LeafSpec {
+        uris: vec![format!("spiffe://{TRUST_DOMAIN}/tollgate")],
+        dns: vec!["localhost".into()],
+        ..LeafSpec::app("tollgate")
+    });
+    X509SvidResponse {
+        svids: vec![X509Svid {
+            spiffe_id: format!("spiffe://{TRUST_DOMAIN}/tollgate"),
+            x509_svid: svid.der.clone(),
+            x509_svid_key: key_der(&svid.key_pem),
+            bundle: own.iter().flat_map(|ca| ca.der.clone()).collect(),
+            hint: String::new(),
+        }],
+        crl: vec![],
+        federated_bundles: HashMap::new(),
+    }
+}
+
+/// An mTLS channel to `port` trusting only `trusts`, presenting `client` (an Envoy SVID).
+async fn tls_channel(
+    port: u16,
+    trusts: &Ca,
+    client: &crate::support::pki::Leaf,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    Endpoint::from_shared(format!("https://localhost:{port}"))?
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&trusts.pem))
+                .identity(Identity::from_pem(&client.pem, &client.key_pem))
+                .domain_name("localhost"),
+        )?
+        .connect()
+        .await
+}
+
+async fn check_over(channel: &tonic::transport::Channel, cert: &str) -> String {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let answer: crate::support::server::Answer = AuthorizationClient::new(channel.clone())
+        .check(Req::get("/orders/1").cert(cert).build())
+        .await
+        .unwrap()
+        .into_inner()
+        .into();
+    answer.body["reason"]
+        .as_str()
+        .unwrap_or("allowed")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_serves_its_own_svid_and_rotates_it_without_dropping_connections() {
+    let ca1 = Ca::new("Own CA 1");
+    let ca2 = Ca::new("Own CA 2");
+    let mut agent = FakeWorkloadApi::start().await;
+    agent.set_x509(listener_svid(&ca1, &[&ca1]));
+    let server = TestServer::start(
+        &ca1,
+        &TokenIssuer::new(),
+        Options {
+            server_extra: "workload_api_tls = true".into(),
+            identity_extra: format!("workload_api = \"{}\"", agent.endpoint()),
+            own_bundle: String::new(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let port = server.running.as_ref().unwrap().grpc_addr.port();
+    let envoy1 = ca1.app("envoy");
+    let envoy2 = ca2.app("envoy");
+    let caller = ca1.app("payments").pem;
+
+    // A connection is served with the SVID from CA 1, and only to a client CA 1 vouches for.
+    let mut first = None;
+    within("a TLS connection with the first SVID", async || {
+        first = tls_channel(port, &ca1, &envoy1).await.ok();
+        first.is_some()
+    })
+    .await;
+    let first = first.unwrap();
+    assert_eq!(check_over(&first, &caller).await, TRUSTED);
+    let refused = tls_channel(port, &ca1, &envoy2).await;
+    let refused = match refused {
+        Ok(channel) => {
+            use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+            AuthorizationClient::new(channel)
+                .check(Req::get("/orders/1").build())
+                .await
+                .is_err()
+        }
+        Err(_) => true,
+    };
+    assert!(
+        refused,
+        "a client certificate from an unknown CA was served"
+    );
+
+    // Rotation: the SVID is reissued by CA 2, and the bundle holds both CAs.
+    agent.set_x509(listener_svid(&ca2, &[&ca1, &ca2]));
+    let mut second = None;
+    within("a new connection served with the new SVID", async || {
+        second = tls_channel(port, &ca2, &envoy2).await.ok();
+        second.is_some()
+    })
+    .await;
+    assert_eq!(check_over(&second.unwrap(), &caller).await, TRUSTED);
+    // The connection opened before the rotation is still served.
+    for _ in 0..20 {
+        assert_eq!(check_over(&first, &caller).await, TRUSTED);
+    }
+    agent.stop().await;
+}
