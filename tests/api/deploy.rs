@@ -188,14 +188,25 @@ fn kubernetes_deployment_wires_envoy_tollgate_and_the_app_together() {
     for file in ["svid.pem", "svid.key", "bundle.pem"] {
         assert!(helper_conf.contains(&format!("\"{file}\"")), "{file}");
     }
+    // Tollgate streams its bundles from the same Workload API socket the CSI driver mounts.
     assert_eq!(
-        mount_path(envoy, "workload-svid"),
-        mount_path(tollgate, "workload-svid")
+        config
+            .settings
+            .workload_api
+            .as_ref()
+            .map(|w| w.endpoint.clone()),
+        Some(format!(
+            "unix://{}/spire-agent.sock",
+            mount_path(tollgate, "spire-agent-socket").display()
+        ))
     );
-    assert!(toml.contains(&format!(
-        "{}/bundle.pem",
-        mount_path(tollgate, "workload-svid").display()
-    )));
+    assert!(
+        config.spec.identity.trust_domains.iter().all(|d| matches!(
+            d.bundle.as_ref().map(|b| &b.value),
+            Some(tollgate::snapshot::source::Document::Streamed(_))
+        )),
+        "every trust domain's bundle comes from the Workload API"
+    );
     assert!(deploy("envoy/sidecar.yaml").contains(&format!(
         "{}/svid.pem",
         mount_path(envoy, "workload-svid").display()
