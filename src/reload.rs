@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::audit::AuditTarget;
 use crate::config::{Config, ConfigError, ConfigSource, Settings, Watched};
 use crate::metrics::Metrics;
+use crate::snapshot::build::rebuild_identity;
 use crate::snapshot::source::Source;
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
@@ -351,10 +352,12 @@ struct Reloader {
     watch: Watch,
 }
 
-/// One rebuild's result: the config parsed again (if it was), and the snapshot or why not.
+/// One rebuild's result: the config parsed again (if it was), and the snapshot or why not;
+/// when the full build failed, the last good snapshot with its identity renewed, if that built.
 struct Attempt {
     parsed: Option<Config>,
     built: Result<Snapshot, ConfigError>,
+    identity_only: Option<Snapshot>,
 }
 
 async fn run(mut reloader: Reloader, mut stop: watch::Receiver<bool>) -> Result<(), String> {
@@ -376,21 +379,28 @@ impl Reloader {
             let source = self.source.clone();
             let documents = self.documents.clone();
             let config = self.config.clone();
-            tokio::task::spawn_blocking(move || match change {
-                Change::Config => match Config::parse(&source) {
-                    Ok(parsed) => Attempt {
-                        built: parsed.build(&*documents, generation),
-                        parsed: Some(parsed),
+            let previous = self.snapshots.load();
+            tokio::task::spawn_blocking(move || {
+                let (parsed, built) = match change {
+                    Change::Config => match Config::parse(&source) {
+                        Ok(parsed) => {
+                            let built = parsed.build(&*documents, generation);
+                            (Some(parsed), built)
+                        }
+                        Err(error) => (None, Err(error)),
                     },
-                    Err(error) => Attempt {
-                        parsed: None,
-                        built: Err(error),
-                    },
-                },
-                Change::Documents => Attempt {
-                    parsed: None,
-                    built: config.build(&*documents, generation),
-                },
+                    Change::Documents => (None, config.build(&*documents, generation)),
+                };
+                // A failed build keeps the last good policies, but identity sources (a
+                // rotated key set, a new bundle) must not wait on a policy author's fix.
+                let identity_only = built.is_err().then(|| {
+                    rebuild_identity(&config.spec, &*documents, &previous, generation).ok()
+                });
+                Attempt {
+                    parsed,
+                    built,
+                    identity_only: identity_only.flatten(),
+                }
             })
             .await
         };
@@ -398,6 +408,7 @@ impl Reloader {
             Ok(Attempt {
                 parsed,
                 built: Ok(snapshot),
+                ..
             }) => {
                 let policies = snapshot.policies.policy_count();
                 self.snapshots.store(snapshot);
@@ -422,7 +433,19 @@ impl Reloader {
             Ok(Attempt {
                 parsed,
                 built: Err(error),
-            }) => (parsed, error.to_string()),
+                identity_only,
+            }) => {
+                if let Some(snapshot) = identity_only {
+                    self.snapshots.store(snapshot);
+                    self.metrics
+                        .snapshot_loaded(generation, self.snapshots.load().policies.policy_count());
+                    tracing::warn!(
+                        generation,
+                        "identity sources renewed on the last good policies; the failed build below still needs fixing"
+                    );
+                }
+                (parsed, error.to_string())
+            }
             Err(join) => (None, format!("the reload task failed: {join}")),
         };
         tracing::error!(error = %error, change = change.as_str(), "reload failed; keeping the last good configuration");

@@ -342,6 +342,10 @@ fn settings(
     })
 }
 
+/// The longest any maximum age may be: "never expire" is not a setting, and timers past it
+/// would overflow.
+const MAX_AGE_CAP: u64 = 315_360_000;
+
 /// `identity.workload_api`, an environment variable read now so `validate` says it is unset.
 fn workload_api(
     at: &Locator<'_>,
@@ -381,9 +385,17 @@ fn workload_api(
             ),
         ));
     }
+    let max_age = &id.workload_api_max_age_seconds;
+    if *max_age.get_ref() > MAX_AGE_CAP {
+        return Err(at.invalid(
+            max_age,
+            "identity.workload_api_max_age_seconds",
+            format!("must be at most {MAX_AGE_CAP} (ten years)"),
+        ));
+    }
     Ok(Some(WorkloadApiSettings {
         endpoint,
-        max_age: Duration::from_secs(id.workload_api_max_age_seconds.max(1)),
+        max_age: Duration::from_secs((*max_age.get_ref()).max(1)),
     }))
 }
 
@@ -587,9 +599,19 @@ fn trust_domains(
                 }
                 check_fetch_url(url, allow_http)
                     .map_err(|message| at.invalid(list, &endpoint_key, message))?;
+                if table.bundle_endpoint_max_age_seconds == 0
+                    || table.bundle_endpoint_max_age_seconds > MAX_AGE_CAP
+                {
+                    return Err(at.invalid(
+                        list,
+                        &format!("{key}.bundle_endpoint_max_age_seconds"),
+                        format!("must be between 1 and {MAX_AGE_CAP} (ten years)"),
+                    ));
+                }
                 Some(BundleEndpointSpec {
                     trust_domain: table.name.clone(),
                     url: url.clone(),
+                    max_age_seconds: table.bundle_endpoint_max_age_seconds,
                 })
             }
             None => None,
@@ -783,11 +805,25 @@ fn remote_jwks(
             ),
         ));
     }
-    if raw.jwks_max_age_seconds.get_ref() <= default.get_ref() {
+    let max_age = &raw.jwks_max_age_seconds;
+    if *max_age.get_ref() > MAX_AGE_CAP {
         return Err(at.invalid(
-            &raw.jwks_max_age_seconds,
+            max_age,
             &key("jwks_max_age_seconds"),
-            "must exceed `jwks_refresh_seconds`, or the keys go stale before the next refresh",
+            format!("must be at most {MAX_AGE_CAP} (ten years)"),
+        ));
+    }
+    // An issuer's `max-age` may ask for the longest refresh; the keys must outlive it, or they
+    // go stale at the very moment the next refresh is due.
+    if max_age.get_ref() <= max.get_ref() {
+        return Err(at.invalid(
+            max_age,
+            &key("jwks_max_age_seconds"),
+            format!(
+                "must exceed `jwks_refresh_max_seconds` ({}), or the keys go stale before the \
+                 next refresh",
+                max.get_ref()
+            ),
         ));
     }
     if *raw.unknown_kid_cooldown_seconds.get_ref() == 0 {

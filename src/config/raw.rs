@@ -180,11 +180,11 @@ pub struct RawIdentity {
     pub workload_api: Option<Spanned<String>>,
     /// Longest the last bundles from the Workload API are trusted while it is unreachable.
     #[serde(default = "default_workload_api_max_age")]
-    pub workload_api_max_age_seconds: u64,
+    pub workload_api_max_age_seconds: Spanned<u64>,
 }
 
-fn default_workload_api_max_age() -> u64 {
-    3600
+fn default_workload_api_max_age() -> Spanned<u64> {
+    Spanned::new(0..0, 3600)
 }
 
 /// One `[[identity.trust_domains]]` table.
@@ -200,6 +200,13 @@ pub struct RawTrustDomain {
     /// The domain's SPIFFE bundle endpoint (`https_web` profile), polled at its refresh hint.
     #[serde(default)]
     pub bundle_endpoint: Option<String>,
+    /// Past this long without a successful poll, the endpoint's bundle is trusted no more.
+    #[serde(default = "default_bundle_endpoint_max_age")]
+    pub bundle_endpoint_max_age_seconds: u64,
+}
+
+fn default_bundle_endpoint_max_age() -> u64 {
+    86_400
 }
 
 fn default_source() -> Spanned<String> {
@@ -292,7 +299,7 @@ fn default_jwks_refresh_min() -> Spanned<u64> {
 }
 
 fn default_jwks_refresh_max() -> Spanned<u64> {
-    Spanned::new(0..0, 86_400)
+    Spanned::new(0..0, 43_200)
 }
 
 fn default_jwks_max_age() -> Spanned<u64> {

@@ -342,6 +342,41 @@ fn fetched_keys_are_checked_where_written() {
             "issuers[0].unknown_kid_cooldown_seconds",
             "hammer",
         ),
+        // An issuer's max-age may ask for the longest refresh; the keys must outlive it.
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\n\
+                     jwks_refresh_max_seconds = 86400\njwks_max_age_seconds = 86400\n",
+                )
+            }),
+            "issuers[0].jwks_max_age_seconds",
+            "jwks_refresh_max_seconds",
+        ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\n\
+                     jwks_refresh_max_seconds = 18446744073709551614\n\
+                     jwks_max_age_seconds = 18446744073709551615\n",
+                )
+            }),
+            "issuers[0].jwks_max_age_seconds",
+            "at most",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[identity]\n",
+                    "[identity]\nworkload_api = \"unix:///run/agent.sock\"\n\
+                     workload_api_max_age_seconds = 18446744073709551615\n",
+                )
+            }),
+            "identity.workload_api_max_age_seconds",
+            "at most",
+        ),
     ];
     for (edit, key, words) in cases {
         let e = load_err(edit);

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::http::{FetchError, HttpClient};
-use crate::identity::bundle::{BundleError, RemoteBundle, bundle_header, parse_bundle};
+use tokio::time::Instant;
+
+use crate::identity::bundle::{RemoteBundle, bundle_header, jwt_svid_keys};
+use crate::snapshot::build::live_authorities;
 use crate::snapshot::spec::BundleEndpointSpec;
 
 /// The interval when a bundle gives no refresh hint (Federation §4.1 suggests five minutes).
@@ -26,12 +29,15 @@ pub(super) async fn follow(
     changed: Arc<dyn Fn() + Send + Sync>,
 ) {
     let mut interval = DEFAULT_REFRESH;
+    let max_age = Duration::from_secs(spec.max_age_seconds);
+    let mut last_success: Option<Instant> = None;
     loop {
         if Arc::strong_count(&bundle) == 1 {
             return;
         }
         let result = match poll(&client, &spec).await {
             Ok((sequence, hint, text)) => {
+                last_success = Some(Instant::now());
                 if let Some(hint) = hint {
                     interval = Duration::from_secs(hint).clamp(MIN_REFRESH, MAX_REFRESH);
                 }
@@ -49,7 +55,19 @@ pub(super) async fn follow(
             }
         };
         metrics::counter!("tollgate_bundle_endpoint_fetches_total", "trust_domain" => spec.trust_domain.clone(), "result" => result).increment(1);
-        tokio::time::sleep(interval).await;
+        // Past its maximum age without a good poll, the held bundle vouches no more.
+        let expires = last_success.and_then(|at| at.checked_add(max_age));
+        if expires.is_some_and(|at| at <= Instant::now()) && bundle.expire() {
+            tracing::error!(trust_domain = %spec.trust_domain, max_age_s = max_age.as_secs(), "no good poll of the bundle endpoint within its maximum age; the domain is refused until one succeeds");
+            changed();
+        }
+        let wake = Instant::now() + interval;
+        tokio::time::sleep_until(
+            expires
+                .filter(|at| *at > Instant::now())
+                .map_or(wake, |at| at.min(wake)),
+        )
+        .await;
     }
 }
 
@@ -65,9 +83,8 @@ async fn poll(
     };
     let (sequence, hint) =
         bundle_header(&fetched.text).map_err(|e| invalid(format!("not a SPIFFE bundle: {e}")))?;
-    match parse_bundle(&fetched.text) {
-        Ok(_) | Err(BundleError::NoX509Authorities) => {}
-        Err(e) => return Err(invalid(e.to_string())),
-    }
+    // Every check a build makes of a bundle, so one taken never fails a build.
+    live_authorities(&spec.trust_domain, &fetched.text, 2048).map_err(invalid)?;
+    jwt_svid_keys(&fetched.text, true).map_err(|e| invalid(e.to_string()))?;
     Ok((sequence, hint, fetched.text))
 }

@@ -74,7 +74,7 @@ pub(super) async fn follow(
                     "changed"
                 };
                 Metrics.jwks_fetched(&spec.issuer, result, keys.current().map_or(0, |k| k.len()));
-                due = Instant::now() + refresh_interval(&spec, arrived.max_age);
+                due = later(refresh_interval(&spec, arrived.max_age));
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
@@ -92,10 +92,17 @@ pub(super) async fn follow(
                     error.kind(),
                     keys.current().map_or(0, |k| k.len()),
                 );
-                due = Instant::now() + retry;
+                due = later(retry);
             }
         }
     }
+}
+
+/// `wait` from now, or as far as the clock goes.
+fn later(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
 /// The JWKS (found through discovery when configured), checked to be a usable key set.

@@ -129,13 +129,13 @@ pub(super) fn start(
                 key: svid.private_key().as_bytes().to_vec(),
             });
             let bundles_changed = replace(&streams.x509, bundles);
-            let changed = replace(&streams.svid, svid) | bundles_changed;
-            if changed {
+            if replace(&streams.svid, svid) | bundles_changed {
                 streams
                     .version
                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
-            changed
+            // The SVID is the listener's, read per handshake; only bundles are in snapshots.
+            bundles_changed
         }
     };
     let jwt = {
@@ -195,8 +195,8 @@ pub(super) fn start(
 }
 
 /// Follows one stream: connects, applies each complete update, reconnects with backoff when
-/// the stream ends or fails, and clears what it holds once it has gone `max_age` without an
-/// update while disconnected.
+/// the stream ends or fails, and clears what it holds once it has been disconnected for
+/// `max_age` (a quiet but connected agent is not a stale one).
 async fn follow<T, S, F>(
     stream_name: &'static str,
     endpoint: String,
@@ -240,6 +240,11 @@ async fn follow<T, S, F>(
                         }
                     }
                 }
+                // Connected until now: the agent sends updates only when something changes,
+                // so what it sent last was current until the stream ended.
+                if last_update.is_some() {
+                    last_update = Some(Instant::now());
+                }
             }
             Err(error) => {
                 tracing::warn!(stream = stream_name, endpoint = %endpoint, %error, retry_in_ms = backoff.as_millis() as u64, "cannot reach the Workload API; keeping the last bundles");
@@ -248,7 +253,8 @@ async fn follow<T, S, F>(
         metrics::counter!("tollgate_workload_api_disconnects_total", "stream" => stream_name)
             .increment(1);
         // Disconnected: past the maximum age, what this stream vouched for goes.
-        let expires = last_update.map(|at| at + max_age);
+        // `None` also when the deadline is past what a clock can hold: never in practice.
+        let expires = last_update.and_then(|at| at.checked_add(max_age));
         if expires.is_some_and(|at| at <= Instant::now()) && clear() {
             tracing::error!(
                 stream = stream_name,

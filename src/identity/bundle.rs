@@ -126,6 +126,10 @@ pub struct RemoteBundle {
     /// The endpoint URL, for messages.
     pub location: String,
     current: std::sync::Mutex<Option<(Option<u64>, String)>>,
+    /// A bundle was taken once (and may since have been dropped for its age).
+    fetched: std::sync::atomic::AtomicBool,
+    /// The held bundle is too old to trust; its sequence still guards against replays.
+    expired: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteBundle {
@@ -134,11 +138,28 @@ impl RemoteBundle {
         Self {
             location,
             current: std::sync::Mutex::new(None),
+            fetched: std::sync::atomic::AtomicBool::new(false),
+            expired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// The last good bundle document, if any.
+    /// True until a bundle has been taken.
+    pub fn never_fetched(&self) -> bool {
+        !self.fetched.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops trusting the held bundle (it is too old); a fetch of the same or a newer one
+    /// restores trust. True when a trusted one was held.
+    pub fn expire(&self) -> bool {
+        let held = self.lock().is_some();
+        held && !self.expired.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// The last good bundle document, if any and not expired.
     pub fn text(&self) -> Option<String> {
+        if self.expired.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.lock().as_ref().map(|(_, text)| text.clone())
     }
 
@@ -147,15 +168,25 @@ impl RemoteBundle {
     /// held one without sequence numbers. True when it replaced the held one.
     pub fn offer(&self, sequence: Option<u64>, text: String) -> bool {
         let mut current = self.lock();
-        let newer = match (&*current, sequence) {
+        let expired = self.expired.load(std::sync::atomic::Ordering::Acquire);
+        let taken = match (&*current, sequence) {
             (None, _) => true,
-            (Some((Some(held), _)), Some(offered)) => offered > *held,
-            (Some((_, held)), _) => *held != text,
+            // After an outage the bundle held is confirmed again by the same sequence.
+            (Some((Some(held), _)), Some(offered)) => {
+                offered > *held || (expired && offered == *held)
+            }
+            // A bundle without a sequence cannot prove itself newer than one with.
+            (Some((Some(_), _)), None) => false,
+            (Some((None, held)), _) => expired || *held != text,
         };
-        if newer {
+        if taken {
             *current = Some((sequence, text));
+            self.fetched
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.expired
+                .store(false, std::sync::atomic::Ordering::Release);
         }
-        newer
+        taken
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<u64>, String)>> {
@@ -203,6 +234,30 @@ mod tests {
     use super::*;
 
     const PEM_BODY: &str = "MIIBdzCCAR2gAwIBAgIUYQ==";
+
+    #[test]
+    fn a_bundle_is_taken_only_when_newer() {
+        let bundle = RemoteBundle::new("https://x".into());
+        assert!(bundle.offer(Some(5), "b".into()));
+        assert!(!bundle.offer(Some(5), "c".into()), "same sequence");
+        assert!(!bundle.offer(Some(4), "a".into()), "older sequence");
+        assert!(
+            !bundle.offer(None, "a".into()),
+            "no sequence cannot replace a sequenced bundle"
+        );
+        assert!(bundle.offer(Some(6), "d".into()));
+        assert_eq!(bundle.text().as_deref(), Some("d"));
+        // Too old: no longer trusted; an older replay is still refused, the same one restores.
+        assert!(bundle.expire());
+        assert_eq!(bundle.text(), None);
+        assert!(!bundle.offer(Some(5), "b".into()));
+        assert!(bundle.offer(Some(6), "d".into()));
+        assert_eq!(bundle.text().as_deref(), Some("d"));
+        let plain = RemoteBundle::new("https://y".into());
+        assert!(plain.offer(None, "a".into()));
+        assert!(!plain.offer(None, "a".into()));
+        assert!(plain.offer(None, "b".into()));
+    }
 
     #[test]
     fn takes_only_jwt_svid_keys_with_a_kid() {

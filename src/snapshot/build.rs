@@ -50,6 +50,25 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
+    let (identity, awaiting, remote_bundles) = identity_part(spec, source)?;
+    let policies = Arc::new(policies(spec, source)?);
+    let routes = routes(spec, &policies)?;
+    Ok(Snapshot {
+        generation,
+        identity,
+        routes,
+        policies,
+        response: spec.response.clone(),
+        awaiting,
+        remote_bundles,
+    })
+}
+
+/// The identity part of a snapshot: trust, issuers and JWT-SVID keys; what it still awaits;
+/// the polled bundles it holds.
+type IdentityPart = (Identity, Vec<String>, Vec<Arc<RemoteBundle>>);
+
+fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, BuildError> {
     let mut awaiting = Vec::new();
     let remote_bundles: Vec<Arc<RemoteBundle>> = spec
         .identity
@@ -65,14 +84,26 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
         source,
         &mut awaiting,
     )?;
-    let policies = policies(spec, source)?;
-    let routes = routes(spec, &policies)?;
+    Ok((identity, awaiting, remote_bundles))
+}
+
+/// Generation `generation` of `previous` with its identity (trust bundles, key sets) built
+/// again from `spec` and `source`, and its policies, routes and response settings kept: what a
+/// reload falls back to when the full build fails (say, a policy file mid-edit), so that a
+/// broken policy edit never freezes a key rotation or a bundle rotation.
+pub fn rebuild_identity(
+    spec: &Spec,
+    source: &dyn Source,
+    previous: &Snapshot,
+    generation: u64,
+) -> Result<Snapshot, BuildError> {
+    let (identity, awaiting, remote_bundles) = identity_part(spec, source)?;
     Ok(Snapshot {
         generation,
         identity,
-        routes,
-        policies,
-        response: spec.response.clone(),
+        routes: previous.routes.clone(),
+        policies: previous.policies.clone(),
+        response: previous.response.clone(),
         awaiting,
         remote_bundles,
     })
@@ -135,10 +166,9 @@ fn jwt_svids(
             continue;
         };
         if let Document::Endpoint(_) = &document.value {
-            let keys = match endpoint_text(domain, source) {
-                Some(text) => {
-                    jwt_svid_keys(&text, true).map_err(|e| invalid(&document.at, e.to_string()))?
-                }
+            let keys = match endpoint_text(domain, source, &mut Vec::new()) {
+                // Checked when it arrived.
+                Some(text) => jwt_svid_keys(&text, true).unwrap_or_default(),
                 None => KeySet::default(),
             };
             by_domain.insert(domain.name.clone(), Arc::new(keys));
@@ -162,13 +192,48 @@ fn jwt_svids(
     ))
 }
 
-/// The last good bundle polled from `domain`'s endpoint, if any.
-fn endpoint_text(domain: &TrustDomainSpec, source: &dyn Source) -> Option<String> {
-    domain
-        .endpoint
-        .as_ref()
-        .and_then(|endpoint| source.remote_bundle(endpoint))
-        .and_then(|bundle| bundle.text())
+/// The last good bundle polled from `domain`'s endpoint, if any; one never fetched yet is
+/// awaited (one dropped for its age is not: a stale partner must not make Tollgate unready).
+fn endpoint_text(
+    domain: &TrustDomainSpec,
+    source: &dyn Source,
+    awaiting: &mut Vec<String>,
+) -> Option<String> {
+    let endpoint = domain.endpoint.as_ref()?;
+    let bundle = source.remote_bundle(endpoint)?;
+    let text = bundle.text();
+    if text.is_none() && bundle.never_fetched() {
+        awaiting.push(format!(
+            "the bundle of `{}` from {}",
+            domain.name, endpoint.url
+        ));
+    }
+    text
+}
+
+/// A live bundle's X.509 authorities, each checked as a trust anchor the way a file's are:
+/// an empty bundle is no authority (every SVID of the domain revoked).
+pub fn live_authorities(
+    trust_domain: &str,
+    text: &str,
+    min_rsa_bits: usize,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let authorities = match parse_bundle(text) {
+        Ok(authorities) => authorities,
+        Err(BundleError::NoX509Authorities) => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    TrustStore::new(
+        &[TrustDomainBundle {
+            trust_domain: trust_domain.to_owned(),
+            authorities: authorities.clone(),
+        }],
+        Vec::new(),
+        min_rsa_bits,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(authorities)
 }
 
 /// The certificates of a PEM or SPIFFE bundle document.
@@ -187,60 +252,87 @@ fn trust_domains(
     source: &dyn Source,
     awaiting: &mut Vec<String>,
 ) -> Result<Vec<TrustDomainBundle>, BuildError> {
-    let mut bundles: Vec<TrustDomainBundle> = Vec::with_capacity(id.trust_domains.len());
+    // Each domain's authorities, and whether they came from a live source (the Workload API,
+    // a bundle endpoint). A file's problem fails the build and names the file; a live
+    // bundle's problem must not hold up every other change, so that domain alone gets no
+    // authority (fail closed) and the log says why.
+    let mut bundles: Vec<(TrustDomainBundle, bool)> = Vec::with_capacity(id.trust_domains.len());
     for domain in &id.trust_domains {
-        let authorities = match &domain.bundle {
-            Some(bundle) => {
-                let authorities = match &bundle.value {
-                    // Not streamed (yet), or dropped by the Workload API: no authority, so
-                    // the domain's certificates are refused until a bundle arrives.
-                    Document::Streamed(streamed) => match source.read(&bundle.value) {
-                        Ok(_) => certificates(bundle, source)?,
-                        Err(_) => {
-                            awaiting.push(streamed.to_string());
-                            Vec::new()
-                        }
-                    },
-                    Document::File(_) => certificates(bundle, source)?,
-                    // Checked when it arrived; an endpoint may publish an empty bundle (every
-                    // SVID of the domain revoked), which is no authority at all.
-                    Document::Endpoint(_) => match endpoint_text(domain, source) {
-                        Some(text) => match parse_bundle(&text) {
-                            Ok(authorities) => authorities,
-                            Err(BundleError::NoX509Authorities) => Vec::new(),
-                            Err(e) => return Err(invalid(&bundle.at, e.to_string())),
-                        },
+        let (authorities, live) = match &domain.bundle {
+            Some(bundle) => match &bundle.value {
+                Document::File(_) => (certificates(bundle, source)?, false),
+                Document::Streamed(_) | Document::Endpoint(_) => {
+                    let text = match &bundle.value {
+                        Document::Endpoint(_) => endpoint_text(domain, source, awaiting),
+                        _ => source.read(&bundle.value).ok().map(|file| file.text),
+                    };
+                    let authorities = match text {
+                        Some(text) => live_authorities(&domain.name, &text, id.min_rsa_bits)
+                            .unwrap_or_else(|reason| {
+                                tracing::error!(trust_domain = %domain.name, source = %bundle.value, %reason, "unusable bundle; the domain has no authority until a good one arrives");
+                                Vec::new()
+                            }),
+                        // Not streamed (yet), or dropped by the Workload API: no authority,
+                        // so the domain's certificates are refused until a bundle arrives.
                         None => {
-                            awaiting.push(bundle.value.to_string());
+                            if matches!(bundle.value, Document::Streamed(_)) {
+                                awaiting.push(bundle.value.to_string());
+                            }
                             Vec::new()
                         }
-                    },
-                };
-                if !id.insecure_shared_ca_across_trust_domains
-                    && let Some(other) = bundles
-                        .iter()
-                        .find(|b| b.authorities.iter().any(|a| authorities.contains(a)))
-                {
-                    return Err(invalid(
-                        &bundle.at,
-                        format!(
-                            "a CA certificate is in the bundles of both `{}` and `{}`, so it \
-                             could vouch for either; give each trust domain its own CA, or set \
-                             `identity.insecure_shared_ca_across_trust_domains = true` if one \
-                             CA really issues for both",
-                            other.trust_domain, domain.name
-                        ),
-                    ));
+                    };
+                    (authorities, true)
                 }
-                authorities
-            }
-            None => Vec::new(),
+            },
+            None => (Vec::new(), false),
         };
-        bundles.push(TrustDomainBundle {
-            trust_domain: domain.name.clone(),
-            authorities,
-        });
+        bundles.push((
+            TrustDomainBundle {
+                trust_domain: domain.name.clone(),
+                authorities,
+            },
+            live,
+        ));
     }
+    if !id.insecure_shared_ca_across_trust_domains {
+        for i in 0..bundles.len() {
+            for j in 0..i {
+                let (Some((a, a_live)), Some((b, b_live))) = (bundles.get(j), bundles.get(i))
+                else {
+                    continue;
+                };
+                if !b.authorities.iter().any(|ca| a.authorities.contains(ca)) {
+                    continue;
+                }
+                let message = format!(
+                    "a CA certificate is in the bundles of both `{}` and `{}`, so it could vouch \
+                     for either; give each trust domain its own CA, or set \
+                     `identity.insecure_shared_ca_across_trust_domains = true` if one CA really \
+                     issues for both",
+                    a.trust_domain, b.trust_domain
+                );
+                // A live bundle lending another domain's CA loses its own authority; two
+                // files doing it are the configuration's error.
+                let drop = match (a_live, b_live) {
+                    (_, true) => i,
+                    (true, false) => j,
+                    (false, false) => {
+                        let at = id
+                            .trust_domains
+                            .get(i)
+                            .and_then(|d| d.bundle.as_ref())
+                            .map_or(&id.trust_domains_at, |b| &b.at);
+                        return Err(invalid(at, message));
+                    }
+                };
+                if let Some((bundle, _)) = bundles.get_mut(drop) {
+                    tracing::error!(trust_domain = %bundle.trust_domain, %message, "refusing the live bundle of this domain");
+                    bundle.authorities.clear();
+                }
+            }
+        }
+    }
+    let bundles: Vec<TrustDomainBundle> = bundles.into_iter().map(|(b, _)| b).collect();
     if id.insecure_shared_ca_across_trust_domains {
         tracing::warn!(
             "identity.insecure_shared_ca_across_trust_domains is on: a CA in several trust \

@@ -24,8 +24,8 @@ pub struct Snapshot {
     pub identity: Identity,
     /// The route table.
     pub routes: Routes,
-    /// Schema, policies, entities.
-    pub policies: PolicyStore,
+    /// Schema, policies, entities (shared, so a build that only renews identity can keep them).
+    pub policies: Arc<PolicyStore>,
     /// Header names and body options.
     pub response: Arc<ResponseSettings>,
     /// Streamed documents this snapshot was built without, not having arrived yet (e.g. a

@@ -146,6 +146,8 @@ pub struct BundleEndpointSpec {
     pub trust_domain: String,
     /// The endpoint URL.
     pub url: String,
+    /// Past this many seconds without a successful poll, the bundle is trusted no more.
+    pub max_age_seconds: u64,
 }
 
 /// `[jwt_svid]`: JWT-SVIDs accepted as bearer tokens.

@@ -10,9 +10,13 @@ use serde_json::json;
 use crate::support::idp::{Idp, Mode};
 use crate::support::jwt::TokenIssuer;
 use crate::support::pki::{Ca, LeafSpec};
-use crate::support::server::{Options, Req, TestServer};
+use crate::support::server::{Options, TestServer};
+use crate::support::within;
 
 const PARTNER: &str = "partner.example";
+
+/// Longest a test waits for an effect (a poll, a reconnection, a build).
+const LIMIT: Duration = Duration::from_secs(8);
 /// The certificate verified; the example policies then want a token.
 const TRUSTED: &str = "policy_denied";
 
@@ -34,32 +38,17 @@ fn partner_leaf(ca: &Ca) -> String {
     .pem
 }
 
-async fn reason(server: &TestServer, cert: &str) -> String {
-    let answer = server.check(Req::get("/orders/1").cert(cert).build()).await;
-    answer.body["reason"]
-        .as_str()
-        .unwrap_or("allowed")
-        .to_owned()
-}
-
-async fn within(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(6), "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_federated_bundle_follows_its_endpoint_by_sequence() {
     let first = Ca::new("Partner CA 1");
     let second = Ca::new("Partner CA 2");
+    let own = Ca::new("Own CA");
     let endpoint = Idp::start(bundle(&first, 1)).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("endpoint-ca.pem");
     std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
     let server = TestServer::start(
-        &Ca::new("Own CA"),
+        &own,
         &TokenIssuer::new(),
         Options {
             trust_domains_extra: format!(
@@ -72,31 +61,117 @@ async fn a_federated_bundle_follows_its_endpoint_by_sequence() {
     )
     .await;
     let (one, two) = (partner_leaf(&first), partner_leaf(&second));
-    within("the first bundle taken", async || {
-        reason(&server, &one).await == TRUSTED
+    within(LIMIT, "the first bundle taken", async || {
+        server.reason_for_cert(&one).await == TRUSTED
     })
     .await;
-    assert_eq!(reason(&server, &two).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&two).await, "cert_untrusted");
 
     // A newer sequence replaces it within the refresh hint (1 s).
     endpoint.set_jwks(bundle(&second, 2));
     let start = Instant::now();
-    within("the newer bundle taken", async || {
-        reason(&server, &two).await == TRUSTED
+    within(LIMIT, "the newer bundle taken", async || {
+        server.reason_for_cert(&two).await == TRUSTED
     })
     .await;
     eprintln!("newer bundle taken after {:?}", start.elapsed());
-    assert_eq!(reason(&server, &one).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&one).await, "cert_untrusted");
 
     // An older sequence (a stale replica, a replay) is never taken; nor garbage; nor silence.
     endpoint.set_jwks(bundle(&first, 1));
     let hits = endpoint.jwks_hits();
-    within("two more polls", async || endpoint.jwks_hits() >= hits + 2).await;
+    within(LIMIT, "two more polls", async || {
+        endpoint.jwks_hits() >= hits + 2
+    })
+    .await;
     for mode in [Mode::Garbage, Mode::Down] {
         endpoint.set_mode(mode);
         let hits = endpoint.jwks_hits();
-        within("a poll in this mode", async || endpoint.jwks_hits() > hits).await;
+        within(LIMIT, "a poll in this mode", async || {
+            endpoint.jwks_hits() > hits
+        })
+        .await;
     }
-    assert_eq!(reason(&server, &two).await, TRUSTED);
-    assert_eq!(reason(&server, &one).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&two).await, TRUSTED);
+    assert_eq!(server.reason_for_cert(&one).await, "cert_untrusted");
+
+    // A newer bundle that does not hold a usable CA is not taken: the last good one stays,
+    // and no build fails over it.
+    endpoint.set_mode(Mode::Normal);
+    endpoint.set_jwks(
+        json!({"spiffe_sequence": 3, "spiffe_refresh_hint": 1,
+               "keys": [{"use": "x509-svid", "kty": "EC", "x5c": ["AAAA"]}]})
+        .to_string(),
+    );
+    let hits = endpoint.jwks_hits();
+    within(LIMIT, "two polls of the broken bundle", async || {
+        endpoint.jwks_hits() >= hits + 2
+    })
+    .await;
+    assert_eq!(server.reason_for_cert(&two).await, TRUSTED);
+    assert!(!readyz(&server).await.contains("last reload failed"));
+
+    // A partner publishing another domain's CA (here, ours) gets no authority at all, and
+    // nothing else is held up: our own certificates stay trusted.
+    endpoint.set_jwks(bundle(&own, 4));
+    within(
+        LIMIT,
+        "the partner refused once it lends our CA",
+        async || server.reason_for_cert(&two).await == "cert_untrusted",
+    )
+    .await;
+    assert_eq!(
+        server.reason_for_cert(&own.app("payments").pem).await,
+        TRUSTED
+    );
+    assert!(!readyz(&server).await.contains("last reload failed"));
+}
+
+async fn readyz(server: &TestServer) -> String {
+    let admin = server.running.as_ref().unwrap().admin_addr.unwrap();
+    tokio::task::spawn_blocking(move || crate::support::http_get(admin, "/readyz"))
+        .await
+        .unwrap()
+}
+
+/// An endpoint that stops answering is trusted for its maximum age, then its domain is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_endpoint_silent_past_its_maximum_age_is_trusted_no_more() {
+    let partner = Ca::new("Partner CA");
+    let endpoint = Idp::start(bundle(&partner, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("endpoint-ca.pem");
+    std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
+    let server = TestServer::start(
+        &Ca::new("Own CA"),
+        &TokenIssuer::new(),
+        Options {
+            trust_domains_extra: format!(
+                "[[identity.trust_domains]]\nname = \"{PARTNER}\"\nbundle_endpoint = \"{}/keys\"\n\
+                 bundle_endpoint_max_age_seconds = 3\n",
+                endpoint.url
+            ),
+            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let leaf = partner_leaf(&partner);
+    within(LIMIT, "the bundle taken", async || {
+        server.reason_for_cert(&leaf).await == TRUSTED
+    })
+    .await;
+    endpoint.set_mode(Mode::Down);
+    let down = Instant::now();
+    within(
+        LIMIT,
+        "the domain refused after the maximum age",
+        async || server.reason_for_cert(&leaf).await == "cert_untrusted",
+    )
+    .await;
+    assert!(
+        down.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        down.elapsed()
+    );
 }

@@ -13,17 +13,7 @@ use crate::support::idp::{Idp, Mode};
 use crate::support::jwt::TokenIssuer;
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{Answer, Options, Req, TestServer};
-use crate::support::{eventually, http_get};
-
-/// Waits up to `limit` for `done`, polling every 20 ms; fails saying `what` never happened.
-async fn within(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < limit, "{what} (waited {limit:?})");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
+use crate::support::{eventually, http_get, within};
 
 /// The issuer's JWKS with every `kid` suffixed, so two key sets never share one.
 fn jwks(keys: &TokenIssuer, suffix: &str) -> String {
@@ -42,6 +32,15 @@ struct Setup {
 /// Tollgate trusting `idp` for tokens, its keys found by discovery (or at `/keys` when
 /// `discovery` is false), with `timings` as the issuer's refresh keys.
 async fn setup(idp: Idp, discovery: bool, timings: &str) -> Setup {
+    setup_with(idp, discovery, timings, None).await
+}
+
+async fn setup_with(
+    idp: Idp,
+    discovery: bool,
+    timings: &str,
+    policy_dir: Option<std::path::PathBuf>,
+) -> Setup {
     let ca = Ca::new("Test Root CA");
     let unused = TokenIssuer::new();
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +62,7 @@ async fn setup(idp: Idp, discovery: bool, timings: &str) -> Setup {
                 ca_file.display()
             ),
             metrics: true,
+            policy_dir,
             ..Options::default()
         },
     )
@@ -373,4 +373,47 @@ async fn no_check_waits_on_a_fetch() {
         s.idp.jwks_hits() >= hits + 2
     })
     .await;
+}
+
+/// A policy edit that does not build must not freeze the issuer's keys: the key the issuer
+/// withdrew is refused and the new one taken, while the broken edit is reported and the last
+/// good policies keep deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_policy_edit_does_not_freeze_a_key_rotation() {
+    let first = TokenIssuer::new();
+    let second = TokenIssuer::new();
+    let idp = Idp::start(jwks(&first, "-1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = crate::support::copy_policies(dir.path());
+    let s = setup_with(
+        idp,
+        false,
+        "jwks_refresh_min_seconds = 1\njwks_refresh_seconds = 1\njwks_refresh_max_seconds = 1\n\
+         unknown_kid_cooldown_seconds = 3600",
+        Some(policies.clone()),
+    )
+    .await;
+    within(Duration::from_secs(5), "ready", async || s.ready().await).await;
+    s.check(&first, "es-1").await.assert_allowed(PRINCIPAL);
+
+    std::fs::write(
+        policies.join("zz-broken.cedar"),
+        "permit(principal,, action, resource);",
+    )
+    .unwrap();
+    within(
+        Duration::from_secs(5),
+        "the broken edit reported",
+        async || s.admin("/readyz").await.contains("last reload failed"),
+    )
+    .await;
+    s.idp.set_jwks(jwks(&second, "-2"));
+    within(
+        Duration::from_secs(5),
+        "the withdrawn key refused despite the broken policy edit",
+        async || !s.allowed(&first, "es-1").await,
+    )
+    .await;
+    s.check(&second, "es-2").await.assert_allowed(PRINCIPAL);
+    assert!(s.admin("/readyz").await.contains("last reload failed"));
 }

@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use crate::support::http_get;
 use crate::support::jwt::TokenIssuer;
-use crate::support::pki::{Ca, LeafSpec, TRUST_DOMAIN};
+use crate::support::pki::{Ca, Leaf, LeafSpec, TRUST_DOMAIN};
 use crate::support::server::{Options, Req, TestServer};
+use crate::support::within;
 use crate::support::workload::{FakeWorkloadApi, JwtBundlesResponse, X509Svid, X509SvidResponse};
 
 const PARTNER: &str = "partner.example";
+
+/// Longest a test waits for an effect (a poll, a reconnection, a build).
+const LIMIT: Duration = Duration::from_secs(8);
 
 /// A certificate-only read of an order: the certificate verified, the example policies then
 /// want a token. `cert_untrusted` is the answer when no bundle vouches for it.
@@ -32,7 +36,11 @@ fn key_der(pem: &str) -> Vec<u8> {
 /// What the agent sends: Tollgate's SVID from `issuing`, the own domain's bundle `own`, and
 /// the federated bundles.
 fn x509(issuing: &Ca, own: &[&Ca], federated: &[(&str, &Ca)]) -> X509SvidResponse {
-    let svid = issuing.app("tollgate");
+    x509_with(&issuing.app("tollgate"), own, federated)
+}
+
+/// The same with the given SVID.
+fn x509_with(svid: &Leaf, own: &[&Ca], federated: &[(&str, &Ca)]) -> X509SvidResponse {
     X509SvidResponse {
         svids: vec![X509Svid {
             spiffe_id: format!("spiffe://{TRUST_DOMAIN}/tollgate"),
@@ -46,6 +54,19 @@ fn x509(issuing: &Ca, own: &[&Ca], federated: &[(&str, &Ca)]) -> X509SvidRespons
             .iter()
             .map(|(td, ca)| (format!("spiffe://{td}"), ca.der.clone()))
             .collect::<HashMap<_, _>>(),
+    }
+}
+
+/// Bundles from `agent` (kept two seconds while it is unreachable), JWT-SVIDs accepted.
+fn streamed(agent: &FakeWorkloadApi) -> Options {
+    Options {
+        identity_extra: format!(
+            "workload_api = \"{}\"\nworkload_api_max_age_seconds = 2",
+            agent.endpoint()
+        ),
+        own_bundle: String::new(),
+        extra: "[jwt_svid]\naudiences = [\"tollgate\"]\n".into(),
+        ..Options::default()
     }
 }
 
@@ -87,22 +108,6 @@ fn traffic(
     (wrong, sent, task)
 }
 
-async fn within(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(8), "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn reason(server: &TestServer, cert: &str) -> String {
-    let answer = server.check(Req::get("/orders/1").cert(cert).build()).await;
-    answer.body["reason"]
-        .as_str()
-        .unwrap_or("allowed")
-        .to_owned()
-}
-
 async fn ready(server: &TestServer) -> String {
     let admin = server.running.as_ref().unwrap().admin_addr.unwrap();
     tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
@@ -120,14 +125,8 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
         &ca1,
         &TokenIssuer::new(),
         Options {
-            identity_extra: format!(
-                "workload_api = \"{}\"\nworkload_api_max_age_seconds = 2",
-                agent.endpoint()
-            ),
-            own_bundle: String::new(),
             trust_domains_extra: format!("[[identity.trust_domains]]\nname = \"{PARTNER}\"\n"),
-            extra: "[jwt_svid]\naudiences = [\"tollgate\"]\n".into(),
-            ..Options::default()
+            ..streamed(&agent)
         },
     )
     .await;
@@ -135,7 +134,7 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     // Before the agent has said anything: nothing is trusted, and /readyz says what it waits for.
     let old = ca1.app("payments").pem;
     let new = ca2.app("payments").pem;
-    assert_eq!(reason(&server, &old).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&old).await, "cert_untrusted");
     let readyz = ready(&server).await;
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
     assert!(readyz.contains(TRUST_DOMAIN), "{readyz}");
@@ -169,16 +168,16 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
         .into(),
     });
     agent.set_x509(x509(&ca1, &[&ca1], &[(PARTNER, &partner)]));
-    within("the JWT bundle taken", async || {
+    within(LIMIT, "the JWT bundle taken", async || {
         svid_reason(&server).await == TRUSTED
     })
     .await;
-    within("the first bundles taken", async || {
-        reason(&server, &old).await == TRUSTED
+    within(LIMIT, "the first bundles taken", async || {
+        server.reason_for_cert(&old).await == TRUSTED
     })
     .await;
     assert!(ready(&server).await.starts_with("HTTP/1.1 200"));
-    assert_eq!(reason(&server, &new).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&new).await, "cert_untrusted");
     // The partner's CA vouches for the partner domain (the policy then decides) and for
     // nothing else; the own CA cannot vouch for the partner domain.
     let partner_leaf = partner
@@ -193,10 +192,13 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
             ..LeafSpec::app("unused")
         })
         .pem;
-    assert_eq!(reason(&server, &partner_leaf).await, "policy_denied");
-    assert_eq!(reason(&server, &own_ca_as_partner).await, "cert_untrusted");
+    assert_eq!(server.reason_for_cert(&partner_leaf).await, "policy_denied");
     assert_eq!(
-        reason(&server, &partner.app("payments").pem).await,
+        server.reason_for_cert(&own_ca_as_partner).await,
+        "cert_untrusted"
+    );
+    assert_eq!(
+        server.reason_for_cert(&partner.app("payments").pem).await,
         "cert_untrusted"
     );
 
@@ -205,8 +207,8 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     let stop = Arc::new(AtomicBool::new(false));
     let (wrong_old, sent_old, old_traffic) = traffic(&server, old.clone(), TRUSTED, stop.clone());
     agent.set_x509(x509(&ca1, &[&ca1, &ca2], &[(PARTNER, &partner)]));
-    within("the new CA trusted", async || {
-        reason(&server, &new).await == TRUSTED
+    within(LIMIT, "the new CA trusted", async || {
+        server.reason_for_cert(&new).await == TRUSTED
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -217,20 +219,20 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     let stop = Arc::new(AtomicBool::new(false));
     let (wrong_new, sent_new, new_traffic) = traffic(&server, new.clone(), TRUSTED, stop.clone());
     agent.set_x509(x509(&ca2, &[&ca2], &[(PARTNER, &partner)]));
-    within("the old CA withdrawn", async || {
-        reason(&server, &old).await == "cert_untrusted"
+    within(LIMIT, "the old CA withdrawn", async || {
+        server.reason_for_cert(&old).await == "cert_untrusted"
     })
     .await;
     let opened = agent.streams_opened();
     agent.cut_streams();
-    within("the streams reopened", async || {
+    within(LIMIT, "the streams reopened", async || {
         agent.streams_opened() >= opened + 2
     })
     .await;
     // The federated bundle leaves: the partner domain is no longer trusted.
     agent.set_x509(x509(&ca2, &[&ca2], &[]));
-    within("the federated bundle dropped", async || {
-        reason(&server, &partner_leaf).await == "cert_untrusted"
+    within(LIMIT, "the federated bundle dropped", async || {
+        server.reason_for_cert(&partner_leaf).await == "cert_untrusted"
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -239,10 +241,12 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     // The agent goes away: the last bundles hold for the maximum age (2 s), then go.
     agent.stop().await;
     let gone = std::time::Instant::now();
-    assert_eq!(reason(&server, &new).await, TRUSTED);
-    within("the bundles dropped after the maximum age", async || {
-        reason(&server, &new).await == "cert_untrusted"
-    })
+    assert_eq!(server.reason_for_cert(&new).await, TRUSTED);
+    within(
+        LIMIT,
+        "the bundles dropped after the maximum age",
+        async || server.reason_for_cert(&new).await == "cert_untrusted",
+    )
     .await;
     let held = gone.elapsed();
     assert!(
@@ -253,8 +257,8 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
 
     // And back.
     agent.resume();
-    within("trusted again once the agent is back", async || {
-        reason(&server, &new).await == TRUSTED
+    within(LIMIT, "trusted again once the agent is back", async || {
+        server.reason_for_cert(&new).await == TRUSTED
     })
     .await;
 
@@ -271,30 +275,19 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
 
 /// Tollgate's SVID for the listener: `spiffe://…/tollgate`, plus a DNS name a TLS client can
 /// check.
-fn listener_svid(issuing: &Ca, own: &[&Ca]) -> X509SvidResponse {
-    let svid = issuing.leaf(&LeafSpec {
+fn listener_svid(issuing: &Ca, dns: &str) -> Leaf {
+    issuing.leaf(&LeafSpec {
         uris: vec![format!("spiffe://{TRUST_DOMAIN}/tollgate")],
-        dns: vec!["localhost".into()],
+        dns: vec![dns.into()],
         ..LeafSpec::app("tollgate")
-    });
-    X509SvidResponse {
-        svids: vec![X509Svid {
-            spiffe_id: format!("spiffe://{TRUST_DOMAIN}/tollgate"),
-            x509_svid: svid.der.clone(),
-            x509_svid_key: key_der(&svid.key_pem),
-            bundle: own.iter().flat_map(|ca| ca.der.clone()).collect(),
-            hint: String::new(),
-        }],
-        crl: vec![],
-        federated_bundles: HashMap::new(),
-    }
+    })
 }
 
 /// An mTLS channel to `port` trusting only `trusts`, presenting `client` (an Envoy SVID).
 async fn tls_channel(
     port: u16,
     trusts: &Ca,
-    client: &crate::support::pki::Leaf,
+    client: &Leaf,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     Endpoint::from_shared(format!("https://localhost:{port}"))?
@@ -327,7 +320,7 @@ async fn the_listener_serves_its_own_svid_and_rotates_it_without_dropping_connec
     let ca1 = Ca::new("Own CA 1");
     let ca2 = Ca::new("Own CA 2");
     let mut agent = FakeWorkloadApi::start().await;
-    agent.set_x509(listener_svid(&ca1, &[&ca1]));
+    agent.set_x509(x509_with(&listener_svid(&ca1, "localhost"), &[&ca1], &[]));
     let server = TestServer::start(
         &ca1,
         &TokenIssuer::new(),
@@ -346,13 +339,18 @@ async fn the_listener_serves_its_own_svid_and_rotates_it_without_dropping_connec
 
     // A connection is served with the SVID from CA 1, and only to a client CA 1 vouches for.
     let mut first = None;
-    within("a TLS connection with the first SVID", async || {
+    within(LIMIT, "a TLS connection with the first SVID", async || {
         first = tls_channel(port, &ca1, &envoy1).await.ok();
         first.is_some()
     })
     .await;
     let first = first.unwrap();
-    assert_eq!(check_over(&first, &caller).await, TRUSTED);
+    // The listener takes the SVID per handshake; the bundle reaches decisions with the next
+    // snapshot.
+    within(LIMIT, "the bundle in force", async || {
+        check_over(&first, &caller).await == TRUSTED
+    })
+    .await;
     let refused = tls_channel(port, &ca1, &envoy2).await;
     let refused = match refused {
         Ok(channel) => {
@@ -369,13 +367,59 @@ async fn the_listener_serves_its_own_svid_and_rotates_it_without_dropping_connec
         "a client certificate from an unknown CA was served"
     );
 
+    // The SVID alone is reissued (same CA, a new name in it): new connections get it at once,
+    // and no snapshot is rebuilt for it (every cache stays warm).
+    let generation = |readyz: String| {
+        readyz
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("generation="))
+            .map(str::to_owned)
+    };
+    let before = generation(ready(&server).await);
+    agent.set_x509(x509_with(
+        &listener_svid(&ca1, "tollgate.test"),
+        &[&ca1],
+        &[],
+    ));
+    within(
+        LIMIT,
+        "a new connection served with the reissued SVID",
+        async || {
+            use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+            let endpoint = Endpoint::from_shared(format!("https://localhost:{port}"))
+                .unwrap()
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(&ca1.pem))
+                        .identity(Identity::from_pem(&envoy1.pem, &envoy1.key_pem))
+                        .domain_name("tollgate.test"),
+                )
+                .unwrap();
+            endpoint.connect().await.is_ok()
+        },
+    )
+    .await;
+    assert_eq!(
+        generation(ready(&server).await),
+        before,
+        "an SVID-only rotation rebuilt the snapshot"
+    );
+
     // Rotation: the SVID is reissued by CA 2, and the bundle holds both CAs.
-    agent.set_x509(listener_svid(&ca2, &[&ca1, &ca2]));
+    agent.set_x509(x509_with(
+        &listener_svid(&ca2, "localhost"),
+        &[&ca1, &ca2],
+        &[],
+    ));
     let mut second = None;
-    within("a new connection served with the new SVID", async || {
-        second = tls_channel(port, &ca2, &envoy2).await.ok();
-        second.is_some()
-    })
+    within(
+        LIMIT,
+        "a new connection served with the new SVID",
+        async || {
+            second = tls_channel(port, &ca2, &envoy2).await.ok();
+            second.is_some()
+        },
+    )
     .await;
     assert_eq!(check_over(&second.unwrap(), &caller).await, TRUSTED);
     // The connection opened before the rotation is still served.
@@ -383,4 +427,74 @@ async fn the_listener_serves_its_own_svid_and_rotates_it_without_dropping_connec
         assert_eq!(check_over(&first, &caller).await, TRUSTED);
     }
     agent.stop().await;
+}
+
+/// The maximum age counts from when the agent was last reachable, not from its last update:
+/// SPIRE sends an update only when something changes, so a quiet agent is not a stale one, and
+/// a stream cut after a quiet spell must not drop the bundles while Tollgate reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_agent_is_not_a_stale_one() {
+    let ca = Ca::new("Own CA");
+    let jwt_keys = TokenIssuer::new();
+    let mut agent = FakeWorkloadApi::start().await;
+    agent.set_x509(x509(&ca, &[&ca], &[]));
+    agent.set_jwt(JwtBundlesResponse {
+        bundles: [(
+            format!("spiffe://{TRUST_DOMAIN}"),
+            jwt_keys.jwks().into_bytes(),
+        )]
+        .into(),
+    });
+    let server = TestServer::start(&ca, &TokenIssuer::new(), streamed(&agent)).await;
+    let cert = ca.app("payments").pem;
+    let jwt_svid = jwt_keys.sign(
+        jsonwebtoken::Algorithm::ES256,
+        None,
+        &serde_json::json!({
+            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
+            "exp": crate::support::jwt::now() + 300,
+        }),
+    );
+    let svid_reason = async || {
+        let answer = server
+            .check(Req::get("/orders/1").token(&jwt_svid).build())
+            .await;
+        answer.body["reason"]
+            .as_str()
+            .unwrap_or("allowed")
+            .to_owned()
+    };
+    within(LIMIT, "the bundles taken", async || {
+        server.reason_for_cert(&cert).await == TRUSTED && svid_reason().await == TRUSTED
+    })
+    .await;
+    // The scenario itself: the agent stays connected and says nothing for longer than the
+    // maximum age (nothing changed), then restarts: gone for a second, well within the
+    // maximum age counted from then.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let opened = agent.streams_opened();
+    agent.stop().await;
+    let mut wrong = Vec::new();
+    let probe = async |wrong: &mut Vec<String>| {
+        for (what, got) in [
+            ("certificate", server.reason_for_cert(&cert).await),
+            ("JWT-SVID", svid_reason().await),
+        ] {
+            if got != TRUSTED {
+                wrong.push(format!("{what}: {got}"));
+            }
+        }
+    };
+    let stopped = std::time::Instant::now();
+    while stopped.elapsed() < Duration::from_secs(1) {
+        probe(&mut wrong).await;
+    }
+    agent.resume();
+    while agent.streams_opened() < opened + 2 {
+        probe(&mut wrong).await;
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrongly refused while reconnecting: {wrong:?}"
+    );
 }

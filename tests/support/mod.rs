@@ -50,6 +50,22 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// Polls the async `done` every 20 ms until it holds and says how long that took; fails the
+/// test after `limit`, saying what never happened. For effects that take seconds (a refresh,
+/// a reconnection) and need a request to observe.
+pub async fn within(
+    limit: std::time::Duration,
+    what: &str,
+    mut done: impl AsyncFnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "{what} (waited {limit:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
 /// Polls `done` every 10 ms until it holds; fails the test after 3 s, saying what never
 /// happened. The one way tests wait for an effect (no fixed sleeps).
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {

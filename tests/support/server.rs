@@ -231,6 +231,15 @@ impl TestServer {
         Answer::from(response)
     }
 
+    /// The deny reason for a certificate-only read of an order (`allowed` for an allow).
+    pub async fn reason_for_cert(&self, cert: &str) -> String {
+        let answer = self.check(Req::get("/orders/1").cert(cert).build()).await;
+        answer.body["reason"]
+            .as_str()
+            .unwrap_or("allowed")
+            .to_owned()
+    }
+
     /// Stops the server and starts it again from the same config (same ports).
     pub async fn restart(&mut self) {
         self.pause().await;
