@@ -469,7 +469,7 @@ impl Reloader {
     fn config_in_force(&mut self, config: Config) {
         if config.settings != self.started_with {
             tracing::warn!(
-                "[server], [cache] or [audit] settings changed; they apply after a restart"
+                "[server], [cache], [audit], [fetch] or identity.workload_api settings changed; they apply after a restart"
             );
         }
         self.stale = false;

@@ -19,6 +19,9 @@ use crate::identity::bundle::parse_bundle;
 use crate::identity::spiffe::SpiffeId;
 use crate::snapshot::source::Streamed;
 
+/// Handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 256;
+
 /// Longest a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,9 +97,17 @@ where
     I: Stream<Item = Result<TcpStream, io::Error>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         tokio::pin!(tcp);
-        while let Some(accepted) = tcp.next().await {
+        loop {
+            // Ends when the server stops taking connections (it dropped the receiver), so the
+            // listening socket is released with it.
+            let accepted = tokio::select! {
+                accepted = tcp.next() => accepted,
+                () = tx.closed() => None,
+            };
+            let Some(accepted) = accepted else { return };
             let stream = match accepted {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -111,8 +122,14 @@ where
                     continue;
                 }
             };
+            // Bounded: a flood of connections that never finish their handshake waits here
+            // (in the kernel's backlog) rather than costing a task each.
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {

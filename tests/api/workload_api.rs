@@ -498,3 +498,26 @@ async fn a_quiet_agent_is_not_a_stale_one() {
         "wrongly refused while reconnecting: {wrong:?}"
     );
 }
+
+/// Shutting down releases the listener served with the SVID: nothing keeps accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svid_listener_stops_accepting_at_shutdown() {
+    let ca = Ca::new("Own CA");
+    let agent = FakeWorkloadApi::start().await;
+    agent.set_x509(x509_with(&listener_svid(&ca, "localhost"), &[&ca], &[]));
+    let mut server = TestServer::start(
+        &ca,
+        &TokenIssuer::new(),
+        Options {
+            server_extra: "workload_api_tls = true".into(),
+            ..streamed(&agent)
+        },
+    )
+    .await;
+    let addr = server.running.as_ref().unwrap().grpc_addr;
+    server.pause().await;
+    within(LIMIT, "the port released after shutdown", async || {
+        std::net::TcpListener::bind(addr).is_ok()
+    })
+    .await;
+}
