@@ -20,6 +20,9 @@ use crate::snapshot::spec::{JwksLocation, RemoteJwksSpec};
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between retries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Most keys taken from one issuer's JWKS (real ones hold a handful): bounds the set's
+/// memory and the per-token key lookup.
+const MAX_KEYS: usize = 100;
 
 /// A key set fetched and checked.
 struct Arrived {
@@ -112,10 +115,14 @@ async fn fetch(client: &HttpClient, spec: &RemoteJwksSpec) -> Result<Arrived, Fe
         JwksLocation::Discovery => discover(client, &spec.issuer).await?,
     };
     let fetched = client.get(&url).await?;
-    let keys = KeySet::from_json(&fetched.text).map_err(|e| FetchError::Invalid {
-        url: url.clone(),
-        reason: e.to_string(),
-    })?;
+    let (keys, skipped) =
+        KeySet::from_fetched_json(&fetched.text, MAX_KEYS).map_err(|e| FetchError::Invalid {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    if !skipped.is_empty() {
+        tracing::warn!(issuer = %spec.issuer, url = %url, skipped = ?skipped, "keys in the issuer's JWKS that Tollgate cannot use were skipped");
+    }
     if keys.is_empty() {
         return Err(FetchError::Invalid {
             url,

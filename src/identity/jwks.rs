@@ -50,50 +50,85 @@ impl KeySet {
     /// configured separately so that a public JWKS can never enable HMAC.
     pub fn from_json(text: &str) -> Result<Self, JwksError> {
         let set: JwkSet = serde_json::from_str(text)?;
-        let mut keys: Vec<JwksKey> = Vec::with_capacity(set.keys.len());
+        let mut keys = Self::default();
         for (index, jwk) in set.keys.iter().enumerate() {
-            let kid = jwk.common.key_id.clone();
-            let label = kid.clone().unwrap_or_else(|| "-".into());
-            if matches!(
-                jwk.algorithm,
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-            ) {
-                return Err(JwksError::Key {
-                    index,
-                    kid: label,
-                    source: jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
-                });
+            keys.add(index, jwk)?;
+        }
+        Ok(keys)
+    }
+
+    /// Parses a fetched JWKS, where one key Tollgate cannot use (an unknown curve or type, a
+    /// duplicate `kid`) must not cost the issuer its usable ones: such keys are skipped and
+    /// named in the second value, and at most `max_keys` are taken.
+    pub fn from_fetched_json(
+        text: &str,
+        max_keys: usize,
+    ) -> Result<(Self, Vec<String>), JwksError> {
+        #[derive(serde::Deserialize)]
+        struct Loose {
+            keys: Vec<serde_json::Value>,
+        }
+        let set: Loose = serde_json::from_str(text)?;
+        let mut keys = Self::default();
+        let mut skipped = Vec::new();
+        for (index, value) in set.keys.into_iter().enumerate() {
+            if keys.keys.len() >= max_keys {
+                skipped.push(format!("key {index} and later: more than {max_keys} keys"));
+                break;
             }
-            // RFC 7517 §4.2/§4.3: a key meant for encryption, or whose operations exclude
-            // `verify`, must not verify signatures; JWKS documents often mix both kinds.
-            let for_signatures = jwk
-                .common
-                .public_key_use
-                .as_ref()
-                .is_none_or(|u| *u == PublicKeyUse::Signature)
-                && jwk
-                    .common
-                    .key_operations
-                    .as_ref()
-                    .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
-            if !for_signatures {
-                continue;
+            let added = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(value)
+                .map_err(JwksError::from)
+                .and_then(|jwk| keys.add(index, &jwk));
+            if let Err(error) = added {
+                skipped.push(format!("key {index}: {error}"));
             }
-            let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key {
+        }
+        Ok((keys, skipped))
+    }
+
+    /// Adds one JWK (the `index`-th of its document), unless it is not for signatures.
+    fn add(&mut self, index: usize, jwk: &jsonwebtoken::jwk::Jwk) -> Result<(), JwksError> {
+        let kid = jwk.common.key_id.clone();
+        let label = kid.clone().unwrap_or_else(|| "-".into());
+        if matches!(
+            jwk.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        ) {
+            return Err(JwksError::Key {
                 index,
-                kid: label.clone(),
-                source,
-            })?;
-            if kid.is_some() && keys.iter().any(|k| k.kid == kid) {
-                return Err(JwksError::DuplicateKid(label));
-            }
-            keys.push(JwksKey {
-                kid,
-                alg: jwk.common.key_algorithm.map(|a| a.to_string()),
-                key,
+                kid: label,
+                source: jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
             });
         }
-        Ok(Self { keys })
+        // RFC 7517 §4.2/§4.3: a key meant for encryption, or whose operations exclude
+        // `verify`, must not verify signatures; JWKS documents often mix both kinds.
+        let for_signatures = jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|u| *u == PublicKeyUse::Signature)
+            && jwk
+                .common
+                .key_operations
+                .as_ref()
+                .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+        if !for_signatures {
+            return Ok(());
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key {
+            index,
+            kid: label.clone(),
+            source,
+        })?;
+        if kid.is_some() && self.keys.iter().any(|k| k.kid == kid) {
+            return Err(JwksError::DuplicateKid(label));
+        }
+        self.keys.push(JwksKey {
+            kid,
+            alg: jwk.common.key_algorithm.map(|a| a.to_string()),
+            key,
+        });
+        Ok(())
     }
 
     /// The `kid`s of the set (`-` for a key without one), for logs on rotation.
@@ -272,6 +307,27 @@ mod tests {
         assert!(set.find(Some("zzz"), Algorithm::ES256).is_none());
         // Two candidates without a kid: ambiguous, so no key.
         assert!(set.find(None, Algorithm::ES256).is_none());
+    }
+
+    #[test]
+    fn a_fetched_set_skips_what_it_cannot_use_and_is_bounded() {
+        let mixed = EC_JWKS.replace(
+            r#"{"kty":"EC","crv":"P-256","kid":"b","#,
+            r#"{"kty":"EC","crv":"secp256k1","kid":"x","x":"AA","y":"AA"},
+      {"kty":"oct","k":"c2VjcmV0","kid":"h"},
+      {"kty":"EC","crv":"P-256","kid":"a","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRjfb3J8F7l7fi8eYP1dG-I3Tvs6mR-1G1XK6R8"},
+      {"kty":"EC","crv":"P-256","kid":"b","#,
+        );
+        let (set, skipped) = KeySet::from_fetched_json(&mixed, 100).unwrap();
+        assert_eq!(set.kids(), ["a", "b"]);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        let (bounded, skipped) = KeySet::from_fetched_json(&mixed, 1).unwrap();
+        assert_eq!(bounded.kids(), ["a"]);
+        assert!(
+            skipped.iter().any(|s| s.contains("more than 1 keys")),
+            "{skipped:?}"
+        );
+        assert!(KeySet::from_fetched_json("{", 10).is_err());
     }
 
     #[test]

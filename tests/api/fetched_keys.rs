@@ -417,3 +417,36 @@ async fn a_broken_policy_edit_does_not_freeze_a_key_rotation() {
     s.check(&second, "es-2").await.assert_allowed(PRINCIPAL);
     assert!(s.admin("/readyz").await.contains("last reload failed"));
 }
+
+/// One key Tollgate cannot use (a curve it does not support) must not cost the issuer its
+/// whole rotation: the usable keys beside it are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_key_in_a_fetched_set_does_not_reject_the_others() {
+    let first = TokenIssuer::new();
+    let second = TokenIssuer::new();
+    let idp = Idp::start(jwks(&first, "-1")).await;
+    let s = setup(
+        idp,
+        false,
+        "jwks_refresh_min_seconds = 1\njwks_refresh_seconds = 1\njwks_refresh_max_seconds = 1\n\
+         unknown_kid_cooldown_seconds = 3600",
+    )
+    .await;
+    within(Duration::from_secs(5), "ready", async || s.ready().await).await;
+    let mut rotated: serde_json::Value = serde_json::from_str(&jwks(&second, "-2")).unwrap();
+    rotated["keys"].as_array_mut().unwrap().push(json!({
+        "kty": "EC", "crv": "secp256k1", "kid": "k1",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRjfb3J8F7l7fi8eYP1dG-I3Tvs6mR-1G1XK6R8",
+    }));
+    s.idp.set_jwks(rotated.to_string());
+    within(
+        Duration::from_secs(5),
+        "the usable new key taken beside an unusable one",
+        async || s.allowed(&second, "es-2").await,
+    )
+    .await;
+    s.check(&first, "es-1")
+        .await
+        .assert_denied(401, "token_unknown_key");
+}
