@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +60,14 @@ impl ReloadTrigger {
     pub fn documents_changed(&self) {
         self.0.mark(Change::Documents);
     }
+
+    /// Says a fetched or streamed identity document changed (a key set, a bundle): as
+    /// [`Self::documents_changed`], and should the build fail for another reason (a policy
+    /// file mid-edit), the identity is renewed on the last good policies anyway.
+    pub fn identity_changed(&self) {
+        self.0.live.store(true, Ordering::Release);
+        self.0.mark(Change::Documents);
+    }
 }
 
 /// Changes seen but not yet built: a fixed-size record rather than a queue, so a storm of file
@@ -70,6 +79,8 @@ struct Pending {
     /// redo; `None` when nothing is pending.
     span: Mutex<Option<(Instant, Instant, Change)>>,
     wake: Notify,
+    /// A live identity document changed since a build last took it in.
+    live: AtomicBool,
 }
 
 impl Pending {
@@ -375,6 +386,8 @@ impl Reloader {
         let change = if self.stale { Change::Config } else { change };
         let generation = self.snapshots.load().generation + 1;
         let started = Instant::now();
+        // This build takes in every live change so far; put back below if it cannot.
+        let live = self.pending.live.swap(false, Ordering::AcqRel);
         let attempt = {
             let source = self.source.clone();
             let documents = self.documents.clone();
@@ -393,7 +406,7 @@ impl Reloader {
                 };
                 // A failed build keeps the last good policies, but identity sources (a
                 // rotated key set, a new bundle) must not wait on a policy author's fix.
-                let identity_only = built.is_err().then(|| {
+                let identity_only = (built.is_err() && live).then(|| {
                     rebuild_identity(&config.spec, &*documents, &previous, generation).ok()
                 });
                 Attempt {
@@ -435,6 +448,10 @@ impl Reloader {
                 built: Err(error),
                 identity_only,
             }) => {
+                if live && identity_only.is_none() {
+                    // Not taken in: the next build must try again.
+                    self.pending.live.store(true, Ordering::Release);
+                }
                 if let Some(snapshot) = identity_only {
                     self.snapshots.store(snapshot);
                     self.metrics

@@ -155,7 +155,7 @@ pub async fn start(
     .map_err(|e| ServeError::Watch(e.to_string()))?;
     tasks.push(("reloader", reloader));
     let trigger = reload.clone();
-    fetcher.on_change(move || trigger.documents_changed());
+    fetcher.on_change(move || trigger.identity_changed());
     tracing::info!(
         grpc.addr = %grpc_addr,
         grpc.tls = settings.tls.is_some() || settings.workload_api_tls,
