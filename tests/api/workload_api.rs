@@ -80,15 +80,17 @@ fn traffic(
 ) -> (
     Arc<AtomicUsize>,
     Arc<AtomicUsize>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<Vec<Duration>>,
 ) {
     let wrong = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));
     let client = server.client.clone();
     let (w, n) = (wrong.clone(), sent.clone());
     let task = tokio::spawn(async move {
+        let mut latencies = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let request = Req::get("/orders/1").cert(&cert).build();
+            let sent_at = std::time::Instant::now();
             let answer: crate::support::server::Answer = client
                 .clone()
                 .check(request)
@@ -96,6 +98,7 @@ fn traffic(
                 .unwrap()
                 .into_inner()
                 .into();
+            latencies.push(sent_at.elapsed());
             let reason = answer.body["reason"].as_str().map(str::to_owned);
             let right = reason.as_deref() == Some(expect);
             if !right {
@@ -104,6 +107,7 @@ fn traffic(
             }
             n.fetch_add(1, Ordering::SeqCst);
         }
+        latencies
     });
     (wrong, sent, task)
 }
@@ -212,7 +216,7 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     })
     .await;
     stop.store(true, Ordering::SeqCst);
-    old_traffic.await.unwrap();
+    let mut latencies = old_traffic.await.unwrap();
 
     // Step 2: the old CA is withdrawn (and the SVID reissued by the new one). New
     // certificates stay trusted throughout, across a cut of every stream too.
@@ -236,7 +240,9 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
     })
     .await;
     stop.store(true, Ordering::SeqCst);
-    new_traffic.await.unwrap();
+    latencies.extend(new_traffic.await.unwrap());
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
 
     // The agent goes away: the last bundles hold for the maximum age (2 s), then go.
     agent.stop().await;
@@ -267,7 +273,7 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
         sent_old.load(Ordering::SeqCst) + sent_new.load(Ordering::SeqCst),
     );
     eprintln!(
-        "{sent} requests during rotation and reconnection; {wrong} decided wrongly; bundles held {held:?} after the agent left"
+        "{sent} requests during rotation and reconnection; {wrong} decided wrongly; p99 {p99:?}; bundles held {held:?} after the agent left"
     );
     assert!(sent > 50, "too little traffic to say anything: {sent}");
     assert_eq!(wrong, 0);
