@@ -463,7 +463,12 @@ impl Reloader {
                 }
                 (parsed, error.to_string())
             }
-            Err(join) => (None, format!("the reload task failed: {join}")),
+            Err(join) => {
+                if live {
+                    self.pending.live.store(true, Ordering::Release);
+                }
+                (None, format!("the reload task failed: {join}"))
+            }
         };
         tracing::error!(error = %error, change = change.as_str(), "reload failed; keeping the last good configuration");
         self.metrics.reload_failed();

@@ -826,6 +826,13 @@ fn remote_jwks(
             ),
         ));
     }
+    if *raw.unknown_kid_cooldown_seconds.get_ref() > MAX_AGE_CAP {
+        return Err(at.invalid(
+            &raw.unknown_kid_cooldown_seconds,
+            &key("unknown_kid_cooldown_seconds"),
+            format!("must be at most {MAX_AGE_CAP} (ten years)"),
+        ));
+    }
     if *raw.unknown_kid_cooldown_seconds.get_ref() == 0 {
         return Err(at.invalid(
             &raw.unknown_kid_cooldown_seconds,

@@ -377,6 +377,17 @@ fn fetched_keys_are_checked_where_written() {
             "identity.workload_api_max_age_seconds",
             "at most",
         ),
+        (
+            Box::new(move |c| {
+                file_keys(c).replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\njwks_uri = \"https://idp.example/keys\"\n\
+                     unknown_kid_cooldown_seconds = 18446744073709551615\n",
+                )
+            }),
+            "issuers[0].unknown_kid_cooldown_seconds",
+            "at most",
+        ),
     ];
     for (edit, key, words) in cases {
         let e = load_err(edit);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::http::{FetchError, HttpClient};
 use tokio::time::Instant;
 
-use crate::identity::bundle::{RemoteBundle, bundle_header, jwt_svid_keys};
+use crate::identity::bundle::{Offered, RemoteBundle, bundle_header, jwt_svid_keys};
 use crate::snapshot::build::live_authorities;
 use crate::snapshot::spec::BundleEndpointSpec;
 
@@ -37,11 +37,16 @@ pub(super) async fn follow(
         }
         let result = match poll(&client, &spec).await {
             Ok((sequence, hint, text)) => {
-                last_success = Some(Instant::now());
                 if let Some(hint) = hint {
                     interval = Duration::from_secs(hint).clamp(MIN_REFRESH, MAX_REFRESH);
                 }
-                if bundle.offer(sequence, text) {
+                let offered = bundle.offered(sequence, text);
+                // Only a bundle taken or the very one held is a good poll: a refused one (an
+                // older sequence) must not keep the held bundle alive.
+                if offered != Offered::Refused {
+                    last_success = Some(Instant::now());
+                }
+                if offered == Offered::Taken {
                     tracing::info!(trust_domain = %spec.trust_domain, endpoint = %spec.url, sequence, "federated bundle updated");
                     changed();
                     "changed"

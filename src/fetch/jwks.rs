@@ -49,7 +49,7 @@ pub(super) async fn follow(
             () = tokio::time::sleep_until(due) => {}
             () = keys.refetch_wanted() => {
                 // Unknown kids ask at most once per cooldown, however many there are.
-                if let Some(at) = last_attempt.map(|t| t + cooldown)
+                if let Some(at) = last_attempt.and_then(|t| t.checked_add(cooldown))
                     && at > Instant::now()
                 {
                     tokio::time::sleep_until(at.min(due)).await;

@@ -164,6 +164,21 @@ impl Source for Fetcher {
         Some(keys)
     }
 
+    fn live_since(&self, document: &Document) -> Option<std::time::Instant> {
+        match document {
+            Document::Streamed(streamed) => self.streams.since(streamed),
+            Document::Endpoint(td) => self
+                .bundles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(spec, _)| spec.trust_domain == *td)
+                .find_map(|(_, bundle)| bundle.upgrade())
+                .and_then(|bundle| bundle.taken_at()),
+            Document::File(_) => None,
+        }
+    }
+
     /// The live bundle polled from `spec`'s endpoint, started (with its poller) the first
     /// time a build asks.
     fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {

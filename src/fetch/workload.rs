@@ -49,6 +49,8 @@ impl std::fmt::Debug for OwnSvid {
 pub struct Streams {
     /// X.509 bundles as SPIFFE bundle JSON (`x509-svid` keys), by trust domain name.
     x509: Mutex<BTreeMap<String, String>>,
+    /// When each domain's X.509 bundle last changed.
+    x509_since: Mutex<BTreeMap<String, std::time::Instant>>,
     /// JWT bundles as JWKS JSON, by trust domain name.
     jwt: Mutex<BTreeMap<String, String>>,
     svid: Mutex<Option<OwnSvid>>,
@@ -69,6 +71,35 @@ impl Streams {
         match document {
             Streamed::X509Bundle(td) => lock(&self.x509, td),
             Streamed::JwtBundle(td) => lock(&self.jwt, td),
+        }
+    }
+
+    /// When a streamed document last changed (X.509 bundles only).
+    pub fn since(&self, document: &Streamed) -> Option<std::time::Instant> {
+        match document {
+            Streamed::X509Bundle(td) => self
+                .x509_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(td)
+                .copied(),
+            Streamed::JwtBundle(_) => None,
+        }
+    }
+
+    /// Records, for each domain whose bundle differs between `old` and `new`, that it
+    /// changed now.
+    fn note_changes(&self, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) {
+        let now = std::time::Instant::now();
+        let mut since = self
+            .x509_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        since.retain(|td, _| new.contains_key(td));
+        for (td, text) in new {
+            if old.get(td) != Some(text) {
+                since.insert(td.clone(), now);
+            }
         }
     }
 
@@ -128,6 +159,12 @@ pub(super) fn start(
                     .collect(),
                 key: svid.private_key().as_bytes().to_vec(),
             });
+            let old = streams
+                .x509
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            streams.note_changes(&old, &bundles);
             let bundles_changed = replace(&streams.x509, bundles);
             if replace(&streams.svid, svid) | bundles_changed {
                 streams
@@ -218,9 +255,11 @@ async fn follow<T, S, F>(
         };
         match opened {
             Ok(mut stream) => {
+                let mut delivered = false;
                 while let Some(update) = stream.next().await {
                     match update {
                         Ok(update) => {
+                            delivered = true;
                             let first = last_update.is_none();
                             last_update = Some(Instant::now());
                             backoff = FIRST_BACKOFF;
@@ -241,8 +280,9 @@ async fn follow<T, S, F>(
                     }
                 }
                 // Connected until now: the agent sends updates only when something changes,
-                // so what it sent last was current until the stream ended.
-                if last_update.is_some() {
+                // so what it sent last was current until the stream ended. A connection that
+                // delivered nothing usable (every update refused) proves nothing.
+                if delivered {
                     last_update = Some(Instant::now());
                 }
             }

@@ -115,9 +115,21 @@ pub fn jwt_svid_keys(text: &str, spiffe_bundle: bool) -> Result<KeySet, BundleEr
         }
         kept.push(key);
     }
-    KeySet::from_json(&serde_json::json!({ "keys": kept }).to_string())
-        .map_err(|e| BundleError::Json(e.to_string()))
+    let jwks = serde_json::json!({ "keys": kept }).to_string();
+    if spiffe_bundle {
+        return KeySet::from_json(&jwks).map_err(|e| BundleError::Json(e.to_string()));
+    }
+    // Streamed from the Workload API: a key Tollgate cannot use costs only itself.
+    let (keys, skipped) = KeySet::from_fetched_json(&jwks, MAX_JWT_AUTHORITIES)
+        .map_err(|e| BundleError::Json(e.to_string()))?;
+    if !skipped.is_empty() {
+        tracing::warn!(skipped = ?skipped, "JWT authorities Tollgate cannot use were skipped");
+    }
+    Ok(keys)
 }
+
+/// Most JWT authorities taken from one streamed JWT bundle.
+const MAX_JWT_AUTHORITIES: usize = 100;
 
 /// A trust domain's bundle as polled from its SPIFFE bundle endpoint (federation): the last
 /// good document and its sequence, shared by the poller and the snapshots built from it.
@@ -130,6 +142,20 @@ pub struct RemoteBundle {
     fetched: std::sync::atomic::AtomicBool,
     /// The held bundle is too old to trust; its sequence still guards against replays.
     expired: std::sync::atomic::AtomicBool,
+    /// When the held bundle was taken: of two live bundles sharing a CA, the newer brought it.
+    taken_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// What became of an offered bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Newer than the one held (or the first): it replaces it.
+    Taken,
+    /// The very bundle held: a good poll, nothing changes.
+    Confirmed,
+    /// Not fresher than the one held (an older or equal sequence with other contents, or no
+    /// sequence after one with): ignored, and not a good poll.
+    Refused,
 }
 
 impl RemoteBundle {
@@ -140,6 +166,7 @@ impl RemoteBundle {
             current: std::sync::Mutex::new(None),
             fetched: std::sync::atomic::AtomicBool::new(false),
             expired: std::sync::atomic::AtomicBool::new(false),
+            taken_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -165,28 +192,60 @@ impl RemoteBundle {
 
     /// Takes `text` (sequence `sequence`) if it is newer than what is held (SPIFFE Federation
     /// §4.2: a bundle whose `spiffe_sequence` is not greater is not fresher) or differs from a
-    /// held one without sequence numbers. True when it replaced the held one.
+    /// held one without sequence numbers. True when it replaced the held one; see
+    /// [`Self::offer_confirms`] for whether a poll counts as a good one.
     pub fn offer(&self, sequence: Option<u64>, text: String) -> bool {
+        self.offered(sequence, text) == Offered::Taken
+    }
+
+    /// Takes, confirms or refuses an offered bundle; see [`Offered`].
+    pub fn offered(&self, sequence: Option<u64>, text: String) -> Offered {
         let mut current = self.lock();
         let expired = self.expired.load(std::sync::atomic::Ordering::Acquire);
-        let taken = match (&*current, sequence) {
-            (None, _) => true,
-            // After an outage the bundle held is confirmed again by the same sequence.
-            (Some((Some(held), _)), Some(offered)) => {
-                offered > *held || (expired && offered == *held)
+        let outcome = match (&*current, sequence) {
+            (None, _) => Offered::Taken,
+            (Some((held_seq, held)), _) if *held_seq == sequence && *held == text => {
+                Offered::Confirmed
             }
-            // A bundle without a sequence cannot prove itself newer than one with.
-            (Some((Some(_), _)), None) => false,
-            (Some((None, held)), _) => expired || *held != text,
+            (Some((Some(held), _)), Some(offered)) if offered > *held => Offered::Taken,
+            // A bundle without a sequence cannot prove itself newer than one with, and an
+            // older or equal sequence with other contents is not fresher.
+            (Some((Some(_), _)), _) => Offered::Refused,
+            (Some((None, _)), _) => Offered::Taken,
         };
-        if taken {
-            *current = Some((sequence, text));
-            self.fetched
-                .store(true, std::sync::atomic::Ordering::Release);
-            self.expired
-                .store(false, std::sync::atomic::Ordering::Release);
+        match outcome {
+            Offered::Taken => {
+                *current = Some((sequence, text));
+                self.taken_at_now();
+                self.fetched
+                    .store(true, std::sync::atomic::Ordering::Release);
+                self.expired
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
+            // The endpoint serves the bundle held: trusted again after an outage.
+            Offered::Confirmed if expired => {
+                self.expired
+                    .store(false, std::sync::atomic::Ordering::Release);
+                return Offered::Taken;
+            }
+            Offered::Confirmed | Offered::Refused => {}
         }
-        taken
+        outcome
+    }
+
+    /// When the held bundle was taken (changed), if one was.
+    pub fn taken_at(&self) -> Option<std::time::Instant> {
+        *self
+            .taken_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn taken_at_now(&self) {
+        *self
+            .taken_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<u64>, String)>> {
@@ -251,6 +310,10 @@ mod tests {
         assert!(bundle.expire());
         assert_eq!(bundle.text(), None);
         assert!(!bundle.offer(Some(5), "b".into()));
+        assert!(
+            !bundle.offer(Some(6), "other".into()),
+            "the same sequence with other contents is not the bundle held"
+        );
         assert!(bundle.offer(Some(6), "d".into()));
         assert_eq!(bundle.text().as_deref(), Some("d"));
         let plain = RemoteBundle::new("https://y".into());

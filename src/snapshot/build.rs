@@ -179,8 +179,13 @@ fn jwt_svids(
             // for it: a domain need not issue JWT-SVIDs at all.
             (Document::Streamed(_), Err(_)) => KeySet::default(),
             (_, Err(error)) => return Err(error.into()),
-            (value, Ok(file)) => jwt_svid_keys(&file.text, matches!(value, Document::File(_)))
+            (Document::File(_), Ok(file)) => jwt_svid_keys(&file.text, true)
                 .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?,
+            // A live JWT bundle's problem costs its own domain, never the build.
+            (_, Ok(file)) => jwt_svid_keys(&file.text, false).unwrap_or_else(|e| {
+                tracing::error!(trust_domain = %domain.name, error = %e, "unusable JWT bundle; the domain's JWT-SVIDs are refused until a good one arrives");
+                KeySet::default()
+            }),
         };
         by_domain.insert(domain.name.clone(), Arc::new(keys));
     }
@@ -311,11 +316,24 @@ fn trust_domains(
                      issues for both",
                     a.trust_domain, b.trust_domain
                 );
-                // A live bundle lending another domain's CA loses its own authority; two
-                // files doing it are the configuration's error.
-                let drop = match (a_live, b_live) {
-                    (_, true) => i,
-                    (true, false) => j,
+                // A live bundle lending another domain's CA loses its own authority: of two
+                // live ones, the bundle that changed last brought the CA in (so a partner can
+                // never take an established domain's trust away, whatever the config order);
+                // if that cannot be told, both. Two files doing it are the config's error.
+                let since = |k: usize| {
+                    id.trust_domains
+                        .get(k)
+                        .and_then(|d| d.bundle.as_ref())
+                        .and_then(|b| source.live_since(&b.value))
+                };
+                let drop: &[usize] = match (a_live, b_live) {
+                    (true, true) => match (since(j), since(i)) {
+                        (Some(a), Some(b)) if a < b => &[i],
+                        (Some(a), Some(b)) if b < a => &[j],
+                        _ => &[i, j],
+                    },
+                    (false, true) => &[i],
+                    (true, false) => &[j],
                     (false, false) => {
                         let at = id
                             .trust_domains
@@ -325,9 +343,11 @@ fn trust_domains(
                         return Err(invalid(at, message));
                     }
                 };
-                if let Some((bundle, _)) = bundles.get_mut(drop) {
-                    tracing::error!(trust_domain = %bundle.trust_domain, %message, "refusing the live bundle of this domain");
-                    bundle.authorities.clear();
+                for &k in drop {
+                    if let Some((bundle, _)) = bundles.get_mut(k) {
+                        tracing::error!(trust_domain = %bundle.trust_domain, %message, "refusing the live bundle of this domain");
+                        bundle.authorities.clear();
+                    }
                 }
             }
         }

@@ -75,6 +75,13 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// When a live document (streamed, or polled from an endpoint) last changed: of two live
+    /// bundles that share a CA, the newer brought it in. `None` for files, or when unknown.
+    fn live_since(&self, document: &Document) -> Option<std::time::Instant> {
+        let _ = document;
+        None
+    }
+
     /// The live bundle of a trust domain polled from its bundle endpoint. A source that does
     /// not fetch has none, and the domain then has no authority.
     fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {

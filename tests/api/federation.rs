@@ -175,3 +175,89 @@ async fn a_bundle_endpoint_silent_past_its_maximum_age_is_trusted_no_more() {
         down.elapsed()
     );
 }
+
+/// A poll that brings a bundle Tollgate refuses (an older sequence: say the partner's server
+/// was rebuilt) is not a good poll: the held bundle still ages out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bundle_does_not_keep_the_held_one_alive() {
+    let (first, second) = (Ca::new("Partner CA 1"), Ca::new("Partner CA 2"));
+    let endpoint = Idp::start(bundle(&first, 5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("endpoint-ca.pem");
+    std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
+    let server = TestServer::start(
+        &Ca::new("Own CA"),
+        &TokenIssuer::new(),
+        Options {
+            trust_domains_extra: format!(
+                "[[identity.trust_domains]]\nname = \"{PARTNER}\"\nbundle_endpoint = \"{}/keys\"\n\
+                 bundle_endpoint_max_age_seconds = 3\n",
+                endpoint.url
+            ),
+            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let old = partner_leaf(&first);
+    within(LIMIT, "the bundle taken", async || {
+        server.reason_for_cert(&old).await == TRUSTED
+    })
+    .await;
+    endpoint.set_jwks(bundle(&second, 1));
+    within(LIMIT, "the held bundle aged out", async || {
+        server.reason_for_cert(&old).await == "cert_untrusted"
+    })
+    .await;
+}
+
+/// One partner publishing another partner's CA cannot take that partner's trust away, whatever
+/// their order in the config: the bundle that brought the shared CA in loses its authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_lending_another_partners_ca_loses_only_its_own_authority() {
+    let (ca1, ca2) = (Ca::new("Partner 1 CA"), Ca::new("Partner 2 CA"));
+    let one = Idp::start(bundle(&ca1, 1)).await;
+    let two = Idp::start(bundle(&ca2, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("endpoint-ca.pem");
+    std::fs::write(&ca_file, format!("{}{}", one.ca_pem, two.ca_pem)).unwrap();
+    let server = TestServer::start(
+        &Ca::new("Own CA"),
+        &TokenIssuer::new(),
+        Options {
+            trust_domains_extra: format!(
+                "[[identity.trust_domains]]\nname = \"one.example\"\nbundle_endpoint = \"{}/keys\"\n\
+                 [[identity.trust_domains]]\nname = \"two.example\"\nbundle_endpoint = \"{}/keys\"\n",
+                one.url, two.url
+            ),
+            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let leaf = |ca: &Ca, td: &str| {
+        ca.leaf(&LeafSpec {
+            uris: vec![format!("spiffe://{td}/billing")],
+            ..LeafSpec::app("unused")
+        })
+        .pem
+    };
+    let (from_one, from_two) = (leaf(&ca1, "one.example"), leaf(&ca2, "two.example"));
+    within(LIMIT, "both bundles taken", async || {
+        server.reason_for_cert(&from_one).await == TRUSTED
+            && server.reason_for_cert(&from_two).await == TRUSTED
+    })
+    .await;
+    // The first partner (listed first) starts publishing the second one's CA.
+    one.set_jwks(
+        json!({"spiffe_sequence": 2, "spiffe_refresh_hint": 1, "keys": [
+            {"use": "x509-svid", "kty": "EC",
+             "x5c": [base64::engine::general_purpose::STANDARD.encode(&ca2.der)]}]})
+        .to_string(),
+    );
+    within(LIMIT, "the lending partner refused", async || {
+        server.reason_for_cert(&from_one).await == "cert_untrusted"
+    })
+    .await;
+    assert_eq!(server.reason_for_cert(&from_two).await, TRUSTED);
+}

@@ -527,3 +527,66 @@ async fn the_svid_listener_stops_accepting_at_shutdown() {
     })
     .await;
 }
+
+/// Connections that deliver nothing usable do not count as the agent being there: the held
+/// bundles still age out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sending_only_unusable_updates_ages_out() {
+    let ca = Ca::new("Own CA");
+    let agent = FakeWorkloadApi::start().await;
+    agent.set_x509(x509(&ca, &[&ca], &[]));
+    let server = TestServer::start(&ca, &TokenIssuer::new(), streamed(&agent)).await;
+    let cert = ca.app("payments").pem;
+    within(LIMIT, "the bundle taken", async || {
+        server.reason_for_cert(&cert).await == TRUSTED
+    })
+    .await;
+    agent.set_x509(X509SvidResponse {
+        svids: vec![],
+        crl: vec![],
+        federated_bundles: HashMap::new(),
+    });
+    agent.cut_streams();
+    within(LIMIT, "the bundle aged out", async || {
+        server.reason_for_cert(&cert).await == "cert_untrusted"
+    })
+    .await;
+}
+
+/// A JWT authority Tollgate cannot use (a symmetric key) beside the usable ones costs only
+/// itself: JWT-SVIDs signed by the others still verify, and nothing else is held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_jwt_authority_costs_only_itself() {
+    let ca = Ca::new("Own CA");
+    let jwt_keys = TokenIssuer::new();
+    let agent = FakeWorkloadApi::start().await;
+    agent.set_x509(x509(&ca, &[&ca], &[]));
+    let mut jwks: serde_json::Value = serde_json::from_str(&jwt_keys.jwks()).unwrap();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0"}));
+    agent.set_jwt(JwtBundlesResponse {
+        bundles: [(
+            format!("spiffe://{TRUST_DOMAIN}"),
+            jwks.to_string().into_bytes(),
+        )]
+        .into(),
+    });
+    let server = TestServer::start(&ca, &TokenIssuer::new(), streamed(&agent)).await;
+    let jwt_svid = jwt_keys.sign(
+        jsonwebtoken::Algorithm::ES256,
+        None,
+        &serde_json::json!({
+            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
+            "exp": crate::support::jwt::now() + 300,
+        }),
+    );
+    within(LIMIT, "the JWT-SVID verified", async || {
+        let answer = server
+            .check(Req::get("/orders/1").token(&jwt_svid).build())
+            .await;
+        answer.body["reason"].as_str() == Some(TRUSTED)
+    })
+    .await;
+}
