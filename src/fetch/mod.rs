@@ -109,6 +109,36 @@ impl Fetcher {
     }
 }
 
+impl Fetcher {
+    /// The live value for `key` in `followed`, or a new one from `make` (shown the map, to
+    /// carry state over) with a task from `follow` keeping it fresh. The map holds weak
+    /// references: a value no snapshot holds any more ends its task, and is made afresh when
+    /// a build asks again. `None` outside a Tokio runtime (nothing could follow it).
+    fn followed<K, V, F>(
+        &self,
+        followed: &Mutex<HashMap<K, Weak<V>>>,
+        key: &K,
+        make: impl FnOnce(&HashMap<K, Weak<V>>) -> V,
+        follow: impl FnOnce(Arc<V>, Arc<dyn Fn() + Send + Sync>) -> F,
+    ) -> Option<Arc<V>>
+    where
+        K: std::hash::Hash + Eq + Clone,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut map = followed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(value) = map.get(key).and_then(Weak::upgrade) {
+            return Some(value);
+        }
+        map.retain(|_, value| value.strong_count() > 0);
+        let value = Arc::new(make(&map));
+        map.insert(key.clone(), Arc::downgrade(&value));
+        let changed = self.changed.clone();
+        runtime.spawn(follow(value.clone(), Arc::new(move || changed.fire())));
+        Some(value)
+    }
+}
+
 impl Source for Fetcher {
     fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
         match document {
@@ -134,34 +164,28 @@ impl Source for Fetcher {
     /// asks. A spec that changed (say, a new URL) starts afresh but keeps, until its first
     /// fetch, what the issuer's previous spec had, so a reload does not empty the key set.
     fn remote_keys(&self, spec: &RemoteJwksSpec) -> Option<Arc<RemoteKeys>> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(keys) = live.get(spec).and_then(Weak::upgrade) {
-            return Some(keys);
-        }
-        live.retain(|_, keys| keys.strong_count() > 0);
-        let keys = Arc::new(RemoteKeys::new(
-            spec.describe(),
-            i64::try_from(spec.max_age_seconds).unwrap_or(i64::MAX),
-            spec.optional,
-        ));
-        if let Some(previous) = live
-            .iter()
-            .find(|(other, _)| other.issuer == spec.issuer)
-            .and_then(|(_, keys)| keys.upgrade())
-            && let Some(set) = previous.current()
-        {
-            keys.confirm(previous.confirmed_at(), Some(set));
-        }
-        live.insert(spec.clone(), Arc::downgrade(&keys));
-        let changed = self.changed.clone();
-        runtime.spawn(jwks::follow(
-            keys.clone(),
-            spec.clone(),
-            self.client.clone(),
-            Arc::new(move || changed.fire()),
-        ));
-        Some(keys)
+        let client = self.client.clone();
+        self.followed(
+            &self.live,
+            spec,
+            |live| {
+                let keys = RemoteKeys::new(
+                    spec.describe(),
+                    i64::try_from(spec.max_age_seconds).unwrap_or(i64::MAX),
+                    spec.optional,
+                );
+                if let Some(previous) = live
+                    .iter()
+                    .find(|(other, _)| other.issuer == spec.issuer)
+                    .and_then(|(_, keys)| keys.upgrade())
+                    && let Some(set) = previous.current()
+                {
+                    keys.confirm(previous.confirmed_at(), Some(set));
+                }
+                keys
+            },
+            |keys, changed| jwks::follow(keys, spec.clone(), client, changed),
+        )
     }
 
     fn live_since(&self, document: &Document) -> Option<std::time::Instant> {
@@ -182,21 +206,12 @@ impl Source for Fetcher {
     /// The live bundle polled from `spec`'s endpoint, started (with its poller) the first
     /// time a build asks.
     fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let mut bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(bundle) = bundles.get(spec).and_then(Weak::upgrade) {
-            return Some(bundle);
-        }
-        bundles.retain(|_, bundle| bundle.strong_count() > 0);
-        let bundle = Arc::new(RemoteBundle::new(spec.url.clone()));
-        bundles.insert(spec.clone(), Arc::downgrade(&bundle));
-        let changed = self.changed.clone();
-        runtime.spawn(federation::follow(
-            bundle.clone(),
-            spec.clone(),
-            self.client.clone(),
-            Arc::new(move || changed.fire()),
-        ));
-        Some(bundle)
+        let client = self.client.clone();
+        self.followed(
+            &self.bundles,
+            spec,
+            |_| RemoteBundle::new(spec.url.clone()),
+            |bundle, changed| federation::follow(bundle, spec.clone(), client, changed),
+        )
     }
 }

@@ -191,14 +191,8 @@ impl RemoteBundle {
     }
 
     /// Takes `text` (sequence `sequence`) if it is newer than what is held (SPIFFE Federation
-    /// §4.2: a bundle whose `spiffe_sequence` is not greater is not fresher) or differs from a
-    /// held one without sequence numbers. True when it replaced the held one; see
-    /// [`Self::offer_confirms`] for whether a poll counts as a good one.
-    pub fn offer(&self, sequence: Option<u64>, text: String) -> bool {
-        self.offered(sequence, text) == Offered::Taken
-    }
-
-    /// Takes, confirms or refuses an offered bundle; see [`Offered`].
+    /// §4.2: a bundle whose `spiffe_sequence` is not greater is not fresher), confirms it if it
+    /// is the very bundle held, or refuses it; see [`Offered`].
     pub fn offered(&self, sequence: Option<u64>, text: String) -> Offered {
         let mut current = self.lock();
         let expired = self.expired.load(std::sync::atomic::Ordering::Acquire);
@@ -296,30 +290,46 @@ mod tests {
 
     #[test]
     fn a_bundle_is_taken_only_when_newer() {
+        use Offered::{Confirmed, Refused, Taken};
         let bundle = RemoteBundle::new("https://x".into());
-        assert!(bundle.offer(Some(5), "b".into()));
-        assert!(!bundle.offer(Some(5), "c".into()), "same sequence");
-        assert!(!bundle.offer(Some(4), "a".into()), "older sequence");
-        assert!(
-            !bundle.offer(None, "a".into()),
+        assert_eq!(bundle.offered(Some(5), "b".into()), Taken);
+        assert_eq!(
+            bundle.offered(Some(5), "b".into()),
+            Confirmed,
+            "the bundle held"
+        );
+        assert_eq!(
+            bundle.offered(Some(5), "c".into()),
+            Refused,
+            "same sequence"
+        );
+        assert_eq!(
+            bundle.offered(Some(4), "a".into()),
+            Refused,
+            "older sequence"
+        );
+        assert_eq!(
+            bundle.offered(None, "a".into()),
+            Refused,
             "no sequence cannot replace a sequenced bundle"
         );
-        assert!(bundle.offer(Some(6), "d".into()));
+        assert_eq!(bundle.offered(Some(6), "d".into()), Taken);
         assert_eq!(bundle.text().as_deref(), Some("d"));
         // Too old: no longer trusted; an older replay is still refused, the same one restores.
         assert!(bundle.expire());
         assert_eq!(bundle.text(), None);
-        assert!(!bundle.offer(Some(5), "b".into()));
-        assert!(
-            !bundle.offer(Some(6), "other".into()),
+        assert_eq!(bundle.offered(Some(5), "b".into()), Refused);
+        assert_eq!(
+            bundle.offered(Some(6), "other".into()),
+            Refused,
             "the same sequence with other contents is not the bundle held"
         );
-        assert!(bundle.offer(Some(6), "d".into()));
+        assert_eq!(bundle.offered(Some(6), "d".into()), Taken);
         assert_eq!(bundle.text().as_deref(), Some("d"));
         let plain = RemoteBundle::new("https://y".into());
-        assert!(plain.offer(None, "a".into()));
-        assert!(!plain.offer(None, "a".into()));
-        assert!(plain.offer(None, "b".into()));
+        assert_eq!(plain.offered(None, "a".into()), Taken);
+        assert_eq!(plain.offered(None, "a".into()), Confirmed);
+        assert_eq!(plain.offered(None, "b".into()), Taken);
     }
 
     #[test]

@@ -30,6 +30,35 @@ fn bundle(ca: &Ca, sequence: u64) -> String {
     .to_string()
 }
 
+/// Tollgate with its own CA `own` and, for each `(domain, endpoint, extra keys)`, a trust
+/// domain polled from that endpoint (its test CA trusted for the fetch).
+async fn federating(own: &Ca, partners: &[(&str, &Idp, &str)]) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("endpoint-ca.pem");
+    let cas: String = partners.iter().map(|(_, e, _)| e.ca_pem.as_str()).collect();
+    std::fs::write(&ca_file, cas).unwrap();
+    let tables: String = partners
+        .iter()
+        .map(|(td, endpoint, extra)| {
+            format!(
+                "[[identity.trust_domains]]\nname = \"{td}\"\nbundle_endpoint = \"{}/keys\"\n{extra}",
+                endpoint.url
+            )
+        })
+        .collect();
+    let server = TestServer::start(
+        own,
+        &TokenIssuer::new(),
+        Options {
+            trust_domains_extra: tables,
+            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
+            ..Options::default()
+        },
+    )
+    .await;
+    (server, dir)
+}
+
 fn partner_leaf(ca: &Ca) -> String {
     ca.leaf(&LeafSpec {
         uris: vec![format!("spiffe://{PARTNER}/billing")],
@@ -44,22 +73,7 @@ async fn a_federated_bundle_follows_its_endpoint_by_sequence() {
     let second = Ca::new("Partner CA 2");
     let own = Ca::new("Own CA");
     let endpoint = Idp::start(bundle(&first, 1)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("endpoint-ca.pem");
-    std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
-    let server = TestServer::start(
-        &own,
-        &TokenIssuer::new(),
-        Options {
-            trust_domains_extra: format!(
-                "[[identity.trust_domains]]\nname = \"{PARTNER}\"\nbundle_endpoint = \"{}/keys\"\n",
-                endpoint.url
-            ),
-            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let (server, _dir) = federating(&own, &[(PARTNER, &endpoint, "")]).await;
     let (one, two) = (partner_leaf(&first), partner_leaf(&second));
     within(LIMIT, "the first bundle taken", async || {
         server.reason_for_cert(&one).await == TRUSTED
@@ -139,21 +153,9 @@ async fn readyz(server: &TestServer) -> String {
 async fn a_bundle_endpoint_silent_past_its_maximum_age_is_trusted_no_more() {
     let partner = Ca::new("Partner CA");
     let endpoint = Idp::start(bundle(&partner, 1)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("endpoint-ca.pem");
-    std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
-    let server = TestServer::start(
+    let (server, _dir) = federating(
         &Ca::new("Own CA"),
-        &TokenIssuer::new(),
-        Options {
-            trust_domains_extra: format!(
-                "[[identity.trust_domains]]\nname = \"{PARTNER}\"\nbundle_endpoint = \"{}/keys\"\n\
-                 bundle_endpoint_max_age_seconds = 3\n",
-                endpoint.url
-            ),
-            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
-            ..Options::default()
-        },
+        &[(PARTNER, &endpoint, "bundle_endpoint_max_age_seconds = 3\n")],
     )
     .await;
     let leaf = partner_leaf(&partner);
@@ -182,21 +184,9 @@ async fn a_bundle_endpoint_silent_past_its_maximum_age_is_trusted_no_more() {
 async fn a_refused_bundle_does_not_keep_the_held_one_alive() {
     let (first, second) = (Ca::new("Partner CA 1"), Ca::new("Partner CA 2"));
     let endpoint = Idp::start(bundle(&first, 5)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("endpoint-ca.pem");
-    std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
-    let server = TestServer::start(
+    let (server, _dir) = federating(
         &Ca::new("Own CA"),
-        &TokenIssuer::new(),
-        Options {
-            trust_domains_extra: format!(
-                "[[identity.trust_domains]]\nname = \"{PARTNER}\"\nbundle_endpoint = \"{}/keys\"\n\
-                 bundle_endpoint_max_age_seconds = 3\n",
-                endpoint.url
-            ),
-            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
-            ..Options::default()
-        },
+        &[(PARTNER, &endpoint, "bundle_endpoint_max_age_seconds = 3\n")],
     )
     .await;
     let old = partner_leaf(&first);
@@ -218,21 +208,9 @@ async fn a_partner_lending_another_partners_ca_loses_only_its_own_authority() {
     let (ca1, ca2) = (Ca::new("Partner 1 CA"), Ca::new("Partner 2 CA"));
     let one = Idp::start(bundle(&ca1, 1)).await;
     let two = Idp::start(bundle(&ca2, 1)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("endpoint-ca.pem");
-    std::fs::write(&ca_file, format!("{}{}", one.ca_pem, two.ca_pem)).unwrap();
-    let server = TestServer::start(
+    let (server, _dir) = federating(
         &Ca::new("Own CA"),
-        &TokenIssuer::new(),
-        Options {
-            trust_domains_extra: format!(
-                "[[identity.trust_domains]]\nname = \"one.example\"\nbundle_endpoint = \"{}/keys\"\n\
-                 [[identity.trust_domains]]\nname = \"two.example\"\nbundle_endpoint = \"{}/keys\"\n",
-                one.url, two.url
-            ),
-            extra: format!("[fetch]\nca_file = \"{}\"\n", ca_file.display()),
-            ..Options::default()
-        },
+        &[("one.example", &one, ""), ("two.example", &two, "")],
     )
     .await;
     let leaf = |ca: &Ca, td: &str| {

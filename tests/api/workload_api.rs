@@ -57,6 +57,18 @@ fn x509_with(svid: &Leaf, own: &[&Ca], federated: &[(&str, &Ca)]) -> X509SvidRes
     }
 }
 
+/// A JWT-SVID for `spiffe://…/payments`, audience `tollgate`, signed by `keys`.
+fn jwt_svid(keys: &TokenIssuer) -> String {
+    keys.sign(
+        jsonwebtoken::Algorithm::ES256,
+        None,
+        &serde_json::json!({
+            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
+            "exp": crate::support::jwt::now() + 300,
+        }),
+    )
+}
+
 /// Bundles from `agent` (kept two seconds while it is unreachable), JWT-SVIDs accepted.
 fn streamed(agent: &FakeWorkloadApi) -> Options {
     Options {
@@ -145,14 +157,7 @@ async fn bundles_rotate_federate_reconnect_and_expire_with_no_request_decided_wr
 
     // JWT-SVIDs: refused while the agent has sent no JWT bundle for their domain.
     let jwt_keys = TokenIssuer::new();
-    let jwt_svid = jwt_keys.sign(
-        jsonwebtoken::Algorithm::ES256,
-        None,
-        &serde_json::json!({
-            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
-            "exp": crate::support::jwt::now() + 300,
-        }),
-    );
+    let jwt_svid = jwt_svid(&jwt_keys);
     let svid_reason = async |server: &TestServer| {
         let answer = server
             .check(Req::get("/orders/1").token(&jwt_svid).build())
@@ -453,14 +458,7 @@ async fn a_quiet_agent_is_not_a_stale_one() {
     });
     let server = TestServer::start(&ca, &TokenIssuer::new(), streamed(&agent)).await;
     let cert = ca.app("payments").pem;
-    let jwt_svid = jwt_keys.sign(
-        jsonwebtoken::Algorithm::ES256,
-        None,
-        &serde_json::json!({
-            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
-            "exp": crate::support::jwt::now() + 300,
-        }),
-    );
+    let jwt_svid = jwt_svid(&jwt_keys);
     let svid_reason = async || {
         let answer = server
             .check(Req::get("/orders/1").token(&jwt_svid).build())
@@ -574,14 +572,7 @@ async fn an_unusable_jwt_authority_costs_only_itself() {
         .into(),
     });
     let server = TestServer::start(&ca, &TokenIssuer::new(), streamed(&agent)).await;
-    let jwt_svid = jwt_keys.sign(
-        jsonwebtoken::Algorithm::ES256,
-        None,
-        &serde_json::json!({
-            "sub": format!("spiffe://{TRUST_DOMAIN}/payments"), "aud": "tollgate",
-            "exp": crate::support::jwt::now() + 300,
-        }),
-    );
+    let jwt_svid = jwt_svid(&jwt_keys);
     within(LIMIT, "the JWT-SVID verified", async || {
         let answer = server
             .check(Req::get("/orders/1").token(&jwt_svid).build())
