@@ -50,17 +50,9 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AdminState>) -> String {
     crate::metrics::publish();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     for issuer in state.snapshots.load().identity.issuers.iter() {
-        if let Some(remote) = &issuer.remote
-            && remote.confirmed_at() > 0
-        {
-            crate::metrics::Metrics.jwks_age(
-                &issuer.issuer,
-                now.saturating_sub(remote.confirmed_at()) as f64,
-            );
+        if let Some(age) = issuer.remote.as_ref().and_then(|r| r.age_seconds()) {
+            crate::metrics::Metrics.jwks_age(&issuer.issuer, age as f64);
         }
     }
     state

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::http::{FetchError, HttpClient};
 use crate::config::check_fetch_url;
-use crate::identity::jwks::{KeySet, RemoteKeys};
+use crate::identity::jwks::{KeySet, RemoteKeys, unix_now};
 use crate::metrics::Metrics;
 use crate::snapshot::spec::{JwksLocation, RemoteJwksSpec};
 
@@ -212,12 +212,6 @@ fn log_rotation(spec: &RemoteJwksSpec, before: Option<&KeySet>, now: &[String], 
         after_unknown_kid = asked,
         "issuer key set updated"
     );
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -239,6 +239,12 @@ impl RemoteKeys {
         self.confirmed_at.load(Ordering::Acquire)
     }
 
+    /// Seconds since the last successful fetch, if there was one.
+    pub fn age_seconds(&self) -> Option<i64> {
+        let at = self.confirmed_at();
+        (at > 0).then(|| unix_now().saturating_sub(at))
+    }
+
     /// Unix seconds from which the set is too old to trust.
     pub fn stale_at(&self) -> i64 {
         self.confirmed_at().saturating_add(self.max_age_seconds)
@@ -266,6 +272,11 @@ impl RemoteKeys {
     pub fn take_wanted(&self) -> bool {
         self.wanted.swap(false, Ordering::AcqRel)
     }
+}
+
+/// The current Unix time in seconds, as fetched key sets are stamped.
+pub fn unix_now() -> i64 {
+    i64::try_from(rustls_pki_types::UnixTime::now().as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The JOSE name of an algorithm.

@@ -126,14 +126,6 @@ impl JwtSvids {
         }
     }
 
-    /// Trust domains with at least one JWT authority.
-    pub fn domains_with_keys(&self) -> impl Iterator<Item = &str> {
-        self.by_domain
-            .iter()
-            .filter(|(_, keys)| !keys.is_empty())
-            .map(|(td, _)| td.as_str())
-    }
-
     fn verify(
         &self,
         token: &str,
@@ -451,11 +443,6 @@ impl Issuers {
     pub fn with_jwt_svids(mut self, svids: JwtSvids) -> Self {
         self.svids = Some(svids);
         self
-    }
-
-    /// The JWT-SVID rules, when JWT-SVIDs are accepted.
-    pub fn jwt_svids(&self) -> Option<&JwtSvids> {
-        self.svids.as_ref()
     }
 
     /// Every issuer, in no particular order.
