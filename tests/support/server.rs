@@ -240,6 +240,15 @@ impl TestServer {
             .to_owned()
     }
 
+    /// The deny reason for a token-only read of an order (`allowed` for an allow).
+    pub async fn reason_for_token(&self, token: &str) -> String {
+        let answer = self.check(Req::get("/orders/1").token(token).build()).await;
+        answer.body["reason"]
+            .as_str()
+            .unwrap_or("allowed")
+            .to_owned()
+    }
+
     /// Stops the server and starts it again from the same config (same ports).
     pub async fn restart(&mut self) {
         self.pause().await;
