@@ -1,5 +1,5 @@
 //! Admin HTTP listener: `/metrics` (Prometheus), `/healthz` (process alive), `/readyz`
-//! (a validated snapshot is serving).
+//! (a validated snapshot is serving), `/identities` (this sidecar's live inventory).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::audit::AuditView;
 use crate::snapshot::SnapshotHandle;
 
 #[derive(Clone)]
 struct AdminState {
     prometheus: Option<PrometheusHandle>,
     snapshots: Arc<SnapshotHandle>,
+    audit: AuditView,
     /// Reload errors name files and lines: shown only when the listener is on loopback, where
     /// only the node's own processes can read them.
     details: bool,
@@ -29,6 +31,7 @@ pub async fn serve(
     listener: TcpListener,
     prometheus: Option<PrometheusHandle>,
     snapshots: Arc<SnapshotHandle>,
+    audit: AuditView,
     demo: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -37,9 +40,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/identities", get(identities))
         .with_state(AdminState {
             prometheus,
             snapshots,
+            audit,
             details,
             demo,
         });
@@ -99,6 +104,14 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
              pass --config for your own)\n",
         );
     }
+    let (dropped, write_errors) = (state.audit.dropped(), state.audit.write_errors());
+    if dropped > 0 || write_errors > 0 {
+        body.push_str(&format!(
+            "audit: {dropped} records dropped (queue full), {write_errors} failed writes, \
+             since start; sinks: {}\n",
+            state.audit.sinks().join(", ")
+        ));
+    }
     if let Some(error) = state.snapshots.last_reload_error() {
         body.push_str("last reload failed; serving the previous configuration");
         if state.details {
@@ -110,4 +123,56 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
         }
     }
     (StatusCode::OK, body)
+}
+
+/// The live inventory as JSON: every identity this sidecar decided for since it started (at
+/// most `audit.identities_max`, the longest unseen evicted first). Who calls what is for the
+/// node's operators: served on a loopback admin listener only.
+async fn identities(
+    State(state): State<AdminState>,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    if !state.details {
+        return (
+            StatusCode::FORBIDDEN,
+            json,
+            r#"{"error":"/identities is served on a loopback admin listener only"}"#.into(),
+        );
+    }
+    let (summary, evicted) = state.audit.inventory();
+    let mut identities: Vec<_> = summary.identities.iter().collect();
+    identities.sort_by(|a, b| a.0.cmp(b.0));
+    let identities: Vec<serde_json::Value> = identities
+        .into_iter()
+        .map(|(principal, s)| {
+            serde_json::json!({
+                "principal": principal,
+                "kind": s.kind,
+                "trust_domain": s.trust_domain,
+                "first_seen_ms": s.first_seen_ms,
+                "last_seen_ms": s.last_seen_ms,
+                "calls": s.calls,
+                "denials": s.denials,
+                "app_only": s.app_only,
+                "delegated": s.delegated,
+                "users": s.users.len(),
+                "users_saturated": s.users_saturated,
+                "issuers": s.issuers,
+                "nearest_expiry_ms": s.nearest_expiry_ms,
+                "used": s.used,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "records": summary.records,
+        "identities": identities,
+        "unverified": summary.unverified,
+        "evicted": evicted,
+        "dropped": state.audit.dropped(),
+    });
+    (StatusCode::OK, json, body.to_string())
 }

@@ -42,6 +42,8 @@
 //! - [`authz`]: the [`authz::Authorizer`] and its caches.
 //! - [`audit`]: one JSON record per decision, written off the request path.
 //! - [`verdict`]: decisions, reason codes, the error → wire mapping.
+//! - [`evidence`]: what one decision is evidence of (caller, credentials' facts, action,
+//!   resource, request line), shared by every reuse of the decision.
 //! - [`snapshot`]: everything one decision reads, swapped atomically; built from a spec and a
 //!   [`snapshot::source::Source`]'s documents.
 //! - [`policy`]: Cedar schema/policies/entities and evaluation.
@@ -51,6 +53,8 @@
 //! - [`loadgen`]: the load generator behind `tollgate bench`.
 //! - [`telemetry`]: structured logging setup.
 //! - [`metrics`]: metric names and verbs.
+//! - [`inventory`]: per-identity summaries of decisions, bounded and mergeable (`/identities`,
+//!   `tollgate report`).
 //! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.
 //! - [`memo`]: the small per-thread memo in front of such a cache, keyed by exact bytes.
 //! - [`request`]: [`request::CheckInput`], the protobuf-free request every front door builds.
@@ -65,9 +69,11 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;
+pub mod evidence;
 pub mod fetch;
 pub mod grpc;
 pub mod identity;
+pub mod inventory;
 pub mod lint;
 pub mod loadgen;
 pub mod mapping;

@@ -200,6 +200,11 @@ impl Metrics {
         counter!("tollgate_audit_dropped_total").increment(1);
     }
 
+    /// A batch of audit records could not be written to a sink.
+    pub fn audit_write_failed(&self) {
+        counter!("tollgate_audit_write_errors_total").increment(1);
+    }
+
     /// A reload built and swapped in a new snapshot.
     pub fn reload_succeeded(&self, generation: u64, policies: usize, build: Duration) {
         counter!("tollgate_reloads_total", "result" => "ok").increment(1);

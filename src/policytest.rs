@@ -345,6 +345,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             })?),
             thumbprint: None,
             serial: None,
+            not_after: None,
         }),
         None => None,
     };
@@ -364,6 +365,8 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             require_binding: false,
             valid_until: i64::MAX,
             svid: None,
+            expires_at: i64::MAX,
+            jti: None,
         })
     });
     // As `serve` names them: a token-only caller is `<issuer>#<client>`.

@@ -19,7 +19,6 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::audit::AuditTarget;
 use crate::config::{Config, ConfigError, ConfigSource, Settings, Watched};
 use crate::metrics::Metrics;
 use crate::snapshot::build::rebuild_identity;
@@ -167,10 +166,7 @@ impl Relevance {
             .filter(|p| !p.is_dir())
             .cloned()
             .collect();
-        let audit = match &settings.audit {
-            Some(AuditTarget::File(path)) => Some(absolute(path)),
-            _ => None,
-        };
+        let audit = settings.audit.file.as_ref().map(|f| absolute(&f.path));
         Self {
             config,
             files,
@@ -196,9 +192,23 @@ impl Relevance {
         }
     }
 
+    /// A rotated copy of an output (`audit.log.1`, …).
+    fn is_rotated_output(&self, path: &Path) -> bool {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let name = name.to_string_lossy();
+        let Some((stem, number)) = name.rsplit_once('.') else {
+            return false;
+        };
+        !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && self.outputs.contains(&parent.join(stem))
+    }
+
     /// What an event at `path` asks of a rebuild, if anything.
     fn change(&self, path: &Path) -> Option<Change> {
-        if self.outputs.contains(path) {
+        if self.outputs.contains(path) || self.is_rotated_output(path) {
             return None;
         }
         if self.config.as_deref() == Some(path) {

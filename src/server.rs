@@ -60,7 +60,7 @@ pub enum ServeError {
     #[error("{0}")]
     Watch(String),
     /// The audit log could not be opened.
-    #[error("cannot open audit log {0}")]
+    #[error("cannot open the audit sinks: {0}")]
     Audit(String),
     /// The client for fetched documents could not be set up.
     #[error("cannot fetch documents: {0}")]
@@ -111,6 +111,7 @@ pub async fn start(
 
     let mut tasks = Vec::new();
     let audit = open_audit(&settings, &mut tasks).await?;
+    let audit_view = audit.view();
     let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
     // The listener's own SVID, when it serves mTLS with one from the Workload API.
     let svid_tls = settings
@@ -138,7 +139,7 @@ pub async fn start(
         tasks.push((
             "admin listener",
             tokio::spawn(async move {
-                admin::serve(listener, prometheus, snapshots, demo, shutdown)
+                admin::serve(listener, prometheus, snapshots, audit_view, demo, shutdown)
                     .await
                     .map_err(|e| e.to_string())
             }),
@@ -201,14 +202,14 @@ async fn until_stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// The audit log the settings ask for, its writer added to `tasks`.
+/// The audit log the settings ask for (always on: with no sink it still keeps the live
+/// inventory), its writer added to `tasks`.
 async fn open_audit(settings: &Settings, tasks: &mut Tasks) -> Result<AuditLog, ServeError> {
-    let Some(target) = &settings.audit else {
-        return Ok(AuditLog::disabled());
-    };
-    let (log, writer) = AuditLog::start(target, settings.audit_queue, Metrics)
-        .await
-        .map_err(|e| ServeError::Audit(format!("{target}: {e}")))?;
+    let (log, writer) = AuditLog::start(&settings.audit, Metrics).map_err(ServeError::Audit)?;
+    let sinks = settings.audit.sinks();
+    if !sinks.is_empty() {
+        tracing::info!(sinks = %sinks.join(", "), "decision records (OCSF API Activity) on");
+    }
     tasks.push(("audit writer", writer));
     Ok(log)
 }

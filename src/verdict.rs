@@ -2,9 +2,10 @@
 //! stage error becomes a reason code, an HTTP status and a challenge.
 
 use std::fmt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use crate::evidence::Evidence;
 use crate::identity::IdentityError;
 use crate::identity::cert::CertError;
 use crate::identity::token::TokenError;
@@ -24,6 +25,8 @@ pub struct Verdict {
     pub determining: Vec<String>,
     /// Cedar evaluation errors (policies skipped), for audit and `--explain`.
     pub errors: Vec<String>,
+    /// Who asked for what, for the audit record; kept with the verdict when it is reused.
+    pub evidence: Option<Arc<Evidence>>,
 }
 
 /// Allow, or deny with why.
@@ -143,6 +146,7 @@ impl Verdict {
             outcome: Outcome::Allow,
             determining,
             errors,
+            evidence: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl Verdict {
             }),
             determining: Vec::new(),
             errors: Vec::new(),
+            evidence: None,
         }
     }
 

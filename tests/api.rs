@@ -14,6 +14,8 @@ mod support;
 mod admin;
 #[path = "api/allow_deny.rs"]
 mod allow_deny;
+#[path = "api/audit.rs"]
+mod audit;
 #[path = "api/binding.rs"]
 mod binding;
 #[path = "api/cert.rs"]

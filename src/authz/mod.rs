@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::UnixTime;
 
 use crate::audit::AuditLog;
+use crate::evidence::{self, Actor, Evidence, RequestLine, Target};
 use crate::identity::{self, Caller, IdentitySource, Refusal};
 use crate::mapping::{self, Query};
 use crate::metrics::DecisionMetrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
-use crate::verdict::{ReasonCode, Verdict};
+use crate::verdict::{Outcome, ReasonCode, Verdict};
 pub use caches::{Caches, Reuse};
 use log::DecisionLog;
 
@@ -121,8 +122,22 @@ impl Authorizer {
         let elapsed = started.elapsed();
         self.metrics
             .record(verdict.reason().map(ReasonCode::index), elapsed);
-        // A dropped record is counted by the audit log itself.
-        let _ = self.audit.record(&verdict, input, elapsed);
+        if self.audit.is_enabled() {
+            // Made with the decision (and shared by its reuses), or now for a request refused
+            // before the pipeline ran.
+            let evidence = verdict
+                .evidence
+                .clone()
+                .unwrap_or_else(|| Arc::new(evidence_of(&verdict, &snapshot, None, None, input)));
+            // A dropped record is counted by the audit log itself.
+            let _ = self.audit.record(
+                verdict.decision_id,
+                evidence,
+                input.map(|i| i.path.as_str()),
+                elapsed,
+                &snapshot.version,
+            );
+        }
         self.log.write(&verdict, elapsed);
         Decided {
             verdict,
@@ -179,7 +194,9 @@ impl Authorizer {
                     token: false,
                     refused_token: true,
                 });
-                return (Verdict::deny((&error).into(), error.to_string()), reuse);
+                let mut deny = Verdict::deny((&error).into(), error.to_string());
+                self.attach_evidence(snapshot, &mut deny, None, None, input);
+                return (deny, reuse);
             }
         };
         let token = caller.token.is_some();
@@ -223,14 +240,37 @@ impl Authorizer {
         let query = match mapping::map(&snapshot.routes, &caller, input) {
             Ok(query) => query,
             Err(e) => {
-                let deny = Verdict::deny((&e).into(), e.to_string());
-                return (with_principal(deny, caller.principal), None);
+                let mut deny = with_principal(
+                    Verdict::deny((&e).into(), e.to_string()),
+                    caller.principal.clone(),
+                );
+                self.attach_evidence(snapshot, &mut deny, Some(&caller), None, input);
+                return (deny, None);
             }
         };
         if let Some(trace) = trace {
             trace.query = Some(query.clone());
         }
-        self.decide_query_until(snapshot, caller.principal, &query, now)
+        let (mut verdict, until) =
+            self.decide_query_until(snapshot, caller.principal.clone(), &query, now);
+        self.attach_evidence(snapshot, &mut verdict, Some(&caller), Some(&query), input);
+        (verdict, until)
+    }
+
+    /// Gives a verdict made fresh its evidence, when decisions are recorded: made once here,
+    /// it is shared by every reuse of the verdict.
+    fn attach_evidence(
+        &self,
+        snapshot: &Snapshot,
+        verdict: &mut Verdict,
+        caller: Option<&Caller>,
+        query: Option<&Query>,
+        input: &CheckInput,
+    ) {
+        if self.audit.is_enabled() {
+            let evidence = evidence_of(verdict, snapshot, caller, query, Some(input));
+            verdict.evidence = Some(Arc::new(evidence));
+        }
     }
 
     /// The pipeline after mapping: decision cache and Cedar, for a Cedar query given directly
@@ -290,6 +330,38 @@ fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
     verdict.determining = decision.determining.clone();
     verdict.errors = decision.errors.clone();
     verdict
+}
+
+/// The evidence of `verdict`, as far as the pipeline got.
+fn evidence_of(
+    verdict: &Verdict,
+    snapshot: &Snapshot,
+    caller: Option<&Caller>,
+    query: Option<&Query>,
+    input: Option<&CheckInput>,
+) -> Evidence {
+    let (reason, status, message) = match &verdict.outcome {
+        Outcome::Allow => (evidence::ALLOWED, 200, String::new()),
+        Outcome::Deny(d) => (
+            d.reason.as_str(),
+            d.reason
+                .http_status(snapshot.response.internal_error_status),
+            d.message.clone(),
+        ),
+    };
+    Evidence {
+        reason,
+        status,
+        message,
+        principal: verdict.principal.clone(),
+        determining: verdict.determining.clone(),
+        errors: verdict.errors.clone(),
+        actor: caller.map(Actor::new),
+        target: query.map(Target::new),
+        request: input
+            .map(|i| RequestLine::new(i, query.map(|q| q.context.request.path.as_str())))
+            .unwrap_or_default(),
+    }
 }
 
 fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {

@@ -24,7 +24,7 @@ pub use error::ConfigError;
 pub use files::ConfigSource;
 use raw::RawConfig;
 
-use crate::audit::AuditTarget;
+use crate::audit::{AuditSettings, FileSettings, OtlpSettings};
 use crate::identity::IdentitySource;
 use crate::identity::spiffe::is_valid_trust_domain;
 use crate::identity::token::Delegation;
@@ -57,10 +57,8 @@ pub struct Settings {
     pub cache_max_entries: usize,
     /// Cache entry lifetime.
     pub cache_ttl_seconds: i64,
-    /// Audit log target, if enabled.
-    pub audit: Option<AuditTarget>,
-    /// Audit queue length.
-    pub audit_queue: usize,
+    /// Decision records: sinks, queue, inventory.
+    pub audit: AuditSettings,
     /// How documents are fetched at run time.
     pub fetch: FetchSettings,
     /// The SPIFFE Workload API, when bundles are streamed from it.
@@ -309,16 +307,7 @@ fn settings(
         max_concurrent_requests: raw.server.max_concurrent_requests.max(1),
         cache_max_entries: raw.cache.max_entries,
         cache_ttl_seconds: raw.cache.ttl_seconds.max(0),
-        audit: match raw.audit.file.get_ref().as_str() {
-            "" => None,
-            "-" => Some(AuditTarget::Stdout),
-            path => Some(AuditTarget::File(
-                source
-                    .resolve(path)
-                    .ok_or_else(|| embedded(&raw.audit.file, "audit.file"))?,
-            )),
-        },
-        audit_queue: raw.audit.queue.max(1),
+        audit: audit_settings(at, source, &raw.audit)?,
         fetch: fetch_settings(at, source, &raw.fetch)?,
         workload_api: workload_api(at, &raw.identity)?,
         workload_api_tls: {
@@ -400,6 +389,62 @@ fn workload_api(
 }
 
 /// `[fetch]`, its CA file read and checked now so `validate` names a bad one.
+fn audit_settings(
+    at: &Locator<'_>,
+    source: &ConfigSource,
+    raw: &raw::RawAudit,
+) -> Result<AuditSettings, ConfigError> {
+    let file = match raw.file.get_ref().as_str() {
+        "" | "-" => None,
+        path => Some(FileSettings {
+            path: source.resolve(path).ok_or_else(|| {
+                at.invalid(
+                    &raw.file,
+                    "audit.file",
+                    "the embedded default cannot name files; use a config file",
+                )
+            })?,
+            max_bytes: {
+                let bytes = *raw.max_file_bytes.get_ref();
+                if bytes < 4096 {
+                    return Err(at.invalid(
+                        &raw.max_file_bytes,
+                        "audit.max_file_bytes",
+                        "must be at least 4096 (a file holds whole records)",
+                    ));
+                }
+                bytes
+            },
+            keep: raw.max_files,
+        }),
+    };
+    let otlp = match raw.otlp_endpoint.get_ref().as_str() {
+        "" => None,
+        endpoint if endpoint.starts_with("http://") || endpoint.starts_with("https://") => {
+            Some(OtlpSettings {
+                endpoint: endpoint.to_owned(),
+                timeout: Duration::from_millis(raw.otlp_timeout_ms.max(1)),
+                queue: raw.otlp_queue.max(1),
+            })
+        }
+        _ => {
+            return Err(at.invalid(
+                &raw.otlp_endpoint,
+                "audit.otlp_endpoint",
+                "must be an http:// or https:// URL, e.g. http://otel-collector:4317",
+            ));
+        }
+    };
+    Ok(AuditSettings {
+        file,
+        stdout: raw.stdout || raw.file.get_ref() == "-",
+        otlp,
+        queue: raw.queue.max(1),
+        pseudonymise_users: raw.pseudonymise_users,
+        identities_max: raw.identities_max.max(1),
+    })
+}
+
 fn fetch_settings(
     at: &Locator<'_>,
     source: &ConfigSource,

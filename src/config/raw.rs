@@ -421,17 +421,41 @@ impl Default for RawCache {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
-    /// File to append JSON lines to, `-` for stdout; empty disables auditing.
+    /// File to append OCSF JSON lines to, `-` for stdout; empty writes no file.
     pub file: Spanned<String>,
+    /// Also write records to standard output.
+    pub stdout: bool,
+    /// Size at which the file is rotated.
+    pub max_file_bytes: Spanned<u64>,
+    /// Rotated files kept.
+    pub max_files: u32,
+    /// OTLP/gRPC endpoint of an OpenTelemetry Collector; empty exports nothing.
+    pub otlp_endpoint: Spanned<String>,
+    /// Deadline of one OTLP export.
+    pub otlp_timeout_ms: u64,
+    /// Records the OTLP exporter holds before it drops.
+    pub otlp_queue: usize,
+    /// Write the users delegated calls act for as pseudonyms.
+    pub pseudonymise_users: bool,
     /// Records queued before new ones are dropped (and counted).
     pub queue: usize,
+    /// Identities the live inventory (`/identities`) holds.
+    pub identities_max: usize,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         Self {
             file: Spanned::new(0..0, String::new()),
+            stdout: false,
+            max_file_bytes: Spanned::new(0..0, 100 << 20),
+            max_files: 5,
+            otlp_endpoint: Spanned::new(0..0, String::new()),
+            otlp_timeout_ms: 10_000,
+            otlp_queue: 8_192,
+            pseudonymise_users: false,
             queue: 10_000,
+            identities_max: 10_000,
         }
     }
 }

@@ -36,6 +36,8 @@ mod tests {
             require_binding: require,
             valid_until: 0,
             svid: None,
+            expires_at: 0,
+            jti: None,
         }
     }
 

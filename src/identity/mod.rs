@@ -79,6 +79,8 @@ pub struct Workload {
     pub thumbprint: Option<[u8; 32]>,
     /// Certificate serial, when verified here.
     pub serial: Option<String>,
+    /// End of validity of the verified certificate path, Unix seconds, when verified here.
+    pub not_after: Option<i64>,
 }
 
 /// A verified caller.
@@ -277,6 +279,7 @@ pub fn verify_reusable(
             name: WorkloadName::Spiffe(id.clone()),
             thumbprint: None,
             serial: None,
+            not_after: None,
         }),
         (Some(w), Some(id)) if !matches!(&w.name, WorkloadName::Spiffe(own) if own == id) => {
             return Err(IdentityError::from(TokenError::InvalidClaim(
@@ -417,6 +420,7 @@ fn certificate(
         name: verified.name.clone(),
         thumbprint: Some(verified.thumbprint),
         serial: Some(verified.serial.clone()),
+        not_after: Some(verified.not_after),
     };
     if let Some(owner) = caches.memo_owner {
         memo::keep_cert(
@@ -448,6 +452,7 @@ fn forwarded_certificate(
         name: WorkloadName::Spiffe(id),
         thumbprint: element.hash,
         serial: None,
+        not_after: None,
     }))
 }
 
@@ -463,6 +468,7 @@ fn envoy_principal(
         name: WorkloadName::Spiffe(id),
         thumbprint: None,
         serial: None,
+        not_after: None,
     }))
 }
 

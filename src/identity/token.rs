@@ -184,6 +184,8 @@ impl JwtSvids {
             require_binding: false,
             valid_until: expires_at,
             svid: Some(id),
+            expires_at,
+            jti: jti(&claims),
         })
     }
 }
@@ -226,6 +228,10 @@ pub struct VerifiedToken {
     pub valid_until: i64,
     /// For a JWT-SVID, the workload it names (verified against its trust domain's bundle).
     pub svid: Option<SpiffeId>,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
+    /// `jti`, when present: audit records carry only a hash of it.
+    pub jti: Option<String>,
 }
 
 /// Why a token was refused.
@@ -667,7 +673,19 @@ fn facts(
         require_binding: issuer.require_binding,
         valid_until: expires_at,
         svid: None,
+        expires_at,
+        jti: jti(claims),
     })
+}
+
+/// `jti` (RFC 7519 §4.1.7) when it is a string of sane length; anything else is no `jti` (it
+/// is evidence, not a check).
+fn jti(claims: &Map<String, Value>) -> Option<String> {
+    claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|jti| jti.len() <= 256)
+        .map(str::to_owned)
 }
 
 /// `exp` and `nbf` (RFC 7519 §4.1.4-5) against `now` with the issuer's leeway; `iat` (§4.1.6) is

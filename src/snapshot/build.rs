@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use jsonwebtoken::DecodingKey;
 
-use super::Snapshot;
-use super::source::{Document, Source, SourceError};
+use super::source::{Digesting, Document, Source, SourceError};
 use super::spec::{
     IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec, TrustDomainSpec,
 };
+use super::{Snapshot, SnapshotVersion};
 use crate::identity::Identity;
 use crate::identity::bundle::{BundleError, RemoteBundle, jwt_svid_keys, parse_bundle};
 use crate::identity::cert::{TrustDomainBundle, TrustStore};
@@ -50,8 +50,9 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
-    let (identity, awaiting, remote_bundles) = identity_part(spec, source)?;
-    let policies = Arc::new(policies(spec, source)?);
+    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source)?;
+    let read = Digesting::new(source);
+    let policies = Arc::new(policies(spec, &read)?);
     let routes = routes(spec, &policies)?;
     Ok(Snapshot {
         generation,
@@ -61,14 +62,20 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
         response: spec.response.clone(),
         awaiting,
         remote_bundles,
+        version: Arc::new(SnapshotVersion {
+            policies: read.finish(),
+            trust,
+        }),
     })
 }
 
 /// The identity part of a snapshot: trust, issuers and JWT-SVID keys; what it still awaits;
-/// the polled bundles it holds.
-type IdentityPart = (Identity, Vec<String>, Vec<Arc<RemoteBundle>>);
+/// the polled bundles it holds; the digest of what it was built from.
+type IdentityPart = (Identity, Vec<String>, Vec<Arc<RemoteBundle>>, String);
 
 fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, BuildError> {
+    let read = Digesting::new(source);
+    let source: &dyn Source = &read;
     let mut awaiting = Vec::new();
     let remote_bundles: Vec<Arc<RemoteBundle>> = spec
         .identity
@@ -84,7 +91,7 @@ fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, Build
         source,
         &mut awaiting,
     )?;
-    Ok((identity, awaiting, remote_bundles))
+    Ok((identity, awaiting, remote_bundles, read.finish()))
 }
 
 /// Generation `generation` of `previous` with its identity (trust bundles, key sets) built
@@ -97,7 +104,7 @@ pub fn rebuild_identity(
     previous: &Snapshot,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
-    let (identity, awaiting, remote_bundles) = identity_part(spec, source)?;
+    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source)?;
     Ok(Snapshot {
         generation,
         identity,
@@ -106,6 +113,10 @@ pub fn rebuild_identity(
         response: previous.response.clone(),
         awaiting,
         remote_bundles,
+        version: Arc::new(SnapshotVersion {
+            policies: previous.version.policies.clone(),
+            trust,
+        }),
     })
 }
 

@@ -34,6 +34,25 @@ pub struct Snapshot {
     /// Bundles polled from federated trust domains' endpoints; holding them keeps their
     /// pollers running.
     pub remote_bundles: Vec<Arc<crate::identity::bundle::RemoteBundle>>,
+    /// Digests of the documents it was built from, named in every audit record.
+    pub version: Arc<SnapshotVersion>,
+}
+
+/// What a snapshot was built from, as two digests: its policies (schema, policy files,
+/// entities) and its trust material (bundles, key sets, issuer keys). A decision's record names
+/// both, so it can be traced to the exact policy text that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotVersion {
+    /// Digest of the schema, the policy files and the entities, in the order read.
+    pub policies: String,
+    /// Digest of the trust material: trust bundles, intermediates, issuer key sets.
+    pub trust: String,
+}
+
+impl std::fmt::Display for SnapshotVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p:{} t:{}", self.policies, self.trust)
+    }
 }
 
 /// How responses are shaped.

@@ -99,3 +99,83 @@ pub struct SourceError {
     /// Why not (the OS error, or what is missing).
     pub reason: String,
 }
+
+/// A [`Source`] that digests everything a build reads through it, so a snapshot can name the
+/// exact inputs it was built from (its version in every audit record). The digest covers each
+/// document's name and text in the order read, a fetched key set's key ids, and a polled
+/// bundle's text.
+pub struct Digesting<'a> {
+    inner: &'a dyn Source,
+    context: std::sync::Mutex<aws_lc_rs::digest::Context>,
+}
+
+impl<'a> Digesting<'a> {
+    /// Digests what is read from `inner`.
+    pub fn new(inner: &'a dyn Source) -> Self {
+        Self {
+            inner,
+            context: std::sync::Mutex::new(aws_lc_rs::digest::Context::new(
+                &aws_lc_rs::digest::SHA256,
+            )),
+        }
+    }
+
+    fn feed(&self, parts: &[&[u8]]) {
+        // A poisoned lock only means another reader panicked mid-build; the build fails anyway.
+        if let Ok(mut context) = self.context.lock() {
+            for part in parts {
+                context.update(&(part.len() as u64).to_be_bytes());
+                context.update(part);
+            }
+        }
+    }
+
+    /// The first 12 hex digits of the digest: short enough to read in a record, long enough
+    /// that two estates never share one by accident.
+    pub fn finish(self) -> String {
+        let digest = match self.context.into_inner() {
+            Ok(context) => context.finish(),
+            Err(poisoned) => poisoned.into_inner().finish(),
+        };
+        hex::encode(digest.as_ref().get(..6).unwrap_or_default())
+    }
+}
+
+impl Source for Digesting<'_> {
+    fn read(&self, document: &Document) -> Result<SourceFile, SourceError> {
+        let file = self.inner.read(document)?;
+        self.feed(&[file.name.as_bytes(), file.text.as_bytes()]);
+        Ok(file)
+    }
+
+    fn read_policies(&self, folder: &Folder) -> Result<Vec<SourceFile>, SourceError> {
+        let files = self.inner.read_policies(folder)?;
+        for file in &files {
+            self.feed(&[file.name.as_bytes(), file.text.as_bytes()]);
+        }
+        Ok(files)
+    }
+
+    fn remote_keys(&self, spec: &RemoteJwksSpec) -> Option<Arc<RemoteKeys>> {
+        let keys = self.inner.remote_keys(spec)?;
+        let kids = keys
+            .current()
+            .map(|set| set.kids().join(" "))
+            .unwrap_or_default();
+        self.feed(&[spec.issuer.as_bytes(), kids.as_bytes()]);
+        Some(keys)
+    }
+
+    fn live_since(&self, document: &Document) -> Option<std::time::Instant> {
+        self.inner.live_since(document)
+    }
+
+    fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {
+        let bundle = self.inner.remote_bundle(spec)?;
+        self.feed(&[
+            spec.url.as_bytes(),
+            bundle.text().unwrap_or_default().as_bytes(),
+        ]);
+        Some(bundle)
+    }
+}

@@ -47,7 +47,7 @@ fn audit_reasons(w: &World) -> Vec<String> {
     let text = std::fs::read_to_string(w.server.dir.path().join("audit.log")).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|r| r["reason"].as_str().unwrap_or("allowed").to_owned())
+        .map(|r| r["status_code"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 

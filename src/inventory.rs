@@ -1,0 +1,515 @@
+//! Per-identity summaries of decisions: what the live `/identities` endpoint keeps for one
+//! sidecar and what `tollgate report` reduces a fleet's audit records to. Both feed the same
+//! [`Observation`]s into the same [`Summary`], and summaries merge, so ten nodes' summaries
+//! merged equal one report over all their records.
+//!
+//! Memory grows with identities × (action, resource type) pairs, never with records: per
+//! identity, the users acted for, issuers and pairs are bounded sets, and the timeline is at
+//! most [`MAX_BUCKETS`] buckets whose width doubles as the window grows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// Distinct users remembered per identity; past this, `users_saturated` says "at least".
+pub const MAX_USERS: usize = 1024;
+/// Distinct (action, resource type) pairs remembered per identity.
+pub const MAX_PAIRS: usize = 1024;
+/// Distinct credential issuers remembered per identity.
+pub const MAX_ISSUERS: usize = 16;
+/// Timeline buckets per summary; when a new record falls outside, the width doubles.
+pub const MAX_BUCKETS: usize = 240;
+/// The narrowest timeline bucket: one minute.
+pub const MIN_BUCKET_MS: u64 = 60_000;
+
+/// One decision, as a summary needs it (borrowed from an audit record or a live event).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observation<'a> {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// The Cedar principal; `None` when the caller was never verified.
+    pub principal: Option<&'a str>,
+    /// Identified by a workload identity (certificate, SPIFFE ID), not a token alone.
+    pub workload: bool,
+    /// The workload's trust domain.
+    pub trust_domain: Option<&'a str>,
+    /// The call was delegated (made for a user).
+    pub delegated: bool,
+    /// The user acted for (or its pseudonym).
+    pub user: Option<&'a str>,
+    /// Allowed.
+    pub allowed: bool,
+    /// Reason code (`allowed` for allows).
+    pub reason: &'a str,
+    /// The Cedar action, once mapped.
+    pub action: Option<&'a str>,
+    /// The resource's entity type, once mapped.
+    pub resource_type: Option<&'a str>,
+    /// The token's issuer.
+    pub issuer: Option<&'a str>,
+    /// The nearest expiry of the credentials presented, Unix milliseconds.
+    pub expires_ms: Option<i64>,
+}
+
+/// What one identity did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySummary {
+    /// `workload` (a certificate or SPIFFE ID named it) or `client` (a token alone).
+    pub kind: String,
+    /// SPIFFE trust domain, for workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// First and last decision, Unix milliseconds.
+    pub first_seen_ms: u64,
+    /// See `first_seen_ms`.
+    pub last_seen_ms: u64,
+    /// Decisions.
+    pub calls: u64,
+    /// Denials, by reason code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub denials: BTreeMap<String, u64>,
+    /// App-only decisions.
+    pub app_only: u64,
+    /// Delegated decisions.
+    pub delegated: u64,
+    /// Users acted for (identifiers or pseudonyms), at most [`MAX_USERS`].
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub users: BTreeSet<String>,
+    /// More users than `users` holds were seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub users_saturated: bool,
+    /// Token issuers seen.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub issuers: BTreeSet<String>,
+    /// The nearest credential expiry seen, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_expiry_ms: Option<i64>,
+    /// Per `action resource-type`: what was asked for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub used: BTreeMap<String, Usage>,
+    /// More pairs than `used` holds were seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used_saturated: bool,
+}
+
+/// Calls of one (action, resource type) by one identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Decisions.
+    pub calls: u64,
+    /// Allowed decisions.
+    pub allowed: u64,
+    /// Last decision, Unix milliseconds.
+    pub last_ms: u64,
+}
+
+/// A reduction of decisions: per identity, per policy, over time. Mergeable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Records reduced.
+    pub records: u64,
+    /// Lines that were not records (corrupt, truncated, another format).
+    pub corrupt: u64,
+    /// Earliest and latest record, Unix milliseconds (0 when none).
+    pub first_ms: u64,
+    /// See `first_ms`.
+    pub last_ms: u64,
+    /// Per Cedar principal.
+    pub identities: HashMap<String, IdentitySummary>,
+    /// Decisions by callers never verified, by reason code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unverified: BTreeMap<String, u64>,
+    /// Decisions each policy determined.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, u64>,
+    /// Calls and denials over time.
+    #[serde(default)]
+    pub timeline: Timeline,
+    /// Reused for (action, resource type) keys, so a known pair costs no allocation.
+    #[serde(skip)]
+    scratch: String,
+}
+
+/// Per identity, calls and denials per bucket of `bucket_ms`, keyed by bucket index
+/// (`time / bucket_ms`): aligned to the epoch, so two timelines rebin to a common width exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Bucket width, milliseconds: [`MIN_BUCKET_MS`] times a power of two.
+    pub bucket_ms: u64,
+    /// Per principal (`""` for unverified callers): bucket index → (calls, denials).
+    pub series: HashMap<String, BTreeMap<u64, (u64, u64)>>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self {
+            bucket_ms: MIN_BUCKET_MS,
+            series: HashMap::new(),
+        }
+    }
+}
+
+impl IdentitySummary {
+    fn observe(&mut self, o: &Observation<'_>, scratch: &mut String) {
+        if self.calls == 0 {
+            self.kind = if o.workload { "workload" } else { "client" }.into();
+            self.first_seen_ms = o.time_ms;
+        }
+        self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
+        self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
+        self.calls += 1;
+        if o.workload {
+            self.kind = "workload".into();
+        }
+        if let (None, Some(domain)) = (&self.trust_domain, o.trust_domain) {
+            self.trust_domain = Some(domain.to_owned());
+        }
+        if !o.allowed {
+            *self.denials.entry(o.reason.to_owned()).or_default() += 1;
+        }
+        if o.delegated {
+            self.delegated += 1;
+        } else {
+            self.app_only += 1;
+        }
+        if let Some(user) = o.user {
+            add_bounded(&mut self.users, user, MAX_USERS, &mut self.users_saturated);
+        }
+        if let Some(issuer) = o.issuer {
+            add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
+        }
+        if let Some(at) = o.expires_ms {
+            self.nearest_expiry_ms = Some(self.nearest_expiry_ms.map_or(at, |n| n.min(at)));
+        }
+        if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
+            scratch.clear();
+            scratch.push_str(action);
+            scratch.push(' ');
+            scratch.push_str(resource_type);
+            let usage = if let Some(usage) = self.used.get_mut(scratch.as_str()) {
+                Some(usage)
+            } else if self.used.len() < MAX_PAIRS {
+                Some(self.used.entry(scratch.clone()).or_default())
+            } else {
+                self.used_saturated = true;
+                None
+            };
+            if let Some(usage) = usage {
+                usage.calls += 1;
+                usage.allowed += u64::from(o.allowed);
+                usage.last_ms = usage.last_ms.max(o.time_ms);
+            }
+        }
+    }
+
+    /// Adds `other`'s decisions to this one.
+    pub fn merge(&mut self, other: &Self) {
+        if self.calls == 0 {
+            *self = other.clone();
+            return;
+        }
+        if other.calls == 0 {
+            return;
+        }
+        if other.kind == "workload" {
+            self.kind = other.kind.clone();
+        }
+        if self.trust_domain.is_none() {
+            self.trust_domain = other.trust_domain.clone();
+        }
+        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+        self.calls += other.calls;
+        for (reason, n) in &other.denials {
+            *self.denials.entry(reason.clone()).or_default() += n;
+        }
+        self.app_only += other.app_only;
+        self.delegated += other.delegated;
+        self.users_saturated |= other.users_saturated;
+        for user in &other.users {
+            add_bounded(&mut self.users, user, MAX_USERS, &mut self.users_saturated);
+        }
+        for issuer in &other.issuers {
+            add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
+        }
+        self.nearest_expiry_ms = match (self.nearest_expiry_ms, other.nearest_expiry_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.used_saturated |= other.used_saturated;
+        for (key, theirs) in &other.used {
+            if !self.used.contains_key(key) && self.used.len() >= MAX_PAIRS {
+                self.used_saturated = true;
+                continue;
+            }
+            let ours = self.used.entry(key.clone()).or_default();
+            ours.calls += theirs.calls;
+            ours.allowed += theirs.allowed;
+            ours.last_ms = ours.last_ms.max(theirs.last_ms);
+        }
+    }
+
+    /// Denials of every reason.
+    pub fn denied(&self) -> u64 {
+        self.denials.values().sum()
+    }
+}
+
+/// The key of one (action, resource type) pair in [`IdentitySummary::used`].
+pub fn pair(action: &str, resource_type: &str) -> String {
+    format!("{action} {resource_type}")
+}
+
+fn add_bounded(set: &mut BTreeSet<String>, value: &str, max: usize, saturated: &mut bool) {
+    if set.contains(value) {
+        return;
+    }
+    if set.len() < max {
+        set.insert(value.to_owned());
+    } else {
+        *saturated = true;
+    }
+}
+
+impl Summary {
+    /// Reduces one decision.
+    pub fn observe(&mut self, o: &Observation<'_>, policies: &[&str]) {
+        self.records += 1;
+        if self.first_ms == 0 || o.time_ms < self.first_ms {
+            self.first_ms = o.time_ms;
+        }
+        self.last_ms = self.last_ms.max(o.time_ms);
+        match o.principal {
+            Some(principal) => match self.identities.get_mut(principal) {
+                Some(summary) => summary.observe(o, &mut self.scratch),
+                None => self
+                    .identities
+                    .entry(principal.to_owned())
+                    .or_default()
+                    .observe(o, &mut self.scratch),
+            },
+            None => *self.unverified.entry(o.reason.to_owned()).or_default() += 1,
+        }
+        for policy in policies {
+            match self.policies.get_mut(*policy) {
+                Some(n) => *n += 1,
+                None => {
+                    self.policies.insert((*policy).to_owned(), 1);
+                }
+            }
+        }
+        self.timeline.add(
+            o.principal.unwrap_or_default(),
+            o.time_ms,
+            (1, u64::from(!o.allowed)),
+        );
+    }
+
+    /// Adds `other` to this summary.
+    pub fn merge(&mut self, other: &Self) {
+        self.records += other.records;
+        self.corrupt += other.corrupt;
+        if other.first_ms != 0 && (self.first_ms == 0 || other.first_ms < self.first_ms) {
+            self.first_ms = other.first_ms;
+        }
+        self.last_ms = self.last_ms.max(other.last_ms);
+        for (principal, theirs) in &other.identities {
+            self.identities
+                .entry(principal.clone())
+                .or_default()
+                .merge(theirs);
+        }
+        for (reason, n) in &other.unverified {
+            *self.unverified.entry(reason.clone()).or_default() += n;
+        }
+        for (policy, n) in &other.policies {
+            *self.policies.entry(policy.clone()).or_default() += n;
+        }
+        self.timeline.merge(&other.timeline);
+    }
+}
+
+impl Timeline {
+    fn add(&mut self, principal: &str, time_ms: u64, (calls, denials): (u64, u64)) {
+        let series = match self.series.get_mut(principal) {
+            Some(series) => series,
+            None => self.series.entry(principal.to_owned()).or_default(),
+        };
+        let slot = series.entry(time_ms / self.bucket_ms).or_default();
+        slot.0 += calls;
+        slot.1 += denials;
+        if span(series) >= MAX_BUCKETS as u64 {
+            self.fit();
+        }
+    }
+
+    /// Doubles the width until every series fits [`MAX_BUCKETS`] (a series spans at most
+    /// what all do, so this is also a bound on the window).
+    fn fit(&mut self) {
+        while self.series.values().any(|s| span(s) >= MAX_BUCKETS as u64) {
+            self.rebin(self.bucket_ms.saturating_mul(2));
+        }
+    }
+
+    fn rebin(&mut self, bucket_ms: u64) {
+        let factor = (bucket_ms / self.bucket_ms).max(1);
+        for series in self.series.values_mut() {
+            let old = std::mem::take(series);
+            for (index, (calls, denials)) in old {
+                let slot = series.entry(index / factor).or_default();
+                slot.0 += calls;
+                slot.1 += denials;
+            }
+        }
+        self.bucket_ms = bucket_ms;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        let mut other = other.clone();
+        let width = self.bucket_ms.max(other.bucket_ms);
+        self.rebin(width);
+        other.rebin(width);
+        for (principal, theirs) in other.series {
+            let ours = self.series.entry(principal).or_default();
+            for (index, (calls, denials)) in theirs {
+                let slot = ours.entry(index).or_default();
+                slot.0 += calls;
+                slot.1 += denials;
+            }
+        }
+        self.fit();
+    }
+}
+
+fn span(series: &BTreeMap<u64, (u64, u64)>) -> u64 {
+    match (series.keys().next(), series.keys().next_back()) {
+        (Some(first), Some(last)) => last - first,
+        _ => 0,
+    }
+}
+
+/// The live inventory of one sidecar, bounded to `max` identities: a new identity past the
+/// bound replaces the one seen longest ago, and the eviction is counted.
+#[derive(Debug)]
+pub struct Inventory {
+    summary: Summary,
+    max: usize,
+    evicted: u64,
+}
+
+impl Inventory {
+    /// An empty inventory of at most `max` identities.
+    pub fn new(max: usize) -> Self {
+        Self {
+            summary: Summary::default(),
+            max: max.max(1),
+            evicted: 0,
+        }
+    }
+
+    /// Adds one decision.
+    pub fn observe(&mut self, o: &Observation<'_>, policies: &[&str]) {
+        if let Some(principal) = o.principal
+            && !self.summary.identities.contains_key(principal)
+            && self.summary.identities.len() >= self.max
+        {
+            self.evict_oldest();
+        }
+        self.summary.observe(o, policies);
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .summary
+            .identities
+            .iter()
+            .min_by_key(|(_, s)| s.last_seen_ms)
+            .map(|(p, _)| p.clone());
+        if let Some(principal) = oldest {
+            self.summary.identities.remove(&principal);
+            self.summary.timeline.series.remove(&principal);
+            self.evicted += 1;
+        }
+    }
+
+    /// What it holds.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Identities dropped to stay within the bound.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(
+        time_ms: u64,
+        principal: &'a str,
+        action: &'a str,
+        allowed: bool,
+    ) -> Observation<'a> {
+        Observation {
+            time_ms,
+            principal: Some(principal),
+            workload: true,
+            allowed,
+            reason: if allowed { "allowed" } else { "policy_denied" },
+            action: Some(action),
+            resource_type: Some("Order"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn merged_halves_equal_the_whole() {
+        let calls: Vec<_> = (0..2_000u64)
+            .map(|i| {
+                let who = ["a", "b", "c"][(i % 3) as usize];
+                let action = ["read", "write"][(i % 2) as usize];
+                (i * 7_919 % 50_000_000, who, action, i % 5 != 0)
+            })
+            .collect();
+        let mut whole = Summary::default();
+        let (mut first, mut second) = (Summary::default(), Summary::default());
+        for (i, (t, who, action, ok)) in calls.iter().enumerate() {
+            let o = call(*t, who, action, *ok);
+            whole.observe(&o, &["p1"]);
+            if i % 2 == 0 { &mut first } else { &mut second }.observe(&o, &["p1"]);
+        }
+        first.merge(&second);
+        assert_eq!(first.identities, whole.identities);
+        assert_eq!(first.policies, whole.policies);
+        assert_eq!(first.records, whole.records);
+        // Timelines may settle on different widths; at the coarser one they agree.
+        let mut a = first.timeline.clone();
+        let mut b = whole.timeline.clone();
+        let width = a.bucket_ms.max(b.bucket_ms);
+        a.rebin(width);
+        b.rebin(width);
+        assert_eq!(a, b);
+        assert!(
+            whole
+                .timeline
+                .series
+                .values()
+                .all(|s| s.len() <= MAX_BUCKETS)
+        );
+    }
+
+    #[test]
+    fn the_live_inventory_stays_bounded() {
+        let mut inventory = Inventory::new(2);
+        for (t, who) in [(1, "a"), (2, "b"), (3, "a"), (4, "c")] {
+            inventory.observe(&call(t, who, "read", true), &[]);
+        }
+        let mut held: Vec<_> = inventory.summary().identities.keys().cloned().collect();
+        held.sort();
+        assert_eq!(held, ["a", "c"]);
+        assert_eq!(inventory.evicted(), 1);
+    }
+}
