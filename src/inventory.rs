@@ -9,6 +9,93 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Calls and denials per timeline bucket, as `(bucket index, calls, denials)` sorted by index
+/// (`time / bucket_ms`): aligned to the epoch, so two series rebin to a common width exactly.
+/// A sorted vector: records mostly arrive in time order (an append), and a rebin is one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Series(Vec<(u64, u64, u64)>);
+
+impl Series {
+    /// Adds counts to bucket `index`.
+    pub fn add(&mut self, index: u64, calls: u64, denials: u64) {
+        match self.0.last_mut() {
+            Some(last) if last.0 == index => {
+                last.1 += calls;
+                last.2 += denials;
+            }
+            Some(last) if last.0 < index => self.0.push((index, calls, denials)),
+            None => self.0.push((index, calls, denials)),
+            Some(_) => match self.0.binary_search_by_key(&index, |b| b.0) {
+                Ok(at) => {
+                    if let Some(b) = self.0.get_mut(at) {
+                        b.1 += calls;
+                        b.2 += denials;
+                    }
+                }
+                Err(at) => self.0.insert(at, (index, calls, denials)),
+            },
+        }
+    }
+
+    /// Adds every bucket of `other`.
+    pub fn merge(&mut self, other: &Self) {
+        for &(index, calls, denials) in &other.0 {
+            self.add(index, calls, denials);
+        }
+    }
+
+    /// Merges buckets `factor` at a time, in place.
+    fn rebin(&mut self, factor: u64) {
+        let mut out: usize = 0;
+        for i in 0..self.0.len() {
+            let Some(&(index, calls, denials)) = self.0.get(i) else {
+                break;
+            };
+            let index = index / factor;
+            match out.checked_sub(1).and_then(|o| self.0.get_mut(o)) {
+                Some(prev) if prev.0 == index => {
+                    prev.1 += calls;
+                    prev.2 += denials;
+                }
+                _ => {
+                    if let Some(slot) = self.0.get_mut(out) {
+                        *slot = (index, calls, denials);
+                    }
+                    out += 1;
+                }
+            }
+        }
+        self.0.truncate(out);
+    }
+
+    /// Last bucket index minus the first.
+    pub fn span(&self) -> u64 {
+        match (self.0.first(), self.0.last()) {
+            (Some(first), Some(last)) => last.0 - first.0,
+            _ => 0,
+        }
+    }
+
+    /// The buckets, in order.
+    pub fn buckets(&self) -> &[(u64, u64, u64)] {
+        &self.0
+    }
+
+    /// Buckets held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No bucket.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Identities by principal; foldhash, as one lookup per record is the reduction's hot spot.
+pub type Identities = HashMap<String, IdentitySummary, foldhash::fast::RandomState>;
+
 use serde::{Deserialize, Serialize};
 
 /// Distinct users remembered per identity; past this, `users_saturated` says "at least".
@@ -90,6 +177,9 @@ pub struct IdentitySummary {
     /// More pairs than `used` holds were seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub used_saturated: bool,
+    /// Calls and denials over time, in the summary's `bucket_ms`.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub series: Series,
 }
 
 /// Calls of one (action, resource type) by one identity.
@@ -104,7 +194,7 @@ pub struct Usage {
 }
 
 /// A reduction of decisions: per identity, per policy, over time. Mergeable.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Records reduced.
     pub records: u64,
@@ -115,42 +205,49 @@ pub struct Summary {
     /// See `first_ms`.
     pub last_ms: u64,
     /// Per Cedar principal.
-    pub identities: HashMap<String, IdentitySummary>,
+    pub identities: Identities,
     /// Decisions by callers never verified, by reason code.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unverified: BTreeMap<String, u64>,
+    /// Calls and denials of callers never verified, over time.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub unverified_series: Series,
     /// Decisions each policy determined.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub policies: BTreeMap<String, u64>,
-    /// Calls and denials over time.
-    #[serde(default)]
-    pub timeline: Timeline,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub policies: HashMap<String, u64, foldhash::fast::RandomState>,
+    /// Width of the timeline buckets, milliseconds: [`MIN_BUCKET_MS`] times a power of two.
+    #[serde(default = "min_bucket")]
+    pub bucket_ms: u64,
     /// Reused for (action, resource type) keys, so a known pair costs no allocation.
     #[serde(skip)]
     scratch: String,
 }
 
-/// Per identity, calls and denials per bucket of `bucket_ms`, keyed by bucket index
-/// (`time / bucket_ms`): aligned to the epoch, so two timelines rebin to a common width exactly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timeline {
-    /// Bucket width, milliseconds: [`MIN_BUCKET_MS`] times a power of two.
-    pub bucket_ms: u64,
-    /// Per principal (`""` for unverified callers): bucket index → (calls, denials).
-    pub series: HashMap<String, BTreeMap<u64, (u64, u64)>>,
+fn min_bucket() -> u64 {
+    MIN_BUCKET_MS
 }
 
-impl Default for Timeline {
+impl Default for Summary {
     fn default() -> Self {
         Self {
+            records: 0,
+            corrupt: 0,
+            first_ms: 0,
+            last_ms: 0,
+            identities: Identities::default(),
+            unverified: BTreeMap::new(),
+            unverified_series: Series::default(),
+            policies: HashMap::default(),
             bucket_ms: MIN_BUCKET_MS,
-            series: HashMap::new(),
+            scratch: String::new(),
         }
     }
 }
 
 impl IdentitySummary {
-    fn observe(&mut self, o: &Observation<'_>, scratch: &mut String) {
+    fn observe(&mut self, o: &Observation<'_>, bucket_ms: u64, scratch: &mut String) {
+        self.series
+            .add(o.time_ms / bucket_ms, 1, u64::from(!o.allowed));
         if self.calls == 0 {
             self.kind = if o.workload { "workload" } else { "client" }.into();
             self.first_seen_ms = o.time_ms;
@@ -158,14 +255,19 @@ impl IdentitySummary {
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
         self.calls += 1;
-        if o.workload {
+        if o.workload && self.kind != "workload" {
             self.kind = "workload".into();
         }
         if let (None, Some(domain)) = (&self.trust_domain, o.trust_domain) {
             self.trust_domain = Some(domain.to_owned());
         }
         if !o.allowed {
-            *self.denials.entry(o.reason.to_owned()).or_default() += 1;
+            match self.denials.get_mut(o.reason) {
+                Some(n) => *n += 1,
+                None => {
+                    self.denials.insert(o.reason.to_owned(), 1);
+                }
+            }
         }
         if o.delegated {
             self.delegated += 1;
@@ -247,6 +349,7 @@ impl IdentitySummary {
             ours.allowed += theirs.allowed;
             ours.last_ms = ours.last_ms.max(theirs.last_ms);
         }
+        self.series.merge(&other.series);
     }
 
     /// Denials of every reason.
@@ -279,17 +382,24 @@ impl Summary {
             self.first_ms = o.time_ms;
         }
         self.last_ms = self.last_ms.max(o.time_ms);
-        match o.principal {
-            Some(principal) => match self.identities.get_mut(principal) {
-                Some(summary) => summary.observe(o, &mut self.scratch),
-                None => self
-                    .identities
-                    .entry(principal.to_owned())
-                    .or_default()
-                    .observe(o, &mut self.scratch),
-            },
-            None => *self.unverified.entry(o.reason.to_owned()).or_default() += 1,
-        }
+        let bucket = self.bucket_ms;
+        let series = match o.principal {
+            Some(principal) => {
+                let summary = match self.identities.get_mut(principal) {
+                    Some(summary) => summary,
+                    None => self.identities.entry(principal.to_owned()).or_default(),
+                };
+                summary.observe(o, bucket, &mut self.scratch);
+                &summary.series
+            }
+            None => {
+                *self.unverified.entry(o.reason.to_owned()).or_default() += 1;
+                self.unverified_series
+                    .add(o.time_ms / bucket, 1, u64::from(!o.allowed));
+                &self.unverified_series
+            }
+        };
+        let wide = series.span() >= MAX_BUCKETS as u64;
         for policy in policies {
             match self.policies.get_mut(*policy) {
                 Some(n) => *n += 1,
@@ -298,15 +408,54 @@ impl Summary {
                 }
             }
         }
-        self.timeline.add(
-            o.principal.unwrap_or_default(),
-            o.time_ms,
-            (1, u64::from(!o.allowed)),
-        );
+        if wide {
+            self.fit();
+        }
+    }
+
+    /// Doubles the bucket width until every series fits [`MAX_BUCKETS`].
+    fn fit(&mut self) {
+        while self
+            .identities
+            .values()
+            .map(|s| &s.series)
+            .chain([&self.unverified_series])
+            .any(|s| s.span() >= MAX_BUCKETS as u64)
+        {
+            self.rebin(self.bucket_ms.saturating_mul(2));
+        }
+    }
+
+    /// Re-buckets every series to `bucket_ms` (a multiple of the current width).
+    pub fn rebin(&mut self, bucket_ms: u64) {
+        let factor = (bucket_ms / self.bucket_ms).max(1);
+        if factor == 1 {
+            return;
+        }
+        for series in self
+            .identities
+            .values_mut()
+            .map(|s| &mut s.series)
+            .chain([&mut self.unverified_series])
+        {
+            series.rebin(factor);
+        }
+        self.bucket_ms = bucket_ms;
     }
 
     /// Adds `other` to this summary.
     pub fn merge(&mut self, other: &Self) {
+        let width = self.bucket_ms.max(other.bucket_ms);
+        self.rebin(width);
+        let rebinned;
+        let other = if other.bucket_ms < width {
+            let mut copy = other.clone();
+            copy.rebin(width);
+            rebinned = copy;
+            &rebinned
+        } else {
+            other
+        };
         self.records += other.records;
         self.corrupt += other.corrupt;
         if other.first_ms != 0 && (self.first_ms == 0 || other.first_ms < self.first_ms) {
@@ -322,69 +471,11 @@ impl Summary {
         for (reason, n) in &other.unverified {
             *self.unverified.entry(reason.clone()).or_default() += n;
         }
+        self.unverified_series.merge(&other.unverified_series);
         for (policy, n) in &other.policies {
             *self.policies.entry(policy.clone()).or_default() += n;
         }
-        self.timeline.merge(&other.timeline);
-    }
-}
-
-impl Timeline {
-    fn add(&mut self, principal: &str, time_ms: u64, (calls, denials): (u64, u64)) {
-        let series = match self.series.get_mut(principal) {
-            Some(series) => series,
-            None => self.series.entry(principal.to_owned()).or_default(),
-        };
-        let slot = series.entry(time_ms / self.bucket_ms).or_default();
-        slot.0 += calls;
-        slot.1 += denials;
-        if span(series) >= MAX_BUCKETS as u64 {
-            self.fit();
-        }
-    }
-
-    /// Doubles the width until every series fits [`MAX_BUCKETS`] (a series spans at most
-    /// what all do, so this is also a bound on the window).
-    fn fit(&mut self) {
-        while self.series.values().any(|s| span(s) >= MAX_BUCKETS as u64) {
-            self.rebin(self.bucket_ms.saturating_mul(2));
-        }
-    }
-
-    fn rebin(&mut self, bucket_ms: u64) {
-        let factor = (bucket_ms / self.bucket_ms).max(1);
-        for series in self.series.values_mut() {
-            let old = std::mem::take(series);
-            for (index, (calls, denials)) in old {
-                let slot = series.entry(index / factor).or_default();
-                slot.0 += calls;
-                slot.1 += denials;
-            }
-        }
-        self.bucket_ms = bucket_ms;
-    }
-
-    fn merge(&mut self, other: &Self) {
-        let mut other = other.clone();
-        let width = self.bucket_ms.max(other.bucket_ms);
-        self.rebin(width);
-        other.rebin(width);
-        for (principal, theirs) in other.series {
-            let ours = self.series.entry(principal).or_default();
-            for (index, (calls, denials)) in theirs {
-                let slot = ours.entry(index).or_default();
-                slot.0 += calls;
-                slot.1 += denials;
-            }
-        }
         self.fit();
-    }
-}
-
-fn span(series: &BTreeMap<u64, (u64, u64)>) -> u64 {
-    match (series.keys().next(), series.keys().next_back()) {
-        (Some(first), Some(last)) => last - first,
-        _ => 0,
     }
 }
 
@@ -427,7 +518,6 @@ impl Inventory {
             .map(|(p, _)| p.clone());
         if let Some(principal) = oldest {
             self.summary.identities.remove(&principal);
-            self.summary.timeline.series.remove(&principal);
             self.evicted += 1;
         }
     }
@@ -482,23 +572,19 @@ mod tests {
             if i % 2 == 0 { &mut first } else { &mut second }.observe(&o, &["p1"]);
         }
         first.merge(&second);
-        assert_eq!(first.identities, whole.identities);
         assert_eq!(first.policies, whole.policies);
         assert_eq!(first.records, whole.records);
-        // Timelines may settle on different widths; at the coarser one they agree.
-        let mut a = first.timeline.clone();
-        let mut b = whole.timeline.clone();
-        let width = a.bucket_ms.max(b.bucket_ms);
-        a.rebin(width);
-        b.rebin(width);
-        assert_eq!(a, b);
         assert!(
             whole
-                .timeline
-                .series
+                .identities
                 .values()
-                .all(|s| s.len() <= MAX_BUCKETS)
+                .all(|s| s.series.len() <= MAX_BUCKETS)
         );
+        // Timelines may settle on different widths; at the coarser one they agree.
+        let width = first.bucket_ms.max(whole.bucket_ms);
+        first.rebin(width);
+        whole.rebin(width);
+        assert_eq!(first.identities, whole.identities);
     }
 
     #[test]

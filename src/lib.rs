@@ -36,6 +36,7 @@
 //! - [`grpc`]: tonic server assembly and the ext_authz translation layer.
 //! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
 //! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
+//! - [`report`]: the access review from audit records (inventory, granted versus used).
 //! - [`lint`], [`diagnostic`]: the policy authors' checks and their `file:line` reports.
 //! - [`fetch`]: documents fetched at run time (JWKS URLs, OIDC discovery) as a snapshot source.
 //! - [`config`]: TOML → validated settings and a [`snapshot::spec::Spec`]; files as a source.
@@ -82,6 +83,7 @@ pub mod metrics;
 pub mod policy;
 pub mod policytest;
 pub mod reload;
+pub mod report;
 pub mod request;
 pub mod server;
 pub mod snapshot;

@@ -56,6 +56,16 @@ pub struct FileSettings {
     pub keep: u32,
 }
 
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("audit.log"),
+            max_bytes: 100 << 20,
+            keep: 5,
+        }
+    }
+}
+
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {

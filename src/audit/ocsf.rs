@@ -59,33 +59,26 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
         (
             format!("{}::{:?}", t.resource_type, t.resource_id),
             &*t.resource_type,
-            t.resource_id.as_str(),
         )
     });
     let source_ip = e.request.source_ip.map(|ip| ip.to_string());
     let record = Record {
         class_uid: API_ACTIVITY,
-        class_name: "API Activity",
         category_uid: 6,
-        category_name: "Application Activity",
         activity_id,
-        activity_name,
+        // A caption is optional, but Other must carry the source's own value.
+        activity_name: (activity_id == 99).then_some(activity_name),
         type_uid: API_ACTIVITY * 100 + activity_id,
         severity_id: 1,
-        severity: "Informational",
         time: event.time_ms,
         status_id: if allowed { 1 } else { 2 },
-        status: if allowed { "Success" } else { "Failure" },
         status_code: e.reason,
         status_detail: &e.message,
         action_id: if allowed { 1 } else { 2 },
-        action: if allowed { "Allowed" } else { "Denied" },
         disposition_id: if allowed { 1 } else { 2 },
-        disposition: if allowed { "Allowed" } else { "Blocked" },
         metadata: Metadata {
             version: OCSF_VERSION,
             uid: decision_id,
-            log_name: "tollgate.decisions",
             profiles: &["security_control"],
             product: Product {
                 name: "Tollgate",
@@ -96,7 +89,6 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
         actor: actor(e, user, thumbprint.as_deref()),
         api: Api {
             operation: e.target.as_ref().map_or("", |t| &*t.action),
-            request: Uid { uid: decision_id },
             response: Response {
                 code: e.status,
                 error: (!allowed).then_some(e.reason),
@@ -113,12 +105,10 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
                     expiration_time: t.expires_at.saturating_mul(1000),
                 }),
         },
-        resources: target.as_ref().map(|(uid, type_name, name)| {
+        resources: target.as_ref().map(|(uid, type_name)| {
             [Resource {
                 uid,
                 r#type: type_name,
-                name,
-                role_id: 1,
             }]
         }),
         src_endpoint: Endpoint {
@@ -146,11 +136,6 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
                     .and_then(|a| a.workload.as_ref())
                     .map(|w| w.trust_domain.as_str())
                     .filter(|d| !d.is_empty()),
-                token_issuer: e
-                    .actor
-                    .as_ref()
-                    .and_then(|a| a.token.as_ref())
-                    .map(|t| t.issuer.as_str()),
                 client_id: e
                     .actor
                     .as_ref()
@@ -204,48 +189,33 @@ fn actor<'a>(
         // Refused before identity: OCSF wants some actor; this one says nobody was verified.
         return ActorRecord {
             app_uid: None,
-            app_name: None,
-            user: User {
+            user: Some(User {
                 uid: None,
                 name: Some("unverified"),
                 type_id: 0,
-                r#type: "Unknown",
-                domain: None,
-            },
+            }),
             idp: None,
             session: None,
             authorizations: authorizations(e),
         };
     };
     let workload = a.workload.as_ref();
+    // The workload is `app_uid`; a user is named only when the call is made for one.
     let user = match (a.mode, user) {
-        (AccessMode::Delegated, Some(user)) => User {
+        (AccessMode::Delegated, Some(user)) => Some(User {
             uid: Some(user),
             name: None,
             type_id: 1,
-            r#type: "User",
-            domain: None,
-        },
-        _ => User {
-            uid: Some(&a.principal),
-            name: Some(&a.principal),
-            type_id: 4,
-            r#type: "Service",
-            domain: workload
-                .map(|w| w.trust_domain.as_str())
-                .filter(|d| !d.is_empty())
-                .or_else(|| a.token.as_ref().map(|t| t.issuer.as_str())),
-        },
+        }),
+        _ => None,
     };
     ActorRecord {
         app_uid: Some(&a.principal),
-        app_name: Some(&a.principal),
         user,
         idp: a.token.as_ref().map(|t| Idp { name: &t.issuer }),
         session: workload.map(|w| Session {
             credential_uid: thumbprint,
             expiration_time: w.not_after.map(|s| s.saturating_mul(1000)),
-            issuer: (!w.trust_domain.is_empty()).then_some(w.trust_domain.as_str()),
             is_remote: true,
         }),
         authorizations: authorizations(e),
@@ -278,24 +248,19 @@ fn short_hash(bytes: &[u8]) -> String {
 #[derive(Serialize)]
 struct Record<'a> {
     class_uid: u32,
-    class_name: &'static str,
     category_uid: u32,
-    category_name: &'static str,
     activity_id: u32,
-    activity_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activity_name: Option<&'a str>,
     type_uid: u32,
     severity_id: u32,
-    severity: &'static str,
     time: u64,
     status_id: u32,
-    status: &'static str,
     status_code: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     status_detail: &'a str,
     action_id: u32,
-    action: &'static str,
     disposition_id: u32,
-    disposition: &'static str,
     metadata: Metadata<'a>,
     actor: ActorRecord<'a>,
     api: Api<'a>,
@@ -310,7 +275,6 @@ struct Record<'a> {
 struct Metadata<'a> {
     version: &'static str,
     uid: &'a str,
-    log_name: &'static str,
     profiles: &'static [&'static str],
     product: Product,
 }
@@ -327,8 +291,7 @@ struct ActorRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     app_uid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    app_name: Option<&'a str>,
-    user: User<'a>,
+    user: Option<User<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idp: Option<Idp<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -344,9 +307,6 @@ struct User<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     type_id: u32,
-    r#type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domain: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -360,8 +320,6 @@ struct Session<'a> {
     credential_uid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expiration_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
     is_remote: bool,
 }
 
@@ -379,7 +337,6 @@ struct Uid<'a> {
 #[derive(Serialize)]
 struct Api<'a> {
     operation: &'a str,
-    request: Uid<'a>,
     response: Response<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<Token<'a>>,
@@ -407,8 +364,6 @@ struct Token<'a> {
 struct Resource<'a> {
     uid: &'a str,
     r#type: &'a str,
-    name: &'a str,
-    role_id: u32,
 }
 
 #[derive(Serialize)]
@@ -444,8 +399,6 @@ struct Tollgate<'a> {
     access_mode: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trust_domain: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_issuer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `validate`, `check`, `fmt`, `test`, `call`, `bench` and
+//! Command line: `serve`, `validate`, `check`, `fmt`, `test`, `call`, `bench`, `report` and
 //! `demo-credentials`, each a thin shell over the library: `check` and `test` decide through
 //! the same `authz::Authorizer` as `serve`.
 
@@ -7,6 +7,7 @@ mod call;
 mod check;
 mod demo;
 mod fmt;
+mod report;
 mod serve;
 mod test;
 mod validate;
@@ -53,6 +54,8 @@ pub enum Command {
     Call(call::CallArgs),
     /// Drive a running server with a realistic request mix; report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Access review from audit records: inventory, granted versus used, dormant identities.
+    Report(report::ReportArgs),
     /// Mint a client certificate and token trusted by the embedded demo estate.
     DemoCredentials(demo::DemoArgs),
 }
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Fmt(args) => fmt::run(args),
         Command::Call(args) => call::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(args),
         Command::DemoCredentials(args) => demo::run(args),
     }
 }

@@ -10,11 +10,15 @@ use super::{ConfigArg, Exit};
 pub struct ServeArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// Write decision records (OCSF JSON lines) to FILE, rotated at 100 MiB with 5 kept:
+    /// `[audit] file` without a config file, or in place of the config's.
+    #[arg(long, value_name = "FILE")]
+    audit: Option<std::path::PathBuf>,
 }
 
 pub(super) fn run(args: ServeArgs) -> Exit {
     let source = args.config.source();
-    let (config, snapshot) = match config::load(&source, 1) {
+    let (mut config, snapshot) = match config::load(&source, 1) {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(config = %source.config_name(), error = %e, "configuration is invalid; not starting");
@@ -22,6 +26,12 @@ pub(super) fn run(args: ServeArgs) -> Exit {
             return Exit::Invalid;
         }
     };
+    if let Some(path) = args.audit {
+        config.settings.audit.file = Some(crate::audit::FileSettings {
+            path,
+            ..crate::audit::FileSettings::default()
+        });
+    }
     tracing::info!(
         config = %source.config_name(),
         policies = snapshot.policies.policy_count(),

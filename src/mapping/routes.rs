@@ -89,6 +89,22 @@ impl Routes {
             .chain(self.fallback.iter().map(|(a, _)| &**a))
     }
 
+    /// Every (action, resource type) a request can map to, in table order, each once.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        let all = self
+            .routes
+            .iter()
+            .map(|r| (&*r.action, &*r.resource.type_name))
+            .chain(self.fallback.iter().map(|(a, r)| (&**a, &*r.type_name)));
+        for pair in all {
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+        pairs
+    }
+
     /// Every resource type a request can map to (routes and the fallback).
     pub fn resource_types(&self) -> impl Iterator<Item = &str> {
         self.routes

@@ -1,0 +1,75 @@
+//! `tollgate report`: the access review from audit records. [`read`] streams records into a
+//! mergeable [`Summary`]; [`review`] holds it against the estate (what the policies grant,
+//! computed by Cedar in [`granted`]); [`render`] shows it; a [`Baseline`] is what each
+//! identity was seen to use, for the team to review and commit.
+
+pub mod granted;
+pub mod read;
+pub mod render;
+pub mod review;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Summary;
+
+/// A summary saved for `tollgate report merge`: one node's (or one day's) records reduced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSummary {
+    /// Format marker and version.
+    pub tollgate_summary: u32,
+    /// The window it was read with, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// See `since_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// Corrupt lines located while reading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt_at: Vec<String>,
+    /// The reduction.
+    pub summary: Summary,
+}
+
+/// Version of [`SavedSummary`] written.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// What each identity was seen to use: per Cedar principal, the `action resource-type` pairs
+/// it was allowed at least once. Sorted, so a reviewed baseline diffs cleanly in a repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Format marker and version.
+    pub tollgate_baseline: u32,
+    /// The records it was made from, Unix milliseconds.
+    pub first_ms: u64,
+    /// See `first_ms`.
+    pub last_ms: u64,
+    /// Per principal, the pairs used.
+    pub identities: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Baseline {
+    /// The baseline of `summary`.
+    pub fn of(summary: &Summary) -> Self {
+        Self {
+            tollgate_baseline: 1,
+            first_ms: summary.first_ms,
+            last_ms: summary.last_ms,
+            identities: summary
+                .identities
+                .iter()
+                .map(|(principal, s)| {
+                    let used = s
+                        .used
+                        .iter()
+                        .filter(|(_, u)| u.allowed > 0)
+                        .map(|(pair, _)| pair.clone())
+                        .collect();
+                    (principal.clone(), used)
+                })
+                .filter(|(_, used): &(String, BTreeSet<String>)| !used.is_empty())
+                .collect(),
+        }
+    }
+}
