@@ -44,6 +44,8 @@ mod overload;
 mod policytest;
 #[path = "api/reload.rs"]
 mod reload;
+#[path = "api/report.rs"]
+mod report;
 #[path = "api/sources.rs"]
 mod sources;
 #[path = "api/token.rs"]

@@ -3,6 +3,7 @@
 //! computed by Cedar in [`granted`]); [`render`] shows it; a [`Baseline`] is what each
 //! identity was seen to use, for the team to review and commit.
 
+pub mod fast;
 pub mod granted;
 pub mod read;
 pub mod render;

@@ -4,11 +4,12 @@
 //! short by a crash, another format, garbage) is counted, and the first few located; it never
 //! stops the read.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use sonic_rs::JsonValueTrait;
 
+use super::fast::{Fields, Scanner};
 use crate::audit::ocsf::API_ACTIVITY;
 use crate::inventory::{Observation, Summary};
 
@@ -58,6 +59,7 @@ pub struct Reader<'p> {
     notes: ReadNotes,
     progress: Option<Progress<'p>>,
     paths: sonic_rs::PointerTree,
+    fast: Scanner,
 }
 
 impl<'p> Reader<'p> {
@@ -69,6 +71,7 @@ impl<'p> Reader<'p> {
             notes: ReadNotes::default(),
             progress,
             paths: paths(),
+            fast: Scanner::default(),
         }
     }
 
@@ -108,95 +111,159 @@ impl<'p> Reader<'p> {
     /// Reads one stream of lines.
     pub fn read_stream(&mut self, name: &str, mut input: impl BufRead) -> std::io::Result<()> {
         self.notes.files += 1;
-        let mut line = Vec::with_capacity(4096);
+        // Whole lines are read where they lie in the reader's buffer; only a line cut by the
+        // buffer's end is copied (into `carry`) to be completed.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut skipping = false;
         let mut number = 0usize;
         loop {
-            line.clear();
-            let n = (&mut input)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)?;
-            if n == 0 {
+            let buf = input.fill_buf()?;
+            if buf.is_empty() {
                 break;
             }
-            number += 1;
-            self.notes.bytes += n as u64;
-            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
-                // Too long to be a record: skip to its end.
-                skip_line(&mut input, &mut self.notes.bytes)?;
-                self.corrupt(name, number);
-                continue;
-            }
-            let text = trim(&line);
-            if text.is_empty() {
-                continue;
-            }
-            self.line(name, number, text);
-            if number.is_multiple_of(65_536)
-                && let Some(progress) = self.progress.as_mut()
+            let len = buf.len();
+            self.notes.bytes += len as u64;
+            let mut start = 0;
+            while let Some(end) = buf
+                .get(start..)
+                .and_then(|rest| memchr::memchr(b'\n', rest))
             {
-                progress(&self.notes, &self.summary);
+                let line = buf.get(start..start + end).unwrap_or_default();
+                start += end + 1;
+                number += 1;
+                if skipping || !carry.is_empty() {
+                    if !skipping && carry.len() + line.len() <= MAX_LINE {
+                        carry.extend_from_slice(line);
+                        let whole = std::mem::take(&mut carry);
+                        self.one_line(name, number, &whole);
+                        carry = whole;
+                    } else {
+                        self.corrupt(name, number);
+                    }
+                    carry.clear();
+                    skipping = false;
+                    continue;
+                }
+                self.one_line(name, number, line);
+            }
+            let rest = buf.get(start..).unwrap_or_default();
+            if !skipping {
+                if carry.len() + rest.len() > MAX_LINE {
+                    // Too long to be a record: read past it, holding none of it.
+                    skipping = true;
+                    carry.clear();
+                } else {
+                    carry.extend_from_slice(rest);
+                }
+            }
+            input.consume(len);
+        }
+        if skipping || !carry.is_empty() {
+            number += 1;
+            if skipping {
+                self.corrupt(name, number);
+            } else {
+                let whole = std::mem::take(&mut carry);
+                self.one_line(name, number, &whole);
             }
         }
         Ok(())
     }
 
+    fn one_line(&mut self, name: &str, number: usize, line: &[u8]) {
+        let text = trim(line);
+        if !text.is_empty() {
+            self.line(name, number, text);
+        }
+        if number.is_multiple_of(65_536)
+            && let Some(progress) = self.progress.as_mut()
+        {
+            progress(&self.notes, &self.summary);
+        }
+    }
+
     fn line(&mut self, name: &str, number: usize, text: &[u8]) {
-        // Only the fields a review reads are parsed; the rest is skipped by SIMD scanning.
-        let Ok(fields) = sonic_rs::get_many(text, &self.paths) else {
+        if let Some(fields) = self.fast.scan(text) {
+            self.observe(&fields);
+            return;
+        }
+        // Not in Tollgate's own layout (re-serialised by a pipeline, say), or damaged: it must
+        // be one whole JSON value (the lazy reader below stops once it has its fields), then
+        // only the fields a review needs are read.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+            self.corrupt(name, number);
+            return;
+        }
+        let Ok(values) = sonic_rs::get_many(text, &self.paths) else {
             self.corrupt(name, number);
             return;
         };
-        let get = |i: usize| fields.get(i).and_then(Option::as_ref);
+        let get = |i: usize| values.get(i).and_then(Option::as_ref);
         let str_at = |i: usize| get(i).and_then(|v| v.as_str());
         let num_at = |i: usize| get(i).and_then(|v| v.as_u64());
-        let (Some(time), Some(status_id), Some(reason)) =
-            (num_at(TIME), num_at(STATUS_ID), str_at(STATUS_CODE))
-        else {
+        let (Some(time), Some(status_id), Some(reason), Some(API)) = (
+            num_at(TIME),
+            num_at(STATUS_ID),
+            str_at(STATUS_CODE),
+            num_at(CLASS),
+        ) else {
             self.corrupt(name, number);
             return;
         };
-        if num_at(CLASS) != Some(u64::from(API_ACTIVITY)) {
-            self.corrupt(name, number);
-            return;
-        }
-        if time < self.window.since_ms || time >= self.window.until_ms {
-            self.notes.outside_window += 1;
-            return;
-        }
-        let principal = str_at(APP_UID);
-        let delegated = str_at(ACCESS_MODE) == Some("delegated");
-        let observation = Observation {
-            time_ms: time,
-            principal,
-            // A token-only client is `<issuer>#<client>`; `#` is never in a workload's name.
-            workload: principal.is_some_and(|p| !p.contains('#')),
-            trust_domain: str_at(TRUST_DOMAIN),
-            delegated,
-            user: if delegated && num_at(USER_TYPE) == Some(1) {
-                str_at(USER_UID)
-            } else {
-                None
-            },
-            allowed: status_id == 1,
+        let mut fields = Fields {
+            time,
+            status_id,
             reason,
+            principal: str_at(APP_UID),
+            user: str_at(USER_UID).filter(|_| num_at(USER_TYPE) == Some(1)),
+            issuer: str_at(IDP),
             action: str_at(OPERATION).filter(|a| !a.is_empty()),
             resource_type: str_at(RESOURCE_TYPE),
-            issuer: str_at(IDP),
+            access_mode: str_at(ACCESS_MODE),
+            trust_domain: str_at(TRUST_DOMAIN),
             expires_ms: get(EXPIRES).and_then(|v| v.as_i64()),
+            ..Fields::default()
         };
-        let mut policies: [&str; 8] = [""; 8];
-        let mut n = 0;
         if let Some(list) = get(AUTHORIZATIONS).and_then(|v| v.as_raw_str().strip_prefix('[')) {
             // `[{"decision":…,"policy":{"uid":"…"}}, …]`: each entry's policy uid.
             for entry in list.split("\"uid\":").skip(1) {
-                if let (Some(slot), Some(id)) = (policies.get_mut(n), policy_uid(entry)) {
+                if let (Some(slot), Some(id)) = (
+                    fields.policies.get_mut(fields.policy_count),
+                    policy_uid(entry),
+                ) {
                     *slot = id;
-                    n += 1;
+                    fields.policy_count += 1;
                 }
             }
         }
-        self.summary
-            .observe(&observation, policies.get(..n).unwrap_or_default());
+        self.observe(&fields);
+    }
+
+    fn observe(&mut self, f: &Fields<'_>) {
+        if f.time < self.window.since_ms || f.time >= self.window.until_ms {
+            self.notes.outside_window += 1;
+            return;
+        }
+        let delegated = f.access_mode == Some("delegated");
+        let observation = Observation {
+            time_ms: f.time,
+            principal: f.principal,
+            // A token-only client is `<issuer>#<client>`; `#` is never in a workload's name.
+            workload: f.principal.is_some_and(|p| !p.contains('#')),
+            trust_domain: f.trust_domain,
+            delegated,
+            user: f.user.filter(|_| delegated),
+            allowed: f.status_id == 1,
+            reason: f.reason,
+            action: f.action,
+            resource_type: f.resource_type,
+            issuer: f.issuer,
+            expires_ms: f.expires_ms,
+        };
+        self.summary.observe(
+            &observation,
+            f.policies.get(..f.policy_count).unwrap_or_default(),
+        );
     }
 
     fn corrupt(&mut self, name: &str, number: usize) {
@@ -228,27 +295,6 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn skip_line(input: &mut impl BufRead, bytes: &mut u64) -> std::io::Result<()> {
-    loop {
-        let buf = input.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                input.consume(end + 1);
-                *bytes += end as u64 + 1;
-                return Ok(());
-            }
-            None => {
-                let n = buf.len();
-                input.consume(n);
-                *bytes += n as u64;
-            }
-        }
-    }
-}
-
 fn trim(line: &[u8]) -> &[u8] {
     let end = line
         .iter()
@@ -265,6 +311,9 @@ fn policy_uid(entry: &str) -> Option<&str> {
     let id = rest.get(..end)?;
     (!id.contains('\\')).then_some(id)
 }
+
+/// `class_uid` of the records a review reads.
+const API: u64 = API_ACTIVITY as u64;
 
 /// Where each field a review reads is, by index in [`paths`].
 const CLASS: usize = 0;
@@ -299,4 +348,52 @@ fn paths() -> sonic_rs::PointerTree {
     tree.add_path(["unmapped", "tollgate", "trust_domain"].iter());
     tree.add_path(["unmapped", "tollgate", "credentials_expire"].iter());
     tree
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = r#"{"class_uid":6003,"category_uid":6,"activity_id":2,"type_uid":600302,"severity_id":1,"time":1790000000000,"status_id":1,"status_code":"allowed","action_id":1,"disposition_id":1,"metadata":{"version":"1.8.0","uid":"e0","profiles":["security_control"],"product":{"name":"Tollgate","vendor_name":"Tollgate","version":"0.1.0"}},"actor":{"app_uid":"spiffe://x/app","user":{"uid":"alice","type_id":1},"idp":{"name":"https://idp"},"session":{"credential_uid":"sha256:07","expiration_time":1800000000000,"is_remote":true},"authorizations":[{"decision":"allow","policy":{"uid":"p1"}},{"decision":"allow","policy":{"uid":"p2"}}]},"api":{"operation":"orders:read","response":{"code":200}},"resources":[{"uid":"Order::\"42\"","type":"Order"}],"src_endpoint":{"ip":"10.0.0.30"},"http_request":{"http_method":"GET","url":{"path":"/o/42","hostname":"h"}},"unmapped":{"tollgate":{"access_mode":"delegated","trust_domain":"x","credentials_expire":1800000000000,"snapshot":{"policies":"a","trust":"b"},"elapsed_us":3}}}"#;
+
+    fn read(lines: &str) -> Summary {
+        let mut reader = Reader::new(Window::default(), None);
+        reader.read_stream("t", lines.as_bytes()).unwrap();
+        reader.finish().0
+    }
+
+    /// The fast path and the strict parser read the same record the same way.
+    #[test]
+    fn own_layout_and_reserialised_records_read_alike() {
+        let fast = Scanner::default().scan(RECORD.as_bytes()).unwrap();
+        assert_eq!(fast.principal, Some("spiffe://x/app"));
+        assert_eq!(fast.user, Some("alice"));
+        assert_eq!(
+            fast.policies.get(..fast.policy_count),
+            Some(&["p1", "p2"][..])
+        );
+        assert_eq!(fast.resource_type, Some("Order"));
+        // Another key order, as a pipeline may write it.
+        let mut value: serde_json::Value = serde_json::from_str(RECORD).unwrap();
+        let class = value.as_object_mut().unwrap().remove("class_uid").unwrap();
+        value
+            .as_object_mut()
+            .unwrap()
+            .insert("class_uid".into(), class);
+        let sorted = serde_json::to_string(&value).unwrap();
+        assert!(Scanner::default().scan(sorted.as_bytes()).is_none());
+        let (mine, theirs) = (read(&format!("{RECORD}\n")), read(&format!("{sorted}\n")));
+        assert_eq!(mine.records, 1);
+        assert_eq!(mine, theirs);
+    }
+
+    /// Cut short, run together, or too long: counted, never read as a record.
+    #[test]
+    fn damaged_lines_are_counted() {
+        let cut = RECORD.get(..RECORD.len() - 3).unwrap();
+        let joined = format!("{}{RECORD}", RECORD.get(..300).unwrap());
+        let long = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_LINE + 10));
+        let summary = read(&format!("{cut}\n{joined}\n{long}\n{RECORD}"));
+        assert_eq!((summary.records, summary.corrupt), (1, 3));
+    }
 }

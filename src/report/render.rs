@@ -98,7 +98,7 @@ pub fn text(r: &Review) -> String {
             let s = &i.seen;
             vec![
                 i.principal.clone(),
-                i.kind.clone(),
+                i.seen.kind.clone(),
                 i.owner.clone().unwrap_or_else(|| "-".into()),
                 if i.groups.is_empty() {
                     "-".into()
@@ -400,7 +400,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
             page,
             r#"<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td>{}</td><td>{}</td><td class="n">{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&i.principal),
-            esc(&i.kind),
+            esc(&i.seen.kind),
             esc(i.owner.as_deref().unwrap_or("-")),
             esc(&i.groups.join(", ")),
             s.calls,

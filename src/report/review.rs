@@ -73,8 +73,6 @@ pub struct Review {
 pub struct InventoryRow {
     /// The Cedar principal (`App` id).
     pub principal: String,
-    /// `workload`, `client` (a token alone), or `delegated app` (acted for users).
-    pub kind: String,
     /// Its `App` entity is declared in the estate's entities.
     pub declared: bool,
     /// SPIFFE trust domain.
@@ -85,7 +83,8 @@ pub struct InventoryRow {
     pub owner: Option<String>,
     /// The groups it is in (entity ancestors of type `Group`).
     pub groups: Vec<String>,
-    /// What it did (empty when never seen).
+    /// What it did (empty when never seen); its `kind` is `workload`, `client` (a token
+    /// alone) or `delegated app` (acted for users).
     #[serde(flatten)]
     pub seen: IdentitySummary,
 }
@@ -165,7 +164,7 @@ pub fn review(
     let mut least_privilege = Vec::with_capacity(principals.len());
     let (mut dormant, mut broad, mut denied_only) = (Vec::new(), Vec::new(), Vec::new());
     for principal in principals {
-        let seen = summary
+        let mut seen = summary
             .identities
             .get(principal)
             .cloned()
@@ -235,9 +234,9 @@ pub fn review(
         } else {
             seen.kind.clone()
         };
+        seen.kind = kind;
         inventory.push(InventoryRow {
             principal: principal.to_owned(),
-            kind,
             declared: entity.is_some(),
             trust_domain: seen.trust_domain.clone().or_else(|| {
                 principal
@@ -255,25 +254,29 @@ pub fn review(
         });
     }
 
-    let mut policies: Vec<PolicyRow> = store
+    let mut policies: Vec<((String, usize), PolicyRow)> = store
         .policies()
         .map(|p| {
             let id = p.id().to_string();
-            PolicyRow {
+            let at = store
+                .source(&id)
+                .map(|s| (s.file.clone(), s.line))
+                .unwrap_or_default();
+            let row = PolicyRow {
                 effect: match p.effect() {
                     cedar_policy::Effect::Permit => "permit",
                     cedar_policy::Effect::Forbid => "forbid",
                 },
-                location: store
-                    .source(&id)
-                    .map(|s| format!("{}:{}", s.file, s.line))
-                    .unwrap_or_default(),
+                location: format!("{}:{}", at.0, at.1),
                 determined: summary.policies.get(&id).copied().unwrap_or(0),
                 id,
-            }
+            };
+            (at, row)
         })
         .collect();
-    policies.sort_by(|a, b| a.location.cmp(&b.location).then(a.id.cmp(&b.id)));
+    // In file order, as an author reads them.
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
+    let policies = policies.into_iter().map(|(_, row)| row).collect();
 
     Review {
         since_ms: window.0,
