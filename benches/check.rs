@@ -68,6 +68,31 @@ fn check(c: &mut Criterion) {
         b.iter(|| decide(&warm, snapshot, black_box(&input)))
     });
 
+    // The same, recorded as every front door records it: metrics, log, and the decision
+    // record queued for the writer (which serialises it and keeps the inventory on its own
+    // thread; no sink, so the disk is not measured). Against `check/warm (recorded)`.
+    c.bench_function("check/warm (recorded)", |b| {
+        b.iter(|| warm.check(black_box(&input)))
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (audit, _writer) = runtime
+        .block_on(async {
+            AuditLog::start(
+                &tollgate::audit::AuditSettings::default(),
+                tollgate::metrics::Metrics,
+            )
+        })
+        .unwrap();
+    let audited = Authorizer::new(
+        Arc::new(SnapshotHandle::new(embedded())),
+        Caches::new(10_000, 300),
+        audit,
+    );
+    assert!(audited.check(&input).verdict.is_allowed());
+    c.bench_function("check/warm (recorded, audit on)", |b| {
+        b.iter(|| audited.check(black_box(&input)))
+    });
+
     // A new forged token every call, against warm caches: what a flood of distinct forgeries
     // costs in Tollgate's own code (one failed ES256 verification plus everything around it),
     // to set beside `check/warm` + `token/ES256/cold` without the machine's scheduling.

@@ -49,7 +49,7 @@ fn main() {
     let evidence: Vec<[Arc<Evidence>; 2]> = (0..identities * 8)
         .map(|i| {
             let (id, p) = (i / 8, (i % 8) as usize);
-            [true, false].map(|allowed| Arc::new(evidence_for(id, p, allowed)))
+            [true, false].map(|allowed| Arc::new(evidence_for(id, p, allowed, &version)))
         })
         .collect();
     let out = std::io::stdout();
@@ -72,7 +72,7 @@ fn main() {
             elapsed_us: 3,
             evidence: e.clone(),
             query: None,
-            snapshot: version.clone(),
+            decided: None,
         };
         let user = e.actor.as_ref().and_then(|a| a.user.as_deref());
         write_line(&mut buf, &event, user);
@@ -85,7 +85,7 @@ fn main() {
     out.flush().unwrap();
 }
 
-fn evidence_for(id: u64, pair: usize, allowed: bool) -> Evidence {
+fn evidence_for(id: u64, pair: usize, allowed: bool, version: &Arc<SnapshotVersion>) -> Evidence {
     let (action, resource_type, method) = PAIRS[pair];
     let (principal, workload, token, mode, user) = match id % 4 {
         // Workloads with a certificate and a token.
@@ -157,5 +157,6 @@ fn evidence_for(id: u64, pair: usize, allowed: bool) -> Evidence {
             host: "shop.bench.example".into(),
             source_ip: Some(std::net::IpAddr::from([10, 0, (id >> 8) as u8, id as u8])),
         },
+        snapshot: version.clone(),
     }
 }

@@ -11,6 +11,7 @@ use crate::identity::cert::WorkloadName;
 use crate::identity::{AccessMode, Caller};
 use crate::mapping::Query;
 use crate::request::CheckInput;
+use crate::snapshot::SnapshotVersion;
 
 /// One decision's facts, without its id, time and query string (which differ between reuses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct Evidence {
     pub target: Option<Target>,
     /// The HTTP request line, secrets removed.
     pub request: RequestLine,
+    /// The snapshot the decision was made against (a reused decision was made against the
+    /// same one: the caches are per snapshot generation).
+    pub snapshot: Arc<SnapshotVersion>,
 }
 
 /// The verified caller.

@@ -20,13 +20,14 @@ use tokio::task::JoinHandle;
 use crate::evidence::Evidence;
 use crate::inventory::{Inventory, Observation, Summary};
 use crate::metrics::Metrics;
-use crate::snapshot::SnapshotVersion;
 use crate::verdict::DecisionId;
 pub use ocsf::RecordOptions;
 pub use sink::OtlpSettings;
 
 /// Most records written per batch before the sinks are written.
 const BATCH: usize = 512;
+/// How long the writer naps when the queue is empty.
+const IDLE_NAP: Duration = Duration::from_millis(5);
 
 /// Where and how decisions are recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +100,11 @@ impl AuditSettings {
 /// One decision on its way to the sinks.
 #[derive(Debug)]
 pub struct Event {
-    /// Unix milliseconds.
+    /// Unix milliseconds (filled in by the writer when `decided` is set).
     pub time_ms: u64,
+    /// When the decision was made, as the request path already measured it: the writer turns
+    /// it into `time_ms`, so the request path reads no wall clock for its record.
+    pub decided: Option<std::time::Instant>,
     /// The decision's id.
     pub decision_id: DecisionId,
     /// Time spent deciding, microseconds.
@@ -109,8 +113,6 @@ pub struct Event {
     pub evidence: Arc<Evidence>,
     /// The query string, values already replaced (see [`crate::evidence::redact_query`]).
     pub query: Option<String>,
-    /// The snapshot the decision was made against.
-    pub snapshot: Arc<SnapshotVersion>,
 }
 
 /// The sending side; cheap to clone. Disabled in one-shot tools.
@@ -210,19 +212,19 @@ impl AuditLog {
         decision_id: DecisionId,
         evidence: Arc<Evidence>,
         target: Option<&str>,
+        decided: std::time::Instant,
         elapsed: Duration,
-        snapshot: &Arc<SnapshotVersion>,
     ) -> Queued {
         let Some(queue) = &self.queue else {
             return Queued::Disabled;
         };
         let event = Event {
-            time_ms: unix_ms(SystemTime::now()),
+            time_ms: 0,
+            decided: Some(decided),
             decision_id,
             elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             evidence,
             query: target.and_then(crate::evidence::redact_query),
-            snapshot: snapshot.clone(),
         };
         if queue.try_send(event).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -303,20 +305,43 @@ struct Writer {
 }
 
 impl Writer {
+    /// Drains the queue in batches, and naps when it is empty instead of waiting on it: a
+    /// waiting receiver would make every request's send wake a thread (a syscall on the request
+    /// path), while a nap costs a record a few milliseconds of delay.
     fn run(mut self) {
+        use tokio::sync::mpsc::error::TryRecvError;
         let mut buf = Vec::with_capacity(256 * 1024);
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(first) = self.rx.blocking_recv() {
+        loop {
             batch.clear();
-            batch.push(first);
+            let mut closed = false;
             while batch.len() < BATCH {
                 match self.rx.try_recv() {
                     Ok(event) => batch.push(event),
-                    Err(_) => break,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-            buf.clear();
-            self.write_batch(&batch, &mut buf);
+            if !batch.is_empty() {
+                let (wall, now) = (unix_ms(SystemTime::now()), std::time::Instant::now());
+                for event in &mut batch {
+                    if let Some(at) = event.decided.take() {
+                        let ago = u64::try_from(now.duration_since(at).as_millis()).unwrap_or(0);
+                        event.time_ms = wall.saturating_sub(ago);
+                    }
+                }
+                buf.clear();
+                self.write_batch(&batch, &mut buf);
+            }
+            if closed {
+                break;
+            }
+            if batch.len() < BATCH {
+                std::thread::sleep(IDLE_NAP);
+            }
         }
         if let Some(otlp) = &self.otlp {
             otlp.shutdown();
@@ -416,6 +441,7 @@ mod tests {
             actor: None,
             target: None,
             request: crate::evidence::RequestLine::default(),
+            snapshot: Arc::default(),
         })
     }
 
@@ -426,14 +452,13 @@ mod tests {
             queue: Some(tx),
             ..AuditLog::disabled()
         };
-        let version = Arc::new(SnapshotVersion::default());
         let record = |log: &AuditLog| {
             log.record(
                 DecisionId::next(),
                 evidence(),
                 Some("/a?k=secret"),
+                std::time::Instant::now(),
                 Duration::ZERO,
-                &version,
             )
         };
         // Nothing reads: the second record returns at once, dropped, and only the first waits.

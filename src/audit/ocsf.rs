@@ -147,8 +147,8 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
                     .and_then(Actor::credentials_expire)
                     .map(|s| s.saturating_mul(1000)),
                 snapshot: Snapshot {
-                    policies: &event.snapshot.policies,
-                    trust: &event.snapshot.trust,
+                    policies: &e.snapshot.policies,
+                    trust: &e.snapshot.trust,
                 },
                 errors: &e.errors,
                 elapsed_us: event.elapsed_us,

@@ -134,8 +134,8 @@ impl Authorizer {
                 verdict.decision_id,
                 evidence,
                 input.map(|i| i.path.as_str()),
+                started,
                 elapsed,
-                &snapshot.version,
             );
         }
         self.log.write(&verdict, elapsed);
@@ -361,6 +361,7 @@ fn evidence_of(
         request: input
             .map(|i| RequestLine::new(i, query.map(|q| q.context.request.path.as_str())))
             .unwrap_or_default(),
+        snapshot: snapshot.version.clone(),
     }
 }
 

@@ -80,6 +80,7 @@ fn record(c: &Call<'_>) -> String {
             host: "h".into(),
             source_ip: None,
         },
+        snapshot: Arc::new(SnapshotVersion::default()),
     };
     let event = Event {
         time_ms: T0 + c.minute * 60_000,
@@ -87,7 +88,7 @@ fn record(c: &Call<'_>) -> String {
         elapsed_us: 1,
         evidence: Arc::new(evidence),
         query: None,
-        snapshot: Arc::new(SnapshotVersion::default()),
+        decided: None,
     };
     let mut out = Vec::new();
     write_line(&mut out, &event, c.user);
