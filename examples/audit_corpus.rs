@@ -75,7 +75,7 @@ fn main() {
             decided: None,
         };
         let user = e.actor.as_ref().and_then(|a| a.user.as_deref());
-        write_line(&mut buf, &event, user);
+        write_line(&mut buf, &event, user, Default::default());
         if buf.len() > 900_000 {
             out.write_all(&buf).unwrap();
             buf.clear();

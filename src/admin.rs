@@ -162,7 +162,7 @@ async fn identities(
                 "users": s.users.len(),
                 "users_saturated": s.users_saturated,
                 "issuers": s.issuers,
-                "nearest_expiry_ms": s.nearest_expiry_ms,
+                "expiry_ms": s.expiry_ms,
                 "used": s.used,
             })
         })

@@ -93,6 +93,9 @@ pub struct Target {
     pub resource_id: String,
 }
 
+/// Longest path kept in evidence, bytes.
+pub const MAX_PATH: usize = 2048;
+
 /// The request line as evidence, without its query (see [`redact_query`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestLine {
@@ -177,11 +180,24 @@ impl RequestLine {
         let sent = input.path.split(['?', '#']).next().unwrap_or_default();
         Self {
             method: input.method.clone(),
-            path: normalised.unwrap_or(sent).to_owned(),
+            path: capped(normalised.unwrap_or(sent)),
             host: input.host.clone(),
             source_ip: input.source_ip,
         }
     }
+}
+
+/// `path`, cut at [`MAX_PATH`] bytes (marked `…`): a refused request's path can be as long as
+/// the proxy allows, and a record is kept in a queue and read back line by line.
+fn capped(path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", path.get(..end).unwrap_or_default())
 }
 
 /// The query string of a request target (`None` without one) with every value replaced by
@@ -205,7 +221,11 @@ pub fn redact_query(target: &str) -> Option<String> {
             None => out.push('_'),
         }
     }
-    Some(out)
+    Some(if out.len() > MAX_PATH {
+        capped(&out)
+    } else {
+        out
+    })
 }
 
 #[cfg(test)]
@@ -228,5 +248,19 @@ mod tests {
         assert_eq!(redact_query("/a"), None);
         let line = RequestLine::new(&input, Some("/orders/1"));
         assert_eq!(line.path, "/orders/1");
+    }
+
+    /// Review finding: a refused request's path was kept whole, so a queue of records could
+    /// hold megabytes each and the report read Tollgate's own records as corrupt.
+    #[test]
+    fn a_huge_path_is_cut() {
+        let input = CheckInput {
+            method: "GET".into(),
+            path: format!("/{}", "a".repeat(60_000)),
+            ..Default::default()
+        };
+        let line = RequestLine::new(&input, None);
+        assert!(line.path.len() <= MAX_PATH + 3, "{}", line.path.len());
+        assert!(line.path.ends_with('…'));
     }
 }

@@ -168,9 +168,9 @@ pub struct IdentitySummary {
     /// Token issuers seen.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub issuers: BTreeSet<String>,
-    /// The nearest credential expiry seen, Unix milliseconds.
+    /// When the credentials it presented last expire, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nearest_expiry_ms: Option<i64>,
+    pub expiry_ms: Option<i64>,
     /// Per `action resource-type`: what was asked for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub used: BTreeMap<String, Usage>,
@@ -252,6 +252,11 @@ impl IdentitySummary {
             self.kind = if o.workload { "workload" } else { "client" }.into();
             self.first_seen_ms = o.time_ms;
         }
+        if let Some(at) = o.expires_ms
+            && (o.time_ms >= self.last_seen_ms || self.expiry_ms.is_none())
+        {
+            self.expiry_ms = Some(at);
+        }
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
         self.calls += 1;
@@ -279,9 +284,6 @@ impl IdentitySummary {
         }
         if let Some(issuer) = o.issuer {
             add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
-        }
-        if let Some(at) = o.expires_ms {
-            self.nearest_expiry_ms = Some(self.nearest_expiry_ms.map_or(at, |n| n.min(at)));
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
             scratch.clear();
@@ -319,6 +321,11 @@ impl IdentitySummary {
         if self.trust_domain.is_none() {
             self.trust_domain = other.trust_domain.clone();
         }
+        if other.expiry_ms.is_some()
+            && (other.last_seen_ms >= self.last_seen_ms || self.expiry_ms.is_none())
+        {
+            self.expiry_ms = other.expiry_ms;
+        }
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
         self.calls += other.calls;
@@ -334,10 +341,6 @@ impl IdentitySummary {
         for issuer in &other.issuers {
             add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
         }
-        self.nearest_expiry_ms = match (self.nearest_expiry_ms, other.nearest_expiry_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         self.used_saturated |= other.used_saturated;
         for (key, theirs) in &other.used {
             if !self.used.contains_key(key) && self.used.len() >= MAX_PAIRS {
@@ -415,12 +418,13 @@ impl Summary {
 
     /// Doubles the bucket width until every series fits [`MAX_BUCKETS`].
     fn fit(&mut self) {
-        while self
-            .identities
-            .values()
-            .map(|s| &s.series)
-            .chain([&self.unverified_series])
-            .any(|s| s.span() >= MAX_BUCKETS as u64)
+        while self.bucket_ms < u64::MAX / 2
+            && self
+                .identities
+                .values()
+                .map(|s| &s.series)
+                .chain([&self.unverified_series])
+                .any(|s| s.span() >= MAX_BUCKETS as u64)
         {
             self.rebin(self.bucket_ms.saturating_mul(2));
         }
@@ -585,6 +589,21 @@ mod tests {
         first.rebin(width);
         whole.rebin(width);
         assert_eq!(first.identities, whole.identities);
+    }
+
+    /// Review finding: the expiry shown was the earliest of the whole window (long past, with
+    /// short-lived credentials), not that of the credentials in use.
+    #[test]
+    fn the_expiry_is_that_of_the_latest_credentials() {
+        let mut summary = Summary::default();
+        for (time_ms, expires_ms) in [(5_000, 9_000), (1_000, 2_000)] {
+            let o = Observation {
+                expires_ms: Some(expires_ms),
+                ..call(time_ms, "a", "read", true)
+            };
+            summary.observe(&o, &[]);
+        }
+        assert_eq!(summary.identities["a"].expiry_ms, Some(9_000));
     }
 
     #[test]

@@ -357,7 +357,7 @@ impl Writer {
         for event in batch {
             let start = buf.len();
             let user = ocsf::user(&event.evidence, self.options);
-            ocsf::write_line(buf, event, user.as_deref());
+            ocsf::write_line(buf, event, user.as_deref(), self.options);
             if let Some(otlp) = &self.otlp
                 && let Some(line) = buf.get(start..buf.len().saturating_sub(1))
                 && let Ok(line) = std::str::from_utf8(line)
@@ -443,6 +443,40 @@ mod tests {
             request: crate::evidence::RequestLine::default(),
             snapshot: Arc::default(),
         })
+    }
+
+    /// Review finding: with users pseudonymised, Cedar's error messages (which name the user
+    /// entity) still carried the identifier.
+    #[test]
+    fn pseudonymised_records_name_no_user_anywhere() {
+        use crate::evidence::Actor;
+        let evidence = Evidence {
+            errors: vec![r#"error in `p`: entity `User::"alice@corp"` has no attribute"#.into()],
+            actor: Some(Actor {
+                principal: "spiffe://x/app".into(),
+                workload: None,
+                token: None,
+                mode: crate::identity::AccessMode::Delegated,
+                user: Some("alice@corp".into()),
+            }),
+            ..(*evidence()).clone()
+        };
+        let event = Event {
+            time_ms: 1,
+            decided: None,
+            decision_id: DecisionId::next(),
+            elapsed_us: 1,
+            evidence: Arc::new(evidence),
+            query: None,
+        };
+        let options = RecordOptions {
+            pseudonymise_users: true,
+        };
+        let mut line = Vec::new();
+        let user = ocsf::user(&event.evidence, options);
+        ocsf::write_line(&mut line, &event, user.as_deref(), options);
+        let line = String::from_utf8(line).unwrap();
+        assert!(!line.contains("alice"), "{line}");
     }
 
     #[test]

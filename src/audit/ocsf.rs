@@ -37,7 +37,7 @@ pub fn user(e: &Evidence, options: RecordOptions) -> Option<Cow<'_, str>> {
 }
 
 /// Appends `event` as one JSON line to `out`; `user` is [`user`]'s answer.
-pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
+pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>, options: RecordOptions) {
     let e = &*event.evidence;
     let (activity_id, activity_name) = activity(&e.request.method);
     let decision_id = event.decision_id.hex();
@@ -150,7 +150,14 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>) {
                     policies: &e.snapshot.policies,
                     trust: &e.snapshot.trust,
                 },
-                errors: &e.errors,
+                // Cedar's messages name entities, users among them: with users pseudonymised,
+                // only how many there were.
+                errors: if options.pseudonymise_users {
+                    &[]
+                } else {
+                    &e.errors
+                },
+                error_count: e.errors.len(),
                 elapsed_us: event.elapsed_us,
             },
         },
@@ -231,6 +238,10 @@ fn authorizations(e: &Evidence) -> Vec<Authorization<'_>> {
             policy: Uid { uid: id },
         })
         .collect()
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A stable pseudonym for a user identifier: the same user is the same pseudonym on every
@@ -406,6 +417,8 @@ struct Tollgate<'a> {
     snapshot: Snapshot<'a>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     errors: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    error_count: usize,
     elapsed_us: u64,
 }
 

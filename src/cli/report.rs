@@ -149,10 +149,7 @@ fn run_read(args: ReportArgs) -> Exit {
 }
 
 fn run_merge(args: MergeArgs) -> Exit {
-    let mut merged = SavedSummary {
-        tollgate_summary: SUMMARY_VERSION,
-        ..SavedSummary::default()
-    };
+    let mut merged: Option<SavedSummary> = None;
     for path in &args.summaries {
         let saved: SavedSummary = match std::fs::read(path)
             .map_err(|e| e.to_string())
@@ -175,12 +172,27 @@ fn run_merge(args: MergeArgs) -> Exit {
             );
             return Exit::Error;
         }
-        merged.summary.merge(&saved.summary);
-        merged.since_ms = earliest(merged.since_ms, saved.since_ms);
-        merged.until_ms = merged.until_ms.max(saved.until_ms);
-        merged.corrupt_at.extend(saved.corrupt_at);
+        let result = match &mut merged {
+            Some(merged) => merged.merge(&saved),
+            None => {
+                let mut first = SavedSummary {
+                    summary: Summary::default(),
+                    corrupt_at: Vec::new(),
+                    ..saved.clone()
+                };
+                let result = first.merge(&saved);
+                merged = Some(first);
+                result
+            }
+        };
+        if let Err(e) = result {
+            eprintln!("error: {}: {e}", path.display());
+            return Exit::Error;
+        }
     }
-    merged.corrupt_at.truncate(10);
+    let Some(merged) = merged else {
+        return Exit::Error;
+    };
     if let Some(path) = &args.save_summary
         && let Err(exit) = write_json(path, &merged)
     {
@@ -191,13 +203,6 @@ fn run_merge(args: MergeArgs) -> Exit {
         ..ReadNotes::default()
     };
     output(&args.output, &merged, &notes)
-}
-
-fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 fn output(args: &OutputArgs, saved: &SavedSummary, notes: &ReadNotes) -> Exit {

@@ -389,11 +389,27 @@ fn workload_api(
 }
 
 /// `[fetch]`, its CA file read and checked now so `validate` names a bad one.
+/// Longest audit queue: each record holds a decision's evidence (kilobytes at most), so this
+/// bounds the memory a slow sink can take.
+const MAX_AUDIT_QUEUE: usize = 1_000_000;
+
 fn audit_settings(
     at: &Locator<'_>,
     source: &ConfigSource,
     raw: &raw::RawAudit,
 ) -> Result<AuditSettings, ConfigError> {
+    for (value, key) in [
+        (&raw.queue, "audit.queue"),
+        (&raw.otlp_queue, "audit.otlp_queue"),
+    ] {
+        if *value.get_ref() > MAX_AUDIT_QUEUE {
+            return Err(at.invalid(
+                value,
+                key,
+                format!("must be at most {MAX_AUDIT_QUEUE} (records held in memory)"),
+            ));
+        }
+    }
     let file = match raw.file.get_ref().as_str() {
         "" | "-" => None,
         path => Some(FileSettings {
@@ -424,7 +440,7 @@ fn audit_settings(
             Some(OtlpSettings {
                 endpoint: endpoint.to_owned(),
                 timeout: Duration::from_millis(raw.otlp_timeout_ms.max(1)),
-                queue: raw.otlp_queue.max(1),
+                queue: (*raw.otlp_queue.get_ref()).max(1),
             })
         }
         _ => {
@@ -439,7 +455,7 @@ fn audit_settings(
         file,
         stdout: raw.stdout || raw.file.get_ref() == "-",
         otlp,
-        queue: raw.queue.max(1),
+        queue: (*raw.queue.get_ref()).max(1),
         pseudonymise_users: raw.pseudonymise_users,
         identities_max: raw.identities_max.max(1),
     })

@@ -434,11 +434,11 @@ pub struct RawAudit {
     /// Deadline of one OTLP export.
     pub otlp_timeout_ms: u64,
     /// Records the OTLP exporter holds before it drops.
-    pub otlp_queue: usize,
+    pub otlp_queue: Spanned<usize>,
     /// Write the users delegated calls act for as pseudonyms.
     pub pseudonymise_users: bool,
     /// Records queued before new ones are dropped (and counted).
-    pub queue: usize,
+    pub queue: Spanned<usize>,
     /// Identities the live inventory (`/identities`) holds.
     pub identities_max: usize,
 }
@@ -452,9 +452,9 @@ impl Default for RawAudit {
             max_files: 5,
             otlp_endpoint: Spanned::new(0..0, String::new()),
             otlp_timeout_ms: 10_000,
-            otlp_queue: 8_192,
+            otlp_queue: Spanned::new(0..0, 8_192),
             pseudonymise_users: false,
-            queue: 10_000,
+            queue: Spanned::new(0..0, 10_000),
             identities_max: 10_000,
         }
     }

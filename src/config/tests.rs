@@ -98,6 +98,15 @@ fn semantic_errors_name_key_and_line() {
             }),
             "server.listen",
         ),
+        // Review finding: queue lengths were unbounded; a huge one failed at start, not here.
+        (
+            Box::new(|c: String| c + "\n[audit]\nqueue = 10000000000\n"),
+            "audit.queue",
+        ),
+        (
+            Box::new(|c: String| c + "\n[audit]\notlp_queue = 10000000000\n"),
+            "audit.otlp_queue",
+        ),
     ];
     for (edit, key) in cases {
         let e = load_err(edit);

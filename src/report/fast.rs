@@ -7,6 +7,9 @@
 
 use memchr::memmem::Finder;
 
+/// Determining policies read per record; more are not counted.
+pub const MAX_POLICIES: usize = 32;
+
 /// What a review reads of one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields<'a> {
@@ -22,8 +25,8 @@ pub struct Fields<'a> {
     pub user: Option<&'a str>,
     /// `actor.idp.name`.
     pub issuer: Option<&'a str>,
-    /// `actor.authorizations[*].policy.uid`, the first eight.
-    pub policies: [&'a str; 8],
+    /// `actor.authorizations[*].policy.uid`, the first [`MAX_POLICIES`].
+    pub policies: [&'a str; MAX_POLICIES],
     /// How many of `policies` are set.
     pub policy_count: usize,
     /// `api.operation`.

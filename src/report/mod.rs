@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::Summary;
+use crate::inventory::{MIN_BUCKET_MS, Summary};
 
 /// A summary saved for `tollgate report merge`: one node's (or one day's) records reduced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,28 @@ pub struct SavedSummary {
     pub corrupt_at: Vec<String>,
     /// The reduction.
     pub summary: Summary,
+}
+
+impl SavedSummary {
+    /// Adds `other` (another node's, or another day's).
+    pub fn merge(&mut self, other: &Self) -> Result<(), String> {
+        let width = other.summary.bucket_ms;
+        if width < MIN_BUCKET_MS
+            || !width.is_multiple_of(MIN_BUCKET_MS)
+            || !(width / MIN_BUCKET_MS).is_power_of_two()
+        {
+            return Err(format!(
+                "bucket_ms {width} is not a minute times a power of two: not written by Tollgate"
+            ));
+        }
+        self.summary.merge(&other.summary);
+        // An open end stays open.
+        self.since_ms = self.since_ms.zip(other.since_ms).map(|(a, b)| a.min(b));
+        self.until_ms = self.until_ms.zip(other.until_ms).map(|(a, b)| a.max(b));
+        self.corrupt_at.extend(other.corrupt_at.iter().cloned());
+        self.corrupt_at.truncate(10);
+        Ok(())
+    }
 }
 
 /// Version of [`SavedSummary`] written.
@@ -72,5 +94,32 @@ impl Baseline {
                 .filter(|(_, used): &(String, BTreeSet<String>)| !used.is_empty())
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding: an open window merged with a bounded one came out bounded, and a saved
+    /// bucket width of 0 divided by zero.
+    #[test]
+    fn merged_windows_stay_open_and_bad_summaries_are_refused() {
+        let mut open = SavedSummary {
+            tollgate_summary: SUMMARY_VERSION,
+            ..SavedSummary::default()
+        };
+        let bounded = SavedSummary {
+            since_ms: Some(3),
+            until_ms: Some(5),
+            ..open.clone()
+        };
+        open.merge(&bounded).unwrap();
+        assert_eq!((open.since_ms, open.until_ms), (None, None));
+        let mut broken = bounded.clone();
+        broken.summary.bucket_ms = 0;
+        assert!(open.merge(&broken).is_err());
+        broken.summary.bucket_ms = 90_000;
+        assert!(open.merge(&broken).is_err());
     }
 }

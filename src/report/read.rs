@@ -7,8 +7,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use sonic_rs::JsonValueTrait;
-
 use super::fast::{Fields, Scanner};
 use crate::audit::ocsf::API_ACTIVITY;
 use crate::inventory::{Observation, Summary};
@@ -58,7 +56,6 @@ pub struct Reader<'p> {
     summary: Summary,
     notes: ReadNotes,
     progress: Option<Progress<'p>>,
-    paths: sonic_rs::PointerTree,
     fast: Scanner,
 }
 
@@ -70,7 +67,6 @@ impl<'p> Reader<'p> {
             summary: Summary::default(),
             notes: ReadNotes::default(),
             progress,
-            paths: paths(),
             fast: Scanner::default(),
         }
     }
@@ -117,7 +113,17 @@ impl<'p> Reader<'p> {
         let mut skipping = false;
         let mut number = 0usize;
         loop {
-            let buf = input.fill_buf()?;
+            let buf = match input.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) => {
+                    // A damaged file (a gzip cut short, a bad block): what was read counts,
+                    // the rest is one corrupt entry, and the other inputs are still read.
+                    tracing::warn!(file = name, line = number + 1, error = %e, "unreadable from here on");
+                    carry.clear();
+                    skipping = true;
+                    break;
+                }
+            };
             if buf.is_empty() {
                 break;
             }
@@ -188,24 +194,18 @@ impl<'p> Reader<'p> {
             return;
         }
         // Not in Tollgate's own layout (re-serialised by a pipeline, say), or damaged: it must
-        // be one whole JSON value (the lazy reader below stops once it has its fields), then
-        // only the fields a review needs are read.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
-            self.corrupt(name, number);
-            return;
-        }
-        let Ok(values) = sonic_rs::get_many(text, &self.paths) else {
+        // be one whole JSON object of the class.
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(text) else {
             self.corrupt(name, number);
             return;
         };
-        let get = |i: usize| values.get(i).and_then(Option::as_ref);
-        let str_at = |i: usize| get(i).and_then(|v| v.as_str());
-        let num_at = |i: usize| get(i).and_then(|v| v.as_u64());
+        let str_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_str);
+        let num_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_u64);
         let (Some(time), Some(status_id), Some(reason), Some(API)) = (
-            num_at(TIME),
-            num_at(STATUS_ID),
-            str_at(STATUS_CODE),
-            num_at(CLASS),
+            num_at("/time"),
+            num_at("/status_id"),
+            str_at("/status_code"),
+            num_at("/class_uid"),
         ) else {
             self.corrupt(name, number);
             return;
@@ -214,26 +214,28 @@ impl<'p> Reader<'p> {
             time,
             status_id,
             reason,
-            principal: str_at(APP_UID),
-            user: str_at(USER_UID).filter(|_| num_at(USER_TYPE) == Some(1)),
-            issuer: str_at(IDP),
-            action: str_at(OPERATION).filter(|a| !a.is_empty()),
-            resource_type: str_at(RESOURCE_TYPE),
-            access_mode: str_at(ACCESS_MODE),
-            trust_domain: str_at(TRUST_DOMAIN),
-            expires_ms: get(EXPIRES).and_then(|v| v.as_i64()),
+            principal: str_at("/actor/app_uid"),
+            user: str_at("/actor/user/uid").filter(|_| num_at("/actor/user/type_id") == Some(1)),
+            issuer: str_at("/actor/idp/name"),
+            action: str_at("/api/operation").filter(|a| !a.is_empty()),
+            resource_type: str_at("/resources/0/type"),
+            access_mode: str_at("/unmapped/tollgate/access_mode"),
+            trust_domain: str_at("/unmapped/tollgate/trust_domain"),
+            expires_ms: value
+                .pointer("/unmapped/tollgate/credentials_expire")
+                .and_then(serde_json::Value::as_i64),
             ..Fields::default()
         };
-        if let Some(list) = get(AUTHORIZATIONS).and_then(|v| v.as_raw_str().strip_prefix('[')) {
-            // `[{"decision":…,"policy":{"uid":"…"}}, …]`: each entry's policy uid.
-            for entry in list.split("\"uid\":").skip(1) {
-                if let (Some(slot), Some(id)) = (
-                    fields.policies.get_mut(fields.policy_count),
-                    policy_uid(entry),
-                ) {
-                    *slot = id;
-                    fields.policy_count += 1;
-                }
+        let authorizations = value
+            .pointer("/actor/authorizations")
+            .and_then(serde_json::Value::as_array);
+        for entry in authorizations.into_iter().flatten() {
+            let id = entry
+                .pointer("/policy/uid")
+                .and_then(serde_json::Value::as_str);
+            if let (Some(slot), Some(id)) = (fields.policies.get_mut(fields.policy_count), id) {
+                *slot = id;
+                fields.policy_count += 1;
             }
         }
         self.observe(&fields);
@@ -303,52 +305,8 @@ fn trim(line: &[u8]) -> &[u8] {
     line.get(..end).unwrap_or_default()
 }
 
-/// A policy id written by Tollgate: `"<id>"` with no escapes (Cedar `@id`s that need one are
-/// read as corrupt-free but unnamed, and counted under no policy).
-fn policy_uid(entry: &str) -> Option<&str> {
-    let rest = entry.strip_prefix('"')?;
-    let end = rest.find('"')?;
-    let id = rest.get(..end)?;
-    (!id.contains('\\')).then_some(id)
-}
-
 /// `class_uid` of the records a review reads.
 const API: u64 = API_ACTIVITY as u64;
-
-/// Where each field a review reads is, by index in [`paths`].
-const CLASS: usize = 0;
-const TIME: usize = 1;
-const STATUS_ID: usize = 2;
-const STATUS_CODE: usize = 3;
-const APP_UID: usize = 4;
-const USER_UID: usize = 5;
-const USER_TYPE: usize = 6;
-const IDP: usize = 7;
-const AUTHORIZATIONS: usize = 8;
-const OPERATION: usize = 9;
-const RESOURCE_TYPE: usize = 10;
-const ACCESS_MODE: usize = 11;
-const TRUST_DOMAIN: usize = 12;
-const EXPIRES: usize = 13;
-
-fn paths() -> sonic_rs::PointerTree {
-    let mut tree = sonic_rs::PointerTree::new();
-    tree.add_path(["class_uid"].iter());
-    tree.add_path(["time"].iter());
-    tree.add_path(["status_id"].iter());
-    tree.add_path(["status_code"].iter());
-    tree.add_path(["actor", "app_uid"].iter());
-    tree.add_path(["actor", "user", "uid"].iter());
-    tree.add_path(["actor", "user", "type_id"].iter());
-    tree.add_path(["actor", "idp", "name"].iter());
-    tree.add_path(["actor", "authorizations"].iter());
-    tree.add_path(["api", "operation"].iter());
-    tree.add_path(sonic_rs::pointer!["resources", 0, "type"].iter());
-    tree.add_path(["unmapped", "tollgate", "access_mode"].iter());
-    tree.add_path(["unmapped", "tollgate", "trust_domain"].iter());
-    tree.add_path(["unmapped", "tollgate", "credentials_expire"].iter());
-    tree
-}
 
 #[cfg(test)]
 mod tests {
@@ -385,6 +343,49 @@ mod tests {
         let (mine, theirs) = (read(&format!("{RECORD}\n")), read(&format!("{sorted}\n")));
         assert_eq!(mine.records, 1);
         assert_eq!(mine, theirs);
+    }
+
+    /// Review finding: only the first 8 determining policies were kept, and a record
+    /// re-serialised with spaces after `:` (Python's `json.dumps`) lost them all.
+    #[test]
+    fn every_determining_policy_is_counted_in_any_spacing() {
+        let many: Vec<String> = (1..=9)
+            .map(|i| format!(r#"{{"decision":"allow","policy":{{"uid":"p{i}"}}}}"#))
+            .collect();
+        let record = RECORD.replace(
+            r#"[{"decision":"allow","policy":{"uid":"p1"}},{"decision":"allow","policy":{"uid":"p2"}}]"#,
+            &format!("[{}]", many.join(",")),
+        );
+        assert_eq!(read(&record).policies.len(), 9);
+        let value: serde_json::Value = serde_json::from_str(RECORD).unwrap();
+        let spaced = serde_json::to_string_pretty(&value)
+            .unwrap()
+            .replace('\n', " ");
+        assert_eq!(read(&spaced), read(RECORD));
+    }
+
+    /// Review finding: a damaged gzip file ended the whole report.
+    #[test]
+    fn a_damaged_gzip_file_is_counted_and_the_rest_read() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..200 {
+            gz.write_all(RECORD.as_bytes()).unwrap();
+            gz.write_all(b"\n").unwrap();
+        }
+        let gz = gz.finish().unwrap();
+        std::fs::write(dir.path().join("a.log.1.gz"), &gz[..gz.len() / 2]).unwrap();
+        std::fs::write(dir.path().join("a.log"), format!("{RECORD}\n")).unwrap();
+        let mut reader = Reader::new(Window::default(), None);
+        reader.read_path(dir.path()).unwrap();
+        let (summary, notes) = reader.finish();
+        assert!(summary.records >= 1, "{summary:?}");
+        assert!(summary.corrupt >= 1);
+        assert!(
+            notes.corrupt_at.iter().any(|at| at.contains("a.log.1.gz")),
+            "{notes:?}"
+        );
     }
 
     /// Cut short, run together, or too long: counted, never read as a record.

@@ -8,6 +8,8 @@ use crate::inventory::Series;
 
 /// Identities drawn with their own chart on the page; the rest are in the table only.
 const CHARTED: usize = 50;
+/// Most bars in one chart.
+const MAX_BARS: u64 = 240;
 
 /// `2026-12-03 08:15Z` from Unix milliseconds.
 pub fn when(ms: u64) -> String {
@@ -123,7 +125,7 @@ pub fn text(r: &Review) -> String {
                 ),
                 opt_when(Some(s.first_seen_ms)),
                 opt_when(Some(s.last_seen_ms)),
-                s.nearest_expiry_ms
+                s.expiry_ms
                     .map_or_else(|| "-".into(), |e| when(e.max(0) as u64)),
             ]
         })
@@ -270,11 +272,17 @@ fn chart(
     (start, end): (u64, u64),
     (width, height): (u32, u32),
 ) -> String {
-    let buckets = (end.saturating_sub(start) + 1).max(1);
+    // At most MAX_BARS bars, each as many buckets as it takes: identities' series each fit
+    // the summary's bucket count, but together they may span anything (a wild timestamp).
+    let span = end.saturating_sub(start).saturating_add(1);
+    let per_bar = span.div_ceil(MAX_BARS).max(1);
+    let buckets = span.div_ceil(per_bar).max(1);
     let mut totals = vec![(0u64, 0u64); usize::try_from(buckets).unwrap_or(1)];
     for s in series {
         for (index, calls, denials) in s.buckets().iter().filter(|b| (start..=end).contains(&b.0)) {
-            if let Some(slot) = totals.get_mut(usize::try_from(index - start).unwrap_or(0)) {
+            if let Some(slot) =
+                totals.get_mut(usize::try_from((index - start) / per_bar).unwrap_or(0))
+            {
                 slot.0 += calls;
                 slot.1 += denials;
             }
@@ -297,7 +305,7 @@ fn chart(
             f64::from(height) - h(*calls),
             (bar - 0.5).max(0.5),
             h(*calls),
-            when((start + i as u64) * bucket_ms),
+            when((start + i as u64 * per_bar).saturating_mul(bucket_ms)),
         );
         if *denials > 0 {
             let _ = write!(
@@ -411,7 +419,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
             esc(&opt_when(Some(s.first_seen_ms))),
             esc(&opt_when(Some(s.last_seen_ms))),
             esc(&s
-                .nearest_expiry_ms
+                .expiry_ms
                 .map_or_else(|| "-".into(), |e| when(e.max(0) as u64))),
             spark
         );
@@ -516,4 +524,41 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
     );
     page.push_str("</body></html>\n");
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Observation, Summary};
+    use crate::report::read::ReadNotes;
+    use crate::report::review::{Thresholds, review};
+
+    /// Review finding: the page's chart took one slot per bucket across every identity's
+    /// span, so one record with a wild timestamp (microseconds, a clock at 1970) asked for
+    /// billions of slots.
+    #[test]
+    fn a_wild_timestamp_cannot_blow_up_the_chart() {
+        let mut summary = Summary::default();
+        for (who, time_ms) in [("a", 1_790_000_000_000), ("b", 1_790_000_000_000_000)] {
+            let o = Observation {
+                time_ms,
+                principal: Some(who),
+                allowed: true,
+                reason: "allowed",
+                ..Default::default()
+            };
+            summary.observe(&o, &[]);
+        }
+        let (_, snapshot) = crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
+        let r = review(
+            &summary,
+            &ReadNotes::default(),
+            &snapshot.policies,
+            &snapshot.routes,
+            (None, None),
+            Thresholds::default(),
+        );
+        let page = html(&r);
+        assert!(page.len() < 200_000, "{} bytes", page.len());
+    }
 }

@@ -117,9 +117,10 @@ pub struct PairRow {
 }
 
 impl PairRow {
-    /// Granted (on any condition) and never asked for in the window.
+    /// Granted (on any condition) and never used in the window: never asked for, or asked
+    /// for only in vain (every call denied, the grant's condition never held).
     pub fn unused(&self) -> bool {
-        self.grant.is_some() && self.used.is_none()
+        self.grant.is_some() && self.used.is_none_or(|u| u.allowed == 0)
     }
 }
 
@@ -194,7 +195,7 @@ pub fn review(
             .collect();
         // Asked for, though no route maps to it now (the routes changed since).
         for (key, usage) in &seen.used {
-            let (action, resource_type) = key.split_once(' ').unwrap_or((key, ""));
+            let (action, resource_type) = split_pair(key);
             if !pairs.contains(&(action, resource_type)) {
                 rows.push(PairRow {
                     action: action.to_owned(),
@@ -300,6 +301,12 @@ pub fn review(
     }
 }
 
+/// A `used` key back into action and resource type.
+fn split_pair(key: &str) -> (&str, &str) {
+    // An entity type has no space; an action id may.
+    key.rsplit_once(' ').unwrap_or((key, ""))
+}
+
 /// An `App` entity's facts for the inventory.
 struct Declared {
     owner: Option<String>,
@@ -337,4 +344,36 @@ fn declared_apps(store: &PolicyStore) -> BTreeMap<String, Declared> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding: a granted permission asked for only ever in vain (every call denied:
+    /// its condition never held) was not a candidate to remove.
+    #[test]
+    fn a_permission_only_ever_denied_is_unused() {
+        let row = PairRow {
+            action: "a".into(),
+            resource_type: "T".into(),
+            grant: Some(Grant::Conditional {
+                policies: vec!["p".into()],
+                forbids: vec![],
+            }),
+            used: Some(Usage {
+                calls: 10,
+                allowed: 0,
+                last_ms: 1,
+            }),
+            locations: vec![],
+        };
+        assert!(row.unused());
+    }
+
+    /// Review finding: an action id with a space was split at the wrong space.
+    #[test]
+    fn a_pair_splits_at_the_last_space() {
+        assert_eq!(split_pair("read orders Order"), ("read orders", "Order"));
+    }
 }

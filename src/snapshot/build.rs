@@ -74,7 +74,14 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
 type IdentityPart = (Identity, Vec<String>, Vec<Arc<RemoteBundle>>, String);
 
 fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, BuildError> {
-    let read = Digesting::new(source);
+    // An issuer's HMAC secret is named in the digest, never digested: the digest is in every
+    // audit record, and a hash of a secret is a way to guess it.
+    let secrets: Vec<_> = spec
+        .issuers
+        .iter()
+        .filter_map(|i| i.hmac_secret.as_ref().map(|d| d.value.clone()))
+        .collect();
+    let read = Digesting::new(source).with_secrets(&secrets);
     let source: &dyn Source = &read;
     let mut awaiting = Vec::new();
     let remote_bundles: Vec<Arc<RemoteBundle>> = spec

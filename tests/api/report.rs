@@ -91,7 +91,7 @@ fn record(c: &Call<'_>) -> String {
         decided: None,
     };
     let mut out = Vec::new();
-    write_line(&mut out, &event, c.user);
+    write_line(&mut out, &event, c.user, Default::default());
     String::from_utf8(out).unwrap()
 }
 
@@ -257,7 +257,7 @@ fn the_review_of_a_known_estate_is_exact() {
     assert_eq!(orders["calls"], 3);
     assert_eq!(orders["first_seen_ms"], T0);
     assert_eq!(orders["last_seen_ms"], T0 + 65 * 60_000);
-    assert_eq!(orders["nearest_expiry_ms"], 1_795_500_000_000u64);
+    assert_eq!(orders["expiry_ms"], 1_795_500_000_000u64);
     assert_eq!(
         orders["issuers"],
         serde_json::json!(["https://idp.t.example"])
