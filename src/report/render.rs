@@ -452,7 +452,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
     }
     page.push_str("</table>");
 
-    page.push_str(r#"<h2 id="used">Granted and used</h2><table><tr><th>Identity</th><th>Permission</th><th>Grant</th><th>Calls</th><th>Allowed</th><th>Last</th></tr>"#);
+    page.push_str(r#"<h2 id="used">What each identity asked for, and the grant it used</h2><table><tr><th>Identity</th><th>Permission</th><th>Grant</th><th>Calls</th><th>Allowed</th><th>Last</th></tr>"#);
     for p in &r.least_privilege {
         for row in p.pairs.iter().filter(|row| row.used.is_some()) {
             let used = row.used.unwrap_or_default();
