@@ -110,14 +110,8 @@ impl Scanner {
         let actor = self.actor.find(line.get(at..)?)? + at;
         let api = self.operation.find(line.get(actor..)?)? + actor;
         let actor_part = line.get(actor..api)?;
-        let within = |finder: &Finder<'_>| -> Option<Option<&'a str>> {
-            match finder.find(actor_part) {
-                None => Some(None),
-                Some(i) => Some(Some(string(line, actor + i + finder.needle().len())?.0)),
-            }
-        };
-        f.principal = within(&self.app_uid)?;
-        f.issuer = within(&self.idp)?;
+        f.principal = optional_string(line, actor..api, &self.app_uid)?;
+        f.issuer = optional_string(line, actor..api, &self.idp)?;
         if let Some(i) = self.user.find(actor_part) {
             let (uid, end) = string(line, actor + i + self.user.needle().len())?;
             if line.get(end..)?.starts_with(DELEGATED_USER_END) {
@@ -154,18 +148,26 @@ impl Scanner {
             f.resource_type = Some(string(line, t)?.0);
         }
         let tail = line.get(unmapped..)?;
-        let field = |finder: &Finder<'_>| -> Option<Option<&'a str>> {
-            match finder.find(tail) {
-                None => Some(None),
-                Some(i) => Some(Some(string(line, unmapped + i + finder.needle().len())?.0)),
-            }
-        };
-        f.access_mode = field(&self.access_mode)?;
-        f.trust_domain = field(&self.trust_domain)?;
+        f.access_mode = optional_string(line, unmapped..line.len(), &self.access_mode)?;
+        f.trust_domain = optional_string(line, unmapped..line.len(), &self.trust_domain)?;
         if let Some(i) = self.expires.find(tail) {
             f.expires_ms = Some(number(line, unmapped + i + self.expires.needle().len())?.0);
         }
         Some(f)
+    }
+}
+
+/// The string value of the key `finder` looks for within `region` of `line`: `Some(None)`
+/// when the key is absent there, `None` when its value is not a plain string.
+fn optional_string<'a>(
+    line: &'a [u8],
+    region: std::ops::Range<usize>,
+    finder: &Finder<'_>,
+) -> Option<Option<&'a str>> {
+    let start = region.start;
+    match finder.find(line.get(region)?) {
+        None => Some(None),
+        Some(i) => Some(Some(string(line, start + i + finder.needle().len())?.0)),
     }
 }
 

@@ -47,6 +47,33 @@ fn grant_word(row: &PairRow) -> &'static str {
     }
 }
 
+/// The lists at the end of a review: anchor, title, entries.
+fn findings(r: &Review) -> [(&'static str, String, Vec<String>); 3] {
+    [
+        (
+            "dormant",
+            "Dormant: granted, no call in the window".into(),
+            r.dormant.clone(),
+        ),
+        (
+            "broad",
+            format!(
+                "Broad: app-only, granted more than {} resource types",
+                r.max_services
+            ),
+            r.broad
+                .iter()
+                .map(|b| format!("{}: {}", b.principal, b.resource_types.join(", ")))
+                .collect(),
+        ),
+        (
+            "denied-only",
+            "Only denied: every call refused".into(),
+            r.denied_only.clone(),
+        ),
+    ]
+}
+
 /// Rows of cells as aligned columns, two spaces apart, with a header.
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -209,33 +236,12 @@ pub fn text(r: &Review) -> String {
         &rows,
     );
 
-    let list = |out: &mut String, title: String, items: &[String]| {
+    for (_, title, items) in findings(r) {
         let _ = writeln!(out, "\n{title} ({})", items.len());
         for item in items {
             let _ = writeln!(out, "  {item}");
         }
-    };
-    list(
-        &mut out,
-        "Dormant: granted, no call in the window".into(),
-        &r.dormant,
-    );
-    list(
-        &mut out,
-        format!(
-            "Broad: app-only, granted more than {} resource types",
-            r.max_services
-        ),
-        &r.broad
-            .iter()
-            .map(|b| format!("{}: {}", b.principal, b.resource_types.join(", ")))
-            .collect::<Vec<_>>(),
-    );
-    list(
-        &mut out,
-        "Only denied: every call refused".into(),
-        &r.denied_only,
-    );
+    }
     if !r.unverified.is_empty() {
         let _ = writeln!(
             out,
@@ -488,40 +494,16 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
     }
     page.push_str("</table>");
 
-    let list = |page: &mut String, id: &str, title: &str, items: &[String]| {
+    for (id, title, items) in findings(r) {
         let _ = write!(page, r#"<h2 id="{id}">{title} ({})</h2><ul>"#, items.len());
-        for item in items {
+        for item in &items {
             let _ = write!(page, "<li><code>{}</code></li>", esc(item));
         }
         if items.is_empty() {
             page.push_str(r#"<li class="muted">none</li>"#);
         }
         page.push_str("</ul>");
-    };
-    list(
-        &mut page,
-        "dormant",
-        "Dormant: granted, no call in the window",
-        &r.dormant,
-    );
-    list(
-        &mut page,
-        "broad",
-        &format!(
-            "Broad: app-only, granted more than {} resource types",
-            r.max_services
-        ),
-        &r.broad
-            .iter()
-            .map(|b| format!("{}: {}", b.principal, b.resource_types.join(", ")))
-            .collect::<Vec<_>>(),
-    );
-    list(
-        &mut page,
-        "denied-only",
-        "Only denied: every call refused",
-        &r.denied_only,
-    );
+    }
     page.push_str("</body></html>\n");
     page
 }
