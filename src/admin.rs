@@ -108,9 +108,14 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
     if dropped > 0 || write_errors > 0 {
         body.push_str(&format!(
             "audit: {dropped} records dropped (queue full), {write_errors} failed writes, \
-             since start; sinks: {}\n",
-            state.audit.sinks().join(", ")
+             since start"
         ));
+        // Where records go (a collector's address) is for the node's operators.
+        if state.details {
+            body.push_str("; sinks: ");
+            body.push_str(&state.audit.sinks().join(", "));
+        }
+        body.push('\n');
     }
     if let Some(error) = state.snapshots.last_reload_error() {
         body.push_str("last reload failed; serving the previous configuration");

@@ -465,3 +465,42 @@ async fn identities_shows_the_live_inventory() {
     assert_eq!(payments["used"]["orders:read Order"]["allowed"], 3);
     assert_eq!(inventory["unverified"]["no_credentials"], 1);
 }
+
+/// Review finding: `/readyz` listed the sinks, a collector's address among them, on any
+/// interface; the counts are for everyone, where the records go only for loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_counts_drops_and_names_sinks_only_on_loopback() {
+    let w = World::with(Options {
+        admin_listen: "0.0.0.0:0".into(),
+        extra: "[audit]\nqueue = 1\notlp_endpoint = \"http://collector.internal.example:4317\"\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let cert = w.ca.app("payments");
+    let token = w.issuer.app("payments", "orders.read");
+    // A queue of one and a writer that naps between batches: most of these are dropped.
+    for _ in 0..100 {
+        w.server
+            .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
+            .await;
+    }
+    let port = w
+        .server
+        .running
+        .as_ref()
+        .unwrap()
+        .admin_addr
+        .unwrap()
+        .port();
+    let readyz = tokio::task::spawn_blocking(move || {
+        http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            "/readyz",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(readyz.contains("records dropped"), "{readyz}");
+    assert!(!readyz.contains("collector.internal.example"), "{readyz}");
+}
