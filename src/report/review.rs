@@ -156,8 +156,12 @@ pub fn review(
     thresholds: Thresholds,
 ) -> Review {
     let declared = declared_apps(store);
+    let named = named_in_policies(store);
     let mut principals: BTreeSet<&str> = summary.identities.keys().map(String::as_str).collect();
     principals.extend(declared.keys().map(String::as_str));
+    // An identity only a policy names (no entity, never seen) is reviewed too: its grant is
+    // exactly what "dormant" is for.
+    principals.extend(named.iter().map(String::as_str));
     let cedar = cedar_policy::Authorizer::new();
     let pairs = routes.pairs();
 
@@ -305,6 +309,22 @@ pub fn review(
 fn split_pair(key: &str) -> (&str, &str) {
     // An entity type has no space; an action id may.
     key.rsplit_once(' ').unwrap_or((key, ""))
+}
+
+/// The `App`s policies name in their scope (`principal == App::"…"`).
+fn named_in_policies(store: &PolicyStore) -> BTreeSet<String> {
+    let Ok(app) = "App".parse::<EntityTypeName>() else {
+        return BTreeSet::new();
+    };
+    store
+        .policies()
+        .filter_map(|p| match p.principal_constraint() {
+            cedar_policy::PrincipalConstraint::Eq(uid) if uid.type_name() == &app => {
+                Some(uid.id().unescaped().to_owned())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// An `App` entity's facts for the inventory.

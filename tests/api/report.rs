@@ -24,6 +24,7 @@ const ESTATE: &str = concat!(
 const ORDERS: &str = "spiffe://t.example/orders";
 const WEB: &str = "spiffe://t.example/web";
 const RETIRED: &str = "spiffe://t.example/retired";
+const GHOST: &str = "spiffe://t.example/ghost";
 const BATCH: &str = "https://idp.t.example#batch";
 const T0: u64 = 1_795_000_000_000;
 
@@ -249,7 +250,8 @@ fn the_review_of_a_known_estate_is_exact() {
         .iter()
         .map(|i| i["principal"].as_str().unwrap())
         .collect();
-    assert_eq!(inventory, [BATCH, ORDERS, RETIRED, WEB]);
+    assert_eq!(inventory, [BATCH, GHOST, ORDERS, RETIRED, WEB]);
+    assert_eq!(row(&r, "inventory", GHOST)["declared"], false);
     let orders = row(&r, "inventory", ORDERS);
     assert_eq!(orders["kind"], "workload");
     assert_eq!(orders["owner"], "team-orders");
@@ -320,9 +322,10 @@ fn the_review_of_a_known_estate_is_exact() {
             ("backend-reads".into(), 3),
             ("web-creates-for-users".into(), 2),
             ("orders-refunds".into(), 0),
+            ("ghost-reads".into(), 0),
         ]
     );
-    assert_eq!(r["dormant"], serde_json::json!([RETIRED]));
+    assert_eq!(r["dormant"], serde_json::json!([GHOST, RETIRED]));
     assert_eq!(r["denied_only"], serde_json::json!([BATCH]));
 
     // The window: only the second hour.
@@ -334,7 +337,7 @@ fn the_review_of_a_known_estate_is_exact() {
     // The text a person reads names the unused permission and the file to change.
     let (text, _) = tollgate(&["report", "-c", ESTATE, dir_arg]);
     assert!(
-        text.contains("Granted, never used in the window (2)"),
+        text.contains("Granted, never used in the window (3)"),
         "{text}"
     );
     assert!(
@@ -345,7 +348,9 @@ fn the_review_of_a_known_estate_is_exact() {
         "{text}"
     );
     assert!(
-        text.contains("Dormant: granted, no call in the window (1)\n  spiffe://t.example/retired"),
+        text.contains(
+            "Dormant: granted, no call in the window (2)\n  spiffe://t.example/ghost\n  spiffe://t.example/retired"
+        ),
         "{text}"
     );
 }
@@ -464,7 +469,7 @@ fn the_html_review_renders_in_a_browser() {
     for heading in [
         "<h2 id=\"inventory\">Inventory</h2>",
         "<h2 id=\"unused\">Granted, never used</h2>",
-        "<h2 id=\"dormant\">Dormant: granted, no call in the window (1)</h2>",
+        "<h2 id=\"dormant\">Dormant: granted, no call in the window (2)</h2>",
     ] {
         assert!(dom.contains(heading), "{heading} not in the DOM:\n{dom}");
     }
