@@ -349,14 +349,12 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &[Event], buf: &mut Vec<u8>) {
-        let mut inventory = match self.shared.inventory.lock() {
-            Ok(inventory) => inventory,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut policies: Vec<&str> = Vec::new();
-        for event in batch {
+        let users: Vec<_> = batch
+            .iter()
+            .map(|event| ocsf::user(&event.evidence, self.options))
+            .collect();
+        for (event, user) in batch.iter().zip(&users) {
             let start = buf.len();
-            let user = ocsf::user(&event.evidence, self.options);
             ocsf::write_line(buf, event, user.as_deref(), self.options);
             if let Some(otlp) = &self.otlp
                 && let Some(line) = buf.get(start..buf.len().saturating_sub(1))
@@ -369,6 +367,15 @@ impl Writer {
                     UNIX_EPOCH + Duration::from_millis(event.time_ms),
                 );
             }
+        }
+        // The inventory's lock is held for the counting alone, not the serialising: an
+        // `/identities` request waits for one batch's counts at most.
+        let mut inventory = match self.shared.inventory.lock() {
+            Ok(inventory) => inventory,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut policies: Vec<&str> = Vec::new();
+        for (event, user) in batch.iter().zip(&users) {
             policies.clear();
             policies.extend(event.evidence.determining.iter().map(String::as_str));
             inventory.observe(&observation(event, user.as_deref()), &policies);
