@@ -86,15 +86,7 @@ async fn readyz_keeps_reload_details_to_loopback_listeners() {
         running.snapshots.last_reload_error().is_some()
     })
     .await;
-    let port = running.admin_addr.unwrap().port();
-    let readyz = tokio::task::spawn_blocking(move || {
-        http_get(
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            "/readyz",
-        )
-    })
-    .await
-    .unwrap();
+    let readyz = w.server.admin_get("/readyz").await;
     assert!(readyz.contains("last reload failed"), "{readyz}");
     assert!(!readyz.contains("broken.cedar"), "{readyz}");
     assert!(

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::jwt::TokenIssuer;
 use crate::support::server::{Options, Req};
-use crate::support::{World, eventually, http_get};
+use crate::support::{World, eventually, within};
 
 fn app(name: &str) -> String {
     format!("spiffe://demo.tollgate.dev/{name}")
@@ -436,23 +437,20 @@ async fn identities_shows_the_live_inventory() {
         .check(Req::get("/nowhere").cert(&cert.pem).token(&token).build())
         .await;
     w.server.check(Req::get("/orders/1").build()).await;
-    let admin = w.server.running.as_ref().unwrap().admin_addr.unwrap();
-    let fetch = move || async move {
-        let text = tokio::task::spawn_blocking(move || http_get(admin, "/identities"))
-            .await
-            .unwrap();
+    let fetch = async || {
+        let text = w.server.admin_get("/identities").await;
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{text}");
         serde_json::from_str::<Value>(body).unwrap()
     };
-    let mut inventory = fetch().await;
-    for _ in 0..100 {
-        if inventory["records"] == 5 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        inventory = fetch().await;
-    }
+    // The writer counts in batches: wait for all five decisions.
+    within(
+        Duration::from_secs(5),
+        "all five decisions in the inventory",
+        async || fetch().await["records"] == 5,
+    )
+    .await;
+    let inventory = fetch().await;
     assert_eq!(inventory["records"], 5, "{inventory}");
     let identities = inventory["identities"].as_array().unwrap();
     assert_eq!(identities.len(), 1, "{inventory}");
@@ -485,22 +483,8 @@ async fn readyz_counts_drops_and_names_sinks_only_on_loopback() {
             .check(Req::get("/orders/1").cert(&cert.pem).token(&token).build())
             .await;
     }
-    let port = w
-        .server
-        .running
-        .as_ref()
-        .unwrap()
-        .admin_addr
-        .unwrap()
-        .port();
-    let readyz = tokio::task::spawn_blocking(move || {
-        http_get(
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            "/readyz",
-        )
-    })
-    .await
-    .unwrap();
+    // The listener is on every interface: details are kept to loopback listeners.
+    let readyz = w.server.admin_get("/readyz").await;
     assert!(readyz.contains("records dropped"), "{readyz}");
     assert!(!readyz.contains("collector.internal.example"), "{readyz}");
 }

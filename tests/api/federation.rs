@@ -142,10 +142,7 @@ async fn a_federated_bundle_follows_its_endpoint_by_sequence() {
 }
 
 async fn readyz(server: &TestServer) -> String {
-    let admin = server.running.as_ref().unwrap().admin_addr.unwrap();
-    tokio::task::spawn_blocking(move || crate::support::http_get(admin, "/readyz"))
-        .await
-        .unwrap()
+    server.admin_get("/readyz").await
 }
 
 /// An endpoint that stops answering is trusted for its maximum age, then its domain is not.

@@ -13,7 +13,7 @@ use crate::support::idp::{Idp, Mode};
 use crate::support::jwt::TokenIssuer;
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{Answer, Options, Req, TestServer};
-use crate::support::{eventually, http_get, within};
+use crate::support::{eventually, within};
 
 /// The issuer's JWKS with every `kid` suffixed, so two key sets never share one.
 fn jwks(keys: &TokenIssuer, suffix: &str) -> String {
@@ -85,11 +85,8 @@ impl Setup {
         self.check(keys, kid).await.grpc_code == 0
     }
 
-    async fn admin(&self, path: &'static str) -> String {
-        let admin = self.server.running.as_ref().unwrap().admin_addr.unwrap();
-        tokio::task::spawn_blocking(move || http_get(admin, path))
-            .await
-            .unwrap()
+    async fn admin(&self, path: &str) -> String {
+        self.server.admin_get(path).await
     }
 
     /// The `/metrics` line of `series` for this test's issuer with `label`, if any.

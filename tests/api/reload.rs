@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::pki::{Ca, TRUST_DOMAIN};
 use crate::support::server::{MANIFEST, Options, Req};
-use crate::support::{POLICY_FILES, World, copy_policies, eventually, http_get};
+use crate::support::{POLICY_FILES, World, copy_policies, eventually};
 
 /// A server deciding with its own copy of the example policies, which the test may edit.
 async fn world_with_policy_copy() -> (tempfile::TempDir, PathBuf, World) {
@@ -169,10 +169,7 @@ async fn a_broken_policy_never_takes_effect_and_readyz_says_why() {
         .check(req.clone().build())
         .await
         .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
-    let admin = running.admin_addr.unwrap();
-    let readyz = tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
-        .await
-        .unwrap();
+    let readyz = w.server.admin_get("/readyz").await;
     assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
     assert!(
         readyz.contains("last reload failed") && readyz.contains("broken.cedar:3:1"),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::http_get;
 use crate::support::jwt::TokenIssuer;
 use crate::support::pki::{Ca, Leaf, LeafSpec, TRUST_DOMAIN};
 use crate::support::server::{Options, Req, TestServer};
@@ -132,10 +131,7 @@ fn traffic(
 }
 
 async fn ready(server: &TestServer) -> String {
-    let admin = server.running.as_ref().unwrap().admin_addr.unwrap();
-    tokio::task::spawn_blocking(move || http_get(admin, "/readyz"))
-        .await
-        .unwrap()
+    server.admin_get("/readyz").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

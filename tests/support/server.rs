@@ -220,6 +220,19 @@ impl TestServer {
         }
     }
 
+    /// One GET on the admin listener, whole response; over loopback when the listener is on
+    /// every interface (as a node-local client sees it).
+    pub async fn admin_get(&self, path: &str) -> String {
+        let mut admin = self.running.as_ref().unwrap().admin_addr.unwrap();
+        if admin.ip().is_unspecified() {
+            admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || super::http_get(admin, &path))
+            .await
+            .unwrap()
+    }
+
     pub async fn check(&self, request: CheckRequest) -> Answer {
         let response = self
             .client
