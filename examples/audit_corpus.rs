@@ -70,9 +70,8 @@ fn main() {
             time_ms: start_ms + n * span_ms / records.max(1),
             decision_id: DecisionId::next(),
             elapsed_us: 3,
-            evidence: e.clone(),
+            evidence: e,
             query: None,
-            decided: None,
         };
         let user = e.actor.as_ref().and_then(|a| a.user.as_deref());
         write_line(&mut buf, &event, user, Default::default());

@@ -16,7 +16,19 @@ use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 /// Stripes per counter: more than the worker threads a sidecar runs, so each usually has its
 /// own.
-const STRIPES: usize = 16;
+pub const STRIPES: usize = 16;
+
+/// This thread's stripe, `0..STRIPES`: threads take them in turn as they first ask, so a
+/// runtime's few workers each get their own.
+pub fn stripe() -> usize {
+    thread_local! {
+        static MINE: usize = {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+        };
+    }
+    MINE.try_with(|i| *i).unwrap_or(0)
+}
 
 /// A count kept in per-thread stripes: each thread adds on its own cache line, and readers sum.
 #[derive(Debug, Default)]
@@ -30,14 +42,7 @@ struct Stripe(AtomicU64);
 impl Stripes {
     /// Adds `n` in this thread's stripe.
     pub fn add(&self, n: u64) {
-        thread_local! {
-            static MINE: usize = {
-                static NEXT: AtomicUsize = AtomicUsize::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
-            };
-        }
-        let at = MINE.try_with(|i| *i).unwrap_or(0);
-        if let Some(stripe) = self.0.get(at) {
+        if let Some(stripe) = self.0.get(stripe()) {
             stripe.0.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -195,9 +200,10 @@ impl CacheMetrics {
 pub struct Metrics;
 
 impl Metrics {
-    /// An audit record was dropped because the writer fell behind.
-    pub fn audit_dropped(&self) {
-        counter!("tollgate_audit_dropped_total").increment(1);
+    /// `n` audit records were dropped because the writer fell behind (counted by the writer,
+    /// off the request path).
+    pub fn audit_dropped(&self, n: u64) {
+        counter!("tollgate_audit_dropped_total").increment(n);
     }
 
     /// A batch of audit records could not be written to a sink.

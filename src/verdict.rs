@@ -25,7 +25,8 @@ pub struct Verdict {
     pub determining: Vec<String>,
     /// Cedar evaluation errors (policies skipped), for audit and `--explain`.
     pub errors: Vec<String>,
-    /// Who asked for what, for the audit record; kept with the verdict when it is reused.
+    /// Who asked for what, for the audit record; kept with the verdict when it is reused, and
+    /// moved into the record once the decision is recorded.
     pub evidence: Option<Arc<Evidence>>,
 }
 

@@ -1,30 +1,29 @@
 //! Decision records: every decision becomes one OCSF API Activity record ([`ocsf`]) written
 //! to the configured sinks ([`sink`]), and one observation in this sidecar's live inventory
-//! (`/identities`). The request path only does a non-blocking `try_send` of an [`Event`] (a
-//! reference to the decision's shared [`Evidence`] plus its id and time) into a bounded
-//! queue; when the queue is full the record is dropped and counted
+//! (`/identities`). The request path only pushes an [`Event`] (a reference to the decision's
+//! shared [`Evidence`] plus its id and time) onto its own thread's shard of a bounded queue
+//! ([`Pending`]); when the shard is full the record is dropped and counted
 //! (`tollgate_audit_dropped_total`, `/readyz`), never waited for. One thread, off the
-//! runtime's workers, serialises, writes and counts.
+//! runtime's workers, takes whole shards at a time, then serialises, writes and counts.
 
 pub mod ocsf;
 pub mod sink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::evidence::Evidence;
 use crate::inventory::{Inventory, Observation, Summary};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, STRIPES, Stripes};
 use crate::verdict::DecisionId;
 pub use ocsf::RecordOptions;
 pub use sink::OtlpSettings;
 
-/// Most records written per batch before the sinks are written.
+/// Most records serialised before the sinks are written.
 const BATCH: usize = 512;
 /// How long the writer naps when the queue is empty.
 const IDLE_NAP: Duration = Duration::from_millis(5);
@@ -97,39 +96,177 @@ impl AuditSettings {
     }
 }
 
-/// One decision on its way to the sinks.
-#[derive(Debug)]
-pub struct Event {
-    /// Unix milliseconds (filled in by the writer when `decided` is set).
+/// One decision as the sinks write it.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// Unix milliseconds.
     pub time_ms: u64,
-    /// When the decision was made, as the request path already measured it: the writer turns
-    /// it into `time_ms`, so the request path reads no wall clock for its record.
-    pub decided: Option<std::time::Instant>,
     /// The decision's id.
     pub decision_id: DecisionId,
     /// Time spent deciding, microseconds.
     pub elapsed_us: u64,
     /// Who asked for what, and the outcome.
-    pub evidence: Arc<Evidence>,
+    pub evidence: &'a Evidence,
     /// The query string, values already replaced (see [`crate::evidence::redact_query`]).
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
 }
 
 /// The sending side; cheap to clone. Disabled in one-shot tools.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    queue: Option<mpsc::Sender<Event>>,
+    queue: Option<Arc<Pending>>,
     shared: Arc<Shared>,
-    metrics: Metrics,
+}
+
+/// Records waiting for the writer, in one shard per thread stripe
+/// ([`crate::metrics::stripe`]): a worker pushes under its own shard's lock, which nobody else
+/// takes but the writer, once per shard per round. A single queue shared by every worker and
+/// the writer would move its head and tail cache lines between cores on every record.
+#[derive(Debug)]
+struct Pending {
+    shards: [Shard; STRIPES],
+    /// Records one shard holds before new ones are dropped.
+    per_shard: usize,
+}
+
+/// One thread stripe's records, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Batch>);
+
+/// Queued records, and the evidence they refer to: consecutive records of one cached decision
+/// share one reference, so the writer releases (and the workers' next clone misses on) the
+/// evidence's reference count once per run, not once per record.
+#[derive(Debug, Default)]
+struct Batch {
+    entries: Vec<Entry>,
+    evidence: Vec<Arc<Evidence>>,
+}
+
+/// One queued record: 64 bytes, written by a worker and read once by the writer.
+#[derive(Debug)]
+struct Entry {
+    /// When the decision was made, as the request path already measured it: the writer turns
+    /// it into wall time, so the request path reads no wall clock for its record.
+    decided: std::time::Instant,
+    decision_id: DecisionId,
+    elapsed_us: u64,
+    query: Option<Box<str>>,
+    /// Index into the batch's `evidence`.
+    evidence: u32,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        // A panic while pushing leaves valid vectors: the records in them are still good.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.evidence.clear();
+    }
+}
+
+impl Pending {
+    /// Room for `queue` records in all, split between the shards (each holds at least one).
+    fn new(queue: usize) -> Self {
+        Self {
+            shards: Default::default(),
+            per_shard: queue.div_ceil(STRIPES).max(1),
+        }
+    }
+
+    /// Pushes onto this thread's shard; false when the shard is full.
+    fn push(&self, entry: Entry, evidence: Arc<Evidence>) -> bool {
+        let Some(shard) = self.shards.get(crate::metrics::stripe() % STRIPES) else {
+            return false;
+        };
+        let mut batch = shard.lock();
+        if batch.entries.len() >= self.per_shard {
+            return false;
+        }
+        let same = batch
+            .evidence
+            .last()
+            .is_some_and(|e| Arc::ptr_eq(e, &evidence));
+        if !same {
+            batch.evidence.push(evidence);
+        }
+        let index = u32::try_from(batch.evidence.len() - 1).unwrap_or(u32::MAX);
+        batch.entries.push(Entry {
+            evidence: index,
+            ..entry
+        });
+        true
+    }
+
+    /// Swaps every shard's batch with an empty one of `into` (so neither side allocates in
+    /// the steady state). True when a shard was at least half full: the writer should come
+    /// back without a nap.
+    fn take(&self, into: &mut [Batch; STRIPES]) -> bool {
+        let mut busy = false;
+        for (shard, taken) in self.shards.iter().zip(into.iter_mut()) {
+            taken.clear();
+            let mut batch = shard.lock();
+            if batch.entries.is_empty() {
+                continue;
+            }
+            busy |= batch.entries.len() >= self.per_shard.div_ceil(2);
+            std::mem::swap(&mut *batch, taken);
+        }
+        busy
+    }
+}
+
+/// The records of `batches` as events, in decision order (shards interleave; a file reads
+/// best in order), stamped with wall time.
+fn events(batches: &[Batch]) -> Vec<Event<'_>> {
+    let (wall, now) = (unix_ms(SystemTime::now()), std::time::Instant::now());
+    let mut events: Vec<(std::time::Instant, Event<'_>)> = batches
+        .iter()
+        .flat_map(|batch| {
+            batch.entries.iter().filter_map(|entry| {
+                let evidence = batch.evidence.get(entry.evidence as usize)?;
+                let ago = u64::try_from(now.duration_since(entry.decided).as_millis()).unwrap_or(0);
+                let event = Event {
+                    time_ms: wall.saturating_sub(ago),
+                    decision_id: entry.decision_id,
+                    elapsed_us: entry.elapsed_us,
+                    evidence,
+                    query: entry.query.as_deref(),
+                };
+                Some((entry.decided, event))
+            })
+        })
+        .collect();
+    events.sort_by_key(|(decided, _)| *decided);
+    events.into_iter().map(|(_, event)| event).collect()
 }
 
 /// What the writer and the admin endpoints share.
 #[derive(Debug)]
 struct Shared {
-    dropped: AtomicU64,
+    /// Counted where they happen, per thread; published to the metric by the writer.
+    dropped: Stripes,
     write_errors: AtomicU64,
     inventory: Mutex<Inventory>,
     sinks: Vec<String>,
+}
+
+impl Shared {
+    fn new(sinks: Vec<String>, identities: usize) -> Arc<Self> {
+        Arc::new(Self {
+            dropped: Stripes::default(),
+            write_errors: AtomicU64::new(0),
+            inventory: Mutex::new(Inventory::new(identities)),
+            sinks,
+        })
+    }
 }
 
 impl AuditLog {
@@ -137,13 +274,7 @@ impl AuditLog {
     pub fn disabled() -> Self {
         Self {
             queue: None,
-            shared: Arc::new(Shared {
-                dropped: AtomicU64::new(0),
-                write_errors: AtomicU64::new(0),
-                inventory: Mutex::new(Inventory::new(1)),
-                sinks: Vec::new(),
-            }),
-            metrics: Metrics,
+            shared: Shared::new(Vec::new(), 1),
         }
     }
 
@@ -168,15 +299,11 @@ impl AuditLog {
             ),
             None => None,
         };
-        let shared = Arc::new(Shared {
-            dropped: AtomicU64::new(0),
-            write_errors: AtomicU64::new(0),
-            inventory: Mutex::new(Inventory::new(settings.identities_max)),
-            sinks: settings.sinks(),
-        });
-        let (tx, rx) = mpsc::channel::<Event>(settings.queue.max(1));
+        let shared = Shared::new(settings.sinks(), settings.identities_max);
+        let pending = Arc::new(Pending::new(settings.queue));
         let writer = Writer {
-            rx,
+            pending: pending.clone(),
+            published_drops: 0,
             file,
             stdout: settings.stdout,
             otlp,
@@ -184,7 +311,7 @@ impl AuditLog {
                 pseudonymise_users: settings.pseudonymise_users,
             },
             shared: shared.clone(),
-            metrics: metrics.clone(),
+            metrics,
         };
         let handle = tokio::task::spawn_blocking(move || {
             writer.run();
@@ -192,9 +319,8 @@ impl AuditLog {
         });
         Ok((
             Self {
-                queue: Some(tx),
+                queue: Some(pending),
                 shared,
-                metrics,
             },
             handle,
         ))
@@ -218,20 +344,21 @@ impl AuditLog {
         let Some(queue) = &self.queue else {
             return Queued::Disabled;
         };
-        let event = Event {
-            time_ms: 0,
-            decided: Some(decided),
+        let entry = Entry {
+            decided,
             decision_id,
             elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            evidence,
-            query: target.and_then(crate::evidence::redact_query),
+            query: target
+                .and_then(crate::evidence::redact_query)
+                .map(String::into_boxed_str),
+            evidence: 0,
         };
-        if queue.try_send(event).is_err() {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            self.metrics.audit_dropped();
-            return Queued::Dropped;
+        if queue.push(entry, evidence) {
+            Queued::Yes
+        } else {
+            self.shared.dropped.add(1);
+            Queued::Dropped
         }
-        Queued::Yes
     }
 
     /// What the admin endpoints show of this log; holding it does not keep the writer running.
@@ -256,7 +383,7 @@ pub struct AuditView {
 impl AuditView {
     /// Records dropped because the queue was full, since start.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.sum()
     }
 
     /// Batches a sink failed to write, since start.
@@ -295,7 +422,9 @@ pub enum Queued {
 
 /// The writer: drains the queue in batches into the sinks and the inventory.
 struct Writer {
-    rx: mpsc::Receiver<Event>,
+    pending: Arc<Pending>,
+    /// Drops already added to `tollgate_audit_dropped_total`.
+    published_drops: u64,
     file: Option<sink::RotatingFile>,
     stdout: bool,
     otlp: Option<sink::Otlp>,
@@ -305,41 +434,28 @@ struct Writer {
 }
 
 impl Writer {
-    /// Drains the queue in batches, and naps when it is empty instead of waiting on it: a
-    /// waiting receiver would make every request's send wake a thread (a syscall on the request
-    /// path), while a nap costs a record a few milliseconds of delay.
+    /// Takes every shard's records each round, and naps between rounds instead of waiting
+    /// on the queue: a waiting writer would make every request's push wake a thread (a
+    /// syscall on the request path), while a nap costs a record a few milliseconds of delay.
+    /// Ends once every [`AuditLog`] is gone and the last records are written.
     fn run(mut self) {
-        use tokio::sync::mpsc::error::TryRecvError;
         let mut buf = Vec::with_capacity(256 * 1024);
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut taken: [Batch; STRIPES] = Default::default();
         loop {
-            batch.clear();
-            let mut closed = false;
-            while batch.len() < BATCH {
-                match self.rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let (wall, now) = (unix_ms(SystemTime::now()), std::time::Instant::now());
-                for event in &mut batch {
-                    if let Some(at) = event.decided.take() {
-                        let ago = u64::try_from(now.duration_since(at).as_millis()).unwrap_or(0);
-                        event.time_ms = wall.saturating_sub(ago);
-                    }
-                }
+            // Read before taking: records pushed by the last sender are then taken below.
+            let closed = Arc::strong_count(&self.pending) == 1;
+            let busy = self.pending.take(&mut taken);
+            for batch in events(&taken).chunks(BATCH) {
                 buf.clear();
-                self.write_batch(&batch, &mut buf);
+                self.write_batch(batch, &mut buf);
             }
+            // Released here, on the writer, in runs.
+            taken.iter_mut().for_each(Batch::clear);
+            self.publish_drops();
             if closed {
                 break;
             }
-            if batch.len() < BATCH {
+            if !busy {
                 std::thread::sleep(IDLE_NAP);
             }
         }
@@ -348,10 +464,19 @@ impl Writer {
         }
     }
 
+    /// Adds the drops counted since the last round to `tollgate_audit_dropped_total`.
+    fn publish_drops(&mut self) {
+        let dropped = self.shared.dropped.sum();
+        if dropped > self.published_drops {
+            self.metrics.audit_dropped(dropped - self.published_drops);
+            self.published_drops = dropped;
+        }
+    }
+
     fn write_batch(&mut self, batch: &[Event], buf: &mut Vec<u8>) {
         let users: Vec<_> = batch
             .iter()
-            .map(|event| ocsf::user(&event.evidence, self.options))
+            .map(|event| ocsf::user(event.evidence, self.options))
             .collect();
         for (event, user) in batch.iter().zip(&users) {
             let start = buf.len();
@@ -404,7 +529,7 @@ impl Writer {
 
 /// What the inventory needs of one event.
 pub fn observation<'a>(event: &'a Event, user: Option<&'a str>) -> Observation<'a> {
-    let e = &*event.evidence;
+    let e = event.evidence;
     let actor = e.actor.as_ref();
     let workload = actor.and_then(|a| a.workload.as_ref());
     let token = actor.and_then(|a| a.token.as_ref());
@@ -470,27 +595,74 @@ mod tests {
         };
         let event = Event {
             time_ms: 1,
-            decided: None,
             decision_id: DecisionId::next(),
             elapsed_us: 1,
-            evidence: Arc::new(evidence),
+            evidence: &evidence,
             query: None,
         };
         let options = RecordOptions {
             pseudonymise_users: true,
         };
         let mut line = Vec::new();
-        let user = ocsf::user(&event.evidence, options);
+        let user = ocsf::user(event.evidence, options);
         ocsf::write_line(&mut line, &event, user.as_deref(), options);
         let line = String::from_utf8(line).unwrap();
         assert!(!line.contains("alice"), "{line}");
     }
 
     #[test]
+    fn queued_records_share_runs_of_evidence_and_come_out_in_decision_order() {
+        let pending = Pending::new(1000);
+        let (cached, fresh) = (evidence(), evidence());
+        let t0 = std::time::Instant::now();
+        let entry = |ms: u64, id: DecisionId| Entry {
+            decided: t0 + Duration::from_millis(ms),
+            decision_id: id,
+            elapsed_us: ms,
+            query: None,
+            evidence: 0,
+        };
+        let ids: Vec<DecisionId> = (0..5).map(|_| DecisionId::next()).collect();
+        for (ms, e) in [(0, &cached), (2, &cached), (3, &fresh), (4, &cached)] {
+            assert!(pending.push(entry(ms, ids[ms as usize]), e.clone()));
+        }
+        // Another thread's shard, decided in between.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(pending.push(entry(1, ids[1]), cached.clone())));
+        });
+        let mut taken: [Batch; STRIPES] = Default::default();
+        pending.take(&mut taken);
+        let held: usize = taken.iter().map(|b| b.evidence.len()).sum();
+        // Five records in at most four runs (three if both threads drew one shard).
+        assert!(
+            (3..=4).contains(&held),
+            "a run of one evidence is held once: {held}"
+        );
+        let events = events(&taken);
+        let order: Vec<u64> = events.iter().map(|e| e.elapsed_us).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        for event in &events {
+            assert_eq!(event.decision_id, ids[event.elapsed_us as usize]);
+            let expected = if event.elapsed_us == 3 {
+                &fresh
+            } else {
+                &cached
+            };
+            assert!(std::ptr::eq(event.evidence, &**expected));
+        }
+        taken.iter_mut().for_each(Batch::clear);
+        assert_eq!(
+            Arc::strong_count(&cached),
+            1,
+            "the writer released every reference"
+        );
+    }
+
+    #[test]
     fn a_full_queue_drops_instead_of_blocking() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let pending = Arc::new(Pending::new(1));
         let log = AuditLog {
-            queue: Some(tx),
+            queue: Some(pending.clone()),
             ..AuditLog::disabled()
         };
         let record = |log: &AuditLog| {
@@ -506,9 +678,13 @@ mod tests {
         assert_eq!(record(&log), Queued::Yes);
         assert_eq!(record(&log), Queued::Dropped);
         assert_eq!(log.dropped(), 1);
-        let queued = rx.try_recv().unwrap();
-        assert_eq!(queued.query.as_deref(), Some("k=_"));
-        assert!(rx.try_recv().is_err());
+        let mut taken = Default::default();
+        assert!(pending.take(&mut taken), "a full shard is busy");
+        let events = events(&taken);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].query, Some("k=_"));
+        // Taking made room again.
+        assert_eq!(record(&log), Queued::Yes);
         assert_eq!(record(&AuditLog::disabled()), Queued::Disabled);
     }
 }

@@ -38,7 +38,7 @@ pub fn user(e: &Evidence, options: RecordOptions) -> Option<Cow<'_, str>> {
 
 /// Appends `event` as one JSON line to `out`; `user` is [`user`]'s answer.
 pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>, options: RecordOptions) {
-    let e = &*event.evidence;
+    let e = event.evidence;
     let (activity_id, activity_name) = activity(&e.request.method);
     let decision_id = event.decision_id.hex();
     let decision_id = decision_id.as_str();
@@ -124,7 +124,7 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>, options:
             url: Url {
                 path: &e.request.path,
                 hostname: &e.request.host,
-                query_string: event.query.as_deref(),
+                query_string: event.query,
             },
         },
         unmapped: Unmapped {

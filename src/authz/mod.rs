@@ -114,7 +114,7 @@ impl Authorizer {
 
     fn record(
         &self,
-        verdict: Verdict,
+        mut verdict: Verdict,
         input: Option<&CheckInput>,
         snapshot: SnapshotGuard,
         started: Instant,
@@ -124,10 +124,10 @@ impl Authorizer {
             .record(verdict.reason().map(ReasonCode::index), elapsed);
         if self.audit.is_enabled() {
             // Made with the decision (and shared by its reuses), or now for a request refused
-            // before the pipeline ran.
+            // before the pipeline ran. Moved, not cloned: the record is its last use.
             let evidence = verdict
                 .evidence
-                .clone()
+                .take()
                 .unwrap_or_else(|| Arc::new(evidence_of(&verdict, &snapshot, None, None, input)));
             // A dropped record is counted by the audit log itself.
             let _ = self.audit.record(

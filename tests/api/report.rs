@@ -87,9 +87,8 @@ fn record(c: &Call<'_>) -> String {
         time_ms: T0 + c.minute * 60_000,
         decision_id: DecisionId::next(),
         elapsed_us: 1,
-        evidence: Arc::new(evidence),
+        evidence: &evidence,
         query: None,
-        decided: None,
     };
     let mut out = Vec::new();
     write_line(&mut out, &event, c.user, Default::default());
