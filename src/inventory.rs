@@ -11,85 +11,138 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Calls and denials per timeline bucket, as `(bucket index, calls, denials)` sorted by index
 /// (`time / bucket_ms`): aligned to the epoch, so two series rebin to a common width exactly.
-/// A sorted vector: records mostly arrive in time order (an append), and a rebin is one pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Series(Vec<(u64, u64, u64)>);
+/// Records mostly arrive in time order, so the newest bucket is kept inline (`open`), next to
+/// the identity's counters, and the rest in a sorted vector: a record in the current bucket
+/// touches no memory of its own, and a rebin is one pass.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    closed: Vec<Bucket>,
+    /// The newest bucket; every `closed` index is below its index.
+    open: Option<Bucket>,
+}
+
+/// `(bucket index, calls, denials)`.
+type Bucket = (u64, u64, u64);
 
 impl Series {
     /// Adds counts to bucket `index`.
     pub fn add(&mut self, index: u64, calls: u64, denials: u64) {
-        match self.0.last_mut() {
-            Some(last) if last.0 == index => {
-                last.1 += calls;
-                last.2 += denials;
+        match &mut self.open {
+            Some(open) if open.0 == index => {
+                open.1 += calls;
+                open.2 += denials;
             }
-            Some(last) if last.0 < index => self.0.push((index, calls, denials)),
-            None => self.0.push((index, calls, denials)),
-            Some(_) => match self.0.binary_search_by_key(&index, |b| b.0) {
-                Ok(at) => {
-                    if let Some(b) = self.0.get_mut(at) {
-                        b.1 += calls;
-                        b.2 += denials;
-                    }
+            Some(open) if open.0 < index => {
+                self.closed.push(*open);
+                *open = (index, calls, denials);
+            }
+            Some(_) => add_sorted(&mut self.closed, (index, calls, denials)),
+            None => match self.closed.last() {
+                Some(last) if last.0 >= index => {
+                    add_sorted(&mut self.closed, (index, calls, denials));
                 }
-                Err(at) => self.0.insert(at, (index, calls, denials)),
+                _ => self.open = Some((index, calls, denials)),
             },
         }
     }
 
     /// Adds every bucket of `other`.
     pub fn merge(&mut self, other: &Self) {
-        for &(index, calls, denials) in &other.0 {
+        for (index, calls, denials) in other.buckets() {
             self.add(index, calls, denials);
         }
     }
 
     /// Merges buckets `factor` at a time, in place.
     fn rebin(&mut self, factor: u64) {
+        self.closed.extend(self.open.take());
         let mut out: usize = 0;
-        for i in 0..self.0.len() {
-            let Some(&(index, calls, denials)) = self.0.get(i) else {
+        for i in 0..self.closed.len() {
+            let Some(&(index, calls, denials)) = self.closed.get(i) else {
                 break;
             };
             let index = index / factor;
-            match out.checked_sub(1).and_then(|o| self.0.get_mut(o)) {
+            match out.checked_sub(1).and_then(|o| self.closed.get_mut(o)) {
                 Some(prev) if prev.0 == index => {
                     prev.1 += calls;
                     prev.2 += denials;
                 }
                 _ => {
-                    if let Some(slot) = self.0.get_mut(out) {
+                    if let Some(slot) = self.closed.get_mut(out) {
                         *slot = (index, calls, denials);
                     }
                     out += 1;
                 }
             }
         }
-        self.0.truncate(out);
+        self.closed.truncate(out);
+        self.open = self.closed.pop();
     }
 
     /// Last bucket index minus the first.
     pub fn span(&self) -> u64 {
-        match (self.0.first(), self.0.last()) {
+        let first = self.closed.first().or(self.open.as_ref());
+        let last = self.open.as_ref().or(self.closed.last());
+        match (first, last) {
             (Some(first), Some(last)) => last.0 - first.0,
             _ => 0,
         }
     }
 
     /// The buckets, in order.
-    pub fn buckets(&self) -> &[(u64, u64, u64)] {
-        &self.0
+    pub fn buckets(&self) -> impl Iterator<Item = Bucket> + '_ {
+        self.closed.iter().copied().chain(self.open)
     }
 
     /// Buckets held.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.closed.len() + usize::from(self.open.is_some())
     }
 
     /// No bucket.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+/// Adds `bucket` to the sorted `buckets` (summing into one of the same index).
+fn add_sorted(buckets: &mut Vec<Bucket>, bucket: Bucket) {
+    match buckets.binary_search_by_key(&bucket.0, |b| b.0) {
+        Ok(at) => {
+            if let Some(b) = buckets.get_mut(at) {
+                b.1 += bucket.1;
+                b.2 += bucket.2;
+            }
+        }
+        Err(at) => buckets.insert(at, bucket),
+    }
+}
+
+/// Equal when the buckets are, however they are split between `closed` and `open`.
+impl PartialEq for Series {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.buckets().eq(other.buckets())
+    }
+}
+
+impl Eq for Series {}
+
+/// Written as one sorted list of `[index, calls, denials]`.
+impl Serialize for Series {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.buckets())
+    }
+}
+
+impl<'de> Deserialize<'de> for Series {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let buckets = Vec::<Bucket>::deserialize(deserializer)?;
+        let mut series = Self::default();
+        // Through `add`: a file's buckets, in any order or repeated, become a sorted series.
+        for (index, calls, denials) in buckets {
+            series.add(index, calls, denials);
+        }
+        Ok(series)
     }
 }
 
@@ -138,11 +191,57 @@ pub struct Observation<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// What kind of caller an identity is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A certificate or SPIFFE ID named it.
+    #[serde(rename = "workload")]
+    Workload,
+    /// A token alone named it.
+    #[default]
+    #[serde(rename = "client")]
+    Client,
+    /// An app that made calls for users (the review's word for a client or workload that did).
+    #[serde(rename = "delegated app")]
+    DelegatedApp,
+}
+
+impl Kind {
+    /// As written in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Workload => "workload",
+            Self::Client => "client",
+            Self::DelegatedApp => "delegated app",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hash of the last value added to a bounded set, so a caller that repeats itself (one
+/// issuer, one user) costs no walk through the set's keys. A cache, not part of the value:
+/// every two compare equal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastAdded(Option<u64>);
+
+impl PartialEq for LastAdded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LastAdded {}
+
 /// What one identity did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentitySummary {
-    /// `workload` (a certificate or SPIFFE ID named it) or `client` (a token alone).
-    pub kind: String,
+    /// What kind of caller.
+    pub kind: Kind,
     /// SPIFFE trust domain, for workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
@@ -168,6 +267,10 @@ pub struct IdentitySummary {
     /// Token issuers seen.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub issuers: BTreeSet<String>,
+    #[serde(skip)]
+    last_user: LastAdded,
+    #[serde(skip)]
+    last_issuer: LastAdded,
     /// When the credentials it presented last expire, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_ms: Option<i64>,
@@ -249,7 +352,6 @@ impl IdentitySummary {
         self.series
             .add(o.time_ms / bucket_ms, 1, u64::from(!o.allowed));
         if self.calls == 0 {
-            self.kind = if o.workload { "workload" } else { "client" }.into();
             self.first_seen_ms = o.time_ms;
         }
         if let Some(at) = o.expires_ms
@@ -260,8 +362,8 @@ impl IdentitySummary {
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
         self.calls += 1;
-        if o.workload && self.kind != "workload" {
-            self.kind = "workload".into();
+        if o.workload {
+            self.kind = Kind::Workload;
         }
         if let (None, Some(domain)) = (&self.trust_domain, o.trust_domain) {
             self.trust_domain = Some(domain.to_owned());
@@ -280,10 +382,18 @@ impl IdentitySummary {
             self.app_only += 1;
         }
         if let Some(user) = o.user {
-            add_bounded(&mut self.users, user, MAX_USERS, &mut self.users_saturated);
+            let last = &mut self.last_user;
+            add_bounded(
+                &mut self.users,
+                last,
+                user,
+                MAX_USERS,
+                &mut self.users_saturated,
+            );
         }
         if let Some(issuer) = o.issuer {
-            add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
+            let last = &mut self.last_issuer;
+            add_bounded(&mut self.issuers, last, issuer, MAX_ISSUERS, &mut false);
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
             scratch.clear();
@@ -315,8 +425,8 @@ impl IdentitySummary {
         if other.calls == 0 {
             return;
         }
-        if other.kind == "workload" {
-            self.kind = other.kind.clone();
+        if other.kind == Kind::Workload {
+            self.kind = Kind::Workload;
         }
         if self.trust_domain.is_none() {
             self.trust_domain = other.trust_domain.clone();
@@ -336,10 +446,18 @@ impl IdentitySummary {
         self.delegated += other.delegated;
         self.users_saturated |= other.users_saturated;
         for user in &other.users {
-            add_bounded(&mut self.users, user, MAX_USERS, &mut self.users_saturated);
+            let last = &mut self.last_user;
+            add_bounded(
+                &mut self.users,
+                last,
+                user,
+                MAX_USERS,
+                &mut self.users_saturated,
+            );
         }
         for issuer in &other.issuers {
-            add_bounded(&mut self.issuers, issuer, MAX_ISSUERS, &mut false);
+            let last = &mut self.last_issuer;
+            add_bounded(&mut self.issuers, last, issuer, MAX_ISSUERS, &mut false);
         }
         self.used_saturated |= other.used_saturated;
         for (key, theirs) in &other.used {
@@ -366,12 +484,28 @@ pub fn pair(action: &str, resource_type: &str) -> String {
     format!("{action} {resource_type}")
 }
 
-fn add_bounded(set: &mut BTreeSet<String>, value: &str, max: usize, saturated: &mut bool) {
+/// Adds `value` to `set` unless it holds `max` already (then `saturated`). `last` skips the
+/// lookup when `value` is the one added last (a 64-bit hash match: a collision would at worst
+/// leave one value out of a count of distinct values).
+fn add_bounded(
+    set: &mut BTreeSet<String>,
+    last: &mut LastAdded,
+    value: &str,
+    max: usize,
+    saturated: &mut bool,
+) {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::default().hash_one(value);
+    if last.0 == Some(hash) {
+        return;
+    }
     if set.contains(value) {
+        last.0 = Some(hash);
         return;
     }
     if set.len() < max {
         set.insert(value.to_owned());
+        last.0 = Some(hash);
     } else {
         *saturated = true;
     }
@@ -589,6 +723,44 @@ mod tests {
         first.rebin(width);
         whole.rebin(width);
         assert_eq!(first.identities, whole.identities);
+    }
+
+    #[test]
+    fn a_series_stays_sorted_whatever_order_buckets_arrive_in() {
+        let mut series = Series::default();
+        for (index, calls) in [(5, 1), (5, 1), (7, 1), (3, 1), (7, 1), (6, 1), (1, 1)] {
+            series.add(index, calls, 0);
+        }
+        let expected = [(1, 1, 0), (3, 1, 0), (5, 2, 0), (6, 1, 0), (7, 2, 0)];
+        assert!(series.buckets().eq(expected));
+        assert_eq!((series.len(), series.span()), (5, 6));
+        // Written as one list; read back equal, though split differently inside.
+        let json = serde_json::to_string(&series).unwrap();
+        assert_eq!(json, "[[1,1,0],[3,1,0],[5,2,0],[6,1,0],[7,2,0]]");
+        let back: Series = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, series);
+        series.rebin(4);
+        assert!(series.buckets().eq([(0, 2, 0), (1, 5, 0)]));
+        series.add(1, 1, 1);
+        assert!(series.buckets().eq([(0, 2, 0), (1, 6, 1)]));
+    }
+
+    #[test]
+    fn a_repeated_issuer_or_user_is_counted_once() {
+        let mut summary = Summary::default();
+        for (user, issuer) in [("u1", "i1"), ("u1", "i1"), ("u2", "i1"), ("u1", "i2")] {
+            let o = Observation {
+                user: Some(user),
+                issuer: Some(issuer),
+                delegated: true,
+                ..call(1, "a", "read", true)
+            };
+            summary.observe(&o, &[]);
+        }
+        let a = &summary.identities["a"];
+        assert_eq!(a.users.iter().collect::<Vec<_>>(), ["u1", "u2"]);
+        assert_eq!(a.issuers.iter().collect::<Vec<_>>(), ["i1", "i2"]);
+        assert_eq!(a.kind, Kind::Workload);
     }
 
     /// Review finding: the expiry shown was the earliest of the whole window (long past, with

@@ -5,7 +5,7 @@
 //! string with escapes, a missing field, two records run together, a cut line) returns `None`
 //! and the caller parses the line properly instead.
 
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 
 /// Determining policies read per record; more are not counted.
 pub const MAX_POLICIES: usize = 32;
@@ -52,6 +52,7 @@ pub struct Scanner {
     user: Finder<'static>,
     idp: Finder<'static>,
     authorizations: Finder<'static>,
+    authorizations_rev: FinderRev<'static>,
     operation: Finder<'static>,
     resources: Finder<'static>,
     resource_type: Finder<'static>,
@@ -76,6 +77,7 @@ impl Default for Scanner {
             user: Finder::new(b"\"user\":{\"uid\":\""),
             idp: Finder::new(b"\"idp\":{\"name\":\""),
             authorizations: Finder::new(b"\"authorizations\":["),
+            authorizations_rev: FinderRev::new(b"\"authorizations\":["),
             operation: Finder::new(b",\"api\":{\"operation\":\""),
             resources: Finder::new(b",\"resources\":[{\"uid\":\""),
             resource_type: Finder::new(b"\",\"type\":\""),
@@ -93,37 +95,53 @@ impl Scanner {
         if !line.starts_with(PREFIX) || !line.ends_with(b"}}}") {
             return None;
         }
+        // Validated once, whole (the ASCII fast path), so each field is a slice of it.
+        let text = std::str::from_utf8(line).ok()?;
+        self.fields(text)
+    }
+
+    fn fields<'a>(&self, text: &'a str) -> Option<Fields<'a>> {
+        let line = text.as_bytes();
         // Two records run together (a torn write): leave it to the strict parser.
         if self.record.find(line.get(1..)?).is_some() {
             return None;
         }
         let mut f = Fields::default();
         let at = self.time.find(line)? + self.time.needle().len();
-        let (time, at) = number(line, at)?;
+        let (time, at) = number(text, at)?;
         f.time = u64::try_from(time).ok()?;
         let at = self.status_id.find(line.get(at..)?)? + at + self.status_id.needle().len();
-        let (status, at) = number(line, at)?;
+        let (status, at) = number(text, at)?;
         f.status_id = u64::try_from(status).ok()?;
         let at = self.status_code.find(line.get(at..)?)? + at + self.status_code.needle().len();
-        let (reason, at) = string(line, at)?;
+        let (reason, at) = string(text, at)?;
         f.reason = reason;
         let actor = self.actor.find(line.get(at..)?)? + at;
         let api = self.operation.find(line.get(actor..)?)? + actor;
-        let actor_part = line.get(actor..api)?;
-        f.principal = optional_string(line, actor..api, &self.app_uid)?;
-        f.issuer = optional_string(line, actor..api, &self.idp)?;
-        if let Some(i) = self.user.find(actor_part) {
-            let (uid, end) = string(line, actor + i + self.user.needle().len())?;
+        // The actor's keys come in the writer's order (app_uid, user, idp, session,
+        // authorizations), so each is looked for only where it can be: an absent user then
+        // costs no search through the whole actor.
+        let mut after = actor;
+        if let Some((_, principal, end)) = find_string(text, actor..api, &self.app_uid)? {
+            f.principal = Some(principal);
+            after = end;
+        }
+        let idp = find_string(text, after..api, &self.idp)?;
+        f.issuer = idp.map(|(_, issuer, _)| issuer);
+        let before_idp = idp.map_or(api, |(key, _, _)| key);
+        if let Some(i) = self.user.find(line.get(after..before_idp)?) {
+            let (uid, end) = string(text, after + i + self.user.needle().len())?;
             if line.get(end..)?.starts_with(DELEGATED_USER_END) {
                 f.user = Some(uid);
             }
         }
-        if let Some(i) = self.authorizations.find(actor_part) {
-            let mut at = actor + i + self.authorizations.needle().len();
+        // Last in the actor: found from its end.
+        if let Some(i) = self.authorizations_rev.rfind(line.get(after..api)?) {
+            let mut at = after + i + self.authorizations.needle().len();
             // `{"decision":"allow","policy":{"uid":"<id>"}}`, comma separated, to `]`.
             while line.get(at) == Some(&b'{') {
                 let uid = memchr::memmem::find(line.get(at..api)?, b"\"uid\":\"")? + at + 7;
-                let (id, end) = string(line, uid)?;
+                let (id, end) = string(text, uid)?;
                 if let Some(slot) = f.policies.get_mut(f.policy_count) {
                     *slot = id;
                     f.policy_count += 1;
@@ -137,7 +155,7 @@ impl Scanner {
             }
         }
         let at = api + self.operation.needle().len();
-        let (action, at) = string(line, at)?;
+        let (action, at) = string(text, at)?;
         f.action = Some(action).filter(|a| !a.is_empty());
         let unmapped = self.unmapped.find(line.get(at..)?)? + at;
         if let Some(i) = self.resources.find(line.get(at..unmapped)?) {
@@ -145,13 +163,13 @@ impl Scanner {
             let t = self.resource_type.find(line.get(from..unmapped)?)?
                 + from
                 + self.resource_type.needle().len();
-            f.resource_type = Some(string(line, t)?.0);
+            f.resource_type = Some(string(text, t)?.0);
         }
         let tail = line.get(unmapped..)?;
-        f.access_mode = optional_string(line, unmapped..line.len(), &self.access_mode)?;
-        f.trust_domain = optional_string(line, unmapped..line.len(), &self.trust_domain)?;
+        f.access_mode = optional_string(text, unmapped..line.len(), &self.access_mode)?;
+        f.trust_domain = optional_string(text, unmapped..line.len(), &self.trust_domain)?;
         if let Some(i) = self.expires.find(tail) {
-            f.expires_ms = Some(number(line, unmapped + i + self.expires.needle().len())?.0);
+            f.expires_ms = Some(number(text, unmapped + i + self.expires.needle().len())?.0);
         }
         Some(f)
     }
@@ -160,36 +178,61 @@ impl Scanner {
 /// The string value of the key `finder` looks for within `region` of `line`: `Some(None)`
 /// when the key is absent there, `None` when its value is not a plain string.
 fn optional_string<'a>(
-    line: &'a [u8],
+    line: &'a str,
     region: std::ops::Range<usize>,
     finder: &Finder<'_>,
 ) -> Option<Option<&'a str>> {
+    Some(find_string(line, region, finder)?.map(|(_, value, _)| value))
+}
+
+/// Where the key `finder` looks for starts within `region` of `line`, its string value, and
+/// the index past the value: `Some(None)` when the key is absent there, `None` when its value
+/// is not a plain string.
+fn find_string<'a>(
+    line: &'a str,
+    region: std::ops::Range<usize>,
+    finder: &Finder<'_>,
+) -> Option<Option<(usize, &'a str, usize)>> {
     let start = region.start;
-    match finder.find(line.get(region)?) {
+    match finder.find(line.as_bytes().get(region)?) {
         None => Some(None),
-        Some(i) => Some(Some(string(line, start + i + finder.needle().len())?.0)),
+        Some(i) => {
+            let (value, end) = string(line, start + i + finder.needle().len())?;
+            Some(Some((start + i, value, end)))
+        }
     }
 }
 
 /// The string starting at `at` (just past its opening quote) and the index past its closing
 /// quote; `None` if it has escapes (the strict parser unescapes those) or no end.
-fn string(line: &[u8], at: usize) -> Option<(&str, usize)> {
-    let rest = line.get(at..)?;
-    let end = memchr::memchr(b'"', rest)?;
-    let text = rest.get(..end)?;
-    if memchr::memchr(b'\\', text).is_some() {
+fn string(line: &str, at: usize) -> Option<(&str, usize)> {
+    let rest = line.as_bytes().get(at..)?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest.get(end) != Some(&b'"') {
         return None;
     }
-    Some((std::str::from_utf8(text).ok()?, at + end + 1))
+    Some((line.get(at..at + end)?, at + end + 1))
 }
 
 /// The integer starting at `at`, and the index past it.
-fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
-    let rest = line.get(at..)?;
-    let len = rest
+fn number(line: &str, at: usize) -> Option<(i64, usize)> {
+    let rest = line.as_bytes().get(at..)?;
+    let (negative, digits) = match rest.first() {
+        Some(b'-') => (true, rest.get(1..)?),
+        _ => (false, rest),
+    };
+    let len = digits
         .iter()
-        .position(|b| !(b.is_ascii_digit() || *b == b'-'))
-        .unwrap_or(rest.len());
-    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
-    Some((text.parse().ok()?, at + len))
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if len == 0 || len > 18 {
+        // No digits, or more than an i64 surely holds: the strict parser decides.
+        return None;
+    }
+    let value = digits
+        .get(..len)?
+        .iter()
+        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    let sign = usize::from(negative);
+    Some((if negative { -value } else { value }, at + sign + len))
 }

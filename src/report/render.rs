@@ -127,7 +127,7 @@ pub fn text(r: &Review) -> String {
             let s = &i.seen;
             vec![
                 i.principal.clone(),
-                i.seen.kind.clone(),
+                i.seen.kind.to_string(),
                 i.owner.clone().unwrap_or_else(|| "-".into()),
                 if i.groups.is_empty() {
                     "-".into()
@@ -285,7 +285,7 @@ fn chart(
     let buckets = span.div_ceil(per_bar).max(1);
     let mut totals = vec![(0u64, 0u64); usize::try_from(buckets).unwrap_or(1)];
     for s in series {
-        for (index, calls, denials) in s.buckets().iter().filter(|b| (start..=end).contains(&b.0)) {
+        for (index, calls, denials) in s.buckets().filter(|b| (start..=end).contains(&b.0)) {
             if let Some(slot) =
                 totals.get_mut(usize::try_from((index - start) / per_bar).unwrap_or(0))
             {
@@ -336,7 +336,7 @@ pub fn html(r: &Review) -> String {
         .chain([&r.unverified_series])
         .collect();
     let (start, end) = {
-        let keys = all.iter().flat_map(|s| s.buckets().iter().map(|b| b.0));
+        let keys = all.iter().flat_map(|s| s.buckets().map(|b| b.0));
         let (mut lo, mut hi) = (u64::MAX, 0);
         for k in keys {
             lo = lo.min(k);
@@ -414,7 +414,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.calls{fill:#8da2c0}.den
             page,
             r#"<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td><td>{}</td><td>{}</td><td class="n">{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&i.principal),
-            esc(&i.seen.kind),
+            esc(i.seen.kind.as_str()),
             esc(i.owner.as_deref().unwrap_or("-")),
             esc(&i.groups.join(", ")),
             s.calls,

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::granted::{Grant, granted};
 use super::read::ReadNotes;
-use crate::inventory::{IdentitySummary, Series, Summary, Usage};
+use crate::inventory::{IdentitySummary, Kind, Series, Summary, Usage};
 use crate::mapping::routes::Routes;
 use crate::policy::PolicyStore;
 
@@ -229,15 +229,14 @@ pub fn review(
         }
         let kind = if seen.calls == 0 {
             if principal.contains('#') {
-                "client"
+                Kind::Client
             } else {
-                "workload"
+                Kind::Workload
             }
-            .to_owned()
         } else if seen.delegated > 0 {
-            "delegated app".to_owned()
+            Kind::DelegatedApp
         } else {
-            seen.kind.clone()
+            seen.kind
         };
         seen.kind = kind;
         inventory.push(InventoryRow {
