@@ -25,6 +25,7 @@ use tollgate::authz::{Authorizer, Caches};
 use tollgate::config::{ConfigSource, load};
 use tollgate::demo::{DemoRequest, mint};
 use tollgate::identity::IdentityCaches;
+use tollgate::identity::revocation::Revocations;
 use tollgate::request::CheckInput;
 use tollgate::snapshot::{Snapshot, SnapshotHandle};
 use tollgate::{identity, mapping, policy};
@@ -120,6 +121,29 @@ fn check(c: &mut Criterion) {
         b.iter(|| decide(&cold, snapshot, black_box(&input)))
     });
 
+    // A 100,000-entry revocation file, no entry this caller's: the warm check (answered before
+    // identity is looked at) and the cold one (every fresh decision looks the caller up).
+    let with_revocations = || {
+        let mut snapshot = embedded();
+        snapshot.identity.revocations =
+            Revocations::parse("revoked.toml", &revocation_file(100_000)).unwrap();
+        snapshot
+    };
+    let revoking = Authorizer::new(
+        Arc::new(SnapshotHandle::new(with_revocations())),
+        Caches::new(10_000, 300),
+        AuditLog::disabled(),
+    );
+    let revoking_snapshot = &*revoking.snapshot();
+    assert_eq!(revoking_snapshot.identity.revocations.len(), 100_000);
+    assert!(decide(&revoking, revoking_snapshot, &input).is_allowed());
+    c.bench_function("check/warm (100k revocations)", |b| {
+        b.iter(|| decide(&revoking, revoking_snapshot, black_box(&input)))
+    });
+    c.bench_function("check/cold (100k revocations)", |b| {
+        b.iter(|| decide(&cold, revoking_snapshot, black_box(&input)))
+    });
+
     // The same estate behind the test PKI and an RS256 issuer: the target's cold caller.
     let ca = support::pki::Ca::new("Bench CA");
     let tokens = support::jwt::TokenIssuer::new();
@@ -148,6 +172,31 @@ fn check(c: &mut Criterion) {
     c.bench_function("stage/cedar", |b| {
         b.iter(|| policy::decide(&snapshot.policies, black_box(&query)).unwrap())
     });
+}
+
+/// A revocation file of `n` entries: SPIFFE IDs, certificate thumbprints, token ids and
+/// clients in equal parts.
+fn revocation_file(n: usize) -> String {
+    use std::fmt::Write;
+    let quarter = n / 4;
+    let list = |key: &str, entry: &dyn Fn(usize) -> String| {
+        let items: Vec<String> = (0..quarter)
+            .map(|i| format!("  \"{}\",", entry(i)))
+            .collect();
+        format!("{key} = [\n{}\n]\n", items.join("\n"))
+    };
+    let mut text = list("spiffe_ids", &|i| {
+        format!("spiffe://demo.tollgate.dev/retired-{i}")
+    });
+    text += &list("certificates", &|i| format!("{:064x}", i + 1));
+    text += &list("token_ids", &|i| format!("leaked-{i}"));
+    for i in 0..n - 3 * quarter {
+        let _ = writeln!(
+            text,
+            "[[clients]]\nclient = \"client-{i}\"\nissued_before = 2026-12-03T10:00:00Z"
+        );
+    }
+    text
 }
 
 criterion_group!(benches, check);

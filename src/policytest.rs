@@ -345,6 +345,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             })?),
             thumbprint: None,
             serial: None,
+            issuer: None,
             not_after: None,
         }),
         None => None,
@@ -367,6 +368,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             svid: None,
             expires_at: i64::MAX,
             jti: None,
+            issued_at: None,
         })
     });
     // As `serve` names them: a token-only caller is `<issuer>#<client>`.

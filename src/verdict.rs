@@ -113,6 +113,8 @@ pub enum ReasonCode {
     TokenBindingMismatch,
     /// `cnf` asks for a proof of possession Tollgate cannot verify (e.g. DPoP `jkt`).
     TokenBindingUnsupported,
+    /// The revocation file withdraws the workload, its certificate, the token or its client.
+    CredentialRevoked,
     /// Unusable request line (path encoding, method).
     MalformedRequest,
     /// No route for the request.
@@ -256,6 +258,7 @@ impl ReasonCode {
             Self::TokenBindingRequired => "token_binding_required",
             Self::TokenBindingMismatch => "token_binding_mismatch",
             Self::TokenBindingUnsupported => "token_binding_unsupported",
+            Self::CredentialRevoked => "credential_revoked",
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
@@ -282,7 +285,10 @@ impl ReasonCode {
             | Self::SpiffeIdMissing
             | Self::SpiffeIdInvalid
             | Self::TrustDomainNotAllowed
-            | Self::XfccInvalid => FailureClass::BadCertificate,
+            | Self::XfccInvalid
+            // A revoked workload or token alike: 401 with the bare challenge (an
+            // `invalid_token` one would misname a revoked certificate).
+            | Self::CredentialRevoked => FailureClass::BadCertificate,
             Self::TokenMalformed
             | Self::TokenAlgorithm
             | Self::TokenIssuer
@@ -374,6 +380,7 @@ impl From<&IdentityError> for ReasonCode {
             IdentityError::SpiffeId { .. } => Self::SpiffeIdInvalid,
             IdentityError::TrustDomainNotAllowed(_) => Self::TrustDomainNotAllowed,
             IdentityError::NoClient => Self::TokenNoClient,
+            IdentityError::Revoked(_) => Self::CredentialRevoked,
         }
     }
 }

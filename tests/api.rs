@@ -46,6 +46,8 @@ mod policytest;
 mod reload;
 #[path = "api/report.rs"]
 mod report;
+#[path = "api/revocation.rs"]
+mod revocation;
 #[path = "api/sources.rs"]
 mod sources;
 #[path = "api/token.rs"]

@@ -45,5 +45,6 @@ pub fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
         issuers: Issuers::new(vec![issuer]),
         require_workload: false,
         require_token: false,
+        revocations: Default::default(),
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::Event;
 use crate::evidence::{Actor, Evidence};
 use crate::identity::AccessMode;
+use crate::identity::short_hash;
 
 /// The OCSF schema version the records follow.
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -248,12 +249,6 @@ fn is_zero(n: &usize) -> bool {
 /// node, so reports still count distinct users, while the record no longer names them.
 fn pseudonym(user: &str) -> String {
     format!("sha256:{}", short_hash(user.as_bytes()))
-}
-
-/// The first 16 bytes of SHA-256, hex.
-fn short_hash(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    hex::encode(digest.as_ref().get(..16).unwrap_or_default())
 }
 
 #[derive(Serialize)]

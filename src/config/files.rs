@@ -22,6 +22,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../deploy/demo/issuer.jwks.json"),
     ),
     (
+        "deploy/demo/revoked.toml",
+        include_str!("../../deploy/demo/revoked.toml"),
+    ),
+    (
         "policies/tollgate.cedarschema",
         include_str!("../../policies/tollgate.cedarschema"),
     ),

@@ -8,7 +8,7 @@ const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The demo config, with `edit` applied, written to a new temp folder: its certificates,
 /// keys, schema and entities named by absolute path, its policies copied to `policies/`
-/// beside it (so a test can change them).
+/// and its revocation file beside it (so a test can change them).
 pub(crate) fn demo_config(edit: impl Fn(String) -> String) -> (tempfile::TempDir, ConfigSource) {
     let repo = Path::new(MANIFEST);
     let dir = tempfile::tempdir().unwrap();
@@ -17,6 +17,11 @@ pub(crate) fn demo_config(edit: impl Fn(String) -> String) -> (tempfile::TempDir
     for f in ["orders.cedar", "payments.cedar", "platform.cedar"] {
         std::fs::copy(repo.join("policies").join(f), policies.join(f)).unwrap();
     }
+    std::fs::copy(
+        repo.join("deploy/demo/revoked.toml"),
+        dir.path().join("revoked.toml"),
+    )
+    .unwrap();
     let demo = std::fs::read_to_string(repo.join("deploy/demo/tollgate.toml")).unwrap();
     let demo = demo
         .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))

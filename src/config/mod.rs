@@ -594,6 +594,11 @@ fn identity(at: &Locator<'_>, raw: &RawConfig) -> Result<IdentitySpec, ConfigErr
         insecure_shared_ca_across_trust_domains: id.insecure_shared_ca_across_trust_domains,
         require_workload: id.require_workload,
         require_token: id.require_token,
+        revocation: raw
+            .revocation
+            .file
+            .as_ref()
+            .map(|path| at.document(path, "revocation.file")),
     })
 }
 

@@ -41,6 +41,18 @@ pub struct RawConfig {
     /// Accept JWT-SVIDs as bearer tokens.
     #[serde(default)]
     pub jwt_svid: Option<RawJwtSvid>,
+    /// Withdrawn credentials and identities.
+    #[serde(default)]
+    pub revocation: RawRevocation,
+}
+
+/// `[revocation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    /// The revocation file (watched; relative to the config's folder).
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
 }
 
 /// `[jwt_svid]`.

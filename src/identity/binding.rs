@@ -38,6 +38,7 @@ mod tests {
             svid: None,
             expires_at: 0,
             jti: None,
+            issued_at: None,
         }
     }
 

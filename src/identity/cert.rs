@@ -90,6 +90,8 @@ pub struct VerifiedCert {
     pub thumbprint: [u8; 32],
     /// The leaf's serial number, hex.
     pub serial: String,
+    /// The leaf's issuer name (`CN=…, O=…`), for revocation by issuer and serial.
+    pub issuer: String,
     /// End of validity of the whole verified path (leaf, intermediates, anchor), Unix
     /// seconds; bounds how long the result may be cached.
     pub not_after: i64,
@@ -319,6 +321,7 @@ impl TrustStore {
             name,
             thumbprint: thumbprint(der),
             serial: cert.raw_serial_as_string().replace(':', ""),
+            issuer: cert.issuer().to_string(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }

@@ -93,6 +93,7 @@ mod tests {
                     name: super::super::cert::WorkloadName::Dns("late".into()),
                     thumbprint: None,
                     serial: None,
+                    issuer: None,
                     not_after: None,
                 };
                 assert_eq!(cert(1, 1, 0, "x"), None);

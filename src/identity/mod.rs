@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cert;
 pub mod jwks;
 mod memo;
+pub mod revocation;
 pub mod spiffe;
 pub mod token;
 pub mod xfcc;
@@ -48,6 +49,8 @@ pub struct Identity {
     pub require_workload: bool,
     /// Refuse requests without a bearer token, even with a workload identity.
     pub require_token: bool,
+    /// Credentials and identities withdrawn (the revocation file; empty without one).
+    pub revocations: revocation::Revocations,
 }
 
 /// How the caller acts.
@@ -79,6 +82,8 @@ pub struct Workload {
     pub thumbprint: Option<[u8; 32]>,
     /// Certificate serial, when verified here.
     pub serial: Option<String>,
+    /// The certificate's issuer name, when verified here.
+    pub issuer: Option<String>,
     /// End of validity of the verified certificate path, Unix seconds, when verified here.
     pub not_after: Option<i64>,
 }
@@ -147,6 +152,9 @@ pub enum IdentityError {
     /// A token without a workload must name its client.
     #[error("token names no client (client_id/azp) and no certificate identifies the caller")]
     NoClient,
+    /// An entry of the revocation file withdraws the workload or the token.
+    #[error("{0}")]
+    Revoked(revocation::Revoked),
 }
 
 /// SHA-256 of a raw credential: a collision-resistant key, so a cached result can never be
@@ -279,6 +287,7 @@ pub fn verify_reusable(
             name: WorkloadName::Spiffe(id.clone()),
             thumbprint: None,
             serial: None,
+            issuer: None,
             not_after: None,
         }),
         (Some(w), Some(id)) if !matches!(&w.name, WorkloadName::Spiffe(own) if own == id) => {
@@ -289,6 +298,13 @@ pub fn verify_reusable(
         }
         (workload, _) => workload,
     };
+    // After every credential is known good, and before anything is built on them.
+    if let Some(revoked) = identity
+        .revocations
+        .check(workload.as_ref(), token.as_deref())
+    {
+        return Err(IdentityError::Revoked(revoked).into());
+    }
     let bound = match &token {
         Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))
             .map_err(IdentityError::from)?,
@@ -420,6 +436,7 @@ fn certificate(
         name: verified.name.clone(),
         thumbprint: Some(verified.thumbprint),
         serial: Some(verified.serial.clone()),
+        issuer: Some(verified.issuer.clone()),
         not_after: Some(verified.not_after),
     };
     if let Some(owner) = caches.memo_owner {
@@ -452,6 +469,7 @@ fn forwarded_certificate(
         name: WorkloadName::Spiffe(id),
         thumbprint: element.hash,
         serial: None,
+        issuer: None,
         not_after: None,
     }))
 }
@@ -468,6 +486,7 @@ fn envoy_principal(
         name: WorkloadName::Spiffe(id),
         thumbprint: None,
         serial: None,
+        issuer: None,
         not_after: None,
     }))
 }
@@ -512,6 +531,13 @@ fn bearer(input: &CheckInput) -> Result<Option<&str>, IdentityError> {
         return Err(IdentityError::AuthorizationScheme);
     }
     Ok(Some(token))
+}
+
+/// The first 16 bytes of SHA-256, hex: how records and revocation messages name a value
+/// (a token id, a user) without showing it.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = digest::digest(&digest::SHA256, bytes);
+    hex::encode(digest.as_ref().get(..16).unwrap_or_default())
 }
 
 /// SHA-256, the digest behind credential cache keys and certificate thumbprints.
@@ -571,6 +597,7 @@ mod tests {
             )]),
             require_workload: false,
             require_token: false,
+            revocations: revocation::Revocations::default(),
         }
     }
 

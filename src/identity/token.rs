@@ -186,6 +186,7 @@ impl JwtSvids {
             svid: Some(id),
             expires_at,
             jti: jti(&claims),
+            issued_at: claims.get("iat").and_then(Value::as_i64),
         })
     }
 }
@@ -232,6 +233,8 @@ pub struct VerifiedToken {
     pub expires_at: i64,
     /// `jti`, when present: audit records carry only a hash of it.
     pub jti: Option<String>,
+    /// `iat`, Unix seconds, when present: revocation can cut a client's tokens off at a moment.
+    pub issued_at: Option<i64>,
 }
 
 /// Why a token was refused.
@@ -675,6 +678,7 @@ fn facts(
         svid: None,
         expires_at,
         jti: jti(claims),
+        issued_at: claims.get("iat").and_then(Value::as_i64),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::identity::Identity;
 use crate::identity::bundle::{BundleError, RemoteBundle, jwt_svid_keys, parse_bundle};
 use crate::identity::cert::{TrustDomainBundle, TrustStore};
 use crate::identity::jwks::{KeySet, RemoteKeys};
+use crate::identity::revocation::Revocations;
 use crate::identity::token::{Issuer, Issuers, JwtSvids};
 use crate::mapping::routes::Routes;
 use crate::policy::{PolicyError, PolicyStore, SourceFile};
@@ -139,6 +140,14 @@ fn identity(
         intermediates.extend(certificates(document, source)?);
     }
     let bundles = trust_domains(id, source, awaiting)?;
+    let revocations = match &id.revocation {
+        Some(document) => {
+            let file = source.read(&document.value)?;
+            Revocations::parse(&file.name, &file.text)
+                .map_err(|e| invalid(&document.at, e.to_string()))?
+        }
+        None => Revocations::default(),
+    };
     let svids = match jwt_svid {
         Some(spec) => Some(jwt_svids(spec, id, source)?),
         None => None,
@@ -168,6 +177,7 @@ fn identity(
         },
         require_workload: id.require_workload,
         require_token: id.require_token,
+        revocations,
     })
 }
 

@@ -76,6 +76,7 @@ impl Spec {
         std::iter::once(&self.policies.schema)
             .chain(self.policies.entities.iter())
             .chain(id.intermediates.iter().map(|d| &d.value))
+            .chain(id.revocation.iter().map(|d| &d.value))
             .chain(
                 id.trust_domains
                     .iter()
@@ -110,6 +111,8 @@ pub struct IdentitySpec {
     pub require_workload: bool,
     /// Refuse requests without a bearer token.
     pub require_token: bool,
+    /// The revocation file (`[revocation] file`).
+    pub revocation: Option<Located<Document>>,
 }
 
 impl Spec {

@@ -254,6 +254,10 @@ impl DemoServer {
             .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
             .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
             .replace(
+                "\"revoked.toml\"",
+                &format!("\"{MANIFEST}/deploy/demo/revoked.toml\""),
+            )
+            .replace(
                 "\"issuer.jwks.json\"",
                 &format!("\"{MANIFEST}/deploy/demo/issuer.jwks.json\""),
             )

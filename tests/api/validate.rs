@@ -17,7 +17,7 @@ fn fixture(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
             std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
         }
     }
-    for f in ["ca.pem", "issuer.jwks.json"] {
+    for f in ["ca.pem", "issuer.jwks.json", "revoked.toml"] {
         std::fs::copy(
             Path::new(MANIFEST).join("deploy/demo").join(f),
             dir.path().join(f),
