@@ -117,6 +117,16 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
         }
         body.push('\n');
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for (domain, next_update) in snapshot.identity.trust.expired_crls(now) {
+        body.push_str(&format!(
+            "crl expired: trust domain `{domain}`'s CRL passed its nextUpdate at {next_update} \
+             (Unix seconds); its certificates are refused `crl_expired` until a fresh list is \
+             installed\n"
+        ));
+    }
     if let Some(error) = state.snapshots.last_reload_error() {
         body.push_str("last reload failed; serving the previous configuration");
         if state.details {

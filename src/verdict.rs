@@ -113,8 +113,11 @@ pub enum ReasonCode {
     TokenBindingMismatch,
     /// `cnf` asks for a proof of possession Tollgate cannot verify (e.g. DPoP `jkt`).
     TokenBindingUnsupported,
-    /// The revocation file withdraws the workload, its certificate, the token or its client.
+    /// The revocation file or the trust domain's CRL withdraws the workload, its certificate,
+    /// the token or its client.
     CredentialRevoked,
+    /// The trust domain's CRL is past its `nextUpdate` (fail closed).
+    CrlExpired,
     /// Unusable request line (path encoding, method).
     MalformedRequest,
     /// No route for the request.
@@ -259,6 +262,7 @@ impl ReasonCode {
             Self::TokenBindingMismatch => "token_binding_mismatch",
             Self::TokenBindingUnsupported => "token_binding_unsupported",
             Self::CredentialRevoked => "credential_revoked",
+            Self::CrlExpired => "crl_expired",
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
@@ -308,6 +312,7 @@ impl ReasonCode {
             // would not help, so not a 401.
             Self::TokenKeysUnavailable
             | Self::TokenKeysStale
+            | Self::CrlExpired
             | Self::InternalError
             | Self::Overloaded
             | Self::Timeout => FailureClass::Internal,
@@ -399,6 +404,8 @@ impl From<&CertError> for ReasonCode {
             CertError::SpiffeIdMissing => Self::SpiffeIdMissing,
             CertError::SpiffeIdInvalid { .. } => Self::SpiffeIdInvalid,
             CertError::TrustDomainNotAllowed(_) => Self::TrustDomainNotAllowed,
+            CertError::Revoked => Self::CredentialRevoked,
+            CertError::CrlExpired { .. } => Self::CrlExpired,
         }
     }
 }

@@ -19,6 +19,7 @@ pub fn identity(ca: &pki::Ca, tokens: &jwt::TokenIssuer) -> Identity {
             trust_domain: pki::TRUST_DOMAIN.into(),
             authorities: tollgate::identity::cert::parse_pem_certificates(ca.pem.as_bytes())
                 .unwrap(),
+            crls: vec![],
         }],
         vec![],
         2048,

@@ -721,11 +721,16 @@ fn trust_domains(
             },
             Document::File(_) | Document::Endpoint(_) => bundle.clone(),
         });
+        let crl = table.crl.map(|path| Located {
+            value: Document::File(path),
+            at: at.locate(list, &format!("{key}.crl")),
+        });
         domains.push(TrustDomainSpec {
             name: table.name,
             bundle,
             endpoint,
             jwt_bundle,
+            crl,
         });
     }
     if domains.is_empty() {

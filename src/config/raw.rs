@@ -215,6 +215,9 @@ pub struct RawTrustDomain {
     /// Past this long without a successful poll, the endpoint's bundle is trusted no more.
     #[serde(default = "default_bundle_endpoint_max_age")]
     pub bundle_endpoint_max_age_seconds: u64,
+    /// PEM certificate revocation lists of this domain's CAs (watched).
+    #[serde(default)]
+    pub crl: Option<String>,
 }
 
 fn default_bundle_endpoint_max_age() -> u64 {

@@ -50,6 +50,70 @@ pub struct TrustDomainBundle {
     pub trust_domain: String,
     /// Its CA certificates (DER); empty where the identity source verifies no certificate.
     pub authorities: Vec<CertificateDer<'static>>,
+    /// Its certificate revocation lists.
+    pub crls: Vec<Crl>,
+}
+
+/// One certificate revocation list of a trust domain, signature not yet checked (webpki
+/// checks it against the issuer on the path when it is consulted).
+#[derive(Debug, Clone)]
+pub struct Crl {
+    /// As webpki consults it (shared: every snapshot built from the same file may hold it).
+    pub list: std::sync::Arc<webpki::CertRevocationList<'static>>,
+    /// `nextUpdate`, Unix seconds: past it the list is expired and its domain's certificates
+    /// are refused `crl_expired`.
+    pub next_update: i64,
+    /// The issuer's name, for messages.
+    pub issuer: String,
+    /// The issuer's name as encoded, to find the CA that signs the list.
+    pub issuer_der: Vec<u8>,
+}
+
+impl Crl {
+    /// True when `ca` (DER) is the certificate whose name this list is issued under.
+    pub fn issued_by(&self, ca: &[u8]) -> bool {
+        X509Certificate::from_der(ca)
+            .is_ok_and(|(_, cert)| cert.subject().as_raw() == self.issuer_der)
+    }
+
+    /// Every CRL in `bytes` (PEM blocks, or one DER list), with `nextUpdate` required.
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<Self>, String> {
+        use x509_parser::revocation_list::CertificateRevocationList;
+        let ders: Vec<Vec<u8>> =
+            if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
+                rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(bytes)
+                    .map(|crl| {
+                        crl.map(|der| der.as_ref().to_vec())
+                            .map_err(|e| format!("PEM: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                vec![bytes.to_vec()]
+            };
+        if ders.is_empty() {
+            return Err("no CRL in it (expected `-----BEGIN X509 CRL-----` blocks or DER)".into());
+        }
+        ders.iter()
+            .map(|der| {
+                let (_, parsed) = CertificateRevocationList::from_der(der)
+                    .map_err(|e| format!("a CRL does not parse: {e}"))?;
+                let issuer = parsed.issuer().to_string();
+                let issuer_der = parsed.issuer().as_raw().to_vec();
+                let next_update = parsed
+                    .next_update()
+                    .ok_or_else(|| format!("the CRL of `{issuer}` has no nextUpdate"))?
+                    .timestamp();
+                let list = webpki::OwnedCertRevocationList::from_der(der)
+                    .map_err(|e| format!("the CRL of `{issuer}` is not usable: {e:?}"))?;
+                Ok(Self {
+                    list: std::sync::Arc::new(webpki::CertRevocationList::Owned(list)),
+                    next_update,
+                    issuer,
+                    issuer_der,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What the certificate stage trusts; built once per snapshot.
@@ -64,12 +128,21 @@ pub struct TrustStore {
     dns_san_fallback: bool,
 }
 
-/// Trust anchors with their expiry, which webpki's anchors do not keep.
+/// Trust anchors with their expiry, which webpki's anchors do not keep, and the domain's
+/// revocation lists.
 #[derive(Debug, Default)]
 struct Anchors {
     anchors: Vec<TrustAnchor<'static>>,
     /// `notAfter` of each anchor, Unix seconds, in the same order.
     not_after: Vec<i64>,
+    crls: Vec<Crl>,
+}
+
+impl Anchors {
+    /// The earliest `nextUpdate` of the domain's CRLs.
+    fn crls_expire(&self) -> Option<i64> {
+        self.crls.iter().map(|c| c.next_update).min()
+    }
 }
 
 /// How the workload named itself in its certificate.
@@ -148,6 +221,18 @@ pub enum CertError {
     /// The SPIFFE ID's trust domain is not configured.
     #[error("trust domain `{0}` is not allowed")]
     TrustDomainNotAllowed(String),
+    /// A certificate on the path is listed in its trust domain's CRL.
+    #[error("certificate is revoked by its trust domain's CRL")]
+    Revoked,
+    /// The trust domain's CRL is past its `nextUpdate`: no certificate of the domain can be
+    /// judged until a fresh list is installed.
+    #[error("the trust domain's CRL expired at {next_update} (now {now}): install a fresh one")]
+    CrlExpired {
+        /// `nextUpdate`, Unix seconds.
+        next_update: u64,
+        /// Verification time, Unix seconds.
+        now: u64,
+    },
 }
 
 // === impl TrustStore ===
@@ -174,6 +259,7 @@ impl TrustStore {
                 anchors.anchors.push(anchor);
                 anchors.not_after.push(not_after);
             }
+            anchors.crls = bundle.crls.clone();
             domains.insert(bundle.trust_domain.clone(), anchors);
         }
         Ok(Self {
@@ -183,6 +269,18 @@ impl TrustStore {
             min_rsa_bits,
             dns_san_fallback,
         })
+    }
+
+    /// Trust domains whose CRL is past its `nextUpdate` at `now` (Unix seconds), with when.
+    pub fn expired_crls(&self, now: i64) -> Vec<(&str, i64)> {
+        let mut expired: Vec<(&str, i64)> = self
+            .domains
+            .iter()
+            .filter_map(|(domain, anchors)| Some((domain.as_str(), anchors.crls_expire()?)))
+            .filter(|(_, at)| *at <= now)
+            .collect();
+        expired.sort_unstable();
+        expired
     }
 
     /// Verifies a URL-encoded PEM field as Envoy forwards it (leaf first, then any
@@ -221,6 +319,19 @@ impl TrustStore {
             Vec::with_capacity(sent.len() + self.intermediates.len());
         pool.extend(sent.iter().cloned());
         pool.extend(self.intermediates.iter().cloned());
+        // Every certificate on the path whose issuer has a list in the domain's CRLs is looked
+        // up in it; an expired list refuses (`nextUpdate` enforced).
+        let crls: Vec<&webpki::CertRevocationList<'_>> =
+            anchors.crls.iter().map(|c| &*c.list).collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crls)
+            .ok()
+            .map(|options| {
+                options
+                    .with_depth(webpki::RevocationCheckDepth::Chain)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                    .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                    .build()
+            });
         let path = leaf
             .verify_for_usage(
                 SIGNATURE_ALGORITHMS,
@@ -229,11 +340,14 @@ impl TrustStore {
                 now,
                 // "If present" for the CAs on the path; `check_leaf` requires it on the leaf.
                 KeyUsage::client_auth(),
-                None,
+                revocation,
                 None,
             )
             .map_err(from_webpki)?;
-        let mut not_after = leaf_facts.not_after;
+        // A verification is reused no longer than the lists it was checked against hold.
+        let mut not_after = leaf_facts
+            .not_after
+            .min(anchors.crls_expire().unwrap_or(i64::MAX));
         for intermediate in path.intermediate_certificates() {
             not_after = not_after.min(check_ca(intermediate.der().as_ref())?);
         }
@@ -434,6 +548,11 @@ fn from_webpki(error: webpki::Error) -> CertError {
         E::UnsupportedCertVersion => {
             CertError::Malformed("a certificate on the chain is not X.509 v3".into())
         }
+        E::CertRevoked => CertError::Revoked,
+        E::CrlExpired { time, next_update } => CertError::CrlExpired {
+            next_update: next_update.as_secs(),
+            now: time.as_secs(),
+        },
         other => CertError::Untrusted(untrusted_because(&other).into()),
     }
 }

@@ -16,7 +16,7 @@ use super::spec::{
 use super::{Snapshot, SnapshotVersion};
 use crate::identity::Identity;
 use crate::identity::bundle::{BundleError, RemoteBundle, jwt_svid_keys, parse_bundle};
-use crate::identity::cert::{TrustDomainBundle, TrustStore};
+use crate::identity::cert::{Crl, TrustDomainBundle, TrustStore};
 use crate::identity::jwks::{KeySet, RemoteKeys};
 use crate::identity::revocation::Revocations;
 use crate::identity::token::{Issuer, Issuers, JwtSvids};
@@ -139,7 +139,7 @@ fn identity(
     for document in &id.intermediates {
         intermediates.extend(certificates(document, source)?);
     }
-    let bundles = trust_domains(id, source, awaiting)?;
+    let bundles = trust_domains(id, source, &intermediates, awaiting)?;
     let revocations = match &id.revocation {
         Some(document) => {
             let file = source.read(&document.value)?;
@@ -260,6 +260,7 @@ pub fn live_authorities(
         &[TrustDomainBundle {
             trust_domain: trust_domain.to_owned(),
             authorities: authorities.clone(),
+            crls: Vec::new(),
         }],
         Vec::new(),
         min_rsa_bits,
@@ -278,11 +279,44 @@ fn certificates(
     parse_bundle(&file.text).map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))
 }
 
+/// A trust domain's CRLs, each issued under the name of one of its CAs (its bundle's, or an
+/// intermediate's): a list no CA of the domain signs would never be consulted, and a
+/// revocation the operator believes in force would not be.
+fn crls(
+    document: &Located<Document>,
+    source: &dyn Source,
+    domain: &str,
+    authorities: &[rustls_pki_types::CertificateDer<'static>],
+    intermediates: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<Vec<Crl>, BuildError> {
+    let file = source.read(&document.value)?;
+    let crls = Crl::parse_all(file.text.as_bytes())
+        .map_err(|e| invalid(&document.at, format!("{}: {e}", file.name)))?;
+    for crl in &crls {
+        if !authorities
+            .iter()
+            .chain(intermediates)
+            .any(|ca| crl.issued_by(ca.as_ref()))
+        {
+            return Err(invalid(
+                &document.at,
+                format!(
+                    "{}: the CRL of `{}` is issued by no CA of trust domain `{domain}` (its \
+                     bundle or the intermediates): it would never be consulted",
+                    file.name, crl.issuer
+                ),
+            ));
+        }
+    }
+    Ok(crls)
+}
+
 /// Each trust domain's bundle read, and no CA shared between domains unless the config says
 /// so explicitly.
 fn trust_domains(
     id: &IdentitySpec,
     source: &dyn Source,
+    intermediates: &[rustls_pki_types::CertificateDer<'static>],
     awaiting: &mut Vec<String>,
 ) -> Result<Vec<TrustDomainBundle>, BuildError> {
     // Each domain's authorities, and whether they came from a live source (the Workload API,
@@ -319,10 +353,15 @@ fn trust_domains(
             },
             None => (Vec::new(), false),
         };
+        let crls = match &domain.crl {
+            Some(document) => crls(document, source, &domain.name, &authorities, intermediates)?,
+            None => Vec::new(),
+        };
         bundles.push((
             TrustDomainBundle {
                 trust_domain: domain.name.clone(),
                 authorities,
+                crls,
             },
             live,
         ));

@@ -80,6 +80,11 @@ impl Spec {
             .chain(
                 id.trust_domains
                     .iter()
+                    .filter_map(|t| t.crl.as_ref().map(|c| &c.value)),
+            )
+            .chain(
+                id.trust_domains
+                    .iter()
                     .filter_map(|t| t.bundle.as_ref().map(|b| &b.value)),
             )
             .chain(
@@ -140,6 +145,8 @@ pub struct TrustDomainSpec {
     /// Where its JWT authorities come from (a SPIFFE bundle's `jwt-svid` keys, or the
     /// Workload API's JWT bundle), for JWT-SVIDs.
     pub jwt_bundle: Option<Located<Document>>,
+    /// Its certificate revocation lists (PEM).
+    pub crl: Option<Located<Document>>,
 }
 
 /// A federated trust domain's bundle endpoint (SPIFFE Federation, `https_web` profile).

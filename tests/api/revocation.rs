@@ -285,3 +285,129 @@ async fn a_broken_edit_keeps_the_revocations_in_force_and_says_where() {
     .await;
     w.server.check(req.build()).await.assert_allowed(&id);
 }
+
+/// A server whose own trust domain has a CRL file, in a folder of the test's.
+async fn world_with_crl(
+    crl: impl Fn(&crate::support::pki::Ca) -> String,
+) -> (tempfile::TempDir, std::path::PathBuf, World) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo.crl.pem");
+    // The CA is made by the world; the list is written once it exists (a placeholder first
+    // would fail the build: a CRL must name one of the domain's CAs).
+    let ca = crate::support::pki::Ca::new("Test Root CA");
+    std::fs::write(&file, crl(&ca)).unwrap();
+    let options = Options {
+        own_bundle: format!(
+            "bundle = \"ca.pem\"\ncrl = {:?}",
+            file.display().to_string()
+        ),
+        ..Options::default()
+    };
+    (dir, file, World::with_ca(ca, options).await)
+}
+
+#[tokio::test]
+async fn a_certificate_in_its_domains_crl_is_refused_and_a_new_list_applies_within_a_second() {
+    let listed = std::sync::Mutex::new(Vec::new());
+    let hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let (_dir, file, w) = world_with_crl(|ca| {
+        let leaf = ca.app("payments");
+        listed.lock().unwrap().push(leaf.clone());
+        ca.crl(&[&leaf.der], hour)
+    })
+    .await;
+    let revoked = listed.lock().unwrap().pop().unwrap();
+    let token = w.issuer.app("payments", "orders.read");
+    let denied = w
+        .server
+        .check(
+            Req::get("/orders/1")
+                .cert(&revoked.pem)
+                .token(&token)
+                .build(),
+        )
+        .await;
+    denied.assert_denied(401, "credential_revoked");
+    assert!(
+        denied.body["message"].as_str().unwrap().contains("CRL"),
+        "{denied:?}"
+    );
+    // Another certificate of the same workload is not on the list.
+    let fresh = w.ca.app("payments");
+    let req = Req::get("/orders/1").cert(&fresh.pem).token(&token);
+    w.server
+        .check(req.clone().build())
+        .await
+        .assert_allowed(&format!("spiffe://{TRUST_DOMAIN}/payments"));
+
+    // The CA lists it too: the new list applies to the cached caller within a second.
+    let edited = Instant::now();
+    replace_file(&file, &w.ca.crl(&[&revoked.der, &fresh.der], hour));
+    loop {
+        let answer = w.server.check(req.clone().build()).await;
+        if reason(&answer) == "credential_revoked" {
+            break;
+        }
+        assert!(edited.elapsed() < Duration::from_secs(5), "never revoked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = edited.elapsed();
+    eprintln!("a new CRL applied in {took:?}");
+    assert!(took <= Duration::from_secs(1), "the new CRL took {took:?}");
+}
+
+#[tokio::test]
+async fn an_expired_crl_refuses_its_domain_and_readyz_says_so() {
+    let (_dir, _file, w) = world_with_crl(|ca| {
+        // Expired a minute ago (this_update an hour before).
+        ca.crl(
+            &[],
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        )
+    })
+    .await;
+    let answer = w
+        .server
+        .check(
+            Req::get("/orders/1")
+                .cert(&w.ca.app("payments").pem)
+                .token(&w.issuer.app("payments", "orders.read"))
+                .build(),
+        )
+        .await;
+    // Tollgate cannot judge the certificate: the configurable internal status, not a 401.
+    answer.assert_denied(503, "crl_expired");
+    let readyz = w.server.admin_get("/readyz").await;
+    assert!(
+        readyz.contains(&format!("crl expired: trust domain `{TRUST_DOMAIN}`")),
+        "{readyz}"
+    );
+}
+
+#[tokio::test]
+async fn a_crl_no_ca_of_the_domain_signs_is_refused_at_start() {
+    let other = crate::support::pki::Ca::new("Other CA");
+    let hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.crl.pem");
+    std::fs::write(&file, other.crl(&[], hour)).unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::pki::Ca::new("Test Root CA");
+    let options = Options {
+        own_bundle: format!(
+            "bundle = \"ca.pem\"\ncrl = {:?}",
+            file.display().to_string()
+        ),
+        ..Options::default()
+    };
+    let path =
+        crate::support::server::write_config(config_dir.path(), &ca, &TokenIssuer::new(), &options);
+    let Err(error) = tollgate::config::load(&tollgate::config::ConfigSource::File(path), 1) else {
+        panic!("a CRL of another CA must not load");
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("issued by no CA of trust domain") && error.contains("crl"),
+        "{error}"
+    );
+}

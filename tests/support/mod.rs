@@ -131,7 +131,11 @@ impl World {
     }
 
     pub async fn with(options: Options) -> Self {
-        let ca = Ca::new("Test Root CA");
+        Self::with_ca(Ca::new("Test Root CA"), options).await
+    }
+
+    /// A world around a CA the test made first (to write files it signs before the start).
+    pub async fn with_ca(ca: Ca, options: Options) -> Self {
         let issuer = TokenIssuer::new();
         let server = TestServer::start(&ca, &issuer, options).await;
         Self { ca, issuer, server }
@@ -144,6 +148,7 @@ pub fn trust_store(ca: &Ca) -> tollgate::identity::cert::TrustStore {
         &[tollgate::identity::cert::TrustDomainBundle {
             trust_domain: pki::TRUST_DOMAIN.into(),
             authorities: vec![rustls_pki_types::CertificateDer::from(ca.der.clone())],
+            crls: vec![],
         }],
         vec![],
         2048,

@@ -169,6 +169,31 @@ impl Ca {
         }
     }
 
+    /// A CRL of this CA (PEM) revoking the leaves `revoked` (DER), valid until `next_update`.
+    pub fn crl(&self, revoked: &[&[u8]], next_update: OffsetDateTime) -> String {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|der| {
+                    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+                    rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                        revocation_time: now - Duration::minutes(1),
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    }
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+
     pub fn app(&self, app: &str) -> Leaf {
         self.leaf(&LeafSpec::app(app))
     }
