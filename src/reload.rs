@@ -415,9 +415,12 @@ impl Reloader {
                     Change::Documents => (None, config.build(&*documents, generation)),
                 };
                 // A failed build keeps the last good policies, but identity sources (a
-                // rotated key set, a new bundle) must not wait on a policy author's fix.
-                let identity_only = (built.is_err() && live).then(|| {
-                    rebuild_identity(&config.spec, &*documents, &previous, generation).ok()
+                // rotated key set, a new bundle, a revocation) must not wait on a policy
+                // author's fix: renewed alone when they changed.
+                let identity_only = built.is_err().then(|| {
+                    rebuild_identity(&config.spec, &*documents, &previous, generation)
+                        .ok()
+                        .filter(|renewed| live || renewed.version.trust != previous.version.trust)
                 });
                 Attempt {
                     parsed,
@@ -718,6 +721,35 @@ mod tests {
         .unwrap();
         reloader.rebuild(Change::Documents).await;
         assert_eq!(snapshots.load().generation, 1);
+        let error = snapshots.last_reload_error().unwrap();
+        assert!(error.contains("broken.cedar:1:"), "{error}");
+    }
+
+    /// Review finding: a revocation saved while an unrelated policy file was broken waited
+    /// for the policy's fix (the identity-only build ran for fetched sources alone).
+    #[tokio::test]
+    async fn a_broken_policy_does_not_hold_up_a_revocation() {
+        let (dir, mut reloader) = demo_reloader();
+        let snapshots = reloader.snapshots.clone();
+        std::fs::write(
+            dir.path().join("policies/broken.cedar"),
+            "permit(principal,, action, resource);\n",
+        )
+        .unwrap();
+        reloader.rebuild(Change::Documents).await;
+        assert_eq!(snapshots.load().generation, 1, "nothing to renew yet");
+        std::fs::write(
+            dir.path().join("revoked.toml"),
+            "spiffe_ids = [\"spiffe://demo.tollgate.dev/payments\"]\n",
+        )
+        .unwrap();
+        reloader.rebuild(Change::Documents).await;
+        let snapshot = snapshots.load();
+        assert_eq!(
+            snapshot.identity.revocations.len(),
+            1,
+            "the revocation waited"
+        );
         let error = snapshots.last_reload_error().unwrap();
         assert!(error.contains("broken.cedar:1:"), "{error}");
     }

@@ -594,10 +594,12 @@ fn identity(at: &Locator<'_>, raw: &RawConfig) -> Result<IdentitySpec, ConfigErr
         insecure_shared_ca_across_trust_domains: id.insecure_shared_ca_across_trust_domains,
         require_workload: id.require_workload,
         require_token: id.require_token,
+        // `""` is the documented "none".
         revocation: raw
             .revocation
             .file
             .as_ref()
+            .filter(|path| !path.get_ref().is_empty())
             .map(|path| at.document(path, "revocation.file")),
     })
 }
@@ -721,10 +723,13 @@ fn trust_domains(
             },
             Document::File(_) | Document::Endpoint(_) => bundle.clone(),
         });
-        let crl = table.crl.map(|path| Located {
-            value: Document::File(path),
-            at: at.locate(list, &format!("{key}.crl")),
-        });
+        let crl = table
+            .crl
+            .filter(|path| !path.is_empty())
+            .map(|path| Located {
+                value: Document::File(path),
+                at: at.locate(list, &format!("{key}.crl")),
+            });
         domains.push(TrustDomainSpec {
             name: table.name,
             bundle,

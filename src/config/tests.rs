@@ -445,3 +445,12 @@ fn without_jwks_file(config: String) -> String {
     out.push('\n');
     out
 }
+
+/// Review finding: `file = ""`, the README's spelling of "no revocation file", named the
+/// config's own folder as the file and refused the whole configuration.
+#[test]
+fn an_empty_revocation_file_setting_means_none() {
+    let (_dir, source) = config_with(|c| c.replace("file = \"revoked.toml\"", "file = \"\""));
+    let (_, snapshot) = load(&source, 1).unwrap();
+    assert!(snapshot.identity.revocations.is_empty());
+}

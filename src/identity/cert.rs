@@ -163,7 +163,7 @@ pub struct VerifiedCert {
     pub thumbprint: [u8; 32],
     /// The leaf's serial number, hex.
     pub serial: String,
-    /// The leaf's issuer name (`CN=…, O=…`), for revocation by issuer and serial.
+    /// The leaf's issuer name as [`name_key`] writes it, for revocation by issuer and serial.
     pub issuer: String,
     /// End of validity of the whole verified path (leaf, intermediates, anchor), Unix
     /// seconds; bounds how long the result may be cached.
@@ -435,7 +435,7 @@ impl TrustStore {
             name,
             thumbprint: thumbprint(der),
             serial: cert.raw_serial_as_string().replace(':', ""),
-            issuer: cert.issuer().to_string(),
+            issuer: name_key(cert.issuer()),
             not_after: cert.validity().not_after.timestamp(),
         })
     }
@@ -555,6 +555,47 @@ fn from_webpki(error: webpki::Error) -> CertError {
         },
         other => CertError::Untrusted(untrusted_because(&other).into()),
     }
+}
+
+/// A distinguished name as revocation entries match it: each attribute as `TYPE=value` (the
+/// type's short name upper-cased, see [`attribute_type`]; the value as encoded, trimmed), sorted,
+/// one per line. Built from the attributes, not from a printed name: a printed name does not
+/// escape a comma inside a value.
+pub fn name_key(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::objects::{oid_registry, oid2abbrev};
+    let mut parts: Vec<String> = name
+        .iter_attributes()
+        .map(|attribute| {
+            let oid = attribute.attr_type();
+            let kind =
+                oid2abbrev(oid, oid_registry()).map_or_else(|_| oid.to_id_string(), str::to_owned);
+            let value = attribute.as_str().map_or_else(
+                |_| hex::encode(attribute.attr_value().data),
+                |v| v.trim().to_owned(),
+            );
+            format!("{}={value}", attribute_type(&kind))
+        })
+        .collect();
+    parts.sort();
+    parts.join("\n")
+}
+
+/// An attribute type's one spelling: upper-cased, long names and aliases to the short name
+/// (`commonName` and `cn` are `CN`; `Email`, `E` and `emailAddress` are `EMAILADDRESS`).
+pub fn attribute_type(kind: &str) -> String {
+    let upper = kind.trim().to_ascii_uppercase();
+    match upper.as_str() {
+        "COMMONNAME" => "CN",
+        "ORGANIZATIONNAME" => "O",
+        "ORGANIZATIONALUNITNAME" => "OU",
+        "COUNTRYNAME" => "C",
+        "LOCALITYNAME" => "L",
+        "STATEORPROVINCENAME" | "S" => "ST",
+        "EMAIL" | "E" => "EMAILADDRESS",
+        "DOMAINCOMPONENT" => "DC",
+        other => other,
+    }
+    .to_owned()
 }
 
 /// webpki's errors display as their Rust names; a log reader gets a sentence instead.

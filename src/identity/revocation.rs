@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Workload;
-use super::cert::WorkloadName;
+use super::cert::{WorkloadName, attribute_type};
 use super::spiffe::SpiffeId;
 use super::token::VerifiedToken;
 
@@ -202,6 +202,16 @@ impl Revocations {
             if jti.get_ref().is_empty() {
                 return Err(fail(jti.span().start, "a token id is empty".into()));
             }
+            if jti.get_ref().len() > super::token::MAX_JTI_BYTES {
+                return Err(fail(
+                    jti.span().start,
+                    format!(
+                        "a token id longer than {} bytes is never read from a token, so it \
+                         could never match: revoke the token's client instead",
+                        super::token::MAX_JTI_BYTES
+                    ),
+                ));
+            }
             out.token_ids
                 .entry(jti.get_ref().clone())
                 .or_insert(line(jti.span()));
@@ -223,14 +233,18 @@ impl Revocations {
                     )
                 })?),
             };
-            out.clients
-                .entry(c.client.clone())
-                .or_default()
-                .push(ClientRule {
-                    issuer: c.issuer.clone(),
-                    issued_before,
-                    line: line(client.span()),
-                });
+            // `<issuer>#<client>`, as audit records and policies name a token's client.
+            let (client_id, issuer) = match (c.client.rsplit_once('#'), &c.issuer) {
+                (Some((issuer, client)), None) if !client.is_empty() => {
+                    (client.to_owned(), Some(issuer.to_owned()))
+                }
+                _ => (c.client.clone(), c.issuer.clone()),
+            };
+            out.clients.entry(client_id).or_default().push(ClientRule {
+                issuer,
+                issued_before,
+                line: line(client.span()),
+            });
         }
         Ok(out)
     }
@@ -267,14 +281,14 @@ impl Revocations {
                 let entry = format!("sha256:{}", hex::encode(thumbprint));
                 return Some(self.revoked("certificates", entry, *line));
             }
+            // The certificate's issuer is already in `name_key`'s form.
             if let (Some(issuer), Some(serial)) = (&w.issuer, &w.serial)
                 && !self.serials.is_empty()
-                && let (Some(issuer), Some(serial)) =
-                    (distinguished_name(issuer), serial_number(serial))
+                && let Some(serial) = serial_number(serial)
             {
-                let key = (issuer, serial);
+                let key = (issuer.clone(), serial);
                 if let Some(line) = self.serials.get(&key) {
-                    let entry = format!("{} serial {}", key.0, key.1);
+                    let entry = format!("{} serial {}", key.0.replace('\n', ","), key.1);
                     return Some(self.revoked("serials", entry, *line));
                 }
             }
@@ -344,42 +358,51 @@ fn serial_number(text: &str) -> Option<String> {
     Some(if trimmed.is_empty() { "0" } else { trimmed }.to_owned())
 }
 
-/// A distinguished name compared as a set of `TYPE=value` parts: attribute types upper-cased,
-/// spaces around separators dropped, in any order (`openssl` prints RFC 2253 order, the
-/// certificate holds the reverse).
+/// A distinguished name as written in the file, in the form [`name_key`] gives a
+/// certificate's: RFC 4514 (`CN=CA,O=Example\, Inc.`), OpenSSL's one-line form
+/// (`O = "Example, Inc.", CN = CA`) or its old slash form (`/O=Example/CN=CA`); parts in any
+/// order.
 fn distinguished_name(text: &str) -> Option<String> {
+    let text = text.trim();
+    // The slash form separates with `/` alone (its values may hold commas).
+    let (separators, text): (&[char], &str) = match text.strip_prefix('/') {
+        Some(rest) => (&['/'], rest),
+        None => (&[',', '+', ';'], text),
+    };
     let mut parts: Vec<String> = Vec::new();
     let mut current = String::new();
-    let mut escaped = false;
+    let (mut escaped, mut quoted) = (false, false);
     for c in text.chars() {
-        match c {
-            ',' | '/' if !escaped => {
-                parts.push(std::mem::take(&mut current));
-            }
-            '\\' if !escaped => {
-                escaped = true;
-                current.push(c);
-                continue;
-            }
-            _ => current.push(c),
+        if escaped {
+            current.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if separators.contains(&c) && !quoted {
+            parts.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
         }
-        escaped = false;
+    }
+    if escaped || quoted {
+        return None;
     }
     parts.push(current);
     let mut normalised = Vec::with_capacity(parts.len());
-    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+    for part in parts.iter().filter(|p| !p.trim().is_empty()) {
         let (kind, value) = part.split_once('=')?;
-        let kind = kind.trim().to_ascii_uppercase();
-        if kind.is_empty() {
+        if kind.trim().is_empty() {
             return None;
         }
-        normalised.push(format!("{kind}={}", value.trim()));
+        normalised.push(format!("{}={}", attribute_type(kind), value.trim()));
     }
     if normalised.is_empty() {
         return None;
     }
     normalised.sort();
-    Some(normalised.join(","))
+    Some(normalised.join("\n"))
 }
 
 /// Unix seconds of a TOML offset date-time.
@@ -409,7 +432,7 @@ mod tests {
             name: WorkloadName::Spiffe(SpiffeId::parse_workload(id).unwrap()),
             thumbprint: Some([7; 32]),
             serial: Some("0a:1b".into()),
-            issuer: Some("CN=Demo CA, O=Demo".into()),
+            issuer: Some("CN=Demo CA\nO=Demo".into()),
             not_after: None,
         }
     }
@@ -484,7 +507,7 @@ issuer = "https://other-idp"
             None,
             "another issuer's serial 0a1b"
         );
-        w.issuer = Some("CN=Other CA,O=Other".into());
+        w.issuer = Some("CN=Other CA\nO=Other".into());
         assert_eq!(r.check(Some(&w), None).map(|x| x.line), Some(6));
         w.serial = Some("0b".into());
         assert_eq!(r.check(Some(&w), None), None);
@@ -507,6 +530,90 @@ issuer = "https://other-idp"
         let mut other = token("reporting", None, None);
         other.issuer = "https://other-idp".into();
         assert!(r.check(None, Some(&other)).is_some());
+    }
+
+    /// A CA named `O=Example, Inc., CN=Issuing CA` and a workload leaf it signed, verified the
+    /// way requests are: the workload as identity verification reports it.
+    fn verified_under_a_name_with_a_comma() -> Workload {
+        use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::OrganizationName, "Example, Inc.");
+        ca.distinguished_name.push(DnType::CommonName, "Issuing CA");
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![SanType::URI("spiffe://example.org/app".try_into().unwrap())];
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let trust = crate::identity::cert::TrustStore::new(
+            &[crate::identity::cert::TrustDomainBundle {
+                trust_domain: "example.org".into(),
+                authorities: vec![ca_cert.der().clone()],
+                crls: vec![],
+            }],
+            vec![],
+            2048,
+            false,
+        )
+        .unwrap();
+        let verified = trust
+            .verify_chain(&[leaf.der().clone()], rustls_pki_types::UnixTime::now())
+            .unwrap();
+        Workload {
+            name: verified.name,
+            thumbprint: None,
+            serial: Some(verified.serial),
+            issuer: Some(verified.issuer),
+            not_after: None,
+        }
+    }
+
+    /// Review finding: an issuer whose name has a comma in a value (`O=Example, Inc.`) could
+    /// not be written in the file, and the certificate's side did not normalise at all, so the
+    /// entry was skipped without a word (fail open).
+    #[test]
+    fn an_issuer_with_a_comma_in_its_name_is_matched_however_it_is_written() {
+        let workload = verified_under_a_name_with_a_comma();
+        let serial = workload.serial.clone().unwrap();
+        for issuer in [
+            r#"CN=Issuing CA,O=Example\, Inc."#,
+            r#"O = "Example, Inc.", CN = Issuing CA"#,
+            r#"/O=Example, Inc./CN=Issuing CA"#,
+        ] {
+            let file = format!("[[serials]]\nissuer = '{issuer}'\nserial = \"{serial}\"\n");
+            let r = parse(&file).unwrap_or_else(|e| panic!("{issuer}: {e}"));
+            assert_eq!(
+                r.check(Some(&workload), None).map(|x| x.list),
+                Some("serials"),
+                "{issuer}"
+            );
+        }
+    }
+
+    /// Review finding: a client written as audit records name it (`<issuer>#<client>`) and a
+    /// token id longer than Tollgate reads (256 bytes) parsed, and could never match.
+    #[test]
+    fn a_client_as_records_name_it_matches_and_an_unmatchable_token_id_is_refused() {
+        let r = parse("[[clients]]\nclient = \"https://idp#ci-bot\"\n").unwrap();
+        assert!(r.check(None, Some(&token("ci-bot", None, None))).is_some());
+        let mut other = token("ci-bot", None, None);
+        other.issuer = "https://other".into();
+        assert_eq!(
+            r.check(None, Some(&other)),
+            None,
+            "only that issuer's ci-bot"
+        );
+        let long = "j".repeat(257);
+        let e = parse(&format!("token_ids = [\"{long}\"]")).unwrap_err();
+        assert!(e.message.contains("256"), "{e}");
     }
 
     #[test]

@@ -337,6 +337,9 @@ impl TokenError {
     }
 }
 
+/// Longest `jti` read from a token; a longer one is no `jti`.
+pub const MAX_JTI_BYTES: usize = 256;
+
 /// Most bytes of token-supplied text a remembered refusal keeps.
 pub const KEPT_TEXT: usize = 64;
 
@@ -688,7 +691,7 @@ fn jti(claims: &Map<String, Value>) -> Option<String> {
     claims
         .get("jti")
         .and_then(Value::as_str)
-        .filter(|jti| jti.len() <= 256)
+        .filter(|jti| jti.len() <= MAX_JTI_BYTES)
         .map(str::to_owned)
 }
 

@@ -233,6 +233,10 @@ fn number(line: &str, at: usize) -> Option<(i64, usize)> {
         .get(..len)?
         .iter()
         .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    let sign = usize::from(negative);
-    Some((if negative { -value } else { value }, at + sign + len))
+    let end = at + usize::from(negative) + len;
+    // A number ends where JSON says one may: anything else (`123-`, `1x`) is not one.
+    if !matches!(line.as_bytes().get(end), Some(b',' | b'}' | b']')) {
+        return None;
+    }
+    Some((if negative { -value } else { value }, end))
 }

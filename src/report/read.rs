@@ -320,6 +320,17 @@ mod tests {
         reader.finish().0
     }
 
+    /// Review finding: the fast path read `1790000000000-` as a number, where the strict
+    /// parser refuses the line.
+    #[test]
+    fn a_malformed_number_is_left_to_the_strict_parser() {
+        let broken = RECORD.replace("\"time\":1790000000000,", "\"time\":1790000000000-,");
+        assert!(Scanner::default().scan(broken.as_bytes()).is_none());
+        assert_eq!(read(&format!("{broken}\n")).corrupt, 1);
+        let broken = RECORD.replace("\"status_id\":1,", "\"status_id\":1x,");
+        assert!(Scanner::default().scan(broken.as_bytes()).is_none());
+    }
+
     /// The fast path and the strict parser read the same record the same way.
     #[test]
     fn own_layout_and_reserialised_records_read_alike() {
