@@ -126,7 +126,7 @@ fn check(c: &mut Criterion) {
     let with_revocations = || {
         let mut snapshot = embedded();
         snapshot.identity.revocations =
-            Revocations::parse("revoked.toml", &revocation_file(100_000)).unwrap();
+            Arc::new(Revocations::parse("revoked.toml", &revocation_file(100_000)).unwrap());
         snapshot
     };
     let revoking = Authorizer::new(

@@ -200,12 +200,6 @@ impl CacheMetrics {
 pub struct Metrics;
 
 impl Metrics {
-    /// `n` audit records were dropped because the writer fell behind (counted by the writer,
-    /// off the request path).
-    pub fn audit_dropped(&self, n: u64) {
-        counter!("tollgate_audit_dropped_total").increment(n);
-    }
-
     /// A batch of audit records could not be written to a sink.
     pub fn audit_write_failed(&self) {
         counter!("tollgate_audit_write_errors_total").increment(1);

@@ -754,6 +754,44 @@ mod tests {
         assert!(error.contains("broken.cedar:1:"), "{error}");
     }
 
+    /// Review finding: a typo in the revocation file failed the identity-only build too, so a
+    /// rotated bundle waited for the typo's fix.
+    #[tokio::test]
+    async fn a_broken_revocation_file_does_not_hold_up_a_bundle_rotation() {
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        let (dir, source) = crate::config::fixture::demo_config(|c| {
+            c.replace(&format!("\"{manifest}/deploy/demo/ca.pem\""), "\"ca.pem\"")
+        });
+        let ca = dir.path().join("ca.pem");
+        std::fs::copy(format!("{manifest}/deploy/demo/ca.pem"), &ca).unwrap();
+        let (_, mut reloader) = demo_reloader();
+        let (config, snapshot) = crate::config::load(&source, 1).unwrap();
+        reloader.documents = Arc::new(source.clone());
+        reloader.source = source;
+        reloader.config = Arc::new(config);
+        reloader.snapshots = Arc::new(SnapshotHandle::new(snapshot));
+        let snapshots = reloader.snapshots.clone();
+        let trust = snapshots.load().version.trust.clone();
+
+        std::fs::write(dir.path().join("revoked.toml"), "spiffe_ids = [\"nope\"]\n").unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let next = params.self_signed(&key).unwrap();
+        std::fs::write(&ca, next.pem()).unwrap();
+        reloader.rebuild(Change::Documents).await;
+
+        let renewed = snapshots.load();
+        assert_ne!(renewed.version.trust, trust, "the rotated bundle waited");
+        assert!(
+            renewed.identity.revocations.is_empty(),
+            "the last good list stays"
+        );
+        let error = snapshots.last_reload_error().unwrap();
+        assert!(error.contains("revoked.toml:1"), "{error}");
+    }
+
     /// Review finding: after a config edit failed to build, a document change built the *old*
     /// config with the new files, went live, and cleared the error from `/readyz`.
     #[tokio::test]

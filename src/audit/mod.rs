@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::evidence::Evidence;
 use crate::inventory::{Inventory, Observation, Summary};
-use crate::metrics::{Metrics, STRIPES, Stripes};
+use crate::metrics::{Metrics, STRIPES, Striped};
 use crate::verdict::DecisionId;
 pub use ocsf::RecordOptions;
 pub use sink::OtlpSettings;
@@ -251,8 +251,9 @@ fn events(batches: &[Batch]) -> Vec<Event<'_>> {
 /// What the writer and the admin endpoints share.
 #[derive(Debug)]
 struct Shared {
-    /// Counted where they happen, per thread; published to the metric by the writer.
-    dropped: Stripes,
+    /// Counted where they happen, per thread; the metric sums them whenever it is read
+    /// (`tollgate_audit_dropped_total`), so it moves even while the writer is stalled.
+    dropped: Arc<Striped>,
     write_errors: AtomicU64,
     inventory: Mutex<Inventory>,
     sinks: Vec<String>,
@@ -261,7 +262,7 @@ struct Shared {
 impl Shared {
     fn new(sinks: Vec<String>, identities: usize) -> Arc<Self> {
         Arc::new(Self {
-            dropped: Stripes::default(),
+            dropped: Striped::new(metrics::counter!("tollgate_audit_dropped_total")),
             write_errors: AtomicU64::new(0),
             inventory: Mutex::new(Inventory::new(identities)),
             sinks,
@@ -303,7 +304,6 @@ impl AuditLog {
         let pending = Arc::new(Pending::new(settings.queue));
         let writer = Writer {
             pending: pending.clone(),
-            published_drops: 0,
             file,
             stdout: settings.stdout,
             otlp,
@@ -423,8 +423,6 @@ pub enum Queued {
 /// The writer: drains the queue in batches into the sinks and the inventory.
 struct Writer {
     pending: Arc<Pending>,
-    /// Drops already added to `tollgate_audit_dropped_total`.
-    published_drops: u64,
     file: Option<sink::RotatingFile>,
     stdout: bool,
     otlp: Option<sink::Otlp>,
@@ -451,7 +449,6 @@ impl Writer {
             }
             // Released here, on the writer, in runs.
             taken.iter_mut().for_each(Batch::clear);
-            self.publish_drops();
             if closed {
                 break;
             }
@@ -461,15 +458,6 @@ impl Writer {
         }
         if let Some(otlp) = &self.otlp {
             otlp.shutdown();
-        }
-    }
-
-    /// Adds the drops counted since the last round to `tollgate_audit_dropped_total`.
-    fn publish_drops(&mut self) {
-        let dropped = self.shared.dropped.sum();
-        if dropped > self.published_drops {
-            self.metrics.audit_dropped(dropped - self.published_drops);
-            self.published_drops = dropped;
         }
     }
 
@@ -656,6 +644,30 @@ mod tests {
             1,
             "the writer released every reference"
         );
+    }
+
+    /// Review finding: drops reached `tollgate_audit_dropped_total` only when the writer came
+    /// round, so while it was stalled on a slow sink (when drops happen) the metric stood still.
+    #[test]
+    fn drops_reach_the_metric_without_the_writer() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let log = metrics::with_local_recorder(&recorder, || AuditLog {
+            queue: Some(Arc::new(Pending::new(1))),
+            shared: Shared::new(Vec::new(), 1),
+        });
+        for _ in 0..3 {
+            let _ = log.record(
+                DecisionId::next(),
+                evidence(),
+                None,
+                std::time::Instant::now(),
+                Duration::ZERO,
+            );
+        }
+        crate::metrics::publish();
+        let text = handle.render();
+        assert!(text.contains("tollgate_audit_dropped_total 2"), "{text}");
     }
 
     #[test]

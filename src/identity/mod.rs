@@ -49,8 +49,9 @@ pub struct Identity {
     pub require_workload: bool,
     /// Refuse requests without a bearer token, even with a workload identity.
     pub require_token: bool,
-    /// Credentials and identities withdrawn (the revocation file; empty without one).
-    pub revocations: revocation::Revocations,
+    /// Credentials and identities withdrawn (the revocation file; empty without one). Shared,
+    /// so an identity-only renewal can keep the last good list.
+    pub revocations: Arc<revocation::Revocations>,
 }
 
 /// How the caller acts.
@@ -597,7 +598,7 @@ mod tests {
             )]),
             require_workload: false,
             require_token: false,
-            revocations: revocation::Revocations::default(),
+            revocations: Arc::default(),
         }
     }
 

@@ -51,7 +51,7 @@ fn invalid(at: &Location, message: impl Into<String>) -> BuildError {
 
 /// Builds generation `generation` of the snapshot `spec` describes from `source`'s documents.
 pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapshot, BuildError> {
-    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source)?;
+    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source, None)?;
     let read = Digesting::new(source);
     let policies = Arc::new(policies(spec, &read)?);
     let routes = routes(spec, &policies)?;
@@ -74,7 +74,13 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
 /// the polled bundles it holds; the digest of what it was built from.
 type IdentityPart = (Identity, Vec<String>, Vec<Arc<RemoteBundle>>, String);
 
-fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, BuildError> {
+/// With `kept_revocations`, a revocation file that does not build is replaced by them (the
+/// identity-only renewal: a typo there must not hold up a key or bundle rotation).
+fn identity_part(
+    spec: &Spec,
+    source: &dyn Source,
+    kept_revocations: Option<&Arc<Revocations>>,
+) -> Result<IdentityPart, BuildError> {
     // An issuer's HMAC secret is named in the digest, never digested: the digest is in every
     // audit record, and a hash of a secret is a way to guess it.
     let secrets: Vec<_> = spec
@@ -97,6 +103,7 @@ fn identity_part(spec: &Spec, source: &dyn Source) -> Result<IdentityPart, Build
         &spec.issuers,
         spec.jwt_svid.as_ref(),
         source,
+        kept_revocations,
         &mut awaiting,
     )?;
     Ok((identity, awaiting, remote_bundles, read.finish()))
@@ -112,7 +119,8 @@ pub fn rebuild_identity(
     previous: &Snapshot,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
-    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source)?;
+    let kept = &previous.identity.revocations;
+    let (identity, awaiting, remote_bundles, trust) = identity_part(spec, source, Some(kept))?;
     Ok(Snapshot {
         generation,
         identity,
@@ -133,6 +141,7 @@ fn identity(
     issuers: &[IssuerSpec],
     jwt_svid: Option<&JwtSvidSpec>,
     source: &dyn Source,
+    kept_revocations: Option<&Arc<Revocations>>,
     awaiting: &mut Vec<String>,
 ) -> Result<Identity, BuildError> {
     let mut intermediates = Vec::new();
@@ -142,11 +151,23 @@ fn identity(
     let bundles = trust_domains(id, source, &intermediates, awaiting)?;
     let revocations = match &id.revocation {
         Some(document) => {
-            let file = source.read(&document.value)?;
-            Revocations::parse(&file.name, &file.text)
-                .map_err(|e| invalid(&document.at, e.to_string()))?
+            let built = source
+                .read(&document.value)
+                .map_err(BuildError::from)
+                .and_then(|file| {
+                    Revocations::parse(&file.name, &file.text)
+                        .map_err(|e| invalid(&document.at, e.to_string()))
+                });
+            match (built, kept_revocations) {
+                (Ok(revocations), _) => Arc::new(revocations),
+                (Err(error), Some(kept)) => {
+                    tracing::error!(%error, "revocation file not taken in; the last good list stays in force");
+                    kept.clone()
+                }
+                (Err(error), None) => return Err(error),
+            }
         }
-        None => Revocations::default(),
+        None => Arc::default(),
     };
     let svids = match jwt_svid {
         Some(spec) => Some(jwt_svids(spec, id, source)?),
