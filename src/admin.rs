@@ -179,6 +179,7 @@ async fn identities(
                 "issuers": s.issuers,
                 "expiry_ms": s.expiry_ms,
                 "used": s.used,
+                "signals": state.audit.signals(principal),
             })
         })
         .collect();

@@ -189,6 +189,11 @@ pub struct Observation<'a> {
     pub issuer: Option<&'a str>,
     /// The nearest expiry of the credentials presented, Unix milliseconds.
     pub expires_ms: Option<i64>,
+    /// The client certificate's expiry (its whole path's), Unix milliseconds, when one was
+    /// verified here (live observations only: records do not tell the two apart).
+    pub certificate_expires_ms: Option<i64>,
+    /// The latest expiry of the credentials presented, Unix milliseconds (live only).
+    pub longest_expires_ms: Option<i64>,
 }
 
 /// What kind of caller an identity is.
@@ -668,6 +673,45 @@ impl Inventory {
     /// Identities dropped to stay within the bound.
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+}
+
+/// What each identity was seen to use: per Cedar principal, the `action resource-type` pairs
+/// it was allowed at least once. Sorted, so a reviewed baseline diffs cleanly in a repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Format marker and version.
+    pub tollgate_baseline: u32,
+    /// The records it was made from, Unix milliseconds.
+    pub first_ms: u64,
+    /// See `first_ms`.
+    pub last_ms: u64,
+    /// Per principal, the pairs used.
+    pub identities: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Baseline {
+    /// The baseline of `summary`.
+    pub fn of(summary: &Summary) -> Self {
+        Self {
+            tollgate_baseline: 1,
+            first_ms: summary.first_ms,
+            last_ms: summary.last_ms,
+            identities: summary
+                .identities
+                .iter()
+                .map(|(principal, s)| {
+                    let used = s
+                        .used
+                        .iter()
+                        .filter(|(_, u)| u.allowed > 0)
+                        .map(|(pair, _)| pair.clone())
+                        .collect();
+                    (principal.clone(), used)
+                })
+                .filter(|(_, used): &(String, BTreeSet<String>)| !used.is_empty())
+                .collect(),
+        }
     }
 }
 

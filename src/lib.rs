@@ -54,6 +54,8 @@
 //! - [`loadgen`]: the load generator behind `tollgate bench`.
 //! - [`telemetry`]: structured logging setup.
 //! - [`metrics`]: metric names and verbs.
+//! - [`signals`]: compromise signals (new access, volume spikes, denial bursts, credential
+//!   expiry), judged from decisions on the audit writer's thread.
 //! - [`inventory`]: per-identity summaries of decisions, bounded and mergeable (`/identities`,
 //!   `tollgate report`).
 //! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.
@@ -86,6 +88,7 @@ pub mod reload;
 pub mod report;
 pub mod request;
 pub mod server;
+pub mod signals;
 pub mod snapshot;
 pub mod telemetry;
 pub mod verdict;

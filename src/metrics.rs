@@ -200,6 +200,16 @@ impl CacheMetrics {
 pub struct Metrics;
 
 impl Metrics {
+    /// A compromise signal of `kind` fired (`tollgate_signals_total{kind}`; four kinds).
+    pub fn signal(&self, kind: &'static str) {
+        counter!("tollgate_signals_total", "kind" => kind).increment(1);
+    }
+
+    /// Identities the signals' tracker evicted so far (`tollgate_signals_evicted_total`).
+    pub fn signals_evicted(&self, total: u64) {
+        counter!("tollgate_signals_evicted_total").absolute(total);
+    }
+
     /// A batch of audit records could not be written to a sink.
     pub fn audit_write_failed(&self) {
         counter!("tollgate_audit_write_errors_total").increment(1);

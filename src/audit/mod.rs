@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 use crate::evidence::Evidence;
-use crate::inventory::{Inventory, Observation, Summary};
+use crate::inventory::{Baseline, Inventory, Observation, Summary};
 use crate::metrics::{Metrics, STRIPES, Striped};
+use crate::signals::{Finding, SignalSettings, Signals};
 use crate::verdict::DecisionId;
 pub use ocsf::RecordOptions;
 pub use sink::OtlpSettings;
@@ -43,6 +44,11 @@ pub struct AuditSettings {
     pub pseudonymise_users: bool,
     /// Identities the live inventory holds.
     pub identities_max: usize,
+    /// The compromise signals' rules.
+    pub signals: SignalSettings,
+    /// The reviewed baseline (`tollgate report --baseline`) new access is judged against;
+    /// read when the log starts.
+    pub baseline: Option<PathBuf>,
 }
 
 /// The audit file and its rotation.
@@ -75,6 +81,8 @@ impl Default for AuditSettings {
             queue: 10_000,
             pseudonymise_users: false,
             identities_max: 10_000,
+            signals: SignalSettings::default(),
+            baseline: None,
         }
     }
 }
@@ -256,12 +264,14 @@ struct Shared {
     dropped: Arc<Striped>,
     write_errors: AtomicU64,
     inventory: Mutex<Inventory>,
+    signals: Mutex<Signals>,
     sinks: Vec<String>,
 }
 
 impl Shared {
-    fn new(sinks: Vec<String>, identities: usize) -> Arc<Self> {
+    fn new(sinks: Vec<String>, identities: usize, signals: Signals) -> Arc<Self> {
         Arc::new(Self {
+            signals: Mutex::new(signals),
             dropped: Striped::new(metrics::counter!("tollgate_audit_dropped_total")),
             write_errors: AtomicU64::new(0),
             inventory: Mutex::new(Inventory::new(identities)),
@@ -275,7 +285,17 @@ impl AuditLog {
     pub fn disabled() -> Self {
         Self {
             queue: None,
-            shared: Shared::new(Vec::new(), 1),
+            shared: Shared::new(
+                Vec::new(),
+                1,
+                Signals::new(
+                    SignalSettings {
+                        enabled: false,
+                        ..SignalSettings::default()
+                    },
+                    None,
+                ),
+            ),
         }
     }
 
@@ -300,7 +320,12 @@ impl AuditLog {
             ),
             None => None,
         };
-        let shared = Shared::new(settings.sinks(), settings.identities_max);
+        let baseline = match &settings.baseline {
+            Some(path) => Some(read_baseline(path)?),
+            None => None,
+        };
+        let signals = Signals::new(settings.signals.clone(), baseline);
+        let shared = Shared::new(settings.sinks(), settings.identities_max, signals);
         let pending = Arc::new(Pending::new(settings.queue));
         let writer = Writer {
             pending: pending.clone(),
@@ -394,6 +419,14 @@ impl AuditView {
     /// The sinks records go to.
     pub fn sinks(&self) -> &[String] {
         &self.shared.sinks
+    }
+
+    /// The recent compromise signals of `principal`, oldest first.
+    pub fn signals(&self, principal: &str) -> Vec<Finding> {
+        match self.shared.signals.lock() {
+            Ok(signals) => signals.recent(principal),
+            Err(poisoned) => poisoned.into_inner().recent(principal),
+        }
     }
 
     /// A copy of the live inventory, and how many identities it evicted to stay bounded.
@@ -494,6 +527,20 @@ impl Writer {
             inventory.observe(&observation(event, user.as_deref()), &policies);
         }
         drop(inventory);
+        let mut findings = Vec::new();
+        {
+            let mut signals = match self.shared.signals.lock() {
+                Ok(signals) => signals,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for (event, user) in batch.iter().zip(&users) {
+                signals.observe(&observation(event, user.as_deref()), &mut findings);
+            }
+            self.metrics.signals_evicted(signals.evicted());
+        }
+        for finding in &findings {
+            self.found(finding, buf);
+        }
         if let Some(file) = &mut self.file
             && let Err(e) = file.write(buf)
         {
@@ -506,6 +553,29 @@ impl Writer {
                 self.failed("stdout", &e);
             }
         }
+    }
+
+    /// Writes a finding among the records, counts it, and logs it.
+    fn found(&self, finding: &Finding, buf: &mut Vec<u8>) {
+        let start = buf.len();
+        ocsf::write_finding(buf, finding);
+        if let Some(otlp) = &self.otlp
+            && let Some(line) = buf.get(start..buf.len().saturating_sub(1))
+            && let Ok(line) = std::str::from_utf8(line)
+        {
+            otlp.emit_finding(
+                line,
+                finding.kind.as_str(),
+                UNIX_EPOCH + Duration::from_millis(finding.time_ms),
+            );
+        }
+        self.metrics.signal(finding.kind.as_str());
+        tracing::warn!(
+            signal = finding.kind.as_str(),
+            principal.id = %finding.principal,
+            detail = %finding.detail,
+            "compromise signal"
+        );
     }
 
     fn failed(&self, sink: &str, error: &std::io::Error) {
@@ -538,7 +608,34 @@ pub fn observation<'a>(event: &'a Event, user: Option<&'a str>) -> Observation<'
         expires_ms: actor
             .and_then(crate::evidence::Actor::credentials_expire)
             .map(|s| s.saturating_mul(1000)),
+        certificate_expires_ms: workload
+            .and_then(|w| w.not_after)
+            .map(|s| s.saturating_mul(1000)),
+        longest_expires_ms: workload
+            .and_then(|w| w.not_after)
+            .max(token.map(|t| t.expires_at))
+            .map(|s| s.saturating_mul(1000)),
     }
+}
+
+/// A reviewed baseline, as `tollgate report --baseline` writes it.
+fn read_baseline(path: &std::path::Path) -> Result<Baseline, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let baseline: Baseline = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}: not a baseline written by `tollgate report --baseline`: {e}",
+            path.display(),
+            e.line()
+        )
+    })?;
+    if baseline.tollgate_baseline != 1 {
+        return Err(format!(
+            "{}: baseline version {} is not one this Tollgate reads (1)",
+            path.display(),
+            baseline.tollgate_baseline
+        ));
+    }
+    Ok(baseline)
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -654,7 +751,7 @@ mod tests {
         let handle = recorder.handle();
         let log = metrics::with_local_recorder(&recorder, || AuditLog {
             queue: Some(Arc::new(Pending::new(1))),
-            shared: Shared::new(Vec::new(), 1),
+            ..AuditLog::disabled()
         });
         for _ in 0..3 {
             let _ = log.record(

@@ -277,6 +277,89 @@ struct Record<'a> {
     unmapped: Unmapped<'a>,
 }
 
+/// OCSF Detection Finding (Findings category).
+pub const DETECTION_FINDING: u32 = 2004;
+
+/// Writes `finding` as one OCSF 1.8 Detection Finding line (`activity_id` 1, Create): the
+/// signal as `finding_info` (its kind in `types` and `analytic`), the identity as the
+/// evidence's actor, severity Medium (3) for every kind: a lead for a person, not a verdict.
+pub fn write_finding(out: &mut Vec<u8>, finding: &crate::signals::Finding) {
+    #[derive(Serialize)]
+    struct FindingRecord<'a> {
+        class_uid: u32,
+        category_uid: u32,
+        activity_id: u32,
+        type_uid: u32,
+        severity_id: u32,
+        time: u64,
+        metadata: Metadata<'a>,
+        finding_info: FindingInfo<'a>,
+        evidences: [Evidences<'a>; 1],
+    }
+    #[derive(Serialize)]
+    struct FindingInfo<'a> {
+        uid: &'a str,
+        title: String,
+        desc: &'a str,
+        types: [&'static str; 1],
+        analytic: Analytic,
+    }
+    #[derive(Serialize)]
+    struct Analytic {
+        name: &'static str,
+        type_id: u32,
+        r#type: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Evidences<'a> {
+        actor: EvidenceActor<'a>,
+    }
+    #[derive(Serialize)]
+    struct EvidenceActor<'a> {
+        app_uid: &'a str,
+    }
+    let kind = finding.kind.as_str();
+    let uid = crate::verdict::DecisionId::next().hex();
+    let uid = uid.as_str();
+    let record = FindingRecord {
+        class_uid: DETECTION_FINDING,
+        category_uid: 2,
+        activity_id: 1,
+        type_uid: DETECTION_FINDING * 100 + 1,
+        severity_id: 3,
+        time: finding.time_ms,
+        metadata: Metadata {
+            version: OCSF_VERSION,
+            uid,
+            profiles: &[],
+            product: Product {
+                name: "Tollgate",
+                vendor_name: "Tollgate",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        },
+        finding_info: FindingInfo {
+            uid,
+            title: format!("{kind}: {}", finding.principal),
+            desc: &finding.detail,
+            types: [kind],
+            analytic: Analytic {
+                name: kind,
+                type_id: 1,
+                r#type: "Rule",
+            },
+        },
+        evidences: [Evidences {
+            actor: EvidenceActor {
+                app_uid: &finding.principal,
+            },
+        }],
+    };
+    if serde_json::to_writer(&mut *out, &record).is_ok() {
+        out.push(b'\n');
+    }
+}
+
 #[derive(Serialize)]
 struct Metadata<'a> {
     version: &'static str,

@@ -170,15 +170,44 @@ impl Otlp {
         reason: &'static str,
         time: std::time::SystemTime,
     ) {
+        self.send(
+            line,
+            time,
+            ("ocsf.api_activity", super::ocsf::API_ACTIVITY),
+            &[
+                ("tollgate.decision", if allowed { "allow" } else { "deny" }),
+                ("tollgate.reason", reason),
+            ],
+        );
+    }
+
+    /// Queues one Detection Finding line.
+    pub fn emit_finding(&self, line: &str, kind: &'static str, time: std::time::SystemTime) {
+        self.send(
+            line,
+            time,
+            ("ocsf.detection_finding", super::ocsf::DETECTION_FINDING),
+            &[("tollgate.signal", kind)],
+        );
+    }
+
+    fn send(
+        &self,
+        line: &str,
+        time: std::time::SystemTime,
+        (event, class_uid): (&'static str, u32),
+        attributes: &[(&'static str, &'static str)],
+    ) {
         let mut record = self.logger.create_log_record();
-        record.set_event_name("ocsf.api_activity");
+        record.set_event_name(event);
         record.set_timestamp(time);
         record.set_observed_timestamp(std::time::SystemTime::now());
         record.set_severity_number(Severity::Info);
         record.set_body(AnyValue::from(line.to_owned()));
-        record.add_attribute("ocsf.class_uid", i64::from(super::ocsf::API_ACTIVITY));
-        record.add_attribute("tollgate.decision", if allowed { "allow" } else { "deny" });
-        record.add_attribute("tollgate.reason", reason);
+        record.add_attribute("ocsf.class_uid", i64::from(class_uid));
+        for (key, value) in attributes {
+            record.add_attribute(*key, *value);
+        }
         self.logger.emit(record);
     }
 

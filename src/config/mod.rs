@@ -30,6 +30,7 @@ use crate::identity::spiffe::is_valid_trust_domain;
 use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
 use crate::policy::{SourceFile, line_column};
+use crate::signals::SignalSettings;
 use crate::snapshot::build::build;
 use crate::snapshot::source::{Document, Folder, Source, Streamed};
 use crate::snapshot::spec::{
@@ -307,7 +308,7 @@ fn settings(
         max_concurrent_requests: raw.server.max_concurrent_requests.max(1),
         cache_max_entries: raw.cache.max_entries,
         cache_ttl_seconds: raw.cache.ttl_seconds.max(0),
-        audit: audit_settings(at, source, &raw.audit)?,
+        audit: audit_settings(at, source, &raw.audit, &raw.signals)?,
         fetch: fetch_settings(at, source, &raw.fetch)?,
         workload_api: workload_api(at, &raw.identity)?,
         workload_api_tls: {
@@ -397,6 +398,7 @@ fn audit_settings(
     at: &Locator<'_>,
     source: &ConfigSource,
     raw: &raw::RawAudit,
+    signals: &raw::RawSignals,
 ) -> Result<AuditSettings, ConfigError> {
     for (value, key) in [
         (&raw.queue, "audit.queue"),
@@ -458,6 +460,47 @@ fn audit_settings(
         queue: (*raw.queue.get_ref()).max(1),
         pseudonymise_users: raw.pseudonymise_users,
         identities_max: raw.identities_max.max(1),
+        signals: signal_settings(at, signals)?,
+        baseline: match &signals.baseline {
+            Some(path) if !path.get_ref().is_empty() => {
+                Some(source.resolve(path.get_ref()).ok_or_else(|| {
+                    at.invalid(
+                        path,
+                        "signals.baseline",
+                        "the embedded default cannot name files; use a config file",
+                    )
+                })?)
+            }
+            _ => None,
+        },
+    })
+}
+
+/// `[signals]`: the rules' parameters, each with a lower bound that keeps it meaningful.
+fn signal_settings(at: &Locator<'_>, raw: &raw::RawSignals) -> Result<SignalSettings, ConfigError> {
+    if *raw.spike_multiplier.get_ref() < 2 {
+        return Err(at.invalid(
+            &raw.spike_multiplier,
+            "signals.spike_multiplier",
+            "must be at least 2 (a spike is a multiple of the usual rate)",
+        ));
+    }
+    if *raw.burst_denials.get_ref() < 1 {
+        return Err(at.invalid(
+            &raw.burst_denials,
+            "signals.burst_denials",
+            "must be at least 1",
+        ));
+    }
+    Ok(SignalSettings {
+        enabled: raw.enabled,
+        identities_max: raw.identities_max.max(1),
+        learn_ms: raw.learn_seconds.saturating_mul(1000),
+        spike_min_calls: raw.spike_min_calls,
+        spike_multiplier: *raw.spike_multiplier.get_ref(),
+        burst_denials: *raw.burst_denials.get_ref(),
+        expiry_warning_ms: raw.expiry_warning_seconds.saturating_mul(1000),
+        max_lifetime_ms: raw.max_lifetime_seconds.saturating_mul(1000),
     })
 }
 

@@ -44,6 +44,49 @@ pub struct RawConfig {
     /// Withdrawn credentials and identities.
     #[serde(default)]
     pub revocation: RawRevocation,
+    /// Compromise signals.
+    #[serde(default)]
+    pub signals: RawSignals,
+}
+
+/// `[signals]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignals {
+    /// Judge decisions at all.
+    pub enabled: bool,
+    /// A reviewed baseline (`tollgate report --baseline`) new access is judged against.
+    pub baseline: Option<Spanned<String>>,
+    /// Identities tracked.
+    pub identities_max: usize,
+    /// Without a baseline: how long an identity's pairs are learned silently.
+    pub learn_seconds: u64,
+    /// Calls in one 10-second window below which no spike is called.
+    pub spike_min_calls: u64,
+    /// How many times its usual rate an identity's window must reach to be a spike.
+    pub spike_multiplier: Spanned<u32>,
+    /// Denials in one 10-second window that make a burst.
+    pub burst_denials: Spanned<u64>,
+    /// Report credentials expiring within this (0: never).
+    pub expiry_warning_seconds: u64,
+    /// Report credentials valid for longer than this (0: never).
+    pub max_lifetime_seconds: u64,
+}
+
+impl Default for RawSignals {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            baseline: None,
+            identities_max: 10_000,
+            learn_seconds: 600,
+            spike_min_calls: 100,
+            spike_multiplier: Spanned::new(0..0, 10),
+            burst_denials: Spanned::new(0..0, 20),
+            expiry_warning_seconds: 300,
+            max_lifetime_seconds: 0,
+        }
+    }
 }
 
 /// `[revocation]`.

@@ -9,8 +9,6 @@ pub mod read;
 pub mod render;
 pub mod review;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{MIN_BUCKET_MS, Summary};
@@ -58,44 +56,7 @@ impl SavedSummary {
 /// Version of [`SavedSummary`] written.
 pub const SUMMARY_VERSION: u32 = 1;
 
-/// What each identity was seen to use: per Cedar principal, the `action resource-type` pairs
-/// it was allowed at least once. Sorted, so a reviewed baseline diffs cleanly in a repository.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Baseline {
-    /// Format marker and version.
-    pub tollgate_baseline: u32,
-    /// The records it was made from, Unix milliseconds.
-    pub first_ms: u64,
-    /// See `first_ms`.
-    pub last_ms: u64,
-    /// Per principal, the pairs used.
-    pub identities: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Baseline {
-    /// The baseline of `summary`.
-    pub fn of(summary: &Summary) -> Self {
-        Self {
-            tollgate_baseline: 1,
-            first_ms: summary.first_ms,
-            last_ms: summary.last_ms,
-            identities: summary
-                .identities
-                .iter()
-                .map(|(principal, s)| {
-                    let used = s
-                        .used
-                        .iter()
-                        .filter(|(_, u)| u.allowed > 0)
-                        .map(|(pair, _)| pair.clone())
-                        .collect();
-                    (principal.clone(), used)
-                })
-                .filter(|(_, used): &(String, BTreeSet<String>)| !used.is_empty())
-                .collect(),
-        }
-    }
-}
+pub use crate::inventory::Baseline;
 
 #[cfg(test)]
 mod tests {

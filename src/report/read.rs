@@ -261,6 +261,7 @@ impl<'p> Reader<'p> {
             resource_type: f.resource_type,
             issuer: f.issuer,
             expires_ms: f.expires_ms,
+            ..Observation::default()
         };
         self.summary.observe(
             &observation,

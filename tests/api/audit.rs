@@ -23,8 +23,29 @@ fn auditing(extra: &str) -> Options {
     }
 }
 
+/// The decision records (API Activity) of the audit file, and its whole text.
 fn records(dir: &Path) -> (String, Vec<Value>) {
-    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let (text, lines) = all_lines(dir);
+    (
+        text,
+        lines
+            .into_iter()
+            .filter(|r| r["class_uid"] == 6003)
+            .collect(),
+    )
+}
+
+/// The compromise signals (Detection Findings) of the audit file.
+fn findings(dir: &Path) -> Vec<Value> {
+    all_lines(dir)
+        .1
+        .into_iter()
+        .filter(|r| r["class_uid"] == 2004)
+        .collect()
+}
+
+fn all_lines(dir: &Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap_or_default();
     let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -462,6 +483,90 @@ async fn identities_shows_the_live_inventory() {
     assert_eq!(payments["denials"]["no_route"], 1);
     assert_eq!(payments["used"]["orders:read Order"]["allowed"], 3);
     assert_eq!(inventory["unverified"]["no_credentials"], 1);
+}
+
+/// A denial burst of one identity is a Detection Finding on the audit sinks within a second,
+/// counted and shown in `/identities`; the allowed traffic of another in the same seconds sets
+/// nothing off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_burst_is_a_finding_within_a_second_and_normal_traffic_is_not() {
+    let w = World::with(auditing("")).await;
+    let (payments, quarantined) = (w.ca.app("payments"), w.ca.app("legacy-reporting"));
+    let ok = Req::get("/orders/1")
+        .cert(&payments.pem)
+        .token(&w.issuer.app("payments", "orders.read"));
+    let probing = Req::get("/orders/1")
+        .cert(&quarantined.pem)
+        .token(&w.issuer.app("legacy-reporting", "orders.read"));
+    for _ in 0..40 {
+        w.server
+            .check(ok.clone().build())
+            .await
+            .assert_allowed(&app("payments"));
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..25 {
+        w.server
+            .check(probing.clone().build())
+            .await
+            .assert_denied(403, "policy_denied");
+    }
+    let dir = w.server.dir.path().to_owned();
+    within(
+        Duration::from_secs(5),
+        "a finding in the audit file",
+        async || !findings(&dir).is_empty(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "the finding took {took:?}");
+    let found = findings(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    // OCSF 1.8 Detection Finding: what the class and the base event require.
+    assert_eq!(f["category_uid"], 2, "{f}");
+    assert_eq!(f["activity_id"], 1, "{f}");
+    assert_eq!(f["type_uid"], 200_401, "{f}");
+    assert_eq!(f["severity_id"], 3, "{f}");
+    assert!(
+        f["time"].is_u64() && f["metadata"]["version"] == "1.8.0",
+        "{f}"
+    );
+    assert_eq!(f["finding_info"]["types"][0], "denial_burst", "{f}");
+    assert!(
+        f["finding_info"]["uid"].is_string() && f["finding_info"]["title"].is_string(),
+        "{f}"
+    );
+    assert_eq!(
+        f["evidences"][0]["actor"]["app_uid"],
+        app("legacy-reporting"),
+        "{f}"
+    );
+    assert!(
+        f["finding_info"]["desc"]
+            .as_str()
+            .unwrap()
+            .starts_with("20 denials"),
+        "{f}"
+    );
+
+    let text = w.server.admin_get("/identities").await;
+    let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let signals_of = |who: &str| {
+        body["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["principal"] == app(who))
+            .map(|i| i["signals"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        signals_of("legacy-reporting")[0]["kind"],
+        "denial_burst",
+        "{body}"
+    );
+    assert_eq!(signals_of("payments"), serde_json::json!([]), "{body}");
 }
 
 /// Review finding: `/readyz` listed the sinks, a collector's address among them, on any
