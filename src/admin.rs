@@ -67,8 +67,9 @@ async fn metrics(State(state): State<AdminState>) -> String {
         .unwrap_or_default()
 }
 
-/// Ready while a validated snapshot serves and every issuer whose keys are fetched (and is not
-/// `optional`) has its first key set. A failed reload does not make it unready (the last good
+/// Ready while a validated snapshot serves, every issuer whose keys are fetched (and is not
+/// `optional`) has its first key set, and every status list the config names exactly has
+/// arrived. A failed reload does not make it unready (the last good
 /// snapshot still decides) but is reported, so a broken rollout is visible.
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
     let snapshot = state.snapshots.load();
@@ -81,6 +82,14 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
             let from = issuer.remote.as_ref().map_or("", |r| r.location.as_str());
             format!("the key set of issuer `{}` (from {from})", issuer.issuer)
         })
+        .chain(
+            snapshot
+                .identity
+                .issuers
+                .iter()
+                .filter(|issuer| issuer.awaits_status_lists())
+                .map(|issuer| format!("the status lists of issuer `{}`", issuer.issuer)),
+        )
         .chain(snapshot.awaiting.iter().cloned())
         .collect();
     if !waiting.is_empty() {

@@ -235,6 +235,17 @@ impl Metrics {
         gauge!("tollgate_jwks_keys", "issuer" => issuer.to_owned()).set(keys as f64);
     }
 
+    /// A fetch of a token status list ended: `result` is `changed`, `unchanged`, `invalid`,
+    /// or why it failed.
+    pub fn status_list_fetched(&self, issuer: &str, result: &'static str) {
+        counter!(
+            "tollgate_status_list_fetches_total",
+            "issuer" => issuer.to_owned(),
+            "result" => result
+        )
+        .increment(1);
+    }
+
     /// Seconds since an issuer's key set was last fetched successfully (set when scraped).
     pub fn jwks_age(&self, issuer: &str, seconds: f64) {
         gauge!("tollgate_jwks_age_seconds", "issuer" => issuer.to_owned()).set(seconds);

@@ -369,6 +369,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             expires_at: i64::MAX,
             jti: None,
             issued_at: None,
+            status: None,
         })
     });
     // As `serve` names them: a token-only caller is `<issuer>#<client>`.

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use crate::evidence::Evidence;
 use crate::identity::IdentityError;
 use crate::identity::cert::CertError;
+use crate::identity::status_list::StatusError;
 use crate::identity::token::TokenError;
 use crate::mapping::MappingError;
 use crate::policy::DecideError;
@@ -118,6 +119,8 @@ pub enum ReasonCode {
     CredentialRevoked,
     /// The trust domain's CRL is past its `nextUpdate` (fail closed).
     CrlExpired,
+    /// The token's status list has not been fetched, or its last good copy is too old.
+    TokenStatusUnavailable,
     /// Unusable request line (path encoding, method).
     MalformedRequest,
     /// No route for the request.
@@ -263,6 +266,7 @@ impl ReasonCode {
             Self::TokenBindingUnsupported => "token_binding_unsupported",
             Self::CredentialRevoked => "credential_revoked",
             Self::CrlExpired => "crl_expired",
+            Self::TokenStatusUnavailable => "token_status_unavailable",
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
@@ -313,6 +317,7 @@ impl ReasonCode {
             Self::TokenKeysUnavailable
             | Self::TokenKeysStale
             | Self::CrlExpired
+            | Self::TokenStatusUnavailable
             | Self::InternalError
             | Self::Overloaded
             | Self::Timeout => FailureClass::Internal,
@@ -386,6 +391,10 @@ impl From<&IdentityError> for ReasonCode {
             IdentityError::TrustDomainNotAllowed(_) => Self::TrustDomainNotAllowed,
             IdentityError::NoClient => Self::TokenNoClient,
             IdentityError::Revoked(_) => Self::CredentialRevoked,
+            IdentityError::TokenStatus(StatusError::NotValid { .. }) => Self::CredentialRevoked,
+            IdentityError::TokenStatus(StatusError::Unavailable { .. }) => {
+                Self::TokenStatusUnavailable
+            }
         }
     }
 }

@@ -50,6 +50,8 @@ mod report;
 mod revocation;
 #[path = "api/sources.rs"]
 mod sources;
+#[path = "api/status_list.rs"]
+mod status_list;
 #[path = "api/token.rs"]
 mod token;
 #[path = "api/transport.rs"]

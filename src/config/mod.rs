@@ -27,6 +27,7 @@ use raw::RawConfig;
 use crate::audit::{AuditSettings, FileSettings, OtlpSettings};
 use crate::identity::IdentitySource;
 use crate::identity::spiffe::is_valid_trust_domain;
+use crate::identity::status_list::StatusListSpec;
 use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
 use crate::policy::{SourceFile, line_column};
@@ -971,6 +972,70 @@ fn remote_jwks(
     }))
 }
 
+/// `status_lists` and its timing, checked: URLs Tollgate may fetch, and bounds in order.
+fn status_lists(
+    at: &Locator<'_>,
+    raw: &raw::RawIssuer,
+    i: usize,
+    allow_http: bool,
+) -> Result<Option<StatusListSpec>, ConfigError> {
+    let key = |k: &str| format!("issuers[{i}].{k}");
+    let Some(uris) = &raw.status_lists else {
+        return Ok(None);
+    };
+    if uris.get_ref().is_empty() {
+        return Err(at.invalid(
+            uris,
+            &key("status_lists"),
+            "list the status list URIs the issuer's tokens may name (one ending in `/` allows \
+             every list under it), or remove the key",
+        ));
+    }
+    for uri in uris.get_ref() {
+        check_fetch_url(uri, allow_http)
+            .map_err(|message| at.invalid(uris, &key("status_lists"), message))?;
+    }
+    let (min, default, max, max_age) = (
+        &raw.status_list_refresh_min_seconds,
+        &raw.status_list_refresh_seconds,
+        &raw.status_list_refresh_max_seconds,
+        &raw.status_list_max_age_seconds,
+    );
+    if *min.get_ref() == 0 || min.get_ref() > default.get_ref() || default.get_ref() > max.get_ref()
+    {
+        return Err(at.invalid(
+            default,
+            &key("status_list_refresh_seconds"),
+            format!(
+                "needs 0 < status_list_refresh_min_seconds ({}) <= status_list_refresh_seconds \
+                 ({}) <= status_list_refresh_max_seconds ({})",
+                min.get_ref(),
+                default.get_ref(),
+                max.get_ref()
+            ),
+        ));
+    }
+    if max_age.get_ref() <= max.get_ref() || *max_age.get_ref() > MAX_AGE_CAP {
+        return Err(at.invalid(
+            max_age,
+            &key("status_list_max_age_seconds"),
+            format!(
+                "must exceed `status_list_refresh_max_seconds` ({}), or lists go stale before \
+                 their next refresh, and be at most {MAX_AGE_CAP} (ten years)",
+                max.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(StatusListSpec {
+        issuer: raw.issuer.get_ref().clone(),
+        uris: uris.get_ref().clone(),
+        refresh_min_seconds: *min.get_ref(),
+        refresh_max_seconds: *max.get_ref(),
+        refresh_seconds: *default.get_ref(),
+        max_age_seconds: *max_age.get_ref(),
+    }))
+}
+
 /// A URL Tollgate may fetch from: `https://` with a host, or `http://` when allowed.
 pub fn check_fetch_url(url: &str, allow_http: bool) -> Result<(), String> {
     let rest = if let Some(rest) = url.strip_prefix("https://") {
@@ -1099,6 +1164,7 @@ fn issuer_spec(
         algorithms,
         keys,
         remote,
+        status_lists: status_lists(at, raw, i, allow_http)?,
         hmac_secret,
         leeway_seconds: raw.leeway_seconds,
         required_claims: raw.required_claims.clone(),

@@ -334,6 +334,37 @@ pub struct RawIssuer {
     /// Claims naming the client, tried in order.
     #[serde(default = "default_client_claims")]
     pub client_claims: Vec<String>,
+    /// Token status lists its tokens may name (URIs; one ending in `/` allows all under it).
+    #[serde(default)]
+    pub status_lists: Option<Spanned<Vec<String>>>,
+    /// Refresh interval of a status list that sets no `ttl`, seconds.
+    #[serde(default = "default_status_list_refresh")]
+    pub status_list_refresh_seconds: Spanned<u64>,
+    /// Least refresh interval a list's `ttl` may ask for, seconds.
+    #[serde(default = "default_status_list_refresh_min")]
+    pub status_list_refresh_min_seconds: Spanned<u64>,
+    /// Most refresh interval a list's `ttl` may ask for, seconds.
+    #[serde(default = "default_status_list_refresh_max")]
+    pub status_list_refresh_max_seconds: Spanned<u64>,
+    /// Past this long without a successful fetch of a list, its tokens are refused, seconds.
+    #[serde(default = "default_status_list_max_age")]
+    pub status_list_max_age_seconds: Spanned<u64>,
+}
+
+fn default_status_list_refresh() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
+}
+
+fn default_status_list_refresh_min() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
+}
+
+fn default_status_list_refresh_max() -> Spanned<u64> {
+    Spanned::new(0..0, 3_600)
+}
+
+fn default_status_list_max_age() -> Spanned<u64> {
+    Spanned::new(0..0, 7_200)
 }
 
 fn default_algorithms() -> Spanned<Vec<String>> {

@@ -397,6 +397,43 @@ fn fetched_keys_are_checked_where_written() {
             "issuers[0].unknown_kid_cooldown_seconds",
             "at most",
         ),
+        (
+            Box::new(|c: String| c.replace("[[issuers]]\n", "[[issuers]]\nstatus_lists = []\n")),
+            "issuers[0].status_lists",
+            "list the status list URIs",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\nstatus_lists = [\"http://idp.example/lists/\"]\n",
+                )
+            }),
+            "issuers[0].status_lists",
+            "not https",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\nstatus_lists = [\"https://idp.example/lists/\"]\n\
+                     status_list_refresh_min_seconds = 0\n",
+                )
+            }),
+            "issuers[0].status_list_refresh_seconds",
+            "0 < status_list_refresh_min_seconds",
+        ),
+        (
+            Box::new(|c: String| {
+                c.replace(
+                    "[[issuers]]\n",
+                    "[[issuers]]\nstatus_lists = [\"https://idp.example/lists/\"]\n\
+                     status_list_max_age_seconds = 3600\n",
+                )
+            }),
+            "issuers[0].status_list_max_age_seconds",
+            "go stale before their next refresh",
+        ),
     ];
     for (edit, key, words) in cases {
         let e = load_err(edit);

@@ -151,14 +151,19 @@ impl HttpClient {
         })
     }
 
-    /// GETs `url`: the whole body within the deadline and the size cap, or why not.
+    /// GETs `url` as JSON: the whole body within the deadline and the size cap, or why not.
     pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.get_as(url, "application/json").await
+    }
+
+    /// GETs `url`, asking for the media type `accept`.
+    pub async fn get_as(&self, url: &str, accept: &'static str) -> Result<Fetched, FetchError> {
         check_fetch_url(url, self.allow_http).map_err(FetchError::Url)?;
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| FetchError::Url(format!("`{url}` is not a URL: {e}")))?;
         let request = hyper::Request::get(uri)
-            .header(hyper::header::ACCEPT, "application/json")
+            .header(hyper::header::ACCEPT, accept)
             .header(
                 hyper::header::USER_AGENT,
                 concat!("tollgate/", env!("CARGO_PKG_VERSION")),

@@ -6,6 +6,7 @@
 mod federation;
 pub mod http;
 mod jwks;
+mod status_list;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use crate::config::{FetchSettings, WorkloadApiSettings};
 use crate::identity::bundle::RemoteBundle;
 use crate::identity::jwks::RemoteKeys;
+use crate::identity::status_list::{StatusListSpec, StatusLists};
 use crate::policy::SourceFile;
 use crate::snapshot::source::{Document, Folder, Source, SourceError};
 use crate::snapshot::spec::{BundleEndpointSpec, RemoteJwksSpec};
@@ -27,6 +29,7 @@ pub struct Fetcher {
     client: HttpClient,
     live: Mutex<HashMap<RemoteJwksSpec, Weak<RemoteKeys>>>,
     bundles: Mutex<HashMap<BundleEndpointSpec, Weak<RemoteBundle>>>,
+    status_lists: Mutex<HashMap<StatusListSpec, Weak<StatusLists>>>,
     changed: Arc<Changed>,
     /// What the SPIFFE Workload API streamed, once [`Fetcher::follow_workload_api`] started.
     streams: Arc<Streams>,
@@ -82,6 +85,7 @@ impl Fetcher {
             client: HttpClient::new(settings)?,
             live: Mutex::default(),
             bundles: Mutex::default(),
+            status_lists: Mutex::default(),
             changed: Arc::default(),
             streams: Arc::default(),
         })
@@ -201,6 +205,18 @@ impl Source for Fetcher {
                 .and_then(|bundle| bundle.taken_at()),
             Document::File(_) => None,
         }
+    }
+
+    /// The live status lists of `spec`'s issuer, started (with their follower) the first time
+    /// a build asks. A changed spec starts afresh: its lists are fetched again.
+    fn status_lists(&self, spec: &StatusListSpec) -> Option<Arc<StatusLists>> {
+        let client = self.client.clone();
+        self.followed(
+            &self.status_lists,
+            spec,
+            |_| StatusLists::new(spec.clone()),
+            |lists, _changed| status_list::follow(lists, client),
+        )
     }
 
     /// The live bundle polled from `spec`'s endpoint, started (with its poller) the first

@@ -39,6 +39,7 @@ mod tests {
             expires_at: 0,
             jti: None,
             issued_at: None,
+            status: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod jwks;
 mod memo;
 pub mod revocation;
 pub mod spiffe;
+pub mod status_list;
 pub mod token;
 pub mod xfcc;
 
@@ -156,6 +157,9 @@ pub enum IdentityError {
     /// An entry of the revocation file withdraws the workload or the token.
     #[error("{0}")]
     Revoked(revocation::Revoked),
+    /// The token's status list says it is not valid, or cannot be consulted.
+    #[error("{0}")]
+    TokenStatus(status_list::StatusError),
 }
 
 /// SHA-256 of a raw credential: a collision-resistant key, so a cached result can never be
@@ -266,7 +270,7 @@ pub fn verify_reusable(
         IdentitySource::Xfcc => (forwarded_certificate(identity, input)?, i64::MAX),
         IdentitySource::EnvoyPrincipal => (envoy_principal(identity, input)?, i64::MAX),
     };
-    let (token, token_until) = match bearer(input)? {
+    let (token, mut token_until) = match bearer(input)? {
         Some(raw) => match token(identity, caches, generation, raw, now) {
             Ok((token, until)) => (Some(token), until),
             // A final refusal is the one the caches keep and answer again, so it is given
@@ -305,6 +309,13 @@ pub fn verify_reusable(
         .check(workload.as_ref(), token.as_deref())
     {
         return Err(IdentityError::Revoked(revoked).into());
+    }
+    // Per request, cached tokens included: the list may have changed since the token was
+    // verified. An answer is kept no longer than the list's next refresh.
+    if let Some(status) = token.as_deref().and_then(|t| t.status.as_ref()) {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let until = status.check(now_secs).map_err(IdentityError::TokenStatus)?;
+        token_until = token_until.min(until);
     }
     let bound = match &token {
         Some(t) => binding::check(t, workload.as_ref().and_then(|w| w.thumbprint.as_ref()))

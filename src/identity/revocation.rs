@@ -453,6 +453,7 @@ mod tests {
             expires_at: i64::MAX,
             jti: jti.map(str::to_owned),
             issued_at: iat,
+            status: None,
         }
     }
 

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::jwks::{KeySet, RemoteKeys};
 use super::spiffe::SpiffeId;
+use super::status_list::{ListVerifier, StatusLists, StatusRef, status_ref};
 
 /// Largest bearer token accepted; real tokens are a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -46,6 +47,8 @@ pub struct Issuer {
     pub keys: Arc<KeySet>,
     /// For an issuer whose keys are fetched: how fresh they are, and where to ask for more.
     pub remote: Option<Arc<RemoteKeys>>,
+    /// The status lists its tokens may name, when the config allows any.
+    pub status_lists: Option<Arc<StatusLists>>,
     /// Shared secret for HMAC algorithms, when configured.
     pub hmac_secret: Option<DecodingKey>,
     /// Claims that must be present besides `iss`, `aud`, `exp`.
@@ -187,6 +190,7 @@ impl JwtSvids {
             expires_at,
             jti: jti(&claims),
             issued_at: claims.get("iat").and_then(Value::as_i64),
+            status: None,
         })
     }
 }
@@ -235,6 +239,8 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// `iat`, Unix seconds, when present: revocation can cut a client's tokens off at a moment.
     pub issued_at: Option<i64>,
+    /// Its entry in a status list, when `status.status_list` names one: checked per request.
+    pub status: Option<StatusRef>,
 }
 
 /// Why a token was refused.
@@ -397,6 +403,7 @@ impl Issuer {
             audiences,
             keys,
             remote: None,
+            status_lists: None,
             hmac_secret,
             required_claims,
             require_binding,
@@ -414,6 +421,26 @@ impl Issuer {
     pub fn with_remote(mut self, remote: Arc<RemoteKeys>) -> Self {
         self.remote = Some(remote);
         self
+    }
+
+    /// The same issuer, its tokens' `status` claims checked against `lists`, which are
+    /// verified with this issuer's keys from now on.
+    pub fn with_status_lists(mut self, lists: Arc<StatusLists>) -> Self {
+        let algorithms = self.validations.iter().map(|(alg, _)| *alg).collect();
+        lists.set_verifier(ListVerifier::new(
+            self.issuer.clone(),
+            self.keys.clone(),
+            self.hmac_secret.clone(),
+            algorithms,
+        ));
+        self.status_lists = Some(lists);
+        self
+    }
+
+    /// True while a status list the config names exactly has not arrived (its tokens are
+    /// refused `token_status_unavailable` meanwhile); `/readyz` waits for it.
+    pub fn awaits_status_lists(&self) -> bool {
+        self.status_lists.as_ref().is_some_and(|l| l.awaits_lists())
     }
 
     /// True while the issuer's keys are fetched and none has arrived yet: `/readyz` waits for
@@ -682,6 +709,7 @@ fn facts(
         expires_at,
         jti: jti(claims),
         issued_at: claims.get("iat").and_then(Value::as_i64),
+        status: status_ref(claims, issuer.status_lists.as_deref())?,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::identity::bundle::{BundleError, RemoteBundle, jwt_svid_keys, parse_bu
 use crate::identity::cert::{Crl, TrustDomainBundle, TrustStore};
 use crate::identity::jwks::{KeySet, RemoteKeys};
 use crate::identity::revocation::Revocations;
+use crate::identity::status_list::StatusLists;
 use crate::identity::token::{Issuer, Issuers, JwtSvids};
 use crate::mapping::routes::Routes;
 use crate::policy::{PolicyError, PolicyStore, SourceFile};
@@ -498,8 +499,18 @@ fn build_issuer(spec: &IssuerSpec, source: &dyn Source) -> Result<Issuer, BuildE
         spec.client_claims.clone(),
         spec.unqualified_users,
     );
-    Ok(match remote {
+    let issuer = match remote {
         Some(remote) => issuer.with_remote(remote),
+        None => issuer,
+    };
+    // Lists a token names are registered when it is verified and fetched by the source's
+    // follower; a source that does not fetch gets a registry nothing fills.
+    Ok(match &spec.status_lists {
+        Some(lists) => issuer.with_status_lists(
+            source
+                .status_lists(lists)
+                .unwrap_or_else(|| Arc::new(StatusLists::new(lists.clone()))),
+        ),
         None => issuer,
     })
 }

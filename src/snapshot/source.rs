@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::spec::{BundleEndpointSpec, RemoteJwksSpec};
 use crate::identity::bundle::RemoteBundle;
 use crate::identity::jwks::RemoteKeys;
+use crate::identity::status_list::{StatusListSpec, StatusLists};
 use crate::policy::SourceFile;
 
 /// One input of a snapshot, named as the configuration names it.
@@ -85,6 +86,13 @@ pub trait Source: Send + Sync {
     /// The live bundle of a trust domain polled from its bundle endpoint. A source that does
     /// not fetch has none, and the domain then has no authority.
     fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {
+        let _ = spec;
+        None
+    }
+
+    /// The live status lists of an issuer whose tokens may name some. A source that does not
+    /// fetch has none, and tokens naming a list are refused `token_status_unavailable`.
+    fn status_lists(&self, spec: &StatusListSpec) -> Option<Arc<StatusLists>> {
         let _ = spec;
         None
     }
@@ -180,6 +188,10 @@ impl Source for Digesting<'_> {
 
     fn live_since(&self, document: &Document) -> Option<std::time::Instant> {
         self.inner.live_since(document)
+    }
+
+    fn status_lists(&self, spec: &StatusListSpec) -> Option<Arc<StatusLists>> {
+        self.inner.status_lists(spec)
     }
 
     fn remote_bundle(&self, spec: &BundleEndpointSpec) -> Option<Arc<RemoteBundle>> {

@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use super::ResponseSettings;
 use super::source::{Document, Folder};
 use crate::identity::IdentitySource;
+use crate::identity::status_list::StatusListSpec;
 use crate::identity::token::Delegation;
 use crate::mapping::routes::{ResourceTemplate, Route};
 
@@ -124,7 +125,9 @@ impl Spec {
     /// True when a document must be fetched at run time (a JWKS URL, OIDC discovery, a
     /// bundle endpoint): building from files alone would leave it out.
     pub fn has_live_sources(&self) -> bool {
-        self.issuers.iter().any(|i| i.remote.is_some())
+        self.issuers
+            .iter()
+            .any(|i| i.remote.is_some() || i.status_lists.is_some())
             || self
                 .identity
                 .trust_domains
@@ -184,6 +187,8 @@ pub struct IssuerSpec {
     pub keys: Option<Located<Document>>,
     /// Where the issuer's keys are fetched from at run time, instead of a file.
     pub remote: Option<RemoteJwksSpec>,
+    /// The token status lists its tokens may name, when any.
+    pub status_lists: Option<StatusListSpec>,
     /// The HMAC secret.
     pub hmac_secret: Option<Located<Document>>,
     /// Clock skew allowance for `exp`/`nbf`.

@@ -35,6 +35,8 @@ struct State {
     mode: Mode,
     /// The `issuer` the discovery document names (the server's own URL unless changed).
     discovery_issuer: String,
+    /// Token status lists by path (`/statuslists/…`), served as `application/statuslist+jwt`.
+    status_lists: std::collections::HashMap<String, String>,
 }
 
 pub struct Idp {
@@ -66,6 +68,7 @@ impl Idp {
             cache_control: None,
             mode: Mode::Normal,
             discovery_issuer: url.clone(),
+            status_lists: std::collections::HashMap::new(),
         }));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
         let discovery_hits = Arc::new(AtomicUsize::new(0));
@@ -152,6 +155,15 @@ impl Idp {
         self.state.lock().unwrap().discovery_issuer = issuer.to_owned();
     }
 
+    /// Serves `token` at `path` (a status list token) from now on.
+    pub fn set_status_list(&self, path: &str, token: String) {
+        self.state
+            .lock()
+            .unwrap()
+            .status_lists
+            .insert(path.to_owned(), token);
+    }
+
     pub fn jwks_hits(&self) -> usize {
         self.jwks_hits.load(Ordering::SeqCst)
     }
@@ -168,15 +180,17 @@ async fn answer(
     discovery_hits: &AtomicUsize,
     base: &str,
 ) -> Response<Full<Bytes>> {
-    let (mode, jwks, cache_control, issuer) = {
+    let (mode, jwks, cache_control, issuer, list) = {
         let s = state.lock().unwrap();
         (
             s.mode.clone(),
             s.jwks.clone(),
             s.cache_control.clone(),
             s.discovery_issuer.clone(),
+            s.status_lists.get(request.uri().path()).cloned(),
         )
     };
+    let mut content_type = "application/json";
     let body = match request.uri().path() {
         "/.well-known/openid-configuration" => {
             discovery_hits.fetch_add(1, Ordering::SeqCst);
@@ -186,7 +200,13 @@ async fn answer(
             jwks_hits.fetch_add(1, Ordering::SeqCst);
             jwks
         }
-        _ => return status(StatusCode::NOT_FOUND),
+        _ => match list {
+            Some(list) => {
+                content_type = "application/statuslist+jwt";
+                list
+            }
+            None => return status(StatusCode::NOT_FOUND),
+        },
     };
     let body = match mode {
         Mode::Normal => body,
@@ -200,7 +220,7 @@ async fn answer(
     };
     let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     if let Some(value) = cache_control {
         response = response.header("cache-control", value);
     }
