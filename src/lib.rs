@@ -72,6 +72,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;
+pub mod enforce;
 pub mod evidence;
 pub mod fetch;
 pub mod grpc;

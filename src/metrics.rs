@@ -205,6 +205,11 @@ impl Metrics {
         counter!("tollgate_signals_total", "kind" => kind).increment(1);
     }
 
+    /// Registers `tollgate_signals_total{kind}` at zero.
+    pub fn signal_kind_registered(&self, kind: &'static str) {
+        counter!("tollgate_signals_total", "kind" => kind).increment(0);
+    }
+
     /// Identities the signals' tracker evicted so far (`tollgate_signals_evicted_total`).
     pub fn signals_evicted(&self, total: u64) {
         counter!("tollgate_signals_evicted_total").absolute(total);

@@ -2,25 +2,32 @@
 //! writer's thread from the decisions it records (never on the request path). Four rules, each
 //! with its parameters in `[signals]`:
 //!
-//! - **new access**: an (identity, action, resource type) never seen before: relative to a
-//!   reviewed baseline (`tollgate report --baseline`) when one is configured; otherwise
-//!   relative to what the identity did since start, after a learning period in which pairs are
-//!   learned silently.
+//! - **new access**: an (identity, action, resource type) never seen before, or first allowed
+//!   after only denials: relative to a reviewed baseline (`tollgate report --baseline`) when
+//!   one is configured; otherwise relative to what the identity did since start, after a
+//!   learning period in which pairs are learned silently.
 //! - **volume spike**: in the current 10-second window, more calls than both a floor and a
 //!   multiple of the identity's usual rate (an exponentially weighted average over its past
-//!   windows, once it has enough history).
-//! - **denial burst**: at least so many denials within one 10-second window.
+//!   active windows, once it has enough of them).
+//! - **denial burst**: at least so many denials within the last 10 seconds (the current window
+//!   plus the previous one weighted by the share of it still inside them). Refused
+//!   credentials, which name no identity, are counted together under [`UNVERIFIED`].
 //! - **credential expiry**: the certificate an identity presents expires within a warning
 //!   period (it was not rotated: tokens are used to their end, so they are not judged near
 //!   expiry), or a credential is valid for longer than a maximum lifetime (long-lived
 //!   credentials are a risk of their own).
 //!
-//! Each fires at most once per identity per window (per credential, for expiry), so a flood
-//! makes one finding, not a flood of them. Tracking is bounded: at most `identities_max`
-//! identities, the oldest-tracked evicted first (counted).
+//! Spikes and bursts fire at most once per identity per window, new access once per pair (and
+//! once more on its first allow), expiry once per credential and rule, so a flood makes one
+//! finding, not a flood of them. Tracking is bounded: at most `identities_max` identities,
+//! evicted by the clock rule (one seen again since the hand last passed keeps its place once
+//! more, so busy identities stay and one-off ones go), counted.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use std::sync::Arc;
+
+use crate::enforce::Enforcement;
 use crate::inventory::{Baseline, Observation};
 
 /// Width of the counting window, milliseconds.
@@ -31,6 +38,8 @@ const EWMA_ALPHA: f64 = 0.2;
 const MIN_HISTORY: u32 = 6;
 /// Pairs remembered per identity (beyond, new ones are not judged).
 const MAX_PAIRS: usize = 1024;
+/// The identity denials are counted under when the credentials were refused (no principal).
+pub const UNVERIFIED: &str = "(unverified)";
 /// Findings kept per identity for `/identities`.
 pub const RECENT: usize = 8;
 
@@ -54,6 +63,10 @@ pub struct SignalSettings {
     pub expiry_warning_ms: u64,
     /// Credentials valid for longer than this are reported, milliseconds (0: never).
     pub max_lifetime_ms: u64,
+    /// `new_access = "deny"`: the reviewed baseline is an allow-list on the request path.
+    pub deny_new_access: bool,
+    /// `volume_spike = "deny"`: a spiking identity is shed for the rest of its window.
+    pub shed_spikes: bool,
 }
 
 impl Default for SignalSettings {
@@ -67,6 +80,8 @@ impl Default for SignalSettings {
             burst_denials: 20,
             expiry_warning_ms: 5 * 60_000,
             max_lifetime_ms: 0,
+            deny_new_access: false,
+            shed_spikes: false,
         }
     }
 }
@@ -122,18 +137,27 @@ pub struct Finding {
 #[derive(Debug, Default)]
 struct Tracked {
     first_ms: u64,
-    pairs: HashSet<String, foldhash::fast::RandomState>,
-    /// Start of the current window, and its counts.
+    /// Pairs seen, and whether one was ever allowed (its first allowed use is news too).
+    pairs: HashMap<String, bool, foldhash::fast::RandomState>,
+    /// The current window, and its counts.
     window: u64,
     calls: u64,
     denials: u64,
-    /// The usual calls per window, and how many windows it has seen.
+    /// The previous window's denials, when it was the one just before: a burst across the
+    /// boundary is counted as a sliding window would.
+    previous_denials: u64,
+    /// The usual calls per active window (quiet windows are not averaged in: a periodic job
+    /// is judged against its runs), and how many active windows it has seen.
     usual: f64,
     history: u32,
     spiked: bool,
     burst: bool,
-    /// The credential expiry last reported (one finding per credential).
-    reported_expiry: Option<i64>,
+    /// The certificate expiry last reported near its end, and the credential expiry last
+    /// reported over the maximum lifetime (one finding per credential and rule).
+    reported_near: Option<i64>,
+    reported_lifetime: Option<i64>,
+    /// Seen since the eviction clock last passed it (second chance).
+    referenced: bool,
     recent: VecDeque<Finding>,
 }
 
@@ -146,18 +170,32 @@ pub struct Signals {
     /// Tracking order, for eviction (entries of evicted identities are skipped lazily).
     order: VecDeque<String>,
     evicted: u64,
+    /// What the request path enforces; a spike sheds its identity here when configured.
+    enforcement: Arc<Enforcement>,
 }
 
 impl Signals {
     /// Rules with `settings`, judging new access against `baseline` when given.
+    /// With `deny_new_access` the baseline is also the request path's allow-list, and with
+    /// `shed_spikes` a spike sheds its identity: see [`Self::enforcement`].
     pub fn new(settings: SignalSettings, baseline: Option<Baseline>) -> Self {
+        let enforcement = Enforcement::new(
+            baseline.as_ref().filter(|_| settings.deny_new_access),
+            settings.shed_spikes,
+        );
         Self {
             settings,
             baseline: baseline.map(|b| b.identities.into_iter().collect()),
             tracked: HashMap::default(),
             order: VecDeque::new(),
             evicted: 0,
+            enforcement: Arc::new(enforcement),
         }
+    }
+
+    /// What the request path enforces (shared with the `Authorizer`).
+    pub fn enforcement(&self) -> Arc<Enforcement> {
+        self.enforcement.clone()
     }
 
     /// Identities evicted to stay within `identities_max`.
@@ -178,17 +216,19 @@ impl Signals {
         if !self.settings.enabled {
             return;
         }
-        let Some(principal) = o.principal else {
-            return;
-        };
+        // Refused credentials name no identity; their denials are counted together, so a
+        // flood of forgeries is a burst too.
+        let principal = o.principal.unwrap_or(UNVERIFIED);
         let from = out.len();
-        if !self.tracked.contains_key(principal) {
+        let fresh = !self.tracked.contains_key(principal);
+        if fresh {
             self.track(principal, o.time_ms);
         }
         let Self {
             settings,
             baseline,
             tracked,
+            enforcement,
             ..
         } = self;
         let empty = BTreeSet::new();
@@ -205,17 +245,22 @@ impl Signals {
             detail,
         };
 
-        // Windows: close the ones passed, folding their calls into the usual rate.
+        // Seen again since it was tracked: worth keeping over a one-off.
+        t.referenced |= !fresh;
+        // Windows: close the one passed, folding its calls into the usual rate. A record from
+        // an earlier window (decided before the previous writer round took it in, or a clock
+        // step back) counts in the current one rather than resetting it.
         let window = o.time_ms / WINDOW_MS;
-        if window != t.window {
-            if t.calls > 0 || t.history > 0 {
-                let idle = window.saturating_sub(t.window).saturating_sub(1).min(64);
-                t.usual = EWMA_ALPHA * t.calls as f64 + (1.0 - EWMA_ALPHA) * t.usual;
-                for _ in 0..idle {
-                    t.usual *= 1.0 - EWMA_ALPHA;
-                }
-                t.history = t.history.saturating_add(1 + idle as u32);
+        if window > t.window {
+            if t.calls > 0 {
+                t.usual = if t.history == 0 {
+                    t.calls as f64
+                } else {
+                    EWMA_ALPHA * t.calls as f64 + (1.0 - EWMA_ALPHA) * t.usual
+                };
+                t.history = t.history.saturating_add(1);
             }
+            t.previous_denials = if window == t.window + 1 { t.denials } else { 0 };
             t.window = window;
             (t.calls, t.denials, t.spiked, t.burst) = (0, 0, false, false);
         }
@@ -228,25 +273,39 @@ impl Signals {
                 Some(reviewed) => reviewed.contains(&pair),
                 None => o.time_ms < t.first_ms.saturating_add(settings.learn_ms),
             };
-            if !t.pairs.contains(&pair) && t.pairs.len() < MAX_PAIRS {
-                if !known {
-                    let against = if baseline.is_some() {
-                        "the reviewed baseline"
-                    } else {
-                        "what it did since it was first seen"
-                    };
-                    out.push(finding(
-                        SignalKind::NewAccess,
-                        format!("first `{action}` on `{resource_type}`, new against {against}"),
-                    ));
+            let room = t.pairs.len() < MAX_PAIRS;
+            let news = match t.pairs.get_mut(&pair) {
+                Some(allowed_before) => {
+                    let first_allowed = o.allowed && !*allowed_before;
+                    *allowed_before |= o.allowed;
+                    first_allowed.then_some("first allowed")
                 }
-                t.pairs.insert(pair);
+                None if room => {
+                    t.pairs.insert(pair, o.allowed);
+                    Some("first")
+                }
+                None => None,
+            };
+            if let Some(news) = news
+                && !known
+            {
+                let against = if baseline.is_some() {
+                    "the reviewed baseline"
+                } else {
+                    "what it did since it was first seen"
+                };
+                out.push(finding(
+                    SignalKind::NewAccess,
+                    format!("{news} `{action}` on `{resource_type}`, new against {against}"),
+                ));
             }
         }
         let threshold =
             (f64::from(settings.spike_multiplier) * t.usual).max(settings.spike_min_calls as f64);
         if !t.spiked && t.history >= MIN_HISTORY && t.calls as f64 > threshold {
             t.spiked = true;
+            // Shed for the rest of this window; the next window judges it afresh.
+            enforcement.shed(principal, o.time_ms, (window + 1).saturating_mul(WINDOW_MS));
             out.push(finding(
                 SignalKind::VolumeSpike,
                 format!(
@@ -257,13 +316,17 @@ impl Signals {
                 ),
             ));
         }
-        if !t.burst && t.denials >= settings.burst_denials {
+        // Denials in the last 10 s, the previous window weighted by how much of it is still
+        // within them (a sliding window, approximated).
+        let elapsed = o.time_ms % WINDOW_MS;
+        let recent_denials =
+            t.denials + t.previous_denials * WINDOW_MS.saturating_sub(elapsed + 1) / WINDOW_MS;
+        if !o.allowed && !t.burst && recent_denials >= settings.burst_denials {
             t.burst = true;
             out.push(finding(
                 SignalKind::DenialBurst,
                 format!(
-                    "{} denials in {} s (latest: {})",
-                    t.denials,
+                    "{recent_denials} denials in {} s (latest: {})",
                     WINDOW_MS / 1000,
                     o.reason
                 ),
@@ -274,34 +337,34 @@ impl Signals {
         // maximum lifetime is reported, once per credential.
         let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let now = ms(o.time_ms);
-        let detail = match (o.certificate_expires_ms, o.longest_expires_ms) {
-            (Some(cert), _)
-                if settings.expiry_warning_ms > 0
-                    && cert.saturating_sub(now) <= ms(settings.expiry_warning_ms)
-                    && t.reported_expiry != Some(cert) =>
-            {
-                t.reported_expiry = Some(cert);
-                Some(format!(
+        if let Some(cert) = o.certificate_expires_ms
+            && settings.expiry_warning_ms > 0
+            && cert.saturating_sub(now) <= ms(settings.expiry_warning_ms)
+            && t.reported_near != Some(cert)
+        {
+            t.reported_near = Some(cert);
+            out.push(finding(
+                SignalKind::CredentialExpiry,
+                format!(
                     "its certificate expires in {} s and was not rotated",
                     cert.saturating_sub(now).max(0) / 1000
-                ))
-            }
-            (_, Some(longest))
-                if settings.max_lifetime_ms > 0
-                    && longest.saturating_sub(now) > ms(settings.max_lifetime_ms)
-                    && t.reported_expiry != Some(longest) =>
-            {
-                t.reported_expiry = Some(longest);
-                Some(format!(
+                ),
+            ));
+        }
+        if let Some(longest) = o.longest_expires_ms
+            && settings.max_lifetime_ms > 0
+            && longest.saturating_sub(now) > ms(settings.max_lifetime_ms)
+            && t.reported_lifetime != Some(longest)
+        {
+            t.reported_lifetime = Some(longest);
+            out.push(finding(
+                SignalKind::CredentialExpiry,
+                format!(
                     "credentials valid for {} s more, over the maximum lifetime of {} s",
                     longest.saturating_sub(now) / 1000,
                     settings.max_lifetime_ms / 1000
-                ))
-            }
-            _ => None,
-        };
-        if let Some(detail) = detail {
-            out.push(finding(SignalKind::CredentialExpiry, detail));
+                ),
+            ));
         }
         for found in out.get(from..).unwrap_or_default() {
             if t.recent.len() == RECENT {
@@ -311,13 +374,27 @@ impl Signals {
         }
     }
 
+    /// Starts tracking `principal`, evicting by the clock (second-chance) rule when full: an
+    /// identity seen since the hand last passed it is passed over once more, so the busy ones
+    /// stay and the one-off ones go.
     fn track(&mut self, principal: &str, now_ms: u64) {
+        let mut passes = 0;
         while self.tracked.len() >= self.settings.identities_max.max(1) {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if self.tracked.remove(&oldest).is_some() {
-                self.evicted += 1;
+            match self.tracked.get_mut(&oldest) {
+                // Each tracked identity is passed over at most once per full turn.
+                Some(t) if t.referenced && passes < self.order.len() + 1 => {
+                    t.referenced = false;
+                    passes += 1;
+                    self.order.push_back(oldest);
+                }
+                Some(_) => {
+                    self.tracked.remove(&oldest);
+                    self.evicted += 1;
+                }
+                None => {}
             }
         }
         self.tracked.insert(
@@ -423,9 +500,10 @@ mod tests {
         // 150 in the next window: over the floor (100) but not 10 x 20: nothing.
         let busy = (0..150).map(|i| call(T0 + 12 * WINDOW_MS + i, "a", "read", true));
         assert_eq!(run(&mut s, busy), []);
-        // After a quiet window, 400 in one: over 10 x the usual rate (~36) part-way: once.
+        // After a quiet window (not averaged in), 600 in one: over 10 x the usual rate (46)
+        // part-way: once.
         let at = 14 * WINDOW_MS;
-        let spike = (0..400).map(|i| call(T0 + at + i, "a", "read", true));
+        let spike = (0..600).map(|i| call(T0 + at + i, "a", "read", true));
         let found = run(&mut s, spike);
         assert_eq!(kinds(&found), [(SignalKind::VolumeSpike, 140)]);
     }
@@ -439,9 +517,11 @@ mod tests {
             },
             None,
         );
-        // 19 denials a window for five windows: under the bar.
-        let spread = (0..5u64)
-            .flat_map(|w| (0..19).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", false)));
+        // 15 denials a window, spread over it, for five windows: under the bar however the
+        // last 10 s are cut.
+        let spread = (0..5u64).flat_map(|w| {
+            (0..15).map(move |i| call(T0 + w * WINDOW_MS + i * 600, "a", "read", false))
+        });
         assert_eq!(run(&mut s, spread), []);
         let burst = (0..60).map(|i| call(T0 + 5 * WINDOW_MS + i, "a", "read", false));
         let found = run(&mut s, burst);
@@ -499,5 +579,191 @@ mod tests {
         assert_eq!(s.tracked.len(), 100);
         assert_eq!(s.evicted(), 9_900);
         assert!(s.order.len() <= 100 + 1);
+    }
+
+    /// Review finding: the two expiry rules shared one memory, so a certificate near its end
+    /// and a long-lived token fired on every call, alternately.
+    #[test]
+    fn near_expiry_and_lifetime_are_remembered_apart() {
+        let settings = SignalSettings {
+            learn_ms: u64::MAX,
+            max_lifetime_ms: 3_600_000,
+            ..SignalSettings::default()
+        };
+        let mut s = Signals::new(settings, None);
+        let with = |t: u64| Observation {
+            certificate_expires_ms: Some(i64::try_from(T0 + 100_000).unwrap()),
+            longest_expires_ms: Some(i64::try_from(T0 + 48 * 3_600_000).unwrap()),
+            ..call(t, "a", "read", true)
+        };
+        let found = run(&mut s, [with(T0), with(T0 + 1), with(T0 + 2), with(T0 + 3)]);
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    /// Review finding: a record arriving late (from before the current window) reset the
+    /// window, losing its counts.
+    #[test]
+    fn a_late_record_does_not_reset_the_window() {
+        let mut s = Signals::new(
+            SignalSettings {
+                learn_ms: u64::MAX,
+                ..SignalSettings::default()
+            },
+            None,
+        );
+        let at = |ms: u64| call(T0 + ms, "a", "read", false);
+        let calls = (0..15)
+            .map(|_| at(10_001))
+            .chain([at(9_999)])
+            .chain((0..10).map(|_| at(10_002)));
+        let found = run(&mut s, calls);
+        assert_eq!(kinds(&found), [(SignalKind::DenialBurst, 10)]);
+    }
+
+    /// Review finding: denials straddling a window boundary were split, so 38 denials in a
+    /// fraction of a second never made a burst.
+    #[test]
+    fn a_burst_across_a_window_boundary_is_seen() {
+        let mut s = Signals::new(
+            SignalSettings {
+                learn_ms: u64::MAX,
+                ..SignalSettings::default()
+            },
+            None,
+        );
+        let calls = (0..19)
+            .map(|i| call(T0 + 9_980 + i, "a", "read", false))
+            .chain((0..19).map(|i| call(T0 + 10_000 + i, "a", "read", false)));
+        let found = run(&mut s, calls);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, SignalKind::DenialBurst);
+    }
+
+    /// Review finding: idle windows decayed the usual rate, so a periodic job was a "spike"
+    /// every run; and the rate started at zero, a quarter low after six windows.
+    #[test]
+    fn periodic_and_steady_traffic_are_not_spikes() {
+        let settings = SignalSettings {
+            learn_ms: u64::MAX,
+            ..SignalSettings::default()
+        };
+        let mut s = Signals::new(settings, None);
+        // 150 calls every two minutes, ten times.
+        let periodic = (0..10u64).flat_map(|r| {
+            (0..150).map(move |i| call(T0 + r * 12 * WINDOW_MS + i, "job", "read", true))
+        });
+        assert_eq!(run(&mut s, periodic), []);
+        let mut s = Signals::new(
+            SignalSettings {
+                learn_ms: u64::MAX,
+                spike_multiplier: 2,
+                spike_min_calls: 1,
+                ..SignalSettings::default()
+            },
+            None,
+        );
+        let steady = (0..6u64)
+            .flat_map(|w| (0..100).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", true)))
+            .chain((0..160).map(|i| call(T0 + 6 * WINDOW_MS + i, "a", "read", true)));
+        assert_eq!(run(&mut s, steady), []);
+    }
+
+    /// Review finding: eviction was first in, first out, so a busy identity was evicted for
+    /// newcomers and learned afresh (a blind spot for new access).
+    #[test]
+    fn a_busy_identity_is_not_evicted_for_newcomers() {
+        let mut s = Signals::new(
+            SignalSettings {
+                identities_max: 2,
+                ..SignalSettings::default()
+            },
+            None,
+        );
+        let hot = (0..700u64).map(|i| call(T0 + i * 1_000, "hot", "read", true));
+        assert_eq!(run(&mut s, hot), []);
+        let found = run(
+            &mut s,
+            [
+                call(T0 + 700_000, "a", "read", true),
+                call(T0 + 700_500, "hot", "read", true),
+                call(T0 + 701_000, "b", "read", true),
+                call(T0 + 702_000, "hot", "write", true),
+            ],
+        );
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.principal.as_str(), f.kind))
+                .collect::<Vec<_>>(),
+            [("hot", SignalKind::NewAccess)]
+        );
+    }
+
+    /// Review finding: a pair tried and denied was learned, so its first allowed use (a new
+    /// grant, or a way around a policy) was silent.
+    #[test]
+    fn the_first_allowed_use_of_a_denied_pair_is_new_access() {
+        let baseline = Baseline {
+            identities: [("a".to_owned(), ["read Order".to_owned()].into())].into(),
+            ..Baseline::default()
+        };
+        let mut s = Signals::new(SignalSettings::default(), Some(baseline));
+        let found = run(
+            &mut s,
+            [
+                call(T0, "a", "delete", false),
+                call(T0 + 1, "a", "delete", false),
+                call(T0 + 2, "a", "delete", true),
+                call(T0 + 3, "a", "delete", true),
+            ],
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].detail.contains("allowed"), "{found:?}");
+    }
+
+    /// Review finding: refusals of the credentials have no principal and were not counted, so
+    /// credential stuffing made no burst.
+    #[test]
+    fn refused_credentials_make_a_burst_of_unverified_callers() {
+        let mut s = Signals::new(SignalSettings::default(), None);
+        let refused = (0..25).map(|i| Observation {
+            principal: None,
+            action: None,
+            resource_type: None,
+            reason: "token_signature",
+            ..call(T0 + i, "x", "read", false)
+        });
+        let found = run(&mut s, refused);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].principal, UNVERIFIED);
+        assert!(found[0].detail.contains("token_signature"), "{found:?}");
+    }
+
+    /// With `volume_spike = "deny"`, a spike sheds its identity for the rest of its window.
+    #[test]
+    fn a_spike_sheds_its_identity_for_the_rest_of_the_window_when_configured() {
+        let mut s = Signals::new(
+            SignalSettings {
+                learn_ms: u64::MAX,
+                shed_spikes: true,
+                ..SignalSettings::default()
+            },
+            None,
+        );
+        let steady = (0..8u64)
+            .flat_map(|w| (0..20).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", true)));
+        assert_eq!(run(&mut s, steady), []);
+        let e = s.enforcement();
+        assert!(!e.is_shed("a", T0 + 8 * WINDOW_MS));
+        let spike = (0..300).map(|i| call(T0 + 8 * WINDOW_MS + i, "a", "read", true));
+        assert_eq!(kinds(&run(&mut s, spike)), [(SignalKind::VolumeSpike, 80)]);
+        assert!(e.is_shed("a", T0 + 8 * WINDOW_MS + 300));
+        assert!(!e.is_shed("b", T0 + 8 * WINDOW_MS + 300));
+        assert!(
+            !e.is_shed("a", T0 + 9 * WINDOW_MS),
+            "the next window judges it afresh"
+        );
+        let reporting = Signals::new(SignalSettings::default(), None).enforcement();
+        assert!(!reporting.is_active());
     }
 }

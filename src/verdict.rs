@@ -121,6 +121,11 @@ pub enum ReasonCode {
     CrlExpired,
     /// The token's status list has not been fetched, or its last good copy is too old.
     TokenStatusUnavailable,
+    /// `signals.new_access = "deny"`: the (action, resource type) is outside the identity's
+    /// reviewed baseline.
+    OutsideBaseline,
+    /// `signals.volume_spike = "deny"`: the identity is shed for the rest of its spike's window.
+    IdentityShed,
     /// Unusable request line (path encoding, method).
     MalformedRequest,
     /// No route for the request.
@@ -267,6 +272,8 @@ impl ReasonCode {
             Self::CredentialRevoked => "credential_revoked",
             Self::CrlExpired => "crl_expired",
             Self::TokenStatusUnavailable => "token_status_unavailable",
+            Self::OutsideBaseline => "outside_baseline",
+            Self::IdentityShed => "identity_shed",
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
@@ -311,7 +318,8 @@ impl ReasonCode {
             | Self::TokenBindingMismatch
             | Self::TokenBindingUnsupported => FailureClass::BadToken,
             Self::MalformedRequest => FailureClass::Malformed,
-            Self::NoRoute | Self::PolicyDenied => FailureClass::Forbidden,
+            Self::NoRoute | Self::PolicyDenied | Self::OutsideBaseline => FailureClass::Forbidden,
+            Self::IdentityShed => FailureClass::Throttled,
             // Tollgate cannot judge the token, through no fault of the caller's: a new token
             // would not help, so not a 401.
             Self::TokenKeysUnavailable
@@ -332,6 +340,7 @@ impl ReasonCode {
             | FailureClass::BadToken => 401,
             FailureClass::Malformed => 400,
             FailureClass::Forbidden => 403,
+            FailureClass::Throttled => 429,
             FailureClass::Internal => internal_status,
         }
     }
@@ -345,7 +354,10 @@ impl ReasonCode {
             FailureClass::Unauthenticated | FailureClass::BadCertificate => {
                 Some("Bearer realm=\"tollgate\"")
             }
-            FailureClass::Malformed | FailureClass::Forbidden | FailureClass::Internal => None,
+            FailureClass::Malformed
+            | FailureClass::Forbidden
+            | FailureClass::Throttled
+            | FailureClass::Internal => None,
         }
     }
 }
@@ -369,6 +381,8 @@ pub enum FailureClass {
     Malformed,
     /// Authenticated but not permitted.
     Forbidden,
+    /// Authenticated, and shed for calling far more than usual.
+    Throttled,
     /// Tollgate failed; denied anyway.
     Internal,
 }

@@ -124,6 +124,8 @@ pub struct Event<'a> {
 pub struct AuditLog {
     queue: Option<Arc<Pending>>,
     shared: Arc<Shared>,
+    /// What the signals enforce on the request path (nothing unless configured).
+    enforcement: Arc<crate::enforce::Enforcement>,
 }
 
 /// Records waiting for the writer, in one shard per thread stripe
@@ -285,6 +287,7 @@ impl AuditLog {
     pub fn disabled() -> Self {
         Self {
             queue: None,
+            enforcement: Arc::default(),
             shared: Shared::new(
                 Vec::new(),
                 1,
@@ -324,7 +327,19 @@ impl AuditLog {
             Some(path) => Some(read_baseline(path)?),
             None => None,
         };
+        if settings.signals.deny_new_access && baseline.is_none() {
+            return Err(
+                "signals.new_access = \"deny\" makes the reviewed baseline an allow-list, \
+                        and none is named: set `[signals] baseline` or pass `--baseline FILE`"
+                    .into(),
+            );
+        }
         let signals = Signals::new(settings.signals.clone(), baseline);
+        let enforcement = signals.enforcement();
+        // Every kind's series exists from the start, so a dashboard shows 0, not "no data".
+        for kind in crate::signals::SignalKind::ALL {
+            metrics.signal_kind_registered(kind.as_str());
+        }
         let shared = Shared::new(settings.sinks(), settings.identities_max, signals);
         let pending = Arc::new(Pending::new(settings.queue));
         let writer = Writer {
@@ -346,6 +361,7 @@ impl AuditLog {
             Self {
                 queue: Some(pending),
                 shared,
+                enforcement,
             },
             handle,
         ))
@@ -384,6 +400,11 @@ impl AuditLog {
             self.shared.dropped.add(1);
             Queued::Dropped
         }
+    }
+
+    /// What the signals enforce on the request path.
+    pub fn enforcement(&self) -> Arc<crate::enforce::Enforcement> {
+        self.enforcement.clone()
     }
 
     /// What the admin endpoints show of this log; holding it does not keep the writer running.
@@ -795,5 +816,19 @@ mod tests {
         // Taking made room again.
         assert_eq!(record(&log), Queued::Yes);
         assert_eq!(record(&AuditLog::disabled()), Queued::Disabled);
+    }
+
+    /// `new_access = "deny"` with nothing reviewed would deny everything: refused at start.
+    #[test]
+    fn denying_new_access_needs_a_baseline() {
+        let settings = AuditSettings {
+            signals: SignalSettings {
+                deny_new_access: true,
+                ..SignalSettings::default()
+            },
+            ..AuditSettings::default()
+        };
+        let error = AuditLog::start(&settings, Metrics).err().unwrap();
+        assert!(error.contains("--baseline"), "{error}");
     }
 }

@@ -291,6 +291,10 @@ pub fn write_finding(out: &mut Vec<u8>, finding: &crate::signals::Finding) {
         activity_id: u32,
         type_uid: u32,
         severity_id: u32,
+        /// 1: New (a reviewer has not looked at it yet).
+        status_id: u32,
+        is_alert: bool,
+        message: String,
         time: u64,
         metadata: Metadata<'a>,
         finding_info: FindingInfo<'a>,
@@ -327,6 +331,9 @@ pub fn write_finding(out: &mut Vec<u8>, finding: &crate::signals::Finding) {
         activity_id: 1,
         type_uid: DETECTION_FINDING * 100 + 1,
         severity_id: 3,
+        status_id: 1,
+        is_alert: true,
+        message: format!("{kind}: {}: {}", finding.principal, finding.detail),
         time: finding.time_ms,
         metadata: Metadata {
             version: OCSF_VERSION,

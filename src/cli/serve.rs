@@ -14,6 +14,10 @@ pub struct ServeArgs {
     /// `[audit] file` without a config file, or in place of the config's.
     #[arg(long, value_name = "FILE")]
     audit: Option<std::path::PathBuf>,
+    /// Judge new access against FILE, a reviewed `tollgate report --baseline`: `[signals]
+    /// baseline` without a config file, or in place of the config's.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<std::path::PathBuf>,
 }
 
 pub(super) fn run(args: ServeArgs) -> Exit {
@@ -31,6 +35,9 @@ pub(super) fn run(args: ServeArgs) -> Exit {
             path,
             ..crate::audit::FileSettings::default()
         });
+    }
+    if let Some(path) = args.baseline {
+        config.settings.audit.baseline = Some(path);
     }
     tracing::info!(
         config = %source.config_name(),

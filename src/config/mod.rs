@@ -493,11 +493,38 @@ fn signal_settings(at: &Locator<'_>, raw: &raw::RawSignals) -> Result<SignalSett
             "must be at least 1",
         ));
     }
+    if *raw.identities_max.get_ref() == 0 {
+        return Err(at.invalid(
+            &raw.identities_max,
+            "signals.identities_max",
+            "must be at least 1 (set `enabled = false` to track nothing)",
+        ));
+    }
+    if *raw.spike_min_calls.get_ref() == 0 {
+        return Err(at.invalid(
+            &raw.spike_min_calls,
+            "signals.spike_min_calls",
+            "must be at least 1: with no floor the first call after a quiet spell is a spike",
+        ));
+    }
+    let deny = |value: &Spanned<String>, key: &str| match value.get_ref().as_str() {
+        "report" => Ok(false),
+        "deny" => Ok(true),
+        other => Err(at.invalid(
+            value,
+            key,
+            format!("`{other}` is not `report` (the default) or `deny`"),
+        )),
+    };
+    let deny_new_access = deny(&raw.new_access, "signals.new_access")?;
+    let shed_spikes = deny(&raw.volume_spike, "signals.volume_spike")?;
     Ok(SignalSettings {
+        deny_new_access,
+        shed_spikes,
         enabled: raw.enabled,
-        identities_max: raw.identities_max.max(1),
+        identities_max: *raw.identities_max.get_ref(),
         learn_ms: raw.learn_seconds.saturating_mul(1000),
-        spike_min_calls: raw.spike_min_calls,
+        spike_min_calls: *raw.spike_min_calls.get_ref(),
         spike_multiplier: *raw.spike_multiplier.get_ref(),
         burst_denials: *raw.burst_denials.get_ref(),
         expiry_warning_ms: raw.expiry_warning_seconds.saturating_mul(1000),

@@ -58,11 +58,11 @@ pub struct RawSignals {
     /// A reviewed baseline (`tollgate report --baseline`) new access is judged against.
     pub baseline: Option<Spanned<String>>,
     /// Identities tracked.
-    pub identities_max: usize,
+    pub identities_max: Spanned<usize>,
     /// Without a baseline: how long an identity's pairs are learned silently.
     pub learn_seconds: u64,
     /// Calls in one 10-second window below which no spike is called.
-    pub spike_min_calls: u64,
+    pub spike_min_calls: Spanned<u64>,
     /// How many times its usual rate an identity's window must reach to be a spike.
     pub spike_multiplier: Spanned<u32>,
     /// Denials in one 10-second window that make a burst.
@@ -71,6 +71,10 @@ pub struct RawSignals {
     pub expiry_warning_seconds: u64,
     /// Report credentials valid for longer than this (0: never).
     pub max_lifetime_seconds: u64,
+    /// `report` (default) or `deny`: with a baseline, a pair outside it is denied.
+    pub new_access: Spanned<String>,
+    /// `report` (default) or `deny`: a spiking identity is shed for the rest of its window.
+    pub volume_spike: Spanned<String>,
 }
 
 impl Default for RawSignals {
@@ -78,13 +82,15 @@ impl Default for RawSignals {
         Self {
             enabled: true,
             baseline: None,
-            identities_max: 10_000,
+            identities_max: Spanned::new(0..0, 10_000),
             learn_seconds: 600,
-            spike_min_calls: 100,
+            spike_min_calls: Spanned::new(0..0, 100),
             spike_multiplier: Spanned::new(0..0, 10),
             burst_denials: Spanned::new(0..0, 20),
             expiry_warning_seconds: 300,
             max_lifetime_seconds: 0,
+            new_access: Spanned::new(0..0, "report".into()),
+            volume_spike: Spanned::new(0..0, "report".into()),
         }
     }
 }

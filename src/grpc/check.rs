@@ -210,6 +210,7 @@ pub fn to_proto(
                 | FailureClass::BadToken => rpc_code::UNAUTHENTICATED,
                 FailureClass::Malformed => rpc_code::INVALID_ARGUMENT,
                 FailureClass::Forbidden => rpc_code::PERMISSION_DENIED,
+                FailureClass::Throttled => rpc_code::RESOURCE_EXHAUSTED,
                 FailureClass::Internal => rpc_code::UNAVAILABLE,
             };
             CheckResponse {
@@ -236,6 +237,7 @@ mod rpc_code {
     pub const OK: i32 = 0;
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
     pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
 }

@@ -201,6 +201,14 @@ impl<'p> Reader<'p> {
         };
         let str_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_str);
         let num_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_u64);
+        // Another OCSF class among the records (the compromise findings, 2004) is not a
+        // decision, and not damage either.
+        if num_at("/class_uid").is_some_and(|class| class != API)
+            && num_at("/category_uid").is_some()
+            && value.get("metadata").is_some()
+        {
+            return;
+        }
         let (Some(time), Some(status_id), Some(reason), Some(API)) = (
             num_at("/time"),
             num_at("/status_id"),
@@ -330,6 +338,16 @@ mod tests {
         assert_eq!(read(&format!("{broken}\n")).corrupt, 1);
         let broken = RECORD.replace("\"status_id\":1,", "\"status_id\":1x,");
         assert!(Scanner::default().scan(broken.as_bytes()).is_none());
+    }
+
+    /// Review finding: the compromise findings (OCSF 2004) written among the decision records
+    /// were counted as corrupt lines, hiding real damage.
+    #[test]
+    fn findings_among_the_records_are_not_corrupt() {
+        let finding = r#"{"class_uid":2004,"category_uid":2,"activity_id":1,"type_uid":200401,"severity_id":3,"time":1790000000000,"metadata":{"version":"1.8.0","uid":"f0","profiles":[],"product":{"name":"Tollgate","vendor_name":"Tollgate","version":"0.1.0"}},"finding_info":{"uid":"f0","title":"denial_burst: a","desc":"20 denials","types":["denial_burst"],"analytic":{"name":"denial_burst","type_id":1,"type":"Rule"}},"evidences":[{"actor":{"app_uid":"a"}}]}"#;
+        let summary = read(&format!("{RECORD}\n{finding}\n"));
+        assert_eq!((summary.records, summary.corrupt), (1, 0));
+        assert_eq!(read("{\"class_uid\":6003}\n").corrupt, 1);
     }
 
     /// The fast path and the strict parser read the same record the same way.

@@ -593,3 +593,67 @@ async fn readyz_counts_drops_and_names_sinks_only_on_loopback() {
     assert!(readyz.contains("records dropped"), "{readyz}");
     assert!(!readyz.contains("collector.internal.example"), "{readyz}");
 }
+
+/// `[signals] new_access = "deny"`: the reviewed baseline is an allow-list on the request path.
+/// What it holds passes (as the policies decide); what it does not is denied
+/// `outside_baseline`, recorded, and a new-access finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewed_baseline_is_an_allow_list_when_new_access_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline.json");
+    let reviewed = serde_json::json!({
+        "tollgate_baseline": 1, "first_ms": 0, "last_ms": 0,
+        "identities": { app("payments"): ["orders:read Order"] },
+    });
+    std::fs::write(&baseline, reviewed.to_string()).unwrap();
+    let w = World::with(auditing(&format!(
+        "[signals]\nbaseline = {:?}\nnew_access = \"deny\"\n",
+        baseline.display().to_string()
+    )))
+    .await;
+    let payments = Req::get("/orders/1")
+        .cert(&w.ca.app("payments").pem)
+        .token(&w.issuer.app("payments", "orders.read"));
+    let batch = Req::new("PUT", "/reports/daily")
+        .cert(&w.ca.app("nightly-batch").pem)
+        .token(&w.issuer.app("nightly-batch", "reports.write"))
+        .source_ip("10.20.3.4");
+    for _ in 0..3 {
+        w.server
+            .check(payments.clone().build())
+            .await
+            .assert_allowed(&app("payments"));
+        let denied = w.server.check(batch.clone().build()).await;
+        denied.assert_denied(403, "outside_baseline");
+        let message = denied.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("reports:write") && message.contains("Report"),
+            "{message}"
+        );
+    }
+    let dir = w.server.dir.path().to_owned();
+    within(
+        Duration::from_secs(5),
+        "the new-access finding",
+        async || {
+            findings(&dir)
+                .iter()
+                .any(|f| f["finding_info"]["types"][0] == "new_access")
+        },
+    )
+    .await;
+    let denials = || {
+        records(&dir)
+            .1
+            .iter()
+            .filter(|r| r["status_code"] == "outside_baseline")
+            .count()
+    };
+    within(
+        Duration::from_secs(5),
+        "three outside_baseline records",
+        async || denials() >= 3,
+    )
+    .await;
+    assert_eq!(denials(), 3);
+}
