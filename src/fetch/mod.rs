@@ -214,7 +214,13 @@ impl Source for Fetcher {
         self.followed(
             &self.status_lists,
             spec,
-            |_| StatusLists::new(spec.clone()),
+            |live| {
+                let previous = live
+                    .iter()
+                    .find(|(other, _)| other.issuer == spec.issuer)
+                    .and_then(|(_, lists)| lists.upgrade());
+                StatusLists::new_after(spec.clone(), previous.as_deref())
+            },
             |lists, _changed| status_list::follow(lists, client),
         )
     }

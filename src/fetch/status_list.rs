@@ -104,10 +104,7 @@ async fn fetch(
     let token = verifier
         .verify(&fetched.text, list.uri(), now, MAX_LIST_BYTES)
         .map_err(|reason| ("invalid", format!("{}: {reason}", list.uri())))?;
-    let refresh = token
-        .ttl
-        .unwrap_or(spec.refresh_seconds)
-        .clamp(spec.refresh_min_seconds, spec.refresh_max_seconds);
+    let refresh = token.refresh_in(spec, now);
     let result = if list.same_entries(&token) {
         "unchanged"
     } else {
@@ -116,6 +113,15 @@ async fn fetch(
         }
         "changed"
     };
-    list.replace(token, now, refresh, spec.max_age_seconds);
+    if !list.replace(token, now, refresh, spec.max_age_seconds) {
+        return Err((
+            "older",
+            format!(
+                "{}: older (`iat`) than the copy in place (a stale cache or a replay); kept \
+                 the newer one",
+                list.uri()
+            ),
+        ));
+    }
     Ok((result, refresh))
 }

@@ -128,6 +128,8 @@ pub struct Decoded {
     bits: u8,
     /// The decompressed bit field.
     bytes: Box<[u8]>,
+    /// The list's `iat`: an older list never replaces it.
+    issued_at: i64,
     /// Unix seconds after which this copy no longer counts: the earlier of the list's `exp`
     /// and its fetch plus the configured maximum age.
     usable_until: i64,
@@ -143,10 +145,27 @@ pub struct ListToken {
     pub bits: u8,
     /// The decompressed bit field.
     pub bytes: Vec<u8>,
+    /// `iat`, Unix seconds.
+    pub issued_at: i64,
     /// `exp`, Unix seconds, when present.
     pub expires_at: Option<i64>,
     /// `ttl`, seconds, when present.
     pub ttl: Option<u64>,
+}
+
+impl ListToken {
+    /// Seconds until the list is to be fetched again: its `ttl` (or the default) within the
+    /// configured bounds, and never past its `exp` (at least 1 s).
+    pub fn refresh_in(&self, spec: &StatusListSpec, now: i64) -> u64 {
+        let refresh = self
+            .ttl
+            .unwrap_or(spec.refresh_seconds)
+            .clamp(spec.refresh_min_seconds, spec.refresh_max_seconds);
+        match self.expires_at {
+            Some(exp) => refresh.min(u64::try_from(exp.saturating_sub(now)).unwrap_or(0).max(1)),
+            None => refresh,
+        }
+    }
 }
 
 /// A list's live copy, shared by the follower (which replaces it) and every request naming it.
@@ -188,8 +207,17 @@ impl LiveList {
     }
 
     /// Puts a freshly fetched copy in place, fetched at `now` and kept until `refresh_in`
-    /// seconds from now, usable at most `max_age` seconds.
-    pub fn replace(&self, list: ListToken, now: i64, refresh_in: u64, max_age: u64) {
+    /// seconds from now, usable at most `max_age` seconds; unless it is older (`iat`) than
+    /// the copy in place (a stale cache, a replay), which stays: `false` then.
+    pub fn replace(&self, list: ListToken, now: i64, refresh_in: u64, max_age: u64) -> bool {
+        if self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|d| list.issued_at < d.issued_at)
+        {
+            return false;
+        }
         let usable_until = now
             .saturating_add(i64::try_from(max_age).unwrap_or(i64::MAX))
             .min(list.expires_at.unwrap_or(i64::MAX));
@@ -199,9 +227,11 @@ impl LiveList {
         self.current.store(Some(Arc::new(Decoded {
             bits: list.bits,
             bytes: list.bytes.into_boxed_slice(),
+            issued_at: list.issued_at,
             usable_until,
             refresh_at,
         })));
+        true
     }
 
     /// The entry at `idx` at `now`: `Ok(until)` when VALID, with the Unix second after which
@@ -312,6 +342,16 @@ impl ListVerifier {
         max_bytes: usize,
     ) -> Result<ListToken, String> {
         let token = text.trim();
+        // Critical extensions are refused, as on access tokens: none is understood here.
+        let crit = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+            .is_some_and(|h| h.contains_key("crit"));
+        if crit {
+            return Err("the header has `crit` extensions, which Tollgate does not support".into());
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("not a status list token (compact JWS): {e}"))?;
         let typ = header.typ.as_deref().unwrap_or_default();
@@ -355,9 +395,10 @@ impl ListVerifier {
                 "`sub` is not the URI it was fetched from (`{uri}`): a list for another URI"
             ));
         }
-        if !claims.get("iat").is_some_and(Value::is_i64) {
-            return Err("`iat` is missing or not a time".into());
-        }
+        let issued_at = claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or("`iat` is missing or not a time")?;
         let expires_at = match claims.get("exp") {
             None => None,
             Some(exp) => Some(exp.as_i64().ok_or("`exp` is not a time")?),
@@ -392,6 +433,7 @@ impl ListVerifier {
         Ok(ListToken {
             bits,
             bytes,
+            issued_at,
             expires_at,
             ttl,
         })
@@ -453,6 +495,23 @@ impl StatusLists {
             verifier: ArcSwapOption::empty(),
             wanted: Notify::new(),
         }
+    }
+
+    /// A registry for `spec` that keeps, from the `previous` registry of the issuer (a spec
+    /// that changed), every list the new spec still allows, copy and all: a reload must not
+    /// refuse every token naming a list until the refetch.
+    pub fn new_after(spec: StatusListSpec, previous: Option<&StatusLists>) -> Self {
+        let lists = Self::new(spec);
+        if let Some(previous) = previous {
+            let kept: Vec<_> = previous
+                .lock()
+                .iter()
+                .filter(|(uri, _)| lists.spec.allows(uri))
+                .map(|(uri, list)| (uri.clone(), list.clone()))
+                .collect();
+            lists.lock().extend(kept);
+        }
+        lists
     }
 
     /// The settings.
@@ -637,10 +696,11 @@ mod tests {
         let token = |statuses: &[u8]| ListToken {
             bits: 1,
             bytes: encode_entries(statuses, 1),
+            issued_at: 1,
             expires_at: None,
             ttl: None,
         };
-        list.replace(token(&[0, 1]), 100, 30, 60);
+        assert!(list.replace(token(&[0, 1]), 100, 30, 60));
         assert_eq!(list.check(0, 100), Ok(130));
         assert!(matches!(
             list.check(1, 100),
@@ -656,7 +716,7 @@ mod tests {
         ));
         let mut expiring = token(&[0]);
         expiring.expires_at = Some(110);
-        list.replace(expiring, 100, 30, 60);
+        assert!(list.replace(expiring, 100, 30, 60));
         assert_eq!(list.check(0, 105), Ok(110));
         assert!(list.check(0, 110).is_err());
     }
@@ -672,5 +732,101 @@ mod tests {
         assert!(inflate(&bomb, 1 << 19).unwrap_err().contains("more than"));
         assert_eq!(inflate(&bomb, 1 << 20).unwrap().len(), 1 << 20);
         assert!(inflate(b"not zlib", 1024).is_err());
+    }
+
+    /// Review finding: the next fetch ignored the list's `exp`, so a list expiring before its
+    /// refresh refused its tokens until the refresh came.
+    #[test]
+    fn a_list_is_fetched_again_by_its_exp() {
+        let spec: StatusListSpec = "https://l".parse().unwrap();
+        let token = |ttl, exp| ListToken {
+            bits: 1,
+            bytes: vec![0],
+            issued_at: 0,
+            expires_at: exp,
+            ttl,
+        };
+        assert_eq!(token(Some(2), Some(101)).refresh_in(&spec, 100), 1);
+        assert_eq!(token(Some(600), None).refresh_in(&spec, 100), 600);
+        assert_eq!(token(None, Some(100_000)).refresh_in(&spec, 100), 300);
+        assert_eq!(token(Some(9_999), Some(100)).refresh_in(&spec, 100), 1);
+    }
+
+    /// Review finding: an older list (a stale cache, a replay) replaced a newer one and
+    /// un-revoked its tokens.
+    #[test]
+    fn an_older_list_does_not_replace_a_newer_one() {
+        let list = LiveList::new("https://l".into());
+        let token = |iat, statuses: &[u8]| ListToken {
+            bits: 1,
+            bytes: encode_entries(statuses, 1),
+            issued_at: iat,
+            expires_at: None,
+            ttl: None,
+        };
+        assert!(list.replace(token(200, &[1]), 300, 30, 600));
+        assert!(!list.replace(token(100, &[0]), 301, 30, 600));
+        assert!(list.check(0, 302).is_err(), "the newer list stays");
+    }
+
+    /// Review finding: a changed status-list setting started an empty registry, refusing every
+    /// token that names a list until the refetch.
+    #[test]
+    fn a_new_spec_keeps_the_lists_it_still_allows() {
+        let mut spec: StatusListSpec = "https://l/".parse().unwrap();
+        spec.uris = vec!["https://l/".into()];
+        let old = StatusLists::new(spec.clone());
+        let kept = old.resolve("https://l/1").unwrap();
+        let _ = kept.replace(
+            ListToken {
+                bits: 1,
+                bytes: vec![0],
+                issued_at: 1,
+                expires_at: None,
+                ttl: None,
+            },
+            100,
+            30,
+            600,
+        );
+        let _ = old.resolve("https://l/2");
+        spec.refresh_seconds = 60;
+        let mut narrower = spec.clone();
+        narrower.uris = vec!["https://l/1".into()];
+        let new = StatusLists::new_after(narrower, Some(&old));
+        assert_eq!(new.lists().len(), 1);
+        assert_eq!(new.resolve("https://l/1").unwrap().check(0, 101), Ok(130));
+    }
+
+    /// Review finding: a `crit` header was not refused on a status list, as it is on tokens.
+    #[test]
+    fn a_list_with_a_crit_header_is_refused() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let header = B64.encode(br#"{"alg":"HS256","typ":"statuslist+jwt","crit":["x"],"x":1}"#);
+        let claims = B64.encode(
+            br#"{"sub":"https://l","iat":1,"status_list":{"bits":1,"lst":"eNrbuRgAAhcBXQ"}}"#,
+        );
+        let message = format!("{header}.{claims}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let verifier = ListVerifier::new(
+            "i".into(),
+            Arc::default(),
+            Some(DecodingKey::from_secret(secret)),
+            vec![Algorithm::HS256],
+        );
+        let token = format!("{message}.{signature}");
+        let plain = token.replace(
+            &header,
+            &B64.encode(br#"{"alg":"HS256","typ":"statuslist+jwt"}"#),
+        );
+        let _ = plain;
+        let error = verifier.verify(&token, "https://l", 2, 1024).unwrap_err();
+        assert!(error.contains("crit"), "{error}");
     }
 }

@@ -190,7 +190,9 @@ impl JwtSvids {
             expires_at,
             jti: jti(&claims),
             issued_at: claims.get("iat").and_then(Value::as_i64),
-            status: None,
+            // No status lists are configured for JWT-SVIDs: one naming a list is refused,
+            // never waved through.
+            status: status_ref(&claims, None)?,
         })
     }
 }
@@ -424,17 +426,24 @@ impl Issuer {
     }
 
     /// The same issuer, its tokens' `status` claims checked against `lists`, which are
-    /// verified with this issuer's keys from now on.
+    /// verified with this issuer's keys once this issuer is in force ([`Self::activate`]).
     pub fn with_status_lists(mut self, lists: Arc<StatusLists>) -> Self {
-        let algorithms = self.validations.iter().map(|(alg, _)| *alg).collect();
-        lists.set_verifier(ListVerifier::new(
-            self.issuer.clone(),
-            self.keys.clone(),
-            self.hmac_secret.clone(),
-            algorithms,
-        ));
         self.status_lists = Some(lists);
         self
+    }
+
+    /// Hands this issuer's keys to its status lists' follower. Called when the snapshot
+    /// holding it goes into force, never while building: a build that fails must not leave
+    /// the shared lists checked with keys that never were.
+    pub fn activate(&self) {
+        if let Some(lists) = &self.status_lists {
+            lists.set_verifier(ListVerifier::new(
+                self.issuer.clone(),
+                self.keys.clone(),
+                self.hmac_secret.clone(),
+                self.validations.iter().map(|(alg, _)| *alg).collect(),
+            ));
+        }
     }
 
     /// True while a status list the config names exactly has not arrived (its tokens are
@@ -482,6 +491,11 @@ impl Issuers {
     pub fn with_jwt_svids(mut self, svids: JwtSvids) -> Self {
         self.svids = Some(svids);
         self
+    }
+
+    /// Puts every issuer's keys in force for its status lists (see [`Issuer::activate`]).
+    pub fn activate(&self) {
+        self.by_name.values().for_each(Issuer::activate);
     }
 
     /// Every issuer, in no particular order.
@@ -814,6 +828,25 @@ mod tests {
             vec!["client_id".into(), "azp".into()],
             true,
         )])
+    }
+
+    /// Review finding: building an issuer handed its keys to the shared status lists at once,
+    /// so a build that then failed left the lists checked with keys never in force.
+    #[test]
+    fn an_issuers_keys_reach_its_status_lists_only_when_it_is_in_force() {
+        let lists = Arc::new(StatusLists::new("https://l/".parse().unwrap()));
+        let issuer = issuer(
+            vec![Algorithm::HS256],
+            Some(b"0123456789abcdef0123456789abcdef"),
+        )
+        .by_name
+        .into_values()
+        .next()
+        .unwrap()
+        .with_status_lists(lists.clone());
+        assert!(lists.verifier().is_none());
+        issuer.activate();
+        assert!(lists.verifier().is_some());
     }
 
     fn hs256(claims: &Value, secret: &[u8]) -> String {

@@ -84,6 +84,7 @@ pub struct SnapshotHandle {
 impl SnapshotHandle {
     /// Starts with `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
+        snapshot.identity.issuers.activate();
         Self {
             current: ArcSwap::from_pointee(snapshot),
             last_reload_error: ArcSwapOption::empty(),
@@ -114,6 +115,7 @@ impl SnapshotHandle {
 
     /// Replaces the snapshot (and clears any reload error).
     pub fn store(&self, snapshot: Snapshot) {
+        snapshot.identity.issuers.activate();
         self.current.store(Arc::new(snapshot));
         self.last_reload_error.store(None);
     }

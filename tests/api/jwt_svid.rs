@@ -253,3 +253,17 @@ async fn the_spec_rules_are_enforced() {
         s.send(&token, None).await.assert_denied(401, reason);
     }
 }
+
+/// Review finding: a JWT-SVID's `status` claim was ignored; a status claim never is. JWT-SVIDs
+/// have no status lists configured, so one naming a list is refused.
+#[tokio::test]
+async fn a_jwt_svid_naming_a_status_list_is_refused() {
+    let s = setup().await;
+    let status = json!({"status": {"status_list": {"idx": 0, "uri": "https://lists.example/1"}}});
+    let token = s
+        .own
+        .sign(Algorithm::ES256, None, &svid(&own_id("reports"), status));
+    s.send(&token, None)
+        .await
+        .assert_denied(401, "token_claims");
+}
