@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::inventory::Baseline;
@@ -24,8 +24,9 @@ pub struct Enforcement {
 
 #[derive(Debug, Default)]
 struct Shed {
-    /// How many identities are shed: the request path looks no further while it is 0.
-    count: AtomicUsize,
+    /// The latest moment anyone is shed until (Unix milliseconds): past it, the request path
+    /// looks no further.
+    latest_until: AtomicU64,
     until: Mutex<HashMap<String, u64>>,
 }
 
@@ -56,13 +57,18 @@ impl Enforcement {
         thread_local! {
             static PAIR: RefCell<String> = const { RefCell::new(String::new()) };
         }
-        PAIR.with_borrow_mut(|pair| {
+        let spell = |pair: &mut String| {
             pair.clear();
             pair.push_str(action);
             pair.push(' ');
             pair.push_str(resource_type);
             pairs.contains(pair.as_str())
-        })
+        };
+        // A thread being torn down has no buffer left: spell the pair afresh.
+        PAIR.try_with(|pair| pair.try_borrow_mut().map(|mut p| spell(&mut p)).ok())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| spell(&mut String::new()))
     }
 
     /// Whether `principal` is shed at `now_ms`.
@@ -70,7 +76,7 @@ impl Enforcement {
         let Some(shed) = &self.shed else {
             return false;
         };
-        if shed.count.load(Ordering::Relaxed) == 0 {
+        if now_ms >= shed.latest_until.load(Ordering::Relaxed) {
             return false;
         }
         shed.lock()
@@ -87,7 +93,14 @@ impl Enforcement {
         let mut until = shed.lock();
         until.retain(|_, &mut u| u > now_ms);
         until.insert(principal.to_owned(), until_ms);
-        shed.count.store(until.len(), Ordering::Relaxed);
+        shed.latest_until.fetch_max(until_ms, Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::is_shed`] at `now_ms` looks past the atomic into the table.
+    pub fn takes_lock(&self, now_ms: u64) -> bool {
+        self.shed
+            .as_ref()
+            .is_some_and(|s| now_ms < s.latest_until.load(Ordering::Relaxed))
     }
 
     /// Whether spiking identities are shed.
@@ -132,5 +145,16 @@ mod tests {
         let off = Enforcement::default();
         off.shed("a", 0, 100);
         assert!(!off.is_shed("a", 50));
+    }
+
+    /// Review finding: the count of shed identities never fell back to zero, so once anyone
+    /// had been shed every request took the lock for the life of the process.
+    #[test]
+    fn once_every_shed_has_expired_requests_take_no_lock() {
+        let e = Enforcement::new(None, true);
+        e.shed("a", 100, 200);
+        assert!(e.takes_lock(150));
+        assert!(!e.is_shed("a", 300));
+        assert!(!e.takes_lock(300));
     }
 }

@@ -65,6 +65,8 @@ pub struct WorkloadEvidence {
     pub thumbprint: Option<[u8; 32]>,
     /// End of validity of the verified path, Unix seconds, when verified here.
     pub not_after: Option<i64>,
+    /// Start of the leaf's validity, Unix seconds, when verified here.
+    pub not_before: Option<i64>,
 }
 
 /// The verified token's facts.
@@ -78,6 +80,8 @@ pub struct TokenEvidence {
     pub jti: Option<String>,
     /// `exp`, Unix seconds.
     pub expires_at: i64,
+    /// `iat`, Unix seconds, when present.
+    pub issued_at: Option<i64>,
     /// A JWT-SVID.
     pub svid: bool,
 }
@@ -149,6 +153,7 @@ impl Actor {
                     trust_domain,
                     thumbprint: w.thumbprint,
                     not_after: w.not_after,
+                    not_before: w.not_before,
                 }
             }),
             token: token.map(|t| TokenEvidence {
@@ -156,6 +161,7 @@ impl Actor {
                 client_id: t.client_id.clone(),
                 jti: t.jti.clone(),
                 expires_at: t.expires_at,
+                issued_at: t.issued_at,
                 svid: t.svid.is_some(),
             }),
             mode: caller.mode,

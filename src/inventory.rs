@@ -194,6 +194,9 @@ pub struct Observation<'a> {
     pub certificate_expires_ms: Option<i64>,
     /// The latest expiry of the credentials presented, Unix milliseconds (live only).
     pub longest_expires_ms: Option<i64>,
+    /// The longest lifetime a presented credential was issued with (`exp` − `iat`, `notAfter`
+    /// − `notBefore`), milliseconds, where the credential says when it was issued (live only).
+    pub longest_lifetime_ms: Option<i64>,
 }
 
 /// What kind of caller an identity is.

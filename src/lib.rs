@@ -38,7 +38,8 @@
 //! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
 //! - [`report`]: the access review from audit records (inventory, granted versus used).
 //! - [`lint`], [`diagnostic`]: the policy authors' checks and their `file:line` reports.
-//! - [`fetch`]: documents fetched at run time (JWKS URLs, OIDC discovery) as a snapshot source.
+//! - [`fetch`]: documents fetched at run time (JWKS URLs, OIDC discovery, token status lists)
+//!   as a snapshot source.
 //! - [`config`]: TOML → validated settings and a [`snapshot::spec::Spec`]; files as a source.
 //! - [`authz`]: the [`authz::Authorizer`] and its caches.
 //! - [`audit`]: one JSON record per decision, written off the request path.
@@ -56,6 +57,8 @@
 //! - [`metrics`]: metric names and verbs.
 //! - [`signals`]: compromise signals (new access, volume spikes, denial bursts, credential
 //!   expiry), judged from decisions on the audit writer's thread.
+//! - [`enforce`]: what the signals enforce on the request path (a reviewed baseline as an
+//!   allow-list, shed identities), when configured to.
 //! - [`inventory`]: per-identity summaries of decisions, bounded and mergeable (`/identities`,
 //!   `tollgate report`).
 //! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.

@@ -347,6 +347,7 @@ fn caller_from(spec: &CallerSpec) -> Result<Caller, CaseError> {
             serial: None,
             issuer: None,
             not_after: None,
+            not_before: None,
         }),
         None => None,
     };

@@ -14,7 +14,7 @@
 //!   credentials, which name no identity, are counted together under [`UNVERIFIED`].
 //! - **credential expiry**: the certificate an identity presents expires within a warning
 //!   period (it was not rotated: tokens are used to their end, so they are not judged near
-//!   expiry), or a credential is valid for longer than a maximum lifetime (long-lived
+//!   expiry), or a credential was issued to live longer than a maximum lifetime (long-lived
 //!   credentials are a risk of their own).
 //!
 //! Spikes and bursts fire at most once per identity per window, new access once per pair (and
@@ -146,6 +146,8 @@ struct Tracked {
     /// The previous window's denials, when it was the one just before: a burst across the
     /// boundary is counted as a sliding window would.
     previous_denials: u64,
+    /// The previous window reported a burst.
+    previous_burst: bool,
     /// The usual calls per active window (quiet windows are not averaged in: a periodic job
     /// is judged against its runs), and how many active windows it has seen.
     usual: f64,
@@ -252,7 +254,9 @@ impl Signals {
         // step back) counts in the current one rather than resetting it.
         let window = o.time_ms / WINDOW_MS;
         if window > t.window {
-            if t.calls > 0 {
+            // A window that spiked is not averaged in either: a runaway stays judged against
+            // its usual rate, window after window, instead of raising it.
+            if t.calls > 0 && !t.spiked {
                 t.usual = if t.history == 0 {
                     t.calls as f64
                 } else {
@@ -260,7 +264,9 @@ impl Signals {
                 };
                 t.history = t.history.saturating_add(1);
             }
-            t.previous_denials = if window == t.window + 1 { t.denials } else { 0 };
+            let adjacent = window == t.window + 1;
+            t.previous_denials = if adjacent { t.denials } else { 0 };
+            t.previous_burst = adjacent && t.burst;
             t.window = window;
             (t.calls, t.denials, t.spiked, t.burst) = (0, 0, false, false);
         }
@@ -305,7 +311,11 @@ impl Signals {
         if !t.spiked && t.history >= MIN_HISTORY && t.calls as f64 > threshold {
             t.spiked = true;
             // Shed for the rest of this window; the next window judges it afresh.
-            enforcement.shed(principal, o.time_ms, (window + 1).saturating_mul(WINDOW_MS));
+            enforcement.shed(
+                principal,
+                o.time_ms,
+                (t.window + 1).saturating_mul(WINDOW_MS),
+            );
             out.push(finding(
                 SignalKind::VolumeSpike,
                 format!(
@@ -321,7 +331,10 @@ impl Signals {
         let elapsed = o.time_ms % WINDOW_MS;
         let recent_denials =
             t.denials + t.previous_denials * WINDOW_MS.saturating_sub(elapsed + 1) / WINDOW_MS;
-        if !o.allowed && !t.burst && recent_denials >= settings.burst_denials {
+        // A burst the previous window already reported fires again only on this window's own
+        // denials.
+        let fresh = !t.previous_burst || t.denials >= settings.burst_denials;
+        if !o.allowed && !t.burst && fresh && recent_denials >= settings.burst_denials {
             t.burst = true;
             out.push(finding(
                 SignalKind::DenialBurst,
@@ -351,20 +364,27 @@ impl Signals {
                 ),
             ));
         }
+        // The lifetime a credential was issued with (`exp` - `iat`, `notAfter` - `notBefore`),
+        // or, where it does not say when it was issued, at least the time it has left.
         if let Some(longest) = o.longest_expires_ms
             && settings.max_lifetime_ms > 0
-            && longest.saturating_sub(now) > ms(settings.max_lifetime_ms)
             && t.reported_lifetime != Some(longest)
         {
-            t.reported_lifetime = Some(longest);
-            out.push(finding(
-                SignalKind::CredentialExpiry,
-                format!(
-                    "credentials valid for {} s more, over the maximum lifetime of {} s",
-                    longest.saturating_sub(now) / 1000,
-                    settings.max_lifetime_ms / 1000
-                ),
-            ));
+            let lifetime = o
+                .longest_lifetime_ms
+                .unwrap_or(0)
+                .max(longest.saturating_sub(now));
+            if lifetime > ms(settings.max_lifetime_ms) {
+                t.reported_lifetime = Some(longest);
+                out.push(finding(
+                    SignalKind::CredentialExpiry,
+                    format!(
+                        "credentials issued to live {} s, over the maximum lifetime of {} s",
+                        lifetime / 1000,
+                        settings.max_lifetime_ms / 1000
+                    ),
+                ));
+            }
         }
         for found in out.get(from..).unwrap_or_default() {
             if t.recent.len() == RECENT {
@@ -439,6 +459,32 @@ mod tests {
         out
     }
 
+    /// Rules with learning off (every pair already known), `edit` applied to the defaults.
+    fn judging(edit: impl FnOnce(&mut SignalSettings)) -> Signals {
+        let mut settings = SignalSettings {
+            learn_ms: u64::MAX,
+            ..SignalSettings::default()
+        };
+        edit(&mut settings);
+        Signals::new(settings, None)
+    }
+
+    /// `per` allowed calls of `a` in each of the first `windows` windows: a steady history.
+    fn steady(s: &mut Signals, windows: u64, per: u64) -> Vec<Finding> {
+        let calls = (0..windows)
+            .flat_map(|w| (0..per).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", true)));
+        run(s, calls)
+    }
+
+    /// Rules judging new access against a baseline in which `a` reads `Order`s.
+    fn reviewed_reads() -> Signals {
+        let baseline = Baseline {
+            identities: [("a".to_owned(), ["read Order".to_owned()].into())].into(),
+            ..Baseline::default()
+        };
+        Signals::new(SignalSettings::default(), Some(baseline))
+    }
+
     fn kinds(found: &[Finding]) -> Vec<(SignalKind, u64)> {
         found
             .iter()
@@ -463,11 +509,7 @@ mod tests {
         assert_eq!(kinds(&found), [(SignalKind::NewAccess, 700)]);
         assert!(found[0].detail.contains("`delete` on `Order`"), "{found:?}");
 
-        let baseline = Baseline {
-            identities: [("a".to_owned(), ["read Order".to_owned()].into())].into(),
-            ..Baseline::default()
-        };
-        let mut s = Signals::new(SignalSettings::default(), Some(baseline));
+        let mut s = reviewed_reads();
         let found = run(
             &mut s,
             [
@@ -510,13 +552,7 @@ mod tests {
 
     #[test]
     fn a_denial_burst_fires_once_per_window_and_not_for_spread_denials() {
-        let mut s = Signals::new(
-            SignalSettings {
-                learn_ms: u64::MAX,
-                ..SignalSettings::default()
-            },
-            None,
-        );
+        let mut s = judging(|_| {});
         // 15 denials a window, spread over it, for five windows: under the bar however the
         // last 10 s are cut.
         let spread = (0..5u64).flat_map(|w| {
@@ -604,13 +640,7 @@ mod tests {
     /// window, losing its counts.
     #[test]
     fn a_late_record_does_not_reset_the_window() {
-        let mut s = Signals::new(
-            SignalSettings {
-                learn_ms: u64::MAX,
-                ..SignalSettings::default()
-            },
-            None,
-        );
+        let mut s = judging(|_| {});
         let at = |ms: u64| call(T0 + ms, "a", "read", false);
         let calls = (0..15)
             .map(|_| at(10_001))
@@ -624,13 +654,7 @@ mod tests {
     /// fraction of a second never made a burst.
     #[test]
     fn a_burst_across_a_window_boundary_is_seen() {
-        let mut s = Signals::new(
-            SignalSettings {
-                learn_ms: u64::MAX,
-                ..SignalSettings::default()
-            },
-            None,
-        );
+        let mut s = judging(|_| {});
         let calls = (0..19)
             .map(|i| call(T0 + 9_980 + i, "a", "read", false))
             .chain((0..19).map(|i| call(T0 + 10_000 + i, "a", "read", false)));
@@ -703,11 +727,7 @@ mod tests {
     /// grant, or a way around a policy) was silent.
     #[test]
     fn the_first_allowed_use_of_a_denied_pair_is_new_access() {
-        let baseline = Baseline {
-            identities: [("a".to_owned(), ["read Order".to_owned()].into())].into(),
-            ..Baseline::default()
-        };
-        let mut s = Signals::new(SignalSettings::default(), Some(baseline));
+        let mut s = reviewed_reads();
         let found = run(
             &mut s,
             [
@@ -742,17 +762,8 @@ mod tests {
     /// With `volume_spike = "deny"`, a spike sheds its identity for the rest of its window.
     #[test]
     fn a_spike_sheds_its_identity_for_the_rest_of_the_window_when_configured() {
-        let mut s = Signals::new(
-            SignalSettings {
-                learn_ms: u64::MAX,
-                shed_spikes: true,
-                ..SignalSettings::default()
-            },
-            None,
-        );
-        let steady = (0..8u64)
-            .flat_map(|w| (0..20).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", true)));
-        assert_eq!(run(&mut s, steady), []);
+        let mut s = judging(|s| s.shed_spikes = true);
+        assert_eq!(steady(&mut s, 8, 20), []);
         let e = s.enforcement();
         assert!(!e.is_shed("a", T0 + 8 * WINDOW_MS));
         let spike = (0..300).map(|i| call(T0 + 8 * WINDOW_MS + i, "a", "read", true));
@@ -765,5 +776,78 @@ mod tests {
         );
         let reporting = Signals::new(SignalSettings::default(), None).enforcement();
         assert!(!reporting.is_active());
+    }
+
+    /// Review finding: the window that spiked was averaged in, so a runaway was shed for one
+    /// window and then, its usual rate raised by its own spike, let through.
+    #[test]
+    fn a_runaway_stays_shed_window_after_window() {
+        let mut s = judging(|s| s.shed_spikes = true);
+        let e = s.enforcement();
+        steady(&mut s, 8, 20);
+        for w in 8..12u64 {
+            let runaway = (0..300).map(move |i| call(T0 + w * WINDOW_MS + i, "a", "read", true));
+            run(&mut s, runaway);
+            assert!(e.is_shed("a", T0 + w * WINDOW_MS + 300), "window {w}");
+        }
+    }
+
+    /// Review finding: a late record (from the window before) crossing the threshold shed
+    /// its identity until a moment already past.
+    #[test]
+    fn a_late_record_that_crosses_the_threshold_sheds_until_the_current_windows_end() {
+        let mut s = judging(|s| s.shed_spikes = true);
+        let e = s.enforcement();
+        steady(&mut s, 8, 20);
+        let at = 8 * WINDOW_MS;
+        run(
+            &mut s,
+            (0..200).map(|i| call(T0 + at + i, "a", "read", true)),
+        );
+        let found = run(&mut s, [call(T0 + at - 5, "a", "read", true)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(e.is_shed("a", T0 + at + 500));
+    }
+
+    /// Review finding: a burst that ended on one side of a boundary fired again on the first
+    /// denial past it.
+    #[test]
+    fn one_burst_across_a_boundary_is_one_finding() {
+        let mut s = judging(|_| {});
+        let calls = (0..20)
+            .map(|i| call(T0 + 9_980 + i, "a", "read", false))
+            .chain([call(T0 + 10_000, "a", "read", false)]);
+        assert_eq!(run(&mut s, calls).len(), 1);
+        // A burst that goes on makes one finding per window, on its own denials.
+        let more = (0..20).map(|i| call(T0 + 10_001 + i, "a", "read", false));
+        assert_eq!(run(&mut s, more).len(), 1);
+    }
+
+    /// Review finding: the maximum lifetime was judged on the time left, so a 48-hour token
+    /// first seen in its 25th hour (23 hours left) passed a 24-hour maximum.
+    #[test]
+    fn a_credential_issued_to_live_too_long_is_reported_whatever_is_left() {
+        let settings = SignalSettings {
+            learn_ms: u64::MAX,
+            max_lifetime_ms: 24 * 3_600_000,
+            ..SignalSettings::default()
+        };
+        let mut s = Signals::new(settings, None);
+        let hour = 3_600_000i64;
+        let now = i64::try_from(T0).unwrap();
+        let token = Observation {
+            longest_expires_ms: Some(now + 23 * hour),
+            longest_lifetime_ms: Some(48 * hour),
+            ..call(T0, "a", "read", true)
+        };
+        let found = run(&mut s, [token]);
+        assert_eq!(kinds(&found), [(SignalKind::CredentialExpiry, 0)]);
+        assert!(found[0].detail.contains("172800 s"), "{found:?}");
+        let fine = Observation {
+            longest_expires_ms: Some(now + 23 * hour),
+            longest_lifetime_ms: Some(24 * hour),
+            ..call(T0, "b", "read", true)
+        };
+        assert_eq!(run(&mut s, [fine]), []);
     }
 }

@@ -24,6 +24,8 @@ mod cert;
 mod cli;
 #[path = "api/deploy.rs"]
 mod deploy;
+#[path = "api/enforcement.rs"]
+mod enforcement;
 #[path = "api/envoy.rs"]
 mod envoy;
 #[path = "api/federation.rs"]

@@ -636,6 +636,10 @@ pub fn observation<'a>(event: &'a Event, user: Option<&'a str>) -> Observation<'
             .and_then(|w| w.not_after)
             .max(token.map(|t| t.expires_at))
             .map(|s| s.saturating_mul(1000)),
+        longest_lifetime_ms: workload
+            .and_then(|w| Some(w.not_after?.saturating_sub(w.not_before?)))
+            .max(token.and_then(|t| Some(t.expires_at.saturating_sub(t.issued_at?))))
+            .map(|s| s.saturating_mul(1000)),
     }
 }
 

@@ -291,23 +291,6 @@ impl Authorizer {
         if let Some(trace) = trace {
             trace.query = Some(query.clone());
         }
-        if !self
-            .enforcement
-            .reviewed(&caller.principal, &query.action, &query.resource.type_name)
-        {
-            let message = format!(
-                "`{}` on `{}` is not in the reviewed baseline of `{}` (signals.new_access = \
-                 \"deny\")",
-                query.action, query.resource.type_name, caller.principal
-            );
-            let mut deny = with_principal(
-                Verdict::deny(ReasonCode::OutsideBaseline, message),
-                caller.principal.clone(),
-            );
-            self.attach_evidence(snapshot, &mut deny, Some(&caller), Some(&query), input);
-            // The baseline holds for the process's life: as reusable as a policy decision.
-            return (deny, Some(i64::MAX));
-        }
         let (mut verdict, until) =
             self.decide_query_until(snapshot, caller.principal.clone(), &query, now);
         self.attach_evidence(snapshot, &mut verdict, Some(&caller), Some(&query), input);
@@ -349,6 +332,19 @@ impl Authorizer {
         query: &Query,
         now: UnixTime,
     ) -> (Verdict, Option<i64>) {
+        if !self
+            .enforcement
+            .reviewed(&principal, &query.action, &query.resource.type_name)
+        {
+            let message = format!(
+                "`{}` on `{}` is not in the reviewed baseline of `{principal}` \
+                 (signals.new_access = \"deny\")",
+                query.action, query.resource.type_name
+            );
+            let deny = Verdict::deny(ReasonCode::OutsideBaseline, message);
+            // The baseline holds for the process's life: as reusable as a policy decision.
+            return (with_principal(deny, principal), Some(i64::MAX));
+        }
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let decided = self
             .caches
@@ -425,112 +421,4 @@ fn evidence_of(
 fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {
     verdict.principal = Some(principal);
     verdict
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::config::{ConfigSource, load};
-    use crate::demo::{DemoRequest, mint};
-    use crate::inventory::Baseline;
-
-    const ORDERS: &str = "spiffe://demo.tollgate.dev/orders";
-
-    fn authorizer(enforcement: Enforcement) -> Authorizer {
-        let (_, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
-        Authorizer::new(
-            Arc::new(SnapshotHandle::new(snapshot)),
-            Caches::new(1_000, 60),
-            AuditLog::disabled(),
-        )
-        .with_enforcement(Arc::new(enforcement))
-    }
-
-    fn orders_read() -> CheckInput {
-        let creds = mint(&DemoRequest {
-            app: "orders".into(),
-            scopes: vec!["orders.read".into()],
-            user: None,
-            bind: false,
-            lifetime: Duration::from_secs(600),
-        })
-        .unwrap();
-        CheckInput {
-            method: "GET".into(),
-            path: "/orders/1001".into(),
-            host: "shop.demo".into(),
-            headers: [("authorization".into(), format!("Bearer {}", creds.token))]
-                .into_iter()
-                .collect(),
-            certificate: creds.cert_pem,
-            ..Default::default()
-        }
-    }
-
-    fn reason(a: &Authorizer, input: &CheckInput) -> &'static str {
-        let snapshot = a.snapshot();
-        a.decide(&snapshot, input, UnixTime::now(), None)
-            .reason()
-            .map_or("allowed", ReasonCode::as_str)
-    }
-
-    #[test]
-    fn a_reviewed_baseline_allows_its_pairs_and_denies_the_rest() {
-        let input = orders_read();
-        let baseline = |pairs: &[&str]| Baseline {
-            identities: [(
-                ORDERS.to_owned(),
-                pairs.iter().map(|p| (*p).to_owned()).collect(),
-            )]
-            .into(),
-            ..Baseline::default()
-        };
-        let reviewed = authorizer(Enforcement::new(
-            Some(&baseline(&["orders:read Order"])),
-            false,
-        ));
-        assert_eq!(reason(&reviewed, &input), "allowed");
-        let narrower = authorizer(Enforcement::new(
-            Some(&baseline(&["orders:write Order"])),
-            false,
-        ));
-        for _ in 0..3 {
-            assert_eq!(reason(&narrower, &input), "outside_baseline");
-        }
-        assert_eq!(
-            reason(&authorizer(Enforcement::default()), &input),
-            "allowed"
-        );
-    }
-
-    #[test]
-    fn a_shed_identity_is_denied_even_where_its_allow_was_remembered() {
-        let enforcement = Arc::new(Enforcement::new(None, true));
-        let (_, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
-        let a = Authorizer::new(
-            Arc::new(SnapshotHandle::new(snapshot)),
-            Caches::new(1_000, 60),
-            AuditLog::disabled(),
-        )
-        .with_enforcement(enforcement.clone());
-        let input = orders_read();
-        for _ in 0..3 {
-            assert_eq!(reason(&a, &input), "allowed");
-        }
-        let now_ms = UnixTime::now().as_secs() * 1000;
-        enforcement.shed(ORDERS, now_ms, now_ms + 60_000);
-        let snapshot = a.snapshot();
-        let shed = a.decide(&snapshot, &input, UnixTime::now(), None);
-        assert_eq!(shed.reason(), Some(ReasonCode::IdentityShed));
-        assert_eq!(ReasonCode::IdentityShed.http_status(503), 429);
-        assert_eq!(shed.principal.as_deref(), Some(ORDERS));
-        enforcement.shed("someone-else", now_ms + 70_000, now_ms + 80_000);
-        assert_eq!(
-            reason(&a, &input),
-            "allowed",
-            "past its time, no longer shed"
-        );
-    }
 }

@@ -518,6 +518,18 @@ fn signal_settings(at: &Locator<'_>, raw: &raw::RawSignals) -> Result<SignalSett
     };
     let deny_new_access = deny(&raw.new_access, "signals.new_access")?;
     let shed_spikes = deny(&raw.volume_spike, "signals.volume_spike")?;
+    for (on, value, key) in [
+        (deny_new_access, &raw.new_access, "signals.new_access"),
+        (shed_spikes, &raw.volume_spike, "signals.volume_spike"),
+    ] {
+        if on && !raw.enabled {
+            return Err(at.invalid(
+                value,
+                key,
+                "`deny` needs the signals judged: remove `enabled = false`",
+            ));
+        }
+    }
     Ok(SignalSettings {
         deny_new_access,
         shed_spikes,

@@ -434,6 +434,23 @@ fn fetched_keys_are_checked_where_written() {
             "issuers[0].status_list_max_age_seconds",
             "go stale before their next refresh",
         ),
+        (
+            Box::new(|c: String| format!("{c}\n[signals]\nspike_min_calls = 0\n")),
+            "signals.spike_min_calls",
+            "at least 1",
+        ),
+        (
+            Box::new(|c: String| format!("{c}\n[signals]\nidentities_max = 0\n")),
+            "signals.identities_max",
+            "at least 1",
+        ),
+        (
+            Box::new(|c: String| {
+                format!("{c}\n[signals]\nenabled = false\nvolume_spike = \"deny\"\n")
+            }),
+            "signals.volume_spike",
+            "enabled = false",
+        ),
     ];
     for (edit, key, words) in cases {
         let e = load_err(edit);

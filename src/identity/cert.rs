@@ -168,6 +168,9 @@ pub struct VerifiedCert {
     /// End of validity of the whole verified path (leaf, intermediates, anchor), Unix
     /// seconds; bounds how long the result may be cached.
     pub not_after: i64,
+    /// Start of the leaf's validity, Unix seconds: with `not_after`, how long a lifetime it
+    /// was issued with.
+    pub not_before: i64,
 }
 
 /// Why a certificate was refused.
@@ -437,6 +440,7 @@ impl TrustStore {
             serial: cert.raw_serial_as_string().replace(':', ""),
             issuer: name_key(cert.issuer()),
             not_after: cert.validity().not_after.timestamp(),
+            not_before: cert.validity().not_before.timestamp(),
         })
     }
 

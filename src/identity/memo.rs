@@ -95,6 +95,7 @@ mod tests {
                     serial: None,
                     issuer: None,
                     not_after: None,
+                    not_before: None,
                 };
                 assert_eq!(cert(1, 1, 0, "x"), None);
                 keep_cert(1, 1, (0, 100), "x", &w);

@@ -88,6 +88,8 @@ pub struct Workload {
     pub issuer: Option<String>,
     /// End of validity of the verified certificate path, Unix seconds, when verified here.
     pub not_after: Option<i64>,
+    /// Start of the leaf's validity, Unix seconds, when verified here.
+    pub not_before: Option<i64>,
 }
 
 /// A verified caller.
@@ -294,6 +296,7 @@ pub fn verify_reusable(
             serial: None,
             issuer: None,
             not_after: None,
+            not_before: None,
         }),
         (Some(w), Some(id)) if !matches!(&w.name, WorkloadName::Spiffe(own) if own == id) => {
             return Err(IdentityError::from(TokenError::InvalidClaim(
@@ -450,6 +453,7 @@ fn certificate(
         serial: Some(verified.serial.clone()),
         issuer: Some(verified.issuer.clone()),
         not_after: Some(verified.not_after),
+        not_before: Some(verified.not_before),
     };
     if let Some(owner) = caches.memo_owner {
         memo::keep_cert(
@@ -483,6 +487,7 @@ fn forwarded_certificate(
         serial: None,
         issuer: None,
         not_after: None,
+        not_before: None,
     }))
 }
 
@@ -500,6 +505,7 @@ fn envoy_principal(
         serial: None,
         issuer: None,
         not_after: None,
+        not_before: None,
     }))
 }
 

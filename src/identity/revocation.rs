@@ -434,6 +434,7 @@ mod tests {
             serial: Some("0a:1b".into()),
             issuer: Some("CN=Demo CA\nO=Demo".into()),
             not_after: None,
+            not_before: None,
         }
     }
 
@@ -574,6 +575,7 @@ issuer = "https://other-idp"
             serial: Some(verified.serial),
             issuer: Some(verified.issuer),
             not_after: None,
+            not_before: None,
         }
     }
 

@@ -528,6 +528,14 @@ async fn a_denial_burst_is_a_finding_within_a_second_and_normal_traffic_is_not()
     assert_eq!(f["activity_id"], 1, "{f}");
     assert_eq!(f["type_uid"], 200_401, "{f}");
     assert_eq!(f["severity_id"], 3, "{f}");
+    assert_eq!(f["status_id"], 1, "new, not yet reviewed: {f}");
+    assert_eq!(f["is_alert"], true, "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("denial_burst")),
+        "{f}"
+    );
     assert!(
         f["time"].is_u64() && f["metadata"]["version"] == "1.8.0",
         "{f}"

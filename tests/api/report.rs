@@ -47,12 +47,14 @@ fn record(c: &Call<'_>) -> String {
             trust_domain: "t.example".into(),
             thumbprint: Some([1; 32]),
             not_after: Some(1_796_000_000),
+            not_before: Some(1_795_000_000),
         }),
         token: Some(TokenEvidence {
             issuer: "https://idp.t.example".into(),
             client_id: Some("c".into()),
             jti: None,
             expires_at: 1_795_500_000,
+            issued_at: None,
             svid: false,
         }),
         mode: if c.user.is_some() {
