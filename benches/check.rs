@@ -39,16 +39,7 @@ fn input() -> CheckInput {
         lifetime: Duration::from_secs(3600),
     })
     .unwrap();
-    CheckInput {
-        method: "GET".into(),
-        path: "/orders/1001".into(),
-        host: "shop.demo".into(),
-        headers: [("authorization".into(), format!("Bearer {}", creds.token))]
-            .into_iter()
-            .collect(),
-        certificate: creds.cert_pem,
-        ..Default::default()
-    }
+    creds.check_input("GET", "/orders/1001")
 }
 
 fn check(c: &mut Criterion) {

@@ -46,6 +46,23 @@ pub struct DemoCredentials {
     pub token: String,
 }
 
+impl DemoCredentials {
+    /// A Check of `method path` on the demo's host, with these credentials as Envoy forwards
+    /// them (the certificate, and the token as a bearer header): for benchmarks and tests.
+    pub fn check_input(&self, method: &str, path: &str) -> crate::request::CheckInput {
+        crate::request::CheckInput {
+            method: method.into(),
+            path: path.into(),
+            host: "shop.demo".into(),
+            headers: [("authorization".into(), format!("Bearer {}", self.token))]
+                .into_iter()
+                .collect(),
+            certificate: self.cert_pem.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Why credentials could not be minted.
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {

@@ -100,6 +100,9 @@ enum Flood {
     Orders,
     /// A new certificate and a new delegated token.
     Callers,
+    /// A new workload (SPIFFE ID, certificate and token) every request: what the inventory and
+    /// the compromise signals must stay bounded under.
+    Identities,
     /// The allowed request's token with a new (wrong) signature.
     Forgeries,
 }
@@ -120,6 +123,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let requests = match args.distinct {
         Some(Flood::Orders) => distinct_orders(template),
         Some(Flood::Callers) => distinct_callers(template),
+        Some(Flood::Identities) => distinct_identities(template),
         Some(Flood::Forgeries) => distinct_forgeries(template)?,
         None if args.single => loadgen::round_robin(vec![template])?,
         None => loadgen::round_robin(mix)?,
@@ -135,6 +139,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let what = match args.distinct {
         Some(Flood::Orders) => "every request a new order id".to_owned(),
         Some(Flood::Callers) => "every request a new certificate and user token".to_owned(),
+        Some(Flood::Identities) => "every request a new workload identity".to_owned(),
         Some(Flood::Forgeries) => "every request a new forged token signature".to_owned(),
         None if args.single => "the allowed order read, repeated".to_owned(),
         None => format!("{kinds} request kinds"),
@@ -309,15 +314,36 @@ fn distinct_forgeries(template: CheckRequest) -> Result<loadgen::RequestSource, 
 }
 
 /// For the n-th request, a new certificate for `web-frontend` and a token acting for `user-<n>`,
-/// reading that user's order. Should minting fail, the request goes out unauthenticated (and is
-/// denied), which the report shows.
+/// reading that user's order.
 fn distinct_callers(template: CheckRequest) -> loadgen::RequestSource {
-    Arc::new(move |n| {
+    minted_afresh(template, |n| {
         let user = format!("user-{n}");
+        let path = format!("/users/{user}/orders/1");
+        (("web-frontend".to_owned(), Some(user)), path)
+    })
+}
+
+/// For the n-th request, a new workload `flood-<n>` (its own SPIFFE ID, certificate and
+/// app-only token) reading an order, which the demo's policies deny.
+fn distinct_identities(template: CheckRequest) -> loadgen::RequestSource {
+    minted_afresh(template, |n| {
+        ((format!("flood-{n}"), None), "/orders/1".to_owned())
+    })
+}
+
+/// Requests whose credentials are minted afresh for each: `make` names the n-th request's app,
+/// the user it acts for (if any), and its path. Should minting fail, the request goes out as
+/// `template` (and the report shows the difference).
+fn minted_afresh(
+    template: CheckRequest,
+    make: impl Fn(u64) -> ((String, Option<String>), String) + Send + Sync + 'static,
+) -> loadgen::RequestSource {
+    Arc::new(move |n| {
+        let ((app, user), path) = make(n);
         let minted = mint(&DemoRequest {
-            app: "web-frontend".into(),
+            app,
             scopes: vec!["orders.read".into()],
-            user: Some(user.clone()),
+            user,
             bind: false,
             lifetime: Duration::from_secs(3600),
         });
@@ -330,7 +356,7 @@ fn distinct_callers(template: CheckRequest) -> loadgen::RequestSource {
         )]);
         envoy_request(
             "GET",
-            &format!("/users/{user}/orders/1"),
+            &path,
             "shop.demo",
             headers,
             Some(&creds.cert_pem),
