@@ -167,37 +167,13 @@ async fn identities(
             r#"{"error":"/identities is served on a loopback admin listener only"}"#.into(),
         );
     }
-    let (summary, evicted) = state.audit.inventory();
-    let mut identities: Vec<_> = summary.identities.iter().collect();
-    identities.sort_by(|a, b| a.0.cmp(b.0));
-    let identities: Vec<serde_json::Value> = identities
-        .into_iter()
-        .map(|(principal, s)| {
-            serde_json::json!({
-                "principal": principal,
-                "kind": s.kind,
-                "trust_domain": s.trust_domain,
-                "first_seen_ms": s.first_seen_ms,
-                "last_seen_ms": s.last_seen_ms,
-                "calls": s.calls,
-                "denials": s.denials,
-                "app_only": s.app_only,
-                "delegated": s.delegated,
-                "users": s.users.len(),
-                "users_saturated": s.users_saturated,
-                "issuers": s.issuers,
-                "expiry_ms": s.expiry_ms,
-                "used": s.used,
-                "signals": state.audit.signals(principal),
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "records": summary.records,
-        "identities": identities,
-        "unverified": summary.unverified,
-        "evicted": evicted,
-        "dropped": state.audit.dropped(),
-    });
-    (StatusCode::OK, json, body.to_string())
+    let live = state.audit.live_identities();
+    match serde_json::to_string(&live) {
+        Ok(body) => (StatusCode::OK, json, body),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
 }
