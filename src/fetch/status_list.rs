@@ -40,8 +40,16 @@ pub(super) async fn follow(lists: Arc<StatusLists>, client: HttpClient) {
         if Arc::strong_count(&lists) == 1 {
             return;
         }
-        // Without a verifier (no snapshot has set the issuer's keys yet) nothing can be checked.
-        let verifier = lists.verifier();
+        // Without a verifier (no snapshot in force has set the issuer's keys yet) nothing can
+        // be checked: wait for one (setting it wakes this task), rather than finding every
+        // list due again at once.
+        let Some(verifier) = lists.verifier() else {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE) => {}
+                () = lists.wanted() => {}
+            }
+            continue;
+        };
         let mut next = Instant::now() + IDLE;
         for list in lists.lists() {
             let now = Instant::now();
@@ -49,11 +57,9 @@ pub(super) async fn follow(lists: Arc<StatusLists>, client: HttpClient) {
                 due: now,
                 failures: 0,
             });
-            if entry.due <= now
-                && let Some(verifier) = &verifier
-            {
+            if entry.due <= now {
                 let spec = lists.spec();
-                match fetch(&client, &list, verifier, spec).await {
+                match fetch(&client, &list, &verifier, spec).await {
                     Ok((result, refresh)) => {
                         entry.failures = 0;
                         entry.due = Instant::now() + Duration::from_secs(refresh);
