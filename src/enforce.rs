@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::inventory::Baseline;
+use crate::inventory::{Baseline, spell_pair};
 
 /// What requests are denied for, beyond the policies.
 #[derive(Debug, Default)]
@@ -57,13 +57,7 @@ impl Enforcement {
         thread_local! {
             static PAIR: RefCell<String> = const { RefCell::new(String::new()) };
         }
-        let spell = |pair: &mut String| {
-            pair.clear();
-            pair.push_str(action);
-            pair.push(' ');
-            pair.push_str(resource_type);
-            pairs.contains(pair.as_str())
-        };
+        let spell = |pair: &mut String| pairs.contains(spell_pair(pair, action, resource_type));
         // A thread being torn down has no buffer left: spell the pair afresh.
         PAIR.try_with(|pair| pair.try_borrow_mut().map(|mut p| spell(&mut p)).ok())
             .ok()

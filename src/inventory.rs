@@ -404,14 +404,11 @@ impl IdentitySummary {
             add_bounded(&mut self.issuers, last, issuer, MAX_ISSUERS, &mut false);
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
-            scratch.clear();
-            scratch.push_str(action);
-            scratch.push(' ');
-            scratch.push_str(resource_type);
-            let usage = if let Some(usage) = self.used.get_mut(scratch.as_str()) {
+            let key = spell_pair(scratch, action, resource_type);
+            let usage = if let Some(usage) = self.used.get_mut(key) {
                 Some(usage)
             } else if self.used.len() < MAX_PAIRS {
-                Some(self.used.entry(scratch.clone()).or_default())
+                Some(self.used.entry(key.to_owned()).or_default())
             } else {
                 self.used_saturated = true;
                 None
@@ -489,7 +486,19 @@ impl IdentitySummary {
 
 /// The key of one (action, resource type) pair in [`IdentitySummary::used`].
 pub fn pair(action: &str, resource_type: &str) -> String {
-    format!("{action} {resource_type}")
+    let mut key = String::with_capacity(action.len() + 1 + resource_type.len());
+    spell_pair(&mut key, action, resource_type);
+    key
+}
+
+/// [`pair`], spelled into a reused buffer: for lookups on every record or request, which must
+/// not allocate.
+pub fn spell_pair<'b>(buffer: &'b mut String, action: &str, resource_type: &str) -> &'b str {
+    buffer.clear();
+    buffer.push_str(action);
+    buffer.push(' ');
+    buffer.push_str(resource_type);
+    buffer
 }
 
 /// Adds `value` to `set` unless it holds `max` already (then `saturated`). `last` skips the

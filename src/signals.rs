@@ -174,6 +174,8 @@ pub struct Signals {
     evicted: u64,
     /// What the request path enforces; a spike sheds its identity here when configured.
     enforcement: Arc<Enforcement>,
+    /// Where each record's pair is spelled for lookups.
+    scratch: String,
 }
 
 impl Signals {
@@ -192,6 +194,7 @@ impl Signals {
             order: VecDeque::new(),
             evicted: 0,
             enforcement: Arc::new(enforcement),
+            scratch: String::new(),
         }
     }
 
@@ -231,6 +234,7 @@ impl Signals {
             baseline,
             tracked,
             enforcement,
+            scratch,
             ..
         } = self;
         let empty = BTreeSet::new();
@@ -274,20 +278,22 @@ impl Signals {
         t.denials += u64::from(!o.allowed);
 
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
-            let pair = crate::inventory::pair(action, resource_type);
+            // Spelled into a reused buffer: a key is allocated only for a pair new to the
+            // identity, not for every record.
+            let pair = crate::inventory::spell_pair(scratch, action, resource_type);
             let known = match &baseline {
-                Some(reviewed) => reviewed.contains(&pair),
+                Some(reviewed) => reviewed.contains(pair),
                 None => o.time_ms < t.first_ms.saturating_add(settings.learn_ms),
             };
             let room = t.pairs.len() < MAX_PAIRS;
-            let news = match t.pairs.get_mut(&pair) {
+            let news = match t.pairs.get_mut(pair) {
                 Some(allowed_before) => {
                     let first_allowed = o.allowed && !*allowed_before;
                     *allowed_before |= o.allowed;
                     first_allowed.then_some("first allowed")
                 }
                 None if room => {
-                    t.pairs.insert(pair, o.allowed);
+                    t.pairs.insert(pair.to_owned(), o.allowed);
                     Some("first")
                 }
                 None => None,
