@@ -390,18 +390,10 @@ impl IdentitySummary {
             self.app_only += 1;
         }
         if let Some(user) = o.user {
-            let last = &mut self.last_user;
-            add_bounded(
-                &mut self.users,
-                last,
-                user,
-                MAX_USERS,
-                &mut self.users_saturated,
-            );
+            self.add_user(user);
         }
         if let Some(issuer) = o.issuer {
-            let last = &mut self.last_issuer;
-            add_bounded(&mut self.issuers, last, issuer, MAX_ISSUERS, &mut false);
+            self.add_issuer(issuer);
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
             let key = spell_pair(scratch, action, resource_type);
@@ -419,6 +411,28 @@ impl IdentitySummary {
                 usage.last_ms = usage.last_ms.max(o.time_ms);
             }
         }
+    }
+
+    /// Counts `user` among the users acted for, within the bound.
+    fn add_user(&mut self, user: &str) {
+        add_bounded(
+            &mut self.users,
+            &mut self.last_user,
+            user,
+            MAX_USERS,
+            &mut self.users_saturated,
+        );
+    }
+
+    /// Counts `issuer` among the token issuers seen, within the bound.
+    fn add_issuer(&mut self, issuer: &str) {
+        add_bounded(
+            &mut self.issuers,
+            &mut self.last_issuer,
+            issuer,
+            MAX_ISSUERS,
+            &mut false,
+        );
     }
 
     /// Adds `other`'s decisions to this one.
@@ -451,18 +465,10 @@ impl IdentitySummary {
         self.delegated += other.delegated;
         self.users_saturated |= other.users_saturated;
         for user in &other.users {
-            let last = &mut self.last_user;
-            add_bounded(
-                &mut self.users,
-                last,
-                user,
-                MAX_USERS,
-                &mut self.users_saturated,
-            );
+            self.add_user(user);
         }
         for issuer in &other.issuers {
-            let last = &mut self.last_issuer;
-            add_bounded(&mut self.issuers, last, issuer, MAX_ISSUERS, &mut false);
+            self.add_issuer(issuer);
         }
         self.used_saturated |= other.used_saturated;
         for (key, theirs) in &other.used {
