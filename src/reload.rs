@@ -650,7 +650,12 @@ mod tests {
     /// A reloader over the demo config in a folder of its own, as `start` would make it (no
     /// watch: the test says what changed).
     fn demo_reloader() -> (tempfile::TempDir, Reloader) {
-        let (dir, source) = crate::config::fixture::demo_config(|c| c);
+        demo_reloader_with(|c| c)
+    }
+
+    /// [`demo_reloader`] on the demo config as `edit` rewrites it.
+    fn demo_reloader_with(edit: impl Fn(String) -> String) -> (tempfile::TempDir, Reloader) {
+        let (dir, source) = crate::config::fixture::demo_config(edit);
         let (config, snapshot) = crate::config::load(&source, 1).unwrap();
         let reloader = Reloader {
             documents: Arc::new(source.clone()),
@@ -759,17 +764,10 @@ mod tests {
     #[tokio::test]
     async fn a_broken_revocation_file_does_not_hold_up_a_bundle_rotation() {
         let manifest = env!("CARGO_MANIFEST_DIR");
-        let (dir, source) = crate::config::fixture::demo_config(|c| {
+        let (dir, mut reloader) = demo_reloader_with(|c| {
             c.replace(&format!("\"{manifest}/deploy/demo/ca.pem\""), "\"ca.pem\"")
         });
         let ca = dir.path().join("ca.pem");
-        std::fs::copy(format!("{manifest}/deploy/demo/ca.pem"), &ca).unwrap();
-        let (_, mut reloader) = demo_reloader();
-        let (config, snapshot) = crate::config::load(&source, 1).unwrap();
-        reloader.documents = Arc::new(source.clone());
-        reloader.source = source;
-        reloader.config = Arc::new(config);
-        reloader.snapshots = Arc::new(SnapshotHandle::new(snapshot));
         let snapshots = reloader.snapshots.clone();
         let trust = snapshots.load().version.trust.clone();
 

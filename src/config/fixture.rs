@@ -17,11 +17,11 @@ pub(crate) fn demo_config(edit: impl Fn(String) -> String) -> (tempfile::TempDir
     for f in ["orders.cedar", "payments.cedar", "platform.cedar"] {
         std::fs::copy(repo.join("policies").join(f), policies.join(f)).unwrap();
     }
-    std::fs::copy(
-        repo.join("deploy/demo/revoked.toml"),
-        dir.path().join("revoked.toml"),
-    )
-    .unwrap();
+    // Copies beside the config, for a test that edits one (the config names the repository's
+    // CA bundle unless the test's edit points it at the copy).
+    for f in ["revoked.toml", "ca.pem"] {
+        std::fs::copy(repo.join("deploy/demo").join(f), dir.path().join(f)).unwrap();
+    }
     let demo = std::fs::read_to_string(repo.join("deploy/demo/tollgate.toml")).unwrap();
     let demo = demo
         .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
