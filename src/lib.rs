@@ -33,6 +33,7 @@
 //! - [`cli`]: `serve`, `validate`, `check`, `test`, `fmt`, `call`, `bench`, `demo-credentials`.
 //! - [`server`]: binds and runs the listeners.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: the HTTP listener: forward-auth for Envoy (HTTP mode), nginx and Traefik.
 //! - [`grpc`]: tonic server assembly and the ext_authz translation layer.
 //! - [`reload`]: file watching and `SIGHUP` → rebuild → atomic snapshot swap.
 //! - [`policytest`]: policy test files, run through the [`authz::Authorizer`].
@@ -79,6 +80,7 @@ pub mod enforce;
 pub mod evidence;
 pub mod fetch;
 pub mod grpc;
+pub mod http;
 pub mod identity;
 pub mod inventory;
 pub mod lint;

@@ -17,6 +17,7 @@ use crate::config::{Config, ConfigSource, Settings};
 use crate::fetch::Fetcher;
 use crate::grpc::svid_tls::SvidTls;
 use crate::grpc::{self, Admission, CheckService};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadTrigger};
 use crate::snapshot::{Snapshot, SnapshotHandle};
@@ -28,6 +29,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Bound admin address, if enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// Bound HTTP forward-auth address, if enabled.
+    pub http_addr: Option<SocketAddr>,
     /// The snapshot handle (reload swaps it).
     pub snapshots: Arc<SnapshotHandle>,
     /// Requests a reload (the `serve` command wires `SIGHUP` to it).
@@ -117,7 +120,7 @@ pub async fn start(
     let svid_tls = settings
         .workload_api_tls
         .then(|| Arc::new(SvidTls::new(fetcher.streams())));
-    let grpc_addr =
+    let (grpc_addr, http_addr) =
         spawn_check_listeners(&settings, authorizer, svid_tls, &stopped, &mut tasks).await?;
 
     if let Some(handle) = prometheus.clone() {
@@ -162,11 +165,13 @@ pub async fn start(
         grpc.tls = settings.tls.is_some() || settings.workload_api_tls,
         grpc.unix_socket = ?settings.unix_socket,
         admin.addr = ?admin_addr,
+        http.addr = ?http_addr,
         "tollgate listening"
     );
     Ok(Running {
         grpc_addr,
         admin_addr,
+        http_addr,
         snapshots,
         reload,
         stop,
@@ -214,21 +219,48 @@ async fn open_audit(settings: &Settings, tasks: &mut Tasks) -> Result<AuditLog, 
     Ok(log)
 }
 
-/// Binds the ext_authz listeners (TCP, and the Unix socket if configured) behind one shared
-/// admission, and returns the bound TCP address.
+/// Binds the ext_authz listeners (TCP, and the Unix socket if configured) and the HTTP
+/// forward-auth listener (if configured) behind one shared admission, and returns the bound
+/// gRPC and HTTP addresses.
 async fn spawn_check_listeners(
     settings: &Settings,
     authorizer: Arc<Authorizer>,
     svid_tls: Option<Arc<SvidTls>>,
     stopped: &watch::Receiver<bool>,
     tasks: &mut Tasks,
-) -> Result<SocketAddr, ServeError> {
+) -> Result<(SocketAddr, Option<SocketAddr>), ServeError> {
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
     let service = CheckService::new(authorizer.clone());
     // One admission for every listener: the limit is the process's, not each socket's.
     let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
-        .recorded_by(authorizer);
+        .recorded_by(authorizer.clone());
+    let http_addr = match settings.http_listen {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = local_addr(&listener, addr)?;
+            let tls = match &settings.tls {
+                Some(tls) => Some(http::server_tls(tls).map_err(ServeError::Listener)?),
+                None => None,
+            };
+            let doors = Arc::new(http::Doors::new(
+                authorizer,
+                admission.clone(),
+                http::Proxies::new(settings.trusted_proxies.clone()),
+            ));
+            let shutdown = until_stopped(stopped.clone());
+            tasks.push((
+                "http listener",
+                tokio::spawn(async move {
+                    http::serve(listener, doors, tls, shutdown)
+                        .await
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     if let Some(path) = &settings.unix_socket {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(bind_unix(path)?);
         let shutdown = until_stopped(stopped.clone());
@@ -254,7 +286,7 @@ async fn spawn_check_listeners(
                     .map_err(|e| e.to_string())
             }),
         ));
-        return Ok(grpc_addr);
+        return Ok((grpc_addr, http_addr));
     }
     let shutdown = until_stopped(stopped.clone());
     let tls = settings.tls.clone();
@@ -266,7 +298,7 @@ async fn spawn_check_listeners(
                 .map_err(|e| e.to_string())
         }),
     ));
-    Ok(grpc_addr)
+    Ok((grpc_addr, http_addr))
 }
 
 /// Waits for every task; the first to end before `stop` was set sets it (stopping the rest)

@@ -12,6 +12,8 @@ use crate::identity::status_list::StatusError;
 use crate::identity::token::TokenError;
 use crate::mapping::MappingError;
 use crate::policy::DecideError;
+use crate::request::CheckInput;
+use crate::snapshot::ResponseSettings;
 
 /// The outcome of one check; the `Authorizer` always produces one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,9 @@ pub enum ReasonCode {
     TrustDomainNotAllowed,
     /// `x-forwarded-client-cert` does not follow Envoy's grammar.
     XfccInvalid,
+    /// A client-certificate header came from a connection no `[[server.trusted_proxies]]`
+    /// entry trusts to forward one (HTTP listener).
+    CertHeaderUntrusted,
     /// Token or `authorization` header malformed.
     TokenMalformed,
     /// Token algorithm not allowed.
@@ -224,6 +229,34 @@ impl Verdict {
     }
 }
 
+/// Prefix of headers Tollgate owns; client-sent ones never reach the upstream.
+const OWN_HEADER_PREFIX: &str = "x-tollgate-";
+
+/// Headers a client sent under any spelling of Tollgate's own: `x-tollgate-*` and the
+/// configured names, with `_` read as `-`, because WSGI, Rack, PHP and some nginx setups map
+/// `x_tollgate_principal` onto the same variable as `x-tollgate-principal`.
+pub fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
+    let folded_eq = |name: &str, own: &str| {
+        name.len() == own.len()
+            && name
+                .bytes()
+                .zip(own.bytes())
+                .all(|(a, b)| fold(a) == fold(b))
+    };
+    input
+        .headers
+        .keys()
+        .filter(|k| {
+            k.get(..OWN_HEADER_PREFIX.len())
+                .is_some_and(|prefix| folded_eq(prefix, OWN_HEADER_PREFIX))
+                || folded_eq(k, &settings.principal_header)
+                || folded_eq(k, &settings.decision_id_header)
+        })
+        .cloned()
+        .collect()
+}
+
 // === impl ReasonCode ===
 
 impl ReasonCode {
@@ -254,6 +287,7 @@ impl ReasonCode {
             Self::SpiffeIdInvalid => "spiffe_id_invalid",
             Self::TrustDomainNotAllowed => "trust_domain_not_allowed",
             Self::XfccInvalid => "xfcc_invalid",
+            Self::CertHeaderUntrusted => "cert_header_untrusted",
             Self::TokenMalformed => "token_malformed",
             Self::TokenAlgorithm => "token_algorithm",
             Self::TokenIssuer => "token_issuer",
@@ -301,6 +335,7 @@ impl ReasonCode {
             | Self::SpiffeIdInvalid
             | Self::TrustDomainNotAllowed
             | Self::XfccInvalid
+            | Self::CertHeaderUntrusted
             // A revoked workload or token alike: 401 with the bare challenge (an
             // `invalid_token` one would misname a revoked certificate).
             | Self::CredentialRevoked => FailureClass::BadCertificate,

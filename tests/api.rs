@@ -32,8 +32,12 @@ mod envoy;
 mod federation;
 #[path = "api/fetched_keys.rs"]
 mod fetched_keys;
+#[path = "api/forward_auth.rs"]
+mod forward_auth;
 #[path = "api/garbage.rs"]
 mod garbage;
+#[path = "api/http_listener.rs"]
+mod http_listener;
 #[path = "api/jwt_svid.rs"]
 mod jwt_svid;
 #[path = "api/layering.rs"]

@@ -67,6 +67,59 @@ pub struct Settings {
     pub workload_api: Option<WorkloadApiSettings>,
     /// The TCP gRPC listener serves mTLS with Tollgate's own SVID from the Workload API.
     pub workload_api_tls: bool,
+    /// HTTP forward-auth and AuthZEN listener, if enabled (same `tls` as the gRPC listener).
+    pub http_listen: Option<SocketAddr>,
+    /// AuthZEN-only listener, if enabled.
+    pub authzen_listen: Option<SocketAddr>,
+    /// Proxies the HTTP listener believes about client certificates and addresses.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// `[[server.trusted_proxies]]`: a proxy in front of the HTTP listener, recognised by where it
+/// connects from or by its mTLS certificate, and what it is believed about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxy {
+    /// Name for logs and deny messages.
+    pub name: String,
+    /// How it forwards the client certificate; `None`: it forwards none (client address only).
+    pub certificate: Option<CertificateHeader>,
+    /// Source networks it connects from.
+    pub networks: Vec<ipnet::IpNet>,
+    /// URI or DNS SANs of its client certificate (the HTTP listener's mTLS verified it).
+    pub identities: Vec<String>,
+}
+
+/// A proxy's convention for forwarding a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateHeader {
+    /// Envoy's `x-forwarded-client-cert`, `Cert=`/`Chain=` of its last element.
+    Xfcc,
+    /// RFC 9440 `Client-Cert` (and `Client-Cert-Chain`).
+    Rfc9440,
+    /// Traefik's `X-Forwarded-Tls-Client-Cert` (`passTLSClientCert.pem`).
+    Traefik,
+    /// nginx's `$ssl_client_escaped_cert`, in the named header (lower-case).
+    Nginx(String),
+}
+
+impl CertificateHeader {
+    /// The (lower-case) headers this convention uses.
+    pub fn headers(&self) -> &[&str] {
+        match self {
+            Self::Xfcc => &["x-forwarded-client-cert"],
+            Self::Rfc9440 => &["client-cert", "client-cert-chain"],
+            Self::Traefik => &["x-forwarded-tls-client-cert"],
+            Self::Nginx(_) => &[],
+        }
+    }
+
+    /// Whether `name` (lower-case) is one of this convention's headers.
+    pub fn uses(&self, name: &str) -> bool {
+        match self {
+            Self::Nginx(header) => header == name,
+            other => other.headers().contains(&name),
+        }
+    }
 }
 
 /// `identity.workload_api`: where the SPIFFE Workload API listens, and how long its last
@@ -296,6 +349,21 @@ fn settings(
         Some(tls) => Some(listener_tls(at, source, tls)?),
         None => None,
     };
+    let optional_addr = |s: &Spanned<String>, key: &str| {
+        if s.get_ref().is_empty() {
+            Ok(None)
+        } else {
+            addr(s, key).map(Some)
+        }
+    };
+    let http_listen = optional_addr(&raw.server.http_listen, "server.http_listen")?;
+    let authzen_listen = optional_addr(&raw.server.authzen_listen, "server.authzen_listen")?;
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|proxy| trusted_proxy(at, proxy, tls.is_some()))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Settings {
         listen: addr(&raw.server.listen, "server.listen")?,
         admin_listen: if admin.get_ref().is_empty() {
@@ -330,6 +398,99 @@ fn settings(
             }
             *on.get_ref()
         },
+        http_listen,
+        authzen_listen,
+        trusted_proxies,
+    })
+}
+
+/// One `[[server.trusted_proxies]]` entry: a proxy must be recognisable (networks, or
+/// identities on an mTLS listener), and its certificate convention known.
+fn trusted_proxy(
+    at: &Locator<'_>,
+    raw: &raw::RawTrustedProxy,
+    mtls: bool,
+) -> Result<TrustedProxy, ConfigError> {
+    let key = "server.trusted_proxies";
+    let certificate = match &raw.certificate_format {
+        None => None,
+        Some(format) => Some(match (format.get_ref().as_str(), &raw.certificate_header) {
+            ("nginx", Some(header)) => {
+                let name = header.get_ref().trim().to_ascii_lowercase();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(at.invalid(
+                        header,
+                        key,
+                        "`certificate_header` must be a header name (letters, digits, `-`)",
+                    ));
+                }
+                CertificateHeader::Nginx(name)
+            }
+            ("nginx", None) => {
+                return Err(at.invalid(
+                    format,
+                    key,
+                    "nginx forwards `$ssl_client_escaped_cert` in a header of your choosing: \
+                     name it in `certificate_header`",
+                ));
+            }
+            (_, Some(header)) => {
+                return Err(at.invalid(
+                    header,
+                    key,
+                    "`certificate_header` is for `certificate_format = \"nginx\"` only; the \
+                     other conventions fix their header names",
+                ));
+            }
+            ("xfcc", None) => CertificateHeader::Xfcc,
+            ("rfc9440", None) => CertificateHeader::Rfc9440,
+            ("traefik", None) => CertificateHeader::Traefik,
+            (other, None) => {
+                return Err(at.invalid(
+                    format,
+                    key,
+                    format!("`{other}` is not one of `xfcc`, `rfc9440`, `traefik`, `nginx`"),
+                ));
+            }
+        }),
+    };
+    let networks = raw
+        .networks
+        .iter()
+        .map(|net| {
+            let text = net.get_ref().trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| at.invalid(net, key, format!("`{text}` is not a network (CIDR)")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(first) = raw.identities.first()
+        && !mtls
+    {
+        return Err(at.invalid(
+            first,
+            key,
+            "`identities` are checked against the proxy's client certificate: the HTTP listener \
+             needs `[server.tls]`",
+        ));
+    }
+    if networks.is_empty() && raw.identities.is_empty() {
+        return Err(at.invalid(
+            &raw.name,
+            key,
+            format!(
+                "proxy `{}` names neither `networks` nor `identities`: nothing would recognise it",
+                raw.name.get_ref()
+            ),
+        ));
+    }
+    Ok(TrustedProxy {
+        name: raw.name.get_ref().clone(),
+        certificate,
+        networks,
+        identities: raw.identities.iter().map(|i| i.get_ref().clone()).collect(),
     })
 }
 

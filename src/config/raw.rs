@@ -173,6 +173,30 @@ pub struct RawServer {
     /// mTLS on the TCP gRPC listener with Tollgate's own X.509-SVID from the Workload API,
     /// rotated in place; clients must chain to the own trust domain's bundle.
     pub workload_api_tls: Spanned<bool>,
+    /// HTTP forward-auth (Envoy HTTP, nginx, Traefik) and AuthZEN listener; empty: off.
+    pub http_listen: Spanned<String>,
+    /// A listener serving only the AuthZEN API; empty: off (it is also on `http_listen`).
+    pub authzen_listen: Spanned<String>,
+    /// Proxies whose certificate headers and client addresses the HTTP listener believes.
+    pub trusted_proxies: Vec<RawTrustedProxy>,
+}
+
+/// `[[server.trusted_proxies]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustedProxy {
+    /// Name for logs and errors.
+    pub name: Spanned<String>,
+    /// `xfcc`, `rfc9440`, `traefik` or `nginx`; absent: trusted for the client address only.
+    pub certificate_format: Option<Spanned<String>>,
+    /// The header the proxy puts the certificate in (`nginx` only, where the config chooses).
+    pub certificate_header: Option<Spanned<String>>,
+    /// Source networks (CIDR) the proxy connects from.
+    #[serde(default)]
+    pub networks: Vec<Spanned<String>>,
+    /// URI or DNS names of the proxy's client certificate on the HTTP listener's mTLS.
+    #[serde(default)]
+    pub identities: Vec<Spanned<String>>,
 }
 
 /// `[server.tls]`.
@@ -197,6 +221,9 @@ impl Default for RawServer {
             unix_socket: None,
             tls: None,
             workload_api_tls: Spanned::new(0..0, false),
+            http_listen: Spanned::new(0..0, String::new()),
+            authzen_listen: Spanned::new(0..0, String::new()),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -508,3 +508,53 @@ fn an_empty_revocation_file_setting_means_none() {
     let (_, snapshot) = load(&source, 1).unwrap();
     assert!(snapshot.identity.revocations.is_empty());
 }
+
+#[test]
+fn trusted_proxies_are_checked_and_named() {
+    let with = |proxy: &'static str| {
+        move |c: String| {
+            c.replace("[server]\n", "[server]\nhttp_listen = \"127.0.0.1:0\"\n")
+                + &format!("\n[[server.trusted_proxies]]\n{proxy}\n")
+        }
+    };
+    let cases = [
+        (
+            "name = \"a\"\ncertificate_format = \"nginx\"\nnetworks = [\"10.0.0.0/8\"]",
+            "certificate_header",
+        ),
+        (
+            "name = \"a\"\ncertificate_format = \"xfcc\"\ncertificate_header = \"x\"\nnetworks = [\"10.0.0.0/8\"]",
+            "\"nginx\"` only",
+        ),
+        (
+            "name = \"a\"\ncertificate_format = \"haproxy\"\nnetworks = [\"10.0.0.0/8\"]",
+            "`haproxy` is not one of",
+        ),
+        (
+            "name = \"a\"\nnetworks = [\"10.0.0.300/8\"]",
+            "not a network",
+        ),
+        ("name = \"a\"", "names neither"),
+        (
+            "name = \"a\"\nidentities = [\"spiffe://mesh/envoy\"]",
+            "needs `[server.tls]`",
+        ),
+    ];
+    for (proxy, expected) in cases {
+        let e = load_err(with(proxy));
+        let text = e.to_string();
+        assert!(text.contains("server.trusted_proxies"), "{text}");
+        assert!(text.contains(expected), "{proxy}: {text}");
+    }
+    let (_dir, source) = config_with(with(
+        "name = \"edge\"\ncertificate_format = \"nginx\"\ncertificate_header = \"X-Client-Cert\"\nnetworks = [\"10.0.0.1\", \"192.168.0.0/16\"]",
+    ));
+    let (config, _) = load(&source, 1).unwrap();
+    let proxy = &config.settings.trusted_proxies[0];
+    assert_eq!(
+        proxy.certificate,
+        Some(CertificateHeader::Nginx("x-client-cert".into()))
+    );
+    assert_eq!(proxy.networks.len(), 2);
+    assert!(config.settings.http_listen.is_some());
+}

@@ -71,6 +71,22 @@ impl Admission {
         }
     }
 
+    /// A place for one request of another front door (HTTP), held until the slot drops; `None`
+    /// at the limit (the caller records the shed as its own deny, to answer with it).
+    pub fn enter(&self) -> Option<Slot> {
+        self.admit()
+    }
+
+    /// The limit, for messages.
+    pub fn limit(&self) -> usize {
+        self.shared.max_in_flight
+    }
+
+    /// The per-request deadline.
+    pub fn deadline(&self) -> Duration {
+        self.shared.deadline
+    }
+
     /// Checks in flight now.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
@@ -103,7 +119,7 @@ impl Shared {
 
 /// One admitted Check; frees its place in the limit when dropped, however the Check ends.
 #[derive(Debug)]
-struct Slot {
+pub struct Slot {
     shared: Arc<Shared>,
 }
 

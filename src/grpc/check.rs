@@ -17,10 +17,8 @@ use envoy_types::pb::google::rpc;
 use crate::authz::Authorizer;
 use crate::request::{CheckInput, Headers};
 use crate::snapshot::ResponseSettings;
-use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
+use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict, client_owned_headers};
 
-/// Prefix of headers Tollgate owns; client-sent ones never reach the upstream.
-const OWN_HEADER_PREFIX: &str = "x-tollgate-";
 /// `HeaderValueOption.append_action`: OVERWRITE_IF_EXISTS_OR_ADD.
 const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
 
@@ -135,31 +133,6 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, WireError> 
         input.set_source_ip(ip);
     }
     Ok(input)
-}
-
-/// Headers a client sent under any spelling of Tollgate's own: `x-tollgate-*` and the
-/// configured names, with `_` read as `-`, because WSGI, Rack, PHP and some nginx setups map
-/// `x_tollgate_principal` onto the same variable as `x-tollgate-principal`.
-fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
-    let fold = |b: u8| if b == b'_' { b'-' } else { b };
-    let folded_eq = |name: &str, own: &str| {
-        name.len() == own.len()
-            && name
-                .bytes()
-                .zip(own.bytes())
-                .all(|(a, b)| fold(a) == fold(b))
-    };
-    input
-        .headers
-        .keys()
-        .filter(|k| {
-            k.get(..OWN_HEADER_PREFIX.len())
-                .is_some_and(|prefix| folded_eq(prefix, OWN_HEADER_PREFIX))
-                || folded_eq(k, &settings.principal_header)
-                || folded_eq(k, &settings.decision_id_header)
-        })
-        .cloned()
-        .collect()
 }
 
 /// Core → wire.

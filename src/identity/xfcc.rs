@@ -15,6 +15,10 @@ pub struct XfccElement {
     pub uris: Vec<String>,
     /// `Hash=`: hex SHA-256 of the client certificate DER.
     pub hash: Option<[u8; 32]>,
+    /// `Cert=`: the client certificate, URL-encoded PEM.
+    pub cert: Option<String>,
+    /// `Chain=`: the client's whole chain, leaf first, URL-encoded PEM.
+    pub chain: Option<String>,
 }
 
 /// Why an XFCC header was refused.
@@ -96,7 +100,9 @@ impl Parser<'_> {
                     element.hash =
                         Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| XfccError::Hash)?);
                 }
-                "by" | "cert" | "chain" | "subject" | "dns" => {}
+                "cert" => element.cert = Some(value),
+                "chain" => element.chain = Some(value),
+                "by" | "subject" | "dns" => {}
                 _ => return Err(XfccError::UnknownKey(key)),
             }
             self.skip_spaces();

@@ -1,0 +1,195 @@
+//! The HTTP listener: forward-auth for proxies ([`forward`]: Envoy's HTTP `ext_authz`, nginx
+//! `auth_request`, Traefik ForwardAuth), over HTTP/1.1 and h2c, or TLS with required client certificates like the gRPC listener. Every
+//! request shares the process's one admission limit with the gRPC listener, and is decided by
+//! the one [`Authorizer`].
+
+pub mod forward;
+pub mod proxies;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::authz::Authorizer;
+use crate::config::ListenerTls;
+use crate::grpc::Admission;
+use crate::verdict::ReasonCode;
+use forward::Convention;
+pub use proxies::{Peer, Proxies};
+
+/// Everything the HTTP front doors share.
+#[derive(Debug)]
+pub struct Doors {
+    authorizer: Arc<Authorizer>,
+    admission: Admission,
+    proxies: Proxies,
+}
+
+impl Doors {
+    /// Doors deciding with `authorizer`, behind the process's `admission`.
+    pub fn new(authorizer: Arc<Authorizer>, admission: Admission, proxies: Proxies) -> Self {
+        Self {
+            authorizer,
+            admission,
+            proxies,
+        }
+    }
+
+    /// Answers one request from `peer`.
+    pub fn answer(&self, peer: &Peer, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(convention) = Convention::of_path(request.uri().path()) else {
+            return not_found(request.uri().path());
+        };
+        let Some(_slot) = self.admission.enter() else {
+            let decided = self.authorizer.refuse(
+                ReasonCode::Overloaded,
+                format!(
+                    "{} requests already in flight (server.max_concurrent_requests)",
+                    self.admission.limit()
+                ),
+            );
+            return forward::respond(convention, &decided, None);
+        };
+        let (parts, _body) = request.into_parts();
+        forward::answer(&self.authorizer, &self.proxies, convention, peer, &parts)
+    }
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "error": format!(
+            "no endpoint `{path}`; this listener serves forward-auth at /envoy/<path>, /nginx \
+             and /traefik (README \"HTTP forward-auth\")"
+        ),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The rustls server config for `tls`: Tollgate's certificate, client certificates required
+/// and verified against the client CA, HTTP/2 or HTTP/1.1 by ALPN.
+pub fn server_tls(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(tls.client_ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| format!("client CA: {e}"))?;
+        roots.add(ca).map_err(|e| format!("client CA: {e}"))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client CA: {e}"))?;
+    let chain = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| format!("key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `doors` on `listener` until `shutdown`, then lets open connections finish
+/// their requests (at most 5 s).
+pub async fn serve(
+    listener: TcpListener,
+    doors: Arc<Doors>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: the next accept may succeed; do not spin.
+                    tracing::warn!(%error, "http listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let doors = doors.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let peer = Peer::plain(addr);
+                tokio::spawn(connection(TokioIo::new(tcp), peer, doors, watcher));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let stream = match acceptor.accept(tcp).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::debug!(%error, peer = %addr, "http listener: TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| leaf.as_ref().to_vec());
+                    let peer = match certificate {
+                        Some(der) => Peer::with_certificate(addr, der),
+                        None => Peer::plain(addr),
+                    };
+                    connection(TokioIo::new(stream), peer, doors, watcher).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 as the client speaks.
+async fn connection<IO>(
+    io: TokioIo<IO>,
+    peer: Peer,
+    doors: Arc<Doors>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let service = hyper::service::service_fn(move |request| {
+        std::future::ready(Ok::<_, Infallible>(doors.answer(&peer, request)))
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = watcher.watch(builder.serve_connection(io, service).into_owned());
+    if let Err(error) = served.await {
+        tracing::debug!(%error, "http listener: connection ended with an error");
+    }
+}
