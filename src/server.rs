@@ -29,8 +29,10 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Bound admin address, if enabled.
     pub admin_addr: Option<SocketAddr>,
-    /// Bound HTTP forward-auth address, if enabled.
+    /// Bound HTTP forward-auth (and AuthZEN) address, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Bound AuthZEN-only address, if enabled.
+    pub authzen_addr: Option<SocketAddr>,
     /// The snapshot handle (reload swaps it).
     pub snapshots: Arc<SnapshotHandle>,
     /// Requests a reload (the `serve` command wires `SIGHUP` to it).
@@ -120,7 +122,7 @@ pub async fn start(
     let svid_tls = settings
         .workload_api_tls
         .then(|| Arc::new(SvidTls::new(fetcher.streams())));
-    let (grpc_addr, http_addr) =
+    let (grpc_addr, [http_addr, authzen_addr]) =
         spawn_check_listeners(&settings, authorizer, svid_tls, &stopped, &mut tasks).await?;
 
     if let Some(handle) = prometheus.clone() {
@@ -166,12 +168,14 @@ pub async fn start(
         grpc.unix_socket = ?settings.unix_socket,
         admin.addr = ?admin_addr,
         http.addr = ?http_addr,
+        authzen.addr = ?authzen_addr,
         "tollgate listening"
     );
     Ok(Running {
         grpc_addr,
         admin_addr,
         http_addr,
+        authzen_addr,
         snapshots,
         reload,
         stop,
@@ -228,39 +232,48 @@ async fn spawn_check_listeners(
     svid_tls: Option<Arc<SvidTls>>,
     stopped: &watch::Receiver<bool>,
     tasks: &mut Tasks,
-) -> Result<(SocketAddr, Option<SocketAddr>), ServeError> {
+) -> Result<(SocketAddr, [Option<SocketAddr>; 2]), ServeError> {
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
     let service = CheckService::new(authorizer.clone());
     // One admission for every listener: the limit is the process's, not each socket's.
     let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
         .recorded_by(authorizer.clone());
-    let http_addr = match settings.http_listen {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            let bound = local_addr(&listener, addr)?;
-            let tls = match &settings.tls {
-                Some(tls) => Some(http::server_tls(tls).map_err(ServeError::Listener)?),
-                None => None,
-            };
-            let doors = Arc::new(http::Doors::new(
-                authorizer,
-                admission.clone(),
-                http::Proxies::new(settings.trusted_proxies.clone()),
-            ));
-            let shutdown = until_stopped(stopped.clone());
-            tasks.push((
-                "http listener",
-                tokio::spawn(async move {
-                    http::serve(listener, doors, tls, shutdown)
-                        .await
-                        .map_err(|e| e.to_string())
-                }),
-            ));
-            Some(bound)
-        }
+    let tls = match &settings.tls {
+        Some(tls) => Some(http::server_tls(tls).map_err(ServeError::Listener)?),
         None => None,
     };
+    let doors = Arc::new(http::Doors::new(
+        authorizer,
+        admission.clone(),
+        http::Proxies::new(settings.trusted_proxies.clone()),
+    ));
+    let mut http_addrs = [None, None];
+    for (i, addr, mount, name) in [
+        (0, settings.http_listen, http::Mount::All, "http listener"),
+        (
+            1,
+            settings.authzen_listen,
+            http::Mount::AuthZenOnly,
+            "authzen listener",
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = bind(addr).await?;
+        if let Some(slot) = http_addrs.get_mut(i) {
+            *slot = Some(local_addr(&listener, addr)?);
+        }
+        let (doors, tls) = (doors.clone(), tls.clone());
+        let shutdown = until_stopped(stopped.clone());
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                http::serve(listener, doors, mount, tls, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+    }
     if let Some(path) = &settings.unix_socket {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(bind_unix(path)?);
         let shutdown = until_stopped(stopped.clone());
@@ -286,7 +299,7 @@ async fn spawn_check_listeners(
                     .map_err(|e| e.to_string())
             }),
         ));
-        return Ok((grpc_addr, http_addr));
+        return Ok((grpc_addr, http_addrs));
     }
     let shutdown = until_stopped(stopped.clone());
     let tls = settings.tls.clone();
@@ -298,7 +311,7 @@ async fn spawn_check_listeners(
                 .map_err(|e| e.to_string())
         }),
     ));
-    Ok((grpc_addr, http_addr))
+    Ok((grpc_addr, http_addrs))
 }
 
 /// Waits for every task; the first to end before `stop` was set sets it (stopping the rest)

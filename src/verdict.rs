@@ -137,6 +137,8 @@ pub enum ReasonCode {
     NoRoute,
     /// Cedar denied.
     PolicyDenied,
+    /// AuthZEN: Cedar does not let this PEP ask about the resource (`authzen.pep_action`).
+    PepForbidden,
     /// Anything unexpected; fail closed.
     InternalError,
     /// Shed: the process already has `server.max_concurrent_requests` Checks in flight (Envoy
@@ -311,6 +313,7 @@ impl ReasonCode {
             Self::MalformedRequest => "malformed_request",
             Self::NoRoute => "no_route",
             Self::PolicyDenied => "policy_denied",
+            Self::PepForbidden => "pep_forbidden",
             Self::InternalError => "internal_error",
             Self::Overloaded => "overloaded",
             Self::Timeout => "timeout",
@@ -353,7 +356,9 @@ impl ReasonCode {
             | Self::TokenBindingMismatch
             | Self::TokenBindingUnsupported => FailureClass::BadToken,
             Self::MalformedRequest => FailureClass::Malformed,
-            Self::NoRoute | Self::PolicyDenied | Self::OutsideBaseline => FailureClass::Forbidden,
+            Self::NoRoute | Self::PolicyDenied | Self::PepForbidden | Self::OutsideBaseline => {
+                FailureClass::Forbidden
+            }
             Self::IdentityShed => FailureClass::Throttled,
             // Tollgate cannot judge the token, through no fault of the caller's: a new token
             // would not help, so not a 401.

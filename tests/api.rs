@@ -16,6 +16,8 @@ mod admin;
 mod allow_deny;
 #[path = "api/audit.rs"]
 mod audit;
+#[path = "api/authzen.rs"]
+mod authzen;
 #[path = "api/binding.rs"]
 mod binding;
 #[path = "api/cert.rs"]

@@ -12,6 +12,7 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 use crate::cache::{Lookup, TtlCache};
 use crate::identity::IdentityCaches;
 use crate::mapping::Query;
+use crate::mapping::authzen::Evaluation;
 use crate::mapping::path::MAX_PATH_BYTES;
 use crate::memo::{self, Memo};
 use crate::metrics::CacheMetrics;
@@ -38,6 +39,16 @@ pub struct Caches {
     pub decision_metrics: CacheMetrics,
     /// This cache set's tag in the per-thread decision memo; `None` when caching is off.
     memo_owner: Option<u64>,
+}
+
+/// What a decision is cached by: a routed request's Cedar query, or an AuthZEN evaluation. The
+/// variant is hashed first, so the two kinds never share a key.
+#[derive(Debug, Clone, Copy, Hash)]
+pub enum DecisionKey<'a> {
+    /// A query mapped from a request by the routes.
+    Query(&'a Query),
+    /// An AuthZEN evaluation.
+    Evaluation(&'a Evaluation),
 }
 
 thread_local! {
@@ -95,7 +106,7 @@ impl Caches {
     /// nothing), and until when it may be used. A memo hit is counted as a cache hit.
     pub fn decision<E>(
         &self,
-        query: &Query,
+        query: DecisionKey<'_>,
         generation: u64,
         now: i64,
         decide: impl FnOnce() -> Result<Decision, E>,
@@ -375,7 +386,7 @@ mod tests {
     ) -> (String, bool) {
         let mut ran = false;
         let (decision, _, _) = caches
-            .decision(query, generation, now, || {
+            .decision(DecisionKey::Query(query), generation, now, || {
                 ran = true;
                 Ok::<_, ()>(allow(id))
             })
@@ -424,7 +435,7 @@ mod tests {
             ("d".into(), true),
             "nothing kept"
         );
-        let failed = a.decision(&q, 3, 100, || Err::<Decision, _>("bad"));
+        let failed = a.decision(DecisionKey::Query(&q), 3, 100, || Err::<Decision, _>("bad"));
         assert_eq!(failed.err(), Some("bad"));
         assert_eq!(
             decided(&a, &q, 3, 100, "e"),
@@ -440,7 +451,7 @@ mod tests {
         let expected = caches.query_digest(&q);
         let mut nested = None;
         caches
-            .decision(&q, 1, 100, || {
+            .decision(DecisionKey::Query(&q), 1, 100, || {
                 nested = Some(caches.query_digest(&q));
                 Ok::<_, ()>(allow("p"))
             })

@@ -9,6 +9,7 @@
 //! directly, for an AuthZEN-style API).
 
 pub mod caches;
+mod evaluate;
 mod log;
 
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
 use crate::verdict::{Outcome, ReasonCode, Verdict};
-pub use caches::{Caches, Reuse};
+pub use caches::{Caches, DecisionKey, Reuse};
+pub use evaluate::Pep;
 use log::DecisionLog;
 
 /// What `explain` shows besides the verdict: how far the request got, and as what.
@@ -130,6 +132,23 @@ impl Authorizer {
         snapshot: SnapshotGuard,
         started: Instant,
     ) -> Decided {
+        let elapsed = self.note(&mut verdict, input, &snapshot, started);
+        Decided {
+            verdict,
+            snapshot,
+            elapsed,
+        }
+    }
+
+    /// Records a decision made since `started`: metrics, the audit record (its evidence moved
+    /// out of the verdict), the log line. Returns the time it took.
+    fn note(
+        &self,
+        verdict: &mut Verdict,
+        input: Option<&CheckInput>,
+        snapshot: &Snapshot,
+        started: Instant,
+    ) -> Duration {
         let elapsed = started.elapsed();
         self.metrics
             .record(verdict.reason().map(ReasonCode::index), elapsed);
@@ -139,7 +158,7 @@ impl Authorizer {
             let evidence = verdict
                 .evidence
                 .take()
-                .unwrap_or_else(|| Arc::new(evidence_of(&verdict, &snapshot, None, None, input)));
+                .unwrap_or_else(|| Arc::new(evidence_of(verdict, snapshot, None, None, input)));
             // A dropped record is counted by the audit log itself.
             let _ = self.audit.record(
                 verdict.decision_id,
@@ -149,12 +168,8 @@ impl Authorizer {
                 elapsed,
             );
         }
-        self.log.write(&verdict, elapsed);
-        Decided {
-            verdict,
-            snapshot,
-            elapsed,
-        }
+        self.log.write(verdict, elapsed);
+        elapsed
     }
 
     /// The whole pipeline against `snapshot` at `now`, without recording (benchmarks and
@@ -346,15 +361,20 @@ impl Authorizer {
             return (with_principal(deny, principal), Some(i64::MAX));
         }
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let decided = self
-            .caches
-            .decision(query, snapshot.generation, now_secs, || {
-                policy::decide(&snapshot.policies, query)
-            });
+        let decided = self.caches.decision(
+            DecisionKey::Query(query),
+            snapshot.generation,
+            now_secs,
+            || policy::decide(&snapshot.policies, query),
+        );
         match decided {
             Ok((decision, lookup, until)) => {
                 self.caches.decision_metrics.used(lookup);
-                (verdict(principal, query, &decision), Some(until))
+                let resource = (&*query.resource.type_name, query.resource.id.as_str());
+                (
+                    verdict(principal, &query.action, resource, &decision),
+                    Some(until),
+                )
             }
             Err(e) => {
                 let deny = Verdict::deny((&e).into(), e.to_string());
@@ -364,7 +384,13 @@ impl Authorizer {
     }
 }
 
-fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
+/// The verdict for Cedar's `decision` on `action` over `resource` (type and id).
+fn verdict(
+    principal: String,
+    action: &str,
+    resource: (&str, &str),
+    decision: &Decision,
+) -> Verdict {
     if decision.allowed {
         return Verdict::allow(
             principal,
@@ -374,8 +400,8 @@ fn verdict(principal: String, query: &Query, decision: &Decision) -> Verdict {
     }
     let message = match decision.determining.as_slice() {
         [] => format!(
-            "no policy permits `{}` on {}::\"{}\"",
-            query.action, query.resource.type_name, query.resource.id
+            "no policy permits `{action}` on {}::\"{}\"",
+            resource.0, resource.1
         ),
         ids => format!("forbidden by policy `{}`", ids.join("`, `")),
     };

@@ -29,14 +29,15 @@ use crate::identity::IdentitySource;
 use crate::identity::spiffe::is_valid_trust_domain;
 use crate::identity::status_list::StatusListSpec;
 use crate::identity::token::Delegation;
+use crate::mapping::authzen::AuthZenMapping;
 use crate::mapping::routes::{ResourceTemplate, Route};
 use crate::policy::{SourceFile, line_column};
 use crate::signals::SignalSettings;
 use crate::snapshot::build::build;
 use crate::snapshot::source::{Document, Folder, Source, Streamed};
 use crate::snapshot::spec::{
-    BundleEndpointSpec, IdentitySpec, IssuerSpec, JwksLocation, JwtSvidSpec, Located, Location,
-    PolicySpec, RemoteJwksSpec, RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
+    AuthZenSpec, BundleEndpointSpec, IdentitySpec, IssuerSpec, JwksLocation, JwtSvidSpec, Located,
+    Location, PolicySpec, RemoteJwksSpec, RouteSpec, Spec, TrustDomainSpec, UnmatchedSpec,
 };
 use crate::snapshot::{ResponseSettings, Snapshot};
 
@@ -284,6 +285,7 @@ impl Config {
             routes,
             unmatched,
             response: Arc::new(response(&at, &raw)?),
+            authzen: raw.authzen.as_ref().map(|a| authzen(&at, a)).transpose()?,
         };
         let watched = watched(source, &spec);
         Ok(Self {
@@ -401,6 +403,47 @@ fn settings(
         http_listen,
         authzen_listen,
         trusted_proxies,
+    })
+}
+
+/// `[authzen]`: the mapping, located; the schema checks come at build time.
+fn authzen(at: &Locator<'_>, raw: &raw::RawAuthZen) -> Result<AuthZenSpec, ConfigError> {
+    let base_url = match &raw.base_url {
+        Some(url) => {
+            let text = url.get_ref().trim_end_matches('/');
+            let parsed: Option<hyper::Uri> = text.parse().ok();
+            if !parsed.is_some_and(|u| {
+                u.scheme_str() == Some("https") && u.host().is_some() && u.query().is_none()
+            }) {
+                return Err(at.invalid(
+                    url,
+                    "authzen.base_url",
+                    "must be an https URL without query (the PDP identifier of AuthZEN metadata)",
+                ));
+            }
+            Some(text.to_owned())
+        }
+        None => None,
+    };
+    let types = raw
+        .types
+        .iter()
+        .map(|(from, to)| (from.clone(), Arc::from(to.get_ref().as_str())))
+        .collect();
+    Ok(AuthZenSpec {
+        mapping: Arc::new(AuthZenMapping {
+            types,
+            action_type: Arc::from(raw.action_type.get_ref().as_str()),
+            pep_action: Arc::from(raw.pep_action.get_ref().as_str()),
+            base_url,
+        }),
+        pep_action_at: at.locate(&raw.pep_action, "authzen.pep_action"),
+        action_type_at: at.locate(&raw.action_type, "authzen.action_type"),
+        types_at: raw
+            .types
+            .iter()
+            .map(|(from, to)| at.locate(to, &format!("authzen.types.{from}")))
+            .collect(),
     })
 }
 

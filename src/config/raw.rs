@@ -47,6 +47,34 @@ pub struct RawConfig {
     /// Compromise signals.
     #[serde(default)]
     pub signals: RawSignals,
+    /// The OpenID AuthZEN API (off without this table).
+    #[serde(default)]
+    pub authzen: Option<RawAuthZen>,
+}
+
+/// `[authzen]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthZen {
+    /// AuthZEN type → Cedar entity type; types not listed are used as written.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, Spanned<String>>,
+    /// The Cedar entity type of AuthZEN action names.
+    #[serde(default = "default_action_type")]
+    pub action_type: Spanned<String>,
+    /// The Cedar action a PEP needs on a resource to ask about it.
+    #[serde(default = "default_pep_action")]
+    pub pep_action: Spanned<String>,
+    /// The PDP's public base URL (`https://…`), named by the metadata document.
+    pub base_url: Option<Spanned<String>>,
+}
+
+fn default_action_type() -> Spanned<String> {
+    Spanned::new(0..0, "Action".into())
+}
+
+fn default_pep_action() -> Spanned<String> {
+    Spanned::new(0..0, "authzen:evaluate".into())
 }
 
 /// `[signals]`.

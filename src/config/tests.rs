@@ -558,3 +558,31 @@ fn trusted_proxies_are_checked_and_named() {
     assert_eq!(proxy.networks.len(), 2);
     assert!(config.settings.http_listen.is_some());
 }
+
+#[test]
+fn the_authzen_mapping_is_checked_against_the_schema() {
+    let e = load_err(|c| c + "\n[authzen]\n");
+    let text = e.to_string();
+    assert!(text.contains("authzen.pep_action"), "{text}");
+    assert!(
+        text.contains("`authzen:evaluate` is not in the schema"),
+        "{text}"
+    );
+    let e =
+        load_err(|c| c + "\n[authzen]\npep_action = \"orders:read\"\ntypes = { user = \"Usr\" }\n");
+    let text = e.to_string();
+    assert!(text.contains("authzen.types.user"), "{text}");
+    assert!(
+        text.contains("`Usr`, which is not an entity type"),
+        "{text}"
+    );
+    let e =
+        load_err(|c| c + "\n[authzen]\npep_action = \"orders:read\"\nbase_url = \"http://pdp\"\n");
+    assert!(e.to_string().contains("authzen.base_url"), "{e}");
+    let (_dir, source) = config_with(|c| {
+        c + "\n[authzen]\npep_action = \"orders:read\"\ntypes = { user = \"User\" }\n"
+    });
+    let (_, snapshot) = load(&source, 1).unwrap();
+    let mapping = snapshot.authzen.unwrap();
+    assert_eq!(&*mapping.cedar_type("user"), "User");
+}

@@ -1,8 +1,10 @@
 //! The HTTP listener: forward-auth for proxies ([`forward`]: Envoy's HTTP `ext_authz`, nginx
-//! `auth_request`, Traefik ForwardAuth), over HTTP/1.1 and h2c, or TLS with required client certificates like the gRPC listener. Every
+//! `auth_request`, Traefik ForwardAuth) and the OpenID AuthZEN API ([`authzen`]), over
+//! HTTP/1.1 and h2c, or TLS with required client certificates like the gRPC listener. Every
 //! request shares the process's one admission limit with the gRPC listener, and is decided by
 //! the one [`Authorizer`].
 
+pub mod authzen;
 pub mod forward;
 pub mod proxies;
 
@@ -26,6 +28,15 @@ use crate::verdict::ReasonCode;
 use forward::Convention;
 pub use proxies::{Peer, Proxies};
 
+/// What one HTTP listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mount {
+    /// Forward-auth endpoints and the AuthZEN API (`server.http_listen`).
+    All,
+    /// The AuthZEN API only (`server.authzen_listen`).
+    AuthZenOnly,
+}
+
 /// Everything the HTTP front doors share.
 #[derive(Debug)]
 pub struct Doors {
@@ -44,11 +55,21 @@ impl Doors {
         }
     }
 
-    /// Answers one request from `peer`.
-    pub fn answer(&self, peer: &Peer, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(convention) = Convention::of_path(request.uri().path()) else {
-            return not_found(request.uri().path());
+    /// Answers one request on a `mount` listener from `peer`.
+    pub async fn answer(
+        &self,
+        mount: Mount,
+        peer: &Peer,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        let convention = match mount {
+            Mount::All => Convention::of_path(path),
+            Mount::AuthZenOnly => None,
         };
+        if convention.is_none() && !authzen::serves(path) {
+            return not_found(path, mount);
+        }
         let Some(_slot) = self.admission.enter() else {
             let decided = self.authorizer.refuse(
                 ReasonCode::Overloaded,
@@ -57,19 +78,38 @@ impl Doors {
                     self.admission.limit()
                 ),
             );
-            return forward::respond(convention, &decided, None);
+            return match convention {
+                Some(convention) => forward::respond(convention, &decided, None),
+                None => authzen::overloaded(),
+            };
         };
-        let (parts, _body) = request.into_parts();
-        forward::answer(&self.authorizer, &self.proxies, convention, peer, &parts)
+        match convention {
+            Some(convention) => {
+                let (parts, _body) = request.into_parts();
+                forward::answer(&self.authorizer, &self.proxies, convention, peer, &parts)
+            }
+            None => {
+                let deadline = self.admission.deadline();
+                authzen::answer(&self.authorizer, &self.proxies, peer, request, deadline).await
+            }
+        }
     }
 }
 
-fn not_found(path: &str) -> Response<Full<Bytes>> {
+fn not_found(path: &str, mount: Mount) -> Response<Full<Bytes>> {
+    let endpoints = match mount {
+        Mount::All => {
+            "forward-auth at /envoy/<path>, /nginx and /traefik (README \"HTTP forward-auth\"), \
+             and AuthZEN at /access/v1/evaluation, /access/v1/evaluations and \
+             /.well-known/authzen-configuration"
+        }
+        Mount::AuthZenOnly => {
+            "AuthZEN at /access/v1/evaluation, /access/v1/evaluations and \
+             /.well-known/authzen-configuration"
+        }
+    };
     let body = serde_json::json!({
-        "error": format!(
-            "no endpoint `{path}`; this listener serves forward-auth at /envoy/<path>, /nginx \
-             and /traefik (README \"HTTP forward-auth\")"
-        ),
+        "error": format!("no endpoint `{path}`; this listener serves {endpoints}"),
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = StatusCode::NOT_FOUND;
@@ -112,11 +152,12 @@ pub fn server_tls(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, String
     Ok(Arc::new(config))
 }
 
-/// Serves `doors` on `listener` until `shutdown`, then lets open connections finish
+/// Serves `doors` as `mount` on `listener` until `shutdown`, then lets open connections finish
 /// their requests (at most 5 s).
 pub async fn serve(
     listener: TcpListener,
     doors: Arc<Doors>,
+    mount: Mount,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -142,7 +183,7 @@ pub async fn serve(
         match &tls {
             None => {
                 let peer = Peer::plain(addr);
-                tokio::spawn(connection(TokioIo::new(tcp), peer, doors, watcher));
+                tokio::spawn(connection(TokioIo::new(tcp), peer, doors, mount, watcher));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -164,7 +205,7 @@ pub async fn serve(
                         Some(der) => Peer::with_certificate(addr, der),
                         None => Peer::plain(addr),
                     };
-                    connection(TokioIo::new(stream), peer, doors, watcher).await;
+                    connection(TokioIo::new(stream), peer, doors, mount, watcher).await;
                 });
             }
         }
@@ -179,13 +220,16 @@ async fn connection<IO>(
     io: TokioIo<IO>,
     peer: Peer,
     doors: Arc<Doors>,
+    mount: Mount,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |request| {
-        std::future::ready(Ok::<_, Infallible>(doors.answer(&peer, request)))
+        let doors = doors.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(doors.answer(mount, &peer, request).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = watcher.watch(builder.serve_connection(io, service).into_owned());

@@ -292,6 +292,13 @@ fn byte_sequence(item: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(inner).ok()
 }
 
+/// `der` as one PEM certificate block.
+pub fn pem(der: &[u8]) -> String {
+    let mut out = String::with_capacity(der.len() * 4 / 3 + 64);
+    push_pem(&mut out, der);
+    out
+}
+
 /// Appends `der` as one PEM certificate block.
 fn push_pem(out: &mut String, der: &[u8]) {
     let body = base64::engine::general_purpose::STANDARD.encode(der);

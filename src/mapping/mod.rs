@@ -1,6 +1,7 @@
 //! Request → Cedar query: the route table picks action and resource; the caller and request
 //! facts become the context.
 
+pub mod authzen;
 pub mod context;
 pub mod path;
 pub mod routes;

@@ -7,6 +7,7 @@ use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, Restric
 
 use super::PolicyStore;
 use crate::identity::AccessMode;
+use crate::mapping::authzen::Evaluation;
 use crate::mapping::{AttrValue, ContextFacts, Query};
 
 /// Cedar's answer for one query.
@@ -116,6 +117,75 @@ fn with_route_resource(
     // entities (the action hierarchy) come along.
     cedar_policy::Entities::from_entities(slice.into_iter().chain([entity]), Some(&store.schema))
         .map_err(|e| DecideError::Entity(e.to_string()))
+}
+
+/// Decides an AuthZEN evaluation: principal and resource named by type and id, the action of
+/// `action_type`, the context from JSON; all validated against the schema like any request.
+/// An entity the store does not hold gets its `properties` as attributes (checked against its
+/// schema type), with the slice of the store the request can reach, never a copy of the whole
+/// store (a distinct id per request misses the decision cache).
+pub fn decide_evaluation(
+    store: &PolicyStore,
+    action_type: &str,
+    evaluation: &Evaluation,
+) -> Result<Decision, DecideError> {
+    let principal = uid(&evaluation.subject.type_name, &evaluation.subject.id)?;
+    let action = uid(action_type, &evaluation.action)?;
+    let resource = uid(&evaluation.resource.type_name, &evaluation.resource.id)?;
+    let context: serde_json::Value = serde_json::from_str(&evaluation.context)
+        .map_err(|e| DecideError::Request(format!("context: {e}")))?;
+    let context = Context::from_json_value(context, Some((&store.schema, &action)))
+        .map_err(|e| DecideError::Request(e.to_string()))?;
+    let request = cedar_policy::Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        context,
+        Some(&store.schema),
+    )
+    .map_err(|e| DecideError::Request(e.to_string()))?;
+    let candidates = store.index.candidates(&principal, &action);
+    let mut synthesized = Vec::new();
+    for (named, uid) in [
+        (&evaluation.subject, &principal),
+        (&evaluation.resource, &resource),
+    ] {
+        if let Some(properties) = &named.properties
+            && store.entities.get(uid).is_none()
+        {
+            synthesized.push(entity_with_properties(store, uid, properties)?);
+        }
+    }
+    if synthesized.is_empty() {
+        return Ok(evaluate(store, &request, &candidates, &store.entities));
+    }
+    let slice = store
+        .graph
+        .slice(&store.entities, [principal, resource])
+        .map_err(|e| DecideError::Entity(e.to_string()))?;
+    let entities = cedar_policy::Entities::from_entities(
+        slice.into_iter().chain(synthesized),
+        Some(&store.schema),
+    )
+    .map_err(|e| DecideError::Entity(e.to_string()))?;
+    Ok(evaluate(store, &request, &candidates, &entities))
+}
+
+/// `uid` with `properties` (JSON object text) as its attributes, typed by the schema.
+fn entity_with_properties(
+    store: &PolicyStore,
+    uid: &EntityUid,
+    properties: &str,
+) -> Result<Entity, DecideError> {
+    let attrs: serde_json::Value = serde_json::from_str(properties)
+        .map_err(|e| DecideError::Entity(format!("{uid} properties: {e}")))?;
+    let json = serde_json::json!({
+        "uid": { "type": uid.type_name().to_string(), "id": uid.id().unescaped() },
+        "attrs": attrs,
+        "parents": [],
+    });
+    Entity::from_json_value(json, Some(&store.schema))
+        .map_err(|e| DecideError::Entity(format!("{uid} properties: {e}")))
 }
 
 /// Evaluates a Cedar request written out by hand (`tollgate test` raw cases): entity UIDs in

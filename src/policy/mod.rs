@@ -12,7 +12,7 @@ use std::str::FromStr;
 use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
-pub use decide::{DecideError, Decision, decide, decide_raw, decide_unindexed};
+pub use decide::{DecideError, Decision, decide, decide_evaluation, decide_raw, decide_unindexed};
 pub use index::PolicyIndex;
 
 /// A source text and the name to report it under.

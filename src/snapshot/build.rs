@@ -11,7 +11,7 @@ use jsonwebtoken::DecodingKey;
 
 use super::source::{Digesting, Document, Source, SourceError};
 use super::spec::{
-    IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec, TrustDomainSpec,
+    AuthZenSpec, IdentitySpec, IssuerSpec, JwtSvidSpec, Located, Location, Spec, TrustDomainSpec,
 };
 use super::{Snapshot, SnapshotVersion};
 use crate::identity::Identity;
@@ -21,6 +21,7 @@ use crate::identity::jwks::{KeySet, RemoteKeys};
 use crate::identity::revocation::Revocations;
 use crate::identity::status_list::StatusLists;
 use crate::identity::token::{Issuer, Issuers, JwtSvids};
+use crate::mapping::authzen::AuthZenMapping;
 use crate::mapping::routes::Routes;
 use crate::policy::{PolicyError, PolicyStore, SourceFile};
 
@@ -56,12 +57,18 @@ pub fn build(spec: &Spec, source: &dyn Source, generation: u64) -> Result<Snapsh
     let read = Digesting::new(source);
     let policies = Arc::new(policies(spec, &read)?);
     let routes = routes(spec, &policies)?;
+    let authzen = spec
+        .authzen
+        .as_ref()
+        .map(|a| authzen(a, &policies))
+        .transpose()?;
     Ok(Snapshot {
         generation,
         identity,
         routes,
         policies,
         response: spec.response.clone(),
+        authzen,
         awaiting,
         remote_bundles,
         version: Arc::new(SnapshotVersion {
@@ -128,6 +135,7 @@ pub fn rebuild_identity(
         routes: previous.routes.clone(),
         policies: previous.policies.clone(),
         response: previous.response.clone(),
+        authzen: previous.authzen.clone(),
         awaiting,
         remote_bundles,
         version: Arc::new(SnapshotVersion {
@@ -521,6 +529,51 @@ fn policies(spec: &Spec, source: &dyn Source) -> Result<PolicyStore, BuildError>
     let files = source.read_policies(&p.folder)?;
     let entities: Option<SourceFile> = p.entities.as_ref().map(|e| source.read(e)).transpose()?;
     PolicyStore::load(&schema, &files, entities.as_ref()).map_err(BuildError::Policies)
+}
+
+/// The AuthZEN mapping, checked against the schema: every Cedar type it names exists, the
+/// action type has actions, and the PEP's action is an action.
+fn authzen(spec: &AuthZenSpec, store: &PolicyStore) -> Result<Arc<AuthZenMapping>, BuildError> {
+    let schema = store.schema();
+    let types: Vec<String> = schema.entity_types().map(ToString::to_string).collect();
+    for ((from, to), at) in spec.mapping.types.iter().zip(&spec.types_at) {
+        if !types.iter().any(|t| **t == **to) {
+            return Err(invalid(
+                at,
+                format!(
+                    "AuthZEN type `{from}` maps to `{to}`, which is not an entity type in the \
+                     schema (it has: {})",
+                    types.join(", ")
+                ),
+            ));
+        }
+    }
+    let actions: Vec<(String, String)> = schema
+        .actions()
+        .map(|uid| (uid.type_name().to_string(), uid.id().unescaped().to_owned()))
+        .collect();
+    let action_type = &*spec.mapping.action_type;
+    if !actions.iter().any(|(t, _)| t == action_type) {
+        return Err(invalid(
+            &spec.action_type_at,
+            format!("the schema has no actions of type `{action_type}`"),
+        ));
+    }
+    let pep_action = &*spec.mapping.pep_action;
+    if !actions
+        .iter()
+        .any(|(t, id)| t == "Action" && id == pep_action)
+    {
+        return Err(invalid(
+            &spec.pep_action_at,
+            format!(
+                "the PEP's action `{pep_action}` is not in the schema: declare it, e.g. \
+                 `action \"{pep_action}\" appliesTo {{ principal: App, resource: [..], context: \
+                 RequestContext }};`"
+            ),
+        ));
+    }
+    Ok(spec.mapping.clone())
 }
 
 /// The route table, each route's action and resource type checked against the schema: one

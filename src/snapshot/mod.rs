@@ -9,6 +9,7 @@ pub mod spec;
 
 use std::sync::Arc;
 
+use crate::mapping::authzen::AuthZenMapping;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::identity::Identity;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub policies: Arc<PolicyStore>,
     /// Header names and body options.
     pub response: Arc<ResponseSettings>,
+    /// The AuthZEN API's mapping, checked against this snapshot's schema; `None`: the API is off.
+    pub authzen: Option<Arc<AuthZenMapping>>,
     /// Streamed documents this snapshot was built without, not having arrived yet (e.g. a
     /// trust domain's bundle from the Workload API): `/readyz` waits for them.
     pub awaiting: Vec<String>,

@@ -13,6 +13,7 @@ use super::source::{Document, Folder};
 use crate::identity::IdentitySource;
 use crate::identity::status_list::StatusListSpec;
 use crate::identity::token::Delegation;
+use crate::mapping::authzen::AuthZenMapping;
 use crate::mapping::routes::{ResourceTemplate, Route};
 
 /// Where in the configuration a value was written.
@@ -68,6 +69,22 @@ pub struct Spec {
     pub unmatched: Option<UnmatchedSpec>,
     /// Response shaping (needs no document).
     pub response: Arc<ResponseSettings>,
+    /// The AuthZEN API's mapping, when `[authzen]` is configured; its types and actions are
+    /// checked against the schema at build time.
+    pub authzen: Option<AuthZenSpec>,
+}
+
+/// `[authzen]`, located for build errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthZenSpec {
+    /// The mapping.
+    pub mapping: Arc<AuthZenMapping>,
+    /// Where `pep_action` was written (or the table, when defaulted).
+    pub pep_action_at: Location,
+    /// Where `action_type` was written.
+    pub action_type_at: Location,
+    /// Where each `types` entry was written, in `mapping.types` order.
+    pub types_at: Vec<Location>,
 }
 
 impl Spec {

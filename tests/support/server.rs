@@ -51,6 +51,8 @@ pub struct Options {
     pub metrics: bool,
     /// Where the test issuer's keys come from (a `jwks_file` of its JWKS by default).
     pub issuer_keys: String,
+    /// The route table (the demo estate's by default).
+    pub routes: Option<String>,
 }
 
 /// The test issuer's default extra keys: its users are `User::"<sub>"`, as in the example
@@ -78,6 +80,7 @@ impl Default for Options {
             own_bundle: "bundle = \"ca.pem\"".into(),
             trust_domains_extra: String::new(),
             issuer_keys: "jwks_file = \"jwks.json\"".into(),
+            routes: None,
         }
     }
 }
@@ -188,7 +191,7 @@ entities = "{policies}/entities.json"
         own_bundle = options.own_bundle,
         trust_domains_extra = options.trust_domains_extra,
         issuer_keys = options.issuer_keys,
-        routes = demo_routes(),
+        routes = options.routes.clone().unwrap_or_else(demo_routes),
     );
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, config).unwrap();

@@ -1,0 +1,180 @@
+//! The AuthZEN entry to the decision core. A policy enforcement point (PEP) calls the API; it
+//! is authenticated by the same identity layer as any request, then each evaluation it asks
+//! for is decided twice: may this PEP ask about this resource (`authzen.pep_action`, a routed
+//! Cedar query with the PEP's own context), and the evaluation itself. Both go through the
+//! decision cache; each evaluation is recorded like any decision (metrics, audit, log), with
+//! the PEP as actor and the evaluated subject as the user it asked for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls_pki_types::UnixTime;
+
+use super::{Authorizer, Decided, DecisionKey, evidence_of, verdict, with_principal};
+use crate::evidence::Target;
+use crate::identity::{self, Caller, Refusal};
+use crate::mapping::authzen::{AuthZenMapping, Evaluation};
+use crate::mapping::{ContextFacts, Query, Resource};
+use crate::policy;
+use crate::request::CheckInput;
+use crate::snapshot::SnapshotGuard;
+use crate::verdict::{Outcome, ReasonCode, Verdict};
+
+/// An authenticated PEP and the snapshot all of its evaluations are decided against.
+#[derive(Debug)]
+pub struct Pep<'a> {
+    snapshot: SnapshotGuard,
+    mapping: Arc<AuthZenMapping>,
+    caller: Caller,
+    input: &'a CheckInput,
+    now: UnixTime,
+    /// The "may this PEP ask about it" query, its resource replaced per evaluation (the PEP's
+    /// context is built once per call).
+    gate: Query,
+}
+
+impl Pep<'_> {
+    /// The PEP's Cedar principal.
+    pub fn principal(&self) -> &str {
+        &self.caller.principal
+    }
+
+    /// The mapping in force for this call.
+    pub fn mapping(&self) -> &AuthZenMapping {
+        &self.mapping
+    }
+}
+
+impl Authorizer {
+    /// Authenticates the caller of the AuthZEN API from `input` (its certificate and token),
+    /// or records and returns the refusal. `None` when the snapshot has no `[authzen]`.
+    pub fn authzen_caller<'a>(&self, input: &'a CheckInput) -> Option<Result<Pep<'a>, Decided>> {
+        let started = Instant::now();
+        let snapshot = self.snapshots.for_request();
+        let mapping = snapshot.authzen.clone()?;
+        let now = UnixTime::now();
+        let caller = match identity::verify_reusable(
+            &snapshot.identity,
+            &self.caches.identity,
+            snapshot.generation,
+            input,
+            now,
+        ) {
+            Ok(caller) => caller,
+            Err(Refusal { error, .. }) => {
+                let mut deny = Verdict::deny((&error).into(), error.to_string());
+                self.attach_evidence(&snapshot, &mut deny, None, None, input);
+                return Some(Err(self.record(deny, Some(input), snapshot, started)));
+            }
+        };
+        if self
+            .enforcement
+            .is_shed(&caller.principal, now.as_secs().saturating_mul(1000))
+        {
+            let principal = caller.principal.clone();
+            let message = format!(
+                "`{principal}` is shed for the rest of this 10 s window: it called far more than \
+                 usual (signals.volume_spike = \"deny\")"
+            );
+            let mut deny =
+                with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal);
+            self.attach_evidence(&snapshot, &mut deny, Some(&caller), None, input);
+            return Some(Err(self.record(deny, Some(input), snapshot, started)));
+        }
+        let gate = Query {
+            principal: caller.principal.clone(),
+            action: mapping.pep_action.clone(),
+            resource: Resource {
+                type_name: Arc::from(""),
+                id: String::new(),
+                attrs: Vec::new(),
+            },
+            context: ContextFacts::new(&caller, input, input.path.clone()),
+        };
+        Some(Ok(Pep {
+            snapshot,
+            mapping,
+            caller,
+            input,
+            now,
+            gate,
+        }))
+    }
+
+    /// Decides `evaluation` for `pep` and records it: `pep_forbidden` when the PEP may not ask
+    /// about the resource, else Cedar's answer (`malformed_request` when the evaluation does
+    /// not fit the schema).
+    pub fn evaluate(&self, pep: &mut Pep<'_>, evaluation: &Evaluation) -> Verdict {
+        let started = Instant::now();
+        let now_secs = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
+        let snapshot = &*pep.snapshot;
+        if *pep.gate.resource.type_name != *evaluation.resource.type_name {
+            pep.gate.resource.type_name = evaluation.resource.type_name.clone();
+        }
+        pep.gate.resource.id.clear();
+        pep.gate.resource.id.push_str(&evaluation.resource.id);
+        let principal = pep.caller.principal.clone();
+        let (gate, _) = self.decide_query_until(snapshot, principal.clone(), &pep.gate, pep.now);
+        let mut verdict = match gate.outcome {
+            Outcome::Deny(denial) => {
+                let reason = match denial.reason {
+                    ReasonCode::PolicyDenied => ReasonCode::PepForbidden,
+                    other => other,
+                };
+                let message = format!(
+                    "the PEP `{principal}` may not ask about {}: {}",
+                    evaluation.resource.cedar(),
+                    denial.message
+                );
+                with_principal(Verdict::deny(reason, message), principal)
+            }
+            Outcome::Allow => {
+                let decided = self.caches.decision(
+                    DecisionKey::Evaluation(evaluation),
+                    snapshot.generation,
+                    now_secs,
+                    || {
+                        policy::decide_evaluation(
+                            &snapshot.policies,
+                            &pep.mapping.action_type,
+                            evaluation,
+                        )
+                    },
+                );
+                match decided {
+                    Ok((decision, lookup, _)) => {
+                        self.caches.decision_metrics.used(lookup);
+                        let resource = &evaluation.resource;
+                        verdict(
+                            principal,
+                            &evaluation.action,
+                            (&resource.type_name, &resource.id),
+                            &decision,
+                        )
+                    }
+                    // The PEP asked something the schema does not allow: its request, not an
+                    // internal failure.
+                    Err(e) => with_principal(
+                        Verdict::deny(ReasonCode::MalformedRequest, e.to_string()),
+                        principal,
+                    ),
+                }
+            }
+        };
+        if self.audit.is_enabled() {
+            let mut evidence =
+                evidence_of(&verdict, snapshot, Some(&pep.caller), None, Some(pep.input));
+            if let Some(actor) = evidence.actor.as_mut() {
+                actor.user = Some(evaluation.subject.cedar());
+            }
+            evidence.target = Some(Target {
+                action: evaluation.action.clone(),
+                resource_type: evaluation.resource.type_name.clone(),
+                resource_id: evaluation.resource.id.clone(),
+            });
+            verdict.evidence = Some(Arc::new(evidence));
+        }
+        self.note(&mut verdict, Some(pep.input), snapshot, started);
+        verdict
+    }
+}

@@ -1,0 +1,520 @@
+//! The OpenID AuthZEN Authorization API 1.0 over HTTP: `POST /access/v1/evaluation`,
+//! `POST /access/v1/evaluations` and `GET /.well-known/authzen-configuration`. This module is
+//! translation only: JSON ↔ [`Evaluation`]s, the batch semantics, statuses and `X-Request-ID`.
+//! The PEP's authentication, the "may this PEP ask" policy, the decisions, caches and records
+//! are the [`Authorizer`]'s.
+//!
+//! Errors follow the specification: 400 for a request that is not JSON of the right shape
+//! (content type, syntax, a missing or mistyped `subject`/`action`/`resource` field), 401 when
+//! the PEP did not authenticate, 403 when no policy lets it ask; a policy deny is a 200 with
+//! `"decision": false`. Error bodies are the message as text.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::proxies::{Peer, Proxies};
+use crate::authz::Authorizer;
+use crate::mapping::authzen::{AuthZenMapping, Evaluation};
+use crate::request::{CheckInput, Headers};
+use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
+
+/// The single evaluation endpoint.
+pub const EVALUATION: &str = "/access/v1/evaluation";
+/// The batch endpoint.
+pub const EVALUATIONS: &str = "/access/v1/evaluations";
+/// The metadata document.
+pub const METADATA: &str = "/.well-known/authzen-configuration";
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most evaluations in one batch.
+pub const MAX_EVALUATIONS: usize = 1000;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const DECISION_ID: HeaderName = HeaderName::from_static("x-tollgate-decision-id");
+
+/// Whether `path` is one of the API's endpoints.
+pub fn serves(path: &str) -> bool {
+    matches!(path, EVALUATION | EVALUATIONS | METADATA)
+}
+
+#[derive(Deserialize)]
+struct WireEntity<'a> {
+    #[serde(rename = "type", borrow)]
+    type_name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    properties: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireAction<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+}
+
+/// One evaluation as sent: any part may be absent in a batch item (the defaults fill it).
+#[derive(Deserialize)]
+struct WireEvaluation<'a> {
+    #[serde(default, borrow)]
+    subject: Option<WireEntity<'a>>,
+    #[serde(default, borrow)]
+    action: Option<WireAction<'a>>,
+    #[serde(default, borrow)]
+    resource: Option<WireEntity<'a>>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireOptions<'a> {
+    #[serde(default, borrow)]
+    evaluations_semantic: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A request: one evaluation, or a batch's defaults (the same fields; not `flatten`ed, which
+/// cannot carry raw JSON values) and its items.
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(default, borrow)]
+    subject: Option<WireEntity<'a>>,
+    #[serde(default, borrow)]
+    action: Option<WireAction<'a>>,
+    #[serde(default, borrow)]
+    resource: Option<WireEntity<'a>>,
+    #[serde(default, borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    evaluations: Option<Vec<WireEvaluation<'a>>>,
+    #[serde(default, borrow)]
+    options: Option<WireOptions<'a>>,
+}
+
+/// `options.evaluations_semantic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Semantic {
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+/// A refusal of the whole call: status and message.
+struct Refused {
+    status: StatusCode,
+    message: String,
+    challenge: Option<&'static str>,
+}
+
+impl Refused {
+    fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+}
+
+/// Answers one AuthZEN request from `peer`.
+pub async fn answer(
+    authorizer: &Authorizer,
+    proxies: &Proxies,
+    peer: &Peer,
+    request: Request<Incoming>,
+    deadline: Duration,
+) -> Response<Full<Bytes>> {
+    let request_id = request.headers().get(&REQUEST_ID).cloned();
+    let mut response = match respond(authorizer, proxies, peer, request, deadline).await {
+        Ok(response) => response,
+        Err(refused) => {
+            let mut response = Response::new(Full::new(Bytes::from(refused.message + "\n")));
+            *response.status_mut() = refused.status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Some(challenge) = refused.challenge {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            response
+        }
+    };
+    if let Some(id) = request_id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+async fn respond(
+    authorizer: &Authorizer,
+    proxies: &Proxies,
+    peer: &Peer,
+    request: Request<Incoming>,
+    deadline: Duration,
+) -> Result<Response<Full<Bytes>>, Refused> {
+    let path = request.uri().path().to_owned();
+    let Some(mapping) = authorizer.snapshot().authzen.clone() else {
+        return Err(Refused {
+            status: StatusCode::NOT_FOUND,
+            message: "the AuthZEN API is off: add an `[authzen]` table to the config \
+                      (README \"AuthZEN API\")"
+                .into(),
+            challenge: None,
+        });
+    };
+    if path == METADATA {
+        if request.method() != Method::GET {
+            return Err(method_not_allowed("GET"));
+        }
+        return Ok(json(StatusCode::OK, metadata(&mapping, &request, peer)));
+    }
+    if request.method() != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Refused::bad(
+            "the body must be `Content-Type: application/json`",
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let input = pep_input(proxies, peer, &parts).map_err(Refused::bad)?;
+    let mut pep = match authorizer.authzen_caller(&input) {
+        None => return Err(Refused::bad("the AuthZEN API was turned off by a reload")),
+        Some(Err(refused)) => return Err(refusal(&refused.verdict)),
+        Some(Ok(pep)) => pep,
+    };
+    let body =
+        match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+            Err(_) => {
+                return Err(Refused {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: format!("the body did not arrive within {} ms", deadline.as_millis()),
+                    challenge: None,
+                });
+            }
+            Ok(Err(error)) => {
+                let too_large = error
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                return Err(if too_large {
+                    Refused {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                        challenge: None,
+                    }
+                } else {
+                    Refused::bad(format!("the body could not be read: {error}"))
+                });
+            }
+            Ok(Ok(body)) => body.to_bytes(),
+        };
+    let request: WireRequest<'_> = serde_json::from_slice(&body)
+        .map_err(|e| Refused::bad(format!("not an AuthZEN request: {e}")))?;
+    let WireRequest {
+        subject,
+        action,
+        resource,
+        context,
+        evaluations,
+        options,
+    } = request;
+    let defaults = WireEvaluation {
+        subject,
+        action,
+        resource,
+        context,
+    };
+    let batch = path == EVALUATIONS && evaluations.as_ref().is_some_and(|items| !items.is_empty());
+    if !batch {
+        let evaluation = complete(pep.mapping(), &defaults, None).map_err(Refused::bad)?;
+        let verdict = authorizer.evaluate(&mut pep, &evaluation);
+        if verdict.reason() == Some(ReasonCode::PepForbidden) {
+            return Err(refusal(&verdict));
+        }
+        let mut response = json(StatusCode::OK, decision(&verdict));
+        if let Ok(id) = HeaderValue::from_str(verdict.decision_id.hex().as_str()) {
+            response.headers_mut().insert(DECISION_ID, id);
+        }
+        return Ok(response);
+    }
+    let semantic = match options
+        .as_ref()
+        .and_then(|o| o.evaluations_semantic.as_deref())
+    {
+        None | Some("execute_all") => Semantic::ExecuteAll,
+        Some("deny_on_first_deny") => Semantic::DenyOnFirstDeny,
+        Some("permit_on_first_permit") => Semantic::PermitOnFirstPermit,
+        Some(other) => {
+            return Err(Refused::bad(format!(
+                "`options.evaluations_semantic` `{other}` is not one of `execute_all`, \
+                 `deny_on_first_deny`, `permit_on_first_permit`"
+            )));
+        }
+    };
+    let items = evaluations.as_deref().unwrap_or_default();
+    if items.len() > MAX_EVALUATIONS {
+        return Err(Refused::bad(format!(
+            "{} evaluations in one request; at most {MAX_EVALUATIONS}",
+            items.len()
+        )));
+    }
+    let mut out = String::with_capacity(24 + items.len() * 20);
+    out.push_str("{\"evaluations\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let allowed = match complete(pep.mapping(), &defaults, Some(item)) {
+            Ok(evaluation) => {
+                let verdict = authorizer.evaluate(&mut pep, &evaluation);
+                out.push_str(&decision(&verdict));
+                verdict.is_allowed()
+            }
+            Err(message) => {
+                out.push_str(&error_item(400, &message));
+                false
+            }
+        };
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !allowed,
+            Semantic::PermitOnFirstPermit => allowed,
+        };
+        if stop {
+            break;
+        }
+    }
+    out.push_str("]}");
+    Ok(json(StatusCode::OK, out))
+}
+
+/// The evaluation `item` asks for, its absent parts taken from `defaults` (each whole: an
+/// item's `resource` replaces the default's, properties and all).
+fn complete(
+    mapping: &AuthZenMapping,
+    defaults: &WireEvaluation<'_>,
+    item: Option<&WireEvaluation<'_>>,
+) -> Result<Evaluation, String> {
+    let pick = |get: fn(&WireEvaluation<'_>) -> bool| match item {
+        Some(item) if get(item) => item,
+        _ => defaults,
+    };
+    let subject = pick(|e| e.subject.is_some())
+        .subject
+        .as_ref()
+        .ok_or("no `subject`, in the evaluation or as a default")?;
+    let action = pick(|e| e.action.is_some())
+        .action
+        .as_ref()
+        .ok_or("no `action`, in the evaluation or as a default")?;
+    let resource = pick(|e| e.resource.is_some())
+        .resource
+        .as_ref()
+        .ok_or("no `resource`, in the evaluation or as a default")?;
+    let context = pick(|e| e.context.is_some()).context;
+    let object = |raw: Option<&RawValue>, what: &str| -> Result<Option<String>, String> {
+        match raw {
+            None => Ok(None),
+            Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(raw.get().to_owned())),
+            Some(_) => Err(format!("`{what}` must be a JSON object")),
+        }
+    };
+    Ok(Evaluation {
+        subject: entity(
+            mapping,
+            subject,
+            object(subject.properties, "subject.properties")?,
+        ),
+        action: action.name.as_ref().into(),
+        resource: entity(
+            mapping,
+            resource,
+            object(resource.properties, "resource.properties")?,
+        ),
+        context: object(context, "context")?.unwrap_or_else(|| "{}".to_owned()),
+    })
+}
+
+fn entity(
+    mapping: &AuthZenMapping,
+    wire: &WireEntity<'_>,
+    properties: Option<String>,
+) -> crate::mapping::authzen::EntityRef {
+    crate::mapping::authzen::EntityRef {
+        type_name: mapping.cedar_type(&wire.type_name),
+        id: wire.id.clone().into_owned(),
+        properties,
+    }
+}
+
+/// A Decision object: bare `{"decision":b}` for a policy decision (PEPs may reject a permit
+/// with a context they do not understand), with an `error` context when the evaluation could
+/// not be decided as asked.
+fn decision(verdict: &Verdict) -> String {
+    match &verdict.outcome {
+        Outcome::Allow => "{\"decision\":true}".to_owned(),
+        Outcome::Deny(denial) => match denial.reason {
+            ReasonCode::PolicyDenied | ReasonCode::OutsideBaseline => {
+                "{\"decision\":false}".to_owned()
+            }
+            ReasonCode::PepForbidden => error_item(403, &denial.message),
+            ReasonCode::MalformedRequest => error_item(400, &denial.message),
+            other => error_item(other.http_status(500), &denial.message),
+        },
+    }
+}
+
+fn error_item(status: u16, message: &str) -> String {
+    serde_json::json!({
+        "decision": false,
+        "context": { "error": { "status": status, "message": message } },
+    })
+    .to_string()
+}
+
+/// The whole call refused for the PEP's own sake: 401 with the challenge, 403, or the
+/// failure's status.
+fn refusal(verdict: &Verdict) -> Refused {
+    let (reason, message) = match &verdict.outcome {
+        Outcome::Deny(denial) => (denial.reason, denial.message.clone()),
+        Outcome::Allow => (ReasonCode::InternalError, String::new()),
+    };
+    let status = match reason.class() {
+        FailureClass::Unauthenticated | FailureClass::BadCertificate | FailureClass::BadToken => {
+            StatusCode::UNAUTHORIZED
+        }
+        FailureClass::Forbidden => StatusCode::FORBIDDEN,
+        FailureClass::Malformed => StatusCode::BAD_REQUEST,
+        FailureClass::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        FailureClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Refused {
+        status,
+        message: format!("{}: {message}", reason.as_str()),
+        challenge: reason.challenge(),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Refused {
+    Refused {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("use {allow}"),
+        challenge: None,
+    }
+}
+
+/// The PEP's call as a request for the identity layer: its bearer token, and its certificate
+/// (its own on an mTLS connection, or forwarded by a trusted proxy).
+fn pep_input(
+    proxies: &Proxies,
+    peer: &Peer,
+    parts: &hyper::http::request::Parts,
+) -> Result<CheckInput, String> {
+    let proxy = proxies.recognise(peer);
+    let forwarded = proxies
+        .certificate(proxy, peer, &parts.headers)
+        .map_err(|e| e.to_string())?;
+    let certificate = match (forwarded, &peer.certificate) {
+        (Some(pem), _) => pem,
+        (None, Some(der)) if proxy.is_none() => super::proxies::pem(der),
+        (None, _) => String::new(),
+    };
+    let mut input = CheckInput {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        host: parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default(),
+        headers: Headers::with_capacity_and_hasher(parts.headers.len(), Default::default()),
+        source_ip: None,
+        certificate,
+        principal: String::new(),
+    };
+    for (name, value) in &parts.headers {
+        if proxies.is_certificate_header(name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
+            input.insert_header(name.as_str(), value);
+        }
+    }
+    input.set_source_ip(proxies.client_ip(proxy, peer, &parts.headers));
+    Ok(input)
+}
+
+/// The metadata document: the PDP's identifier (`authzen.base_url`, or this request's own
+/// scheme and host) and its two endpoints.
+fn metadata(mapping: &AuthZenMapping, request: &Request<Incoming>, peer: &Peer) -> String {
+    let base = match &mapping.base_url {
+        Some(base) => base.clone(),
+        None => {
+            let scheme = if peer.names.is_empty() && peer.certificate.is_none() {
+                "http"
+            } else {
+                "https"
+            };
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    request
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| "localhost".into());
+            format!("{scheme}://{host}")
+        }
+    };
+    serde_json::json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}{EVALUATION}"),
+        "access_evaluations_endpoint": format!("{base}{EVALUATIONS}"),
+    })
+    .to_string()
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A 503 for a call shed at the process's limit.
+pub fn overloaded() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"overloaded: too many requests in flight (server.max_concurrent_requests)\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+}

@@ -1,0 +1,388 @@
+//! The OpenID AuthZEN Authorization API 1.0: the specification's own "Todo" conformance
+//! scenario replayed against its Cedar estate (`tests/fixtures/authzen-todo`), by a PEP that
+//! authenticates with mTLS; then the API's edges: batch semantics, metadata, `X-Request-ID`,
+//! error statuses, and PEPs that may not ask.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+
+use crate::support::World;
+use crate::support::free_port;
+use crate::support::pki::Ca;
+use crate::support::server::{MANIFEST, Options};
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(MANIFEST).join("tests/fixtures/authzen-todo")
+}
+
+const AUTHZEN: &str = "[authzen]\ntypes = { user = \"User\", todo = \"Todo\" }\n";
+
+struct Reply {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// How a PEP reaches the PDP: TLS with a client certificate, or plain HTTP.
+enum Pep {
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        port: u16,
+    },
+    Plain {
+        port: u16,
+        bearer: Option<String>,
+    },
+}
+
+impl Pep {
+    fn tls(ca: &Ca, app: &str, port: u16) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let leaf = ca.app(app);
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            CertificateDer::pem_slice_iter(leaf.pem.as_bytes())
+                .map(Result::unwrap)
+                .collect(),
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        Pep::Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            port,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "pdp.test");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let port = match self {
+            Pep::Tls { port, .. } | Pep::Plain { port, .. } => *port,
+        };
+        if let Pep::Plain {
+            bearer: Some(b), ..
+        } = self
+        {
+            request = request.header("authorization", format!("Bearer {b}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let response = match self {
+            Pep::Tls { connector, .. } => {
+                let name = ServerName::try_from("tollgate.internal").unwrap();
+                let tls = connector.connect(name, tcp).await.unwrap();
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await.unwrap()
+            }
+            Pep::Plain { .. } => {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await.unwrap()
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            &body.to_string(),
+        )
+        .await
+    }
+}
+
+/// The Todo estate behind an mTLS HTTP listener whose clients chain to the workloads' CA.
+async fn todo_pdp() -> (World, u16) {
+    let ca = Ca::new("Test Root CA");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ca.server("tollgate.internal");
+    let (cert, key, client_ca) = (
+        dir.path().join("tollgate.pem"),
+        dir.path().join("tollgate.key"),
+        dir.path().join("client-ca.pem"),
+    );
+    std::fs::write(&cert, &server.pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    std::fs::write(&client_ca, &ca.pem).unwrap();
+    let port = free_port();
+    let w = World::with_ca(
+        ca,
+        Options {
+            policy_dir: Some(fixture()),
+            routes: Some(String::new()),
+            server_extra: format!(
+                "http_listen = \"127.0.0.1:{port}\"\n[server.tls]\ncert_file = \"{}\"\n\
+                 key_file = \"{}\"\nclient_ca_file = \"{}\"",
+                cert.display(),
+                key.display(),
+                client_ca.display()
+            ),
+            extra: AUTHZEN.into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // The files are read at start; the folder may go.
+    drop(dir);
+    (w, port)
+}
+
+#[tokio::test]
+async fn the_todo_conformance_scenario_passes() {
+    let (w, port) = todo_pdp().await;
+    let pep = Pep::tls(&w.ca, "todo-backend", port);
+    let vectors: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("decisions.json")).unwrap())
+            .unwrap();
+    assert_eq!(vectors.len(), 43);
+    for (i, vector) in vectors.iter().enumerate() {
+        let endpoint = vector["endpoint"].as_str().unwrap();
+        let reply = pep.post(endpoint, &vector["request"]).await;
+        assert_eq!(reply.status, 200, "vector {i}: {}", reply.body);
+        let got = reply.json();
+        if endpoint.ends_with("evaluations") {
+            // The interop harness compares the array's JSON text: no extra keys allowed.
+            assert_eq!(
+                got["evaluations"].to_string(),
+                vector["expected"].to_string(),
+                "vector {i}"
+            );
+        } else {
+            assert_eq!(got["decision"], vector["expected"], "vector {i}: {got}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn batches_follow_their_semantics_and_defaults() {
+    let (w, port) = todo_pdp().await;
+    let pep = Pep::tls(&w.ca, "todo-backend", port);
+    let morty = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let todo = |owner: &str| json!({"resource": {"type": "todo", "id": "t", "properties": {"ownerID": owner}}});
+    let batch = |semantic: &str| {
+        json!({
+            "subject": {"type": "user", "id": morty},
+            "action": {"name": "can_update_todo"},
+            "options": {"evaluations_semantic": semantic},
+            "evaluations": [todo("morty@the-citadel.com"), todo("rick@the-citadel.com"), todo("morty@the-citadel.com")],
+        })
+    };
+    let all = pep
+        .post("/access/v1/evaluations", &batch("execute_all"))
+        .await
+        .json();
+    assert_eq!(
+        all["evaluations"],
+        json!([{"decision": true}, {"decision": false}, {"decision": true}])
+    );
+    let first_deny = pep
+        .post("/access/v1/evaluations", &batch("deny_on_first_deny"))
+        .await
+        .json();
+    assert_eq!(
+        first_deny["evaluations"],
+        json!([{"decision": true}, {"decision": false}])
+    );
+    let first_permit = pep
+        .post("/access/v1/evaluations", &batch("permit_on_first_permit"))
+        .await
+        .json();
+    assert_eq!(first_permit["evaluations"], json!([{"decision": true}]));
+    let unknown = pep.post("/access/v1/evaluations", &batch("majority")).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+
+    // An item still missing an entity after the defaults fails alone, closed; an item's
+    // override replaces the default whole; no `evaluations` is a single evaluation.
+    let mixed = json!({
+        "subject": {"type": "user", "id": morty},
+        "evaluations": [
+            {"action": {"name": "can_read_todos"}, "resource": {"type": "todo", "id": "1"}},
+            {"action": {"name": "can_read_todos"}},
+            {"action": {"name": "can_fly"}, "resource": {"type": "todo", "id": "1"}},
+        ],
+    });
+    let reply = pep.post("/access/v1/evaluations", &mixed).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let items = reply.json()["evaluations"].clone();
+    assert_eq!(items[0], json!({"decision": true}));
+    assert_eq!(items[1]["decision"], false);
+    assert_eq!(items[1]["context"]["error"]["status"], 400);
+    assert_eq!(items[2]["decision"], false);
+    assert_eq!(items[2]["context"]["error"]["status"], 400, "{items}");
+    let single = json!({
+        "subject": {"type": "user", "id": morty},
+        "action": {"name": "can_create_todo"},
+        "resource": {"type": "todo", "id": "1"},
+    });
+    let reply = pep.post("/access/v1/evaluations", &single).await.json();
+    assert_eq!(reply, json!({"decision": true}));
+}
+
+#[tokio::test]
+async fn metadata_request_ids_and_errors_follow_the_specification() {
+    let (w, port) = todo_pdp().await;
+    let pep = Pep::tls(&w.ca, "todo-backend", port);
+    let meta = pep
+        .call("GET", "/.well-known/authzen-configuration", &[], "")
+        .await;
+    assert_eq!(meta.status, 200);
+    let meta = meta.json();
+    assert_eq!(meta["policy_decision_point"], "https://pdp.test");
+    assert_eq!(
+        meta["access_evaluation_endpoint"],
+        "https://pdp.test/access/v1/evaluation"
+    );
+    assert_eq!(
+        meta["access_evaluations_endpoint"],
+        "https://pdp.test/access/v1/evaluations"
+    );
+
+    let ok = json!({
+        "subject": {"type": "user", "id": "x"},
+        "action": {"name": "can_read_todos"},
+        "resource": {"type": "todo", "id": "1"},
+    })
+    .to_string();
+    let json_type = ("content-type", "application/json");
+    let echoed = pep
+        .call(
+            "POST",
+            "/access/v1/evaluation",
+            &[json_type, ("x-request-id", "req-42 ü")],
+            &ok,
+        )
+        .await;
+    assert_eq!(echoed.status, 200);
+    assert_eq!(
+        echoed.headers["x-request-id"].as_bytes(),
+        "req-42 ü".as_bytes()
+    );
+    assert_eq!(echoed.headers["x-tollgate-decision-id"].len(), 32);
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16);
+    let cases: [Case<'_>; 6] = [
+        (&[("content-type", "text/plain")], ok.as_str(), 400),
+        (&[json_type], "{not json", 400),
+        (&[json_type], "", 400),
+        (
+            &[json_type],
+            r#"{"subject":"alice","action":{"name":"a"},"resource":{"type":"t","id":"1"}}"#,
+            400,
+        ),
+        (
+            &[json_type],
+            r#"{"action":{"name":"a"},"resource":{"type":"t","id":"1"}}"#,
+            400,
+        ),
+        (
+            &[json_type],
+            r#"{"subject":{"type":"user"},"action":{"name":"a"},"resource":{"type":"t","id":"1"}}"#,
+            400,
+        ),
+    ];
+    for (headers, body, status) in cases {
+        let mut headers = headers.to_vec();
+        headers.push(("x-request-id", "bad-1"));
+        let reply = pep
+            .call("POST", "/access/v1/evaluation", &headers, body)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert_eq!(reply.headers["x-request-id"], "bad-1");
+    }
+    let get = pep.call("GET", "/access/v1/evaluation", &[], "").await;
+    assert_eq!(get.status, 405);
+}
+
+#[tokio::test]
+async fn only_authenticated_and_permitted_peps_may_ask() {
+    let port = free_port();
+    let w = World::with(Options {
+        policy_dir: Some(fixture()),
+        routes: Some(String::new()),
+        server_extra: format!("http_listen = \"127.0.0.1:{port}\""),
+        extra: AUTHZEN.into(),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({
+        "subject": {"type": "user", "id": "x"},
+        "action": {"name": "can_read_todos"},
+        "resource": {"type": "todo", "id": "1"},
+    });
+    let anonymous = Pep::Plain { port, bearer: None };
+    let reply = anonymous.post("/access/v1/evaluation", &body).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(reply.headers.contains_key("www-authenticate"));
+    let forged = Pep::Plain {
+        port,
+        bearer: Some("not.a.jwt".into()),
+    };
+    let reply = forged.post("/access/v1/evaluation", &body).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(reply.body.starts_with("token_malformed"), "{}", reply.body);
+    // A verified PEP that no policy lets ask: 403 for a single evaluation, a 403 error per
+    // item in a batch.
+    let stranger = Pep::Plain {
+        port,
+        bearer: Some(w.issuer.app("reporting", "read")),
+    };
+    let reply = stranger.post("/access/v1/evaluation", &body).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.starts_with("pep_forbidden"), "{}", reply.body);
+    let batch = json!({
+        "subject": {"type": "user", "id": "x"},
+        "action": {"name": "can_read_todos"},
+        "evaluations": [{"resource": {"type": "todo", "id": "1"}}],
+    });
+    let reply = stranger.post("/access/v1/evaluations", &batch).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["evaluations"][0]["context"]["error"]["status"],
+        403
+    );
+}
