@@ -127,7 +127,7 @@ fn evidence_for(id: u64, pair: usize, allowed: bool, version: &Arc<SnapshotVersi
             vec![]
         },
         errors: vec![],
-        actor: Some(Actor {
+        actor: Some(std::sync::Arc::new(Actor {
             workload: workload.then(|| WorkloadEvidence {
                 id: principal.clone(),
                 trust_domain: "bench.example".into(),
@@ -146,7 +146,7 @@ fn evidence_for(id: u64, pair: usize, allowed: bool, version: &Arc<SnapshotVersi
             principal,
             mode,
             user,
-        }),
+        })),
         target: Some(Target {
             action: action.into(),
             resource_type: resource_type.into(),

@@ -28,8 +28,9 @@ pub struct Evidence {
     pub determining: Vec<String>,
     /// Cedar evaluation errors (policies skipped).
     pub errors: Vec<String>,
-    /// The caller, when identity succeeded.
-    pub actor: Option<Actor>,
+    /// The caller, when identity succeeded (shared: an AuthZEN call's evaluations all have the
+    /// same one).
+    pub actor: Option<Arc<Actor>>,
     /// The Cedar action and resource, when the request was mapped.
     pub target: Option<Target>,
     /// The HTTP request line, secrets removed.

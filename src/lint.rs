@@ -22,13 +22,24 @@ pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
         .filter_map(|a| EntityUid::from_str(&format!("Action::{a:?}")).ok())
         .collect();
     let hierarchy = store.schema().action_entities().ok();
-    let reached = |uid: &EntityUid| {
-        routed_actions.iter().any(|routed| {
-            routed == uid
-                || hierarchy
-                    .as_ref()
-                    .is_some_and(|h| h.is_ancestor_of(uid, routed))
+    // The AuthZEN API names any action of its action type, any resource type, and asks the
+    // PEP's action of every PEP.
+    let authzen = snapshot.authzen.as_deref();
+    let asked = |uid: &EntityUid| {
+        authzen.is_some_and(|a| {
+            uid.type_name().to_string() == *a.action_type
+                || (uid.type_name().to_string() == "Action"
+                    && uid.id().unescaped() == &*a.pep_action)
         })
+    };
+    let reached = |uid: &EntityUid| {
+        asked(uid)
+            || routed_actions.iter().any(|routed| {
+                routed == uid
+                    || hierarchy
+                        .as_ref()
+                        .is_some_and(|h| h.is_ancestor_of(uid, routed))
+            })
     };
     let mut out: Vec<Diagnostic> = store
         .warnings()
@@ -65,7 +76,7 @@ pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
             line,
             column: 1,
             message: format!(
-                "policy `{id}` can never apply: no route produces action {}",
+                "policy `{id}` can never apply: no route (nor the AuthZEN API) produces action {}",
                 // Full names, so `Shop::Action::"read"` is not mistaken for `Action::"read"`.
                 actions
                     .iter()
@@ -84,7 +95,7 @@ pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
         .map(ToString::to_string)
         .collect::<BTreeSet<_>>()
     {
-        if routed_types.contains(type_name.as_str()) {
+        if routed_types.contains(type_name.as_str()) || authzen.is_some() {
             continue;
         }
         let offset = find_entity_declaration(&schema_source.text, &type_name).unwrap_or(0);

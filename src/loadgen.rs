@@ -354,3 +354,130 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// One HTTP request for the forward-auth and AuthZEN benchmarks.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: hyper::Method,
+    /// Path and query.
+    pub path: String,
+    /// Headers (a `host` among them).
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// Body.
+    pub body: hyper::body::Bytes,
+}
+
+/// Makes the n-th HTTP request to send.
+pub type HttpSource = Arc<dyn Fn(u64) -> HttpRequest + Send + Sync>;
+
+/// Whether an answer (status, body) allowed.
+pub type Allowed = fn(u16, &[u8]) -> bool;
+
+/// Closed loop over HTTP/1.1: `concurrency` kept-alive connections to `addr`, one request in
+/// flight on each (as nginx's and Traefik's upstream pools hold them), `requests(0)`,
+/// `requests(1)`, … for `warmup` (not recorded), then for `duration`.
+pub async fn run_http(
+    addr: std::net::SocketAddr,
+    concurrency: usize,
+    requests: HttpSource,
+    (warmup, duration): (Duration, Duration),
+    server_pid: Option<u32>,
+    allowed: Allowed,
+) -> Result<LoadReport, String> {
+    use http_body_util::{BodyExt, Full};
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + duration;
+    let cpu = server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let from = process_cpu(pid);
+            tokio::time::sleep_until(stop_at.into()).await;
+            Some(process_cpu(pid)?.saturating_sub(from?))
+        })
+    });
+    let counters = Arc::new(Counters::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let new_histogram =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(connection);
+        let (requests, counters, next) = (requests.clone(), counters.clone(), next.clone());
+        let mut histogram = new_histogram()?;
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                let spec = requests(next.fetch_add(1, Ordering::Relaxed));
+                let mut request = hyper::Request::new(Full::new(spec.body));
+                *request.method_mut() = spec.method;
+                match spec.path.parse() {
+                    Ok(uri) => *request.uri_mut() = uri,
+                    Err(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                request.headers_mut().extend(spec.headers);
+                let sent = Instant::now();
+                if sender.ready().await.is_err() {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                let answer = match sender.send_request(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        match response.into_body().collect().await {
+                            Ok(body) => Some(allowed(status, &body.to_bytes())),
+                            Err(_) => None,
+                        }
+                    }
+                    Err(_) => None,
+                };
+                if sent < measure_from {
+                    continue;
+                }
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = histogram.record(micros.max(1));
+                match answer {
+                    Some(allowed) => {
+                        counters.answered.fetch_add(1, Ordering::Relaxed);
+                        if allowed {
+                            counters.allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram
+        }));
+    }
+    let mut latency = new_histogram()?;
+    for task in tasks {
+        latency
+            .add(task.await.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let server_cpu = match cpu {
+        Some(task) => task.await.map_err(|e| e.to_string())?,
+        None => None,
+    };
+    Ok(LoadReport {
+        server_cpu,
+        answered: counters.answered.load(Ordering::Relaxed),
+        allowed: counters.allowed.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed: duration,
+        latency,
+    })
+}

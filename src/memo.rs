@@ -17,8 +17,8 @@ use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Slots per thread in each memo.
-const SLOTS: usize = 64;
+/// Slots per thread in a memo, unless it says otherwise.
+pub const SLOTS: usize = 64;
 
 /// The largest key a slot keeps. A slot holds its raw key, so without a cap a caller could park
 /// megabytes per slot (a refused oversized token, or a valid certificate padded with text the
@@ -44,18 +44,18 @@ struct Slot<V> {
     value: V,
 }
 
-/// One thread's slots for one kind of value (declare it with `thread_local!`).
-pub struct Memo<V> {
+/// One thread's `N` slots for one kind of value (declare it with `thread_local!`).
+pub struct Memo<V, const N: usize = SLOTS> {
     slots: Vec<Option<Slot<V>>>,
 }
 
-impl<V: Clone> Default for Memo<V> {
+impl<V: Clone, const N: usize> Default for Memo<V, N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V: Clone> Memo<V> {
+impl<V: Clone, const N: usize> Memo<V, N> {
     /// An empty memo (its slots are allocated on first use).
     pub const fn new() -> Self {
         Self { slots: Vec::new() }
@@ -65,7 +65,7 @@ impl<V: Clone> Memo<V> {
         // Fixed seed: the slot an attacker can aim at only costs a fall-back to the shared
         // cache, and the stored key is compared in full.
         let hash = foldhash::fast::FixedState::default().hash_one(raw);
-        usize::try_from(hash % SLOTS as u64).unwrap_or(0)
+        usize::try_from(hash % N as u64).unwrap_or(0)
     }
 
     /// The value kept for exactly `raw` and until when it may be used, if still good.
@@ -89,7 +89,7 @@ impl<V: Clone> Memo<V> {
             return;
         }
         if self.slots.is_empty() {
-            self.slots.resize_with(SLOTS, || None);
+            self.slots.resize_with(N, || None);
         }
         if let Some(slot) = self.slots.get_mut(Self::index(raw)) {
             *slot = Some(Slot {
@@ -105,12 +105,12 @@ impl<V: Clone> Memo<V> {
 }
 
 /// A thread's memo of `V`s, as `thread_local!` declares it.
-pub type Memos<V> = std::thread::LocalKey<RefCell<Memo<V>>>;
+pub type Memos<V, const N: usize = SLOTS> = std::thread::LocalKey<RefCell<Memo<V, N>>>;
 
 /// `memos`'s value for exactly `raw` and until when it may be used, if still good; a miss
 /// when this thread's memo is in use further up the stack or already torn down.
-pub fn look<V: Clone>(
-    memos: &'static Memos<V>,
+pub fn look<V: Clone, const N: usize>(
+    memos: &'static Memos<V, N>,
     owner: u64,
     generation: u64,
     now: i64,
@@ -124,8 +124,8 @@ pub fn look<V: Clone>(
 
 /// Keeps `value` for `raw` in `memos`, good from `span.0` (now) until `span.1`; a thread whose
 /// memo is in use or already torn down simply does not remember.
-pub fn keep<V: Clone>(
-    memos: &'static Memos<V>,
+pub fn keep<V: Clone, const N: usize>(
+    memos: &'static Memos<V, N>,
     owner: u64,
     generation: u64,
     span: (i64, i64),

@@ -263,12 +263,16 @@ async fn spawn_check_listeners(
         if let Some(slot) = http_addrs.get_mut(i) {
             *slot = Some(local_addr(&listener, addr)?);
         }
-        let (doors, tls) = (doors.clone(), tls.clone());
+        let handler = Arc::new(http::Mounted {
+            doors: doors.clone(),
+            mount,
+        });
+        let tls = tls.clone();
         let shutdown = until_stopped(stopped.clone());
         tasks.push((
             name,
             tokio::spawn(async move {
-                http::serve(listener, doors, mount, tls, shutdown)
+                http::serve(listener, handler, tls, shutdown)
                     .await
                     .map_err(|e| e.to_string())
             }),

@@ -613,7 +613,10 @@ impl Writer {
             .iter()
             .map(|event| ocsf::user(event.evidence, self.options))
             .collect();
-        for (event, user) in batch.iter().zip(&users) {
+        // With no sink the records feed the inventory and the signals alone: writing them out
+        // would be work for nobody.
+        let sinks = self.file.is_some() || self.stdout || self.otlp.is_some();
+        for (event, user) in batch.iter().zip(&users).filter(|_| sinks) {
             let start = buf.len();
             ocsf::write_line(buf, event, user.as_deref(), self.options);
             if let Some(otlp) = &self.otlp
@@ -702,7 +705,7 @@ impl Writer {
 /// What the inventory needs of one event.
 pub fn observation<'a>(event: &'a Event, user: Option<&'a str>) -> Observation<'a> {
     let e = event.evidence;
-    let actor = e.actor.as_ref();
+    let actor = e.actor.as_deref();
     let workload = actor.and_then(|a| a.workload.as_ref());
     let token = actor.and_then(|a| a.token.as_ref());
     Observation {
@@ -787,13 +790,13 @@ mod tests {
         use crate::evidence::Actor;
         let evidence = Evidence {
             errors: vec![r#"error in `p`: entity `User::"alice@corp"` has no attribute"#.into()],
-            actor: Some(Actor {
+            actor: Some(Arc::new(Actor {
                 principal: "spiffe://x/app".into(),
                 workload: None,
                 token: None,
                 mode: crate::identity::AccessMode::Delegated,
                 user: Some("alice@corp".into()),
-            }),
+            })),
             ..(*evidence()).clone()
         };
         let event = Event {

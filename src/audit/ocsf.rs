@@ -144,7 +144,7 @@ pub fn write_line(out: &mut Vec<u8>, event: &Event, user: Option<&str>, options:
                     .and_then(|t| t.client_id.as_deref()),
                 credentials_expire: e
                     .actor
-                    .as_ref()
+                    .as_deref()
                     .and_then(Actor::credentials_expire)
                     .map(|s| s.saturating_mul(1000)),
                 snapshot: Snapshot {

@@ -41,19 +41,43 @@ pub struct Caches {
     memo_owner: Option<u64>,
 }
 
-/// What a decision is cached by: a routed request's Cedar query, or an AuthZEN evaluation. The
-/// variant is hashed first, so the two kinds never share a key.
+/// What a decision is cached by: a routed request's Cedar query, an AuthZEN PEP's permission
+/// to ask, or an AuthZEN evaluation. The variant is hashed first, so kinds never share a key.
 #[derive(Debug, Clone, Copy, Hash)]
 pub enum DecisionKey<'a> {
     /// A query mapped from a request by the routes.
     Query(&'a Query),
+    /// May this PEP ask about this resource (`authzen.pep_action`): the encoding of the rest of
+    /// the query (principal, action, the PEP's context), made once per call by [`encoding`],
+    /// and the resource.
+    Gate {
+        /// [`encoding`] of the query's principal, action and context.
+        fixed: &'a [u8],
+        /// The resource asked about.
+        resource: &'a crate::mapping::Resource,
+    },
     /// An AuthZEN evaluation.
     Evaluation(&'a Evaluation),
 }
 
+impl DecisionKey<'_> {
+    /// AuthZEN keys come in batches of distinct resources (up to a thousand a call): they get
+    /// the larger memo, so a repeated batch is answered from it and never thrashes the small
+    /// one that routed requests hit.
+    fn batched(self) -> bool {
+        !matches!(self, Self::Query(_))
+    }
+}
+
+/// Slots in the per-thread memo of AuthZEN decisions: a batch of 100 evaluations is 200 keys
+/// (each with its PEP permission), which 2,048 direct-mapped slots hold with few collisions.
+const BATCH_SLOTS: usize = 2048;
+
 thread_local! {
     /// Decisions this thread made or fetched, each its own copy, by exact query encoding.
     static DECISIONS: RefCell<Memo<Arc<Decision>>> = const { RefCell::new(Memo::new()) };
+    /// The same for AuthZEN's keys ([`DecisionKey::batched`]).
+    static BATCHED: RefCell<Memo<Arc<Decision>, BATCH_SLOTS>> = const { RefCell::new(Memo::new()) };
     /// Verdicts this thread gave, by the exact decision inputs of the request.
     static VERDICTS: RefCell<Memo<Remembered>> = const { RefCell::new(Memo::new()) };
     /// The key being looked up, kept between requests (up to `KEPT_CAPACITY`).
@@ -111,13 +135,18 @@ impl Caches {
         now: i64,
         decide: impl FnOnce() -> Result<Decision, E>,
     ) -> Result<(Arc<Decision>, Lookup, i64), E> {
+        let batched = query.batched();
+        let look = |encoded: &[u8]| {
+            if batched {
+                memo::look(&BATCHED, self.memo_owner?, generation, now, encoded)
+            } else {
+                memo::look(&DECISIONS, self.memo_owner?, generation, now, encoded)
+            }
+        };
         with_buffer(
             |buffer| query.hash(&mut Gather(buffer)),
             |encoded| {
-                if let Some(owner) = self.memo_owner
-                    && let Some((hit, until)) =
-                        memo::look(&DECISIONS, owner, generation, now, encoded)
-                {
+                if let Some((hit, until)) = look(encoded) {
                     return Ok((hit, Lookup::HIT, until));
                 }
                 let (decision, lookup, expires_at) = self.decisions.get_or_try_insert_until(
@@ -127,14 +156,13 @@ impl Caches {
                     || decide().map(|d| (Arc::new(d), i64::MAX)),
                 )?;
                 if let Some(owner) = self.memo_owner {
-                    memo::keep(
-                        &DECISIONS,
-                        owner,
-                        generation,
-                        (now, expires_at),
-                        encoded,
-                        || Arc::new(Decision::clone(&decision)),
-                    );
+                    let span = (now, expires_at);
+                    let copy = || Arc::new(Decision::clone(&decision));
+                    if batched {
+                        memo::keep(&BATCHED, owner, generation, span, encoded, copy);
+                    } else {
+                        memo::keep(&DECISIONS, owner, generation, span, encoded, copy);
+                    }
                 }
                 Ok((decision, lookup, expires_at))
             },
@@ -283,6 +311,14 @@ fn with_buffer<T>(fill: impl FnOnce(&mut Vec<u8>), f: impl FnOnce(&[u8]) -> T) -
 
 /// A `Hasher` that only gathers the bytes it is fed.
 struct Gather<'a>(&'a mut Vec<u8>);
+
+/// The exact bytes `value` hashes as: a part of a cache key encoded once, for keys that share
+/// it ([`DecisionKey::Gate`]).
+pub fn encoding(value: &impl Hash) -> Vec<u8> {
+    let mut out = Vec::new();
+    value.hash(&mut Gather(&mut out));
+    out
+}
 
 impl Hasher for Gather<'_> {
     fn write(&mut self, bytes: &[u8]) {

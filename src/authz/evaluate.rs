@@ -10,15 +10,15 @@ use std::time::Instant;
 
 use rustls_pki_types::UnixTime;
 
-use super::{Authorizer, Decided, DecisionKey, evidence_of, verdict, with_principal};
-use crate::evidence::Target;
+use super::{Authorizer, Decided, DecisionKey, caches, evidence_of, verdict, with_principal};
+use crate::evidence::{Actor, RequestLine, Target};
 use crate::identity::{self, Caller, Refusal};
-use crate::mapping::authzen::{AuthZenMapping, Evaluation};
+use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::mapping::{ContextFacts, Query, Resource};
 use crate::policy;
 use crate::request::CheckInput;
 use crate::snapshot::SnapshotGuard;
-use crate::verdict::{Outcome, ReasonCode, Verdict};
+use crate::verdict::{ReasonCode, Verdict};
 
 /// An authenticated PEP and the snapshot all of its evaluations are decided against.
 #[derive(Debug)]
@@ -31,6 +31,15 @@ pub struct Pep<'a> {
     /// The "may this PEP ask about it" query, its resource replaced per evaluation (the PEP's
     /// context is built once per call).
     gate: Query,
+    /// [`caches::encoding`] of the gate's principal, action and context.
+    gate_fixed: Vec<u8>,
+    /// The call's request line, for the evaluations' records.
+    request: RequestLine,
+    /// The PEP as the actor of the last subject's evaluations (a batch usually asks about one).
+    actor: Option<(EntityRef, Arc<Actor>)>,
+    /// When the last evaluation (or the authentication) ended: the next one's time counts from
+    /// there, one clock read per evaluation.
+    last: Instant,
 }
 
 impl Pep<'_> {
@@ -42,6 +51,20 @@ impl Pep<'_> {
     /// The mapping in force for this call.
     pub fn mapping(&self) -> &AuthZenMapping {
         &self.mapping
+    }
+
+    /// The PEP as the actor asking about `subject`.
+    fn actor(&mut self, subject: &EntityRef) -> Arc<Actor> {
+        if let Some((last, actor)) = &self.actor
+            && last == subject
+        {
+            return actor.clone();
+        }
+        let mut actor = Actor::new(&self.caller);
+        actor.user = Some(subject.cedar());
+        let actor = Arc::new(actor);
+        self.actor = Some((subject.clone(), actor.clone()));
+        actor
     }
 }
 
@@ -91,6 +114,7 @@ impl Authorizer {
             },
             context: ContextFacts::new(&caller, input, input.path.clone()),
         };
+        let gate_fixed = caches::encoding(&(&gate.principal, &gate.action, &gate.context));
         Some(Ok(Pep {
             snapshot,
             mapping,
@@ -98,6 +122,10 @@ impl Authorizer {
             input,
             now,
             gate,
+            gate_fixed,
+            request: RequestLine::new(input, None),
+            actor: None,
+            last: Instant::now(),
         }))
     }
 
@@ -105,30 +133,12 @@ impl Authorizer {
     /// about the resource, else Cedar's answer (`malformed_request` when the evaluation does
     /// not fit the schema).
     pub fn evaluate(&self, pep: &mut Pep<'_>, evaluation: &Evaluation) -> Verdict {
-        let started = Instant::now();
+        let started = pep.last;
         let now_secs = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
-        let snapshot = &*pep.snapshot;
-        if *pep.gate.resource.type_name != *evaluation.resource.type_name {
-            pep.gate.resource.type_name = evaluation.resource.type_name.clone();
-        }
-        pep.gate.resource.id.clear();
-        pep.gate.resource.id.push_str(&evaluation.resource.id);
-        let principal = pep.caller.principal.clone();
-        let (gate, _) = self.decide_query_until(snapshot, principal.clone(), &pep.gate, pep.now);
-        let mut verdict = match gate.outcome {
-            Outcome::Deny(denial) => {
-                let reason = match denial.reason {
-                    ReasonCode::PolicyDenied => ReasonCode::PepForbidden,
-                    other => other,
-                };
-                let message = format!(
-                    "the PEP `{principal}` may not ask about {}: {}",
-                    evaluation.resource.cedar(),
-                    denial.message
-                );
-                with_principal(Verdict::deny(reason, message), principal)
-            }
-            Outcome::Allow => {
+        let mut verdict = match self.refused_to_ask(pep, evaluation, now_secs) {
+            Some(deny) => deny,
+            None => {
+                let snapshot = &*pep.snapshot;
                 let decided = self.caches.decision(
                     DecisionKey::Evaluation(evaluation),
                     snapshot.generation,
@@ -141,6 +151,7 @@ impl Authorizer {
                         )
                     },
                 );
+                let principal = pep.caller.principal.clone();
                 match decided {
                     Ok((decision, lookup, _)) => {
                         self.caches.decision_metrics.used(lookup);
@@ -162,19 +173,79 @@ impl Authorizer {
             }
         };
         if self.audit.is_enabled() {
-            let mut evidence =
-                evidence_of(&verdict, snapshot, Some(&pep.caller), None, Some(pep.input));
-            if let Some(actor) = evidence.actor.as_mut() {
-                actor.user = Some(evaluation.subject.cedar());
-            }
+            let actor = pep.actor(&evaluation.subject);
+            let snapshot = &*pep.snapshot;
+            let mut evidence = evidence_of(&verdict, snapshot, None, None, None);
+            evidence.actor = Some(actor);
+            evidence.request = pep.request.clone();
             evidence.target = Some(Target {
                 action: evaluation.action.clone(),
                 resource_type: evaluation.resource.type_name.clone(),
-                resource_id: evaluation.resource.id.clone(),
+                resource_id: evaluation.resource.id.to_string(),
             });
             verdict.evidence = Some(Arc::new(evidence));
         }
-        self.note(&mut verdict, Some(pep.input), snapshot, started);
+        let elapsed = self.note(&mut verdict, Some(pep.input), &pep.snapshot, started);
+        pep.last = started + elapsed;
         verdict
+    }
+
+    /// The deny when `pep` may not ask about `evaluation`'s resource: the reviewed baseline
+    /// (when enforced) and the `authzen.pep_action` policy, through the decision cache.
+    fn refused_to_ask(
+        &self,
+        pep: &mut Pep<'_>,
+        evaluation: &Evaluation,
+        now: i64,
+    ) -> Option<Verdict> {
+        let resource = &evaluation.resource;
+        let gate = &mut pep.gate;
+        if *gate.resource.type_name != *resource.type_name {
+            gate.resource.type_name = resource.type_name.clone();
+        }
+        gate.resource.id.clear();
+        gate.resource.id.push_str(&resource.id);
+        let principal = &pep.caller.principal;
+        let refuse = |reason: ReasonCode, why: String| {
+            let message = format!(
+                "the PEP `{principal}` may not ask about {}: {why}",
+                resource.cedar()
+            );
+            Some(with_principal(
+                Verdict::deny(reason, message),
+                principal.clone(),
+            ))
+        };
+        if !self
+            .enforcement
+            .reviewed(principal, &gate.action, &resource.type_name)
+        {
+            return refuse(
+                ReasonCode::OutsideBaseline,
+                "outside its reviewed baseline (signals.new_access = \"deny\")".into(),
+            );
+        }
+        let snapshot = &*pep.snapshot;
+        let gate = &pep.gate;
+        let key = DecisionKey::Gate {
+            fixed: &pep.gate_fixed,
+            resource: &gate.resource,
+        };
+        match self.caches.decision(key, snapshot.generation, now, || {
+            policy::decide(&snapshot.policies, gate)
+        }) {
+            Ok((decision, lookup, _)) => {
+                self.caches.decision_metrics.used(lookup);
+                if decision.allowed {
+                    None
+                } else {
+                    refuse(
+                        ReasonCode::PepForbidden,
+                        format!("no policy permits `{}` on it", gate.action),
+                    )
+                }
+            }
+            Err(e) => refuse(ReasonCode::InternalError, e.to_string()),
+        }
     }
 }

@@ -435,7 +435,7 @@ fn evidence_of(
         principal: verdict.principal.clone(),
         determining: verdict.determining.clone(),
         errors: verdict.errors.clone(),
-        actor: caller.map(Actor::new),
+        actor: caller.map(|c| Arc::new(Actor::new(c))),
         target: query.map(Target::new),
         request: input
             .map(|i| RequestLine::new(i, query.map(|q| q.context.request.path.as_str())))

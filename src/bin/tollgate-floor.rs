@@ -1,7 +1,11 @@
-//! `tollgate-floor [--bare] [ADDR]`: a Check server that allows everything without looking. It
-//! is the floor a real decision is measured against (`tollgate bench --baseline` starts it),
-//! and it lives in its own binary so that nothing in `tollgate` can serve an allow-everything
-//! answer.
+//! `tollgate-floor [--bare | --http] [ADDR]`: a Check server that allows everything without
+//! looking. It is the floor a real decision is measured against (`tollgate bench --baseline`
+//! starts it), and it lives in its own binary so that nothing in `tollgate` can serve an
+//! allow-everything answer.
+//!
+//! With `--http` it is the do-nothing HTTP server of the forward-auth and AuthZEN benchmarks:
+//! Tollgate's own HTTP listener (`http::serve`: hyper, HTTP/1.1 and h2c, the same connection
+//! handling) answering every request 200 with an empty body.
 //!
 //! By default it is served by the same `grpc::serve` assembly and default limits as `tollgate
 //! serve` (admission, deadline, health service): the floor of Tollgate's own transport. With
@@ -20,6 +24,23 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
 use tollgate::grpc::{self, Admission};
+
+/// Answers 200 to every HTTP request, reads nothing.
+#[derive(Debug, Clone, Copy)]
+struct NullHttp;
+
+impl tollgate::http::Handler for NullHttp {
+    fn handle(
+        &self,
+        _peer: &tollgate::http::Peer,
+        _request: hyper::Request<hyper::body::Incoming>,
+    ) -> impl std::future::Future<Output = hyper::Response<http_body_util::Full<hyper::body::Bytes>>>
+    + Send {
+        std::future::ready(hyper::Response::new(http_body_util::Full::new(
+            hyper::body::Bytes::new(),
+        )))
+    }
+}
 
 /// Allows everything, reads nothing.
 #[derive(Debug, Clone, Copy)]
@@ -40,13 +61,15 @@ impl Authorization for NullCheck {
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let bare = match args.iter().position(|a| a == "--bare") {
+    let mut flag = |name: &str| match args.iter().position(|a| a == name) {
         Some(at) => {
             args.remove(at);
             true
         }
         None => false,
     };
+    let bare = flag("--bare");
+    let http = flag("--http");
     let addr = match args.as_slice() {
         [] => Ok("127.0.0.1:0".parse::<SocketAddr>()),
         [addr] => Ok(addr.parse()),
@@ -55,11 +78,11 @@ fn main() -> ExitCode {
     let addr = match addr {
         Ok(Ok(addr)) => addr,
         Ok(Err(e)) => {
-            eprintln!("error: usage: tollgate-floor [--bare] [ADDR]: {e}");
+            eprintln!("error: usage: tollgate-floor [--bare | --http] [ADDR]: {e}");
             return ExitCode::from(1);
         }
         Err(()) => {
-            eprintln!("error: usage: tollgate-floor [--bare] [ADDR]");
+            eprintln!("error: usage: tollgate-floor [--bare | --http] [ADDR]");
             return ExitCode::from(1);
         }
     };
@@ -70,13 +93,34 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(addr, bare)) {
+    let served = if http {
+        runtime.block_on(serve_http(addr))
+    } else {
+        runtime.block_on(serve(addr, bare))
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+async fn serve_http(addr: SocketAddr) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {bound}");
+    tollgate::http::serve(
+        listener,
+        std::sync::Arc::new(NullHttp),
+        None,
+        std::future::pending(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn serve(addr: SocketAddr, bare: bool) -> Result<(), String> {

@@ -75,6 +75,19 @@ pub struct BenchArgs {
     /// `/proc/PID/stat`) and its peak RSS at the end. The baseline's are always reported.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Drive the HTTP listener's forward-auth instead of gRPC: the same mix as Envoy's HTTP
+    /// ext_authz sends it (`/envoy/<path>`, the certificate in RFC 9440's `Client-Cert`, which
+    /// the demo trusts from loopback), over `--concurrency` kept-alive HTTP/1.1 connections.
+    /// With `--baseline`, the floor is `tollgate-floor --http`.
+    #[arg(long, conflicts_with_all = ["authzen", "unix", "distinct", "write_frame", "rate"])]
+    http: bool,
+    /// Drive the AuthZEN API: single evaluations (`POST /access/v1/evaluation`) by the demo's
+    /// web front end PEP, users viewing orders (allowed and denied), like `--http` otherwise.
+    #[arg(long, conflicts_with_all = ["unix", "distinct", "write_frame", "rate"])]
+    authzen: bool,
+    /// The HTTP listener's address, for `--http` and `--authzen`.
+    #[arg(long, default_value = "127.0.0.1:9193")]
+    http_server: std::net::SocketAddr,
 }
 
 pub(super) fn run(args: BenchArgs) -> Exit {
@@ -108,6 +121,9 @@ enum Flood {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
+    if args.http || args.authzen {
+        return bench_http(args).await;
+    }
     let mix = mix()?;
     let kinds = mix.len();
     let template = mix.first().cloned().ok_or("empty mix")?;
@@ -151,7 +167,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let times = (warmup, duration);
 
     let floor = if args.baseline {
-        let floor = Floor::start(args.bare)?;
+        let floor = Floor::start(args.bare.then_some("--bare"))?;
         let target = Target::Tcp(format!("http://{}", floor.addr));
         let channels = loadgen::connect_all(&target, connections).await?;
         let pid = Some(floor.child.id());
@@ -193,15 +209,15 @@ struct Floor {
 }
 
 impl Floor {
-    /// Starts the floor binary that sits next to this executable on a free loopback port
-    /// (`bare`: a plain tonic server).
-    fn start(bare: bool) -> Result<Self, String> {
+    /// Starts the floor binary that sits next to this executable on a free loopback port, with
+    /// `flag` (`--bare`: a plain tonic server; `--http`: the do-nothing HTTP server).
+    fn start(flag: Option<&str>) -> Result<Self, String> {
         use std::io::BufRead;
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))?
             .with_file_name("tollgate-floor");
         let mut child = std::process::Command::new(&exe)
-            .args(bare.then_some("--bare"))
+            .args(flag)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| {
@@ -248,6 +264,218 @@ fn print_ratio(report: &LoadReport, floor: &LoadReport) {
         report.percentile(0.5) as i64 - floor.percentile(0.5) as i64,
         report.percentile(0.99) as i64 - floor.percentile(0.99) as i64,
     );
+}
+
+/// `bench --http` / `--authzen`: closed loop over kept-alive HTTP/1.1 connections, after the
+/// do-nothing HTTP floor when `--baseline` asks.
+async fn bench_http(args: BenchArgs) -> Result<(), String> {
+    let (requests, allowed, what): (loadgen::HttpSource, loadgen::Allowed, _) = if args.authzen {
+        let mix = authzen_mix()?;
+        let kinds = mix.len();
+        (
+            http_round_robin(mix)?,
+            |status, body| {
+                status == 200 && memchr::memmem::find(body, b"\"decision\":true").is_some()
+            },
+            format!("{kinds} AuthZEN evaluations"),
+        )
+    } else {
+        let mix: Vec<loadgen::HttpRequest> = mix()?.iter().map(forward_auth).collect();
+        let kinds = mix.len();
+        (
+            http_round_robin(if args.single {
+                mix.into_iter().take(1).collect()
+            } else {
+                mix
+            })?,
+            |status, _| status == 200,
+            if args.single {
+                "the allowed order read as forward-auth, repeated".to_owned()
+            } else {
+                format!("{kinds} forward-auth request kinds")
+            },
+        )
+    };
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let concurrency = args.concurrency.max(1);
+    println!(
+        "mode: closed loop, {concurrency} HTTP/1.1 connection(s), warmup {warmup:?}, duration \
+         {duration:?}, {what}"
+    );
+    let times = (warmup, duration);
+    let floor = if args.baseline {
+        let floor = Floor::start(Some("--http"))?;
+        let addr = floor
+            .addr
+            .parse()
+            .map_err(|e| format!("the floor's address {}: {e}", floor.addr))?;
+        let pid = Some(floor.child.id());
+        let report = loadgen::run_http(addr, concurrency, requests.clone(), times, pid, |s, _| {
+            s == 200
+        })
+        .await?;
+        println!(
+            "baseline (do-nothing HTTP, Tollgate's HTTP listener): {}",
+            report.summary()
+        );
+        Some(report)
+    } else {
+        None
+    };
+    let report = loadgen::run_http(
+        args.http_server,
+        concurrency,
+        requests,
+        times,
+        args.server_pid,
+        allowed,
+    )
+    .await?;
+    println!("tollgate: {}", report.summary());
+    if let Some(floor) = &floor {
+        print_ratio(&report, floor);
+    }
+    if let Some(pid) = args.server_pid {
+        match loadgen::peak_rss_kib(pid) {
+            Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+            None => println!("server peak RSS: unavailable for pid {pid}"),
+        }
+    }
+    Ok(())
+}
+
+fn http_round_robin(requests: Vec<loadgen::HttpRequest>) -> Result<loadgen::HttpSource, String> {
+    if requests.is_empty() {
+        return Err("no requests to send".into());
+    }
+    Ok(Arc::new(move |n| {
+        let len = requests.len() as u64;
+        let at = usize::try_from(n % len).unwrap_or_default();
+        requests
+            .get(at)
+            .or(requests.first())
+            .cloned()
+            .unwrap_or_else(|| loadgen::HttpRequest {
+                method: hyper::Method::GET,
+                path: "/".into(),
+                headers: Vec::new(),
+                body: hyper::body::Bytes::new(),
+            })
+    }))
+}
+
+/// `request` as Envoy's HTTP ext_authz sends it to `/envoy`: the original method and path,
+/// the headers, the client certificate in RFC 9440's `Client-Cert` and the client's address
+/// in `X-Forwarded-For`.
+fn forward_auth(request: &CheckRequest) -> loadgen::HttpRequest {
+    use hyper::header::{HeaderName, HeaderValue};
+    let attributes = request.attributes.clone().unwrap_or_default();
+    let source = attributes.source.unwrap_or_default();
+    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.push((name, value));
+        }
+    };
+    put("host", &http.host);
+    for (name, value) in &http.headers {
+        if !name.starts_with(':') {
+            put(name, value);
+        }
+    }
+    let pem = percent_encoding::percent_decode_str(&source.certificate).decode_utf8_lossy();
+    if let Some(der) = pem_der(&pem) {
+        use base64::Engine;
+        put(
+            "client-cert",
+            &format!(
+                ":{}:",
+                base64::engine::general_purpose::STANDARD.encode(der)
+            ),
+        );
+    }
+    if let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(a)) =
+        source.address.and_then(|a| a.address)
+    {
+        put("x-forwarded-for", &a.address);
+    }
+    loadgen::HttpRequest {
+        method: hyper::Method::from_bytes(http.method.as_bytes()).unwrap_or(hyper::Method::GET),
+        path: format!("/envoy{}", http.path),
+        headers,
+        body: hyper::body::Bytes::new(),
+    }
+}
+
+/// AuthZEN evaluations against the demo estate, asked by the web front end's PEP (its
+/// certificate in `Client-Cert`): users viewing orders, the PDP's own order `A-1` and orders
+/// whose owner the PEP names, allowed and denied.
+fn authzen_mix() -> Result<Vec<loadgen::HttpRequest>, String> {
+    use hyper::header::{HeaderName, HeaderValue};
+    let pep = mint(&DemoRequest {
+        app: "web-frontend".into(),
+        scopes: Vec::new(),
+        user: None,
+        bind: false,
+        lifetime: Duration::from_secs(3600),
+    })
+    .map_err(|e| e.to_string())?;
+    let der = pem_der(&pep.cert_pem).ok_or("the minted certificate is not PEM")?;
+    let client_cert = {
+        use base64::Engine;
+        format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    };
+    let mut out = Vec::new();
+    for (user, order, owner) in [
+        ("alice", "A-1", None),
+        ("bob", "A-1", None),
+        ("bob", "B-7", Some("bob")),
+        ("carol", "B-7", Some("bob")),
+        ("alice", "C-3", Some("alice")),
+        ("carol", "C-4", Some("carol")),
+    ] {
+        let resource = match owner {
+            Some(owner) => serde_json::json!({"type": "order", "id": order,
+                "properties": {"owner": {"type": "User", "id": owner}}}),
+            None => serde_json::json!({"type": "order", "id": order}),
+        };
+        let body = serde_json::json!({
+            "subject": {"type": "user", "id": user},
+            "action": {"name": "orders:view"},
+            "resource": resource,
+        });
+        let headers = [
+            ("host", "pdp.demo"),
+            ("content-type", "application/json"),
+            ("client-cert", client_cert.as_str()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((HeaderName::from_static(k), HeaderValue::from_str(v).ok()?)))
+        .collect();
+        out.push(loadgen::HttpRequest {
+            method: hyper::Method::POST,
+            path: crate::http::authzen::EVALUATION.into(),
+            headers,
+            body: hyper::body::Bytes::from(body.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// The first certificate of `pem`, DER.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|der| der.to_vec())
 }
 
 /// One gRPC message: a zero compression flag, the length (big-endian u32), the protobuf.

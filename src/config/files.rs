@@ -34,6 +34,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../policies/entities.json"),
     ),
     (
+        "policies/authzen.cedar",
+        include_str!("../../policies/authzen.cedar"),
+    ),
+    (
         "policies/orders.cedar",
         include_str!("../../policies/orders.cedar"),
     ),
@@ -242,7 +246,7 @@ mod tests {
         );
         assert!(source.read_relative("../../policies/entities.json").is_ok());
         let cedar = source.read_cedar_dir("../../policies").unwrap();
-        assert_eq!(cedar.len(), 3);
+        assert_eq!(cedar.len(), 4);
         assert!(source.read_relative("missing.pem").is_err());
     }
 }

@@ -14,7 +14,12 @@ pub(crate) fn demo_config(edit: impl Fn(String) -> String) -> (tempfile::TempDir
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
-    for f in ["orders.cedar", "payments.cedar", "platform.cedar"] {
+    for f in [
+        "authzen.cedar",
+        "orders.cedar",
+        "payments.cedar",
+        "platform.cedar",
+    ] {
         std::fs::copy(repo.join("policies").join(f), policies.join(f)).unwrap();
     }
     // Copies beside the config, for a test that edits one (the config names the repository's

@@ -9,6 +9,8 @@
 //! the PEP did not authenticate, 403 when no policy lets it ask; a policy deny is a 200 with
 //! `"decision": false`. Error bodies are the message as text.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -19,10 +21,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::proxies::{Peer, Proxies};
-use crate::authz::Authorizer;
-use crate::mapping::authzen::{AuthZenMapping, Evaluation};
+use crate::authz::{Authorizer, Pep};
+use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::request::{CheckInput, Headers};
-use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict};
+use crate::verdict::{DecisionId, FailureClass, Outcome, ReasonCode, Verdict};
 
 /// The single evaluation endpoint.
 pub const EVALUATION: &str = "/access/v1/evaluation";
@@ -105,10 +107,14 @@ enum Semantic {
 }
 
 /// A refusal of the whole call: status and message.
-struct Refused {
-    status: StatusCode,
-    message: String,
-    challenge: Option<&'static str>,
+#[derive(Debug)]
+pub struct Refused {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What is wrong, for the text body.
+    pub message: String,
+    /// `WWW-Authenticate`, for a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl Refused {
@@ -198,32 +204,80 @@ async fn respond(
         Some(Err(refused)) => return Err(refusal(&refused.verdict)),
         Some(Ok(pep)) => pep,
     };
-    let body =
-        match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
-            Err(_) => {
-                return Err(Refused {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    message: format!("the body did not arrive within {} ms", deadline.as_millis()),
+    let body = match read_body(body, deadline).await {
+        Err(_) => {
+            return Err(Refused {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!("the body did not arrive within {} ms", deadline.as_millis()),
+                challenge: None,
+            });
+        }
+        Ok(Err(error)) => {
+            let too_large = error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Err(if too_large {
+                Refused {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
                     challenge: None,
-                });
-            }
-            Ok(Err(error)) => {
-                let too_large = error
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                return Err(if too_large {
-                    Refused {
-                        status: StatusCode::PAYLOAD_TOO_LARGE,
-                        message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                        challenge: None,
-                    }
-                } else {
-                    Refused::bad(format!("the body could not be read: {error}"))
-                });
-            }
-            Ok(Ok(body)) => body.to_bytes(),
-        };
-    let request: WireRequest<'_> = serde_json::from_slice(&body)
+                }
+            } else {
+                Refused::bad(format!("the body could not be read: {error}"))
+            });
+        }
+        Ok(Ok(body)) => body.to_bytes(),
+    };
+    let answer = decide_body(authorizer, &mut pep, path == EVALUATIONS, &body)?;
+    let mut response = json(StatusCode::OK, answer.body);
+    if let Some(id) = answer.decision_id
+        && let Ok(id) = HeaderValue::from_str(id.hex().as_str())
+    {
+        response.headers_mut().insert(DECISION_ID, id);
+    }
+    Ok(response)
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`], within `deadline`. A body already received
+/// (the usual case: a small JSON document that came with the headers) is taken at once; the
+/// deadline's timer is armed only for one still arriving.
+async fn read_body(
+    body: Incoming,
+    deadline: Duration,
+) -> Result<
+    Result<http_body_util::Collected<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+    tokio::time::error::Elapsed,
+> {
+    let mut collect = std::pin::pin!(Limited::new(body, MAX_BODY_BYTES).collect());
+    let ready = {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        collect.as_mut().poll(&mut context)
+    };
+    if let std::task::Poll::Ready(body) = ready {
+        return Ok(body);
+    }
+    tokio::time::timeout(deadline, collect).await
+}
+
+/// A decided call: the JSON body, and the decision id of a single evaluation.
+#[derive(Debug)]
+pub struct Answered {
+    /// The response body.
+    pub body: String,
+    /// The single evaluation's decision id (a batch has one per item, in the records).
+    pub decision_id: Option<DecisionId>,
+}
+
+/// Decides the request `body` for `pep`: one evaluation, or a batch when `batch_endpoint` and
+/// the body has `evaluations`. The part of a call after authentication and transport, kept
+/// apart so it can be measured in-process (`benches/check.rs`).
+pub fn decide_body(
+    authorizer: &Authorizer,
+    pep: &mut Pep<'_>,
+    batch_endpoint: bool,
+    body: &[u8],
+) -> Result<Answered, Refused> {
+    let request: WireRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| Refused::bad(format!("not an AuthZEN request: {e}")))?;
     let WireRequest {
         subject,
@@ -239,18 +293,20 @@ async fn respond(
         resource,
         context,
     };
-    let batch = path == EVALUATIONS && evaluations.as_ref().is_some_and(|items| !items.is_empty());
+    let defaults = Parts::of(pep.mapping(), &defaults).map_err(Refused::bad)?;
+    let batch = batch_endpoint && evaluations.as_ref().is_some_and(|items| !items.is_empty());
     if !batch {
-        let evaluation = complete(pep.mapping(), &defaults, None).map_err(Refused::bad)?;
-        let verdict = authorizer.evaluate(&mut pep, &evaluation);
+        let evaluation = Parts::default().complete(&defaults).map_err(Refused::bad)?;
+        let verdict = authorizer.evaluate(pep, &evaluation);
         if verdict.reason() == Some(ReasonCode::PepForbidden) {
             return Err(refusal(&verdict));
         }
-        let mut response = json(StatusCode::OK, decision(&verdict));
-        if let Ok(id) = HeaderValue::from_str(verdict.decision_id.hex().as_str()) {
-            response.headers_mut().insert(DECISION_ID, id);
-        }
-        return Ok(response);
+        let mut body = String::new();
+        push_decision(&mut body, &verdict);
+        return Ok(Answered {
+            body,
+            decision_id: Some(verdict.decision_id),
+        });
     }
     let semantic = match options
         .as_ref()
@@ -279,10 +335,11 @@ async fn respond(
         if i > 0 {
             out.push(',');
         }
-        let allowed = match complete(pep.mapping(), &defaults, Some(item)) {
+        let evaluation = Parts::of(pep.mapping(), item).and_then(|parts| parts.complete(&defaults));
+        let allowed = match evaluation {
             Ok(evaluation) => {
-                let verdict = authorizer.evaluate(&mut pep, &evaluation);
-                out.push_str(&decision(&verdict));
+                let verdict = authorizer.evaluate(pep, &evaluation);
+                push_decision(&mut out, &verdict);
                 verdict.is_allowed()
             }
             Err(message) => {
@@ -300,81 +357,84 @@ async fn respond(
         }
     }
     out.push_str("]}");
-    Ok(json(StatusCode::OK, out))
-}
-
-/// The evaluation `item` asks for, its absent parts taken from `defaults` (each whole: an
-/// item's `resource` replaces the default's, properties and all).
-fn complete(
-    mapping: &AuthZenMapping,
-    defaults: &WireEvaluation<'_>,
-    item: Option<&WireEvaluation<'_>>,
-) -> Result<Evaluation, String> {
-    let pick = |get: fn(&WireEvaluation<'_>) -> bool| match item {
-        Some(item) if get(item) => item,
-        _ => defaults,
-    };
-    let subject = pick(|e| e.subject.is_some())
-        .subject
-        .as_ref()
-        .ok_or("no `subject`, in the evaluation or as a default")?;
-    let action = pick(|e| e.action.is_some())
-        .action
-        .as_ref()
-        .ok_or("no `action`, in the evaluation or as a default")?;
-    let resource = pick(|e| e.resource.is_some())
-        .resource
-        .as_ref()
-        .ok_or("no `resource`, in the evaluation or as a default")?;
-    let context = pick(|e| e.context.is_some()).context;
-    let object = |raw: Option<&RawValue>, what: &str| -> Result<Option<String>, String> {
-        match raw {
-            None => Ok(None),
-            Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(raw.get().to_owned())),
-            Some(_) => Err(format!("`{what}` must be a JSON object")),
-        }
-    };
-    Ok(Evaluation {
-        subject: entity(
-            mapping,
-            subject,
-            object(subject.properties, "subject.properties")?,
-        ),
-        action: action.name.as_ref().into(),
-        resource: entity(
-            mapping,
-            resource,
-            object(resource.properties, "resource.properties")?,
-        ),
-        context: object(context, "context")?.unwrap_or_else(|| "{}".to_owned()),
+    Ok(Answered {
+        body: out,
+        decision_id: None,
     })
 }
 
-fn entity(
-    mapping: &AuthZenMapping,
-    wire: &WireEntity<'_>,
-    properties: Option<String>,
-) -> crate::mapping::authzen::EntityRef {
-    crate::mapping::authzen::EntityRef {
-        type_name: mapping.cedar_type(&wire.type_name),
-        id: wire.id.clone().into_owned(),
-        properties,
+/// One evaluation's parts in Cedar's terms, each possibly absent (a batch's defaults, or an
+/// item's overrides). Converted once: a batch's items share their defaults by reference count.
+#[derive(Default)]
+struct Parts {
+    subject: Option<EntityRef>,
+    action: Option<Arc<str>>,
+    resource: Option<EntityRef>,
+    context: Option<Arc<str>>,
+}
+
+impl Parts {
+    fn of(mapping: &AuthZenMapping, wire: &WireEvaluation<'_>) -> Result<Self, String> {
+        let entity = |wire: &Option<WireEntity<'_>>, what: &str| -> Result<_, String> {
+            let Some(wire) = wire else { return Ok(None) };
+            Ok(Some(EntityRef {
+                type_name: mapping.cedar_type(&wire.type_name),
+                id: Arc::from(&*wire.id),
+                properties: object(wire.properties, what)?,
+            }))
+        };
+        Ok(Self {
+            subject: entity(&wire.subject, "subject.properties")?,
+            action: wire.action.as_ref().map(|a| Arc::from(&*a.name)),
+            resource: entity(&wire.resource, "resource.properties")?,
+            context: object(wire.context, "context")?,
+        })
+    }
+
+    /// The evaluation these parts ask for, absent parts taken from `defaults` (each whole: an
+    /// item's `resource` replaces the default's, properties and all).
+    fn complete(self, defaults: &Parts) -> Result<Evaluation, String> {
+        let missing = |what: &str| format!("no `{what}`, in the evaluation or as a default");
+        Ok(Evaluation {
+            subject: self
+                .subject
+                .or_else(|| defaults.subject.clone())
+                .ok_or_else(|| missing("subject"))?,
+            action: self
+                .action
+                .or_else(|| defaults.action.clone())
+                .ok_or_else(|| missing("action"))?,
+            resource: self
+                .resource
+                .or_else(|| defaults.resource.clone())
+                .ok_or_else(|| missing("resource"))?,
+            context: self.context.or_else(|| defaults.context.clone()),
+        })
     }
 }
 
-/// A Decision object: bare `{"decision":b}` for a policy decision (PEPs may reject a permit
-/// with a context they do not understand), with an `error` context when the evaluation could
-/// not be decided as asked.
-fn decision(verdict: &Verdict) -> String {
+/// A raw JSON value that must be an object, as shared text.
+fn object(raw: Option<&RawValue>, what: &str) -> Result<Option<Arc<str>>, String> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(Arc::from(raw.get()))),
+        Some(_) => Err(format!("`{what}` must be a JSON object")),
+    }
+}
+
+/// Appends a Decision object: bare `{"decision":b}` for a policy decision (PEPs may reject a
+/// permit with a context they do not understand), with an `error` context when the evaluation
+/// could not be decided as asked.
+fn push_decision(out: &mut String, verdict: &Verdict) {
     match &verdict.outcome {
-        Outcome::Allow => "{\"decision\":true}".to_owned(),
+        Outcome::Allow => out.push_str("{\"decision\":true}"),
         Outcome::Deny(denial) => match denial.reason {
             ReasonCode::PolicyDenied | ReasonCode::OutsideBaseline => {
-                "{\"decision\":false}".to_owned()
+                out.push_str("{\"decision\":false}");
             }
-            ReasonCode::PepForbidden => error_item(403, &denial.message),
-            ReasonCode::MalformedRequest => error_item(400, &denial.message),
-            other => error_item(other.http_status(500), &denial.message),
+            ReasonCode::PepForbidden => out.push_str(&error_item(403, &denial.message)),
+            ReasonCode::MalformedRequest => out.push_str(&error_item(400, &denial.message)),
+            other => out.push_str(&error_item(other.http_status(500), &denial.message)),
         },
     }
 }

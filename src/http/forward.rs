@@ -117,12 +117,12 @@ pub fn translate(
             (parts.method.as_str().to_owned(), path, host_of(parts)?)
         }
         Convention::Nginx => {
-            let method = required(headers, "x-original-method")?;
-            match text(headers, "x-original-uri")? {
+            let method = required(headers, &names::X_ORIGINAL_METHOD)?;
+            match text(headers, &names::X_ORIGINAL_URI)? {
                 Some(uri) => (method, uri, host_of(parts)?),
                 None => {
                     // ingress-nginx: the whole URL, host included.
-                    let url = required(headers, "x-original-url")?;
+                    let url = required(headers, &names::X_ORIGINAL_URL)?;
                     let uri: http::Uri = url
                         .parse()
                         .map_err(|_| Untranslatable::malformed("`x-original-url` is not a URL"))?;
@@ -136,9 +136,9 @@ pub fn translate(
             }
         }
         Convention::Traefik => (
-            required(headers, "x-forwarded-method")?,
-            required(headers, "x-forwarded-uri")?,
-            required(headers, "x-forwarded-host")?,
+            required(headers, &names::X_FORWARDED_METHOD)?,
+            required(headers, &names::X_FORWARDED_URI)?,
+            required(headers, &names::X_FORWARDED_HOST)?,
         ),
     };
     if !path.starts_with('/') {
@@ -175,10 +175,21 @@ fn host_of(parts: &http::request::Parts) -> Result<String, Untranslatable> {
     if let Some(authority) = parts.uri.authority() {
         return Ok(authority.as_str().to_owned());
     }
-    Ok(text(&parts.headers, "host")?.unwrap_or_default())
+    Ok(text(&parts.headers, &hyper::header::HOST)?.unwrap_or_default())
 }
 
-fn text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Untranslatable> {
+/// The conventions' header names, parsed once (a lookup by `&str` parses it every time).
+mod names {
+    use hyper::header::HeaderName;
+    pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    pub const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+    pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+    pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+}
+
+fn text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Untranslatable> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -193,7 +204,7 @@ fn text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Untranslatabl
         .map_err(|_| Untranslatable::malformed(format!("`{name}` is not UTF-8")))
 }
 
-fn required(headers: &HeaderMap, name: &str) -> Result<String, Untranslatable> {
+fn required(headers: &HeaderMap, name: &HeaderName) -> Result<String, Untranslatable> {
     text(headers, name)?.ok_or_else(|| {
         Untranslatable::malformed(format!(
             "no `{name}`: is the proxy configured as the README's forward-auth section shows?"

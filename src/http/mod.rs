@@ -28,6 +28,36 @@ use crate::verdict::ReasonCode;
 use forward::Convention;
 pub use proxies::{Peer, Proxies};
 
+/// What a listener does with each request: Tollgate's doors ([`Mounted`]), or the benchmarks'
+/// do-nothing floor, so both run on exactly the same connection handling.
+pub trait Handler: Send + Sync + 'static {
+    /// The response to `request` from `peer`.
+    fn handle(
+        &self,
+        peer: &Peer,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
+
+/// The doors as one listener serves them.
+#[derive(Debug)]
+pub struct Mounted {
+    /// The doors.
+    pub doors: Arc<Doors>,
+    /// Which of them this listener serves.
+    pub mount: Mount,
+}
+
+impl Handler for Mounted {
+    fn handle(
+        &self,
+        peer: &Peer,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+        self.doors.answer(self.mount, peer, request)
+    }
+}
+
 /// What one HTTP listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mount {
@@ -152,12 +182,11 @@ pub fn server_tls(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, String
     Ok(Arc::new(config))
 }
 
-/// Serves `doors` as `mount` on `listener` until `shutdown`, then lets open connections finish
-/// their requests (at most 5 s).
-pub async fn serve(
+/// Serves `handler` on `listener` until `shutdown`, then lets open connections finish their
+/// requests (at most 5 s).
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    doors: Arc<Doors>,
-    mount: Mount,
+    handler: Arc<H>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -178,12 +207,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let doors = doors.clone();
+        let handler = handler.clone();
         let watcher = graceful.watcher();
         match &tls {
             None => {
                 let peer = Peer::plain(addr);
-                tokio::spawn(connection(TokioIo::new(tcp), peer, doors, mount, watcher));
+                tokio::spawn(connection(TokioIo::new(tcp), peer, handler, watcher));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -205,7 +234,7 @@ pub async fn serve(
                         Some(der) => Peer::with_certificate(addr, der),
                         None => Peer::plain(addr),
                     };
-                    connection(TokioIo::new(stream), peer, doors, mount, watcher).await;
+                    connection(TokioIo::new(stream), peer, handler, watcher).await;
                 });
             }
         }
@@ -216,20 +245,19 @@ pub async fn serve(
 }
 
 /// Serves one connection, HTTP/1.1 or HTTP/2 as the client speaks.
-async fn connection<IO>(
+async fn connection<IO, H: Handler>(
     io: TokioIo<IO>,
     peer: Peer,
-    doors: Arc<Doors>,
-    mount: Mount,
+    handler: Arc<H>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |request| {
-        let doors = doors.clone();
+        let handler = handler.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(doors.answer(mount, &peer, request).await) }
+        async move { Ok::<_, Infallible>(handler.handle(&peer, request).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = watcher.watch(builder.serve_connection(io, service).into_owned());

@@ -5,13 +5,17 @@
 //! *and* configures for that header; from anyone else it is refused, never ignored, because a
 //! caller that can send one may be trying to be someone else.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use base64::Engine;
 use hyper::HeaderMap;
+use hyper::header::HeaderName;
 
 use crate::config::{CertificateHeader, TrustedProxy};
 use crate::identity::xfcc;
+use crate::memo::{self, Memo};
 use crate::verdict::ReasonCode;
 
 /// Header names that carry a client certificate in some proxy's convention. Any of them, from
@@ -26,6 +30,12 @@ const CERTIFICATE_HEADERS: &[&str] = &[
     "x-ssl-client-cert",
     "x-client-cert",
 ];
+
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+const TRAEFIK_CERT: HeaderName = HeaderName::from_static("x-forwarded-tls-client-cert");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The other end of one connection, as the listener saw it.
 #[derive(Debug, Clone)]
@@ -173,24 +183,23 @@ impl Proxies {
             Some(p) => format!("proxy `{}`", p.name),
             None => peer.addr.ip().to_canonical().to_string(),
         };
-        for &header in CERTIFICATE_HEADERS {
-            if headers.contains_key(header) && !convention.is_some_and(|c| c.uses(header)) {
-                return Err(CertHeaderError::Untrusted {
+        // One pass over the request's names (a handful) rather than a lookup per known name:
+        // a lookup by `&str` parses the name every time.
+        for name in headers.keys() {
+            let name = name.as_str();
+            if !self.is_certificate_header(name) || convention.is_some_and(|c| c.uses(name)) {
+                continue;
+            }
+            return Err(match CERTIFICATE_HEADERS.iter().find(|h| **h == name) {
+                Some(header) => CertHeaderError::Untrusted {
                     header,
                     from: from(),
-                });
-            }
-        }
-        for other in &self.proxies {
-            if let Some(CertificateHeader::Nginx(name)) = &other.certificate
-                && headers.contains_key(name.as_str())
-                && !convention.is_some_and(|c| c.uses(name))
-            {
-                return Err(CertHeaderError::Untrusted {
+                },
+                None => CertHeaderError::Untrusted {
                     header: "the nginx certificate header",
                     from: format!("{} (header `{name}`)", from()),
-                });
-            }
+                },
+            });
         }
         let (Some(proxy), Some(convention)) = (proxy, convention) else {
             return Ok(None);
@@ -200,22 +209,22 @@ impl Proxies {
             proxy: proxy.name.clone(),
             what,
         };
-        let one = |name: &str| -> Result<Option<&str>, CertHeaderError> {
+        let one = |name: &HeaderName| -> Result<Option<&str>, CertHeaderError> {
             let mut values = headers.get_all(name).iter();
             let Some(value) = values.next() else {
                 return Ok(None);
             };
             if values.next().is_some() {
-                return Err(malformed(name, "a single header"));
+                return Err(malformed(name.as_str(), "a single header"));
             }
             value
                 .to_str()
                 .map(Some)
-                .map_err(|_| malformed(name, "ASCII"))
+                .map_err(|_| malformed(name.as_str(), "ASCII"))
         };
         match convention {
             CertificateHeader::Xfcc => {
-                let Some(value) = one("x-forwarded-client-cert")? else {
+                let Some(value) = one(&XFCC)? else {
                     return Ok(None);
                 };
                 let element = xfcc::parse_last(value).map_err(|error| CertHeaderError::Xfcc {
@@ -224,47 +233,61 @@ impl Proxies {
                 })?;
                 Ok(element.chain.or(element.cert))
             }
-            CertificateHeader::Nginx(name) => Ok(one(name)?.map(str::to_owned)),
+            CertificateHeader::Nginx(name) => {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| malformed(name, "a header name"))?;
+                Ok(one(&name)?.map(str::to_owned))
+            }
             CertificateHeader::Rfc9440 => {
-                let Some(leaf) = one("client-cert")? else {
-                    if headers.contains_key("client-cert-chain") {
+                let Some(leaf) = one(&CLIENT_CERT)? else {
+                    if headers.contains_key(&CLIENT_CERT_CHAIN) {
                         return Err(malformed("client-cert-chain", "sent with `client-cert`"));
                     }
                     return Ok(None);
                 };
-                let what = "an RFC 8941 byte sequence (`:base64:`)";
-                let mut pem = String::new();
-                push_pem(
-                    &mut pem,
-                    &byte_sequence(leaf).ok_or(malformed("client-cert", what))?,
-                );
-                if let Some(chain) = one("client-cert-chain")? {
-                    for item in chain.split(',') {
-                        let der = byte_sequence(item)
-                            .ok_or(malformed("client-cert-chain", "a list of byte sequences"))?;
+                let chain = one(&CLIENT_CERT_CHAIN)?;
+                let whole = [leaf.as_bytes(), chain.unwrap_or_default().as_bytes()];
+                let key = if chain.is_some() {
+                    &whole[..]
+                } else {
+                    &whole[..1]
+                };
+                converted(&FROM_RFC9440, key, || {
+                    let what = "an RFC 8941 byte sequence (`:base64:`)";
+                    let mut pem = String::new();
+                    let der = byte_sequence(leaf).ok_or_else(|| malformed("client-cert", what))?;
+                    push_pem(&mut pem, &der);
+                    for item in chain.iter().flat_map(|c| c.split(',')) {
+                        let der = byte_sequence(item).ok_or_else(|| {
+                            malformed("client-cert-chain", "a list of byte sequences")
+                        })?;
                         push_pem(&mut pem, &der);
                     }
-                }
-                Ok(Some(pem))
+                    Ok(pem)
+                })
+                .map(Some)
             }
             CertificateHeader::Traefik => {
                 let name = "x-forwarded-tls-client-cert";
-                let Some(value) = one(name)? else {
+                let Some(value) = one(&TRAEFIK_CERT)? else {
                     return Ok(None);
                 };
-                let what = "URL-escaped PEM bodies separated by `,`";
-                let decoded = percent_encoding::percent_decode_str(value)
-                    .decode_utf8()
-                    .map_err(|_| malformed(name, what))?;
-                let mut pem = String::new();
-                for body in decoded.split(',') {
-                    let compact: String = body.split_ascii_whitespace().collect();
-                    let der = base64::engine::general_purpose::STANDARD
-                        .decode(compact)
+                converted(&FROM_TRAEFIK, &[value.as_bytes()], || {
+                    let what = "URL-escaped PEM bodies separated by `,`";
+                    let decoded = percent_encoding::percent_decode_str(value)
+                        .decode_utf8()
                         .map_err(|_| malformed(name, what))?;
-                    push_pem(&mut pem, &der);
-                }
-                Ok(Some(pem))
+                    let mut pem = String::new();
+                    for body in decoded.split(',') {
+                        let compact: String = body.split_ascii_whitespace().collect();
+                        let der = base64::engine::general_purpose::STANDARD
+                            .decode(compact)
+                            .map_err(|_| malformed(name, what))?;
+                        push_pem(&mut pem, &der);
+                    }
+                    Ok(pem)
+                })
+                .map(Some)
             }
         }
     }
@@ -278,12 +301,46 @@ impl Proxies {
         headers: &HeaderMap,
     ) -> IpAddr {
         proxy
-            .and_then(|_| headers.get_all("x-forwarded-for").iter().next_back())
+            .and_then(|_| headers.get_all(&X_FORWARDED_FOR).iter().next_back())
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .and_then(|last| last.trim().parse::<IpAddr>().ok())
             .unwrap_or_else(|| peer.addr.ip())
     }
+}
+
+thread_local! {
+    /// Certificate headers this thread converted to PEM, by their exact bytes: a proxy forwards
+    /// the same few certificates again and again, and decoding and re-encoding one costs more
+    /// than the rest of a warm decision.
+    static FROM_RFC9440: RefCell<Memo<Arc<str>, 16>> = const { RefCell::new(Memo::new()) };
+    /// The same for Traefik's header.
+    static FROM_TRAEFIK: RefCell<Memo<Arc<str>, 16>> = const { RefCell::new(Memo::new()) };
+}
+
+/// The PEM for a certificate header (one memo per convention) whose exact bytes are `parts`:
+/// this thread's memo, else `convert`'s (kept when it succeeded). A single part is the key as
+/// it is, without a copy; several are joined by NUL, which no header value holds.
+fn converted(
+    memo: &'static memo::Memos<Arc<str>, 16>,
+    parts: &[&[u8]],
+    convert: impl FnOnce() -> Result<String, CertHeaderError>,
+) -> Result<String, CertHeaderError> {
+    let joined;
+    let key = match parts {
+        [one] => *one,
+        _ => {
+            joined = parts.join(&0u8);
+            &joined
+        }
+    };
+    if let Some((pem, _)) = memo::look(memo, 0, 0, 0, key) {
+        return Ok(pem.to_string());
+    }
+    let pem = convert()?;
+    let shared: Arc<str> = Arc::from(pem.as_str());
+    memo::keep(memo, 0, 0, (0, i64::MAX), key, || shared);
+    Ok(pem)
 }
 
 /// An RFC 8941 byte sequence, `:base64:`.
@@ -387,6 +444,25 @@ mod tests {
             )
             .unwrap();
         assert_eq!(got.as_deref(), Some(expected.as_str()));
+        // Again, from this thread's memo; with a chain, a different key.
+        let header = format!(":{b64}:");
+        let again = rfc
+            .certificate(
+                rfc.recognise(&edge),
+                &edge,
+                &headers(&[("client-cert", &header)]),
+            )
+            .unwrap();
+        assert_eq!(again, got);
+        let chained = rfc
+            .certificate(
+                rfc.recognise(&edge),
+                &edge,
+                &headers(&[("client-cert", &header), ("client-cert-chain", &header)]),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(chained, expected.repeat(2));
         let traefik = Proxies::new(vec![proxy(Some(CertificateHeader::Traefik))]);
         let escaped = b64
             .replace('+', "%2B")

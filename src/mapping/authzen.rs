@@ -36,10 +36,10 @@ pub struct EntityRef {
     /// Cedar entity type.
     pub type_name: Arc<str>,
     /// Entity id.
-    pub id: String,
+    pub id: Arc<str>,
     /// `properties`, as JSON object text: the entity's attributes when the store does not hold
     /// it (the PDP's own data wins over what a PEP says about an entity it knows).
-    pub properties: Option<String>,
+    pub properties: Option<Arc<str>>,
 }
 
 /// One AuthZEN evaluation in Cedar's terms.
@@ -51,8 +51,8 @@ pub struct Evaluation {
     pub action: Arc<str>,
     /// The resource.
     pub resource: EntityRef,
-    /// The context, JSON object text (`{}` when none was sent).
-    pub context: String,
+    /// The context, JSON object text; `None` when none was sent (an empty record).
+    pub context: Option<Arc<str>>,
 }
 
 impl AuthZenMapping {
@@ -73,8 +73,8 @@ impl AuthZenMapping {
     ) -> EntityRef {
         EntityRef {
             type_name: self.cedar_type(authzen_type),
-            id: id.to_owned(),
-            properties: properties.map(ToString::to_string),
+            id: Arc::from(id),
+            properties: properties.map(|p| Arc::from(p.to_string())),
         }
     }
 }
@@ -101,5 +101,6 @@ mod tests {
         let account = mapping.entity("Account", "7", Some(&serde_json::json!({"tier": 1})));
         assert_eq!(&*account.type_name, "Account");
         assert_eq!(account.properties.as_deref(), Some(r#"{"tier":1}"#));
+        assert_eq!(&*user.id, "alice");
     }
 }

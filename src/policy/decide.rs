@@ -132,8 +132,12 @@ pub fn decide_evaluation(
     let principal = uid(&evaluation.subject.type_name, &evaluation.subject.id)?;
     let action = uid(action_type, &evaluation.action)?;
     let resource = uid(&evaluation.resource.type_name, &evaluation.resource.id)?;
-    let context: serde_json::Value = serde_json::from_str(&evaluation.context)
-        .map_err(|e| DecideError::Request(format!("context: {e}")))?;
+    let context: serde_json::Value = match &evaluation.context {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| DecideError::Request(format!("context: {e}")))?
+        }
+        None => serde_json::Value::Object(serde_json::Map::new()),
+    };
     let context = Context::from_json_value(context, Some((&store.schema, &action)))
         .map_err(|e| DecideError::Request(e.to_string()))?;
     let request = cedar_policy::Request::new(

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -384,5 +385,43 @@ async fn only_authenticated_and_permitted_peps_may_ask() {
     assert_eq!(
         reply.json()["evaluations"][0]["context"]["error"]["status"],
         403
+    );
+}
+
+/// A PEP whose body never finishes gets 408 at `server.request_timeout_ms`, and the call
+/// stops holding its place in the limit.
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let w = World::with(Options {
+        policy_dir: Some(fixture()),
+        routes: Some(String::new()),
+        server_extra: format!("http_listen = \"127.0.0.1:{port}\"\nrequest_timeout_ms = 300"),
+        extra: AUTHZEN.into(),
+        ..Options::default()
+    })
+    .await;
+    let token = w.issuer.app("reporting", "read");
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /access/v1/evaluation HTTP/1.1\r\nhost: pdp.test\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {token}\r\ncontent-length: 100\r\n\r\n{{\"subject\":"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("no answer within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -248,10 +248,11 @@ impl DemoServer {
         let dir = tempfile::tempdir().unwrap();
         let demo =
             std::fs::read_to_string(Path::new(MANIFEST).join("deploy/demo/tollgate.toml")).unwrap();
-        let (grpc, admin) = (free_port(), free_port());
+        let (grpc, admin, http) = (free_port(), free_port(), free_port());
         let config = demo
             .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
             .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
+            .replace("127.0.0.1:9193", &format!("127.0.0.1:{http}"))
             .replace("\"ca.pem\"", &format!("\"{MANIFEST}/deploy/demo/ca.pem\""))
             .replace(
                 "\"revoked.toml\"",

@@ -71,7 +71,7 @@ fn record(c: &Call<'_>) -> String {
         principal: c.principal.map(Into::into),
         determining: c.policies.iter().map(|p| (*p).to_owned()).collect(),
         errors: vec![],
-        actor,
+        actor: actor.map(std::sync::Arc::new),
         target: c.target.map(|(action, resource_type)| Target {
             action: action.into(),
             resource_type: resource_type.into(),

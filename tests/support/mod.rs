@@ -99,9 +99,10 @@ pub fn wait_for_port(port: u16, what: &str) {
 }
 
 /// The example estate's policy files (schema, entities, *.cedar), not its tests.
-pub const POLICY_FILES: [&str; 5] = [
+pub const POLICY_FILES: [&str; 6] = [
     "tollgate.cedarschema",
     "entities.json",
+    "authzen.cedar",
     "orders.cedar",
     "payments.cedar",
     "platform.cedar",
