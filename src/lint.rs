@@ -22,15 +22,25 @@ pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
         .filter_map(|a| EntityUid::from_str(&format!("Action::{a:?}")).ok())
         .collect();
     let hierarchy = store.schema().action_entities().ok();
-    // The AuthZEN API names any action of its action type, any resource type, and asks the
-    // PEP's action of every PEP.
+    // The AuthZEN API asks the PEP's action of every PEP, and names the actions of its action
+    // type whose principals are types `[authzen] types` maps to (any, when it maps none), and
+    // those resource types.
     let authzen = snapshot.authzen.as_deref();
+    let mapped = |type_name: &str| {
+        authzen
+            .is_some_and(|a| a.types.is_empty() || a.types.iter().any(|(_, t)| **t == *type_name))
+    };
     let asked = |uid: &EntityUid| {
-        authzen.is_some_and(|a| {
-            uid.type_name().to_string() == *a.action_type
-                || (uid.type_name().to_string() == "Action"
-                    && uid.id().unescaped() == &*a.pep_action)
-        })
+        let Some(a) = authzen else { return false };
+        let action_type = uid.type_name().to_string();
+        if action_type == "Action" && uid.id().unescaped() == &*a.pep_action {
+            return true;
+        }
+        action_type == *a.action_type
+            && store
+                .schema()
+                .principals_for_action(uid)
+                .is_some_and(|mut principals| principals.any(|p| mapped(&p.to_string())))
     };
     let reached = |uid: &EntityUid| {
         asked(uid)
@@ -95,7 +105,7 @@ pub fn lint(snapshot: &Snapshot, config_file: &str) -> Vec<Diagnostic> {
         .map(ToString::to_string)
         .collect::<BTreeSet<_>>()
     {
-        if routed_types.contains(type_name.as_str()) || authzen.is_some() {
+        if routed_types.contains(type_name.as_str()) || mapped(&type_name) {
             continue;
         }
         let offset = find_entity_declaration(&schema_source.text, &type_name).unwrap_or(0);

@@ -44,7 +44,7 @@ async fn admin_endpoints_answer() {
     .unwrap();
     assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
     assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
-    assert!(readyz.contains("generation=1 policies=8"), "{readyz}");
+    assert!(readyz.contains("generation=1 policies=10"), "{readyz}");
     assert!(!readyz.contains("demo: true"), "{readyz}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
@@ -56,6 +56,7 @@ async fn readyz_says_when_the_demo_estate_is_serving() {
     let (mut config, snapshot) = load(&ConfigSource::Embedded, 1).unwrap();
     config.settings.listen = "127.0.0.1:0".parse().unwrap();
     config.settings.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.settings.http_listen = Some("127.0.0.1:0".parse().unwrap());
     let running = tollgate::server::start(ConfigSource::Embedded, config, snapshot, None)
         .await
         .unwrap();

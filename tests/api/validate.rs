@@ -66,7 +66,7 @@ fn the_example_estate_is_clean() {
     expect(
         &validate(&config, &[]),
         0,
-        &["8 policies, 7 routes; 0 errors, 0 warnings"],
+        &["10 policies, 7 routes; 0 errors, 0 warnings"],
     );
     let out = validate(&config, &["--format", "json", "--deny-warnings"]);
     assert_eq!(out.status.code(), Some(0));
@@ -90,7 +90,7 @@ fn each_error_kind_is_located_and_exits_3() {
                     "[identity]\nsorce = 1\n",
                 )
             }),
-            vec!["tollgate.toml:10:1: error[config-syntax]", "sorce"],
+            vec!["tollgate.toml:19:1: error[config-syntax]", "sorce"],
         ),
         (
             "config-invalid",
