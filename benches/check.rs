@@ -267,9 +267,14 @@ fn authzen(c: &mut Criterion) {
             audit,
         );
         let mut pep = authorizer.authzen_caller(&pep_input).unwrap().unwrap();
-        let answered =
-            tollgate::http::authzen::decide_body(&authorizer, &mut pep, true, body.as_bytes())
-                .unwrap();
+        let answered = tollgate::http::authzen::decide_body(
+            &authorizer,
+            &mut pep,
+            true,
+            body.as_bytes(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert_eq!(
             answered.body.matches("\"decision\":true").count(),
             50,
@@ -283,6 +288,7 @@ fn authzen(c: &mut Criterion) {
                     &mut pep,
                     true,
                     black_box(body.as_bytes()),
+                    Duration::from_secs(1),
                 )
             })
         });

@@ -235,10 +235,11 @@ impl Verdict {
 const OWN_HEADER_PREFIX: &str = "x-tollgate-";
 
 /// Headers a client sent under any spelling of Tollgate's own: `x-tollgate-*` and the
-/// configured names, with `_` read as `-`, because WSGI, Rack, PHP and some nginx setups map
-/// `x_tollgate_principal` onto the same variable as `x-tollgate-principal`.
+/// configured names, with any byte but a letter or digit read as `-`, because CGI, WSGI, Rack,
+/// PHP and some nginx setups map `x_tollgate_principal` or `x.tollgate.principal` onto the same
+/// variable as `x-tollgate-principal`.
 pub fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
-    let fold = |b: u8| if b == b'_' { b'-' } else { b };
+    let fold = |b: u8| if b.is_ascii_alphanumeric() { b } else { b'-' };
     let folded_eq = |name: &str, own: &str| {
         name.len() == own.len()
             && name
@@ -589,6 +590,38 @@ mod tests {
             let name = format!("`{}`", code.as_str());
             assert!(table.contains(&name), "README lacks {name}");
         }
+    }
+
+    /// Review finding: CGI, PHP and the like map every non-alphanumeric byte of a header name
+    /// to `_`, so `x.tollgate.principal` reads as the principal header there too.
+    #[test]
+    fn every_spelling_of_an_own_header_is_the_clients() {
+        let settings = ResponseSettings {
+            principal_header: "x-tollgate-principal".into(),
+            decision_id_header: "x-tollgate-decision-id".into(),
+            strip_authorization: false,
+            expose_policy_ids: true,
+            internal_error_status: 503,
+        };
+        let mut input = CheckInput::default();
+        for name in [
+            "x.tollgate.principal",
+            "x_tollgate_admin",
+            "x~tollgate~decision~id",
+            "x-other",
+        ] {
+            input.insert_header(name, "v");
+        }
+        let mut own = client_owned_headers(&input, &settings);
+        own.sort();
+        assert_eq!(
+            own,
+            [
+                "x.tollgate.principal",
+                "x_tollgate_admin",
+                "x~tollgate~decision~id"
+            ]
+        );
     }
 
     #[test]

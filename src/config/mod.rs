@@ -359,6 +359,20 @@ fn settings(
         }
     };
     let http_listen = optional_addr(&raw.server.http_listen, "server.http_listen")?;
+    for (listen, key) in [
+        (&raw.server.http_listen, "server.http_listen"),
+        (&raw.server.authzen_listen, "server.authzen_listen"),
+    ] {
+        if listen.get_ref().is_empty() || !*raw.server.workload_api_tls.get_ref() {
+            continue;
+        }
+        return Err(at.invalid(
+            listen,
+            key,
+            "the HTTP listener serves TLS from `[server.tls]` files only; with \
+             `workload_api_tls` it would be plaintext beside an mTLS gRPC listener",
+        ));
+    }
     let authzen_listen = optional_addr(&raw.server.authzen_listen, "server.authzen_listen")?;
     let trusted_proxies = raw
         .server

@@ -592,3 +592,18 @@ fn the_authzen_mapping_is_checked_against_the_schema() {
     let (_dir, source) = config_with(without);
     assert!(load(&source, 1).unwrap().1.authzen.is_none());
 }
+
+/// Review finding: with `workload_api_tls` the gRPC listener served mTLS while the HTTP
+/// listener silently served plaintext.
+#[test]
+fn the_http_listener_does_not_silently_drop_workload_api_tls() {
+    let e = load_err(|c| {
+        c.replace("[server]\n", "[server]\nworkload_api_tls = true\n")
+            .replace(
+                "[identity]\n",
+                "[identity]\nworkload_api = \"unix:///tmp/agent.sock\"\n",
+            )
+    });
+    let text = e.to_string();
+    assert!(text.contains("server.http_listen"), "{text}");
+}

@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::proxies::{Peer, Proxies};
+use super::proxies::{CertHeaderError, Peer, Proxies};
 use crate::authz::{Authorizer, Pep};
 use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::request::{CheckInput, Headers};
@@ -92,10 +92,45 @@ struct WireRequest<'a> {
     resource: Option<WireEntity<'a>>,
     #[serde(default, borrow)]
     context: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "at_most_evaluations")]
     evaluations: Option<Vec<WireEvaluation<'a>>>,
     #[serde(default, borrow)]
     options: Option<WireOptions<'a>>,
+}
+
+/// `evaluations`, refused while parsing once it passes [`MAX_EVALUATIONS`]: a 1 MiB body of
+/// empty items would otherwise be parsed whole (hundreds of thousands of them) first.
+fn at_most_evaluations<'de, D>(
+    deserializer: D,
+) -> Result<Option<Vec<WireEvaluation<'de>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct AtMost;
+    impl<'de> serde::de::Visitor<'de> for AtMost {
+        type Value = Vec<WireEvaluation<'de>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_EVALUATIONS} evaluations")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == MAX_EVALUATIONS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_EVALUATIONS} evaluations in one request"
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(AtMost).map(Some)
 }
 
 /// `options.evaluations_semantic`.
@@ -198,7 +233,14 @@ async fn respond(
         ));
     }
     let (parts, body) = request.into_parts();
-    let input = pep_input(proxies, peer, &parts).map_err(Refused::bad)?;
+    let input = match pep_input(proxies, peer, &parts) {
+        Ok(input) => input,
+        // Refused and recorded like at the forward-auth doors (`cert_header_untrusted`, 401).
+        Err(error) => {
+            let refused = authorizer.refuse(error.reason(), error.to_string());
+            return Err(refusal(&refused.verdict));
+        }
+    };
     let mut pep = match authorizer.authzen_caller(&input) {
         None => return Err(Refused::bad("the AuthZEN API was turned off by a reload")),
         Some(Err(refused)) => return Err(refusal(&refused.verdict)),
@@ -228,7 +270,7 @@ async fn respond(
         }
         Ok(Ok(body)) => body.to_bytes(),
     };
-    let answer = decide_body(authorizer, &mut pep, path == EVALUATIONS, &body)?;
+    let answer = decide_body(authorizer, &mut pep, path == EVALUATIONS, &body, deadline)?;
     let mut response = json(StatusCode::OK, answer.body);
     if let Some(id) = answer.decision_id
         && let Ok(id) = HeaderValue::from_str(id.hex().as_str())
@@ -269,14 +311,18 @@ pub struct Answered {
 }
 
 /// Decides the request `body` for `pep`: one evaluation, or a batch when `batch_endpoint` and
-/// the body has `evaluations`. The part of a call after authentication and transport, kept
-/// apart so it can be measured in-process (`benches/check.rs`).
+/// the body has `evaluations`, whose items past `budget` (`server.request_timeout_ms`) are not
+/// decided but fail closed, so one batch cannot hold a worker. The part of a call after
+/// authentication and transport, kept apart so it can be measured in-process
+/// (`benches/check.rs`).
 pub fn decide_body(
     authorizer: &Authorizer,
     pep: &mut Pep<'_>,
     batch_endpoint: bool,
     body: &[u8],
+    budget: Duration,
 ) -> Result<Answered, Refused> {
+    let started = std::time::Instant::now();
     let request: WireRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| Refused::bad(format!("not an AuthZEN request: {e}")))?;
     let WireRequest {
@@ -334,6 +380,14 @@ pub fn decide_body(
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
+        }
+        if started.elapsed() > budget {
+            let message = format!(
+                "not decided within {} ms (server.request_timeout_ms)",
+                budget.as_millis()
+            );
+            out.push_str(&error_item(503, &message));
+            continue;
         }
         let evaluation = Parts::of(pep.mapping(), item).and_then(|parts| parts.complete(&defaults));
         let allowed = match evaluation {
@@ -484,11 +538,9 @@ fn pep_input(
     proxies: &Proxies,
     peer: &Peer,
     parts: &hyper::http::request::Parts,
-) -> Result<CheckInput, String> {
+) -> Result<CheckInput, CertHeaderError> {
     let proxy = proxies.recognise(peer);
-    let forwarded = proxies
-        .certificate(proxy, peer, &parts.headers)
-        .map_err(|e| e.to_string())?;
+    let forwarded = proxies.certificate(proxy, peer, &parts.headers)?;
     let certificate = match (forwarded, &peer.certificate) {
         (Some(pem), _) => pem,
         (None, Some(der)) if proxy.is_none() => super::proxies::pem(der),
@@ -570,11 +622,14 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// A 503 for a call shed at the process's limit.
-pub fn overloaded() -> Response<Full<Bytes>> {
+/// A 503 for a call shed at the process's limit (its `X-Request-ID` echoed).
+pub fn overloaded(request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(
         b"overloaded: too many requests in flight (server.max_concurrent_requests)\n",
     )));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(id) = request_id {
+        response.headers_mut().insert(REQUEST_ID, id.clone());
+    }
     response
 }

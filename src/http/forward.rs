@@ -118,6 +118,15 @@ pub fn translate(
         }
         Convention::Nginx => {
             let method = required(headers, &names::X_ORIGINAL_METHOD)?;
+            // ingress-nginx sends X-Original-URL and passes a client's X-Original-URI through:
+            // with both, which path was asked for is the client's choice. Refused.
+            if headers.contains_key(&names::X_ORIGINAL_URI)
+                && headers.contains_key(&names::X_ORIGINAL_URL)
+            {
+                return Err(Untranslatable::malformed(
+                    "both `x-original-uri` and `x-original-url`: the proxy must send exactly one",
+                ));
+            }
             match text(headers, &names::X_ORIGINAL_URI)? {
                 Some(uri) => (method, uri, host_of(parts)?),
                 None => {

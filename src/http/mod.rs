@@ -110,7 +110,7 @@ impl Doors {
             );
             return match convention {
                 Some(convention) => forward::respond(convention, &decided, None),
-                None => authzen::overloaded(),
+                None => authzen::overloaded(request.headers().get("x-request-id")),
             };
         };
         match convention {

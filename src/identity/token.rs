@@ -656,10 +656,12 @@ fn facts(
             return Err(TokenError::MissingClaim(name.clone()));
         }
     }
+    // Names become principals, sent upstream as header values: a control character cannot be
+    // one, and is no part of any real name.
     let string = |name: &str| -> Result<Option<String>, TokenError> {
         match claims.get(name) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) if !s.chars().any(char::is_control) => Ok(Some(s.clone())),
             Some(_) => Err(TokenError::InvalidClaim(name.into())),
         }
     };
@@ -679,7 +681,7 @@ fn facts(
     let actor = match claims.get("act") {
         None => None,
         Some(Value::Object(act)) => match act.get("sub") {
-            Some(Value::String(sub)) => Some(sub.clone()),
+            Some(Value::String(sub)) if !sub.chars().any(char::is_control) => Some(sub.clone()),
             _ => return Err(TokenError::InvalidClaim("act".into())),
         },
         Some(_) => return Err(TokenError::InvalidClaim("act".into())),

@@ -366,6 +366,25 @@ async fn only_authenticated_and_permitted_peps_may_ask() {
     let reply = forged.post("/access/v1/evaluation", &body).await;
     assert_eq!(reply.status, 401, "{}", reply.body);
     assert!(reply.body.starts_with("token_malformed"), "{}", reply.body);
+    // Review finding: a certificate header from a caller that is no trusted proxy is the same
+    // refusal as at the forward-auth doors (401, recorded), not a 400.
+    let reply = anonymous
+        .call(
+            "POST",
+            "/access/v1/evaluation",
+            &[
+                ("content-type", "application/json"),
+                ("client-cert", ":AAAA:"),
+            ],
+            &body.to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(
+        reply.body.starts_with("cert_header_untrusted"),
+        "{}",
+        reply.body
+    );
     // A verified PEP that no policy lets ask: 403 for a single evaluation, a 403 error per
     // item in a batch.
     let stranger = Pep::Plain {
@@ -423,5 +442,61 @@ async fn a_body_that_never_arrives_times_out() {
         started.elapsed() >= Duration::from_millis(250),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Review findings: a batch is refused while parsing once it passes 1,000 items (not after a
+/// 1 MiB body of empty items was parsed whole), and items past `server.request_timeout_ms`
+/// fail closed instead of holding a worker.
+#[tokio::test]
+async fn a_batch_is_bounded_in_items_and_in_time() {
+    let port = free_port();
+    let w = World::with(Options {
+        policy_dir: Some(fixture()),
+        routes: Some(String::new()),
+        server_extra: format!("http_listen = \"127.0.0.1:{port}\"\nrequest_timeout_ms = 20"),
+        extra: AUTHZEN.into(),
+        ..Options::default()
+    })
+    .await;
+    let pep = Pep::Plain {
+        port,
+        bearer: Some(w.issuer.app("reporting", "read")),
+    };
+    let items = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"resource": {"type": "todo", "id": format!("t-{i}")}}))
+            .collect()
+    };
+    let batch = |n| {
+        json!({
+            "subject": {"type": "user", "id": "x"},
+            "action": {"name": "can_read_todos"},
+            "evaluations": items(n),
+        })
+    };
+    let too_many = pep.post("/access/v1/evaluations", &batch(1001)).await;
+    assert_eq!(too_many.status, 400);
+    assert!(
+        too_many.body.contains("more than 1000 evaluations"),
+        "{}",
+        too_many.body
+    );
+    let reply = pep.post("/access/v1/evaluations", &batch(1000)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answers = reply.json()["evaluations"].as_array().unwrap().clone();
+    assert_eq!(answers.len(), 1000);
+    let first_late = answers
+        .iter()
+        .position(|a| a["context"]["error"]["status"] == 503);
+    // Debug builds decide about 40 items in 20 ms here; release about a thousand.
+    assert!(first_late.is_some_and(|i| i > 0), "{first_late:?}");
+    let late = &answers[999]["context"]["error"];
+    assert_eq!(late["status"], 503, "{late}");
+    assert!(
+        late["message"]
+            .as_str()
+            .unwrap()
+            .contains("not decided within 20 ms")
     );
 }

@@ -213,6 +213,20 @@ async fn denials_carry_tollgates_answer_and_never_reach_the_upstream() {
         "{bad:?}"
     );
 
+    // Review finding: the client's own X-Forwarded-For must not become the source address
+    // (the batch job may write reports only from 10.20.0.0/16).
+    let batch = fp.w.issuer.app("nightly-batch", "reports.write");
+    let spoofed = fp
+        .send(
+            "nightly-batch",
+            Some(&batch),
+            "PUT",
+            "/reports/daily",
+            &[("x-forwarded-for", "10.20.0.7")],
+        )
+        .await;
+    assert_denied_by_tollgate(&spoofed, 403, "policy_denied");
+
     let missing = fp.send("payments", None, "GET", "/orders/1001", &[]).await;
     assert_denied_by_tollgate(&missing, 401, "token_required");
     assert_eq!(

@@ -201,7 +201,19 @@ impl Front {
         path: &str,
         extra: &[(&str, &str)],
     ) -> Result<HttpAnswer, String> {
-        let leaf = self.w.ca.app("payments");
+        self.try_send_as("payments", token, "GET", path, extra)
+            .await
+    }
+
+    async fn try_send_as(
+        &self,
+        app: &str,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<HttpAnswer, String> {
+        let leaf = self.w.ca.app(app);
         let bearer = token.map(|t| format!("Bearer {t}"));
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         if let Some(b) = &bearer {
@@ -212,7 +224,7 @@ impl Front {
             "shop.test",
             Some((&leaf.pem, &leaf.key_pem)),
         )
-        .send(self.port, "GET", path, &headers)
+        .send(self.port, method, path, &headers)
         .await
     }
 
@@ -324,6 +336,22 @@ async fn scenario(mut front: Front) {
         forged.echo().headers["x-tollgate-principal"],
         format!("spiffe://{TRUST_DOMAIN}/payments")
     );
+    assert_eq!(front.upstream.hits(), 2);
+
+    // Review finding: a client-sent X-Forwarded-For must not become the source address. The
+    // batch job may write reports only from 10.20.0.0/16; claiming it from here is denied.
+    let batch = front.w.issuer.app("nightly-batch", "reports.write");
+    let spoofed_ip = front
+        .try_send_as(
+            "nightly-batch",
+            Some(&batch),
+            "PUT",
+            "/reports/daily",
+            &[("x-forwarded-for", "10.20.0.7")],
+        )
+        .await
+        .unwrap();
+    assert_denied_by_tollgate(&spoofed_ip, 403, "policy_denied");
     assert_eq!(front.upstream.hits(), 2);
 
     // Tollgate down: the proxy fails closed.

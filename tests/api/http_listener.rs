@@ -221,6 +221,23 @@ async fn broken_requests_get_clear_refusals_in_each_convention() {
         (401, "no_credentials")
     );
     assert!(envoy.headers.contains_key("www-authenticate"));
+    // Review finding: ingress-nginx sends X-Original-URL and passes a client's X-Original-URI
+    // through; with both, which path was requested is ambiguous: refused, not guessed.
+    let both = http1(
+        port,
+        "/nginx",
+        &[
+            ("x-original-method", "GET"),
+            ("x-original-url", "https://shop.test/admin/keys/rotate"),
+            ("x-original-uri", "/orders/1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        both.headers["x-tollgate-reason"], "malformed_request",
+        "{}",
+        both.body
+    );
     let unknown = http1(port, "/check", &[]).await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.body.contains("/traefik"), "{}", unknown.body);

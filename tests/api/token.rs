@@ -469,3 +469,18 @@ fn jwks_without(jwks: &mut serde_json::Value, alg: &str) {
         keys.retain(|k| k["alg"] != alg);
     }
 }
+
+/// Review finding: a principal is sent upstream as a header; a client id with a control
+/// character could not be, so the allow went out without it. Such a claim is refused.
+#[tokio::test]
+async fn a_client_id_with_a_control_character_is_refused() {
+    let w = World::new().await;
+    for client in ["svc\u{1}", "svc\nx", "svc\u{7f}"] {
+        let token = w.issuer.app(client, "orders.read");
+        assert_eq!(
+            w.server.reason_for_token(&token).await,
+            "token_claims",
+            "{client:?}"
+        );
+    }
+}
