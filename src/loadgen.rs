@@ -182,14 +182,7 @@ pub async fn run(
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + duration;
-    let cpu = server_pid.map(|pid| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from.into()).await;
-            let from = process_cpu(pid);
-            tokio::time::sleep_until(stop_at.into()).await;
-            Some(process_cpu(pid)?.saturating_sub(from?))
-        })
-    });
+    let cpu = server_pid.map(|pid| measure_cpu(pid, measure_from, stop_at));
     let counters = Arc::new(Counters::default());
     let next = Arc::new(AtomicU64::new(0));
     let new_histogram =
@@ -269,6 +262,16 @@ pub async fn run(
         errors: counters.errors.load(Ordering::Relaxed),
         elapsed: duration,
         latency,
+    })
+}
+
+/// The CPU `pid` spends between `from` and `to`, measured in a task of its own.
+fn measure_cpu(pid: u32, from: Instant, to: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let at_start = process_cpu(pid);
+        tokio::time::sleep_until(to.into()).await;
+        Some(process_cpu(pid)?.saturating_sub(at_start?))
     })
 }
 
@@ -389,14 +392,7 @@ pub async fn run_http(
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + duration;
-    let cpu = server_pid.map(|pid| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from.into()).await;
-            let from = process_cpu(pid);
-            tokio::time::sleep_until(stop_at.into()).await;
-            Some(process_cpu(pid)?.saturating_sub(from?))
-        })
-    });
+    let cpu = server_pid.map(|pid| measure_cpu(pid, measure_from, stop_at));
     let counters = Arc::new(Counters::default());
     let next = Arc::new(AtomicU64::new(0));
     let new_histogram =

@@ -193,12 +193,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if let Some(floor) = &floor {
         print_ratio(&report, floor);
     }
-    if let Some(pid) = args.server_pid {
-        match loadgen::peak_rss_kib(pid) {
-            Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
-            None => println!("server peak RSS: unavailable for pid {pid}"),
-        }
-    }
+    print_peak_rss(args.server_pid);
     Ok(())
 }
 
@@ -248,6 +243,15 @@ impl Drop for Floor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The server's peak RSS, when its pid was given.
+fn print_peak_rss(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    match loadgen::peak_rss_kib(pid) {
+        Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("server peak RSS: unavailable for pid {pid}"),
     }
 }
 
@@ -336,12 +340,7 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
     if let Some(floor) = &floor {
         print_ratio(&report, floor);
     }
-    if let Some(pid) = args.server_pid {
-        match loadgen::peak_rss_kib(pid) {
-            Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
-            None => println!("server peak RSS: unavailable for pid {pid}"),
-        }
-    }
+    print_peak_rss(args.server_pid);
     Ok(())
 }
 
