@@ -267,12 +267,12 @@ async fn spawn_check_listeners(
             doors: doors.clone(),
             mount,
         });
-        let tls = tls.clone();
+        let (tls, idle) = (tls.clone(), settings.http_idle_timeout);
         let shutdown = until_stopped(stopped.clone());
         tasks.push((
             name,
             tokio::spawn(async move {
-                http::serve(listener, handler, tls, shutdown)
+                http::serve(listener, handler, tls, idle, shutdown)
                     .await
                     .map_err(|e| e.to_string())
             }),

@@ -117,6 +117,8 @@ async fn serve_http(addr: SocketAddr) -> Result<(), String> {
         listener,
         std::sync::Arc::new(NullHttp),
         None,
+        // `tollgate serve`'s default `[server] http_idle_timeout_ms`.
+        Duration::from_secs(30),
         std::future::pending(),
     )
     .await

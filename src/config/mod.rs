@@ -72,6 +72,8 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     /// AuthZEN-only listener, if enabled.
     pub authzen_listen: Option<SocketAddr>,
+    /// How long an HTTP connection may take to finish its handshake or send a request head.
+    pub http_idle_timeout: Duration,
     /// Proxies the HTTP listener believes about client certificates and addresses.
     pub trusted_proxies: Vec<TrustedProxy>,
 }
@@ -416,6 +418,7 @@ fn settings(
         },
         http_listen,
         authzen_listen,
+        http_idle_timeout: Duration::from_millis(raw.server.http_idle_timeout_ms.max(1)),
         trusted_proxies,
     })
 }

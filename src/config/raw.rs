@@ -205,6 +205,9 @@ pub struct RawServer {
     pub http_listen: Spanned<String>,
     /// A listener serving only the AuthZEN API; empty: off (it is also on `http_listen`).
     pub authzen_listen: Spanned<String>,
+    /// The HTTP listeners close a connection that has not finished its TLS handshake or sent a
+    /// whole request head (the first, or the next when kept alive) within this long.
+    pub http_idle_timeout_ms: u64,
     /// Proxies whose certificate headers and client addresses the HTTP listener believes.
     pub trusted_proxies: Vec<RawTrustedProxy>,
 }
@@ -251,6 +254,7 @@ impl Default for RawServer {
             workload_api_tls: Spanned::new(0..0, false),
             http_listen: Spanned::new(0..0, String::new()),
             authzen_listen: Spanned::new(0..0, String::new()),
+            http_idle_timeout_ms: 30_000,
             trusted_proxies: Vec::new(),
         }
     }

@@ -183,11 +183,14 @@ pub fn server_tls(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, String
 }
 
 /// Serves `handler` on `listener` until `shutdown`, then lets open connections finish their
-/// requests (at most 5 s).
+/// requests (at most 5 s). A connection that has not finished its TLS handshake, sent its
+/// first byte, or (HTTP/1) a whole request head within `idle` is closed: a caller cannot hold
+/// descriptors by connecting and saying nothing, or saying half a request.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -211,18 +214,32 @@ pub async fn serve<H: Handler>(
         let watcher = graceful.watcher();
         match &tls {
             None => {
-                let peer = Peer::plain(addr);
-                tokio::spawn(connection(TokioIo::new(tcp), peer, handler, watcher));
+                tokio::spawn(async move {
+                    // hyper reads a connection's first bytes to choose HTTP/1.1 or HTTP/2
+                    // without a timer of its own.
+                    // (`readable` would not do: a new socket counts as readable until a read
+                    // says otherwise.)
+                    let mut first = [0u8; 1];
+                    if !matches!(
+                        tokio::time::timeout(idle, tcp.peek(&mut first)).await,
+                        Ok(Ok(1..))
+                    ) {
+                        return;
+                    }
+                    let peer = Peer::plain(addr);
+                    connection(TokioIo::new(tcp), peer, handler, idle, watcher).await;
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let stream = match acceptor.accept(tcp).await {
-                        Ok(stream) => stream,
-                        Err(error) => {
+                    let stream = match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
                             tracing::debug!(%error, peer = %addr, "http listener: TLS handshake failed");
                             return;
                         }
+                        Err(_) => return,
                     };
                     let certificate = stream
                         .get_ref()
@@ -234,7 +251,7 @@ pub async fn serve<H: Handler>(
                         Some(der) => Peer::with_certificate(addr, der),
                         None => Peer::plain(addr),
                     };
-                    connection(TokioIo::new(stream), peer, handler, watcher).await;
+                    connection(TokioIo::new(stream), peer, handler, idle, watcher).await;
                 });
             }
         }
@@ -249,6 +266,7 @@ async fn connection<IO, H: Handler>(
     io: TokioIo<IO>,
     peer: Peer,
     handler: Arc<H>,
+    idle: Duration,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -259,7 +277,11 @@ async fn connection<IO, H: Handler>(
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handler.handle(&peer, request).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle);
     let served = watcher.watch(builder.serve_connection(io, service).into_owned());
     if let Err(error) = served.await {
         tracing::debug!(%error, "http listener: connection ended with an error");

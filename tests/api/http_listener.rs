@@ -199,7 +199,7 @@ async fn a_certificate_header_from_anywhere_else_is_refused() {
 
 #[tokio::test]
 async fn broken_requests_get_clear_refusals_in_each_convention() {
-    let (_w, port) = server("").await;
+    let (_w, port) = server("http_idle_timeout_ms = 300").await;
     // Traefik without its X-Forwarded-* headers: 400 naming the header.
     let traefik = http1(port, "/traefik", &[]).await;
     assert_eq!(traefik.status, 400);
@@ -241,4 +241,39 @@ async fn broken_requests_get_clear_refusals_in_each_convention() {
     let unknown = http1(port, "/check", &[]).await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.body.contains("/traefik"), "{}", unknown.body);
+}
+
+/// Review finding: a connection that says nothing, or never finishes its request head, held a
+/// descriptor forever. It is closed after `server.http_idle_timeout_ms`.
+#[tokio::test]
+async fn a_silent_connection_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let (_w, port) = server("http_idle_timeout_ms = 300").await;
+    let read_to_end = |mut tcp: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut rest),
+        )
+        .await
+        .map(|read| read.map(|_| rest))
+    };
+    let started = std::time::Instant::now();
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let closed = read_to_end(silent).await;
+    assert!(closed.is_ok(), "a silent connection stayed open for 5 s");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // Half a request head, then nothing: hyper's header-read timeout closes it.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /traefik HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_to_end(slow).await.is_ok(),
+        "a half-sent head held the connection for 5 s"
+    );
 }
