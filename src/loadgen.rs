@@ -251,6 +251,17 @@ pub async fn run(
             latency = collector.await.map_err(|e| e.to_string())?;
         }
     }
+    report(&counters, cpu, duration, latency).await
+}
+
+/// The report of a run: the counters, the server's CPU (once its measuring task ends), the
+/// measured time and the latencies.
+async fn report(
+    counters: &Counters,
+    cpu: Option<tokio::task::JoinHandle<Option<Duration>>>,
+    duration: Duration,
+    latency: Histogram<u64>,
+) -> Result<LoadReport, String> {
     let server_cpu = match cpu {
         Some(task) => task.await.map_err(|e| e.to_string())?,
         None => None,
@@ -464,16 +475,5 @@ pub async fn run_http(
             .add(task.await.map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
     }
-    let server_cpu = match cpu {
-        Some(task) => task.await.map_err(|e| e.to_string())?,
-        None => None,
-    };
-    Ok(LoadReport {
-        server_cpu,
-        answered: counters.answered.load(Ordering::Relaxed),
-        allowed: counters.allowed.load(Ordering::Relaxed),
-        errors: counters.errors.load(Ordering::Relaxed),
-        elapsed: duration,
-        latency,
-    })
+    report(&counters, cpu, duration, latency).await
 }
