@@ -239,6 +239,7 @@ struct DemoServer {
     child: std::process::Child,
     grpc: u16,
     admin: u16,
+    http: u16,
     policies: std::path::PathBuf,
     dir: tempfile::TempDir,
 }
@@ -276,6 +277,7 @@ impl DemoServer {
             child,
             grpc,
             admin,
+            http,
             policies,
             dir,
         }
@@ -286,6 +288,56 @@ impl Drop for DemoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `bench --http` and `--authzen` drive the HTTP listener beside its do-nothing floor: both
+/// answer every request, and the demo's mixes are allowed in part and denied in part.
+#[test]
+fn bench_drives_the_http_doors_against_their_floor() {
+    let server = DemoServer::start();
+    crate::support::wait_for_port(server.http, "tollgate's HTTP listener");
+    let addr = format!("127.0.0.1:{}", server.http);
+    for door in ["--http", "--authzen"] {
+        let out = tollgate(&[
+            "bench",
+            door,
+            "--http-server",
+            &addr,
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--concurrency",
+            "2",
+            "--baseline",
+        ]);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{door}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("baseline (do-nothing HTTP"), "{door}: {text}");
+        let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
+        assert!(line.contains(", 0 errors;"), "{door}: {line}");
+        let counts = line.split(" (").nth(1).unwrap();
+        let allowed: u64 = counts.split(' ').next().unwrap().parse().unwrap();
+        let denied: u64 = counts
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(allowed > 0 && denied > 0, "{door}: {line}");
+        assert!(
+            text.contains("tollgate / baseline: throughput"),
+            "{door}: {text}"
+        );
     }
 }
 
