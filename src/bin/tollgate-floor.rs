@@ -1,4 +1,4 @@
-//! `tollgate-floor [--bare | --http] [ADDR]`: a Check server that allows everything without
+//! `tollgate-floor [--bare | --http] [--verify-es256] [ADDR]`: a Check server that allows everything without
 //! looking. It is the floor a real decision is measured against (`tollgate bench --baseline`
 //! starts it), and it lives in its own binary so that nothing in `tollgate` can serve an
 //! allow-everything answer.
@@ -11,6 +11,12 @@
 //! serve` (admission, deadline, health service): the floor of Tollgate's own transport. With
 //! `--bare` it is a plain tonic server with the ext_authz service alone, the floor a neutral
 //! observer would write, so the cost of Tollgate's layers is measured too.
+//!
+//! `--verify-es256` makes every Check verify one ES256 signature (aws-lc-rs, as Tollgate's
+//! token verification) before answering: the floor of a server whose every request costs a
+//! signature check, so that what the machine charges a busy server (interrupts, wakeups,
+//! acknowledgements) can be told apart from what Tollgate's code adds to a forged token
+//! (`BENCHMARKS.md`, distinct forgeries).
 //!
 //! Prints `listening on ADDR` once bound (ADDR defaults to `127.0.0.1:0`, any free port).
 
@@ -42,9 +48,46 @@ impl tollgate::http::Handler for NullHttp {
     }
 }
 
-/// Allows everything, reads nothing.
-#[derive(Debug, Clone, Copy)]
-struct NullCheck;
+/// One ES256 signature over a token-sized message, verified again on every request.
+#[derive(Debug)]
+struct Es256 {
+    public_key: Vec<u8>,
+    message: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Es256 {
+    fn new() -> Result<Self, String> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|e| format!("cannot make an ES256 key: {e}"))?;
+        // About the signed part of the demo's bearer token.
+        let message = vec![b'x'; 400];
+        let signature = key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), &message)
+            .map_err(|e| format!("cannot sign: {e}"))?;
+        Ok(Self {
+            public_key: key.public_key().as_ref().to_vec(),
+            message,
+            signature: signature.as_ref().to_vec(),
+        })
+    }
+
+    fn verify(&self) -> bool {
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            &self.public_key,
+        )
+        .verify(&self.message, &self.signature)
+        .is_ok()
+    }
+}
+
+/// Allows everything, reads nothing; verifies a signature first when asked to.
+#[derive(Debug, Clone)]
+struct NullCheck {
+    work: Option<std::sync::Arc<Es256>>,
+}
 
 #[tonic::async_trait]
 impl Authorization for NullCheck {
@@ -52,6 +95,11 @@ impl Authorization for NullCheck {
         &self,
         _request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        if let Some(work) = &self.work
+            && !work.verify()
+        {
+            return Err(tonic::Status::internal("the floor's own signature failed"));
+        }
         Ok(tonic::Response::new(CheckResponse {
             status: Some(rpc::Status::default()),
             ..CheckResponse::default()
@@ -70,6 +118,17 @@ fn main() -> ExitCode {
     };
     let bare = flag("--bare");
     let http = flag("--http");
+    let work = if flag("--verify-es256") {
+        match Es256::new() {
+            Ok(work) => Some(std::sync::Arc::new(work)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let addr = match args.as_slice() {
         [] => Ok("127.0.0.1:0".parse::<SocketAddr>()),
         [addr] => Ok(addr.parse()),
@@ -78,11 +137,13 @@ fn main() -> ExitCode {
     let addr = match addr {
         Ok(Ok(addr)) => addr,
         Ok(Err(e)) => {
-            eprintln!("error: usage: tollgate-floor [--bare | --http] [ADDR]: {e}");
+            eprintln!(
+                "error: usage: tollgate-floor [--bare | --http] [--verify-es256] [ADDR]: {e}"
+            );
             return ExitCode::from(1);
         }
         Err(()) => {
-            eprintln!("error: usage: tollgate-floor [--bare | --http] [ADDR]");
+            eprintln!("error: usage: tollgate-floor [--bare | --http] [--verify-es256] [ADDR]");
             return ExitCode::from(1);
         }
     };
@@ -96,7 +157,7 @@ fn main() -> ExitCode {
     let served = if http {
         runtime.block_on(serve_http(addr))
     } else {
-        runtime.block_on(serve(addr, bare))
+        runtime.block_on(serve(addr, bare, work))
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,7 +186,11 @@ async fn serve_http(addr: SocketAddr) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-async fn serve(addr: SocketAddr, bare: bool) -> Result<(), String> {
+async fn serve(
+    addr: SocketAddr,
+    bare: bool,
+    work: Option<std::sync::Arc<Es256>>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -134,7 +199,7 @@ async fn serve(addr: SocketAddr, bare: bool) -> Result<(), String> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     if bare {
         return tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(NullCheck))
+            .add_service(AuthorizationServer::new(NullCheck { work }))
             .serve_with_incoming(incoming)
             .await
             .map_err(|e| e.to_string());
@@ -143,7 +208,7 @@ async fn serve(addr: SocketAddr, bare: bool) -> Result<(), String> {
     let admission = Admission::new(4096, Duration::from_secs(1));
     grpc::serve(
         incoming,
-        NullCheck,
+        NullCheck { work },
         &admission,
         None,
         std::future::pending(),

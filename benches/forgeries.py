@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""A flood of distinct forged tokens, against what a signature check costs on this machine.
+
+Issue 11's target: a distinct forgery may cost at most 1.1x (signature verification + the
+allowed path) in server CPU. In-process the signature check is a criterion figure; over the
+network a request that holds its core for a signature check also pays the machine for being
+busy (interrupts, wakeups, acknowledgements sent apart from their answers). This script measures
+that cost apart, by alternating four servers at one fixed rate, ROUNDS times:
+
+  floor          `tollgate-floor`: Tollgate's transport answering OK without looking
+  floor+ES256    `tollgate-floor --verify-es256`: the same, verifying one ES256 signature
+                 (aws-lc-rs, as Tollgate's token check) on every request
+  allowed        `tollgate serve` (embedded demo), `tollgate bench --single`
+  forgeries      the same server, `tollgate bench --distinct forgeries`
+
+each driven open-loop by `tollgate bench --rate R --connections 16`, with the server's CPU per
+request read from /proc. Then: signature = floor+ES256 - floor; ratio = forgeries /
+(signature + allowed). Medians over the rounds.
+
+Usage: python3 benches/forgeries.py [--rounds 3] [--seconds 10] [--rate 6000]
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(REPO, "target", "release")
+FLOOR_PORT = 9291
+CPU = re.compile(r"server CPU ([0-9.]+)µs/request")
+ANSWERED = re.compile(r"(\d+) answered \((\d+) allowed, (\d+) denied\), (\d+) errors")
+
+
+def bench(server, pid, args, rate, seconds):
+    out = subprocess.run(
+        [os.path.join(RELEASE, "tollgate"), "bench", "--server", server, "--connections", "16",
+         "--rate", str(rate), "--duration", str(seconds), "--server-pid", str(pid), *args],
+        capture_output=True, text=True, check=True).stdout
+    cpu, answered = CPU.search(out), ANSWERED.search(out)
+    if not cpu or not answered:
+        sys.exit(f"unexpected bench output:\n{out}")
+    return float(cpu.group(1)), tuple(int(x) for x in answered.groups())
+
+
+def floor(extra, rate, seconds):
+    proc = subprocess.Popen([os.path.join(RELEASE, "tollgate-floor"), *extra,
+                             f"127.0.0.1:{FLOOR_PORT}"], stdout=subprocess.PIPE, text=True)
+    try:
+        if "listening" not in proc.stdout.readline():
+            sys.exit("tollgate-floor did not start")
+        cpu, (_, _, denied, errors) = bench(f"http://127.0.0.1:{FLOOR_PORT}", proc.pid, ["--single"],
+                                            rate, seconds)
+        if denied or errors:
+            sys.exit(f"the floor answered {denied} denies and {errors} errors")
+        return cpu
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def tollgate(args, rate, seconds, want_denied):
+    proc = subprocess.Popen([os.path.join(RELEASE, "tollgate"), "serve"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen("http://127.0.0.1:9192/readyz", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    sys.exit("tollgate serve did not become ready on 127.0.0.1:9192")
+                time.sleep(0.1)
+        cpu, (answered, allowed, denied, errors) = bench("http://127.0.0.1:9191", proc.pid, args,
+                                                         rate, seconds)
+        wrong = allowed if want_denied else denied
+        if wrong or errors:
+            sys.exit(f"tollgate answered {allowed} allows, {denied} denies, {errors} errors "
+                     f"of {answered}: not the scenario")
+        return cpu
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=6000)
+    opts = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, check=True)
+    runs = {name: [] for name in ("floor", "floor+ES256", "allowed", "forgeries")}
+    for n in range(1, opts.rounds + 1):
+        runs["floor"].append(floor([], opts.rate, opts.seconds))
+        runs["floor+ES256"].append(floor(["--verify-es256"], opts.rate, opts.seconds))
+        runs["allowed"].append(tollgate(["--single"], opts.rate, opts.seconds, False))
+        runs["forgeries"].append(tollgate(["--distinct", "forgeries"], opts.rate, opts.seconds, True))
+        print(f"round {n}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items())
+              + " (server CPU µs/request)", flush=True)
+    ratios = []
+    for f, fs, a, g in zip(*runs.values()):
+        ratios.append(g / ((fs - f) + a))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"\nat {opts.rate} req/s, 16 connections, medians of {opts.rounds}:")
+    for k, v in med.items():
+        print(f"  {k:<12} {v:7.1f} µs/request")
+    print(f"  signature    {med['floor+ES256'] - med['floor']:7.1f} µs/request (floor+ES256 - floor)")
+    print(f"  ratio forgeries / (signature + allowed): per round "
+          + ", ".join(f"{r:.2f}" for r in ratios) + f"; median {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
