@@ -12,7 +12,6 @@ use crate::identity::status_list::StatusError;
 use crate::identity::token::TokenError;
 use crate::mapping::MappingError;
 use crate::policy::DecideError;
-use crate::request::CheckInput;
 use crate::snapshot::ResponseSettings;
 
 /// The outcome of one check; the `Authorizer` always produces one.
@@ -238,7 +237,10 @@ const OWN_HEADER_PREFIX: &str = "x-tollgate-";
 /// configured names, with any byte but a letter or digit read as `-`, because CGI, WSGI, Rack,
 /// PHP and some nginx setups map `x_tollgate_principal` or `x.tollgate.principal` onto the same
 /// variable as `x-tollgate-principal`.
-pub fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> Vec<String> {
+pub fn client_owned_headers<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    settings: &ResponseSettings,
+) -> Vec<String> {
     let fold = |b: u8| if b.is_ascii_alphanumeric() { b } else { b'-' };
     let folded_eq = |name: &str, own: &str| {
         name.len() == own.len()
@@ -247,16 +249,15 @@ pub fn client_owned_headers(input: &CheckInput, settings: &ResponseSettings) -> 
                 .zip(own.bytes())
                 .all(|(a, b)| fold(a) == fold(b))
     };
-    input
-        .headers
-        .keys()
+    names
+        .into_iter()
         .filter(|k| {
             k.get(..OWN_HEADER_PREFIX.len())
                 .is_some_and(|prefix| folded_eq(prefix, OWN_HEADER_PREFIX))
                 || folded_eq(k, &settings.principal_header)
                 || folded_eq(k, &settings.decision_id_header)
         })
-        .cloned()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -578,6 +579,7 @@ impl fmt::Display for DecisionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::CheckInput;
 
     #[test]
     fn the_readme_lists_every_code() {
@@ -612,7 +614,7 @@ mod tests {
         ] {
             input.insert_header(name, "v");
         }
-        let mut own = client_owned_headers(&input, &settings);
+        let mut own = client_owned_headers(input.headers.keys().map(String::as_str), &settings);
         own.sort();
         assert_eq!(
             own,

@@ -180,45 +180,56 @@ impl Caches {
         now: i64,
         decide: impl FnOnce() -> (Verdict, Option<Reuse>),
     ) -> Verdict {
+        self.verdict_keyed(|key| decision_inputs(input, key), generation, now, decide)
+    }
+
+    /// [`Self::verdict`] for decision inputs that `key` writes, for a front door that can say
+    /// what decides a request before it builds a [`CheckInput`] (and then builds one only when
+    /// `decide` runs). `key` must start with [`FRONT_DOOR_KEY`], so that it shares no
+    /// encoding with [`decision_inputs`], and must determine the `CheckInput` it stands for.
+    pub fn verdict_keyed(
+        &self,
+        key: impl FnOnce(&mut Vec<u8>),
+        generation: u64,
+        now: i64,
+        decide: impl FnOnce() -> (Verdict, Option<Reuse>),
+    ) -> Verdict {
         let Some(owner) = self.memo_owner else {
             return decide().0;
         };
-        with_buffer(
-            |buffer| decision_inputs(input, buffer),
-            |key| {
-                if let Some((kept, _)) = memo::look(&VERDICTS, owner, generation, now, key) {
-                    let Reuse {
-                        certificate,
-                        token,
-                        refused_token,
-                        ..
-                    } = kept.reuse;
-                    self.identity.reused(certificate, token, refused_token);
-                    if !refused_token {
-                        self.decision_metrics.used(Lookup::HIT);
-                    }
-                    return Verdict {
-                        decision_id: DecisionId::next(),
-                        ..kept.verdict
-                    };
+        with_buffer(key, |key| {
+            if let Some((kept, _)) = memo::look(&VERDICTS, owner, generation, now, key) {
+                let Reuse {
+                    certificate,
+                    token,
+                    refused_token,
+                    ..
+                } = kept.reuse;
+                self.identity.reused(certificate, token, refused_token);
+                if !refused_token {
+                    self.decision_metrics.used(Lookup::HIT);
                 }
-                let (verdict, reuse) = decide();
-                if let Some(reuse) = reuse {
-                    memo::keep(
-                        &VERDICTS,
-                        owner,
-                        generation,
-                        (now, reuse.until),
-                        key,
-                        || Remembered {
-                            verdict: verdict.clone(),
-                            reuse,
-                        },
-                    );
-                }
-                verdict
-            },
-        )
+                return Verdict {
+                    decision_id: DecisionId::next(),
+                    ..kept.verdict
+                };
+            }
+            let (verdict, reuse) = decide();
+            if let Some(reuse) = reuse {
+                memo::keep(
+                    &VERDICTS,
+                    owner,
+                    generation,
+                    (now, reuse.until),
+                    key,
+                    || Remembered {
+                        verdict: verdict.clone(),
+                        reuse,
+                    },
+                );
+            }
+            verdict
+        })
     }
 
     /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
@@ -256,10 +267,7 @@ fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
         certificate,
         principal,
     } = input;
-    let mut field = |bytes: &[u8]| {
-        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(bytes);
-    };
+    let mut field = |bytes: &[u8]| key_field(out, bytes);
     field(certificate.as_bytes());
     field(principal.as_bytes());
     for header in ["authorization", "x-forwarded-client-cert"] {
@@ -272,15 +280,38 @@ fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
             }
         }
     }
-    field(method.as_bytes());
+    request_line_inputs(method, path, host, *source_ip, out);
+}
+
+/// The first bytes of every key a front door writes for [`Caches::verdict_keyed`]:
+/// [`decision_inputs`] starts with a length, which is never `u64::MAX`.
+pub const FRONT_DOOR_KEY: [u8; 8] = u64::MAX.to_le_bytes();
+
+/// Writes `bytes` length-prefixed, so that no two sequences of fields share an encoding.
+pub fn key_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The part of the decision inputs that mapping reads (see [`decision_inputs`]), for every
+/// key of a request: method, the path up to its query or fragment with whether the whole
+/// target is over mapping's limit, host, source address.
+pub fn request_line_inputs(
+    method: &str,
+    path: &str,
+    host: &str,
+    source_ip: Option<std::net::IpAddr>,
+    out: &mut Vec<u8>,
+) {
+    key_field(out, method.as_bytes());
     let route_part = path.split(['?', '#']).next().unwrap_or_default();
-    field(route_part.as_bytes());
-    field(&[u8::from(path.len() > MAX_PATH_BYTES)]);
-    field(host.as_bytes());
+    key_field(out, route_part.as_bytes());
+    key_field(out, &[u8::from(path.len() > MAX_PATH_BYTES)]);
+    key_field(out, host.as_bytes());
     match source_ip {
-        None => field(&[]),
-        Some(std::net::IpAddr::V4(ip)) => field(&ip.octets()),
-        Some(std::net::IpAddr::V6(ip)) => field(&ip.octets()),
+        None => key_field(out, &[]),
+        Some(std::net::IpAddr::V4(ip)) => key_field(out, &ip.octets()),
+        Some(std::net::IpAddr::V6(ip)) => key_field(out, &ip.octets()),
     }
 }
 

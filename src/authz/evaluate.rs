@@ -185,7 +185,8 @@ impl Authorizer {
             });
             verdict.evidence = Some(Arc::new(evidence));
         }
-        let elapsed = self.note(&mut verdict, Some(pep.input), &pep.snapshot, started);
+        let path = Some(pep.input.path.as_str());
+        let elapsed = self.note(&mut verdict, Some(pep.input), path, &pep.snapshot, started);
         pep.last = started + elapsed;
         verdict
     }

@@ -118,6 +118,41 @@ impl Authorizer {
         self.record(verdict, Some(input), snapshot, started)
     }
 
+    /// [`Self::check`] for a front door that can say what decides a request before building
+    /// its [`CheckInput`]: `key` writes that (see [`Caches::verdict_keyed`]), and `build` makes
+    /// the input only when the verdict memo has no answer for the key. A request repeated on
+    /// this thread then costs no copy of its headers and certificate. `path` is the original
+    /// request's, for the record; a `build` error is the deny (never kept).
+    pub fn check_keyed(
+        &self,
+        key: impl FnOnce(&mut Vec<u8>),
+        path: &str,
+        build: impl FnOnce() -> Result<CheckInput, (ReasonCode, String)>,
+    ) -> Decided {
+        let started = Instant::now();
+        let snapshot = self.snapshots.for_request();
+        let now = UnixTime::now();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let mut built = None;
+        let verdict =
+            self.caches
+                .verdict_keyed(key, snapshot.generation, now_secs, || match build() {
+                    Ok(input) => {
+                        let fresh = self.decide_fresh(&snapshot, &input, now, None);
+                        built = Some(input);
+                        fresh
+                    }
+                    Err((reason, message)) => (Verdict::deny(reason, message), None),
+                });
+        let mut verdict = self.unless_shed(&snapshot, verdict, built.as_ref(), now);
+        let elapsed = self.note(&mut verdict, built.as_ref(), Some(path), &snapshot, started);
+        Decided {
+            verdict,
+            snapshot,
+            elapsed,
+        }
+    }
+
     /// Records a deny for a request a front door could not translate (`reason` says why).
     pub fn refuse(&self, reason: ReasonCode, message: String) -> Decided {
         let started = Instant::now();
@@ -132,7 +167,8 @@ impl Authorizer {
         snapshot: SnapshotGuard,
         started: Instant,
     ) -> Decided {
-        let elapsed = self.note(&mut verdict, input, &snapshot, started);
+        let path = input.map(|i| i.path.as_str());
+        let elapsed = self.note(&mut verdict, input, path, &snapshot, started);
         Decided {
             verdict,
             snapshot,
@@ -140,12 +176,14 @@ impl Authorizer {
         }
     }
 
-    /// Records a decision made since `started`: metrics, the audit record (its evidence moved
-    /// out of the verdict), the log line. Returns the time it took.
+    /// Records a decision made since `started` for a request to `path`: metrics, the audit
+    /// record (its evidence moved out of the verdict, or made from `input` for a refusal that
+    /// has none), the log line. Returns the time it took.
     fn note(
         &self,
         verdict: &mut Verdict,
         input: Option<&CheckInput>,
+        path: Option<&str>,
         snapshot: &Snapshot,
         started: Instant,
     ) -> Duration {
@@ -160,13 +198,9 @@ impl Authorizer {
                 .take()
                 .unwrap_or_else(|| Arc::new(evidence_of(verdict, snapshot, None, None, input)));
             // A dropped record is counted by the audit log itself.
-            let _ = self.audit.record(
-                verdict.decision_id,
-                evidence,
-                input.map(|i| i.path.as_str()),
-                started,
-                elapsed,
-            );
+            let _ = self
+                .audit
+                .record(verdict.decision_id, evidence, path, started, elapsed);
         }
         self.log.write(verdict, elapsed);
         elapsed
@@ -191,7 +225,18 @@ impl Authorizer {
             .verdict(input, snapshot.generation, now_secs, || {
                 self.decide_fresh(snapshot, input, now, None)
             });
-        // After the memo: a verdict remembered from before a spike must not let it through.
+        self.unless_shed(snapshot, verdict, Some(input), now)
+    }
+
+    /// `verdict`, unless its principal is shed for a volume spike: checked after the verdict
+    /// memo, so that a verdict remembered from before a spike does not let it through.
+    fn unless_shed(
+        &self,
+        snapshot: &Snapshot,
+        verdict: Verdict,
+        input: Option<&CheckInput>,
+        now: UnixTime,
+    ) -> Verdict {
         match &verdict.principal {
             Some(principal)
                 if self
@@ -206,7 +251,7 @@ impl Authorizer {
 
     /// The deny of an identity shed for a volume spike, in place of `verdict`.
     #[cold]
-    fn shed(&self, snapshot: &Snapshot, verdict: Verdict, input: &CheckInput) -> Verdict {
+    fn shed(&self, snapshot: &Snapshot, verdict: Verdict, input: Option<&CheckInput>) -> Verdict {
         let principal = verdict.principal.unwrap_or_default();
         let message = format!(
             "`{principal}` is shed for the rest of this 10 s window: it called far more than \
@@ -214,7 +259,9 @@ impl Authorizer {
         );
         let mut deny = with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal);
         let actor = verdict.evidence.as_deref().and_then(|e| e.actor.clone());
-        self.attach_evidence(snapshot, &mut deny, None, None, input);
+        if self.audit.is_enabled() {
+            deny.evidence = Some(Arc::new(evidence_of(&deny, snapshot, None, None, input)));
+        }
         if let (Some(evidence), Some(actor)) = (deny.evidence.as_mut(), actor) {
             Arc::make_mut(evidence).actor = Some(actor);
         }

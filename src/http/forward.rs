@@ -9,13 +9,18 @@
 //! | `/nginx` | nginx `auth_request` | `X-Original-Method`, `X-Original-URI` (or ingress-nginx's `X-Original-URL`) |
 //! | `/traefik` | Traefik ForwardAuth | `X-Forwarded-Method`, `-Uri`, `-Host` |
 
+use std::borrow::Cow;
+use std::net::IpAddr;
+
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Response, StatusCode, http};
 
 use super::proxies::{Peer, Proxies};
+use crate::authz::caches::{FRONT_DOOR_KEY, key_field, request_line_inputs};
 use crate::authz::{Authorizer, Decided};
+use crate::config::TrustedProxy;
 use crate::request::{CheckInput, Headers};
 use crate::verdict::{Outcome, ReasonCode, client_owned_headers};
 
@@ -68,6 +73,8 @@ impl Untranslatable {
 }
 
 /// Decides the proxy's request `parts` (arriving from `peer` in `convention`) and answers it.
+/// A request this thread answered before with the same decision inputs is answered from the
+/// verdict memo without building its [`CheckInput`] (see [`Original::key`]).
 pub fn answer(
     authorizer: &Authorizer,
     proxies: &Proxies,
@@ -75,17 +82,23 @@ pub fn answer(
     peer: &Peer,
     parts: &http::request::Parts,
 ) -> Response<Full<Bytes>> {
-    match translate(proxies, convention, peer, parts) {
-        Ok(input) => {
-            let decided = authorizer.check(&input);
-            respond(convention, &decided, Some(&input))
+    let original = match Original::read(proxies, convention, peer, parts) {
+        Ok(original) => original,
+        Err(why) => {
+            let refused = authorizer.refuse(why.reason, why.message);
+            return respond(convention, &refused, None);
         }
-        Err(why) => respond(
-            convention,
-            &authorizer.refuse(why.reason, why.message),
-            None,
-        ),
-    }
+    };
+    let decided = authorizer.check_keyed(
+        |key| original.key(proxies, key),
+        &original.path,
+        || {
+            original
+                .input(proxies, peer)
+                .map_err(|why| (why.reason, why.message))
+        },
+    );
+    respond(convention, &decided, Some(&parts.headers))
 }
 
 /// Wire → core: the original request as `convention` carries it, the certificate a trusted
@@ -96,95 +109,179 @@ pub fn translate(
     peer: &Peer,
     parts: &http::request::Parts,
 ) -> Result<CheckInput, Untranslatable> {
-    let headers = &parts.headers;
-    let proxy = proxies.recognise(peer);
-    let certificate = proxies
-        .certificate(proxy, peer, headers)
-        .map_err(|e| Untranslatable {
-            reason: e.reason(),
-            message: e.to_string(),
-        })?
-        .unwrap_or_default();
-    let (method, path, host) = match convention {
-        Convention::Envoy => {
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let path = target.strip_prefix("/envoy").unwrap_or(target);
-            let path = if path.is_empty() || path.starts_with('?') {
-                format!("/{path}")
-            } else {
-                path.to_owned()
-            };
-            (parts.method.as_str().to_owned(), path, host_of(parts)?)
-        }
-        Convention::Nginx => {
-            let method = required(headers, &names::X_ORIGINAL_METHOD)?;
-            // ingress-nginx sends X-Original-URL and passes a client's X-Original-URI through:
-            // with both, which path was asked for is the client's choice. Refused.
-            if headers.contains_key(&names::X_ORIGINAL_URI)
-                && headers.contains_key(&names::X_ORIGINAL_URL)
-            {
-                return Err(Untranslatable::malformed(
-                    "both `x-original-uri` and `x-original-url`: the proxy must send exactly one",
-                ));
+    Original::read(proxies, convention, peer, parts)?.input(proxies, peer)
+}
+
+/// The proxy's request as its convention carries it: checked, and borrowed from the request
+/// (nothing copied), because a repeated request is answered from its key alone.
+#[derive(Debug)]
+struct Original<'a> {
+    proxy: Option<&'a TrustedProxy>,
+    method: &'a str,
+    path: Cow<'a, str>,
+    host: Cow<'a, str>,
+    source_ip: IpAddr,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> Original<'a> {
+    /// Everything that can refuse the request except the certificate's own format: the
+    /// convention's headers, certificate headers from whoever may not send them, a target that
+    /// is not a path, a header that is not text. Checked on every request, memo hit or not.
+    fn read(
+        proxies: &'a Proxies,
+        convention: Convention,
+        peer: &Peer,
+        parts: &'a http::request::Parts,
+    ) -> Result<Self, Untranslatable> {
+        let headers = &parts.headers;
+        let proxy = proxies.recognise(peer);
+        proxies
+            .refuse_untrusted(proxy, peer, headers)
+            .map_err(|e| Untranslatable {
+                reason: e.reason(),
+                message: e.to_string(),
+            })?;
+        let (method, path, host): (&str, Cow<'_, str>, Cow<'_, str>) = match convention {
+            Convention::Envoy => {
+                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let path = target.strip_prefix("/envoy").unwrap_or(target);
+                let path = if path.is_empty() || path.starts_with('?') {
+                    Cow::Owned(format!("/{path}"))
+                } else {
+                    Cow::Borrowed(path)
+                };
+                (parts.method.as_str(), path, host_of(parts)?)
             }
-            match text(headers, &names::X_ORIGINAL_URI)? {
-                Some(uri) => (method, uri, host_of(parts)?),
-                None => {
-                    // ingress-nginx: the whole URL, host included.
-                    let url = required(headers, &names::X_ORIGINAL_URL)?;
-                    let uri: http::Uri = url
-                        .parse()
-                        .map_err(|_| Untranslatable::malformed("`x-original-url` is not a URL"))?;
-                    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                    let host = match uri.authority() {
-                        Some(authority) => authority.as_str().to_owned(),
-                        None => host_of(parts)?,
-                    };
-                    (method, path, host)
+            Convention::Nginx => {
+                let method = required(headers, &names::X_ORIGINAL_METHOD)?;
+                // ingress-nginx sends X-Original-URL and passes a client's X-Original-URI
+                // through: with both, which path was asked for is the client's choice. Refused.
+                if headers.contains_key(&names::X_ORIGINAL_URI)
+                    && headers.contains_key(&names::X_ORIGINAL_URL)
+                {
+                    return Err(Untranslatable::malformed(
+                        "both `x-original-uri` and `x-original-url`: the proxy must send exactly \
+                         one",
+                    ));
+                }
+                match text(headers, &names::X_ORIGINAL_URI)? {
+                    Some(uri) => (method, Cow::Borrowed(uri), host_of(parts)?),
+                    None => {
+                        // ingress-nginx: the whole URL, host included.
+                        let url = required(headers, &names::X_ORIGINAL_URL)?;
+                        let uri: http::Uri = url.parse().map_err(|_| {
+                            Untranslatable::malformed("`x-original-url` is not a URL")
+                        })?;
+                        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                        let host = match uri.authority() {
+                            Some(authority) => Cow::Owned(authority.as_str().to_owned()),
+                            None => host_of(parts)?,
+                        };
+                        (method, Cow::Owned(path), host)
+                    }
                 }
             }
+            Convention::Traefik => (
+                required(headers, &names::X_FORWARDED_METHOD)?,
+                Cow::Borrowed(required(headers, &names::X_FORWARDED_URI)?),
+                Cow::Borrowed(required(headers, &names::X_FORWARDED_HOST)?),
+            ),
+        };
+        if !path.starts_with('/') {
+            return Err(Untranslatable::malformed(format!(
+                "the original request target `{path}` is not a path"
+            )));
         }
-        Convention::Traefik => (
-            required(headers, &names::X_FORWARDED_METHOD)?,
-            required(headers, &names::X_FORWARDED_URI)?,
-            required(headers, &names::X_FORWARDED_HOST)?,
-        ),
-    };
-    if !path.starts_with('/') {
-        return Err(Untranslatable::malformed(format!(
-            "the original request target `{path}` is not a path"
-        )));
-    }
-    let mut input = CheckInput {
-        method,
-        path,
-        host,
-        headers: Headers::with_capacity_and_hasher(headers.len(), Default::default()),
-        source_ip: None,
-        certificate,
-        principal: String::new(),
-    };
-    let vouched = proxy.and_then(|p| p.certificate.as_ref());
-    for (name, value) in headers {
-        let name = name.as_str();
-        // A vouched-for header stays (`identity.source = "xfcc"` reads it); others were refused.
-        if proxies.is_certificate_header(name) && !vouched.is_some_and(|c| c.uses(name)) {
-            continue;
+        if let Some((name, _)) = headers
+            .iter()
+            .find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
+        {
+            return Err(Untranslatable::malformed(format!(
+                "header `{name}` is not UTF-8"
+            )));
         }
-        let value = std::str::from_utf8(value.as_bytes())
-            .map_err(|_| Untranslatable::malformed(format!("header `{name}` is not UTF-8")))?;
-        input.insert_header(name, value);
+        Ok(Self {
+            proxy,
+            method,
+            path,
+            host,
+            source_ip: proxies.client_ip(proxy, peer, headers),
+            headers,
+        })
     }
-    input.set_source_ip(proxies.client_ip(proxy, peer, headers));
-    Ok(input)
+
+    /// The verdict memo's key (`Caches::verdict_keyed`): the [`CheckInput`] that
+    /// [`Self::input`] builds is a function of it, in the parts the pipeline reads (the
+    /// proxy, whose convention turns the certificate headers into the certificate; those
+    /// headers and `authorization`; the request line and client address). Other headers,
+    /// such as a request id, are left out, so that a repeated call finds its verdict.
+    fn key(&self, proxies: &Proxies, out: &mut Vec<u8>) {
+        out.extend_from_slice(&FRONT_DOOR_KEY);
+        match self.proxy {
+            None => key_field(out, &[]),
+            Some(proxy) => {
+                key_field(out, &[1]);
+                key_field(out, proxy.name.as_bytes());
+            }
+        }
+        for (name, value) in self.headers {
+            let name = name.as_str();
+            if name == "authorization" || proxies.is_certificate_header(name) {
+                key_field(out, name.as_bytes());
+                key_field(out, value.as_bytes());
+            }
+        }
+        // No header name is empty: the end of the headers.
+        key_field(out, &[]);
+        request_line_inputs(
+            self.method,
+            &self.path,
+            &self.host,
+            Some(self.source_ip),
+            out,
+        );
+    }
+
+    /// The request as the pipeline reads it, with the forwarded certificate as PEM (the one
+    /// refusal left: a certificate header not in its convention's format).
+    fn input(&self, proxies: &Proxies, peer: &Peer) -> Result<CheckInput, Untranslatable> {
+        let certificate = proxies
+            .certificate(self.proxy, peer, self.headers)
+            .map_err(|e| Untranslatable {
+                reason: e.reason(),
+                message: e.to_string(),
+            })?
+            .unwrap_or_default();
+        let mut input = CheckInput {
+            method: self.method.to_owned(),
+            path: self.path.clone().into_owned(),
+            host: self.host.clone().into_owned(),
+            headers: Headers::with_capacity_and_hasher(self.headers.len(), Default::default()),
+            source_ip: None,
+            certificate,
+            principal: String::new(),
+        };
+        for (name, value) in self.headers {
+            // Text, as `read` checked; a certificate header left is one the proxy vouches
+            // for (`identity.source = "xfcc"` reads it).
+            if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
+                input.insert_header(name.as_str(), value);
+            }
+        }
+        input.set_source_ip(self.source_ip);
+        Ok(input)
+    }
 }
 
 /// The request's own host: `:authority` (HTTP/2) or `Host`.
-fn host_of(parts: &http::request::Parts) -> Result<String, Untranslatable> {
+fn host_of(parts: &http::request::Parts) -> Result<Cow<'_, str>, Untranslatable> {
     if let Some(authority) = parts.uri.authority() {
-        return Ok(authority.as_str().to_owned());
+        return Ok(Cow::Borrowed(authority.as_str()));
     }
-    Ok(text(&parts.headers, &hyper::header::HOST)?.unwrap_or_default())
+    Ok(Cow::Borrowed(
+        text(&parts.headers, &hyper::header::HOST)?.unwrap_or_default(),
+    ))
 }
 
 /// The conventions' header names, parsed once (a lookup by `&str` parses it every time).
@@ -198,7 +295,7 @@ mod names {
     pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 }
 
-fn text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Untranslatable> {
+fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, Untranslatable> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -209,11 +306,11 @@ fn text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Untran
         )));
     }
     std::str::from_utf8(value.as_bytes())
-        .map(|v| Some(v.to_owned()))
+        .map(Some)
         .map_err(|_| Untranslatable::malformed(format!("`{name}` is not UTF-8")))
 }
 
-fn required(headers: &HeaderMap, name: &HeaderName) -> Result<String, Untranslatable> {
+fn required<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Untranslatable> {
     text(headers, name)?.ok_or_else(|| {
         Untranslatable::malformed(format!(
             "no `{name}`: is the proxy configured as the README's forward-auth section shows?"
@@ -228,7 +325,7 @@ fn required(headers: &HeaderMap, name: &HeaderName) -> Result<String, Untranslat
 pub fn respond(
     convention: Convention,
     decided: &Decided,
-    input: Option<&CheckInput>,
+    request_headers: Option<&HeaderMap>,
 ) -> Response<Full<Bytes>> {
     let settings = &decided.snapshot.response;
     let verdict = &decided.verdict;
@@ -242,8 +339,8 @@ pub fn respond(
                 put(headers, &settings.principal_header, principal);
             }
             if convention == Convention::Envoy {
-                let mut remove = input
-                    .map(|i| client_owned_headers(i, settings))
+                let mut remove = request_headers
+                    .map(|h| client_owned_headers(h.keys().map(HeaderName::as_str), settings))
                     .unwrap_or_default();
                 remove.retain(|h| {
                     *h != settings.principal_header && *h != settings.decision_id_header
@@ -400,6 +497,146 @@ mod tests {
             ),
         );
         assert!(not_a_path.is_err());
+    }
+
+    /// The embedded demo behind its trusted loopback proxy (RFC 9440 `Client-Cert`), caches on.
+    struct Demo {
+        authorizer: Authorizer,
+        proxies: Proxies,
+    }
+
+    impl Demo {
+        fn new() -> Self {
+            let (config, snapshot) =
+                crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
+            Self {
+                authorizer: Authorizer::new(
+                    std::sync::Arc::new(crate::snapshot::SnapshotHandle::new(snapshot)),
+                    crate::authz::Caches::new(1000, 300),
+                    crate::audit::AuditLog::disabled(),
+                ),
+                proxies: Proxies::new(config.settings.trusted_proxies.clone()),
+            }
+        }
+
+        /// `GET /envoy<path>` with `app`'s credentials (with `scopes`) and `extra` headers,
+        /// from `peer`: the status and `x-tollgate-reason`.
+        fn ask(
+            &self,
+            peer: &Peer,
+            path: &str,
+            (app, scopes): (&str, &[&str]),
+            extra: &[(&'static str, &[u8])],
+        ) -> (u16, String) {
+            use base64::Engine;
+            let creds = crate::demo::mint(&crate::demo::DemoRequest {
+                app: app.into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                user: None,
+                bind: false,
+                lifetime: std::time::Duration::from_secs(3600),
+            })
+            .unwrap();
+            let der = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>
+                ::from_pem_slice(creds.cert_pem.as_bytes())
+                .unwrap();
+            let cert = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+            let mut request = http::Request::get(format!("/envoy{path}"))
+                .header("host", "shop.demo")
+                .header("authorization", format!("Bearer {}", creds.token))
+                .header("client-cert", format!(":{cert}:"));
+            for (name, value) in extra {
+                request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
+            }
+            let parts = request.body(()).unwrap().into_parts().0;
+            let answered = answer(
+                &self.authorizer,
+                &self.proxies,
+                Convention::Envoy,
+                peer,
+                &parts,
+            );
+            let reason = answered
+                .headers()
+                .get(REASON_HEADER)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (answered.status().as_u16(), reason)
+        }
+    }
+
+    const READER: (&str, &[&str]) = ("orders", &["orders.read"]);
+
+    /// A repeated request is answered from the verdict memo without building its input; what
+    /// it may not skip is every check of the request itself, and any decision input.
+    #[test]
+    fn a_remembered_verdict_answers_only_the_same_request() {
+        let demo = Demo::new();
+        let proxy = peer();
+        let stranger = Peer::plain("192.0.2.7:5000".parse().unwrap());
+        assert_eq!(demo.ask(&proxy, "/orders/1001", READER, &[]), (200, String::new()));
+        let request_id: &[(&str, &[u8])] = &[("x-request-id", b"7")];
+        assert_eq!(demo.ask(&proxy, "/orders/1001", READER, request_id).0, 200);
+        // Each denied although an allow of the same path is remembered:
+        // another caller (certificate and token),
+        assert_eq!(
+            demo.ask(&proxy, "/orders/1001", ("orders", &[]), &[]),
+            (403, "policy_denied".into())
+        );
+        // a header that is not text,
+        assert_eq!(
+            demo.ask(&proxy, "/orders/1001", READER, &[("x-note", b"\xff")]),
+            (400, "malformed_request".into())
+        );
+        // a certificate header from a connection not trusted to send it,
+        assert_eq!(
+            demo.ask(&stranger, "/orders/1001", READER, &[]),
+            (401, "cert_header_untrusted".into())
+        );
+        // a certificate header in a second convention,
+        assert_eq!(
+            demo.ask(&proxy, "/orders/1001", READER, &[("x-forwarded-client-cert", b"x")]),
+            (401, "cert_header_untrusted".into())
+        );
+        // another route.
+        assert_eq!(
+            demo.ask(&proxy, "/admin/keys/rotate", READER, &[]).0,
+            403
+        );
+    }
+
+    /// The memo's key decides whether the input is built at all.
+    #[test]
+    fn a_keyed_check_builds_its_input_only_on_a_miss() {
+        let demo = Demo::new();
+        let creds = crate::demo::mint(&crate::demo::DemoRequest {
+            app: "orders".into(),
+            scopes: vec!["orders.read".into()],
+            user: None,
+            bind: false,
+            lifetime: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+        let input = creds.check_input("GET", "/orders/1001");
+        let builds = std::cell::Cell::new(0);
+        let check = |key: &[u8]| {
+            demo.authorizer.check_keyed(
+                |out| {
+                    out.extend_from_slice(&FRONT_DOOR_KEY);
+                    out.extend_from_slice(key);
+                },
+                "/orders/1001",
+                || {
+                    builds.set(builds.get() + 1);
+                    Ok(input.clone())
+                },
+            )
+        };
+        assert!(check(b"a").verdict.is_allowed());
+        assert!(check(b"a").verdict.is_allowed());
+        assert_eq!(builds.get(), 1);
+        assert!(check(b"b").verdict.is_allowed());
+        assert_eq!(builds.get(), 2);
     }
 
     #[test]

@@ -169,15 +169,15 @@ impl Proxies {
                 .any(|p| matches!(&p.certificate, Some(CertificateHeader::Nginx(h)) if h == name))
     }
 
-    /// The client certificate forwarded by `proxy` (URL-encoded or plain PEM, leaf first), or
-    /// `None` when it forwarded none. Any certificate header that `proxy` is not trusted for
-    /// refuses the request.
-    pub fn certificate(
+    /// Refuses a request with any certificate header that `proxy` (or, without one, `peer`)
+    /// is not trusted to send: the headers [`Self::certificate`] would read are then the only
+    /// certificate headers left.
+    pub fn refuse_untrusted(
         &self,
         proxy: Option<&TrustedProxy>,
         peer: &Peer,
         headers: &HeaderMap,
-    ) -> Result<Option<String>, CertHeaderError> {
+    ) -> Result<(), CertHeaderError> {
         let convention = proxy.and_then(|p| p.certificate.as_ref());
         let from = || match proxy {
             Some(p) => format!("proxy `{}`", p.name),
@@ -201,6 +201,20 @@ impl Proxies {
                 },
             });
         }
+        Ok(())
+    }
+
+    /// The client certificate forwarded by `proxy` (URL-encoded or plain PEM, leaf first), or
+    /// `None` when it forwarded none. Any certificate header that `proxy` is not trusted for
+    /// refuses the request.
+    pub fn certificate(
+        &self,
+        proxy: Option<&TrustedProxy>,
+        peer: &Peer,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, CertHeaderError> {
+        self.refuse_untrusted(proxy, peer, headers)?;
+        let convention = proxy.and_then(|p| p.certificate.as_ref());
         let (Some(proxy), Some(convention)) = (proxy, convention) else {
             return Ok(None);
         };
