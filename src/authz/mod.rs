@@ -127,13 +127,20 @@ impl Authorizer {
         &self,
         key: impl FnOnce(&mut Vec<u8>),
         path: &str,
-        build: impl FnOnce() -> Result<CheckInput, (ReasonCode, String)>,
+        build: impl Fn() -> Result<CheckInput, (ReasonCode, String)>,
     ) -> Decided {
         let started = Instant::now();
         let snapshot = self.snapshots.for_request();
         let now = UnixTime::now();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let mut built = None;
+        let key = |out: &mut Vec<u8>| {
+            key(out);
+            debug_assert!(
+                out.starts_with(&caches::FRONT_DOOR_KEY),
+                "a front door's memo key starts with FRONT_DOOR_KEY"
+            );
+        };
         let verdict =
             self.caches
                 .verdict_keyed(key, snapshot.generation, now_secs, || match build() {
@@ -144,7 +151,15 @@ impl Authorizer {
                     }
                     Err((reason, message)) => (Verdict::deny(reason, message), None),
                 });
-        let mut verdict = self.unless_shed(&snapshot, verdict, built.as_ref(), now);
+        let mut verdict = if self.is_shed(&verdict, now) {
+            // A remembered verdict built nothing; the deny's record wants the request.
+            if built.is_none() {
+                built = build().ok();
+            }
+            self.shed(&snapshot, verdict, built.as_ref())
+        } else {
+            verdict
+        };
         let elapsed = self.note(&mut verdict, built.as_ref(), Some(path), &snapshot, started);
         Decided {
             verdict,
@@ -225,28 +240,20 @@ impl Authorizer {
             .verdict(input, snapshot.generation, now_secs, || {
                 self.decide_fresh(snapshot, input, now, None)
             });
-        self.unless_shed(snapshot, verdict, Some(input), now)
+        if self.is_shed(&verdict, now) {
+            self.shed(snapshot, verdict, Some(input))
+        } else {
+            verdict
+        }
     }
 
-    /// `verdict`, unless its principal is shed for a volume spike: checked after the verdict
+    /// Whether `verdict`'s principal is shed for a volume spike: asked after the verdict
     /// memo, so that a verdict remembered from before a spike does not let it through.
-    fn unless_shed(
-        &self,
-        snapshot: &Snapshot,
-        verdict: Verdict,
-        input: Option<&CheckInput>,
-        now: UnixTime,
-    ) -> Verdict {
-        match &verdict.principal {
-            Some(principal)
-                if self
-                    .enforcement
-                    .is_shed(principal, now.as_secs().saturating_mul(1000)) =>
-            {
-                self.shed(snapshot, verdict, input)
-            }
-            _ => verdict,
-        }
+    fn is_shed(&self, verdict: &Verdict, now: UnixTime) -> bool {
+        verdict.principal.as_deref().is_some_and(|principal| {
+            self.enforcement
+                .is_shed(principal, now.as_secs().saturating_mul(1000))
+        })
     }
 
     /// The deny of an identity shed for a volume spike, in place of `verdict`.

@@ -116,7 +116,8 @@ pub fn translate(
 /// (nothing copied), because a repeated request is answered from its key alone.
 #[derive(Debug)]
 struct Original<'a> {
-    proxy: Option<&'a TrustedProxy>,
+    /// The proxy the connection is, with its place among the configured ones.
+    proxy: Option<(usize, &'a TrustedProxy)>,
     method: &'a str,
     path: Cow<'a, str>,
     host: Cow<'a, str>,
@@ -135,7 +136,8 @@ impl<'a> Original<'a> {
         parts: &'a http::request::Parts,
     ) -> Result<Self, Untranslatable> {
         let headers = &parts.headers;
-        let proxy = proxies.recognise(peer);
+        let recognised = proxies.recognise_at(peer);
+        let proxy = recognised.map(|(_, proxy)| proxy);
         proxies
             .refuse_untrusted(proxy, peer, headers)
             .map_err(|e| Untranslatable {
@@ -202,7 +204,7 @@ impl<'a> Original<'a> {
             )));
         }
         Ok(Self {
-            proxy,
+            proxy: recognised,
             method,
             path,
             host,
@@ -218,12 +220,11 @@ impl<'a> Original<'a> {
     /// such as a request id, are left out, so that a repeated call finds its verdict.
     fn key(&self, proxies: &Proxies, out: &mut Vec<u8>) {
         out.extend_from_slice(&FRONT_DOOR_KEY);
+        // The proxy by its place, not its name: names need not differ, and its convention
+        // turns the certificate headers into the certificate.
         match self.proxy {
             None => key_field(out, &[]),
-            Some(proxy) => {
-                key_field(out, &[1]);
-                key_field(out, proxy.name.as_bytes());
-            }
+            Some((at, _)) => key_field(out, &(at as u64).to_le_bytes()),
         }
         for (name, value) in self.headers {
             let name = name.as_str();
@@ -247,7 +248,7 @@ impl<'a> Original<'a> {
     /// refusal left: a certificate header not in its convention's format).
     fn input(&self, proxies: &Proxies, peer: &Peer) -> Result<CheckInput, Untranslatable> {
         let certificate = proxies
-            .certificate(self.proxy, peer, self.headers)
+            .certificate(self.proxy.map(|(_, p)| p), peer, self.headers)
             .map_err(|e| Untranslatable {
                 reason: e.reason(),
                 message: e.to_string(),
@@ -519,24 +520,16 @@ mod tests {
             }
         }
 
-        /// `GET /envoy<path>` with `app`'s credentials (with `scopes`) and `extra` headers,
-        /// from `peer`: the status and `x-tollgate-reason`.
+        /// `GET /envoy<path>` with `creds` and `extra` headers, from `peer`: the status and
+        /// `x-tollgate-reason`.
         fn ask(
             &self,
             peer: &Peer,
             path: &str,
-            (app, scopes): (&str, &[&str]),
+            creds: &crate::demo::DemoCredentials,
             extra: &[(&'static str, &[u8])],
         ) -> (u16, String) {
             use base64::Engine;
-            let creds = crate::demo::mint(&crate::demo::DemoRequest {
-                app: app.into(),
-                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-                user: None,
-                bind: false,
-                lifetime: std::time::Duration::from_secs(3600),
-            })
-            .unwrap();
             let der = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>
                 ::from_pem_slice(creds.cert_pem.as_bytes())
                 .unwrap();
@@ -565,7 +558,16 @@ mod tests {
         }
     }
 
-    const READER: (&str, &[&str]) = ("orders", &["orders.read"]);
+    fn creds(app: &str, scopes: &[&str]) -> crate::demo::DemoCredentials {
+        crate::demo::mint(&crate::demo::DemoRequest {
+            app: app.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            user: None,
+            bind: false,
+            lifetime: std::time::Duration::from_secs(3600),
+        })
+        .unwrap()
+    }
 
     /// A repeated request is answered from the verdict memo without building its input; what
     /// it may not skip is every check of the request itself, and any decision input.
@@ -574,34 +576,145 @@ mod tests {
         let demo = Demo::new();
         let proxy = peer();
         let stranger = Peer::plain("192.0.2.7:5000".parse().unwrap());
-        assert_eq!(demo.ask(&proxy, "/orders/1001", READER, &[]), (200, String::new()));
+        let reader = creds("orders", &["orders.read"]);
         let request_id: &[(&str, &[u8])] = &[("x-request-id", b"7")];
-        assert_eq!(demo.ask(&proxy, "/orders/1001", READER, request_id).0, 200);
-        // Each denied although an allow of the same path is remembered:
+        for _ in 0..2 {
+            assert_eq!(
+                demo.ask(&proxy, "/orders/1001", &reader, &[]),
+                (200, String::new())
+            );
+            assert_eq!(demo.ask(&proxy, "/orders/1001", &reader, request_id).0, 200);
+        }
+        // Each denied although the allow of the same request is remembered on this thread:
         // another caller (certificate and token),
         assert_eq!(
-            demo.ask(&proxy, "/orders/1001", ("orders", &[]), &[]),
+            demo.ask(&proxy, "/orders/1001", &creds("orders", &[]), &[]),
             (403, "policy_denied".into())
         );
         // a header that is not text,
         assert_eq!(
-            demo.ask(&proxy, "/orders/1001", READER, &[("x-note", b"\xff")]),
+            demo.ask(&proxy, "/orders/1001", &reader, &[("x-note", b"\xff")]),
             (400, "malformed_request".into())
         );
         // a certificate header from a connection not trusted to send it,
         assert_eq!(
-            demo.ask(&stranger, "/orders/1001", READER, &[]),
+            demo.ask(&stranger, "/orders/1001", &reader, &[]),
             (401, "cert_header_untrusted".into())
         );
         // a certificate header in a second convention,
+        let xfcc: &[(&str, &[u8])] = &[("x-forwarded-client-cert", b"x")];
         assert_eq!(
-            demo.ask(&proxy, "/orders/1001", READER, &[("x-forwarded-client-cert", b"x")]),
+            demo.ask(&proxy, "/orders/1001", &reader, xfcc),
             (401, "cert_header_untrusted".into())
         );
         // another route.
-        assert_eq!(
-            demo.ask(&proxy, "/admin/keys/rotate", READER, &[]).0,
-            403
+        assert_eq!(demo.ask(&proxy, "/admin/keys/rotate", &reader, &[]).0, 403);
+    }
+
+    /// The memo key of a forward-auth request to `path` from `peer` with `headers`.
+    fn key_of(
+        proxies: &Proxies,
+        peer: &Peer,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Vec<u8> {
+        let mut request = http::Request::get(format!("/envoy{path}")).header("host", "shop.demo");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let parts = request.body(()).unwrap().into_parts().0;
+        let original = Original::read(proxies, Convention::Envoy, peer, &parts).unwrap();
+        let mut key = Vec::new();
+        original.key(proxies, &mut key);
+        key
+    }
+
+    /// Two requests share a key only when building their inputs gives the same decision
+    /// inputs: what decides nothing (a request id) is left out, and everything else is in.
+    #[test]
+    fn the_memo_key_holds_every_decision_input() {
+        let proxies = Proxies::new(vec![TrustedProxy {
+            name: "edge".into(),
+            certificate: Some(crate::config::CertificateHeader::Rfc9440),
+            networks: vec!["127.0.0.0/8".parse().unwrap()],
+            identities: Vec::new(),
+        }]);
+        let proxy = peer();
+        let stranger = Peer::plain("192.0.2.7:5000".parse().unwrap());
+        let base = [
+            ("authorization", "Bearer a"),
+            ("client-cert", ":AAAA:"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ];
+        let key = key_of(&proxies, &proxy, "/orders/1", &base);
+        let mut with_id = base.to_vec();
+        with_id.push(("x-request-id", "42"));
+        assert_eq!(key_of(&proxies, &proxy, "/orders/1", &with_id), key);
+        assert_eq!(key_of(&proxies, &proxy, "/orders/1?page=2", &base), key);
+        for (what, other) in [
+            (
+                "token",
+                key_of(
+                    &proxies,
+                    &proxy,
+                    "/orders/1",
+                    &[("authorization", "Bearer b"), base[1], base[2]],
+                ),
+            ),
+            (
+                "certificate",
+                key_of(
+                    &proxies,
+                    &proxy,
+                    "/orders/1",
+                    &[base[0], ("client-cert", ":AAAB:"), base[2]],
+                ),
+            ),
+            (
+                "client address",
+                key_of(
+                    &proxies,
+                    &proxy,
+                    "/orders/1",
+                    &[base[0], base[1], ("x-forwarded-for", "10.0.0.2")],
+                ),
+            ),
+            ("path", key_of(&proxies, &proxy, "/orders/2", &base)),
+            (
+                "no proxy",
+                key_of(&proxies, &stranger, "/orders/1", &[base[0]]),
+            ),
+        ] {
+            assert_ne!(other, key, "{what}");
+        }
+    }
+
+    /// Two proxies may share a name (it is for logs) but not a key: their conventions read the
+    /// same header bytes as different certificates.
+    #[test]
+    fn proxies_with_one_name_do_not_share_keys() {
+        let proxy = |net: &str, certificate| TrustedProxy {
+            name: "ingress".into(),
+            certificate: Some(certificate),
+            networks: vec![net.parse().unwrap()],
+            identities: Vec::new(),
+        };
+        let proxies = Proxies::new(vec![
+            proxy("10.0.0.0/24", crate::config::CertificateHeader::Rfc9440),
+            proxy(
+                "10.0.1.0/24",
+                crate::config::CertificateHeader::Nginx("client-cert".into()),
+            ),
+        ]);
+        let headers = [
+            ("client-cert", ":AAAA:"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        let first = Peer::plain("10.0.0.5:5000".parse().unwrap());
+        let second = Peer::plain("10.0.1.5:5000".parse().unwrap());
+        assert_ne!(
+            key_of(&proxies, &first, "/orders/1", &headers),
+            key_of(&proxies, &second, "/orders/1", &headers)
         );
     }
 
@@ -609,15 +722,7 @@ mod tests {
     #[test]
     fn a_keyed_check_builds_its_input_only_on_a_miss() {
         let demo = Demo::new();
-        let creds = crate::demo::mint(&crate::demo::DemoRequest {
-            app: "orders".into(),
-            scopes: vec!["orders.read".into()],
-            user: None,
-            bind: false,
-            lifetime: std::time::Duration::from_secs(3600),
-        })
-        .unwrap();
-        let input = creds.check_input("GET", "/orders/1001");
+        let input = creds("orders", &["orders.read"]).check_input("GET", "/orders/1001");
         let builds = std::cell::Cell::new(0);
         let check = |key: &[u8]| {
             demo.authorizer.check_keyed(

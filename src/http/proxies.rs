@@ -149,8 +149,14 @@ impl Proxies {
     /// The proxy `peer` is, if any: its address is in the proxy's networks, or its verified
     /// client certificate names one of the proxy's identities.
     pub fn recognise(&self, peer: &Peer) -> Option<&TrustedProxy> {
+        self.recognise_at(peer).map(|(_, proxy)| proxy)
+    }
+
+    /// [`Self::recognise`], with the proxy's place in the configured order: what tells two
+    /// proxies apart (names are for people, and need not differ).
+    pub fn recognise_at(&self, peer: &Peer) -> Option<(usize, &TrustedProxy)> {
         let ip = peer.addr.ip().to_canonical();
-        self.proxies.iter().find(|proxy| {
+        self.proxies.iter().enumerate().find(|(_, proxy)| {
             proxy.networks.iter().any(|net| net.contains(&ip))
                 || peer
                     .names
