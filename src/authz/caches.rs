@@ -232,6 +232,33 @@ impl Caches {
         })
     }
 
+    /// `make`'s value for the key `key` writes, from this thread's `memos` when it made one for
+    /// the same key under the same `generation` that is still good at `now`; else made now,
+    /// and kept until the time `make` gives with it. The `bool` says whether it was
+    /// remembered. Nothing is kept when the caches are off, or for an error.
+    pub fn remembered<V: Clone, E, const N: usize>(
+        &self,
+        memos: &'static memo::Memos<V, N>,
+        key: impl FnOnce(&mut Vec<u8>),
+        generation: u64,
+        now: i64,
+        make: impl FnOnce() -> Result<(V, i64), E>,
+    ) -> Result<(V, bool), E> {
+        let Some(owner) = self.memo_owner else {
+            return make().map(|(value, _)| (value, false));
+        };
+        with_buffer(key, |key| {
+            if let Some((value, _)) = memo::look(memos, owner, generation, now, key) {
+                return Ok((value, true));
+            }
+            let (value, until) = make()?;
+            memo::keep(memos, owner, generation, (now, until), key, || {
+                value.clone()
+            });
+            Ok((value, false))
+        })
+    }
+
     /// The decision-cache key of `query`. `Query`'s derived `Hash` is an unambiguous encoding
     /// (strings end in 0xFF, which UTF-8 never contains; sequences and options are prefixed),
     /// gathered first and digested in one call: SipHash fed field by field pays its buffering

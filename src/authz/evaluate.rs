@@ -5,6 +5,7 @@
 //! decision cache; each evaluation is recorded like any decision (metrics, audit, log), with
 //! the PEP as actor and the evaluated subject as the user it asked for.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,26 +16,44 @@ use crate::evidence::{Actor, RequestLine, Target};
 use crate::identity::{self, Caller, Refusal};
 use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::mapping::{ContextFacts, Query, Resource};
+use crate::memo::Memo;
 use crate::policy;
 use crate::request::CheckInput;
-use crate::snapshot::SnapshotGuard;
+use crate::snapshot::{Snapshot, SnapshotGuard};
 use crate::verdict::{ReasonCode, Verdict};
 
-/// An authenticated PEP and the snapshot all of its evaluations are decided against.
+/// A PEP as authenticating it found it, kept on the thread for as long as its credentials may
+/// be reused: a PEP calls again and again with the same certificate and token, and its
+/// authentication, context and request line are most of a single evaluation's cost.
 #[derive(Debug)]
-pub struct Pep<'a> {
-    snapshot: SnapshotGuard,
-    mapping: Arc<AuthZenMapping>,
+struct Authenticated {
     caller: Caller,
-    input: &'a CheckInput,
-    now: UnixTime,
-    /// The "may this PEP ask about it" query, its resource replaced per evaluation (the PEP's
-    /// context is built once per call).
+    /// The "may this PEP ask about it" query: the PEP's principal, `authzen.pep_action` and
+    /// its own context; the resource is each evaluation's.
     gate: Query,
     /// [`caches::encoding`] of the gate's principal, action and context.
     gate_fixed: Vec<u8>,
     /// The call's request line, for the evaluations' records.
     request: RequestLine,
+    /// The call's path, for the records.
+    path: String,
+}
+
+thread_local! {
+    /// PEPs this thread authenticated, by what authenticated them (see
+    /// [`Authorizer::authzen_caller_keyed`]).
+    static PEPS: RefCell<Memo<Arc<Authenticated>, 16>> = const { RefCell::new(Memo::new()) };
+}
+
+/// An authenticated PEP and the snapshot all of its evaluations are decided against.
+#[derive(Debug)]
+pub struct Pep {
+    snapshot: SnapshotGuard,
+    mapping: Arc<AuthZenMapping>,
+    authenticated: Arc<Authenticated>,
+    now: UnixTime,
+    /// The gate's resource, replaced per evaluation.
+    resource: Resource,
     /// The PEP as the actor of the last subject's evaluations (a batch usually asks about one).
     actor: Option<(EntityRef, Arc<Actor>)>,
     /// When the last evaluation (or the authentication) ended: the next one's time counts from
@@ -42,10 +61,10 @@ pub struct Pep<'a> {
     last: Instant,
 }
 
-impl Pep<'_> {
+impl Pep {
     /// The PEP's Cedar principal.
     pub fn principal(&self) -> &str {
-        &self.caller.principal
+        &self.authenticated.caller.principal
     }
 
     /// The mapping in force for this call.
@@ -60,7 +79,7 @@ impl Pep<'_> {
         {
             return actor.clone();
         }
-        let mut actor = Actor::new(&self.caller);
+        let mut actor = Actor::new(&self.authenticated.caller);
         actor.user = Some(subject.cedar());
         let actor = Arc::new(actor);
         self.actor = Some((subject.clone(), actor.clone()));
@@ -71,11 +90,133 @@ impl Pep<'_> {
 impl Authorizer {
     /// Authenticates the caller of the AuthZEN API from `input` (its certificate and token),
     /// or records and returns the refusal. `None` when the snapshot has no `[authzen]`.
-    pub fn authzen_caller<'a>(&self, input: &'a CheckInput) -> Option<Result<Pep<'a>, Decided>> {
+    pub fn authzen_caller(&self, input: &CheckInput) -> Option<Result<Pep, Decided>> {
         let started = Instant::now();
         let snapshot = self.snapshots.for_request();
         let mapping = snapshot.authzen.clone()?;
         let now = UnixTime::now();
+        let authenticated = match self.authenticate(&snapshot, &mapping, input, now) {
+            Ok(authenticated) => Arc::new(authenticated),
+            Err(deny) => return Some(Err(self.record(*deny, Some(input), snapshot, started))),
+        };
+        Some(
+            self.pep(snapshot, mapping, authenticated, now, started)
+                .map_err(|d| *d),
+        )
+    }
+
+    /// [`Self::authzen_caller`] for a front door that can say what authenticates the PEP
+    /// before building its [`CheckInput`]: `key` writes it (it must determine every part of
+    /// the input that identity, the gate's context and the request line read), and `build`
+    /// makes the input only when this thread has not authenticated the same key under this
+    /// snapshot, within its credentials' lifetime. A `build` error is the refusal.
+    pub fn authzen_caller_keyed(
+        &self,
+        key: impl FnOnce(&mut Vec<u8>),
+        build: impl FnOnce() -> Result<CheckInput, (ReasonCode, String)>,
+    ) -> Option<Result<Pep, Decided>> {
+        let started = Instant::now();
+        let snapshot = self.snapshots.for_request();
+        let mapping = snapshot.authzen.clone()?;
+        let now = UnixTime::now();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let remembered = self
+            .caches
+            .remembered(&PEPS, key, snapshot.generation, now_secs, || {
+                let input = build().map_err(|(reason, message)| {
+                    Box::new((Verdict::deny(reason, message), None))
+                })?;
+                match self.authenticate(&snapshot, &mapping, &input, now) {
+                    Ok(authenticated) => {
+                        let until = authenticated.caller.valid_until;
+                        Ok((Arc::new(authenticated), until))
+                    }
+                    Err(deny) => Err(Box::new((*deny, Some(input)))),
+                }
+            });
+        let authenticated = match remembered {
+            Ok((authenticated, hit)) => {
+                if hit {
+                    let caller = &authenticated.caller;
+                    let certificate = caller.workload.is_some();
+                    self.caches
+                        .identity
+                        .reused(certificate, caller.token.is_some(), false);
+                }
+                authenticated
+            }
+            Err(refused) => {
+                let (deny, input) = *refused;
+                return Some(Err(self.record(deny, input.as_ref(), snapshot, started)));
+            }
+        };
+        Some(
+            self.pep(snapshot, mapping, authenticated, now, started)
+                .map_err(|d| *d),
+        )
+    }
+
+    /// The PEP `authenticated` found, unless it is shed for a volume spike (checked on every
+    /// call: a remembered PEP is shed too).
+    fn pep(
+        &self,
+        snapshot: SnapshotGuard,
+        mapping: Arc<AuthZenMapping>,
+        authenticated: Arc<Authenticated>,
+        now: UnixTime,
+        started: Instant,
+    ) -> Result<Pep, Box<Decided>> {
+        let principal = &authenticated.caller.principal;
+        if self
+            .enforcement
+            .is_shed(principal, now.as_secs().saturating_mul(1000))
+        {
+            let message = format!(
+                "`{principal}` is shed for the rest of this 10 s window: it called far more than \
+                 usual (signals.volume_spike = \"deny\")"
+            );
+            let mut deny = with_principal(
+                Verdict::deny(ReasonCode::IdentityShed, message),
+                principal.clone(),
+            );
+            if self.audit.is_enabled() {
+                let mut evidence =
+                    evidence_of(&deny, &snapshot, Some(&authenticated.caller), None, None);
+                evidence.request = authenticated.request.clone();
+                deny.evidence = Some(Arc::new(evidence));
+            }
+            let path = Some(authenticated.path.as_str());
+            let elapsed = self.note(&mut deny, None, path, &snapshot, started);
+            return Err(Box::new(Decided {
+                verdict: deny,
+                snapshot,
+                elapsed,
+            }));
+        }
+        Ok(Pep {
+            snapshot,
+            mapping,
+            authenticated,
+            now,
+            resource: Resource {
+                type_name: Arc::from(""),
+                id: String::new(),
+                attrs: Vec::new(),
+            },
+            actor: None,
+            last: Instant::now(),
+        })
+    }
+
+    /// The PEP `input` authenticates as, with its gate's fixed part; or the deny (its
+    /// evidence attached).
+    fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        mapping: &AuthZenMapping,
+        input: &CheckInput,
+        now: UnixTime,
+    ) -> Result<Authenticated, Box<Verdict>> {
         let caller = match identity::verify_reusable(
             &snapshot.identity,
             &self.caches.identity,
@@ -86,24 +227,10 @@ impl Authorizer {
             Ok(caller) => caller,
             Err(Refusal { error, .. }) => {
                 let mut deny = Verdict::deny((&error).into(), error.to_string());
-                self.attach_evidence(&snapshot, &mut deny, None, None, input);
-                return Some(Err(self.record(deny, Some(input), snapshot, started)));
+                self.attach_evidence(snapshot, &mut deny, None, None, input);
+                return Err(Box::new(deny));
             }
         };
-        if self
-            .enforcement
-            .is_shed(&caller.principal, now.as_secs().saturating_mul(1000))
-        {
-            let principal = caller.principal.clone();
-            let message = format!(
-                "`{principal}` is shed for the rest of this 10 s window: it called far more than \
-                 usual (signals.volume_spike = \"deny\")"
-            );
-            let mut deny =
-                with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal);
-            self.attach_evidence(&snapshot, &mut deny, Some(&caller), None, input);
-            return Some(Err(self.record(deny, Some(input), snapshot, started)));
-        }
         let gate = Query {
             principal: caller.principal.clone(),
             action: mapping.pep_action.clone(),
@@ -115,24 +242,19 @@ impl Authorizer {
             context: ContextFacts::new(&caller, input, input.path.clone()),
         };
         let gate_fixed = caches::encoding(&(&gate.principal, &gate.action, &gate.context));
-        Some(Ok(Pep {
-            snapshot,
-            mapping,
+        Ok(Authenticated {
             caller,
-            input,
-            now,
             gate,
             gate_fixed,
             request: RequestLine::new(input, None),
-            actor: None,
-            last: Instant::now(),
-        }))
+            path: input.path.clone(),
+        })
     }
 
     /// Decides `evaluation` for `pep` and records it: `pep_forbidden` when the PEP may not ask
     /// about the resource, else Cedar's answer (`malformed_request` when the evaluation does
     /// not fit the schema).
-    pub fn evaluate(&self, pep: &mut Pep<'_>, evaluation: &Evaluation) -> Verdict {
+    pub fn evaluate(&self, pep: &mut Pep, evaluation: &Evaluation) -> Verdict {
         let started = pep.last;
         let now_secs = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
         let mut verdict = match self.refused_to_ask(pep, evaluation, now_secs) {
@@ -151,7 +273,7 @@ impl Authorizer {
                         )
                     },
                 );
-                let principal = pep.caller.principal.clone();
+                let principal = pep.authenticated.caller.principal.clone();
                 match decided {
                     Ok((decision, lookup, _)) => {
                         self.caches.decision_metrics.used(lookup);
@@ -177,7 +299,7 @@ impl Authorizer {
             let snapshot = &*pep.snapshot;
             let mut evidence = evidence_of(&verdict, snapshot, None, None, None);
             evidence.actor = Some(actor);
-            evidence.request = pep.request.clone();
+            evidence.request = pep.authenticated.request.clone();
             evidence.target = Some(Target {
                 action: evaluation.action.clone(),
                 resource_type: evaluation.resource.type_name.clone(),
@@ -185,28 +307,25 @@ impl Authorizer {
             });
             verdict.evidence = Some(Arc::new(evidence));
         }
-        let path = Some(pep.input.path.as_str());
-        let elapsed = self.note(&mut verdict, Some(pep.input), path, &pep.snapshot, started);
+        let path = Some(pep.authenticated.path.as_str());
+        let elapsed = self.note(&mut verdict, None, path, &pep.snapshot, started);
         pep.last = started + elapsed;
         verdict
     }
 
     /// The deny when `pep` may not ask about `evaluation`'s resource: the reviewed baseline
     /// (when enforced) and the `authzen.pep_action` policy, through the decision cache.
-    fn refused_to_ask(
-        &self,
-        pep: &mut Pep<'_>,
-        evaluation: &Evaluation,
-        now: i64,
-    ) -> Option<Verdict> {
+    fn refused_to_ask(&self, pep: &mut Pep, evaluation: &Evaluation, now: i64) -> Option<Verdict> {
         let resource = &evaluation.resource;
-        let gate = &mut pep.gate;
-        if *gate.resource.type_name != *resource.type_name {
-            gate.resource.type_name = resource.type_name.clone();
+        let gate_resource = &mut pep.resource;
+        if *gate_resource.type_name != *resource.type_name {
+            gate_resource.type_name = resource.type_name.clone();
         }
-        gate.resource.id.clear();
-        gate.resource.id.push_str(&resource.id);
-        let principal = &pep.caller.principal;
+        gate_resource.id.clear();
+        gate_resource.id.push_str(&resource.id);
+        let authenticated = &*pep.authenticated;
+        let principal = &authenticated.caller.principal;
+        let action = &authenticated.gate.action;
         let refuse = |reason: ReasonCode, why: String| {
             let message = format!(
                 "the PEP `{principal}` may not ask about {}: {why}",
@@ -219,7 +338,7 @@ impl Authorizer {
         };
         if !self
             .enforcement
-            .reviewed(principal, &gate.action, &resource.type_name)
+            .reviewed(principal, action, &resource.type_name)
         {
             return refuse(
                 ReasonCode::OutsideBaseline,
@@ -227,13 +346,17 @@ impl Authorizer {
             );
         }
         let snapshot = &*pep.snapshot;
-        let gate = &pep.gate;
         let key = DecisionKey::Gate {
-            fixed: &pep.gate_fixed,
-            resource: &gate.resource,
+            fixed: &authenticated.gate_fixed,
+            resource: &pep.resource,
         };
         match self.caches.decision(key, snapshot.generation, now, || {
-            policy::decide(&snapshot.policies, gate)
+            // The whole query only on a miss: the PEP's part is shared, the resource is this one.
+            let gate = Query {
+                resource: pep.resource.clone(),
+                ..authenticated.gate.clone()
+            };
+            policy::decide(&snapshot.policies, &gate)
         }) {
             Ok((decision, lookup, _)) => {
                 self.caches.decision_metrics.used(lookup);
@@ -242,7 +365,7 @@ impl Authorizer {
                 } else {
                     refuse(
                         ReasonCode::PepForbidden,
-                        format!("no policy permits `{}` on it", gate.action),
+                        format!("no policy permits `{action}` on it"),
                     )
                 }
             }

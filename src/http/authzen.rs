@@ -21,7 +21,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::proxies::{CertHeaderError, Peer, Proxies};
+use crate::authz::caches::{key_field, request_line_inputs};
 use crate::authz::{Authorizer, Pep};
+use crate::config::TrustedProxy;
 use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::request::{CheckInput, Headers};
 use crate::verdict::{DecisionId, FailureClass, Outcome, ReasonCode, Verdict};
@@ -233,15 +235,16 @@ async fn respond(
         ));
     }
     let (parts, body) = request.into_parts();
-    let input = match pep_input(proxies, peer, &parts) {
-        Ok(input) => input,
+    let proxy = proxies.recognise_at(peer);
+    if let Err(error) = proxies.refuse_untrusted(proxy.map(|(_, p)| p), peer, &parts.headers) {
         // Refused and recorded like at the forward-auth doors (`cert_header_untrusted`, 401).
-        Err(error) => {
-            let refused = authorizer.refuse(error.reason(), error.to_string());
-            return Err(refusal(&refused.verdict));
-        }
-    };
-    let mut pep = match authorizer.authzen_caller(&input) {
+        let refused = authorizer.refuse(error.reason(), error.to_string());
+        return Err(refusal(&refused.verdict));
+    }
+    let mut pep = match authorizer.authzen_caller_keyed(
+        |key| pep_key(proxies, proxy, peer, &parts, key),
+        || pep_input(proxies, peer, &parts).map_err(|e| (e.reason(), e.to_string())),
+    ) {
         None => return Err(Refused::bad("the AuthZEN API was turned off by a reload")),
         Some(Err(refused)) => return Err(refusal(&refused.verdict)),
         Some(Ok(pep)) => pep,
@@ -317,7 +320,7 @@ pub struct Answered {
 /// (`benches/check.rs`).
 pub fn decide_body(
     authorizer: &Authorizer,
-    pep: &mut Pep<'_>,
+    pep: &mut Pep,
     batch_endpoint: bool,
     body: &[u8],
     budget: Duration,
@@ -534,6 +537,48 @@ fn method_not_allowed(allow: &'static str) -> Refused {
 
 /// The PEP's call as a request for the identity layer: its bearer token, and its certificate
 /// (its own on an mTLS connection, or forwarded by a trusted proxy).
+/// What authenticates the PEP of a call (see `Authorizer::authzen_caller_keyed`): the proxy
+/// it came through by its place (`at`), or its own TLS certificate without one; its
+/// credential headers; the request line and client address [`pep_input`] gives its context.
+fn pep_key(
+    proxies: &Proxies,
+    proxy: Option<(usize, &TrustedProxy)>,
+    peer: &Peer,
+    parts: &hyper::http::request::Parts,
+    out: &mut Vec<u8>,
+) {
+    match (proxy, &peer.certificate) {
+        (Some((at, _)), _) => key_field(out, &(at as u64).to_le_bytes()),
+        (None, None) => key_field(out, &[0]),
+        (None, Some(der)) => {
+            key_field(out, &[1]);
+            key_field(out, der);
+        }
+    }
+    proxies.key_credentials(&parts.headers, out);
+    let host = pep_host(parts);
+    let source_ip = proxies.client_ip(proxy.map(|(_, p)| p), peer, &parts.headers);
+    // The whole path: the context reads it as it is.
+    key_field(out, parts.uri.path().as_bytes());
+    request_line_inputs(parts.method.as_str(), "", &host, Some(source_ip), out);
+}
+
+/// The host of a call: `:authority`, or a textual `Host`.
+fn pep_host(parts: &hyper::http::request::Parts) -> String {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
 fn pep_input(
     proxies: &Proxies,
     peer: &Peer,
@@ -549,18 +594,7 @@ fn pep_input(
     let mut input = CheckInput {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
-        host: parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default(),
+        host: pep_host(parts),
         headers: Headers::with_capacity_and_hasher(parts.headers.len(), Default::default()),
         source_ip: None,
         certificate,
@@ -632,4 +666,123 @@ pub fn overloaded(request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
         response.headers_mut().insert(REQUEST_ID, id.clone());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CertificateHeader;
+
+    fn parts(path: &str, headers: &[(&'static str, &str)]) -> hyper::http::request::Parts {
+        let mut request = Request::post(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    fn key(proxies: &Proxies, peer: &Peer, parts: &hyper::http::request::Parts) -> Vec<u8> {
+        let mut out = Vec::new();
+        pep_key(proxies, proxies.recognise_at(peer), peer, parts, &mut out);
+        out
+    }
+
+    /// Two calls share a PEP key only when their inputs authenticate the same PEP with the
+    /// same context: a request id or the body do not count, the rest does.
+    #[test]
+    fn the_pep_key_holds_what_authenticates_it() {
+        let proxies = Proxies::new(vec![TrustedProxy {
+            name: "edge".into(),
+            certificate: Some(CertificateHeader::Rfc9440),
+            networks: vec!["127.0.0.0/8".parse().unwrap()],
+            identities: Vec::new(),
+        }]);
+        let proxy = Peer::plain("127.0.0.1:5000".parse().unwrap());
+        let base = [
+            ("host", "pdp.demo"),
+            ("authorization", "Bearer a"),
+            ("client-cert", ":AAAA:"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ];
+        let with = |i: usize, header: (&'static str, &'static str)| {
+            let mut headers = base.to_vec();
+            headers[i] = header;
+            headers
+        };
+        let k = key(&proxies, &proxy, &parts(EVALUATION, &base));
+        let mut more = base.to_vec();
+        more.extend([("x-request-id", "7"), ("content-type", "application/json")]);
+        assert_eq!(key(&proxies, &proxy, &parts(EVALUATION, &more)), k);
+        for (what, other) in [
+            ("host", with(0, ("host", "other"))),
+            ("token", with(1, ("authorization", "Bearer b"))),
+            ("certificate", with(2, ("client-cert", ":AAAB:"))),
+            ("client address", with(3, ("x-forwarded-for", "10.0.0.2"))),
+        ] {
+            assert_ne!(
+                key(&proxies, &proxy, &parts(EVALUATION, &other)),
+                k,
+                "{what}"
+            );
+        }
+        assert_ne!(key(&proxies, &proxy, &parts(EVALUATIONS, &base)), k, "path");
+        // Without a proxy, the PEP's own TLS certificate authenticates it.
+        let direct =
+            |der: &[u8]| Peer::with_certificate("192.0.2.7:5000".parse().unwrap(), der.to_vec());
+        let headers = [("host", "pdp.demo")];
+        let a = key(&proxies, &direct(b"a"), &parts(EVALUATION, &headers));
+        assert_ne!(
+            key(&proxies, &direct(b"b"), &parts(EVALUATION, &headers)),
+            a
+        );
+        let plain = Peer::plain("192.0.2.7:5000".parse().unwrap());
+        assert_ne!(key(&proxies, &plain, &parts(EVALUATION, &headers)), a);
+    }
+
+    /// A PEP authenticated once is remembered for its key; a refusal is not.
+    #[test]
+    fn a_pep_is_authenticated_once_per_key() {
+        let (_, snapshot) = crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
+        let authorizer = Authorizer::new(
+            Arc::new(crate::snapshot::SnapshotHandle::new(snapshot)),
+            crate::authz::Caches::new(1000, 300),
+            crate::audit::AuditLog::disabled(),
+        );
+        let creds = crate::demo::mint(&crate::demo::DemoRequest {
+            app: "web-frontend".into(),
+            scopes: Vec::new(),
+            user: None,
+            bind: false,
+            lifetime: Duration::from_secs(3600),
+        })
+        .unwrap();
+        let input = creds.check_input("POST", EVALUATION);
+        let builds = std::cell::Cell::new(0);
+        let caller = |key: &'static [u8], refuse: bool| {
+            authorizer
+                .authzen_caller_keyed(
+                    |out| out.extend_from_slice(key),
+                    || {
+                        builds.set(builds.get() + 1);
+                        if refuse {
+                            Err((ReasonCode::CertMalformed, "no".into()))
+                        } else {
+                            Ok(input.clone())
+                        }
+                    },
+                )
+                .unwrap()
+        };
+        let pep = caller(b"a", false).unwrap();
+        assert_eq!(pep.principal(), "spiffe://demo.tollgate.dev/web-frontend");
+        assert!(caller(b"a", false).is_ok());
+        assert_eq!(builds.get(), 1);
+        assert!(caller(b"b", false).is_ok());
+        assert_eq!(builds.get(), 2);
+        for _ in 0..2 {
+            let refused = caller(b"c", true).unwrap_err();
+            assert_eq!(refused.verdict.reason(), Some(ReasonCode::CertMalformed));
+        }
+        assert_eq!(builds.get(), 4);
+    }
 }

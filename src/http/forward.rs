@@ -226,15 +226,7 @@ impl<'a> Original<'a> {
             None => key_field(out, &[]),
             Some((at, _)) => key_field(out, &(at as u64).to_le_bytes()),
         }
-        for (name, value) in self.headers {
-            let name = name.as_str();
-            if name == "authorization" || proxies.is_certificate_header(name) {
-                key_field(out, name.as_bytes());
-                key_field(out, value.as_bytes());
-            }
-        }
-        // No header name is empty: the end of the headers.
-        key_field(out, &[]);
+        proxies.key_credentials(self.headers, out);
         request_line_inputs(
             self.method,
             &self.path,

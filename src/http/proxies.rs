@@ -13,6 +13,7 @@ use base64::Engine;
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
 
+use crate::authz::caches::key_field;
 use crate::config::{CertificateHeader, TrustedProxy};
 use crate::identity::xfcc;
 use crate::memo::{self, Memo};
@@ -310,6 +311,21 @@ impl Proxies {
                 .map(Some)
             }
         }
+    }
+
+    /// Writes, for a memo key, what in `headers` identity reads: `authorization` and the
+    /// certificate headers (after [`Self::refuse_untrusted`], only ones the proxy is trusted
+    /// for), every value in order, each length-prefixed, then an empty field (no header name
+    /// is empty).
+    pub fn key_credentials(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        for (name, value) in headers {
+            let name = name.as_str();
+            if name == "authorization" || self.is_certificate_header(name) {
+                key_field(out, name.as_bytes());
+                key_field(out, value.as_bytes());
+            }
+        }
+        key_field(out, &[]);
     }
 
     /// The client's address: from a trusted proxy, the last `x-forwarded-for` entry (the one
