@@ -772,9 +772,11 @@ mod tests {
                     },
                 )
                 .unwrap()
+                .map(|pep| pep.principal().to_owned())
+                .map_err(Box::new)
         };
-        let pep = caller(b"a", false).unwrap();
-        assert_eq!(pep.principal(), "spiffe://demo.tollgate.dev/web-frontend");
+        let principal = caller(b"a", false).unwrap();
+        assert_eq!(principal, "spiffe://demo.tollgate.dev/web-frontend");
         assert!(caller(b"a", false).is_ok());
         assert_eq!(builds.get(), 1);
         assert!(caller(b"b", false).is_ok());
