@@ -13,7 +13,7 @@ use rustls_pki_types::UnixTime;
 
 use super::{Authorizer, Decided, DecisionKey, caches, evidence_of, verdict, with_principal};
 use crate::evidence::{Actor, RequestLine, Target};
-use crate::identity::{self, Caller, Refusal};
+use crate::identity::{self, Caller, IdentitySource, Refusal};
 use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
 use crate::mapping::{ContextFacts, Query, Resource};
 use crate::memo::Memo;
@@ -28,6 +28,9 @@ use crate::verdict::{ReasonCode, Verdict};
 #[derive(Debug)]
 struct Authenticated {
     caller: Caller,
+    /// Whether a certificate was verified (not a workload named by a JWT-SVID alone): the
+    /// identity cache a remembered PEP counts a hit of.
+    certificate: bool,
     /// The "may this PEP ask about it" query: the PEP's principal, `authzen.pep_action` and
     /// its own context; the resource is each evaluation's.
     gate: Query,
@@ -137,11 +140,10 @@ impl Authorizer {
         let authenticated = match remembered {
             Ok((authenticated, hit)) => {
                 if hit {
-                    let caller = &authenticated.caller;
-                    let certificate = caller.workload.is_some();
+                    let token = authenticated.caller.token.is_some();
                     self.caches
                         .identity
-                        .reused(certificate, caller.token.is_some(), false);
+                        .reused(authenticated.certificate, token, false);
                 }
                 authenticated
             }
@@ -243,6 +245,8 @@ impl Authorizer {
         };
         let gate_fixed = caches::encoding(&(&gate.principal, &gate.action, &gate.context));
         Ok(Authenticated {
+            certificate: snapshot.identity.source == IdentitySource::Certificate
+                && !input.certificate.is_empty(),
             caller,
             gate,
             gate_fixed,

@@ -535,8 +535,6 @@ fn method_not_allowed(allow: &'static str) -> Refused {
     }
 }
 
-/// The PEP's call as a request for the identity layer: its bearer token, and its certificate
-/// (its own on an mTLS connection, or forwarded by a trusted proxy).
 /// What authenticates the PEP of a call (see `Authorizer::authzen_caller_keyed`): the proxy
 /// it came through by its place (`at`), or its own TLS certificate without one; its
 /// credential headers; the request line and client address [`pep_input`] gives its context.
@@ -579,6 +577,8 @@ fn pep_host(parts: &hyper::http::request::Parts) -> String {
         .unwrap_or_default()
 }
 
+/// The PEP's call as a request for the identity layer: its bearer token, and its certificate
+/// (its own on an mTLS connection, or forwarded by a trusted proxy).
 fn pep_input(
     proxies: &Proxies,
     peer: &Peer,
@@ -737,6 +737,55 @@ mod tests {
         );
         let plain = Peer::plain("192.0.2.7:5000".parse().unwrap());
         assert_ne!(key(&proxies, &plain, &parts(EVALUATION, &headers)), a);
+    }
+
+    /// Proxies are told apart by their place, not their name (their conventions read the
+    /// same header as different certificates), and a PEP without a proxy by its address.
+    #[test]
+    fn the_pep_key_tells_proxies_and_addresses_apart() {
+        let proxy = |net: &str, certificate| TrustedProxy {
+            name: "ingress".into(),
+            certificate: Some(certificate),
+            networks: vec![net.parse().unwrap()],
+            identities: Vec::new(),
+        };
+        let proxies = Proxies::new(vec![
+            proxy("10.0.0.0/24", CertificateHeader::Rfc9440),
+            proxy(
+                "10.0.1.0/24",
+                CertificateHeader::Nginx("client-cert".into()),
+            ),
+        ]);
+        let headers = [
+            ("client-cert", ":AAAA:"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        let from = |addr: &str| Peer::plain(addr.parse().unwrap());
+        assert_ne!(
+            key(
+                &proxies,
+                &from("10.0.0.5:5000"),
+                &parts(EVALUATION, &headers)
+            ),
+            key(
+                &proxies,
+                &from("10.0.1.5:5000"),
+                &parts(EVALUATION, &headers)
+            )
+        );
+        let direct = [("host", "pdp.demo")];
+        assert_ne!(
+            key(
+                &proxies,
+                &from("192.0.2.7:5000"),
+                &parts(EVALUATION, &direct)
+            ),
+            key(
+                &proxies,
+                &from("192.0.2.8:5000"),
+                &parts(EVALUATION, &direct)
+            )
+        );
     }
 
     /// A PEP authenticated once is remembered for its key; a refusal is not.
