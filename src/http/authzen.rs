@@ -743,19 +743,7 @@ mod tests {
     /// same header as different certificates), and a PEP without a proxy by its address.
     #[test]
     fn the_pep_key_tells_proxies_and_addresses_apart() {
-        let proxy = |net: &str, certificate| TrustedProxy {
-            name: "ingress".into(),
-            certificate: Some(certificate),
-            networks: vec![net.parse().unwrap()],
-            identities: Vec::new(),
-        };
-        let proxies = Proxies::new(vec![
-            proxy("10.0.0.0/24", CertificateHeader::Rfc9440),
-            proxy(
-                "10.0.1.0/24",
-                CertificateHeader::Nginx("client-cert".into()),
-            ),
-        ]);
+        let proxies = crate::http::proxies::testing::namesakes();
         let headers = [
             ("client-cert", ":AAAA:"),
             ("x-forwarded-for", "203.0.113.7"),

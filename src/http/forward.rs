@@ -685,19 +685,7 @@ mod tests {
     /// same header bytes as different certificates.
     #[test]
     fn proxies_with_one_name_do_not_share_keys() {
-        let proxy = |net: &str, certificate| TrustedProxy {
-            name: "ingress".into(),
-            certificate: Some(certificate),
-            networks: vec![net.parse().unwrap()],
-            identities: Vec::new(),
-        };
-        let proxies = Proxies::new(vec![
-            proxy("10.0.0.0/24", crate::config::CertificateHeader::Rfc9440),
-            proxy(
-                "10.0.1.0/24",
-                crate::config::CertificateHeader::Nginx("client-cert".into()),
-            ),
-        ]);
+        let proxies = crate::http::proxies::testing::namesakes();
         let headers = [
             ("client-cert", ":AAAA:"),
             ("x-forwarded-for", "203.0.113.7"),

@@ -538,3 +538,27 @@ mod tests {
         );
     }
 }
+
+/// Proxies for tests of the memo keys.
+#[cfg(test)]
+pub mod testing {
+    use super::{CertificateHeader, Proxies, TrustedProxy};
+
+    /// Two proxies with one name whose conventions read `client-cert` differently: RFC 9440
+    /// from 10.0.0.0/24, nginx's escaped PEM from 10.0.1.0/24.
+    pub fn namesakes() -> Proxies {
+        let proxy = |net: &str, certificate| TrustedProxy {
+            name: "ingress".into(),
+            certificate: Some(certificate),
+            networks: vec![net.parse().unwrap()],
+            identities: Vec::new(),
+        };
+        Proxies::new(vec![
+            proxy("10.0.0.0/24", CertificateHeader::Rfc9440),
+            proxy(
+                "10.0.1.0/24",
+                CertificateHeader::Nginx("client-cert".into()),
+            ),
+        ])
+    }
+}
