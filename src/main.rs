@@ -10,6 +10,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> tollgate::cli::Exit {
+    tollgate::cli::quiet_broken_pipe();
     let cli = tollgate::cli::Cli::parse();
     tollgate::telemetry::init(cli.log_format);
     tollgate::cli::run(cli)

@@ -119,6 +119,32 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Exit> {
     })
 }
 
+/// Exit status of a command whose output's reader went away: the shell's for a process ended
+/// by `SIGPIPE` (128 + 13), as `grep` or `cat` report it.
+const BROKEN_PIPE_STATUS: i32 = 141;
+
+/// Makes output into a pipe whose reader has gone (`tollgate report … | head`) end the command
+/// quietly with [`BROKEN_PIPE_STATUS`], as other Unix tools do, instead of a panic and its
+/// backtrace. Rust ignores `SIGPIPE`, so `println!` panics on the write error; this project
+/// forbids the `unsafe` that restoring the signal would take, so the panic is recognised by
+/// its message (the standard library's `failed printing to stdout`) and turned into the exit.
+/// Every other panic goes to the hook that was installed.
+pub fn quiet_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_STATUS);
+        }
+        previous(info);
+    }));
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     match cli.command {

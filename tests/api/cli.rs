@@ -720,3 +720,22 @@ fn ready_generation(admin: u16) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// `tollgate validate | head -0`: the reader is gone before the first line. The command ends
+/// as Unix tools do when their reader goes (by SIGPIPE's exit status), without a panic and its
+/// backtrace on the terminal.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("validate")
+        .env_remove("TOLLGATE_CONFIG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
