@@ -241,6 +241,10 @@ async fn respond(
         let refused = authorizer.refuse(error.reason(), error.to_string());
         return Err(refusal(&refused.verdict));
     }
+    if let Some(message) = super::header_not_text(&parts.headers) {
+        let refused = authorizer.refuse(ReasonCode::MalformedRequest, message);
+        return Err(refusal(&refused.verdict));
+    }
     let mut pep = match authorizer.authzen_caller_keyed(
         |key| pep_key(proxies, proxy, peer, &parts, key),
         || pep_input(proxies, peer, &parts).map_err(|e| (e.reason(), e.to_string())),

@@ -195,13 +195,8 @@ impl<'a> Original<'a> {
                 "the original request target `{path}` is not a path"
             )));
         }
-        if let Some((name, _)) = headers
-            .iter()
-            .find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
-        {
-            return Err(Untranslatable::malformed(format!(
-                "header `{name}` is not UTF-8"
-            )));
+        if let Some(message) = super::header_not_text(headers) {
+            return Err(Untranslatable::malformed(message));
         }
         Ok(Self {
             proxy: recognised,

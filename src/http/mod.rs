@@ -126,6 +126,15 @@ impl Doors {
     }
 }
 
+/// The refusal of a request with a header value that is not UTF-8, naming the header: both
+/// doors refuse such a request rather than decide it without the header.
+fn header_not_text(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .iter()
+        .find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
+        .map(|(name, _)| format!("header `{name}` is not UTF-8"))
+}
+
 fn not_found(path: &str, mount: Mount) -> Response<Full<Bytes>> {
     let endpoints = match mount {
         Mount::All => {

@@ -76,12 +76,24 @@ impl Pep {
     }
 
     async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.call_raw(method, path, &headers, body).await
+    }
+
+    /// [`Self::call`] with header values as bytes (not all of them text).
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &str,
+    ) -> Reply {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "pdp.test");
         for (k, v) in headers {
-            request = request.header(*k, *v);
+            request = request.header(*k, hyper::header::HeaderValue::from_bytes(v).unwrap());
         }
         let port = match self {
             Pep::Tls { port, .. } | Pep::Plain { port, .. } => *port,
@@ -382,6 +394,25 @@ async fn only_authenticated_and_permitted_peps_may_ask() {
     assert_eq!(reply.status, 401, "{}", reply.body);
     assert!(
         reply.body.starts_with("cert_header_untrusted"),
+        "{}",
+        reply.body
+    );
+    // A header that is not text is refused, as at the forward-auth doors: dropping it (an
+    // `authorization` the PEP meant) would decide a different request than the one sent.
+    let reply = anonymous
+        .call_raw(
+            "POST",
+            "/access/v1/evaluation",
+            &[
+                ("content-type", b"application/json"),
+                ("authorization", b"Bearer \xff"),
+            ],
+            &body.to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.starts_with("malformed_request"),
         "{}",
         reply.body
     );
