@@ -179,14 +179,13 @@ pub async fn run(
         return Err("no connection to send on".into());
     }
     let channel = |n: usize| channels.get(n % channels.len()).cloned();
-    let started = Instant::now();
-    let measure_from = started + warmup;
-    let stop_at = measure_from + duration;
-    let cpu = server_pid.map(|pid| measure_cpu(pid, measure_from, stop_at));
-    let counters = Arc::new(Counters::default());
-    let next = Arc::new(AtomicU64::new(0));
-    let new_histogram =
-        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let Window {
+        measure_from,
+        stop_at,
+        cpu,
+        counters,
+        next,
+    } = Window::start(warmup, duration, server_pid);
     let mut latency = new_histogram()?;
     match mode {
         Mode::Closed { concurrency } => {
@@ -201,7 +200,13 @@ pub async fn run(
                         let request = requests(next.fetch_add(1, Ordering::Relaxed));
                         let sent = Instant::now();
                         let result = client.check(request).await;
-                        record(&counters, &mut histogram, sent, measure_from, result);
+                        record(
+                            &counters,
+                            &mut histogram,
+                            sent,
+                            measure_from,
+                            check_allowed(result),
+                        );
                     }
                     histogram
                 }));
@@ -225,7 +230,13 @@ pub async fn run(
                 let mut histogram = new_histogram()?;
                 tokio::spawn(async move {
                     while let Some((scheduled, result)) = rx.recv().await {
-                        record(&counters, &mut histogram, scheduled, measure_from, result);
+                        record(
+                            &counters,
+                            &mut histogram,
+                            scheduled,
+                            measure_from,
+                            check_allowed(result),
+                        );
                     }
                     histogram
                 })
@@ -286,26 +297,65 @@ fn measure_cpu(pid: u32, from: Instant, to: Instant) -> tokio::task::JoinHandle<
     })
 }
 
+/// What both load generators share for one run: when measuring starts and stops, the
+/// server's CPU over that window, the counters and the request numbering.
+struct Window {
+    measure_from: Instant,
+    stop_at: Instant,
+    cpu: Option<tokio::task::JoinHandle<Option<Duration>>>,
+    counters: Arc<Counters>,
+    next: Arc<AtomicU64>,
+}
+
+impl Window {
+    /// A run that measures `duration` after `warmup` from now (and `server_pid`'s CPU then).
+    fn start(warmup: Duration, duration: Duration, server_pid: Option<u32>) -> Self {
+        let measure_from = Instant::now() + warmup;
+        let stop_at = measure_from + duration;
+        Self {
+            measure_from,
+            stop_at,
+            cpu: server_pid.map(|pid| measure_cpu(pid, measure_from, stop_at)),
+            counters: Arc::new(Counters::default()),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A latency histogram, 1 µs to 60 s.
+fn new_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
+}
+
+/// Whether a Check was answered with OK (`None`: it failed).
+fn check_allowed(result: Result<tonic::Response<CheckResponse>, tonic::Status>) -> Option<bool> {
+    result
+        .ok()
+        .map(|response| response.into_inner().status.is_some_and(|s| s.code == 0))
+}
+
+/// Counts a request sent at `sent` whose answer was `answer` (allowed or not; `None`: an
+/// error), unless it was sent before `measure_from`.
 fn record(
     counters: &Counters,
     histogram: &mut Histogram<u64>,
     sent: Instant,
     measure_from: Instant,
-    result: Result<tonic::Response<CheckResponse>, tonic::Status>,
+    answer: Option<bool>,
 ) {
     if sent < measure_from {
         return;
     }
     let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
     let _ = histogram.record(micros.max(1));
-    match result {
-        Ok(response) => {
+    match answer {
+        Some(allowed) => {
             counters.answered.fetch_add(1, Ordering::Relaxed);
-            if response.into_inner().status.is_some_and(|s| s.code == 0) {
+            if allowed {
                 counters.allowed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Err(_) => {
+        None => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -400,14 +450,13 @@ pub async fn run_http(
     allowed: Allowed,
 ) -> Result<LoadReport, String> {
     use http_body_util::{BodyExt, Full};
-    let started = Instant::now();
-    let measure_from = started + warmup;
-    let stop_at = measure_from + duration;
-    let cpu = server_pid.map(|pid| measure_cpu(pid, measure_from, stop_at));
-    let counters = Arc::new(Counters::default());
-    let next = Arc::new(AtomicU64::new(0));
-    let new_histogram =
-        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    let Window {
+        measure_from,
+        stop_at,
+        cpu,
+        counters,
+        next,
+    } = Window::start(warmup, duration, server_pid);
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -449,22 +498,7 @@ pub async fn run_http(
                     }
                     Err(_) => None,
                 };
-                if sent < measure_from {
-                    continue;
-                }
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let _ = histogram.record(micros.max(1));
-                match answer {
-                    Some(allowed) => {
-                        counters.answered.fetch_add(1, Ordering::Relaxed);
-                        if allowed {
-                            counters.allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    None => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                record(&counters, &mut histogram, sent, measure_from, answer);
             }
             histogram
         }));
