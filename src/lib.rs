@@ -65,6 +65,8 @@
 //! - [`cache`]: a bounded, generation-tagged TTL cache that knows nothing of its values.
 //! - [`memo`]: the small per-thread memo in front of such a cache, keyed by exact bytes.
 //! - [`request`]: [`request::CheckInput`], the protobuf-free request every front door builds.
+//! - [`clock`]: the request path's clocks (the coarse wall clock for validity windows, the
+//!   timestamp counter for elapsed times).
 
 #![forbid(unsafe_code)]
 
@@ -73,6 +75,7 @@ pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;

@@ -83,6 +83,7 @@ pub async fn start(
     snapshot: Snapshot,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Running, ServeError> {
+    crate::clock::prepare();
     let settings = config.settings.clone();
     let demo = matches!(source, ConfigSource::Embedded);
     if demo {

@@ -158,7 +158,7 @@ struct Batch {
 struct Entry {
     /// When the decision was made, as the request path already measured it: the writer turns
     /// it into wall time, so the request path reads no wall clock for its record.
-    decided: std::time::Instant,
+    decided: crate::clock::Started,
     decision_id: DecisionId,
     elapsed_us: u64,
     query: Option<Box<str>>,
@@ -236,8 +236,8 @@ impl Pending {
 /// The records of `batches` as events, in decision order (shards interleave; a file reads
 /// best in order), stamped with wall time.
 fn events(batches: &[Batch]) -> Vec<Event<'_>> {
-    let (wall, now) = (unix_ms(SystemTime::now()), std::time::Instant::now());
-    let mut events: Vec<(std::time::Instant, Event<'_>)> = batches
+    let (wall, now) = (unix_ms(SystemTime::now()), crate::clock::started());
+    let mut events: Vec<(crate::clock::Started, Event<'_>)> = batches
         .iter()
         .flat_map(|batch| {
             batch.entries.iter().filter_map(|entry| {
@@ -379,7 +379,7 @@ impl AuditLog {
         decision_id: DecisionId,
         evidence: Arc<Evidence>,
         target: Option<&str>,
-        decided: std::time::Instant,
+        decided: crate::clock::Started,
         elapsed: Duration,
     ) -> Queued {
         let Some(queue) = &self.queue else {
@@ -820,7 +820,7 @@ mod tests {
     fn queued_records_share_runs_of_evidence_and_come_out_in_decision_order() {
         let pending = Pending::new(1000);
         let (cached, fresh) = (evidence(), evidence());
-        let t0 = std::time::Instant::now();
+        let t0 = crate::clock::started();
         let entry = |ms: u64, id: DecisionId| Entry {
             decided: t0 + Duration::from_millis(ms),
             decision_id: id,
@@ -879,7 +879,7 @@ mod tests {
                 DecisionId::next(),
                 evidence(),
                 None,
-                std::time::Instant::now(),
+                crate::clock::started(),
                 Duration::ZERO,
             );
         }
@@ -900,7 +900,7 @@ mod tests {
                 DecisionId::next(),
                 evidence(),
                 Some("/a?k=secret"),
-                std::time::Instant::now(),
+                crate::clock::started(),
                 Duration::ZERO,
             )
         };

@@ -7,11 +7,11 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rustls_pki_types::UnixTime;
 
 use super::{Authorizer, Decided, DecisionKey, caches, evidence_of, verdict, with_principal};
+use crate::clock::{self, Started};
 use crate::evidence::{Actor, RequestLine, Target};
 use crate::identity::{self, Caller, IdentitySource, Refusal};
 use crate::mapping::authzen::{AuthZenMapping, EntityRef, Evaluation};
@@ -61,7 +61,7 @@ pub struct Pep {
     actor: Option<(EntityRef, Arc<Actor>)>,
     /// When the last evaluation (or the authentication) ended: the next one's time counts from
     /// there, one clock read per evaluation.
-    last: Instant,
+    last: Started,
 }
 
 impl Pep {
@@ -94,10 +94,10 @@ impl Authorizer {
     /// Authenticates the caller of the AuthZEN API from `input` (its certificate and token),
     /// or records and returns the refusal. `None` when the snapshot has no `[authzen]`.
     pub fn authzen_caller(&self, input: &CheckInput) -> Option<Result<Pep, Decided>> {
-        let started = Instant::now();
+        let started = clock::started();
         let snapshot = self.snapshots.for_request();
         let mapping = snapshot.authzen.clone()?;
-        let now = UnixTime::now();
+        let now = clock::wall();
         let authenticated = match self.authenticate(&snapshot, &mapping, input, now) {
             Ok(authenticated) => Arc::new(authenticated),
             Err(deny) => return Some(Err(self.record(*deny, Some(input), snapshot, started))),
@@ -118,10 +118,10 @@ impl Authorizer {
         key: impl FnOnce(&mut Vec<u8>),
         build: impl FnOnce() -> Result<CheckInput, (ReasonCode, String)>,
     ) -> Option<Result<Pep, Decided>> {
-        let started = Instant::now();
+        let started = clock::started();
         let snapshot = self.snapshots.for_request();
         let mapping = snapshot.authzen.clone()?;
-        let now = UnixTime::now();
+        let now = clock::wall();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let remembered = self
             .caches
@@ -166,7 +166,7 @@ impl Authorizer {
         mapping: Arc<AuthZenMapping>,
         authenticated: Arc<Authenticated>,
         now: UnixTime,
-        started: Instant,
+        started: Started,
     ) -> Result<Pep, Box<Decided>> {
         let principal = &authenticated.caller.principal;
         if self
@@ -206,7 +206,7 @@ impl Authorizer {
                 attrs: Vec::new(),
             },
             actor: None,
-            last: Instant::now(),
+            last: clock::started(),
         })
     }
 

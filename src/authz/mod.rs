@@ -13,11 +13,12 @@ mod evaluate;
 mod log;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
 use crate::audit::AuditLog;
+use crate::clock::{self, Started};
 use crate::enforce::Enforcement;
 use crate::evidence::{self, Actor, Evidence, RequestLine, Target};
 use crate::identity::{self, Caller, IdentitySource, Refusal};
@@ -112,9 +113,9 @@ impl Authorizer {
 
     /// Decides `input` now and records the decision: the entry of every front door.
     pub fn check(&self, input: &CheckInput) -> Decided {
-        let started = Instant::now();
+        let started = clock::started();
         let snapshot = self.snapshots.for_request();
-        let verdict = self.decide(&snapshot, input, UnixTime::now(), None);
+        let verdict = self.decide(&snapshot, input, clock::wall(), None);
         self.record(verdict, Some(input), snapshot, started)
     }
 
@@ -129,9 +130,9 @@ impl Authorizer {
         path: &str,
         build: impl Fn() -> Result<CheckInput, (ReasonCode, String)>,
     ) -> Decided {
-        let started = Instant::now();
+        let started = clock::started();
         let snapshot = self.snapshots.for_request();
-        let now = UnixTime::now();
+        let now = clock::wall();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let mut built = None;
         let key = |out: &mut Vec<u8>| {
@@ -170,7 +171,7 @@ impl Authorizer {
 
     /// Records a deny for a request a front door could not translate (`reason` says why).
     pub fn refuse(&self, reason: ReasonCode, message: String) -> Decided {
-        let started = Instant::now();
+        let started = clock::started();
         let snapshot = self.snapshots.for_request();
         self.record(Verdict::deny(reason, message), None, snapshot, started)
     }
@@ -180,7 +181,7 @@ impl Authorizer {
         mut verdict: Verdict,
         input: Option<&CheckInput>,
         snapshot: SnapshotGuard,
-        started: Instant,
+        started: Started,
     ) -> Decided {
         let path = input.map(|i| i.path.as_str());
         let elapsed = self.note(&mut verdict, input, path, &snapshot, started);
@@ -200,7 +201,7 @@ impl Authorizer {
         input: Option<&CheckInput>,
         path: Option<&str>,
         snapshot: &Snapshot,
-        started: Instant,
+        started: Started,
     ) -> Duration {
         let elapsed = started.elapsed();
         self.metrics

@@ -329,7 +329,7 @@ pub fn decide_body(
     body: &[u8],
     budget: Duration,
 ) -> Result<Answered, Refused> {
-    let started = std::time::Instant::now();
+    let started = crate::clock::started();
     let request: WireRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| Refused::bad(format!("not an AuthZEN request: {e}")))?;
     let WireRequest {
