@@ -432,6 +432,14 @@ impl AuditView {
         self.shared.dropped.sum()
     }
 
+    /// Records the writer has taken off the queue, since start.
+    pub fn recorded(&self) -> u64 {
+        match self.shared.inventory.lock() {
+            Ok(inventory) => inventory.summary().records,
+            Err(poisoned) => poisoned.into_inner().summary().records,
+        }
+    }
+
     /// Batches a sink failed to write, since start.
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
