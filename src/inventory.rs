@@ -7,7 +7,8 @@
 //! identity, the users acted for, issuers and pairs are bounded sets, and the timeline is at
 //! most [`MAX_BUCKETS`] buckets whose width doubles as the window grows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Calls and denials per timeline bucket, as `(bucket index, calls, denials)` sorted by index
 /// (`time / bucket_ms`): aligned to the epoch, so two series rebin to a common width exactly.
@@ -237,6 +238,44 @@ impl std::fmt::Display for Kind {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LastAdded(Option<u64>);
 
+/// One spelling of each `action resource-type` pair for every identity's `used` map. With 5,000
+/// identities, a key per identity and pair is a heap string apart from everything else the
+/// record touches, and finding a pair compared against several of them: a cache miss each.
+/// Shared, the few spellings an estate has stay in cache. A cache, not part of the value:
+/// every two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct PairNames {
+    /// Where a record's pair is spelled for the lookup.
+    scratch: String,
+    /// The shared spellings, at most [`MAX_PAIR_NAMES`] (past that, a new pair gets its own).
+    known: HashSet<Arc<str>, foldhash::fast::RandomState>,
+}
+
+/// Distinct pair spellings shared; records naming more pairs still count, unshared.
+const MAX_PAIR_NAMES: usize = 65_536;
+
+impl PairNames {
+    /// The shared spelling of `key`, made and kept on first sight.
+    fn share(known: &mut HashSet<Arc<str>, foldhash::fast::RandomState>, key: &str) -> Arc<str> {
+        if let Some(name) = known.get(key) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(key);
+        if known.len() < MAX_PAIR_NAMES {
+            known.insert(name.clone());
+        }
+        name
+    }
+}
+
+impl PartialEq for PairNames {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PairNames {}
+
 impl PartialEq for LastAdded {
     fn eq(&self, _: &Self) -> bool {
         true
@@ -282,9 +321,10 @@ pub struct IdentitySummary {
     /// When the credentials it presented last expire, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_ms: Option<i64>,
-    /// Per `action resource-type`: what was asked for.
+    /// Per `action resource-type`: what was asked for. The keys' text is shared between
+    /// identities (see [`PairNames`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub used: BTreeMap<String, Usage>,
+    pub used: BTreeMap<Arc<str>, Usage>,
     /// More pairs than `used` holds were seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub used_saturated: bool,
@@ -329,9 +369,9 @@ pub struct Summary {
     /// Width of the timeline buckets, milliseconds: [`MIN_BUCKET_MS`] times a power of two.
     #[serde(default = "min_bucket")]
     pub bucket_ms: u64,
-    /// Reused for (action, resource type) keys, so a known pair costs no allocation.
+    /// Pair spellings, so a known pair costs no allocation and its lookup no cache miss.
     #[serde(skip)]
-    scratch: String,
+    pair_names: PairNames,
 }
 
 fn min_bucket() -> u64 {
@@ -350,13 +390,13 @@ impl Default for Summary {
             unverified_series: Series::default(),
             policies: HashMap::default(),
             bucket_ms: MIN_BUCKET_MS,
-            scratch: String::new(),
+            pair_names: PairNames::default(),
         }
     }
 }
 
 impl IdentitySummary {
-    fn observe(&mut self, o: &Observation<'_>, bucket_ms: u64, scratch: &mut String) {
+    fn observe(&mut self, o: &Observation<'_>, bucket_ms: u64, names: &mut PairNames) {
         self.series
             .add(o.time_ms / bucket_ms, 1, u64::from(!o.allowed));
         if self.calls == 0 {
@@ -396,11 +436,12 @@ impl IdentitySummary {
             self.add_issuer(issuer);
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
-            let key = spell_pair(scratch, action, resource_type);
+            let key = spell_pair(&mut names.scratch, action, resource_type);
             let usage = if let Some(usage) = self.used.get_mut(key) {
                 Some(usage)
             } else if self.used.len() < MAX_PAIRS {
-                Some(self.used.entry(key.to_owned()).or_default())
+                let name = PairNames::share(&mut names.known, key);
+                Some(self.used.entry(name).or_default())
             } else {
                 self.used_saturated = true;
                 None
@@ -549,7 +590,7 @@ impl Summary {
                     Some(summary) => summary,
                     None => self.identities.entry(principal.to_owned()).or_default(),
                 };
-                summary.observe(o, bucket, &mut self.scratch);
+                summary.observe(o, bucket, &mut self.pair_names);
                 &summary.series
             }
             None => {
@@ -723,7 +764,7 @@ impl Baseline {
                         .used
                         .iter()
                         .filter(|(_, u)| u.allowed > 0)
-                        .map(|(pair, _)| pair.clone())
+                        .map(|(pair, _)| pair.to_string())
                         .collect();
                     (principal.clone(), used)
                 })

@@ -558,7 +558,7 @@ pub struct LiveIdentity {
     /// Nearest credential expiry seen, Unix milliseconds.
     pub expiry_ms: Option<i64>,
     /// What it used, per `action resource-type`.
-    pub used: std::collections::BTreeMap<String, crate::inventory::Usage>,
+    pub used: std::collections::BTreeMap<Arc<str>, crate::inventory::Usage>,
     /// Its recent compromise signals.
     pub signals: Vec<Finding>,
 }

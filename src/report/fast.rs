@@ -5,7 +5,8 @@
 //! string with escapes, a missing field, two records run together, a cut line) returns `None`
 //! and the caller parses the line properly instead.
 
-use memchr::memmem::{Finder, FinderRev};
+use memchr::arch::all::packedpair::HeuristicFrequencyRank;
+use memchr::memmem::{Finder, FinderBuilder, FinderRev};
 
 /// Determining policies read per record; more are not counted.
 pub const MAX_POLICIES: usize = 32;
@@ -65,26 +66,52 @@ pub struct Scanner {
 const PREFIX: &[u8] = b"{\"class_uid\":6003,";
 const DELEGATED_USER_END: &[u8] = b",\"type_id\":1}";
 
+/// Bytes in the order of how often they occur in Tollgate's records, most frequent first
+/// (measured over generated and demo records). A substring search first looks for the two
+/// rarest bytes of its needle; ranked as general text ranks them, `"`, `:`, `_` and `,` count as
+/// rare, and in a record they are everywhere: each of those candidates costs a comparison.
+const BY_FREQUENCY: &[u8] = b"\"0e:tiasodp,rncl7_u{}m1h.y26/48 3bx9v5fgT-[]\\";
+
+/// [`BY_FREQUENCY`] as memchr's ranking: 255 for the most frequent byte, falling from there;
+/// a byte not listed (capitals, most punctuation) is rarer still.
+#[derive(Debug, Clone, Copy)]
+struct RecordBytes;
+
+impl HeuristicFrequencyRank for RecordBytes {
+    fn rank(&self, byte: u8) -> u8 {
+        BY_FREQUENCY
+            .iter()
+            .position(|&b| b == byte)
+            .and_then(|i| u8::try_from(i * 4).ok())
+            .map_or(20, |i| 255 - i)
+    }
+}
+
+/// A forward search for `needle`, prefiltered on its rarest bytes in a record.
+fn finder(needle: &'static [u8]) -> Finder<'static> {
+    FinderBuilder::new().build_forward_with_ranker(RecordBytes, needle)
+}
+
 impl Default for Scanner {
     fn default() -> Self {
         Self {
-            record: Finder::new(b"{\"class_uid\":"),
-            time: Finder::new(b",\"time\":"),
-            status_id: Finder::new(b",\"status_id\":"),
-            status_code: Finder::new(b",\"status_code\":\""),
-            actor: Finder::new(b",\"actor\":{"),
-            app_uid: Finder::new(b"\"app_uid\":\""),
-            user: Finder::new(b"\"user\":{\"uid\":\""),
-            idp: Finder::new(b"\"idp\":{\"name\":\""),
-            authorizations: Finder::new(b"\"authorizations\":["),
+            record: finder(b"{\"class_uid\":"),
+            time: finder(b",\"time\":"),
+            status_id: finder(b",\"status_id\":"),
+            status_code: finder(b",\"status_code\":\""),
+            actor: finder(b",\"actor\":{"),
+            app_uid: finder(b"\"app_uid\":\""),
+            user: finder(b"\"user\":{\"uid\":\""),
+            idp: finder(b"\"idp\":{\"name\":\""),
+            authorizations: finder(b"\"authorizations\":["),
             authorizations_rev: FinderRev::new(b"\"authorizations\":["),
-            operation: Finder::new(b",\"api\":{\"operation\":\""),
-            resources: Finder::new(b",\"resources\":[{\"uid\":\""),
-            resource_type: Finder::new(b"\",\"type\":\""),
-            unmapped: Finder::new(b",\"unmapped\":{\"tollgate\":{"),
-            access_mode: Finder::new(b"\"access_mode\":\""),
-            trust_domain: Finder::new(b"\"trust_domain\":\""),
-            expires: Finder::new(b"\"credentials_expire\":"),
+            operation: finder(b",\"api\":{\"operation\":\""),
+            resources: finder(b",\"resources\":[{\"uid\":\""),
+            resource_type: finder(b"\",\"type\":\""),
+            unmapped: finder(b",\"unmapped\":{\"tollgate\":{"),
+            access_mode: finder(b"\"access_mode\":\""),
+            trust_domain: finder(b"\"trust_domain\":\""),
+            expires: finder(b"\"credentials_expire\":"),
         }
     }
 }

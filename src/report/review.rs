@@ -190,7 +190,7 @@ pub fn review(
                         .collect(),
                     used: seen
                         .used
-                        .get(&crate::inventory::pair(action, resource_type))
+                        .get(crate::inventory::pair(action, resource_type).as_str())
                         .copied(),
                     grant,
                 }
