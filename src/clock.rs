@@ -41,7 +41,16 @@ pub fn wall() -> UnixTime {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn coarse_unix_seconds() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    u64::try_from(now.tv_sec).unwrap_or(0)
+    unix_seconds(now.tv_sec)
+}
+
+/// A reading of the wall clock in seconds as validity checks take it. A clock before 1970 is
+/// broken, and reads as the end of year 9999 (past every certificate's and token's expiry,
+/// yet far from overflowing any arithmetic on it): every credential is refused as expired
+/// until the clock is set right.
+fn unix_seconds(tv_sec: i64) -> u64 {
+    const BROKEN: u64 = 253_402_300_800;
+    u64::try_from(tv_sec).unwrap_or(BROKEN)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -66,6 +75,15 @@ mod tests {
                 "coarse {coarse} outside [{before} - 1, {after}]"
             );
         }
+    }
+
+    #[test]
+    fn a_clock_set_before_1970_fails_closed() {
+        // Read as the epoch, every credential would still be valid; read as the far
+        // future, every credential has expired and every caller is refused.
+        let now = unix_seconds(-5);
+        assert!(now > 4_000_000_000, "a clock before 1970 read as {now}");
+        assert_eq!(unix_seconds(1_790_000_000), 1_790_000_000);
     }
 
     #[test]

@@ -247,24 +247,39 @@ pub struct LastAdded(Option<u64>);
 pub struct PairNames {
     /// Where a record's pair is spelled for the lookup.
     scratch: String,
-    /// The shared spellings, at most [`MAX_PAIR_NAMES`] (past that, a new pair gets its own).
-    known: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    known: Spellings,
 }
 
-/// Distinct pair spellings shared; records naming more pairs still count, unshared.
-const MAX_PAIR_NAMES: usize = 65_536;
+/// The shared spellings. Those no identity's map holds any more (their identities evicted)
+/// are let go whenever the set has doubled since it was last pruned, so it holds at most
+/// about twice the spellings in use: what the maps hold bounds it, as before it existed.
+#[derive(Debug, Clone, Default)]
+struct Spellings {
+    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    prune_at: usize,
+}
 
-impl PairNames {
+/// Spellings kept before the first pruning.
+const FIRST_PRUNE: usize = 64;
+
+impl Spellings {
     /// The shared spelling of `key`, made and kept on first sight.
-    fn share(known: &mut HashSet<Arc<str>, foldhash::fast::RandomState>, key: &str) -> Arc<str> {
-        if let Some(name) = known.get(key) {
+    fn share(&mut self, key: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(key) {
             return name.clone();
         }
-        let name: Arc<str> = Arc::from(key);
-        if known.len() < MAX_PAIR_NAMES {
-            known.insert(name.clone());
+        if self.names.len() >= self.prune_at.max(FIRST_PRUNE) {
+            self.names.retain(|name| Arc::strong_count(name) > 1);
+            self.prune_at = self.names.len().saturating_mul(2);
         }
+        let name: Arc<str> = Arc::from(key);
+        self.names.insert(name.clone());
         name
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.names.len()
     }
 }
 
@@ -440,7 +455,7 @@ impl IdentitySummary {
             let usage = if let Some(usage) = self.used.get_mut(key) {
                 Some(usage)
             } else if self.used.len() < MAX_PAIRS {
-                let name = PairNames::share(&mut names.known, key);
+                let name = names.known.share(key);
                 Some(self.used.entry(name).or_default())
             } else {
                 self.used_saturated = true;
@@ -891,5 +906,20 @@ mod tests {
         held.sort();
         assert_eq!(held, ["a", "c"]);
         assert_eq!(inventory.evicted(), 1);
+    }
+
+    #[test]
+    fn pair_spellings_go_with_the_identities_that_used_them() {
+        // Review finding: the shared spellings were kept after every identity naming them was
+        // evicted, so a long-running inventory held every pair it had ever seen (up to
+        // 65,536 of them, any length a PEP chose).
+        let mut inventory = Inventory::new(4);
+        for i in 0..2_000u64 {
+            let (who, action) = (format!("app-{i}"), format!("action-{i}"));
+            inventory.observe(&call(i, &who, &action, true), &[]);
+        }
+        let live = inventory.summary().identities.len();
+        let kept = inventory.summary.pair_names.known.len();
+        assert!(kept <= 2 * live + 64, "{kept} spellings kept for {live} identities");
     }
 }
