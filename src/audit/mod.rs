@@ -11,7 +11,7 @@ pub mod sink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
@@ -215,6 +215,14 @@ impl Pending {
         true
     }
 
+    /// Records waiting in the shards.
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().entries.len())
+            .sum()
+    }
+
     /// Swaps every shard's batch with an empty one of `into` (so neither side allocates in
     /// the steady state). True when a shard was at least half full: the writer should come
     /// back without a nap.
@@ -411,6 +419,7 @@ impl AuditLog {
     pub fn view(&self) -> AuditView {
         AuditView {
             shared: self.shared.clone(),
+            queue: self.queue.as_ref().map_or_else(Weak::new, Arc::downgrade),
         }
     }
 
@@ -424,6 +433,8 @@ impl AuditLog {
 #[derive(Debug, Clone)]
 pub struct AuditView {
     shared: Arc<Shared>,
+    /// Weak: the writer ends when the last [`AuditLog`] goes.
+    queue: Weak<Pending>,
 }
 
 impl AuditView {
@@ -432,12 +443,9 @@ impl AuditView {
         self.shared.dropped.sum()
     }
 
-    /// Records the writer has taken off the queue, since start.
-    pub fn recorded(&self) -> u64 {
-        match self.shared.inventory.lock() {
-            Ok(inventory) => inventory.summary().records,
-            Err(poisoned) => poisoned.into_inner().summary().records,
-        }
+    /// Records queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.upgrade().map_or(0, |queue| queue.len())
     }
 
     /// Batches a sink failed to write, since start.
