@@ -6,30 +6,110 @@
 //!   old) for a few nanoseconds, where the precise clock costs tens on every request. A
 //!   credential is therefore honoured at most one tick past its expiry second.
 //! - **Elapsed time** (the latency histogram, a record's `elapsed_us`, budgets) comes from
-//!   `quanta`: the CPU's timestamp counter where it is invariant, calibrated against the
-//!   monotonic clock, and the monotonic clock itself elsewhere.
+//!   the CPU's timestamp counter through `quanta` (calibrated against the monotonic clock)
+//!   when the kernel itself keeps time by that counter, and from the monotonic clock
+//!   otherwise. quanta asks only the CPU whether its counter is invariant; a kernel that has
+//!   found the counter unstable (its clocksource watchdog on a VM, unsynchronised sockets)
+//!   has moved to another clocksource, and then so does Tollgate. The choice is made once, at
+//!   start.
 //!
 //! Everything off the request path (fetch schedules, the audit writer's wall stamps) keeps
 //! `std::time`.
 
+use std::ops::Add;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
-/// A point in time for measuring what a request took.
-pub type Started = quanta::Instant;
+/// A point in time for measuring what a request took: nanoseconds on the process's measuring
+/// clock (see the module's note). Later points compare greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Started(u64);
+
+impl Started {
+    /// The time since this point.
+    #[inline]
+    pub fn elapsed(self) -> Duration {
+        started().duration_since(self)
+    }
+
+    /// The time from `earlier` to this point; zero if `earlier` is not earlier.
+    #[inline]
+    pub fn duration_since(self, earlier: Started) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Started {
+    type Output = Started;
+
+    fn add(self, later: Duration) -> Started {
+        let later = u64::try_from(later.as_nanos()).unwrap_or(u64::MAX);
+        Started(self.0.saturating_add(later))
+    }
+}
+
+/// What elapsed times are read from.
+enum Source {
+    /// The timestamp counter, from its reading at start.
+    Counter { clock: quanta::Clock, origin: u64 },
+    /// The monotonic clock, from its reading at start.
+    Monotonic(std::time::Instant),
+}
+
+static SOURCE: OnceLock<Source> = OnceLock::new();
+
+fn source() -> &'static Source {
+    SOURCE.get_or_init(|| {
+        if kernel_keeps_time_by_the_counter() {
+            let clock = quanta::Clock::new();
+            let origin = clock.raw();
+            Source::Counter { clock, origin }
+        } else {
+            Source::Monotonic(std::time::Instant::now())
+        }
+    })
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn kernel_keeps_time_by_the_counter() -> bool {
+    std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .is_ok_and(|name| counter_clocksource(&name))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn kernel_keeps_time_by_the_counter() -> bool {
+    false
+}
+
+/// Whether the kernel's clocksource `name` is the counter quanta reads: the x86 TSC, or the
+/// Arm generic timer.
+fn counter_clocksource(name: &str) -> bool {
+    matches!(name.trim(), "tsc" | "arch_sys_counter")
+}
 
 /// Now, for measuring: see [`Started`].
 #[inline]
 pub fn started() -> Started {
-    quanta::Instant::now()
+    match source() {
+        Source::Counter { clock, origin } => Started(clock.delta_as_nanos(*origin, clock.raw())),
+        Source::Monotonic(origin) => {
+            Started(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
 }
 
-/// Calibrates the timestamp counter (it takes milliseconds, once) so that the first request
-/// does not pay for it.
+/// Chooses and calibrates the measuring clock (calibration takes milliseconds, once) so that
+/// the first request does not pay for it; says which clock it chose.
 pub fn prepare() {
     let _ = started();
     let _ = wall();
+    let chosen = match source() {
+        Source::Counter { .. } => "the timestamp counter (the kernel's clocksource)",
+        Source::Monotonic(_) => "the monotonic clock",
+    };
+    tracing::debug!(clock = chosen, "measuring request times by {chosen}");
 }
 
 /// The wall clock to the second, read cheaply (see the module's note).
@@ -75,6 +155,33 @@ mod tests {
                 "coarse {coarse} outside [{before} - 1, {after}]"
             );
         }
+    }
+
+    #[test]
+    fn the_counter_is_used_only_when_the_kernel_keeps_time_by_it() {
+        assert!(counter_clocksource("tsc\n"));
+        assert!(counter_clocksource("arch_sys_counter\n"));
+        // A kernel that found the TSC unstable moves to one of these.
+        for other in [
+            "kvm-clock\n",
+            "hpet\n",
+            "acpi_pm\n",
+            "xen\n",
+            "hyperv_clocksource_tsc_page\n",
+            "",
+        ] {
+            assert!(!counter_clocksource(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn points_in_time_order_add_and_subtract() {
+        let first = started();
+        let later = first + Duration::from_millis(5);
+        assert!(later > first);
+        assert_eq!(later.duration_since(first), Duration::from_millis(5));
+        assert_eq!(first.duration_since(later), Duration::ZERO);
+        assert!(started() >= first);
     }
 
     #[test]
