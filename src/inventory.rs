@@ -920,6 +920,9 @@ mod tests {
         }
         let live = inventory.summary().identities.len();
         let kept = inventory.summary.pair_names.known.len();
-        assert!(kept <= 2 * live + 64, "{kept} spellings kept for {live} identities");
+        assert!(
+            kept <= 2 * live + 64,
+            "{kept} spellings kept for {live} identities"
+        );
     }
 }
