@@ -106,7 +106,10 @@ pub fn prepare() {
     let _ = started();
     let _ = wall();
     let chosen = match source() {
-        Source::Counter { .. } => "the timestamp counter (the kernel's clocksource)",
+        Source::Counter { .. } => {
+            "the timestamp counter (the kernel's clocksource; quanta falls back to the \
+             monotonic clock on a CPU without an invariant one)"
+        }
         Source::Monotonic(_) => "the monotonic clock",
     };
     tracing::debug!(clock = chosen, "measuring request times by {chosen}");
@@ -135,7 +138,8 @@ fn unix_seconds(tv_sec: i64) -> u64 {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn coarse_unix_seconds() -> u64 {
-    UnixTime::now().as_secs()
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or_else(|_| unix_seconds(-1), |since| since.as_secs())
 }
 
 #[cfg(test)]

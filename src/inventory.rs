@@ -271,6 +271,8 @@ impl Spellings {
         if self.names.len() >= self.prune_at.max(FIRST_PRUNE) {
             self.names.retain(|name| Arc::strong_count(name) > 1);
             self.prune_at = self.names.len().saturating_mul(2);
+            // A burst that has gone leaves no large table behind to scan at every prune.
+            self.names.shrink_to(self.prune_at.max(FIRST_PRUNE));
         }
         let name: Arc<str> = Arc::from(key);
         self.names.insert(name.clone());
