@@ -194,11 +194,13 @@ impl Caches {
         now: i64,
         decide: impl FnOnce() -> (Verdict, Option<Reuse>),
     ) -> Verdict {
-        let Some(owner) = self.memo_owner else {
-            return decide().0;
-        };
-        with_buffer(key, |key| {
-            if let Some((kept, _)) = memo::look(&VERDICTS, owner, generation, now, key) {
+        // A verdict without `Reuse` is not kept: it comes back as the error.
+        let remembered = self.remembered(&VERDICTS, key, generation, now, || match decide() {
+            (verdict, Some(reuse)) => Ok((Remembered { verdict, reuse }, reuse.until)),
+            (verdict, None) => Err(Box::new(verdict)),
+        });
+        match remembered {
+            Ok((kept, true)) => {
                 let Reuse {
                     certificate,
                     token,
@@ -209,27 +211,14 @@ impl Caches {
                 if !refused_token {
                     self.decision_metrics.used(Lookup::HIT);
                 }
-                return Verdict {
+                Verdict {
                     decision_id: DecisionId::next(),
                     ..kept.verdict
-                };
+                }
             }
-            let (verdict, reuse) = decide();
-            if let Some(reuse) = reuse {
-                memo::keep(
-                    &VERDICTS,
-                    owner,
-                    generation,
-                    (now, reuse.until),
-                    key,
-                    || Remembered {
-                        verdict: verdict.clone(),
-                        reuse,
-                    },
-                );
-            }
-            verdict
-        })
+            Ok((fresh, false)) => fresh.verdict,
+            Err(verdict) => *verdict,
+        }
     }
 
     /// `make`'s value for the key `key` writes, from this thread's `memos` when it made one for
