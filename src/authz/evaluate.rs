@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
-use super::{Authorizer, Decided, DecisionKey, caches, evidence_of, verdict, with_principal};
+use super::{
+    Authorizer, Decided, DecisionKey, caches, evidence_of, shed_deny, verdict, with_principal,
+};
 use crate::clock::{self, Started};
 use crate::evidence::{Actor, RequestLine, Target};
 use crate::identity::{self, Caller, IdentitySource, Refusal};
@@ -169,18 +171,8 @@ impl Authorizer {
         started: Started,
     ) -> Result<Pep, Box<Decided>> {
         let principal = &authenticated.caller.principal;
-        if self
-            .enforcement
-            .is_shed(principal, now.as_secs().saturating_mul(1000))
-        {
-            let message = format!(
-                "`{principal}` is shed for the rest of this 10 s window: it called far more than \
-                 usual (signals.volume_spike = \"deny\")"
-            );
-            let mut deny = with_principal(
-                Verdict::deny(ReasonCode::IdentityShed, message),
-                principal.clone(),
-            );
+        if self.is_shed_principal(principal, now) {
+            let mut deny = shed_deny(principal.clone());
             if self.audit.is_enabled() {
                 let mut evidence =
                     evidence_of(&deny, &snapshot, Some(&authenticated.caller), None, None);

@@ -251,21 +251,22 @@ impl Authorizer {
     /// Whether `verdict`'s principal is shed for a volume spike: asked after the verdict
     /// memo, so that a verdict remembered from before a spike does not let it through.
     fn is_shed(&self, verdict: &Verdict, now: UnixTime) -> bool {
-        verdict.principal.as_deref().is_some_and(|principal| {
-            self.enforcement
-                .is_shed(principal, now.as_secs().saturating_mul(1000))
-        })
+        verdict
+            .principal
+            .as_deref()
+            .is_some_and(|principal| self.is_shed_principal(principal, now))
+    }
+
+    /// Whether `principal` is shed for a volume spike at `now`.
+    fn is_shed_principal(&self, principal: &str, now: UnixTime) -> bool {
+        self.enforcement
+            .is_shed(principal, now.as_secs().saturating_mul(1000))
     }
 
     /// The deny of an identity shed for a volume spike, in place of `verdict`.
     #[cold]
     fn shed(&self, snapshot: &Snapshot, verdict: Verdict, input: Option<&CheckInput>) -> Verdict {
-        let principal = verdict.principal.unwrap_or_default();
-        let message = format!(
-            "`{principal}` is shed for the rest of this 10 s window: it called far more than \
-             usual (signals.volume_spike = \"deny\")"
-        );
-        let mut deny = with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal);
+        let mut deny = shed_deny(verdict.principal.unwrap_or_default());
         let actor = verdict.evidence.as_deref().and_then(|e| e.actor.clone());
         if self.audit.is_enabled() {
             deny.evidence = Some(Arc::new(evidence_of(&deny, snapshot, None, None, input)));
@@ -464,6 +465,15 @@ fn verdict(
     verdict.determining = decision.determining.clone();
     verdict.errors = decision.errors.clone();
     verdict
+}
+
+/// The deny of `principal`, shed for the rest of the window for a volume spike.
+fn shed_deny(principal: String) -> Verdict {
+    let message = format!(
+        "`{principal}` is shed for the rest of this 10 s window: it called far more than usual \
+         (signals.volume_spike = \"deny\")"
+    );
+    with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal)
 }
 
 /// The evidence of `verdict`, as far as the pipeline got.
