@@ -675,7 +675,6 @@ pub fn overloaded(request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CertificateHeader;
 
     fn parts(path: &str, headers: &[(&'static str, &str)]) -> hyper::http::request::Parts {
         let mut request = Request::post(path);
@@ -695,12 +694,7 @@ mod tests {
     /// same context: a request id or the body do not count, the rest does.
     #[test]
     fn the_pep_key_holds_what_authenticates_it() {
-        let proxies = Proxies::new(vec![TrustedProxy {
-            name: "edge".into(),
-            certificate: Some(CertificateHeader::Rfc9440),
-            networks: vec!["127.0.0.0/8".parse().unwrap()],
-            identities: Vec::new(),
-        }]);
+        let proxies = crate::http::proxies::testing::edge();
         let proxy = Peer::plain("127.0.0.1:5000".parse().unwrap());
         let base = [
             ("host", "pdp.demo"),

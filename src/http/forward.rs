@@ -620,12 +620,7 @@ mod tests {
     /// inputs: what decides nothing (a request id) is left out, and everything else is in.
     #[test]
     fn the_memo_key_holds_every_decision_input() {
-        let proxies = Proxies::new(vec![TrustedProxy {
-            name: "edge".into(),
-            certificate: Some(crate::config::CertificateHeader::Rfc9440),
-            networks: vec!["127.0.0.0/8".parse().unwrap()],
-            identities: Vec::new(),
-        }]);
+        let proxies = crate::http::proxies::testing::edge();
         let proxy = peer();
         let stranger = Peer::plain("192.0.2.7:5000".parse().unwrap());
         let base = [

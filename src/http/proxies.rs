@@ -544,6 +544,17 @@ mod tests {
 pub mod testing {
     use super::{CertificateHeader, Proxies, TrustedProxy};
 
+    /// One proxy, `edge`, on loopback, forwarding the client certificate as RFC 9440
+    /// `Client-Cert`.
+    pub fn edge() -> Proxies {
+        Proxies::new(vec![TrustedProxy {
+            name: "edge".into(),
+            certificate: Some(CertificateHeader::Rfc9440),
+            networks: vec!["127.0.0.0/8".parse().unwrap()],
+            identities: Vec::new(),
+        }])
+    }
+
     /// Two proxies with one name whose conventions read `client-cert` differently: RFC 9440
     /// from 10.0.0.0/24, nginx's escaped PEM from 10.0.1.0/24.
     pub fn namesakes() -> Proxies {
