@@ -22,7 +22,7 @@ use crate::memo::Memo;
 use crate::policy;
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard};
-use crate::verdict::{ReasonCode, Verdict};
+use crate::verdict::{DecisionId, ReasonCode, Verdict};
 
 /// A PEP as authenticating it found it, kept on the thread for as long as its credentials may
 /// be reused: a PEP calls again and again with the same certificate and token, and its
@@ -48,6 +48,69 @@ thread_local! {
     /// PEPs this thread authenticated, by what authenticated them (see
     /// [`Authorizer::authzen_caller_keyed`]).
     static PEPS: RefCell<Memo<Arc<Authenticated>, 16>> = const { RefCell::new(Memo::new()) };
+    /// Answers this thread gave, by the PEP that asked and what it asked (see
+    /// [`Authorizer::authzen_answer`]).
+    static ANSWERS: RefCell<Memo<Arc<Replay>, 16>> = const { RefCell::new(Memo::new()) };
+}
+
+/// Most evaluations a remembered answer holds: a PEP repeats single evaluations and small
+/// batches; a larger batch is decided again (its items from the decision memo), so a slot
+/// never holds more than this many verdicts.
+pub const MAX_REPLAYED: usize = 16;
+
+/// A call's answer as the PEP got it, and its evaluations' verdicts (evidence and all), to be
+/// recorded again with new decision ids when the same PEP asks the same again.
+#[derive(Debug)]
+struct Replay {
+    /// The PEP that asked. Held, so that the address the memo key carries stays this PEP's for
+    /// as long as the entry lives.
+    pep: Arc<Authenticated>,
+    body: Arc<str>,
+    /// Each evaluation's verdict and how many decision-cache lookups it stands for.
+    verdicts: Vec<(Verdict, u8)>,
+    /// A single evaluation: its decision id goes back to the PEP.
+    single: bool,
+}
+
+/// What a call's evaluations gathered for [`Replay`] while they were decided.
+#[derive(Debug)]
+struct Gathered {
+    verdicts: Vec<(Verdict, u8)>,
+    /// The earliest time one of its decisions (or the PEP's credentials) expires; `None` once
+    /// something was decided that may not be reused.
+    until: Option<i64>,
+}
+
+impl Gathered {
+    /// Adds an evaluation's verdict, made from `lookups` decision-cache lookups good until
+    /// `until` (`None`: not reusable). Past [`MAX_REPLAYED`] the call is not kept.
+    fn add(&mut self, verdict: &Verdict, lookups: u8, until: Option<i64>) {
+        self.until = match (self.until, until) {
+            (Some(kept), Some(until)) if self.verdicts.len() < MAX_REPLAYED => {
+                Some(kept.min(until))
+            }
+            _ => None,
+        };
+        if self.until.is_some() {
+            self.verdicts.push((verdict.clone(), lookups));
+        } else {
+            self.verdicts = Vec::new();
+        }
+    }
+}
+
+/// What one evaluation's decisions allow of its reuse: the lookups made and until when.
+#[derive(Debug, Clone, Copy)]
+struct Reusable {
+    lookups: u8,
+    until: Option<i64>,
+}
+
+impl Reusable {
+    fn looked_up(&mut self, until: i64) {
+        self.lookups += 1;
+        self.until = self.until.map(|kept| kept.min(until));
+    }
 }
 
 /// An authenticated PEP and the snapshot all of its evaluations are decided against.
@@ -64,6 +127,8 @@ pub struct Pep {
     /// When the last evaluation (or the authentication) ended: the next one's time counts from
     /// there, one clock read per evaluation.
     last: Started,
+    /// The evaluations of a call that may be remembered ([`Authorizer::authzen_answer`]).
+    gathered: Option<Gathered>,
 }
 
 impl Pep {
@@ -75,6 +140,11 @@ impl Pep {
     /// The mapping in force for this call.
     pub fn mapping(&self) -> &AuthZenMapping {
         &self.mapping
+    }
+
+    /// This call's answer is not to be remembered (see [`Authorizer::authzen_answer`]).
+    pub fn not_reusable(&mut self) {
+        self.gathered = None;
     }
 
     /// The PEP as the actor asking about `subject`.
@@ -199,6 +269,7 @@ impl Authorizer {
             },
             actor: None,
             last: clock::started(),
+            gathered: None,
         })
     }
 
@@ -253,7 +324,12 @@ impl Authorizer {
     pub fn evaluate(&self, pep: &mut Pep, evaluation: &Evaluation) -> Verdict {
         let started = pep.last;
         let now_secs = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
-        let mut verdict = match self.refused_to_ask(pep, evaluation, now_secs) {
+        // The baseline holds for the process's life; the decisions say how long they do.
+        let mut reusable = Reusable {
+            lookups: 0,
+            until: Some(i64::MAX),
+        };
+        let mut verdict = match self.refused_to_ask(pep, evaluation, now_secs, &mut reusable) {
             Some(deny) => deny,
             None => {
                 let snapshot = &*pep.snapshot;
@@ -271,8 +347,9 @@ impl Authorizer {
                 );
                 let principal = pep.authenticated.caller.principal.clone();
                 match decided {
-                    Ok((decision, lookup, _)) => {
+                    Ok((decision, lookup, until)) => {
                         self.caches.decision_metrics.used(lookup);
+                        reusable.looked_up(until);
                         let resource = &evaluation.resource;
                         verdict(
                             principal,
@@ -283,10 +360,13 @@ impl Authorizer {
                     }
                     // The PEP asked something the schema does not allow: its request, not an
                     // internal failure.
-                    Err(e) => with_principal(
-                        Verdict::deny(ReasonCode::MalformedRequest, e.to_string()),
-                        principal,
-                    ),
+                    Err(e) => {
+                        reusable.until = None;
+                        with_principal(
+                            Verdict::deny(ReasonCode::MalformedRequest, e.to_string()),
+                            principal,
+                        )
+                    }
                 }
             }
         };
@@ -303,15 +383,107 @@ impl Authorizer {
             });
             verdict.evidence = Some(Arc::new(evidence));
         }
+        if let Some(gathered) = &mut pep.gathered {
+            gathered.add(&verdict, reusable.lookups, reusable.until);
+        }
         let path = Some(pep.authenticated.path.as_str());
         let elapsed = self.note(&mut verdict, None, path, &pep.snapshot, started);
         pep.last = started + elapsed;
         verdict
     }
 
+    /// The answer to `pep`'s call asking `call` (the parts that decide the answer besides the
+    /// PEP: the endpoint and the whole body): the one this thread gave the same PEP for the same call
+    /// under this snapshot, while every decision in it and the PEP's credentials are still
+    /// good, with its evaluations recorded again under new decision ids; else `answer`'s,
+    /// kept when each of its evaluations may be reused and there are at most
+    /// [`MAX_REPLAYED`]. `answer` must decide every evaluation through [`Self::evaluate`],
+    /// and must not reuse an answer that was cut short (a batch past its time budget); it says
+    /// so with [`Pep::not_reusable`]. The decision id is the single evaluation's.
+    pub fn authzen_answer<E>(
+        &self,
+        pep: &mut Pep,
+        call: &[&[u8]],
+        answer: impl FnOnce(&mut Pep) -> Result<(String, Option<DecisionId>), E>,
+    ) -> Result<(Arc<str>, Option<DecisionId>), E> {
+        let generation = pep.snapshot.generation;
+        let now = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
+        let asker = Arc::clone(&pep.authenticated);
+        let key = |out: &mut Vec<u8>| {
+            caches::key_field(out, &(Arc::as_ptr(&asker) as usize).to_le_bytes());
+            for part in call {
+                caches::key_field(out, part);
+            }
+        };
+        let remembered = self.caches.remembered(&ANSWERS, key, generation, now, || {
+            pep.gathered = Some(Gathered {
+                verdicts: Vec::new(),
+                until: Some(asker.caller.valid_until),
+            });
+            let answered = answer(pep);
+            let gathered = pep.gathered.take();
+            let (body, decision_id) = answered.map_err(Err)?;
+            let body: Arc<str> = Arc::from(body);
+            let replay = |gathered: Gathered, until| {
+                let replay = Replay {
+                    pep: Arc::clone(&asker),
+                    body: body.clone(),
+                    verdicts: gathered.verdicts,
+                    single: decision_id.is_some(),
+                };
+                Ok((Arc::new(replay), until))
+            };
+            match gathered {
+                Some(
+                    gathered @ Gathered {
+                        until: Some(until), ..
+                    },
+                ) => replay(gathered, until),
+                // Not to be reused: answered all the same.
+                _ => Err(Ok((body, decision_id))),
+            }
+        });
+        let replay = match remembered {
+            Ok((replay, false)) => {
+                let single = replay.single.then(|| replay.verdicts.first());
+                let decision_id = single.flatten().map(|(v, _)| v.decision_id);
+                return Ok((replay.body.clone(), decision_id));
+            }
+            Ok((replay, true)) => {
+                // The entry holds its PEP, so no other PEP can be at the address in its key.
+                debug_assert!(Arc::ptr_eq(&replay.pep, &pep.authenticated));
+                replay
+            }
+            Err(Ok(answered)) => return Ok(answered),
+            Err(Err(error)) => return Err(error),
+        };
+        let mut decision_id = None;
+        for (kept, lookups) in &replay.verdicts {
+            let started = pep.last;
+            for _ in 0..*lookups {
+                self.caches.decision_metrics.used(crate::cache::Lookup::HIT);
+            }
+            let mut verdict = Verdict {
+                decision_id: DecisionId::next(),
+                ..kept.clone()
+            };
+            decision_id.get_or_insert(verdict.decision_id);
+            let path = Some(pep.authenticated.path.as_str());
+            let elapsed = self.note(&mut verdict, None, path, &pep.snapshot, started);
+            pep.last = started + elapsed;
+        }
+        Ok((replay.body.clone(), decision_id.filter(|_| replay.single)))
+    }
+
     /// The deny when `pep` may not ask about `evaluation`'s resource: the reviewed baseline
     /// (when enforced) and the `authzen.pep_action` policy, through the decision cache.
-    fn refused_to_ask(&self, pep: &mut Pep, evaluation: &Evaluation, now: i64) -> Option<Verdict> {
+    fn refused_to_ask(
+        &self,
+        pep: &mut Pep,
+        evaluation: &Evaluation,
+        now: i64,
+        reusable: &mut Reusable,
+    ) -> Option<Verdict> {
         let resource = &evaluation.resource;
         let gate_resource = &mut pep.resource;
         if *gate_resource.type_name != *resource.type_name {
@@ -354,8 +526,9 @@ impl Authorizer {
             };
             policy::decide(&snapshot.policies, &gate)
         }) {
-            Ok((decision, lookup, _)) => {
+            Ok((decision, lookup, until)) => {
                 self.caches.decision_metrics.used(lookup);
+                reusable.looked_up(until);
                 if decision.allowed {
                     None
                 } else {
@@ -365,7 +538,10 @@ impl Authorizer {
                     )
                 }
             }
-            Err(e) => refuse(ReasonCode::InternalError, e.to_string()),
+            Err(e) => {
+                reusable.until = None;
+                refuse(ReasonCode::InternalError, e.to_string())
+            }
         }
     }
 }

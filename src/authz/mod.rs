@@ -29,7 +29,7 @@ use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
 use crate::verdict::{Outcome, ReasonCode, Verdict};
 pub use caches::{Caches, DecisionKey, Reuse};
-pub use evaluate::Pep;
+pub use evaluate::{MAX_REPLAYED, Pep};
 use log::DecisionLog;
 
 /// What `explain` shows besides the verdict: how far the request got, and as what.

@@ -541,8 +541,11 @@ pub struct RawResponse {
 impl Default for RawResponse {
     fn default() -> Self {
         Self {
-            principal_header: Spanned::new(0..0, "x-tollgate-principal".into()),
-            decision_id_header: Spanned::new(0..0, "x-tollgate-decision-id".into()),
+            principal_header: Spanned::new(0..0, crate::snapshot::DEFAULT_PRINCIPAL_HEADER.into()),
+            decision_id_header: Spanned::new(
+                0..0,
+                crate::snapshot::DEFAULT_DECISION_ID_HEADER.into(),
+            ),
             strip_authorization: false,
             expose_policy_ids: true,
             internal_error_status: Spanned::new(0..0, 503),

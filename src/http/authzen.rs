@@ -218,7 +218,10 @@ async fn respond(
         if request.method() != Method::GET {
             return Err(method_not_allowed("GET"));
         }
-        return Ok(json(StatusCode::OK, metadata(&mapping, &request, peer)));
+        return Ok(json(
+            StatusCode::OK,
+            Bytes::from(metadata(&mapping, &request, peer)),
+        ));
     }
     if request.method() != Method::POST {
         return Err(method_not_allowed("POST"));
@@ -277,9 +280,13 @@ async fn respond(
         }
         Ok(Ok(body)) => body.to_bytes(),
     };
-    let answer = decide_body(authorizer, &mut pep, path == EVALUATIONS, &body, deadline)?;
-    let mut response = json(StatusCode::OK, answer.body);
-    if let Some(id) = answer.decision_id
+    let batch = path == EVALUATIONS;
+    let endpoint: &[u8] = if batch { b"batch" } else { b"single" };
+    let (answer, decision_id) = authorizer.authzen_answer(&mut pep, &[endpoint, &body], |pep| {
+        decide_body(authorizer, pep, batch, &body, deadline).map(|a| (a.body, a.decision_id))
+    })?;
+    let mut response = json(StatusCode::OK, Bytes::copy_from_slice(answer.as_bytes()));
+    if let Some(id) = decision_id
         && let Ok(id) = HeaderValue::from_str(id.hex().as_str())
     {
         response.headers_mut().insert(DECISION_ID, id);
@@ -389,6 +396,7 @@ pub fn decide_body(
             out.push(',');
         }
         if started.elapsed() > budget {
+            pep.not_reusable();
             let message = format!(
                 "not decided within {} ms (server.request_timeout_ms)",
                 budget.as_millis()
@@ -650,8 +658,8 @@ fn metadata(mapping: &AuthZenMapping, request: &Request<Incoming>, peer: &Peer) 
     .to_string()
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

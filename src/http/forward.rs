@@ -22,6 +22,7 @@ use crate::authz::caches::{FRONT_DOOR_KEY, key_field, request_line_inputs};
 use crate::authz::{Authorizer, Decided};
 use crate::config::TrustedProxy;
 use crate::request::{CheckInput, Headers};
+use crate::snapshot::{DEFAULT_DECISION_ID_HEADER, DEFAULT_PRINCIPAL_HEADER};
 use crate::verdict::{Outcome, ReasonCode, client_owned_headers};
 
 /// Envoy's HTTP ext_authz removes these upstream headers when an allow names them.
@@ -320,11 +321,11 @@ pub fn respond(
     let id = verdict.decision_id.hex();
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    put(headers, &settings.decision_id_header, id.as_str());
+    put(headers, own_name(&settings.decision_id_header), id.as_str());
     match &verdict.outcome {
         Outcome::Allow => {
             if let Some(principal) = &verdict.principal {
-                put(headers, &settings.principal_header, principal);
+                put(headers, own_name(&settings.principal_header), principal);
             }
             if convention == Convention::Envoy {
                 let mut remove = request_headers
@@ -333,11 +334,19 @@ pub fn respond(
                 remove.retain(|h| {
                     *h != settings.principal_header && *h != settings.decision_id_header
                 });
-                if settings.strip_authorization {
-                    remove.push("authorization".into());
-                }
-                if !remove.is_empty() {
-                    put(headers, ENVOY_HEADERS_TO_REMOVE, &remove.join(","));
+                let name = HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE);
+                match (remove.is_empty(), settings.strip_authorization) {
+                    (true, false) => {}
+                    // The usual answer, without building it.
+                    (true, true) => {
+                        headers.insert(name, HeaderValue::from_static("authorization"));
+                    }
+                    (false, strip) => {
+                        if strip {
+                            remove.push("authorization".into());
+                        }
+                        put(headers, Some(name), &remove.join(","));
+                    }
                 }
             }
         }
@@ -345,17 +354,27 @@ pub fn respond(
             let status = denial.reason.http_status(settings.internal_error_status);
             let wire = match convention {
                 Convention::Nginx if status != 401 && status != 403 => {
-                    put(headers, STATUS_HEADER, &status.to_string());
+                    let name = HeaderName::from_static(STATUS_HEADER);
+                    put(headers, Some(name), &status.to_string());
                     403
                 }
                 _ => status,
             };
             *response.status_mut() = StatusCode::from_u16(wire).unwrap_or(StatusCode::FORBIDDEN);
             let headers = response.headers_mut();
-            put(headers, "content-type", "application/json");
-            put(headers, REASON_HEADER, denial.reason.as_str());
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                HeaderName::from_static(REASON_HEADER),
+                HeaderValue::from_static(denial.reason.as_str()),
+            );
             if let Some(challenge) = denial.reason.challenge() {
-                put(headers, "www-authenticate", challenge);
+                headers.insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
             }
             *response.body_mut() =
                 Full::new(Bytes::from(verdict.deny_body(settings.expose_policy_ids)));
@@ -364,14 +383,20 @@ pub fn respond(
     response
 }
 
-/// Sets a header Tollgate wrote; names and values come from config or Tollgate itself, and a
-/// value that is not a valid header (a principal with a control character) is left out
-/// rather than sent broken.
-fn put(headers: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(name), Ok(value)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
+/// The header `name` from `response.*_header`: the defaults without a copy (every answer
+/// carries them), another configured name parsed; `None` for one that is not a header name.
+fn own_name(name: &str) -> Option<HeaderName> {
+    match name {
+        DEFAULT_PRINCIPAL_HEADER => Some(HeaderName::from_static(DEFAULT_PRINCIPAL_HEADER)),
+        DEFAULT_DECISION_ID_HEADER => Some(HeaderName::from_static(DEFAULT_DECISION_ID_HEADER)),
+        other => HeaderName::from_bytes(other.as_bytes()).ok(),
+    }
+}
+
+/// Sets a header Tollgate wrote; a value that is not a valid header (a principal with a
+/// control character) is left out rather than sent broken.
+fn put(headers: &mut HeaderMap, name: Option<HeaderName>, value: &str) {
+    if let (Some(name), Ok(value)) = (name, HeaderValue::from_str(value)) {
         headers.insert(name, value);
     }
 }
@@ -390,6 +415,27 @@ mod tests {
 
     fn peer() -> Peer {
         Peer::plain("127.0.0.1:5000".parse().unwrap())
+    }
+
+    /// The deny's headers are written with `from_static` (no copy per answer), which panics on
+    /// a value that is not a header value: every reason code and challenge must be one.
+    #[test]
+    fn every_reason_and_challenge_is_a_valid_header_value() {
+        for reason in ReasonCode::ALL {
+            assert!(HeaderValue::from_str(reason.as_str()).is_ok(), "{reason:?}");
+            if let Some(challenge) = reason.challenge() {
+                assert!(HeaderValue::from_str(challenge).is_ok(), "{challenge}");
+            }
+        }
+        for name in [
+            ENVOY_HEADERS_TO_REMOVE,
+            REASON_HEADER,
+            STATUS_HEADER,
+            DEFAULT_PRINCIPAL_HEADER,
+            DEFAULT_DECISION_ID_HEADER,
+        ] {
+            assert!(HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl std::fmt::Display for SnapshotVersion {
     }
 }
 
+/// `response.principal_header` unless the config names another.
+pub const DEFAULT_PRINCIPAL_HEADER: &str = "x-tollgate-principal";
+/// `response.decision_id_header` unless the config names another.
+pub const DEFAULT_DECISION_ID_HEADER: &str = "x-tollgate-decision-id";
+
 /// How responses are shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseSettings {

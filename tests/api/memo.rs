@@ -171,3 +171,187 @@ fn a_remembered_allow_ends_with_whichever_credential_expires_first() {
         assert_eq!(reason(&verdict), Some(expected), "{verdict:?}");
     }
 }
+
+/// The demo's web front end, as the PEP of AuthZEN calls, and an authorizer with a decision
+/// cache (so answers may be remembered).
+fn authzen_world() -> (Authorizer, CheckInput) {
+    let pep = mint(&DemoRequest {
+        app: "web-frontend".into(),
+        scopes: Vec::new(),
+        user: None,
+        bind: false,
+        lifetime: Duration::from_secs(120),
+    })
+    .unwrap()
+    .check_input("POST", "/access/v1/evaluations");
+    (authorizer(), pep)
+}
+
+/// `body` asked of `authorizer` by the PEP `input` (authenticated under the memo key
+/// `pep_key`), through the remembered-answer path as the HTTP door drives it: the answer, its
+/// decision id, and whether it was decided now (rather than answered from memory).
+fn ask(
+    authorizer: &Authorizer,
+    input: &CheckInput,
+    body: &str,
+    cut_short: bool,
+) -> (String, Option<tollgate::verdict::DecisionId>, bool) {
+    let mut pep = authorizer
+        .authzen_caller_keyed(
+            |key| key.extend_from_slice(b"the web front end"),
+            || Ok(input.clone()),
+        )
+        .unwrap()
+        .unwrap();
+    let mut decided = false;
+    let (answer, id) = authorizer
+        .authzen_answer(&mut pep, &[b"batch", body.as_bytes()], |pep| {
+            decided = true;
+            if cut_short {
+                pep.not_reusable();
+            }
+            tollgate::http::authzen::decide_body(
+                authorizer,
+                pep,
+                true,
+                body.as_bytes(),
+                Duration::from_secs(5),
+            )
+            .map(|a| (a.body, a.decision_id))
+        })
+        .unwrap_or_else(|refused| panic!("refused: {refused:?}"));
+    (answer.to_string(), id, decided)
+}
+
+fn evaluations(n: usize) -> String {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let owner = if i % 2 == 0 { "alice" } else { "bob" };
+            serde_json::json!({"resource": {"type": "order", "id": format!("O-{i}"),
+                "properties": {"owner": {"type": "User", "id": owner}}}})
+        })
+        .collect();
+    serde_json::json!({
+        "subject": {"type": "user", "id": "alice"},
+        "action": {"name": "orders:view"},
+        "evaluations": items,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_repeated_authzen_call_is_answered_from_memory_with_new_decision_ids() {
+    let (authorizer, pep) = authzen_world();
+    let single = r#"{"subject":{"type":"user","id":"alice"},"action":{"name":"orders:view"},
+        "resource":{"type":"order","id":"O-1","properties":{"owner":{"type":"User","id":"alice"}}}}"#;
+    let first = ask(&authorizer, &pep, single, false);
+    assert!(first.2, "the first call is decided");
+    assert_eq!(first.0, r#"{"decision":true}"#);
+    let again = ask(&authorizer, &pep, single, false);
+    assert!(!again.2, "the same call again is answered from memory");
+    assert_eq!(again.0, first.0);
+    let (Some(one), Some(two)) = (first.1, again.1) else {
+        panic!("a single evaluation carries its decision id");
+    };
+    assert_ne!(one, two, "each answer is its own decision");
+
+    // Another body is another question.
+    let other = single.replace("\"O-1\"", "\"O-2\"");
+    assert!(ask(&authorizer, &pep, &other, false).2);
+    // A batch answered from memory has the same answer and no single decision id.
+    let batch = evaluations(4);
+    let decided = ask(&authorizer, &pep, &batch, false);
+    let remembered = ask(&authorizer, &pep, &batch, false);
+    assert!(decided.2 && !remembered.2);
+    assert_eq!(decided.0, remembered.0);
+    assert_eq!(remembered.1, None);
+}
+
+#[test]
+fn a_reload_a_cut_short_call_or_a_large_batch_is_decided_again() {
+    let (authorizer, pep) = authzen_world();
+    let batch = evaluations(4);
+    assert!(ask(&authorizer, &pep, &batch, false).2);
+    assert!(!ask(&authorizer, &pep, &batch, false).2);
+    // A new snapshot: nothing remembered under the old one is used.
+    let (_, snapshot) =
+        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 2).unwrap();
+    authorizer.snapshots().store(snapshot);
+    assert!(ask(&authorizer, &pep, &batch, false).2, "after a reload");
+    assert!(!ask(&authorizer, &pep, &batch, false).2);
+
+    // A call its answer says not to keep (a batch past its time budget) is decided each time.
+    let other = evaluations(5);
+    assert!(ask(&authorizer, &pep, &other, true).2);
+    assert!(ask(&authorizer, &pep, &other, false).2);
+
+    // More evaluations than a remembered answer holds: decided each time, answered the same.
+    let large = evaluations(tollgate::authz::MAX_REPLAYED + 1);
+    let first = ask(&authorizer, &pep, &large, false);
+    let second = ask(&authorizer, &pep, &large, false);
+    assert!(first.2 && second.2);
+    assert_eq!(first.0, second.0);
+}
+
+/// Every call answered from memory is recorded as its own decision: one audit record per
+/// evaluation, each with its own id, its PEP as the actor and its resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_remembered_authzen_answer_is_recorded_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let settings = tollgate::audit::AuditSettings {
+        file: Some(tollgate::audit::FileSettings {
+            path: path.clone(),
+            max_bytes: 1 << 30,
+            keep: 1,
+        }),
+        ..Default::default()
+    };
+    let (audit, writer) =
+        AuditLog::start(&settings, tollgate::metrics::Metrics).expect("the audit log starts");
+    let (_, snapshot) =
+        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
+    let authorizer = Authorizer::new(
+        Arc::new(SnapshotHandle::new(snapshot)),
+        Caches::new(1024, 3600),
+        audit,
+    );
+    let (_, pep) = authzen_world();
+    let batch = evaluations(2);
+    let decided: Vec<bool> = (0..3)
+        .map(|_| ask(&authorizer, &pep, &batch, false).2)
+        .collect();
+    assert_eq!(decided, [true, false, false]);
+    drop(authorizer);
+    writer.await.unwrap().unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        // Decisions (API Activity), not findings (the short-lived credential's expiry).
+        .filter(|record| record["class_uid"] == 6003)
+        .collect();
+    assert_eq!(
+        records.len(),
+        6,
+        "two evaluations, three calls: {records:#?}"
+    );
+    let ids: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r["metadata"]["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 6, "every record is its own decision");
+    for (i, record) in records.iter().enumerate() {
+        let resource = record["resources"][0]["uid"].as_str().unwrap();
+        assert_eq!(resource, format!("Order::\"O-{}\"", i % 2), "{record}");
+        assert_eq!(
+            record["status_id"],
+            if i % 2 == 0 { 1 } else { 2 },
+            "{record}"
+        );
+        assert!(
+            record["actor"].to_string().contains("web-frontend"),
+            "the PEP is the actor: {record}"
+        );
+    }
+}
