@@ -50,7 +50,7 @@ thread_local! {
     static PEPS: RefCell<Memo<Arc<Authenticated>, 16>> = const { RefCell::new(Memo::new()) };
     /// Answers this thread gave, by the PEP that asked and what it asked (see
     /// [`Authorizer::authzen_answer`]).
-    static ANSWERS: RefCell<Memo<Arc<Replay>, 16>> = const { RefCell::new(Memo::new()) };
+    static ANSWERS: RefCell<Memo<Arc<Replay>>> = const { RefCell::new(Memo::new()) };
 }
 
 /// Most evaluations a remembered answer holds: a PEP repeats single evaluations and small
@@ -117,7 +117,6 @@ impl Reusable {
 #[derive(Debug)]
 pub struct Pep {
     snapshot: SnapshotGuard,
-    mapping: Arc<AuthZenMapping>,
     authenticated: Arc<Authenticated>,
     now: UnixTime,
     /// The gate's resource, replaced per evaluation.
@@ -137,9 +136,14 @@ impl Pep {
         &self.authenticated.caller.principal
     }
 
-    /// The mapping in force for this call.
+    /// The mapping in force for this call. Read through the snapshot this call holds, not
+    /// a reference count of its own: one both workers write would move between their cores
+    /// on every call.
     pub fn mapping(&self) -> &AuthZenMapping {
-        &self.mapping
+        static NONE: std::sync::LazyLock<AuthZenMapping> =
+            std::sync::LazyLock::new(AuthZenMapping::default);
+        // A `Pep` is made only from a snapshot with `[authzen]`.
+        self.snapshot.authzen.as_deref().unwrap_or(&NONE)
     }
 
     /// This call's answer is not to be remembered (see [`Authorizer::authzen_answer`]).
@@ -168,14 +172,14 @@ impl Authorizer {
     pub fn authzen_caller(&self, input: &CheckInput) -> Option<Result<Pep, Decided>> {
         let started = clock::started();
         let snapshot = self.snapshots.for_request();
-        let mapping = snapshot.authzen.clone()?;
+        let mapping = snapshot.authzen.as_deref()?;
         let now = clock::wall();
-        let authenticated = match self.authenticate(&snapshot, &mapping, input, now) {
+        let authenticated = match self.authenticate(&snapshot, mapping, input, now) {
             Ok(authenticated) => Arc::new(authenticated),
             Err(deny) => return Some(Err(self.record(*deny, Some(input), snapshot, started))),
         };
         Some(
-            self.pep(snapshot, mapping, authenticated, now, started)
+            self.pep(snapshot, authenticated, now, started)
                 .map_err(|d| *d),
         )
     }
@@ -192,7 +196,7 @@ impl Authorizer {
     ) -> Option<Result<Pep, Decided>> {
         let started = clock::started();
         let snapshot = self.snapshots.for_request();
-        let mapping = snapshot.authzen.clone()?;
+        let mapping = snapshot.authzen.as_deref()?;
         let now = clock::wall();
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let remembered = self
@@ -201,7 +205,7 @@ impl Authorizer {
                 let input = build().map_err(|(reason, message)| {
                     Box::new((Verdict::deny(reason, message), None))
                 })?;
-                match self.authenticate(&snapshot, &mapping, &input, now) {
+                match self.authenticate(&snapshot, mapping, &input, now) {
                     Ok(authenticated) => {
                         let until = authenticated.caller.valid_until;
                         Ok((Arc::new(authenticated), until))
@@ -225,7 +229,7 @@ impl Authorizer {
             }
         };
         Some(
-            self.pep(snapshot, mapping, authenticated, now, started)
+            self.pep(snapshot, authenticated, now, started)
                 .map_err(|d| *d),
         )
     }
@@ -235,7 +239,6 @@ impl Authorizer {
     fn pep(
         &self,
         snapshot: SnapshotGuard,
-        mapping: Arc<AuthZenMapping>,
         authenticated: Arc<Authenticated>,
         now: UnixTime,
         started: Started,
@@ -259,7 +262,6 @@ impl Authorizer {
         }
         Ok(Pep {
             snapshot,
-            mapping,
             authenticated,
             now,
             resource: Resource {
@@ -340,7 +342,7 @@ impl Authorizer {
                     || {
                         policy::decide_evaluation(
                             &snapshot.policies,
-                            &pep.mapping.action_type,
+                            &pep.mapping().action_type,
                             evaluation,
                         )
                     },

@@ -204,8 +204,8 @@ async fn respond(
     request: Request<Incoming>,
     deadline: Duration,
 ) -> Result<Response<Full<Bytes>>, Refused> {
-    let path = request.uri().path().to_owned();
-    let Some(mapping) = authorizer.snapshot().authzen.clone() else {
+    let snapshot = authorizer.snapshots().for_request();
+    let Some(mapping) = snapshot.authzen.as_deref() else {
         return Err(Refused {
             status: StatusCode::NOT_FOUND,
             message: "the AuthZEN API is off: add an `[authzen]` table to the config \
@@ -214,15 +214,17 @@ async fn respond(
             challenge: None,
         });
     };
-    if path == METADATA {
+    if request.uri().path() == METADATA {
         if request.method() != Method::GET {
             return Err(method_not_allowed("GET"));
         }
         return Ok(json(
             StatusCode::OK,
-            Bytes::from(metadata(&mapping, &request, peer)),
+            Bytes::from(metadata(mapping, &request, peer)),
         ));
     }
+    // The call takes its own snapshot once its PEP is known.
+    drop(snapshot);
     if request.method() != Method::POST {
         return Err(method_not_allowed("POST"));
     }
@@ -280,7 +282,7 @@ async fn respond(
         }
         Ok(Ok(body)) => body.to_bytes(),
     };
-    let batch = path == EVALUATIONS;
+    let batch = parts.uri.path() == EVALUATIONS;
     let endpoint: &[u8] = if batch { b"batch" } else { b"single" };
     let (answer, decision_id) = authorizer.authzen_answer(&mut pep, &[endpoint, &body], |pep| {
         decide_body(authorizer, pep, batch, &body, deadline).map(|a| (a.body, a.decision_id))
