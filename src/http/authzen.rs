@@ -391,6 +391,10 @@ pub fn decide_body(
             items.len()
         )));
     }
+    if items.len() > crate::authz::MAX_REPLAYED {
+        // Too many to remember: do not gather them.
+        pep.not_reusable();
+    }
     let mut out = String::with_capacity(24 + items.len() * 20);
     out.push_str("{\"evaluations\":[");
     for (i, item) in items.iter().enumerate() {
