@@ -22,7 +22,7 @@ use crate::memo::Memo;
 use crate::policy;
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard};
-use crate::verdict::{DecisionId, ReasonCode, Verdict};
+use crate::verdict::{DecisionId, Outcome, ReasonCode, Verdict};
 
 /// A PEP as authenticating it found it, kept on the thread for as long as its credentials may
 /// be reused: a PEP calls again and again with the same certificate and token, and its
@@ -58,6 +58,10 @@ thread_local! {
 /// never holds more than this many verdicts.
 pub const MAX_REPLAYED: usize = 16;
 
+/// The most text a remembered answer holds (its body and its verdicts'): a slot holds about
+/// what its key may.
+const MAX_KEPT_ANSWER: usize = crate::memo::MAX_KEPT;
+
 /// A call's answer as the PEP got it, and its evaluations' verdicts (evidence and all), to be
 /// recorded again with new decision ids when the same PEP asks the same again.
 #[derive(Debug)]
@@ -76,6 +80,8 @@ struct Replay {
 #[derive(Debug)]
 struct Gathered {
     verdicts: Vec<(Verdict, u8)>,
+    /// About how many bytes the verdicts hold in text (messages, ids, the evidence's).
+    bytes: usize,
     /// The earliest time one of its decisions (or the PEP's credentials) expires; `None` once
     /// something was decided that may not be reused.
     until: Option<i64>,
@@ -92,11 +98,30 @@ impl Gathered {
             _ => None,
         };
         if self.until.is_some() {
+            self.bytes += text_bytes(verdict);
             self.verdicts.push((verdict.clone(), lookups));
         } else {
             self.verdicts = Vec::new();
         }
     }
+}
+
+/// About how many bytes of text `verdict` holds: its messages (which quote the resource),
+/// principal, policy ids and the evidence's own copies. What bounds a remembered answer.
+fn text_bytes(verdict: &Verdict) -> usize {
+    let message = match &verdict.outcome {
+        Outcome::Deny(denial) => denial.message.len(),
+        Outcome::Allow => 0,
+    };
+    let evidence = verdict.evidence.as_deref().map_or(0, |e| {
+        e.message.len() + e.target.as_ref().map_or(0, |t| t.resource_id.len())
+    });
+    let strings = |v: &[String]| v.iter().map(String::len).sum::<usize>();
+    message
+        + evidence
+        + verdict.principal.as_ref().map_or(0, String::len)
+        + strings(&verdict.determining)
+        + strings(&verdict.errors)
 }
 
 /// What one evaluation's decisions allow of its reuse: the lookups made and until when.
@@ -420,6 +445,7 @@ impl Authorizer {
         let remembered = self.caches.remembered(&ANSWERS, key, generation, now, || {
             pep.gathered = Some(Gathered {
                 verdicts: Vec::new(),
+                bytes: 0,
                 until: Some(asker.caller.valid_until),
             });
             let answered = answer(pep);
@@ -436,11 +462,13 @@ impl Authorizer {
                 Ok((Arc::new(replay), until))
             };
             match gathered {
+                // A slot holds at most about what its key may: a small body can still quote
+                // a long resource id in every item's message and evidence.
                 Some(
                     gathered @ Gathered {
                         until: Some(until), ..
                     },
-                ) => replay(gathered, until),
+                ) if gathered.bytes + body.len() <= MAX_KEPT_ANSWER => replay(gathered, until),
                 // Not to be reused: answered all the same.
                 _ => Err(Ok((body, decision_id))),
             }

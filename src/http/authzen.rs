@@ -284,10 +284,18 @@ async fn respond(
     };
     let batch = parts.uri.path() == EVALUATIONS;
     let endpoint: &[u8] = if batch { b"batch" } else { b"single" };
-    let (answer, decision_id) = authorizer.authzen_answer(&mut pep, &[endpoint, &body], |pep| {
+    let decide = |pep: &mut Pep| {
         decide_body(authorizer, pep, batch, &body, deadline).map(|a| (a.body, a.decision_id))
-    })?;
-    let mut response = json(StatusCode::OK, Bytes::copy_from_slice(answer.as_bytes()));
+    };
+    let (answer, decision_id) = if body.len() <= crate::memo::MAX_KEPT {
+        let (answer, id) = authorizer.authzen_answer(&mut pep, &[endpoint, &body], decide)?;
+        (Bytes::copy_from_slice(answer.as_bytes()), id)
+    } else {
+        // Too large to be remembered: not copied into a memo key either.
+        let (answer, id) = decide(&mut pep)?;
+        (Bytes::from(answer), id)
+    };
+    let mut response = json(StatusCode::OK, answer);
     if let Some(id) = decision_id
         && let Ok(id) = HeaderValue::from_str(id.hex().as_str())
     {

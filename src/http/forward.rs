@@ -418,13 +418,15 @@ mod tests {
     }
 
     /// The deny's headers are written with `from_static` (no copy per answer), which panics on
-    /// a value that is not a header value: every reason code and challenge must be one.
+    /// a name or value it does not take as it is (upper case, bytes past ASCII): every reason
+    /// code, challenge and fixed name goes through `from_static` here, so such a change fails
+    /// this test rather than a request.
     #[test]
-    fn every_reason_and_challenge_is_a_valid_header_value() {
+    fn every_reason_challenge_and_name_is_taken_by_from_static() {
         for reason in ReasonCode::ALL {
-            assert!(HeaderValue::from_str(reason.as_str()).is_ok(), "{reason:?}");
+            let _ = HeaderValue::from_static(reason.as_str());
             if let Some(challenge) = reason.challenge() {
-                assert!(HeaderValue::from_str(challenge).is_ok(), "{challenge}");
+                let _ = HeaderValue::from_static(challenge);
             }
         }
         for name in [
@@ -434,8 +436,9 @@ mod tests {
             DEFAULT_PRINCIPAL_HEADER,
             DEFAULT_DECISION_ID_HEADER,
         ] {
-            assert!(HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name}");
+            let _ = HeaderName::from_static(name);
         }
+        let _ = HeaderValue::from_static("authorization");
     }
 
     #[test]

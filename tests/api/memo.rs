@@ -196,6 +196,17 @@ fn ask(
     body: &str,
     cut_short: bool,
 ) -> (String, Option<tollgate::verdict::DecisionId>, bool) {
+    ask_within(authorizer, input, body, cut_short, Duration::from_secs(5))
+}
+
+/// [`ask`] with the call's time budget.
+fn ask_within(
+    authorizer: &Authorizer,
+    input: &CheckInput,
+    body: &str,
+    cut_short: bool,
+    budget: Duration,
+) -> (String, Option<tollgate::verdict::DecisionId>, bool) {
     let mut pep = authorizer
         .authzen_caller_keyed(
             |key| key.extend_from_slice(b"the web front end"),
@@ -210,14 +221,8 @@ fn ask(
             if cut_short {
                 pep.not_reusable();
             }
-            tollgate::http::authzen::decide_body(
-                authorizer,
-                pep,
-                true,
-                body.as_bytes(),
-                Duration::from_secs(5),
-            )
-            .map(|a| (a.body, a.decision_id))
+            tollgate::http::authzen::decide_body(authorizer, pep, true, body.as_bytes(), budget)
+                .map(|a| (a.body, a.decision_id))
         })
         .unwrap_or_else(|refused| panic!("refused: {refused:?}"));
     (answer.to_string(), id, decided)
@@ -354,4 +359,48 @@ async fn a_remembered_authzen_answer_is_recorded_every_time() {
             "the PEP is the actor: {record}"
         );
     }
+}
+
+/// Review finding: a batch cut short by its budget must be decided again, not answered with
+/// its 503 items from memory. Driven through the door's own budget, not the test's flag.
+#[test]
+fn a_batch_past_its_budget_is_not_remembered() {
+    let (authorizer, pep) = authzen_world();
+    let batch = evaluations(4);
+    let cut = ask_within(&authorizer, &pep, &batch, false, Duration::ZERO);
+    assert!(cut.2);
+    assert_eq!(cut.0.matches("\"status\":503").count(), 4, "{}", cut.0);
+    let again = ask(&authorizer, &pep, &batch, false);
+    assert!(again.2, "decided again, not the cut answer from memory");
+    assert_eq!(
+        again.0.matches("\"decision\":true").count(),
+        2,
+        "{}",
+        again.0
+    );
+}
+
+/// Review finding: a body under the memo's key limit can still make a large answer (16 items
+/// that each repeat a default resource id of 15,000 bytes in their deny message and evidence:
+/// about 0.8 MB a slot). Such an answer is not kept.
+#[test]
+fn an_answer_too_large_to_keep_is_decided_each_time() {
+    let (authorizer, pep) = authzen_world();
+    let items: Vec<serde_json::Value> = (0..16).map(|_| serde_json::json!({})).collect();
+    let body = serde_json::json!({
+        "subject": {"type": "user", "id": "alice"},
+        "action": {"name": "orders:view"},
+        "resource": {"type": "order", "id": "O".repeat(15_000)},
+        "evaluations": items,
+    })
+    .to_string();
+    assert!(
+        body.len() < tollgate::memo::MAX_KEPT,
+        "the key itself is small enough"
+    );
+    assert!(ask(&authorizer, &pep, &body, false).2);
+    assert!(
+        ask(&authorizer, &pep, &body, false).2,
+        "an answer this large is decided again, not held"
+    );
 }
