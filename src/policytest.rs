@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls_pki_types::UnixTime;
 use serde::Deserialize;
 
 use crate::authz::Authorizer;
@@ -304,7 +303,8 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
                 source_ip: request.source_ip,
                 ..CheckInput::default()
             };
-            let verdict = authorizer.decide_as(&snapshot, caller, &input, UnixTime::now(), None);
+            let verdict =
+                authorizer.decide_as(&snapshot, caller, &input, crate::clock::wall(), None);
             let reason = verdict
                 .reason()
                 .map_or("allowed", |r| r.as_str())

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use rustls_pki_types::UnixTime;
-
 use crate::authz::{Authorizer, Trace};
 use crate::config;
 use crate::policy::PolicyStore;
@@ -56,7 +54,7 @@ pub(super) fn run(args: CheckArgs) -> Exit {
     let authorizer = Authorizer::offline(snapshot);
     let snapshot = authorizer.snapshot();
     let mut trace = Trace::default();
-    let verdict = authorizer.decide(&snapshot, &input, UnixTime::now(), Some(&mut trace));
+    let verdict = authorizer.decide(&snapshot, &input, crate::clock::wall(), Some(&mut trace));
     if args.explain {
         print_trace(&trace);
     }

@@ -274,9 +274,12 @@ impl RemoteKeys {
     }
 }
 
-/// The current Unix time in seconds, as fetched key sets are stamped.
+/// The current Unix time in seconds, as fetched key sets and status lists are stamped: the
+/// same reading as validity checks take ([`crate::clock::wall`]), which cannot panic on a
+/// clock set before 1970 (`UnixTime::now` does) and reads such a clock as year 9999, so
+/// nothing fetched counts as fresh.
 pub fn unix_now() -> i64 {
-    i64::try_from(rustls_pki_types::UnixTime::now().as_secs()).unwrap_or(i64::MAX)
+    i64::try_from(crate::clock::wall().as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The JOSE name of an algorithm.
