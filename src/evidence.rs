@@ -212,7 +212,8 @@ fn capped(path: &str) -> String {
 /// credential. Parameter names stay, so a reviewer still sees the shape of the call. Not part
 /// of [`Evidence`]: the decision caches ignore the query, so it differs between reuses.
 pub fn redact_query(target: &str) -> Option<String> {
-    let (_, query) = target.split_once('?')?;
+    // Every record's path is looked at, and most have no query: one vectorised byte search.
+    let query = target.get(memchr::memchr(b'?', target.as_bytes())? + 1..)?;
     let query = query.split('#').next().unwrap_or_default();
     let mut out = String::with_capacity(query.len());
     for (i, param) in query.split('&').enumerate() {
