@@ -352,6 +352,46 @@ fn authzen(c: &mut Criterion) {
         0,
         "the audit benchmark measured dropped records"
     );
+
+    // One evaluation a PEP asks again, as the HTTP door answers it after reading the body:
+    // the remembered PEP (by its key), then the remembered answer, each evaluation recorded.
+    let authorizer = Authorizer::new(
+        Arc::new(SnapshotHandle::new(embedded())),
+        Caches::new(10_000, 300),
+        AuditLog::disabled(),
+    );
+    let single = serde_json::json!({
+        "subject": {"type": "user", "id": "alice"},
+        "action": {"name": "orders:view"},
+        "resource": {"type": "order", "id": "O-1",
+            "properties": {"owner": {"type": "User", "id": "alice"}}},
+    })
+    .to_string();
+    let ask = || {
+        let mut pep = authorizer
+            .authzen_caller_keyed(
+                |key| key.extend_from_slice(b"the web front end's credentials"),
+                || Ok(pep_input.clone()),
+            )
+            .unwrap()
+            .unwrap();
+        authorizer
+            .authzen_answer(&mut pep, &[b"single", single.as_bytes()], |pep| {
+                tollgate::http::authzen::decide_body(
+                    &authorizer,
+                    pep,
+                    false,
+                    single.as_bytes(),
+                    Duration::from_secs(1),
+                )
+                .map(|a| (a.body, a.decision_id))
+            })
+            .unwrap()
+    };
+    assert_eq!(&*ask().0, r#"{"decision":true}"#);
+    c.bench_function("authzen/single, asked again (warm, recorded)", |b| {
+        b.iter(|| black_box(ask()))
+    });
 }
 
 fn revocation_file(n: usize) -> String {

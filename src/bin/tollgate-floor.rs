@@ -1,11 +1,13 @@
-//! `tollgate-floor [--bare | --http] [--verify-es256] [ADDR]`: a Check server that allows everything without
+//! `tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]`: a Check server that allows everything without
 //! looking. It is the floor a real decision is measured against (`tollgate bench --baseline`
 //! starts it), and it lives in its own binary so that nothing in `tollgate` can serve an
 //! allow-everything answer.
 //!
 //! With `--http` it is the do-nothing HTTP server of the forward-auth and AuthZEN benchmarks:
 //! Tollgate's own HTTP listener (`http::serve`: hyper, HTTP/1.1 and h2c, the same connection
-//! handling) answering every request 200 with an empty body.
+//! handling) answering every request 200 with an empty body; `--read-body` makes it read each
+//! request's body first, to tell what receiving an AuthZEN call's body costs from what
+//! Tollgate does with it.
 //!
 //! By default it is served by the same `grpc::serve` assembly and default limits as `tollgate
 //! serve` (admission, deadline, health service): the floor of Tollgate's own transport. With
@@ -31,20 +33,28 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
 use tollgate::grpc::{self, Admission};
 
-/// Answers 200 to every HTTP request, reads nothing.
+/// Answers 200 to every HTTP request; reads nothing, or with `--read-body` the whole body
+/// first (what any server that answers a POST pays before its own work).
 #[derive(Debug, Clone, Copy)]
-struct NullHttp;
+struct NullHttp {
+    read_body: bool,
+}
 
 impl tollgate::http::Handler for NullHttp {
     fn handle(
         &self,
         _peer: &tollgate::http::Peer,
-        _request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<hyper::body::Incoming>,
     ) -> impl std::future::Future<Output = hyper::Response<http_body_util::Full<hyper::body::Bytes>>>
     + Send {
-        std::future::ready(hyper::Response::new(http_body_util::Full::new(
-            hyper::body::Bytes::new(),
-        )))
+        let read_body = self.read_body;
+        async move {
+            if read_body {
+                use http_body_util::BodyExt;
+                let _ = request.into_body().collect().await;
+            }
+            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::new()))
+        }
     }
 }
 
@@ -118,6 +128,7 @@ fn main() -> ExitCode {
     };
     let bare = flag("--bare");
     let http = flag("--http");
+    let read_body = flag("--read-body");
     let work = if flag("--verify-es256") {
         match Es256::new() {
             Ok(work) => Some(std::sync::Arc::new(work)),
@@ -138,12 +149,14 @@ fn main() -> ExitCode {
         Ok(Ok(addr)) => addr,
         Ok(Err(e)) => {
             eprintln!(
-                "error: usage: tollgate-floor [--bare | --http] [--verify-es256] [ADDR]: {e}"
+                "error: usage: tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]: {e}"
             );
             return ExitCode::from(1);
         }
         Err(()) => {
-            eprintln!("error: usage: tollgate-floor [--bare | --http] [--verify-es256] [ADDR]");
+            eprintln!(
+                "error: usage: tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]"
+            );
             return ExitCode::from(1);
         }
     };
@@ -155,7 +168,7 @@ fn main() -> ExitCode {
         }
     };
     let served = if http {
-        runtime.block_on(serve_http(addr))
+        runtime.block_on(serve_http(addr, read_body))
     } else {
         runtime.block_on(serve(addr, bare, work))
     };
@@ -168,7 +181,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_http(addr: SocketAddr) -> Result<(), String> {
+async fn serve_http(addr: SocketAddr, read_body: bool) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -176,7 +189,7 @@ async fn serve_http(addr: SocketAddr) -> Result<(), String> {
     println!("listening on {bound}");
     tollgate::http::serve(
         listener,
-        std::sync::Arc::new(NullHttp),
+        std::sync::Arc::new(NullHttp { read_body }),
         None,
         // `tollgate serve`'s default `[server] http_idle_timeout_ms`.
         Duration::from_secs(30),
