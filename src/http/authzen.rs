@@ -283,18 +283,7 @@ async fn respond(
         Ok(Ok(body)) => body.to_bytes(),
     };
     let batch = parts.uri.path() == EVALUATIONS;
-    let endpoint: &[u8] = if batch { b"batch" } else { b"single" };
-    let decide = |pep: &mut Pep| {
-        decide_body(authorizer, pep, batch, &body, deadline).map(|a| (a.body, a.decision_id))
-    };
-    let (answer, decision_id) = if body.len() <= crate::memo::MAX_KEPT {
-        let (answer, id) = authorizer.authzen_answer(&mut pep, &[endpoint, &body], decide)?;
-        (Bytes::copy_from_slice(answer.as_bytes()), id)
-    } else {
-        // Too large to be remembered: not copied into a memo key either.
-        let (answer, id) = decide(&mut pep)?;
-        (Bytes::from(answer), id)
-    };
+    let (answer, decision_id) = answer_body(authorizer, &mut pep, batch, &body, deadline)?;
     let mut response = json(StatusCode::OK, answer);
     if let Some(id) = decision_id
         && let Ok(id) = HeaderValue::from_str(id.hex().as_str())
@@ -323,6 +312,29 @@ async fn read_body(
         return Ok(body);
     }
     tokio::time::timeout(deadline, collect).await
+}
+
+/// The answer to `pep`'s call with `body` ([`decide_body`]'s), or the one this thread gave
+/// the same PEP for the same call while it is still good ([`Authorizer::authzen_answer`]),
+/// and the single evaluation's decision id. The door's whole decision, after authentication.
+pub fn answer_body(
+    authorizer: &Authorizer,
+    pep: &mut Pep,
+    batch_endpoint: bool,
+    body: &[u8],
+    budget: Duration,
+) -> Result<(Bytes, Option<DecisionId>), Refused> {
+    let decide = |pep: &mut Pep| {
+        decide_body(authorizer, pep, batch_endpoint, body, budget).map(|a| (a.body, a.decision_id))
+    };
+    if body.len() > crate::memo::MAX_KEPT {
+        // Too large to be remembered: not copied into a memo key either.
+        let (answer, id) = decide(pep)?;
+        return Ok((Bytes::from(answer), id));
+    }
+    let endpoint: &[u8] = if batch_endpoint { b"batch" } else { b"single" };
+    let (answer, id) = authorizer.authzen_answer(pep, &[endpoint, body], decide)?;
+    Ok((Bytes::copy_from_slice(answer.as_bytes()), id))
 }
 
 /// A decided call: the JSON body, and the decision id of a single evaluation.
