@@ -9,13 +9,17 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
 use super::jwks::{KeySet, RemoteKeys};
 use super::spiffe::SpiffeId;
 use super::status_list::{ListVerifier, StatusLists, StatusRef, status_ref};
+
+mod jws;
+
+use jws::{Header, Parts};
 
 /// Largest bearer token accepted; real tokens are a few KiB.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -64,9 +68,8 @@ pub struct Issuer {
     pub unqualified_users: bool,
     /// Clock skew allowance, seconds (also applied to `iat`).
     pub leeway_seconds: u64,
-    /// One validation per allowed algorithm (never empty, never `none`, HMAC only with a
-    /// secret): jsonwebtoken requires every algorithm of a validation to match the key family.
-    validations: Vec<(Algorithm, Validation)>,
+    /// The allowed algorithms (never empty, never `none`, HMAC only with a secret).
+    algorithms: Vec<Algorithm>,
 }
 
 /// All configured issuers, by `iss`.
@@ -82,7 +85,7 @@ pub struct Issuers {
 pub struct JwtSvids {
     audiences: Vec<String>,
     leeway_seconds: u64,
-    validations: Vec<(Algorithm, Validation)>,
+    algorithms: Vec<Algorithm>,
     /// Each allowed trust domain's JWT authorities.
     by_domain: HashMap<String, Arc<KeySet>>,
 }
@@ -109,35 +112,27 @@ impl JwtSvids {
         leeway_seconds: u64,
         by_domain: HashMap<String, Arc<KeySet>>,
     ) -> Self {
-        let validations = algorithms
-            .iter()
-            .filter(|alg| JWT_SVID_ALGORITHMS.contains(alg))
-            .map(|&alg| {
-                let mut validation = Validation::new(alg);
-                validation.set_audience(&audiences);
-                validation.validate_exp = false;
-                validation.validate_nbf = false;
-                validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-                (alg, validation)
-            })
-            .collect();
         Self {
             audiences,
             leeway_seconds,
-            validations,
+            algorithms: algorithms
+                .iter()
+                .copied()
+                .filter(|alg| JWT_SVID_ALGORITHMS.contains(alg))
+                .collect(),
             by_domain,
         }
     }
 
     fn verify(
         &self,
-        token: &str,
+        token: &Parts<'_>,
         header: &Header,
         sub: &str,
         now: i64,
     ) -> Result<VerifiedToken, TokenError> {
         // §2: the header holds `alg`, `kid` and `typ` only; `typ` is `JWT` or `JOSE`.
-        if header.crit.is_some() || !header.other.is_empty() {
+        if header.crit || header.others > 0 {
             return Err(TokenError::Malformed(
                 "a JWT-SVID header holds only `alg`, `kid` and `typ`".into(),
             ));
@@ -161,15 +156,14 @@ impl JwtSvids {
             .ok_or_else(|| TokenError::Issuer(format!("spiffe://{}", id.trust_domain())))?;
         let alg = Algorithm::from_str(&header.alg)
             .map_err(|_| TokenError::Algorithm(header.alg.clone()))?;
-        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
+        if !self.algorithms.contains(&alg) {
             return Err(TokenError::Algorithm(header.alg.clone()));
-        };
+        }
         let key = keys.find(header.kid.as_deref(), alg).ok_or_else(|| {
             TokenError::UnknownKey(header.kid.clone().unwrap_or_else(|| "-".into()))
         })?;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
-            .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
-            .claims;
+        // `sub` chose the keys, so it is present: with `exp` and `aud`, what §3 requires.
+        let claims = token.signed_claims(key, alg, &self.audiences)?;
         let expires_at = claims
             .get("exp")
             .and_then(Value::as_i64)
@@ -351,20 +345,6 @@ pub const MAX_JTI_BYTES: usize = 256;
 /// Most bytes of token-supplied text a remembered refusal keeps.
 pub const KEPT_TEXT: usize = 64;
 
-#[derive(serde::Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<Value>,
-    #[serde(default)]
-    typ: Option<String>,
-    /// Any other header parameter (a JWT-SVID may carry none).
-    #[serde(flatten)]
-    other: Map<String, Value>,
-}
-
 // === impl Issuer ===
 
 impl Issuer {
@@ -386,20 +366,6 @@ impl Issuer {
         client_claims: Vec<String>,
         unqualified_users: bool,
     ) -> Self {
-        let validations = algorithms
-            .iter()
-            .map(|&alg| {
-                let mut validation = Validation::new(alg);
-                validation.set_issuer(&[&issuer]);
-                validation.set_audience(&audiences);
-                // Time claims are checked in `facts` against the pipeline's `now`, not the
-                // library's clock, so every decision has one notion of the time.
-                validation.validate_exp = false;
-                validation.validate_nbf = false;
-                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-                (alg, validation)
-            })
-            .collect();
         Self {
             issuer,
             audiences,
@@ -413,7 +379,7 @@ impl Issuer {
             client_claims,
             unqualified_users,
             leeway_seconds,
-            validations,
+            algorithms,
         }
     }
 }
@@ -441,7 +407,7 @@ impl Issuer {
                 self.issuer.clone(),
                 self.keys.clone(),
                 self.hmac_secret.clone(),
-                self.validations.iter().map(|(alg, _)| *alg).collect(),
+                self.algorithms.clone(),
             ));
         }
     }
@@ -466,10 +432,7 @@ impl std::fmt::Debug for Issuer {
         f.debug_struct("Issuer")
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
-            .field(
-                "algorithms",
-                &self.validations.iter().map(|(a, _)| a).collect::<Vec<_>>(),
-            )
+            .field("algorithms", &self.algorithms)
             .field("keys", &self.keys)
             .field("hmac", &self.hmac_secret.is_some())
             .finish_non_exhaustive()
@@ -514,20 +477,13 @@ impl Issuers {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed("token too large".into()));
         }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(_sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed(
-                "expected three dot-separated parts".into(),
-            ));
-        };
-        let header: Header = decode_json(header_b64, "header")?;
+        let token = Parts::split(token)?;
+        let header = token.header()?;
         // Read `iss` (and `sub`) before verifying only to choose the keys; the signature check
         // covers them.
-        let unverified: Map<String, Value> = decode_json(payload_b64, "payload")?;
+        let unverified = token.addressee()?;
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let iss = match unverified.get("iss") {
+        let iss = match &unverified.iss {
             Some(Value::String(iss)) => Some(iss.as_str()),
             Some(_) => return Err(TokenError::InvalidClaim("iss".into())),
             None => None,
@@ -536,12 +492,12 @@ impl Issuers {
         // trust domain's JWT bundle alone can vouch for it.
         if iss.is_none_or(|iss| !self.by_name.contains_key(iss))
             && let Some(svids) = &self.svids
-            && let Some(Value::String(sub)) = unverified.get("sub")
+            && let Some(Value::String(sub)) = &unverified.sub
             && sub.starts_with("spiffe://")
         {
-            return svids.verify(token, &header, sub, now);
+            return svids.verify(&token, &header, sub, now);
         }
-        if header.crit.is_some() {
+        if header.crit {
             return Err(TokenError::Malformed("unsupported `crit` header".into()));
         }
         if let Some(typ) = &header.typ {
@@ -566,9 +522,9 @@ impl Issuers {
             .by_name
             .get(iss)
             .ok_or_else(|| TokenError::Issuer(iss.to_owned()))?;
-        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == alg) else {
+        if !issuer.algorithms.contains(&alg) {
             return Err(TokenError::Algorithm(header.alg));
-        };
+        }
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         // Fetched keys are judged before any key is looked up: none yet, or too old to trust,
         // refuses every token of the issuer, whatever it names.
@@ -603,21 +559,13 @@ impl Issuers {
             ));
         };
 
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
-            .map_err(|e| from_jwt_error(e.into_kind(), &header.alg))?
-            .claims;
+        // `iss` chose the issuer, so it is present and names this one: with `exp` and `aud`,
+        // the claims RFC 9068 §2.2 requires of every access token.
+        let claims = token.signed_claims(key, alg, &issuer.audiences)?;
         let mut verified = facts(issuer, &claims, now)?;
         verified.valid_until = verified.valid_until.min(stale_at);
         Ok(verified)
     }
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| TokenError::Malformed(format!("{what} is not a JSON object")))
 }
 
 fn from_jwt_error(kind: ErrorKind, alg: &str) -> TokenError {
