@@ -54,6 +54,7 @@ pub struct Scanner {
     idp: Finder<'static>,
     authorizations: Finder<'static>,
     authorizations_rev: FinderRev<'static>,
+    policy_uid: Finder<'static>,
     operation: Finder<'static>,
     resources: Finder<'static>,
     resource_type: Finder<'static>,
@@ -105,6 +106,7 @@ impl Default for Scanner {
             idp: finder(b"\"idp\":{\"name\":\""),
             authorizations: finder(b"\"authorizations\":["),
             authorizations_rev: FinderRev::new(b"\"authorizations\":["),
+            policy_uid: finder(b"\"uid\":\""),
             operation: finder(b",\"api\":{\"operation\":\""),
             resources: finder(b",\"resources\":[{\"uid\":\""),
             resource_type: finder(b"\",\"type\":\""),
@@ -122,26 +124,25 @@ impl Scanner {
         if !line.starts_with(PREFIX) || !line.ends_with(b"}}}") {
             return None;
         }
-        // Validated once, whole (the ASCII fast path), so each field is a slice of it.
-        let text = std::str::from_utf8(line).ok()?;
-        self.fields(text)
+        self.fields(line)
     }
 
-    fn fields<'a>(&self, text: &'a str) -> Option<Fields<'a>> {
-        let line = text.as_bytes();
+    /// Each string read is validated as UTF-8 on its own (`string`), not the whole line: the
+    /// fields are a fraction of a record, and the rest is not read (nor is its JSON checked).
+    fn fields<'a>(&self, line: &'a [u8]) -> Option<Fields<'a>> {
         // Two records run together (a torn write): leave it to the strict parser.
         if self.record.find(line.get(1..)?).is_some() {
             return None;
         }
         let mut f = Fields::default();
         let at = self.time.find(line)? + self.time.needle().len();
-        let (time, at) = number(text, at)?;
+        let (time, at) = number(line, at)?;
         f.time = u64::try_from(time).ok()?;
         let at = self.status_id.find(line.get(at..)?)? + at + self.status_id.needle().len();
-        let (status, at) = number(text, at)?;
+        let (status, at) = number(line, at)?;
         f.status_id = u64::try_from(status).ok()?;
         let at = self.status_code.find(line.get(at..)?)? + at + self.status_code.needle().len();
-        let (reason, at) = string(text, at)?;
+        let (reason, at) = string(line, at)?;
         f.reason = reason;
         let actor = self.actor.find(line.get(at..)?)? + at;
         let api = self.operation.find(line.get(actor..)?)? + actor;
@@ -149,15 +150,15 @@ impl Scanner {
         // authorizations), so each is looked for only where it can be: an absent user then
         // costs no search through the whole actor.
         let mut after = actor;
-        if let Some((_, principal, end)) = find_string(text, actor..api, &self.app_uid)? {
+        if let Some((_, principal, end)) = find_string(line, actor..api, &self.app_uid)? {
             f.principal = Some(principal);
             after = end;
         }
-        let idp = find_string(text, after..api, &self.idp)?;
+        let idp = find_string(line, after..api, &self.idp)?;
         f.issuer = idp.map(|(_, issuer, _)| issuer);
         let before_idp = idp.map_or(api, |(key, _, _)| key);
         if let Some(i) = self.user.find(line.get(after..before_idp)?) {
-            let (uid, end) = string(text, after + i + self.user.needle().len())?;
+            let (uid, end) = string(line, after + i + self.user.needle().len())?;
             if line.get(end..)?.starts_with(DELEGATED_USER_END) {
                 f.user = Some(uid);
             }
@@ -167,8 +168,9 @@ impl Scanner {
             let mut at = after + i + self.authorizations.needle().len();
             // `{"decision":"allow","policy":{"uid":"<id>"}}`, comma separated, to `]`.
             while line.get(at) == Some(&b'{') {
-                let uid = memchr::memmem::find(line.get(at..api)?, b"\"uid\":\"")? + at + 7;
-                let (id, end) = string(text, uid)?;
+                let uid =
+                    self.policy_uid.find(line.get(at..api)?)? + at + self.policy_uid.needle().len();
+                let (id, end) = string(line, uid)?;
                 if let Some(slot) = f.policies.get_mut(f.policy_count) {
                     *slot = id;
                     f.policy_count += 1;
@@ -182,7 +184,7 @@ impl Scanner {
             }
         }
         let at = api + self.operation.needle().len();
-        let (action, at) = string(text, at)?;
+        let (action, at) = string(line, at)?;
         f.action = Some(action).filter(|a| !a.is_empty());
         let unmapped = self.unmapped.find(line.get(at..)?)? + at;
         if let Some(i) = self.resources.find(line.get(at..unmapped)?) {
@@ -190,13 +192,13 @@ impl Scanner {
             let t = self.resource_type.find(line.get(from..unmapped)?)?
                 + from
                 + self.resource_type.needle().len();
-            f.resource_type = Some(string(text, t)?.0);
+            f.resource_type = Some(string(line, t)?.0);
         }
         let tail = line.get(unmapped..)?;
-        f.access_mode = optional_string(text, unmapped..line.len(), &self.access_mode)?;
-        f.trust_domain = optional_string(text, unmapped..line.len(), &self.trust_domain)?;
+        f.access_mode = optional_string(line, unmapped..line.len(), &self.access_mode)?;
+        f.trust_domain = optional_string(line, unmapped..line.len(), &self.trust_domain)?;
         if let Some(i) = self.expires.find(tail) {
-            f.expires_ms = Some(number(text, unmapped + i + self.expires.needle().len())?.0);
+            f.expires_ms = Some(number(line, unmapped + i + self.expires.needle().len())?.0);
         }
         Some(f)
     }
@@ -205,7 +207,7 @@ impl Scanner {
 /// The string value of the key `finder` looks for within `region` of `line`: `Some(None)`
 /// when the key is absent there, `None` when its value is not a plain string.
 fn optional_string<'a>(
-    line: &'a str,
+    line: &'a [u8],
     region: std::ops::Range<usize>,
     finder: &Finder<'_>,
 ) -> Option<Option<&'a str>> {
@@ -216,12 +218,12 @@ fn optional_string<'a>(
 /// the index past the value: `Some(None)` when the key is absent there, `None` when its value
 /// is not a plain string.
 fn find_string<'a>(
-    line: &'a str,
+    line: &'a [u8],
     region: std::ops::Range<usize>,
     finder: &Finder<'_>,
 ) -> Option<Option<(usize, &'a str, usize)>> {
     let start = region.start;
-    match finder.find(line.as_bytes().get(region)?) {
+    match finder.find(line.get(region)?) {
         None => Some(None),
         Some(i) => {
             let (value, end) = string(line, start + i + finder.needle().len())?;
@@ -231,19 +233,20 @@ fn find_string<'a>(
 }
 
 /// The string starting at `at` (just past its opening quote) and the index past its closing
-/// quote; `None` if it has escapes (the strict parser unescapes those) or no end.
-fn string(line: &str, at: usize) -> Option<(&str, usize)> {
-    let rest = line.as_bytes().get(at..)?;
+/// quote; `None` if it has escapes (the strict parser unescapes those), no end, or is not
+/// UTF-8.
+fn string(line: &[u8], at: usize) -> Option<(&str, usize)> {
+    let rest = line.get(at..)?;
     let end = memchr::memchr2(b'"', b'\\', rest)?;
     if rest.get(end) != Some(&b'"') {
         return None;
     }
-    Some((line.get(at..at + end)?, at + end + 1))
+    Some((std::str::from_utf8(rest.get(..end)?).ok()?, at + end + 1))
 }
 
 /// The integer starting at `at`, and the index past it.
-fn number(line: &str, at: usize) -> Option<(i64, usize)> {
-    let rest = line.as_bytes().get(at..)?;
+fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
+    let rest = line.get(at..)?;
     let (negative, digits) = match rest.first() {
         Some(b'-') => (true, rest.get(1..)?),
         _ => (false, rest),
@@ -262,7 +265,7 @@ fn number(line: &str, at: usize) -> Option<(i64, usize)> {
         .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
     let end = at + usize::from(negative) + len;
     // A number ends where JSON says one may: anything else (`123-`, `1x`) is not one.
-    if !matches!(line.as_bytes().get(end), Some(b',' | b'}' | b']')) {
+    if !matches!(line.get(end), Some(b',' | b'}' | b']')) {
         return None;
     }
     Some((if negative { -value } else { value }, end))

@@ -418,6 +418,38 @@ mod tests {
         );
     }
 
+    /// A field the review reads that is not UTF-8 makes the line corrupt; bytes elsewhere in
+    /// the line are not read by the fast path (as the rest of its JSON is not), so they do
+    /// not.
+    #[test]
+    fn a_field_that_is_not_utf8_makes_the_line_corrupt() {
+        let line = |from: &str, to: &[u8]| {
+            let at = RECORD.find(from).unwrap();
+            let mut bytes = RECORD.as_bytes().to_vec();
+            bytes.splice(at..at + from.len(), to.iter().copied());
+            bytes.push(b'\n');
+            bytes
+        };
+        let read_bytes = |bytes: &[u8]| {
+            let mut reader = Reader::new(Window::default(), None);
+            reader.read_stream("t", bytes).unwrap();
+            reader.finish().0
+        };
+        for field in [
+            "spiffe://x/app",
+            "alice",
+            "https://idp",
+            "orders:read",
+            "p2",
+            "delegated",
+        ] {
+            let summary = read_bytes(&line(field, b"bad\xff"));
+            assert_eq!((summary.records, summary.corrupt), (0, 1), "{field}");
+        }
+        let summary = read_bytes(&line("10.0.0.30", b"10.0.0.\xff"));
+        assert_eq!((summary.records, summary.corrupt), (1, 0));
+    }
+
     /// Cut short, run together, or too long: counted, never read as a record.
     #[test]
     fn damaged_lines_are_counted() {
