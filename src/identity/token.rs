@@ -936,6 +936,41 @@ mod tests {
         );
     }
 
+    /// Review finding: `crit` was refused only at the header reader; nothing checked that
+    /// verification acts on it.
+    #[test]
+    fn a_token_with_crit_is_refused_whatever_it_holds() {
+        let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));
+        let claims = format!(
+            r#"{{"iss":"https://issuer.test","aud":"api","exp":{}}}"#,
+            now() + 60
+        );
+        for header in [
+            r#"{"alg":"HS256","crit":["x"],"x":1}"#,
+            r#"{"alg":"HS256","crit":null}"#,
+        ] {
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &jsonwebtoken::EncodingKey::from_secret(b"k"),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            let token = format!("{message}.{signature}");
+            assert!(
+                matches!(
+                    issuers.verify(&token, UnixTime::now()),
+                    Err(TokenError::Malformed(why)) if why.contains("crit")
+                ),
+                "{header}"
+            );
+        }
+    }
+
     #[test]
     fn reads_cnf_thumbprint() {
         let issuers = issuer(vec![Algorithm::HS256], Some(b"k"));

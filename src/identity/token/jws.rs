@@ -63,9 +63,16 @@ impl<'a> Parts<'a> {
             Ok(false) => return Err(TokenError::Signature),
             Err(e) => return Err(from_jwt_error(e.into_kind(), &format!("{alg:?}"))),
         }
+        // Both parts read whole, strictly, once the signature has vouched for them: before it
+        // the header's unread parameters were skipped unchecked (RFC 7515 §5.2 wants valid
+        // JSON throughout).
+        decode::<Map<String, Value>>(self.header, "header")?;
         let claims: Map<String, Value> = decode(self.payload, "payload")?;
-        if claims.get("exp").is_none_or(Value::is_null) {
-            return Err(TokenError::MissingClaim("exp".into()));
+        match claims.get("exp") {
+            None | Some(Value::Null) => return Err(TokenError::MissingClaim("exp".into())),
+            // A time in whole seconds since 1970 (RFC 7519 §2 NumericDate, as Tollgate reads it).
+            Some(exp) if !exp.is_u64() => return Err(TokenError::InvalidClaim("exp".into())),
+            Some(_) => {}
         }
         accepts_audience(claims.get("aud"), audiences)?;
         Ok(claims)
@@ -76,9 +83,7 @@ fn decode<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, T
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
-    serde_json::from_slice(&bytes).map_err(|_| {
-        TokenError::Malformed(format!("{what} is not a JSON object with unique names"))
-    })
+    serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(format!("{what}: {e}")))
 }
 
 /// RFC 7519 §4.1.3: a token names its audiences, one string or an array of strings, and one
@@ -133,6 +138,8 @@ pub(super) struct Addressee {
 /// which keeps the last of repeated names; a token that repeats one of these is refused here
 /// instead, so that no two readings of it can differ (RFC 7519 §4 allows either).
 const CHECKED: [&str; 4] = ["aud", "exp", "nbf", "iat"];
+// Each has a bit of a `u8` while a payload is read.
+const _: () = assert!(CHECKED.len() <= 8);
 
 /// A header parameter or claim name, told apart without keeping it.
 enum Name {
@@ -317,7 +324,7 @@ mod tests {
     fn the_header_reads_what_verification_needs_and_counts_the_rest() {
         let parts = |header: &str| format!("{}.{}.sig", b64(header), b64("{}"));
         let header = Parts::split(&parts(
-            r#"{"alg":"ES256","kid":"k1","typ":"JWT","cty":"x","x5t":"y"}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"JWT","cty":"x","iss":"y"}"#,
         ))
         .unwrap()
         .header()
@@ -335,6 +342,9 @@ mod tests {
             r#"{"alg":5}"#,
             r#"{"alg":"ES256","alg":"HS256"}"#,
             r#"{"alg":"ES256","kid":"a","kid":"b"}"#,
+            r#"{"alg":"ES256","\u0061lg":"HS256"}"#,
+            r#"{"alg":"ES256","typ":"JWT","typ":"at+jwt"}"#,
+            r#"{"alg":"ES256","crit":["x"],"crit":null}"#,
             r#"["alg"]"#,
         ] {
             malformed(Parts::split(&parts(bad)).unwrap().header());
@@ -394,12 +404,70 @@ mod tests {
                 .unwrap()
                 .signed_claims(&key, Algorithm::HS256, &api),
         );
+        // The payload is not read before the signature has been checked: a forged one is a
+        // bad signature, whatever it holds.
+        assert_eq!(
+            Parts::split(&garbage)
+                .unwrap()
+                .signed_claims(&other, Algorithm::HS256, &api)
+                .unwrap_err(),
+            TokenError::Signature
+        );
+        // A key of another family than the algorithm's never verifies.
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            assert_eq!(
+                Parts::split(&good)
+                    .unwrap()
+                    .signed_claims(&key, alg, &api)
+                    .unwrap_err(),
+                TokenError::Signature,
+                "{alg:?}"
+            );
+        }
         let unsigned = format!("{}.!!", good.rsplit_once('.').unwrap().0);
         malformed(
             Parts::split(&unsigned)
                 .unwrap()
                 .signed_claims(&key, Algorithm::HS256, &api),
         );
+    }
+
+    /// Review finding: parameters the header reader skips were not checked at all, so a
+    /// signed header that is not valid JSON (RFC 7515 §5.2) was accepted.
+    #[test]
+    fn a_signed_header_must_be_json_throughout() {
+        let deep = format!(
+            r#"{{"alg":"HS256","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for header in [
+            r#"{"alg":"HS256","x":"\ud800"}"#,
+            r#"{"alg":"HS256","x":1e999}"#,
+            deep.as_str(),
+        ] {
+            let token = signed(header, r#"{"aud":"api","exp":1}"#);
+            let parts = Parts::split(&token).unwrap();
+            assert!(
+                parts.header().is_ok(),
+                "{header}: read before the signature"
+            );
+            malformed(parts.signed_claims(
+                &DecodingKey::from_secret(SECRET),
+                Algorithm::HS256,
+                &["api".to_owned()],
+            ));
+        }
+    }
+
+    /// Review finding: a negative `exp` went on to be judged as a time and read "expired".
+    #[test]
+    fn exp_is_a_time_after_1970() {
+        let invalid = Err(TokenError::InvalidClaim("exp".into()));
+        assert_eq!(claims(r#"{"aud":"api","exp":-1}"#), invalid);
+        assert_eq!(claims(r#"{"aud":"api","exp":"1"}"#), invalid);
+        assert_eq!(claims(r#"{"aud":"api","exp":1.5}"#), invalid);
+        assert!(claims(r#"{"aud":"api","exp":0}"#).is_ok());
     }
 
     #[test]
