@@ -10,8 +10,9 @@
 //!
 //! Entries carry what the shared cache's do: the owning cache set (tests run many servers in
 //! one process), the snapshot generation, and the expiry (never later than the shared entry's).
-//! A memo is [`SLOTS`] slots, direct-mapped by a fast hash of the key: bounded by construction;
-//! a collision only replaces a slot, and the shared cache still answers.
+//! A memo is [`SLOTS`] slots in sets of [`WAYS`], the set chosen by a fast hash of the key:
+//! bounded by construction. Two keys that hash to one set are both kept; a third replaces the
+//! older, and the shared cache still answers it.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
@@ -19,6 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots per thread in a memo, unless it says otherwise.
 pub const SLOTS: usize = 64;
+
+/// Slots per set. With one (direct-mapped), two callers whose keys hashed alike pushed each
+/// other out on every turn and missed for as long as both called: six AuthZEN calls, one
+/// miss in five.
+pub const WAYS: usize = 2;
 
 /// The largest key a slot keeps. A slot holds its raw key, so without a cap a caller could park
 /// megabytes per slot (a refused oversized token, or a valid certificate padded with text the
@@ -42,11 +48,14 @@ struct Slot<V> {
     expires_at: i64,
     raw: Box<[u8]>,
     value: V,
+    /// When it was put, in this memo's own count: the set's older slot is replaced first.
+    stamp: u64,
 }
 
 /// One thread's `N` slots for one kind of value (declare it with `thread_local!`).
 pub struct Memo<V, const N: usize = SLOTS> {
     slots: Vec<Option<Slot<V>>>,
+    puts: u64,
 }
 
 impl<V: Clone, const N: usize> Default for Memo<V, N> {
@@ -58,14 +67,24 @@ impl<V: Clone, const N: usize> Default for Memo<V, N> {
 impl<V: Clone, const N: usize> Memo<V, N> {
     /// An empty memo (its slots are allocated on first use).
     pub const fn new() -> Self {
-        Self { slots: Vec::new() }
+        Self {
+            slots: Vec::new(),
+            puts: 0,
+        }
     }
 
+    /// The set `raw` belongs in.
     fn index(raw: &[u8]) -> usize {
-        // Fixed seed: the slot an attacker can aim at only costs a fall-back to the shared
+        // Fixed seed: the set an attacker can aim at only costs a fall-back to the shared
         // cache, and the stored key is compared in full.
         let hash = foldhash::fast::FixedState::default().hash_one(raw);
-        usize::try_from(hash % N as u64).unwrap_or(0)
+        usize::try_from(hash % (N / WAYS).max(1) as u64).unwrap_or(0)
+    }
+
+    /// The slots of `raw`'s set.
+    fn ways(raw: &[u8]) -> std::ops::Range<usize> {
+        let first = Self::index(raw) * WAYS;
+        first.min(N)..(first + WAYS).min(N)
     }
 
     /// The value kept for exactly `raw` and until when it may be used, if still good.
@@ -73,13 +92,19 @@ impl<V: Clone, const N: usize> Memo<V, N> {
         if raw.len() > MAX_KEPT {
             return None;
         }
-        let slot = self.slots.get(Self::index(raw))?.as_ref()?;
-        (slot.owner == owner
-            && slot.generation == generation
-            && slot.kept_at <= now
-            && slot.expires_at > now
-            && *slot.raw == *raw)
-            .then(|| (slot.value.clone(), slot.expires_at))
+        let slot = self
+            .slots
+            .get(Self::ways(raw))?
+            .iter()
+            .flatten()
+            .find(|slot| {
+                slot.owner == owner
+                    && slot.generation == generation
+                    && slot.kept_at <= now
+                    && slot.expires_at > now
+                    && *slot.raw == *raw
+            })?;
+        Some((slot.value.clone(), slot.expires_at))
     }
 
     fn put(&mut self, owner: u64, generation: u64, span: (i64, i64), raw: &[u8], value: V) {
@@ -91,7 +116,21 @@ impl<V: Clone, const N: usize> Memo<V, N> {
         if self.slots.is_empty() {
             self.slots.resize_with(N, || None);
         }
-        if let Some(slot) = self.slots.get_mut(Self::index(raw)) {
+        self.puts += 1;
+        let stamp = self.puts;
+        let Some(ways) = self.slots.get_mut(Self::ways(raw)) else {
+            return;
+        };
+        // The slot holding this key already, else an empty one, else the older.
+        let at = ways
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|slot| *slot.raw == *raw))
+            .or_else(|| ways.iter().position(Option::is_none))
+            .or_else(|| {
+                (0..ways.len())
+                    .min_by_key(|&i| ways.get(i).and_then(|s| s.as_ref()).map(|s| s.stamp))
+            });
+        if let Some(slot) = at.and_then(|at| ways.get_mut(at)) {
             *slot = Some(Slot {
                 owner,
                 generation,
@@ -99,6 +138,7 @@ impl<V: Clone, const N: usize> Memo<V, N> {
                 expires_at,
                 raw: raw.into(),
                 value,
+                stamp,
             });
         }
     }
@@ -186,8 +226,27 @@ mod tests {
         );
     }
 
+    /// Found profiling the AuthZEN door: its benchmark's six calls missed the memo one time in
+    /// five, because two of them hashed to one slot and pushed each other out on every turn.
+    /// Two callers whose keys collide must both be remembered.
     #[test]
-    fn the_newest_entry_wins_its_slot_and_the_slots_stay_fixed() {
+    fn two_keys_that_share_a_slot_are_both_kept() {
+        let first = b"caller 0".to_vec();
+        let second = (1..)
+            .map(|i| format!("caller {i}").into_bytes())
+            .find(|raw| Memo::<u32>::index(raw) == Memo::<u32>::index(&first))
+            .unwrap();
+        let mut memo: Memo<u32> = Memo::new();
+        for _ in 0..3 {
+            memo.put(1, 1, (0, 100), &first, 1);
+            memo.put(1, 1, (0, 100), &second, 2);
+            assert_eq!(memo.get(1, 1, 0, &first), Some((1, 100)));
+            assert_eq!(memo.get(1, 1, 0, &second), Some((2, 100)));
+        }
+    }
+
+    #[test]
+    fn a_set_holds_its_newest_keys_and_the_slots_stay_fixed() {
         let mut memo: Memo<usize> = Memo::new();
         for i in 0..10_000 {
             let raw = format!("credential {i}");
@@ -199,13 +258,15 @@ mod tests {
             );
         }
         assert_eq!(memo.slots.len(), SLOTS);
-        // Every slot holds the last credential that mapped to it, and nothing older.
+        // Every slot holds one of the last WAYS credentials that mapped to its set.
         for slot in memo.slots.iter().flatten() {
-            let newer = (slot.value + 1..10_000).any(|j| {
-                Memo::<usize>::index(format!("credential {j}").as_bytes())
-                    == Memo::<usize>::index(&slot.raw)
-            });
-            assert!(!newer, "{:?} was displaced by a newer key", slot.raw);
+            let newer = (slot.value + 1..10_000)
+                .filter(|j| {
+                    Memo::<usize>::index(format!("credential {j}").as_bytes())
+                        == Memo::<usize>::index(&slot.raw)
+                })
+                .count();
+            assert!(newer < WAYS, "{:?} outlived {newer} newer keys", slot.raw);
         }
     }
 }
