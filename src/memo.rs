@@ -245,6 +245,33 @@ mod tests {
         }
     }
 
+    /// Review of the sets: a key put again goes back into its own slot, never beside a stale
+    /// copy of itself; and the second way checks owner and generation as the first does.
+    #[test]
+    fn a_key_put_again_keeps_one_slot_and_the_second_way_is_checked_alike() {
+        let first = b"caller 0".to_vec();
+        let second = (1..)
+            .map(|i| format!("caller {i}").into_bytes())
+            .find(|raw| Memo::<u32>::index(raw) == Memo::<u32>::index(&first))
+            .unwrap();
+        let mut memo: Memo<u32> = Memo::new();
+        memo.put(1, 1, (0, 100), &first, 1);
+        memo.put(1, 1, (0, 100), &second, 2);
+        memo.put(1, 1, (0, 100), &second, 3);
+        assert_eq!(memo.get(1, 1, 0, &first), Some((1, 100)));
+        assert_eq!(memo.get(1, 1, 0, &second), Some((3, 100)));
+        let copies = memo
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| *s.raw == *second)
+            .count();
+        assert_eq!(copies, 1);
+        assert_eq!(memo.get(2, 1, 0, &second), None, "another server's");
+        assert_eq!(memo.get(1, 2, 0, &second), None, "an older snapshot's");
+        assert_eq!(memo.get(1, 1, 100, &second), None, "expired");
+    }
+
     #[test]
     fn a_set_holds_its_newest_keys_and_the_slots_stay_fixed() {
         let mut memo: Memo<usize> = Memo::new();
@@ -258,6 +285,7 @@ mod tests {
             );
         }
         assert_eq!(memo.slots.len(), SLOTS);
+        assert!(memo.slots.iter().all(Option::is_some), "every slot is used");
         // Every slot holds one of the last WAYS credentials that mapped to its set.
         for slot in memo.slots.iter().flatten() {
             let newer = (slot.value + 1..10_000)
