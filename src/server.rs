@@ -236,7 +236,7 @@ async fn spawn_check_listeners(
 ) -> Result<(SocketAddr, [Option<SocketAddr>; 2]), ServeError> {
     let grpc_listener = bind(settings.listen).await?;
     let grpc_addr = local_addr(&grpc_listener, settings.listen)?;
-    let service = CheckService::new(authorizer.clone());
+    let service = grpc::CheckServer::new(CheckService::new(authorizer.clone()));
     // One admission for every listener: the limit is the process's, not each socket's.
     let admission = Admission::new(settings.max_concurrent_requests, settings.request_timeout)
         .recorded_by(authorizer.clone());

@@ -221,7 +221,7 @@ async fn serve(
     let admission = Admission::new(4096, Duration::from_secs(1));
     grpc::serve(
         incoming,
-        NullCheck { work },
+        AuthorizationServer::new(NullCheck { work }),
         &admission,
         None,
         std::future::pending(),

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod check;
+pub mod service;
 pub mod svid_tls;
 
 use std::future::Future;
@@ -11,20 +12,23 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
+use std::convert::Infallible;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 pub use admission::Admission;
 pub use check::CheckService;
+pub use service::CheckServer;
 
 use crate::config::ListenerTls;
 
-/// Serves ext_authz (`service`: Tollgate's [`CheckService`], or the benchmarks' do-nothing
+/// Serves ext_authz (`service`: Tollgate's [`CheckServer`], or the benchmarks' do-nothing
 /// floor, so both run with identical server settings) behind `admission`, and health, on
 /// `incoming` (TCP or Unix socket connections) until `shutdown` resolves; with `tls`, every
 /// connection must present a client certificate that chains to `tls.client_ca_pem`.
@@ -36,13 +40,19 @@ pub async fn serve<S, I, IO, IE>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
-    S: Authorization,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + Unpin + 'static,
     I: Stream<Item = Result<IO, IE>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthorizationServer<S>>().await;
+    health.set_serving::<S>().await;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(
@@ -53,7 +63,7 @@ where
     }
     builder
         .add_service(health_service)
-        .add_service(admission.wrap(AuthorizationServer::new(service)))
+        .add_service(admission.wrap(service))
         .serve_with_incoming_shutdown(incoming.map(|io| io.map(OneWrite)), shutdown)
         .await
 }

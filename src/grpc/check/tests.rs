@@ -137,3 +137,83 @@ fn deny_maps_status_challenge_and_body() {
     };
     assert_eq!(denied.status.unwrap().code, 503);
 }
+
+/// The bytes prost writes for the answer's message: what [`encode`] must equal.
+fn prost_bytes(verdict: &Verdict, client_owned: &[String], settings: &ResponseSettings) -> Vec<u8> {
+    to_proto(verdict, client_owned.to_vec(), settings).encode_to_vec()
+}
+
+#[test]
+fn an_allow_is_written_as_prost_writes_its_message() {
+    let mut settings = settings();
+    let owned: Vec<String> = [
+        "x-tollgate-principal",
+        "x-tollgate-admin",
+        "x-tollgate-decision-id",
+    ]
+    .map(String::from)
+    .to_vec();
+    // A principal long enough that every enclosing length takes two varint bytes.
+    let long = format!("spiffe://td/{}", "a".repeat(300));
+    for principal in [Some("spiffe://td/app"), Some(""), Some(long.as_str()), None] {
+        for strip in [true, false] {
+            for client_owned in [&[][..], &owned[..]] {
+                settings.strip_authorization = strip;
+                let mut verdict = Verdict::allow(String::new(), vec!["p1".into()], vec![]);
+                verdict.principal = principal.map(String::from);
+                let ours = encode(&verdict, client_owned, &settings).0;
+                assert_eq!(
+                    ours,
+                    prost_bytes(&verdict, client_owned, &settings),
+                    "principal {principal:?}, strip {strip}, client-owned {client_owned:?}"
+                );
+                let decoded = CheckResponse::decode(ours.as_slice()).unwrap();
+                assert_eq!(
+                    decoded,
+                    to_proto(&verdict, client_owned.to_vec(), &settings)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_deny_is_the_message_encoded() {
+    let verdict = Verdict::deny(ReasonCode::TokenExpired, "token has expired");
+    let owned = vec!["x-tollgate-admin".to_owned()];
+    assert_eq!(
+        encode(&verdict, &owned, &settings()).0,
+        prost_bytes(&verdict, &owned, &settings())
+    );
+}
+
+mod encoded {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any principal, header names and client-owned headers: the same bytes as prost's.
+        #[test]
+        fn allow_bytes_equal_prost(
+            principal in proptest::option::of(".{0,200}"),
+            principal_header in "[a-z-]{0,40}",
+            decision_id_header in "[a-z-]{0,140}",
+            client_owned in proptest::collection::vec("[a-z-]{0,20}", 0..4),
+            strip in any::<bool>(),
+        ) {
+            let settings = ResponseSettings {
+                principal_header,
+                decision_id_header,
+                strip_authorization: strip,
+                ..settings()
+            };
+            let mut verdict = Verdict::allow(String::new(), vec![], vec![]);
+            verdict.principal = principal;
+            prop_assert_eq!(
+                encode(&verdict, &client_owned, &settings).0,
+                prost_bytes(&verdict, &client_owned, &settings)
+            );
+        }
+    }
+}
