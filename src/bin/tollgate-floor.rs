@@ -10,9 +10,12 @@
 //! Tollgate does with it.
 //!
 //! By default it is served by the same `grpc::serve` assembly and default limits as `tollgate
-//! serve` (admission, deadline, health service): the floor of Tollgate's own transport. With
-//! `--bare` it is a plain tonic server with the ext_authz service alone, the floor a neutral
-//! observer would write, so the cost of Tollgate's layers is measured too.
+//! serve` (admission, deadline, health service), with envoy-types' generated ext_authz server
+//! inside, as an outsider writes one: Tollgate's own Check service (`grpc::CheckServer`) boxes
+//! one future fewer and copies an answer already encoded, so this floor's transport costs a
+//! little more than Tollgate's. With `--bare` it is a plain tonic server with the ext_authz
+//! service alone, the floor a neutral observer would write, so the cost of Tollgate's layers is
+//! measured too.
 //!
 //! `--verify-es256` makes every Check verify one ES256 signature (aws-lc-rs, as Tollgate's
 //! token verification) before answering: the floor of a server whose every request costs a

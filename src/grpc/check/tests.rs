@@ -178,12 +178,27 @@ fn an_allow_is_written_as_prost_writes_its_message() {
 }
 
 #[test]
-fn a_deny_is_the_message_encoded() {
-    let verdict = Verdict::deny(ReasonCode::TokenExpired, "token has expired");
+fn a_deny_is_encoded_as_a_denied_response_whatever_else_the_verdict_holds() {
+    // A refusal after identity succeeded still carries the principal: it must not be written
+    // as an allow's headers.
+    let mut verdict = Verdict::deny(ReasonCode::PolicyDenied, "no policy permits this");
+    verdict.principal = Some("spiffe://td/app".into());
     let owned = vec!["x-tollgate-admin".to_owned()];
-    assert_eq!(
-        encode(&verdict, &owned, &settings()).0,
-        prost_bytes(&verdict, &owned, &settings())
+    let bytes = encode(&verdict, &owned, &settings()).0;
+    let decoded = CheckResponse::decode(bytes.as_slice()).unwrap();
+    assert_eq!(decoded.status.as_ref().unwrap().code, 7);
+    let Some(HttpResponse::DeniedResponse(denied)) = decoded.http_response else {
+        panic!("a deny encoded as {:?}", decoded.http_response);
+    };
+    assert_eq!(denied.status.unwrap().code, 403);
+    assert!(
+        !denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .any(|h| h.key == "x-tollgate-principal"),
+        "{:?}",
+        denied.headers
     );
 }
 
