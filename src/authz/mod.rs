@@ -297,13 +297,15 @@ impl Authorizer {
         ) {
             Ok(caller) => caller,
             Err(Refusal { error, final_until }) => {
-                // A final token refusal is answered again from memory, like the refused-token
-                // cache it stands for: a replayed forgery costs no more than an allowed call.
+                // A final refusal is answered again from memory: a token's like the
+                // refused-token cache it stands for (a replayed forgery costs no more than an
+                // allowed call), a certificate's as a decision-cache hit.
+                let refused_token = matches!(error, identity::IdentityError::Token(_));
                 let reuse = final_until.map(|until| Reuse {
                     until,
-                    certificate,
+                    certificate: certificate && refused_token,
                     token: false,
-                    refused_token: true,
+                    refused_token,
                 });
                 let mut deny = Verdict::deny((&error).into(), error.to_string());
                 self.attach_evidence(snapshot, &mut deny, None, None, input);

@@ -238,6 +238,16 @@ pub enum CertError {
     },
 }
 
+impl CertError {
+    /// Whether the same certificate would be refused again under the same snapshot at any
+    /// later time: everything but "not valid yet" (time only moves towards `notBefore`, and
+    /// past `notAfter` and a CRL's `nextUpdate`). Bundles and CRLs change only with a new
+    /// snapshot, which judges the certificate afresh.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::NotYetValid { .. })
+    }
+}
+
 // === impl TrustStore ===
 
 impl TrustStore {

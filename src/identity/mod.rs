@@ -246,7 +246,8 @@ pub struct Refusal {
     /// Why.
     pub error: IdentityError,
     /// Unix seconds until which the same credentials get the same refusal under this snapshot
-    /// (a final token refusal, after a certificate that verified); `None` when it may change.
+    /// (a final token refusal after a certificate that verified, or a final certificate
+    /// refusal); `None` when it may change.
     pub final_until: Option<i64>,
 }
 
@@ -268,7 +269,8 @@ pub fn verify_reusable(
     now: UnixTime,
 ) -> Result<Caller, Refusal> {
     let (workload, cert_until) = match identity.source {
-        IdentitySource::Certificate => certificate(identity, caches, generation, input, now)?,
+        IdentitySource::Certificate => certificate(identity, caches, generation, input, now)
+            .map_err(|error| certificate_refusal(error, caches, now))?,
         IdentitySource::Xfcc => (forwarded_certificate(identity, input)?, i64::MAX),
         IdentitySource::EnvoyPrincipal => (envoy_principal(identity, input)?, i64::MAX),
     };
@@ -418,6 +420,26 @@ fn token(
         }
     }
 }
+
+/// A certificate's refusal, final (see [`CertError::is_final`]) for as long as the certificate
+/// cache would keep a verified one when its message is short: the verdict caches then answer a
+/// retried request with it again, as they do a final token refusal, instead of decoding and
+/// verifying the same chain on every retry (a client whose certificate expired retries at
+/// full speed: each retry cost about 1.8 times an allowed Check). A long message (text taken
+/// from the certificate) is not kept: a remembered refusal must be a small entry.
+fn certificate_refusal(error: IdentityError, caches: &IdentityCaches, now: UnixTime) -> Refusal {
+    let is_final = matches!(&error, IdentityError::Certificate(cert) if cert.is_final())
+        && error.to_string().len() <= KEPT_CERT_MESSAGE;
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    Refusal {
+        final_until: is_final.then(|| caches.certs.expiry(now_secs, i64::MAX)),
+        error,
+    }
+}
+
+/// Longest certificate refusal message the verdict caches keep (the longest Tollgate writes
+/// itself, a CRL's expiry, is about 90 bytes).
+const KEPT_CERT_MESSAGE: usize = 160;
 
 fn certificate(
     identity: &Identity,

@@ -404,3 +404,51 @@ fn an_answer_too_large_to_keep_is_decided_each_time() {
         "an answer this large is decided again, not held"
     );
 }
+
+/// The message of a deny, for telling a refusal answered again from memory (it keeps the time
+/// it was first made at) from one made afresh.
+fn deny_message(verdict: &Verdict) -> &str {
+    match &verdict.outcome {
+        tollgate::verdict::Outcome::Deny(denial) => &denial.message,
+        tollgate::verdict::Outcome::Allow => panic!("allowed: {verdict:?}"),
+    }
+}
+
+/// A client whose certificate expired retries the same request at full speed: each retry
+/// decoded and verified the same chain again (about 1.8 times an allowed Check's CPU). An
+/// expired certificate cannot become valid under the same snapshot, so its refusal is
+/// answered again from memory, like a forged token's.
+#[test]
+fn an_expired_certificate_is_refused_from_memory_on_a_retry() {
+    let authorizer = authorizer();
+    let snapshot = authorizer.snapshot();
+    let (cert, token) = (lasting(120), lasting(3600));
+    let input = request(&cert, &token.token, "/orders/1");
+    let at = |secs| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+    let expired_at = UnixTime::now().as_secs() + 600;
+    let first = authorizer.decide(&snapshot, &input, at(expired_at), None);
+    assert_eq!(reason(&first), Some("cert_expired"), "{first:?}");
+    let retry = authorizer.decide(&snapshot, &input, at(expired_at + 10), None);
+    assert_eq!(reason(&retry), Some("cert_expired"), "{retry:?}");
+    assert_eq!(
+        deny_message(&retry),
+        deny_message(&first),
+        "the retry's refusal was made afresh"
+    );
+    assert_ne!(retry.decision_id, first.decision_id);
+}
+
+/// A certificate refused as not valid yet becomes valid: its refusal must not be kept.
+#[test]
+fn a_certificate_not_yet_valid_is_judged_again() {
+    let authorizer = authorizer();
+    let snapshot = authorizer.snapshot();
+    let creds = credentials();
+    let input = request(&creds, &creds.token, "/orders/1");
+    let now = UnixTime::now();
+    let early = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 7 * 24 * 3600));
+    let refused = authorizer.decide(&snapshot, &input, early, None);
+    assert_eq!(reason(&refused), Some("cert_not_yet_valid"), "{refused:?}");
+    let allowed = authorizer.decide(&snapshot, &input, now, None);
+    assert!(allowed.is_allowed(), "{allowed:?}");
+}
