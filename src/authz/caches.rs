@@ -103,6 +103,9 @@ pub struct Reuse {
     pub token: bool,
     /// A token was refused, finally (a reuse counts as a refused-token-cache hit).
     pub refused_token: bool,
+    /// The certificate was refused, finally (a reuse counts in no cache's lookups: the fresh
+    /// refusal looked up no decision, so a hit would have no miss to weigh against).
+    pub refused_certificate: bool,
 }
 
 /// The encoding buffer keeps its capacity between queries, up to this many bytes.
@@ -205,10 +208,11 @@ impl Caches {
                     certificate,
                     token,
                     refused_token,
+                    refused_certificate,
                     ..
                 } = kept.reuse;
                 self.identity.reused(certificate, token, refused_token);
-                if !refused_token {
+                if !refused_token && !refused_certificate {
                     self.decision_metrics.used(Lookup::HIT);
                 }
                 Verdict {
@@ -578,6 +582,7 @@ mod tests {
         certificate: true,
         token: true,
         refused_token: false,
+        refused_certificate: false,
     };
 
     #[test]

@@ -299,13 +299,14 @@ impl Authorizer {
             Err(Refusal { error, final_until }) => {
                 // A final refusal is answered again from memory: a token's like the
                 // refused-token cache it stands for (a replayed forgery costs no more than an
-                // allowed call), a certificate's as a decision-cache hit.
+                // allowed call), and a certificate's (a retried expired one).
                 let refused_token = matches!(error, identity::IdentityError::Token(_));
                 let reuse = final_until.map(|until| Reuse {
                     until,
                     certificate: certificate && refused_token,
                     token: false,
                     refused_token,
+                    refused_certificate: !refused_token,
                 });
                 let mut deny = Verdict::deny((&error).into(), error.to_string());
                 self.attach_evidence(snapshot, &mut deny, None, None, input);
@@ -320,6 +321,7 @@ impl Authorizer {
             certificate,
             token,
             refused_token: false,
+            refused_certificate: false,
         });
         (verdict, reuse)
     }

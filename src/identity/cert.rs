@@ -189,6 +189,9 @@ pub enum CertError {
         not_after: u64,
         /// Verification time, Unix seconds.
         now: u64,
+        /// Whether the leaf itself expired, not an intermediate or root on the path found
+        /// (another path may pass a replacement that is not valid yet).
+        leaf: bool,
     },
     /// Before `notBefore`.
     #[error("certificate is not valid before {not_before} (now {now})")]
@@ -241,10 +244,16 @@ pub enum CertError {
 impl CertError {
     /// Whether the same certificate would be refused again under the same snapshot at any
     /// later time: everything but "not valid yet" (time only moves towards `notBefore`, and
-    /// past `notAfter` and a CRL's `nextUpdate`). Bundles and CRLs change only with a new
-    /// snapshot, which judges the certificate afresh.
+    /// past `notAfter` and a CRL's `nextUpdate`) and an expired intermediate or root (webpki
+    /// reports the first of equally ranked failures, so a replacement on another path may
+    /// only be not valid yet). Bundles and CRLs change only with a new snapshot, which judges
+    /// the certificate afresh.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::NotYetValid { .. })
+        match self {
+            Self::NotYetValid { .. } => false,
+            Self::Expired { leaf, .. } => *leaf,
+            _ => true,
+        }
     }
 }
 
@@ -356,7 +365,19 @@ impl TrustStore {
                 revocation,
                 None,
             )
-            .map_err(from_webpki)?;
+            .map_err(|error| match from_webpki(error) {
+                // The leaf's own expiry (an intermediate expiring with it is the same answer).
+                CertError::Expired { not_after, now, .. }
+                    if i64::try_from(not_after).is_ok_and(|at| at >= leaf_facts.not_after) =>
+                {
+                    CertError::Expired {
+                        not_after,
+                        now,
+                        leaf: true,
+                    }
+                }
+                other => other,
+            })?;
         // A verification is reused no longer than the lists it was checked against hold.
         let mut not_after = leaf_facts
             .not_after
@@ -380,6 +401,7 @@ impl TrustStore {
                 return Err(CertError::Expired {
                     not_after: u64::try_from(*expiry).unwrap_or(0),
                     now: now_secs,
+                    leaf: false,
                 });
             }
             not_after = not_after.min(*expiry);
@@ -544,6 +566,8 @@ fn from_webpki(error: webpki::Error) -> CertError {
         E::CertExpired { time, not_after } => CertError::Expired {
             not_after: not_after.as_secs(),
             now: time.as_secs(),
+            // Which certificate expired is told apart by `verify_chain`, which knows the leaf.
+            leaf: false,
         },
         E::CertNotValidYet { time, not_before } => CertError::NotYetValid {
             not_before: not_before.as_secs(),
@@ -647,7 +671,7 @@ fn untrusted_because(error: &webpki::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::hostname;
+    use super::{CertError, hostname};
 
     #[test]
     fn a_dns_fallback_name_is_a_lowercased_hostname_or_nothing() {
@@ -671,5 +695,29 @@ mod tests {
         ] {
             assert_eq!(hostname(bad), None, "{bad:?}");
         }
+    }
+
+    /// A refusal is kept only when no later moment could pass the same certificate.
+    #[test]
+    fn only_refusals_that_time_cannot_lift_are_final() {
+        let expired = |leaf| CertError::Expired {
+            not_after: 10,
+            now: 20,
+            leaf,
+        };
+        assert!(expired(true).is_final());
+        assert!(
+            !expired(false).is_final(),
+            "an intermediate may be replaced"
+        );
+        assert!(
+            !CertError::NotYetValid {
+                not_before: 30,
+                now: 20
+            }
+            .is_final()
+        );
+        assert!(CertError::Revoked.is_final());
+        assert!(CertError::Untrusted("no path".into()).is_final());
     }
 }

@@ -438,17 +438,33 @@ fn an_expired_certificate_is_refused_from_memory_on_a_retry() {
     assert_ne!(retry.decision_id, first.decision_id);
 }
 
-/// A certificate refused as not valid yet becomes valid: its refusal must not be kept.
+/// A certificate refused as not valid yet becomes valid: its refusal must not be kept. The
+/// second look is within the caches' TTL of the first, so a kept refusal would answer it.
 #[test]
 fn a_certificate_not_yet_valid_is_judged_again() {
     let authorizer = authorizer();
     let snapshot = authorizer.snapshot();
     let creds = credentials();
     let input = request(&creds, &creds.token, "/orders/1");
-    let now = UnixTime::now();
-    let early = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 7 * 24 * 3600));
-    let refused = authorizer.decide(&snapshot, &input, early, None);
-    assert_eq!(reason(&refused), Some("cert_not_yet_valid"), "{refused:?}");
-    let allowed = authorizer.decide(&snapshot, &input, now, None);
-    assert!(allowed.is_allowed(), "{allowed:?}");
+    let at = |secs| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+    // The certificate's notBefore, as its refusal a week early says it.
+    let week_early = authorizer.decide(
+        &snapshot,
+        &input,
+        at(UnixTime::now().as_secs() - 7 * 24 * 3600),
+        None,
+    );
+    let not_before: u64 = deny_message(&week_early)
+        .strip_prefix("certificate is not valid before ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{week_early:?}"));
+    let early = authorizer.decide(&snapshot, &input, at(not_before - 5), None);
+    assert_eq!(reason(&early), Some("cert_not_yet_valid"), "{early:?}");
+    let valid = authorizer.decide(&snapshot, &input, at(not_before + 5), None);
+    assert_ne!(
+        reason(&valid),
+        Some("cert_not_yet_valid"),
+        "a refusal of a certificate not valid yet was kept: {valid:?}"
+    );
 }
