@@ -131,26 +131,22 @@ pub fn input_from_proto(request: CheckRequest) -> Result<CheckInput, WireError> 
     Ok(input)
 }
 
-/// Core → wire.
+/// Core → wire, as a message (what [`encode`] writes for a deny, and the reference its bytes
+/// for an allow are tested against).
 pub fn to_proto(
     verdict: &Verdict,
-    client_owned: Vec<String>,
+    client_owned: &[String],
     settings: &ResponseSettings,
 ) -> CheckResponse {
-    let decision_id = verdict.decision_id.hex().as_str().to_owned();
+    let decision_id = verdict.decision_id.hex();
     match &verdict.outcome {
         Outcome::Allow => {
-            let mut headers = vec![header(&settings.decision_id_header, decision_id)];
-            if let Some(principal) = &verdict.principal {
-                headers.push(header(&settings.principal_header, principal.clone()));
-            }
-            let mut headers_to_remove: Vec<String> = client_owned
-                .into_iter()
-                .filter(|h| *h != settings.principal_header && *h != settings.decision_id_header)
+            let headers = allow_headers(verdict, decision_id.as_str(), settings)
+                .map(|(key, value)| header(key, value.to_owned()))
                 .collect();
-            if settings.strip_authorization {
-                headers_to_remove.push("authorization".into());
-            }
+            let headers_to_remove = headers_to_remove(client_owned, settings)
+                .map(str::to_owned)
+                .collect();
             CheckResponse {
                 status: Some(rpc::Status {
                     code: rpc_code::OK,
@@ -168,7 +164,10 @@ pub fn to_proto(
             let status = denial.reason.http_status(settings.internal_error_status);
             let mut headers = vec![
                 header("content-type", "application/json".into()),
-                header(&settings.decision_id_header, decision_id),
+                header(
+                    &settings.decision_id_header,
+                    decision_id.as_str().to_owned(),
+                ),
             ];
             if let Some(challenge) = denial.reason.challenge() {
                 headers.push(header("www-authenticate", challenge.into()));
@@ -212,25 +211,14 @@ pub struct Encoded(pub Vec<u8>);
 /// every level, which together cost more than the decision. A deny goes through the message.
 pub fn encode(verdict: &Verdict, client_owned: &[String], settings: &ResponseSettings) -> Encoded {
     if !matches!(verdict.outcome, Outcome::Allow) {
-        return Encoded(to_proto(verdict, client_owned.to_vec(), settings).encode_to_vec());
+        return Encoded(to_proto(verdict, client_owned, settings).encode_to_vec());
     }
     let decision_id = verdict.decision_id.hex();
-    let headers = [
-        Some((settings.decision_id_header.as_str(), decision_id.as_str())),
-        verdict
-            .principal
-            .as_deref()
-            .map(|principal| (settings.principal_header.as_str(), principal)),
-    ];
-    let headers = headers.iter().flatten();
-    let remove = client_owned
-        .iter()
-        .map(String::as_str)
-        .filter(|h| *h != settings.principal_header && *h != settings.decision_id_header)
-        .chain(settings.strip_authorization.then_some("authorization"));
+    let headers = allow_headers(verdict, decision_id.as_str(), settings);
+    let remove = headers_to_remove(client_owned, settings);
     let ok_len: usize = headers
         .clone()
-        .map(|&(key, value)| nested_len(OK_HEADERS, header_option_len(key, value)))
+        .map(|(key, value)| nested_len(OK_HEADERS, header_option_len(key, value)))
         .sum::<usize>()
         + remove
             .clone()
@@ -241,7 +229,7 @@ pub fn encode(verdict: &Verdict, client_owned: &[String], settings: &ResponseSet
     // `status` is present and empty: code OK is protobuf's default, so nothing is written in it.
     put_nested(RESPONSE_STATUS, 0, &mut out);
     put_nested(RESPONSE_OK, ok_len, &mut out);
-    for &(key, value) in headers {
+    for (key, value) in headers {
         put_nested(OK_HEADERS, header_option_len(key, value), &mut out);
         put_nested(OPTION_HEADER, header_value_len(key, value), &mut out);
         put_string(HEADER_KEY, key, &mut out);
@@ -254,6 +242,38 @@ pub fn encode(verdict: &Verdict, client_owned: &[String], settings: &ResponseSet
         out.extend_from_slice(name.as_bytes());
     }
     Encoded(out)
+}
+
+/// The headers an allow sets upstream, in order: the decision id, then the principal.
+fn allow_headers<'a>(
+    verdict: &'a Verdict,
+    decision_id: &'a str,
+    settings: &'a ResponseSettings,
+) -> impl Iterator<Item = (&'a str, &'a str)> + Clone {
+    let principal = verdict
+        .principal
+        .as_deref()
+        .map(|principal| (settings.principal_header.as_str(), principal));
+    [
+        Some((settings.decision_id_header.as_str(), decision_id)),
+        principal,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The headers an allow removes before the request goes upstream: the client's copies of
+/// Tollgate's own headers (those it sets itself are overwritten instead), and `authorization`
+/// when configured.
+fn headers_to_remove<'a>(
+    client_owned: &'a [String],
+    settings: &'a ResponseSettings,
+) -> impl Iterator<Item = &'a str> + Clone {
+    client_owned
+        .iter()
+        .map(String::as_str)
+        .filter(|h| *h != settings.principal_header && *h != settings.decision_id_header)
+        .chain(settings.strip_authorization.then_some("authorization"))
 }
 
 // Field numbers of the messages [`encode`] writes (envoy/service/auth/v3/external_auth.proto,

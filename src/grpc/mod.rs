@@ -7,12 +7,11 @@ pub mod check;
 pub mod service;
 pub mod svid_tls;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use std::convert::Infallible;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};

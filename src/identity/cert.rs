@@ -365,18 +365,16 @@ impl TrustStore {
                 revocation,
                 None,
             )
-            .map_err(|error| match from_webpki(error) {
+            .map_err(|error| {
+                let mut error = from_webpki(error);
                 // The leaf's own expiry (an intermediate expiring with it is the same answer).
-                CertError::Expired { not_after, now, .. }
-                    if i64::try_from(not_after).is_ok_and(|at| at >= leaf_facts.not_after) =>
+                if let CertError::Expired {
+                    not_after, leaf, ..
+                } = &mut error
                 {
-                    CertError::Expired {
-                        not_after,
-                        now,
-                        leaf: true,
-                    }
+                    *leaf = i64::try_from(*not_after).is_ok_and(|at| at >= leaf_facts.not_after);
                 }
-                other => other,
+                error
             })?;
         // A verification is reused no longer than the lists it was checked against hold.
         let mut not_after = leaf_facts

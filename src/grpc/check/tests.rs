@@ -90,7 +90,7 @@ fn allow_sets_own_headers_and_strips_spoofed_ones() {
     let verdict = Verdict::allow("spiffe://td/app".into(), vec![], vec![]);
     let response = to_proto(
         &verdict,
-        vec!["x-tollgate-principal".into(), "x-tollgate-admin".into()],
+        &["x-tollgate-principal".into(), "x-tollgate-admin".into()],
         &settings(),
     );
     assert_eq!(response.status.unwrap().code, 0);
@@ -111,7 +111,7 @@ fn allow_sets_own_headers_and_strips_spoofed_ones() {
 #[test]
 fn deny_maps_status_challenge_and_body() {
     let verdict = Verdict::deny(ReasonCode::TokenExpired, "token has expired");
-    let response = to_proto(&verdict, vec![], &settings());
+    let response = to_proto(&verdict, &[], &settings());
     assert_eq!(response.status.as_ref().unwrap().code, 16);
     let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
         panic!("expected DeniedResponse");
@@ -129,7 +129,7 @@ fn deny_maps_status_challenge_and_body() {
 
     let internal = to_proto(
         &Verdict::deny(ReasonCode::InternalError, "x"),
-        vec![],
+        &[],
         &settings(),
     );
     let Some(HttpResponse::DeniedResponse(denied)) = internal.http_response else {
@@ -140,7 +140,7 @@ fn deny_maps_status_challenge_and_body() {
 
 /// The bytes prost writes for the answer's message: what [`encode`] must equal.
 fn prost_bytes(verdict: &Verdict, client_owned: &[String], settings: &ResponseSettings) -> Vec<u8> {
-    to_proto(verdict, client_owned.to_vec(), settings).encode_to_vec()
+    to_proto(verdict, client_owned, settings).encode_to_vec()
 }
 
 #[test]
@@ -168,10 +168,7 @@ fn an_allow_is_written_as_prost_writes_its_message() {
                     "principal {principal:?}, strip {strip}, client-owned {client_owned:?}"
                 );
                 let decoded = CheckResponse::decode(ours.as_slice()).unwrap();
-                assert_eq!(
-                    decoded,
-                    to_proto(&verdict, client_owned.to_vec(), &settings)
-                );
+                assert_eq!(decoded, to_proto(&verdict, client_owned, &settings));
             }
         }
     }
