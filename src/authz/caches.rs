@@ -287,20 +287,64 @@ fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
         certificate,
         principal,
     } = input;
-    let mut field = |bytes: &[u8]| key_field(out, bytes);
-    field(certificate.as_bytes());
-    field(principal.as_bytes());
-    for header in ["authorization", "x-forwarded-client-cert"] {
-        match input.header(header) {
-            // Absent and empty differ: a marker no value has.
-            None => field(&[]),
-            Some(value) => {
-                field(&[1]);
-                field(value.as_bytes());
+    DecisionInputs {
+        certificate,
+        principal,
+        authorization: input.header("authorization"),
+        xfcc: input.header("x-forwarded-client-cert"),
+        method,
+        path,
+        host,
+        source_ip: *source_ip,
+    }
+    .write(out);
+}
+
+/// [`decision_inputs`], for tests that hold another front door's key against it.
+#[cfg(test)]
+pub fn decision_inputs_of(input: &CheckInput, out: &mut Vec<u8>) {
+    decision_inputs(input, out);
+}
+
+/// Everything the pipeline reads of a request, borrowed from wherever a front door has it.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionInputs<'a> {
+    /// Envoy's `source.certificate`.
+    pub certificate: &'a str,
+    /// Envoy's `source.principal`.
+    pub principal: &'a str,
+    /// The `authorization` header, repeats joined.
+    pub authorization: Option<&'a str>,
+    /// The `x-forwarded-client-cert` header, repeats joined.
+    pub xfcc: Option<&'a str>,
+    /// The request line and source address (see [`request_line_inputs`]).
+    pub method: &'a str,
+    /// See `method`.
+    pub path: &'a str,
+    /// See `method`.
+    pub host: &'a str,
+    /// See `method`.
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+impl DecisionInputs<'_> {
+    /// Writes them as [`decision_inputs`] keys a [`CheckInput`].
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut field = |bytes: &[u8]| key_field(out, bytes);
+        field(self.certificate.as_bytes());
+        field(self.principal.as_bytes());
+        for header in [self.authorization, self.xfcc] {
+            match header {
+                // Absent and empty differ: a marker no value has.
+                None => field(&[]),
+                Some(value) => {
+                    field(&[1]);
+                    field(value.as_bytes());
+                }
             }
         }
+        request_line_inputs(self.method, self.path, self.host, self.source_ip, out);
     }
-    request_line_inputs(method, path, host, *source_ip, out);
 }
 
 /// The first bytes of every key a front door writes for [`Caches::verdict_keyed`]:

@@ -16,6 +16,7 @@ use envoy_types::pb::google::rpc;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use super::wire::CheckView;
 use crate::authz::Authorizer;
 use crate::request::{CheckInput, Headers};
 use crate::snapshot::ResponseSettings;
@@ -38,7 +39,37 @@ impl CheckService {
 }
 
 impl CheckService {
-    /// Decides one Check and writes its answer.
+    /// Decides the Check `message` (a `CheckRequest`'s bytes) and writes its answer. A message
+    /// in the shape Envoy sends is read where it lies ([`CheckView`]), and one this thread
+    /// answered before with the same decision inputs is answered from the verdict memo
+    /// without building its [`CheckInput`]; any other is decoded in full ([`Self::answer`]).
+    pub fn answer_message(&self, message: &[u8]) -> Encoded {
+        let Some(view) = CheckView::read(message) else {
+            return match CheckRequest::decode(message) {
+                Ok(request) => self.answer(request),
+                Err(error) => {
+                    let refused = self.authorizer.refuse(
+                        ReasonCode::MalformedRequest,
+                        format!("the CheckRequest is not protobuf: {error}"),
+                    );
+                    encode(&refused.verdict, &[], &refused.snapshot.response)
+                }
+            };
+        };
+        let decided =
+            self.authorizer
+                .check_keyed(|key| view.key(key), view.path(), || Ok(view.input()));
+        let mut own = client_owned_headers(
+            view.headers().map(|(name, _)| name),
+            &decided.snapshot.response,
+        );
+        // A map's repeated key is one header.
+        own.sort_unstable();
+        own.dedup();
+        encode(&decided.verdict, &own, &decided.snapshot.response)
+    }
+
+    /// Decides one decoded Check and writes its answer.
     pub fn answer(&self, request: CheckRequest) -> Encoded {
         let (decided, own_headers) = match input_from_proto(request) {
             Ok(input) => {

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod check;
 pub mod service;
 pub mod svid_tls;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,20 +1,21 @@
 //! The ext_authz service as tonic serves it: `envoy.service.auth.v3.Authorization/Check`
 //! routed to [`CheckService`], whose answer is already protobuf bytes ([`check::encode`]).
 //!
-//! envoy-types' generated server would need a `CheckResponse` message for every answer and
-//! boxes two futures per Check (its own and `async_trait`'s) around a decision that is
-//! synchronous; this one decodes with prost as the generated server does, writes the answer's
-//! bytes as they are, and boxes one future.
+//! envoy-types' generated server would need a `CheckRequest` and a `CheckResponse` message for
+//! every Check and boxes two futures per Check (its own and `async_trait`'s) around a decision
+//! that is synchronous; this one hands the request's bytes to [`CheckService::answer_message`]
+//! (which reads them where they lie), writes the answer's bytes as they are, and boxes one
+//! future.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::SERVICE_NAME;
+use prost::bytes::{Buf, Bytes};
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body as HttpBody, StdError, http};
 use tonic::server::{NamedService, UnaryService};
 
@@ -72,33 +73,46 @@ where
 /// `Check` as tonic's unary method: answered in the poll that has the message.
 struct Check(CheckService);
 
-impl UnaryService<CheckRequest> for Check {
+impl UnaryService<Bytes> for Check {
     type Response = check::Encoded;
     type Future = Ready<Result<tonic::Response<check::Encoded>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         ready(Ok(tonic::Response::new(
-            self.0.answer(request.into_inner()),
+            self.0.answer_message(request.get_ref()),
         )))
     }
 }
 
-/// Requests decoded by prost; answers written as the bytes they already are.
+/// Requests taken as their bytes; answers written as the bytes they already are.
 #[derive(Debug, Default)]
 struct CheckCodec;
 
 impl Codec for CheckCodec {
     type Encode = check::Encoded;
-    type Decode = CheckRequest;
+    type Decode = Bytes;
     type Encoder = EncodedWriter;
-    type Decoder = tonic_prost::ProstDecoder<CheckRequest>;
+    type Decoder = MessageBytes;
 
     fn encoder(&mut self) -> Self::Encoder {
         EncodedWriter
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(BufferSettings::default())
+        MessageBytes
+    }
+}
+
+/// Takes a request message as its bytes (split from tonic's buffer, not copied).
+#[derive(Debug)]
+struct MessageBytes;
+
+impl Decoder for MessageBytes {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 

@@ -229,3 +229,127 @@ mod encoded {
         }
     }
 }
+
+/// The embedded demo's authorizer, caches on, and a Check of `path` from `source_ip` with
+/// `creds` and `extra` headers, as bytes.
+mod from_bytes {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::demo::{DemoCredentials, DemoRequest, mint};
+
+    fn service() -> CheckService {
+        let (_, snapshot) = crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
+        CheckService::new(Arc::new(Authorizer::new(
+            Arc::new(crate::snapshot::SnapshotHandle::new(snapshot)),
+            crate::authz::Caches::new(1000, 300),
+            crate::audit::AuditLog::disabled(),
+        )))
+    }
+
+    fn creds(scopes: &[&str]) -> DemoCredentials {
+        mint(&DemoRequest {
+            app: "orders".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            user: None,
+            bind: false,
+            lifetime: std::time::Duration::from_secs(3600),
+        })
+        .unwrap()
+    }
+
+    fn message(path: &str, ip: &str, creds: &DemoCredentials, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut headers: HashMap<String, String> = [(
+            "authorization".to_owned(),
+            format!("Bearer {}", creds.token),
+        )]
+        .into();
+        for (name, value) in extra {
+            headers.insert((*name).into(), (*value).into());
+        }
+        crate::loadgen::envoy_request("GET", path, "shop.demo", headers, Some(&creds.cert_pem), ip)
+            .encode_to_vec()
+    }
+
+    /// The gRPC status code, the upstream headers' names, and the headers removed.
+    fn ask(service: &CheckService, message: &[u8]) -> (i32, Vec<String>, Vec<String>) {
+        let answer = CheckResponse::decode(&service.answer_message(message).0[..]).unwrap();
+        let code = answer.status.unwrap_or_default().code;
+        match answer.http_response {
+            Some(HttpResponse::OkResponse(ok)) => (
+                code,
+                ok.headers
+                    .into_iter()
+                    .filter_map(|h| h.header.map(|h| h.key))
+                    .collect(),
+                ok.headers_to_remove,
+            ),
+            _ => (code, Vec::new(), Vec::new()),
+        }
+    }
+
+    /// A repeated Check is answered from the verdict memo without decoding it; what it may not
+    /// skip is any decision input, or removing the headers that are Tollgate's to set (a
+    /// spoofed `x-tollgate-role` is not a decision input, so it shares the verdict).
+    #[test]
+    fn a_remembered_verdict_answers_only_the_same_check() {
+        let service = service();
+        let reader = creds(&["orders.read"]);
+        let plain = message(
+            "/orders/1001",
+            "10.0.0.1",
+            &reader,
+            &[("x-request-id", "1")],
+        );
+        let spoofed = message(
+            "/orders/1001",
+            "10.0.0.1",
+            &reader,
+            &[("x-tollgate-role", "admin")],
+        );
+        for _ in 0..2 {
+            let (code, headers, removed) = ask(&service, &plain);
+            assert_eq!(code, rpc_code::OK);
+            assert!(
+                headers.iter().any(|h| h == "x-tollgate-principal"),
+                "{headers:?}"
+            );
+            assert!(
+                removed.iter().all(|h| h != "x-tollgate-role"),
+                "{removed:?}"
+            );
+            let (code, _, removed) = ask(&service, &spoofed);
+            assert_eq!(code, rpc_code::OK);
+            assert!(
+                removed.iter().any(|h| h == "x-tollgate-role"),
+                "{removed:?}"
+            );
+        }
+        // Each denied although the allow of the same Check is remembered on this thread:
+        // another caller's token and certificate,
+        let other = creds(&[]);
+        assert_eq!(
+            ask(&service, &message("/orders/1001", "10.0.0.1", &other, &[])).0,
+            rpc_code::PERMISSION_DENIED
+        );
+        // the same credentials on another route (a write),
+        let mut write = CheckRequest::decode(&plain[..]).unwrap();
+        let http = write
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.method = "DELETE".into();
+        assert_eq!(
+            ask(&service, &write.encode_to_vec()).0,
+            rpc_code::PERMISSION_DENIED
+        );
+        // the token alone, without the certificate it came with,
+        let mut no_cert = CheckRequest::decode(&plain[..]).unwrap();
+        no_cert.attributes.as_mut().unwrap().source = None;
+        assert_ne!(ask(&service, &no_cert.encode_to_vec()).0, rpc_code::OK);
+        // and bytes that are not a CheckRequest: a deny that says so, not a gRPC error.
+        assert_eq!(ask(&service, b"\x0a\xff").0, rpc_code::INVALID_ARGUMENT);
+    }
+}
