@@ -59,10 +59,7 @@ impl CheckService {
         let decided =
             self.authorizer
                 .check_keyed(|key| view.key(key), view.path(), || Ok(view.input()));
-        let mut own = client_owned_headers(
-            view.headers().map(|(name, _)| name),
-            &decided.snapshot.response,
-        );
+        let mut own = client_owned_headers(view.header_names(), &decided.snapshot.response);
         // A map's repeated key is one header.
         own.sort_unstable();
         own.dedup();

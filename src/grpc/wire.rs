@@ -312,6 +312,22 @@ impl<'a> CheckView<'a> {
         .map(|header| (header.name, header.value()))
     }
 
+    /// The header names [`Self::headers`] gives, without reading the values again (a token or
+    /// a forwarded certificate is most of a request's bytes): for every request, to find the
+    /// headers that are Tollgate's to set.
+    pub fn header_names(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        HeaderEntries {
+            http: Fields::of(self.http),
+            header_map: None,
+            raw: self.raw_headers,
+        }
+        .filter_map(|entry| {
+            Fields::of(entry)
+                .map_while(Result::ok)
+                .find_map(|(number, value)| (number == 1).then(|| text(value)).flatten())
+        })
+    }
+
     /// The verdict memo's key (see `Caches::verdict_keyed`): the [`DecisionInputs`] of the
     /// input [`Self::input`] builds, after a prefix no other front door writes.
     pub fn key(&self, out: &mut Vec<u8>) {

@@ -38,6 +38,12 @@ fn assert_agrees(message: &[u8]) -> bool {
     };
     let input = decoded.expect("a view is read only where every decision input is");
     assert_eq!(view.input(), input);
+    let names: Vec<&str> = view
+        .headers()
+        .map(|(name, _)| name)
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert_eq!(view.header_names().collect::<Vec<_>>(), names);
     let (from_view, from_input) = keys(&view, &input);
     assert_eq!(from_view, from_input);
     true
