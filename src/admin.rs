@@ -60,11 +60,13 @@ async fn metrics(State(state): State<AdminState>) -> String {
             crate::metrics::Metrics.jwks_age(&issuer.issuer, age as f64);
         }
     }
-    state
+    let mut text = state
         .prometheus
         .as_ref()
         .map(PrometheusHandle::render)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    crate::metrics::render_histograms(&mut text);
+    text
 }
 
 /// Ready while a validated snapshot serves, every issuer whose keys are fetched (and is not

@@ -4,15 +4,16 @@
 //! the pipeline is built, and kept as handles: a request then costs an atomic add per metric,
 //! not a registry lookup by name and labels. Those per-request counts are [`Striped`]: each
 //! thread adds to its own cache line, and the sums reach the exporter when [`publish`] runs
-//! (before every `/metrics` render, and at every upkeep), so the workers never write a line the
-//! other reads on the request path. Build them after the recorder is installed (as `serve`
+//! (before every `/metrics` render, and at every upkeep); the request duration is a
+//! [`DurationHistogram`] striped the same way, rendered by [`render_histograms`]. So the
+//! workers never write a line the other reads on the request path. Build them after the recorder is installed (as `serve`
 //! does); before that they record nowhere.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, counter, gauge, histogram};
+use metrics::{Counter, counter, gauge, histogram};
 
 /// Stripes per counter: more than the worker threads a sidecar runs, so each usually has its
 /// own.
@@ -113,6 +114,141 @@ pub fn publish() {
     }
 }
 
+/// Upper bounds of the request-duration buckets, in nanoseconds: from a Check the verdict memo
+/// answers (about a microsecond) through a cold one (a signature, Cedar: about 100 µs) to one
+/// that met the deadline.
+const DURATION_BOUNDS_NS: [u64; 17] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// The buckets, the last one over every bound (`+Inf`).
+const DURATION_BUCKETS: usize = DURATION_BOUNDS_NS.len() + 1;
+
+/// One thread's counts of a [`DurationHistogram`], on lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct DurationStripe {
+    counts: [AtomicU64; DURATION_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+/// A Prometheus histogram of durations kept in per-thread stripes, as [`Striped`] counters are.
+/// The exporter's own histograms record every sample into one shared block (and a shared
+/// generation count) that every worker writes on every request; these add to the recording
+/// thread's own lines, and [`render_histograms`] sums them when `/metrics` is scraped. Being a
+/// histogram, not a summary, a fleet's series can be added up and its quantiles computed.
+#[derive(Debug)]
+pub struct DurationHistogram {
+    name: &'static str,
+    help: &'static str,
+    stripes: Box<[DurationStripe]>,
+}
+
+impl DurationHistogram {
+    /// A histogram exported as `name` (with `help`), registered with [`render_histograms`].
+    pub fn new(name: &'static str, help: &'static str) -> Arc<Self> {
+        let histogram = Arc::new(Self {
+            name,
+            help,
+            stripes: (0..STRIPES).map(|_| DurationStripe::default()).collect(),
+        });
+        if let Ok(mut all) = histograms().lock() {
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&histogram));
+        }
+        histogram
+    }
+
+    /// One duration, in this thread's stripe.
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BOUNDS_NS.partition_point(|&bound| bound < nanos);
+        if let Some(stripe) = self.stripes.get(stripe())
+            && let Some(count) = stripe.counts.get(bucket)
+        {
+            count.fetch_add(1, Ordering::Relaxed);
+            stripe.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// Each bucket's count (not cumulative) and the sum in nanoseconds, over every stripe.
+    fn totals(&self) -> ([u64; DURATION_BUCKETS], u64) {
+        let mut counts = [0u64; DURATION_BUCKETS];
+        let mut sum_ns = 0u64;
+        for stripe in &self.stripes {
+            for (total, count) in counts.iter_mut().zip(&stripe.counts) {
+                *total = total.wrapping_add(count.load(Ordering::Relaxed));
+            }
+            sum_ns = sum_ns.wrapping_add(stripe.sum_ns.load(Ordering::Relaxed));
+        }
+        (counts, sum_ns)
+    }
+}
+
+fn histograms() -> &'static Mutex<Vec<Weak<DurationHistogram>>> {
+    static ALL: Mutex<Vec<Weak<DurationHistogram>>> = Mutex::new(Vec::new());
+    &ALL
+}
+
+/// Appends every live [`DurationHistogram`] to `out` in Prometheus' text format (histograms
+/// of one name, as tests that build several authorizers make, are added together).
+pub fn render_histograms(out: &mut String) {
+    use std::fmt::Write;
+    let live: Vec<Arc<DurationHistogram>> = match histograms().lock() {
+        Ok(all) => all.iter().filter_map(Weak::upgrade).collect(),
+        Err(_) => return,
+    };
+    let mut names: Vec<(&str, &str)> = live.iter().map(|h| (h.name, h.help)).collect();
+    names.sort_unstable();
+    names.dedup_by_key(|(name, _)| *name);
+    for (name, help) in names {
+        let mut counts = [0u64; DURATION_BUCKETS];
+        let mut sum_ns = 0u64;
+        for histogram in live.iter().filter(|h| h.name == name) {
+            let (each, sum) = histogram.totals();
+            for (total, count) in counts.iter_mut().zip(each) {
+                *total = total.wrapping_add(count);
+            }
+            sum_ns = sum_ns.wrapping_add(sum);
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (count, bound) in counts
+            .iter()
+            .zip(DURATION_BOUNDS_NS.iter().map(Some).chain([None]))
+        {
+            cumulative = cumulative.wrapping_add(*count);
+            match bound {
+                Some(&ns) => {
+                    let seconds = ns as f64 / 1e9;
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{seconds}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{name}_sum {}", sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
 use crate::cache::Lookup;
 
 /// `tollgate_decisions_total{decision,reason}` and `tollgate_check_duration_seconds`.
@@ -121,7 +257,7 @@ pub struct DecisionMetrics {
     allowed: Arc<Striped>,
     /// One per reason code, in the order given to [`DecisionMetrics::new`].
     denied: Box<[Arc<Striped>]>,
-    duration: Histogram,
+    duration: Arc<DurationHistogram>,
 }
 
 impl DecisionMetrics {
@@ -139,7 +275,10 @@ impl DecisionMetrics {
                     ))
                 })
                 .collect(),
-            duration: histogram!("tollgate_check_duration_seconds"),
+            duration: DurationHistogram::new(
+                "tollgate_check_duration_seconds",
+                "Time to decide a request, from its arrival at the decision core to its verdict",
+            ),
         }
     }
 
@@ -154,7 +293,7 @@ impl DecisionMetrics {
                 }
             }
         }
-        self.duration.record(elapsed.as_secs_f64());
+        self.duration.record(elapsed);
     }
 }
 
@@ -291,6 +430,43 @@ pub async fn upkeep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_histogram_renders_cumulative_buckets_from_every_thread() {
+        let histogram = DurationHistogram::new("test_duration_seconds", "For the test.");
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    histogram.record(Duration::from_nanos(800));
+                    histogram.record(Duration::from_micros(30));
+                    histogram.record(Duration::from_secs(5));
+                });
+            }
+        });
+        let mut text = String::new();
+        render_histograms(&mut text);
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        };
+        assert!(
+            text.contains("# TYPE test_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert_eq!(value(r#"test_duration_seconds_bucket{le="0.000001"}"#), 3.0);
+        assert_eq!(value(r#"test_duration_seconds_bucket{le="0.000025"}"#), 3.0);
+        assert_eq!(value(r#"test_duration_seconds_bucket{le="0.00005"}"#), 6.0);
+        assert_eq!(value(r#"test_duration_seconds_bucket{le="1"}"#), 6.0);
+        assert_eq!(value(r#"test_duration_seconds_bucket{le="+Inf"}"#), 9.0);
+        assert_eq!(value("test_duration_seconds_count"), 9.0);
+        let sum = value("test_duration_seconds_sum");
+        assert!((sum - 3.0 * (800e-9 + 30e-6 + 5.0)).abs() < 1e-9, "{sum}");
+        drop(histogram);
+        let mut after = String::new();
+        render_histograms(&mut after);
+        assert!(!after.contains("test_duration_seconds"), "{after}");
+    }
 
     #[test]
     fn a_striped_counter_sums_every_threads_adds() {

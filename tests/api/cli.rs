@@ -412,6 +412,22 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         let hits = format!(r#"tollgate_cache_lookups_total{{cache="{cache}",result="hit"}}"#);
         assert!(count(&hits) > 0.0, "{hits}");
     }
+    // Every decision's duration, as a histogram a fleet's series can be added up from, with
+    // most (warm, even in a debug build) under 10 ms.
+    let decisions: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        metrics.contains("# TYPE tollgate_check_duration_seconds histogram"),
+        "{metrics}"
+    );
+    assert_eq!(count("tollgate_check_duration_seconds_count"), decisions);
+    assert!(
+        count(r#"tollgate_check_duration_seconds_bucket{le="0.01"}"#) > 0.5 * decisions,
+        "{metrics}"
+    );
 
     // As an outsider measures: several connections, the plain tonic floor, server CPU.
     let outsider = tollgate(&[
