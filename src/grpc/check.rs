@@ -50,7 +50,7 @@ impl CheckService {
                 Err(error) => {
                     let refused = self.authorizer.refuse(
                         ReasonCode::MalformedRequest,
-                        format!("the CheckRequest is not protobuf: {error}"),
+                        format!("the CheckRequest is not valid protobuf: {error}"),
                     );
                     encode(&refused.verdict, &[], &refused.snapshot.response)
                 }

@@ -321,10 +321,12 @@ impl<'a> CheckView<'a> {
             header_map: None,
             raw: self.raw_headers,
         }
-        .filter_map(|entry| {
+        .map(|entry| {
+            // No name field is the empty name, as protobuf leaves an empty string out.
             Fields::of(entry)
                 .map_while(Result::ok)
                 .find_map(|(number, value)| (number == 1).then(|| text(value)).flatten())
+                .unwrap_or_default()
         })
     }
 
@@ -402,16 +404,16 @@ impl<'a> Iterator for HeaderEntries<'a> {
 
 /// `Address` → its `socket_address` (1) → `address` (2), as an IP; `None` inside when the
 /// address is another kind (a pipe, an internal address) or not an IP, as `input_from_proto`
-/// reads it. `None` outside when the oneof is set twice.
+/// reads it. `None` outside when the message holds more than one field.
 fn socket_ip(address: &[u8]) -> Option<Option<IpAddr>> {
     let mut socket = None;
     let mut variants = 0;
+    // `Address` is its oneof alone: any second field (another variant, or one a later Envoy
+    // adds to the oneof) is left to prost.
     each(address, |number, value| {
-        if matches!(number, 1..=3) {
-            variants += 1;
-            if number == 1 {
-                socket = Some(bytes(value)?);
-            }
+        variants += 1;
+        if number == 1 {
+            socket = Some(bytes(value)?);
         }
         (variants <= 1).then_some(())
     })?;

@@ -238,13 +238,170 @@ mod from_bytes {
     use super::*;
     use crate::demo::{DemoCredentials, DemoRequest, mint};
 
-    fn service() -> CheckService {
+    fn authorizer() -> Authorizer {
         let (_, snapshot) = crate::config::load(&crate::config::ConfigSource::Embedded, 1).unwrap();
-        CheckService::new(Arc::new(Authorizer::new(
+        Authorizer::new(
             Arc::new(crate::snapshot::SnapshotHandle::new(snapshot)),
             crate::authz::Caches::new(1000, 300),
             crate::audit::AuditLog::disabled(),
-        )))
+        )
+    }
+
+    fn service() -> CheckService {
+        CheckService::new(Arc::new(authorizer()))
+    }
+
+    /// `message` decoded, changed by `edit`, encoded again.
+    fn edit(message: &[u8], edit: impl FnOnce(&mut AttributeContext)) -> Vec<u8> {
+        let mut request = CheckRequest::decode(message).unwrap();
+        edit(request.attributes.as_mut().unwrap());
+        request.encode_to_vec()
+    }
+
+    fn http(attributes: &mut AttributeContext) -> &mut HttpRequest {
+        attributes
+            .request
+            .as_mut()
+            .and_then(|r| r.http.as_mut())
+            .unwrap()
+    }
+
+    fn peer(attributes: &mut AttributeContext) -> &mut Peer {
+        attributes.source.as_mut().unwrap()
+    }
+
+    /// The gRPC code and the deny body's `message`.
+    fn refusal(service: &CheckService, message: &[u8]) -> (i32, String) {
+        let answer = CheckResponse::decode(&service.answer_message(message).0[..]).unwrap();
+        let code = answer.status.unwrap_or_default().code;
+        let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+            panic!("not a deny");
+        };
+        let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+        (
+            code,
+            body["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Review finding: a remembered Check must be found through the view's key, and every
+    /// decision input alone must make another key (each here a miss: the input is built).
+    #[test]
+    fn a_viewed_check_builds_its_input_only_on_a_miss_and_each_decision_input_keys_it() {
+        use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+        let authorizer = authorizer();
+        let builds = std::cell::Cell::new(0);
+        let check = |message: &[u8]| {
+            let view = CheckView::read(message).expect("a Check in Envoy's shape");
+            authorizer.check_keyed(
+                |key| view.key(key),
+                view.path(),
+                || {
+                    builds.set(builds.get() + 1);
+                    Ok(view.input())
+                },
+            )
+        };
+        let reader = creds(&["orders.read"]);
+        let base = message(
+            "/orders/1001",
+            "10.0.0.1",
+            &reader,
+            &[("x-request-id", "1")],
+        );
+        assert!(check(&base).verdict.is_allowed());
+        let other_id = message(
+            "/orders/1001",
+            "10.0.0.1",
+            &reader,
+            &[("x-request-id", "2")],
+        );
+        assert!(check(&other_id).verdict.is_allowed());
+        assert_eq!(builds.get(), 1, "a new request id is not a new decision");
+        let variants: Vec<(&str, Vec<u8>)> = vec![
+            ("host", edit(&base, |a| http(a).host = "other.demo".into())),
+            (
+                "path",
+                edit(&base, |a| http(a).path = "/orders/1002".into()),
+            ),
+            ("method", edit(&base, |a| http(a).method = "HEAD".into())),
+            (
+                "principal",
+                edit(&base, |a| {
+                    peer(a).principal = "spiffe://demo.tollgate.dev/x".into();
+                }),
+            ),
+            (
+                "source address",
+                edit(&base, |a| {
+                    peer(a).address = Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: "10.0.0.2".into(),
+                            ..Default::default()
+                        })),
+                    });
+                }),
+            ),
+            (
+                "certificate",
+                edit(&base, |a| peer(a).certificate.push_str("%0A")),
+            ),
+            (
+                "authorization",
+                edit(&base, |a| {
+                    if let Some(value) = http(a).headers.get_mut("authorization") {
+                        value.push('x');
+                    }
+                }),
+            ),
+            (
+                "x-forwarded-client-cert",
+                edit(&base, |a| {
+                    http(a)
+                        .headers
+                        .insert("x-forwarded-client-cert".into(), "By=spiffe://x".into());
+                }),
+            ),
+        ];
+        for (at, (what, variant)) in variants.iter().enumerate() {
+            check(variant);
+            assert_eq!(
+                builds.get(),
+                2 + at,
+                "another {what} was answered from the memo"
+            );
+        }
+    }
+
+    /// Review finding: a Check that is protobuf but not proto3 (a header value that is not
+    /// text) was refused as "not protobuf".
+    #[test]
+    fn a_check_prost_cannot_read_is_refused_saying_why() {
+        let reader = creds(&["orders.read"]);
+        let plain = message("/orders/1001", "10.0.0.1", &reader, &[]);
+        let length_delimited = |number: u8, bytes: &[u8]| {
+            let mut out = vec![(number << 3) | 2];
+            prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+            out.extend_from_slice(bytes);
+            out
+        };
+        // The same Check with one more `headers` entry (3), whose value is not UTF-8.
+        let mut request = CheckRequest::decode(&plain[..]).unwrap();
+        let attributes = request.attributes.as_mut().unwrap();
+        let mut http = http(attributes).encode_to_vec();
+        let entry = [length_delimited(1, b"x-note"), length_delimited(2, b"\xff")].concat();
+        http.extend(length_delimited(3, &entry));
+        attributes.request = None;
+        let mut attributes = request.attributes.unwrap().encode_to_vec();
+        attributes.extend(length_delimited(4, &length_delimited(2, &http)));
+        let message = length_delimited(1, &attributes);
+        let (code, why) = refusal(&service(), &message);
+        assert_eq!(code, rpc_code::INVALID_ARGUMENT);
+        assert!(
+            why.starts_with("the CheckRequest is not valid protobuf"),
+            "{why}"
+        );
+        assert!(why.contains("UTF-8"), "{why}");
     }
 
     fn creds(scopes: &[&str]) -> DemoCredentials {
