@@ -290,6 +290,13 @@ fn peer() -> impl Strategy<Value = Option<Peer>> {
         Just(socket("10.1.2.3")),
         Just(socket("::ffff:10.1.2.3")),
         Just(socket("not an address")),
+        Just(socket("2001:db8::1")),
+        Just(socket("")),
+        Just(Some(Peer::default())),
+        Just(Some(Peer {
+            address: Some(Address::default()),
+            ..Default::default()
+        })),
         Just(Some(Peer {
             address: Some(Address {
                 address: Some(address::Address::Pipe(Pipe::default())),
@@ -364,11 +371,26 @@ proptest! {
     fn odd_messages_are_read_as_prost_reads_them_or_not_at_all(
         a in http_request(),
         b in http_request(),
+        first in peer(),
+        second in peer(),
         noise in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
         let http = [a.encode_to_vec(), b.encode_to_vec()].concat();
         assert_agrees(&with_http_bytes(&http));
         assert_agrees(&noise);
         assert_agrees(&with_http_bytes(&noise));
+        // Two peers, and two addresses in one peer: prost merges them.
+        let request = field(4, &field(2, &a.encode_to_vec()));
+        let encoded = |peer: &Option<Peer>| peer.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+        let peers = [field(1, &encoded(&first)), field(1, &encoded(&second)), request.clone()].concat();
+        prop_assert!(!assert_agrees(&field(1, &peers)), "two peers were read");
+        let address = |peer: &Option<Peer>| {
+            peer.as_ref().and_then(|p| p.address.as_ref()).map(Message::encode_to_vec)
+        };
+        if let (Some(x), Some(y)) = (address(&first), address(&second)) {
+            let peer = [field(1, &x), field(1, &y)].concat();
+            let message = field(1, &[field(1, &peer), request].concat());
+            prop_assert!(!assert_agrees(&message), "two addresses were read");
+        }
     }
 }
