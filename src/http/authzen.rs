@@ -596,23 +596,19 @@ fn pep_key(
     let source_ip = proxies.client_ip(proxy.map(|(_, p)| p), peer, &parts.headers);
     // The whole path: the context reads it as it is.
     key_field(out, parts.uri.path().as_bytes());
-    request_line_inputs(parts.method.as_str(), "", &host, Some(source_ip), out);
+    request_line_inputs(parts.method.as_str(), "", host, Some(source_ip), out);
 }
 
-/// The host of a call: `:authority`, or a textual `Host`.
-fn pep_host(parts: &hyper::http::request::Parts) -> String {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
+/// The host of a call: `:authority`, or a textual `Host`; borrowed, as every call keys on it.
+fn host_of<'a>(uri: &'a hyper::Uri, headers: &'a hyper::HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// [`host_of`] a PEP's call, empty when it names none.
+fn pep_host(parts: &hyper::http::request::Parts) -> &str {
+    host_of(&parts.uri, &parts.headers).unwrap_or_default()
 }
 
 /// The PEP's call as a request for the identity layer: its bearer token, and its certificate
@@ -632,7 +628,7 @@ fn pep_input(
     let mut input = CheckInput {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
-        host: pep_host(parts),
+        host: pep_host(parts).to_owned(),
         headers: Headers::with_capacity_and_hasher(parts.headers.len(), Default::default()),
         source_ip: None,
         certificate,
@@ -661,18 +657,7 @@ fn metadata(mapping: &AuthZenMapping, request: &Request<Incoming>, peer: &Peer) 
             } else {
                 "https"
             };
-            let host = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    request
-                        .headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| "localhost".into());
+            let host = host_of(request.uri(), request.headers()).unwrap_or("localhost");
             format!("{scheme}://{host}")
         }
     };
