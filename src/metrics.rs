@@ -6,8 +6,8 @@
 //! thread adds to its own cache line, and the sums reach the exporter when [`publish`] runs
 //! (before every `/metrics` render, and at every upkeep); the request duration is a
 //! [`DurationHistogram`] striped the same way, rendered by [`render_histograms`]. So the
-//! workers never write a line the other reads on the request path. Build them after the recorder is installed (as `serve`
-//! does); before that they record nowhere.
+//! workers never write a line the other reads on the request path. Build them after the
+//! recorder is installed (as `serve` does); before that the counters publish nowhere.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -79,10 +79,7 @@ impl Striped {
             stripes: Stripes::default(),
             exported,
         });
-        if let Ok(mut all) = registry().lock() {
-            all.retain(|w| w.strong_count() > 0);
-            all.push(Arc::downgrade(&striped));
-        }
+        register(registry(), &striped);
         striped
     }
 
@@ -97,19 +94,34 @@ impl Striped {
     }
 }
 
-fn registry() -> &'static Mutex<Vec<Weak<Striped>>> {
-    static ALL: Mutex<Vec<Weak<Striped>>> = Mutex::new(Vec::new());
+/// Handles whose sums are read where the exporter is (a scrape, an upkeep), held weakly so a
+/// dropped one leaves.
+type Registry<T> = Mutex<Vec<Weak<T>>>;
+
+/// Adds `item` to `all`, dropping the entries whose handles are gone.
+fn register<T>(all: &Registry<T>, item: &Arc<T>) {
+    if let Ok(mut all) = all.lock() {
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(item));
+    }
+}
+
+/// The handles of `all` still alive (none when its lock is poisoned).
+fn live<T>(all: &Registry<T>) -> Vec<Arc<T>> {
+    all.lock()
+        .map(|all| all.iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default()
+}
+
+fn registry() -> &'static Registry<Striped> {
+    static ALL: Registry<Striped> = Mutex::new(Vec::new());
     &ALL
 }
 
 /// Sets every exported counter behind a [`Striped`] to its current sum. Counters only grow, and
 /// the exporter keeps the larger value, so publishing from two places at once is harmless.
 pub fn publish() {
-    let live: Vec<Arc<Striped>> = match registry().lock() {
-        Ok(all) => all.iter().filter_map(Weak::upgrade).collect(),
-        Err(_) => return,
-    };
-    for striped in live {
+    for striped in live(registry()) {
         striped.exported.absolute(striped.sum());
     }
 }
@@ -168,10 +180,7 @@ impl DurationHistogram {
             help,
             stripes: (0..STRIPES).map(|_| DurationStripe::default()).collect(),
         });
-        if let Ok(mut all) = histograms().lock() {
-            all.retain(|w| w.strong_count() > 0);
-            all.push(Arc::downgrade(&histogram));
-        }
+        register(histograms(), &histogram);
         histogram
     }
 
@@ -186,23 +195,10 @@ impl DurationHistogram {
             stripe.sum_ns.fetch_add(nanos, Ordering::Relaxed);
         }
     }
-
-    /// Each bucket's count (not cumulative) and the sum in nanoseconds, over every stripe.
-    fn totals(&self) -> ([u64; DURATION_BUCKETS], u64) {
-        let mut counts = [0u64; DURATION_BUCKETS];
-        let mut sum_ns = 0u64;
-        for stripe in &self.stripes {
-            for (total, count) in counts.iter_mut().zip(&stripe.counts) {
-                *total = total.wrapping_add(count.load(Ordering::Relaxed));
-            }
-            sum_ns = sum_ns.wrapping_add(stripe.sum_ns.load(Ordering::Relaxed));
-        }
-        (counts, sum_ns)
-    }
 }
 
-fn histograms() -> &'static Mutex<Vec<Weak<DurationHistogram>>> {
-    static ALL: Mutex<Vec<Weak<DurationHistogram>>> = Mutex::new(Vec::new());
+fn histograms() -> &'static Registry<DurationHistogram> {
+    static ALL: Registry<DurationHistogram> = Mutex::new(Vec::new());
     &ALL
 }
 
@@ -210,22 +206,22 @@ fn histograms() -> &'static Mutex<Vec<Weak<DurationHistogram>>> {
 /// of one name, as tests that build several authorizers make, are added together).
 pub fn render_histograms(out: &mut String) {
     use std::fmt::Write;
-    let live: Vec<Arc<DurationHistogram>> = match histograms().lock() {
-        Ok(all) => all.iter().filter_map(Weak::upgrade).collect(),
-        Err(_) => return,
-    };
+    let live = live(histograms());
     let mut names: Vec<(&str, &str)> = live.iter().map(|h| (h.name, h.help)).collect();
     names.sort_unstable();
     names.dedup_by_key(|(name, _)| *name);
     for (name, help) in names {
         let mut counts = [0u64; DURATION_BUCKETS];
         let mut sum_ns = 0u64;
-        for histogram in live.iter().filter(|h| h.name == name) {
-            let (each, sum) = histogram.totals();
-            for (total, count) in counts.iter_mut().zip(each) {
-                *total = total.wrapping_add(count);
+        let stripes = live
+            .iter()
+            .filter(|h| h.name == name)
+            .flat_map(|h| &h.stripes);
+        for stripe in stripes {
+            for (total, count) in counts.iter_mut().zip(&stripe.counts) {
+                *total = total.wrapping_add(count.load(Ordering::Relaxed));
             }
-            sum_ns = sum_ns.wrapping_add(sum);
+            sum_ns = sum_ns.wrapping_add(stripe.sum_ns.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0u64;
