@@ -132,6 +132,19 @@ fn each<'a>(message: &'a [u8], mut f: impl FnMut(u32, Value<'a>) -> Option<()>) 
     Some(())
 }
 
+/// Field `number` of `message`, which holds it at most once: `Some(None)` when absent, `None`
+/// when repeated (prost would merge or let the last win) or not well formed.
+fn only<'a>(message: &'a [u8], number: u32) -> Option<Option<Value<'a>>> {
+    let mut found = None;
+    each(message, |at, value| {
+        if at == number && found.replace(value).is_some() {
+            return None;
+        }
+        Some(())
+    })?;
+    Some(found)
+}
+
 /// A header as the wire has it: a `headers` map entry, or a `header_map` `HeaderValue`.
 #[derive(Default)]
 struct Header<'a> {
@@ -183,18 +196,10 @@ impl<'a> CheckView<'a> {
     /// The view of `message`, a `CheckRequest`; `None` when it is not in the shape this reads
     /// (see the module's documentation), and must be decoded in full.
     pub fn read(message: &'a [u8]) -> Option<Self> {
-        let mut attributes = None;
-        let mut seen = Seen::default();
-        each(message, |number, value| {
-            if number == 1 {
-                seen.first(1)?;
-                attributes = Some(bytes(value)?);
-            }
-            Some(())
-        })?;
+        let attributes = bytes(only(message, 1)??)?;
         let (mut source, mut request) = (None, None);
         let mut seen = Seen::default();
-        each(attributes?, |number, value| {
+        each(attributes, |number, value| {
             match number {
                 1 => source = Some(bytes(value)?),
                 4 => request = Some(bytes(value)?),
@@ -202,15 +207,7 @@ impl<'a> CheckView<'a> {
             }
             seen.first(number)
         })?;
-        let mut http = None;
-        let mut seen = Seen::default();
-        each(request?, |number, value| {
-            if number == 2 {
-                seen.first(2)?;
-                http = Some(bytes(value)?);
-            }
-            Some(())
-        })?;
+        let http = bytes(only(request?, 2)??)?;
         let mut view = CheckView {
             method: "",
             path: "",
@@ -218,7 +215,7 @@ impl<'a> CheckView<'a> {
             certificate: "",
             principal: "",
             source_ip: None,
-            http: http?,
+            http,
             raw_headers: false,
             authorization: None,
             xfcc: None,
@@ -420,15 +417,10 @@ fn socket_ip(address: &[u8]) -> Option<Option<IpAddr>> {
     let Some(socket) = socket else {
         return Some(None);
     };
-    let mut ip = "";
-    let mut seen = Seen::default();
-    each(socket, |number, value| {
-        if number == 2 {
-            seen.first(2)?;
-            ip = text(value)?;
-        }
-        Some(())
-    })?;
+    let ip = match only(socket, 2)? {
+        Some(address) => text(address)?,
+        None => "",
+    };
     Some(ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
 }
 
