@@ -277,7 +277,7 @@ impl Caches {
 /// mapping's limit). Other headers (request ids, tracing) decide nothing and are left out, so a
 /// caller repeating a call through Envoy still finds its verdict. `CheckInput` is taken apart
 /// field by field: a field added to it does not compile here until it is placed.
-fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
+pub(crate) fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
     let CheckInput {
         method,
         path,
@@ -298,12 +298,6 @@ fn decision_inputs(input: &CheckInput, out: &mut Vec<u8>) {
         source_ip: *source_ip,
     }
     .write(out);
-}
-
-/// [`decision_inputs`], for tests that hold another front door's key against it.
-#[cfg(test)]
-pub fn decision_inputs_of(input: &CheckInput, out: &mut Vec<u8>) {
-    decision_inputs(input, out);
 }
 
 /// Everything the pipeline reads of a request, borrowed from wherever a front door has it.

@@ -303,20 +303,10 @@ mod from_bytes {
             )
         };
         let reader = creds(&["orders.read"]);
-        let base = message(
-            "/orders/1001",
-            "10.0.0.1",
-            &reader,
-            &[("x-request-id", "1")],
-        );
+        let with_id = |id| message("/orders/1001", "10.0.0.1", &reader, &[("x-request-id", id)]);
+        let base = with_id("1");
         assert!(check(&base).verdict.is_allowed());
-        let other_id = message(
-            "/orders/1001",
-            "10.0.0.1",
-            &reader,
-            &[("x-request-id", "2")],
-        );
-        assert!(check(&other_id).verdict.is_allowed());
+        assert!(check(&with_id("2")).verdict.is_allowed());
         assert_eq!(builds.get(), 1, "a new request id is not a new decision");
         let variants: Vec<(&str, Vec<u8>)> = vec![
             ("host", edit(&base, |a| http(a).host = "other.demo".into())),

@@ -23,7 +23,7 @@ fn keys(view: &CheckView<'_>, input: &CheckInput) -> (Vec<u8>, Vec<u8>) {
     view.key(&mut from_view);
     let mut from_input = FRONT_DOOR_KEY.to_vec();
     key_field(&mut from_input, b"grpc");
-    crate::authz::caches::decision_inputs_of(input, &mut from_input);
+    crate::authz::caches::decision_inputs(input, &mut from_input);
     (from_view, from_input)
 }
 
