@@ -61,10 +61,11 @@ impl tollgate::http::Handler for NullHttp {
     }
 }
 
-/// One ES256 signature over a token-sized message, verified again on every request.
+/// One ES256 signature over a token-sized message, verified again on every request with a
+/// key parsed once, as Tollgate keeps an issuer's keys.
 #[derive(Debug)]
 struct Es256 {
-    public_key: Vec<u8>,
+    public_key: aws_lc_rs::signature::ParsedPublicKey,
     message: Vec<u8>,
     signature: Vec<u8>,
 }
@@ -79,20 +80,22 @@ impl Es256 {
         let signature = key
             .sign(&aws_lc_rs::rand::SystemRandom::new(), &message)
             .map_err(|e| format!("cannot sign: {e}"))?;
+        let public_key = aws_lc_rs::signature::ParsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            key.public_key().as_ref(),
+        )
+        .map_err(|e| format!("cannot parse the ES256 key: {e}"))?;
         Ok(Self {
-            public_key: key.public_key().as_ref().to_vec(),
+            public_key,
             message,
             signature: signature.as_ref().to_vec(),
         })
     }
 
     fn verify(&self) -> bool {
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            &self.public_key,
-        )
-        .verify(&self.message, &self.signature)
-        .is_ok()
+        self.public_key
+            .verify_sig(&self.message, &self.signature)
+            .is_ok()
     }
 }
 

@@ -4,8 +4,11 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 use tokio::sync::Notify;
 
 /// One usable key from a JWKS document.
@@ -13,7 +16,88 @@ pub struct JwksKey {
     kid: Option<String>,
     /// The JWK's own `alg`, when it pins one.
     alg: Option<String>,
+    key: VerifyingKey,
+}
+
+/// A key that verifies JWS signatures: a public key parsed once, when its set is built, for
+/// each algorithm of its family. Parsing on every check (as `jsonwebtoken::crypto::verify`
+/// does) puts an EC point's curve check, or an RSA modulus's Montgomery set-up, on every
+/// token verification, and so on every distinct forged token of a flood.
+#[derive(Clone)]
+pub struct VerifyingKey {
     key: DecodingKey,
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl VerifyingKey {
+    /// `key`, with its public key parsed for every algorithm of its family that aws-lc-rs
+    /// accepts it for (none for an HMAC secret). An algorithm the key cannot be parsed for
+    /// is left to `jsonwebtoken`, which refuses the signature as before.
+    pub fn new(key: DecodingKey) -> Self {
+        let parsed = parse_for_family(&key);
+        Self { key, parsed }
+    }
+
+    /// The key as `jsonwebtoken` takes it (for status-list tokens, which it decodes whole).
+    pub fn decoding(&self) -> &DecodingKey {
+        &self.key
+    }
+
+    /// Whether `signature` (base64url, as in a compact JWS) signs `message` under `alg`: the
+    /// contract of `jsonwebtoken::crypto::verify`, from the key parsed ahead when there is one.
+    pub fn verify(
+        &self,
+        signature: &str,
+        message: &[u8],
+        alg: Algorithm,
+    ) -> jsonwebtoken::errors::Result<bool> {
+        let Some((_, parsed)) = self.parsed.iter().find(|(a, _)| *a == alg) else {
+            return jsonwebtoken::crypto::verify(signature, message, &self.key, alg);
+        };
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(jsonwebtoken::errors::ErrorKind::Base64)?;
+        Ok(parsed.verify_sig(message, &signature).is_ok())
+    }
+}
+
+/// The aws-lc-rs algorithm behind each asymmetric JWS algorithm, as `jsonwebtoken`'s aws-lc
+/// provider chooses it (RSA from 2048 bits; fixed-width ECDSA signatures, RFC 7518 §3.4).
+fn parse_for_family(key: &DecodingKey) -> Vec<(Algorithm, ParsedPublicKey)> {
+    use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
+    let parse = |alg: Algorithm, params: &'static dyn lc::VerificationAlgorithm| {
+        let bytes = key.try_get_as_bytes().ok()?;
+        ParsedPublicKey::new(params, bytes).ok().map(|p| (alg, p))
+    };
+    let parse_rsa = |alg: Algorithm, params: &'static lc::RsaParameters| match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(params)
+            .ok()
+            .map(|p| (alg, p)),
+        DecodingKeyKind::SecretOrDer(_) => parse(alg, params),
+    };
+    match key.family() {
+        AlgorithmFamily::Rsa => [
+            (RS256, &lc::RSA_PKCS1_2048_8192_SHA256),
+            (RS384, &lc::RSA_PKCS1_2048_8192_SHA384),
+            (RS512, &lc::RSA_PKCS1_2048_8192_SHA512),
+            (PS256, &lc::RSA_PSS_2048_8192_SHA256),
+            (PS384, &lc::RSA_PSS_2048_8192_SHA384),
+            (PS512, &lc::RSA_PSS_2048_8192_SHA512),
+        ]
+        .into_iter()
+        .filter_map(|(alg, params)| parse_rsa(alg, params))
+        .collect(),
+        AlgorithmFamily::Ec => [
+            parse(ES256, &lc::ECDSA_P256_SHA256_FIXED),
+            parse(ES384, &lc::ECDSA_P384_SHA384_FIXED),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        AlgorithmFamily::Ed => parse(EdDSA, &lc::ED25519).into_iter().collect(),
+        AlgorithmFamily::Hmac => Vec::new(),
+    }
 }
 
 /// The keys of one issuer, looked up by `kid`.
@@ -126,7 +210,7 @@ impl KeySet {
         self.keys.push(JwksKey {
             kid,
             alg: jwk.common.key_algorithm.map(|a| a.to_string()),
-            key,
+            key: VerifyingKey::new(key),
         });
         Ok(())
     }
@@ -141,7 +225,7 @@ impl KeySet {
 
     /// Finds the key for a token: by `kid` when the token names one, otherwise the only key
     /// whose pinned algorithm (if any) matches. Ambiguity is a miss, never a guess.
-    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&DecodingKey> {
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&VerifyingKey> {
         let alg_ok = |k: &JwksKey| k.alg.as_deref().is_none_or(|a| a == alg_name(alg));
         match kid {
             Some(kid) => self
@@ -354,5 +438,121 @@ mod tests {
             Err(JwksError::DuplicateKid(_))
         ));
         assert!(matches!(KeySet::from_json("{"), Err(JwksError::Json(_))));
+    }
+
+    /// A key parsed ahead answers exactly as `jsonwebtoken::crypto::verify` does on the same
+    /// key, for every algorithm and for good, tampered, cut, foreign and non-base64
+    /// signatures; and it is parsed ahead for every algorithm of its family.
+    #[test]
+    fn a_key_parsed_ahead_verifies_as_jsonwebtoken_does() {
+        use Algorithm::*;
+        use jsonwebtoken::EncodingKey;
+        use jsonwebtoken::jwk::Jwk;
+        use x509_parser::prelude::FromDer;
+        use x509_parser::public_key::PublicKey;
+        use x509_parser::x509::SubjectPublicKeyInfo;
+
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let jwk = |json: serde_json::Value| serde_json::from_value::<Jwk>(json).unwrap();
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&rsa);
+        let (_, spki) = SubjectPublicKeyInfo::from_der(&spki).unwrap();
+        let PublicKey::RSA(components) = spki.parsed().unwrap() else {
+            panic!("not RSA")
+        };
+        let modulus = components
+            .modulus
+            .strip_prefix(&[0u8][..])
+            .unwrap_or(components.modulus);
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let point = |pair: &rcgen::KeyPair, crv: &str| {
+            let raw = pair.public_key_raw();
+            let half = (raw.len() - 1) / 2;
+            jwk(serde_json::json!({"kty": "EC", "crv": crv,
+                "x": b64(&raw[1..=half]), "y": b64(&raw[half + 1..])}))
+        };
+        let pem = |pair: &rcgen::KeyPair| pair.serialize_pem();
+        // Each key as a JWK, the algorithms it signs with, and how to sign with them.
+        let keys: [(Jwk, Vec<Algorithm>, EncodingKey); 4] = [
+            (
+                jwk(
+                    serde_json::json!({"kty": "RSA", "n": b64(modulus), "e": b64(components.exponent)}),
+                ),
+                vec![RS256, RS384, RS512, PS256, PS384, PS512],
+                EncodingKey::from_rsa_pem(pem(&rsa).as_bytes()).unwrap(),
+            ),
+            (
+                point(&p256, "P-256"),
+                vec![ES256],
+                EncodingKey::from_ec_pem(pem(&p256).as_bytes()).unwrap(),
+            ),
+            (
+                point(&p384, "P-384"),
+                vec![ES384],
+                EncodingKey::from_ec_pem(pem(&p384).as_bytes()).unwrap(),
+            ),
+            (
+                jwk(
+                    serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(ed.public_key_raw())}),
+                ),
+                vec![EdDSA],
+                EncodingKey::from_ed_pem(pem(&ed).as_bytes()).unwrap(),
+            ),
+        ];
+        let all = [
+            HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+        ];
+        let message = b"eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lzc3Vlci50ZXN0In0";
+        let outcome = |result: jsonwebtoken::errors::Result<bool>| match result {
+            Ok(verified) => format!("{verified}"),
+            Err(e) => format!("{:?}", e.into_kind()),
+        };
+        for (index, (jwk, algorithms, signer)) in keys.iter().enumerate() {
+            let decoding = DecodingKey::from_jwk(jwk).unwrap();
+            let key = VerifyingKey::new(decoding.clone());
+            let parsed: Vec<Algorithm> = key.parsed.iter().map(|(alg, _)| *alg).collect();
+            assert_eq!(&parsed, algorithms, "key {index}");
+            let mut signatures = vec!["!!".to_owned(), String::new(), "AAAA".to_owned()];
+            for &alg in algorithms {
+                let good = jsonwebtoken::crypto::sign(message, signer, alg).unwrap();
+                let mut tampered = good.clone().into_bytes();
+                tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+                let cut = good.get(..good.len() - 4).unwrap().to_owned();
+                signatures.extend([good, String::from_utf8(tampered).unwrap(), cut]);
+            }
+            for (other, (_, other_algorithms, other_signer)) in keys.iter().enumerate() {
+                if other != index {
+                    let alg = other_algorithms[0];
+                    signatures
+                        .push(jsonwebtoken::crypto::sign(message, other_signer, alg).unwrap());
+                }
+            }
+            for signature in &signatures {
+                for alg in all {
+                    assert_eq!(
+                        outcome(key.verify(signature, message, alg)),
+                        outcome(jsonwebtoken::crypto::verify(
+                            signature, message, &decoding, alg
+                        )),
+                        "key {index}, {alg:?}, signature {signature}"
+                    );
+                }
+            }
+            // Its own good signatures verify (the comparison above is not vacuous).
+            for &alg in algorithms {
+                let good = jsonwebtoken::crypto::sign(message, signer, alg).unwrap();
+                assert!(
+                    key.verify(&good, message, alg).unwrap(),
+                    "key {index}, {alg:?}"
+                );
+            }
+        }
+        // An HMAC secret is not parsed ahead; it verifies through jsonwebtoken.
+        let secret = VerifyingKey::new(DecodingKey::from_secret(
+            b"0123456789abcdef0123456789abcdef",
+        ));
+        assert!(secret.parsed.is_empty());
     }
 }

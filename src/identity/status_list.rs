@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use super::jwks::KeySet;
+use super::jwks::{KeySet, VerifyingKey};
 use super::token::TokenError;
 
 /// Largest decompressed list accepted: 16 MiB holds 134 million one-bit entries, far beyond a
@@ -373,7 +373,9 @@ impl ListVerifier {
         let key = if hmac {
             self.hmac.as_ref()
         } else {
-            self.keys.find(header.kid.as_deref(), alg)
+            self.keys
+                .find(header.kid.as_deref(), alg)
+                .map(VerifyingKey::decoding)
         }
         .ok_or_else(|| {
             format!(

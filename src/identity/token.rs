@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls_pki_types::UnixTime;
 use serde_json::{Map, Value};
 
-use super::jwks::{KeySet, RemoteKeys};
+use super::jwks::{KeySet, RemoteKeys, VerifyingKey};
 use super::spiffe::SpiffeId;
 use super::status_list::{ListVerifier, StatusLists, StatusRef, status_ref};
 
@@ -54,7 +54,7 @@ pub struct Issuer {
     /// The status lists its tokens may name, when the config allows any.
     pub status_lists: Option<Arc<StatusLists>>,
     /// Shared secret for HMAC algorithms, when configured.
-    pub hmac_secret: Option<DecodingKey>,
+    pub hmac_secret: Option<VerifyingKey>,
     /// Claims that must be present besides `iss`, `aud`, `exp`.
     pub required_claims: Vec<String>,
     /// Reject tokens without `cnf.x5t#S256`.
@@ -372,7 +372,7 @@ impl Issuer {
             keys,
             remote: None,
             status_lists: None,
-            hmac_secret,
+            hmac_secret: hmac_secret.map(VerifyingKey::new),
             required_claims,
             require_binding,
             delegation,
@@ -406,7 +406,7 @@ impl Issuer {
             lists.set_verifier(ListVerifier::new(
                 self.issuer.clone(),
                 self.keys.clone(),
-                self.hmac_secret.clone(),
+                self.hmac_secret.as_ref().map(|k| k.decoding().clone()),
                 self.algorithms.clone(),
             ));
         }

@@ -8,11 +8,12 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{TokenError, from_jwt_error};
+use crate::identity::jwks::VerifyingKey;
 
 /// A token split into its three base64url parts.
 pub(super) struct Parts<'a> {
@@ -54,11 +55,11 @@ impl<'a> Parts<'a> {
     /// names one of `audiences` (RFC 7519 §4.1.3).
     pub(super) fn signed_claims(
         &self,
-        key: &DecodingKey,
+        key: &VerifyingKey,
         alg: Algorithm,
         audiences: &[String],
     ) -> Result<Map<String, Value>, TokenError> {
-        match jsonwebtoken::crypto::verify(self.signature, self.signed.as_bytes(), key, alg) {
+        match key.verify(self.signature, self.signed.as_bytes(), alg) {
             Ok(true) => {}
             Ok(false) => return Err(TokenError::Signature),
             Err(e) => return Err(from_jwt_error(e.into_kind(), &format!("{alg:?}"))),
@@ -273,7 +274,7 @@ impl<'de> Deserialize<'de> for Addressee {
 
 #[cfg(test)]
 mod tests {
-    use jsonwebtoken::EncodingKey;
+    use jsonwebtoken::{DecodingKey, EncodingKey};
 
     use super::*;
 
@@ -298,7 +299,7 @@ mod tests {
     fn claims(payload: &str) -> Result<Map<String, Value>, TokenError> {
         let token = signed(r#"{"alg":"HS256"}"#, payload);
         Parts::split(&token)?.signed_claims(
-            &DecodingKey::from_secret(SECRET),
+            &VerifyingKey::new(DecodingKey::from_secret(SECRET)),
             Algorithm::HS256,
             &["api".to_owned()],
         )
@@ -381,7 +382,7 @@ mod tests {
     #[test]
     fn the_signature_is_checked_before_the_claims_are_read() {
         let good = signed(r#"{"alg":"HS256"}"#, r#"{"aud":"api","exp":1}"#);
-        let key = DecodingKey::from_secret(SECRET);
+        let key = VerifyingKey::new(DecodingKey::from_secret(SECRET));
         let api = ["api".to_owned()];
         assert!(
             Parts::split(&good)
@@ -389,7 +390,9 @@ mod tests {
                 .signed_claims(&key, Algorithm::HS256, &api)
                 .is_ok()
         );
-        let other = DecodingKey::from_secret(b"another secret, as long as the first");
+        let other = VerifyingKey::new(DecodingKey::from_secret(
+            b"another secret, as long as the first",
+        ));
         assert_eq!(
             Parts::split(&good)
                 .unwrap()
@@ -453,7 +456,7 @@ mod tests {
                 "{header}: read before the signature"
             );
             malformed(parts.signed_claims(
-                &DecodingKey::from_secret(SECRET),
+                &VerifyingKey::new(DecodingKey::from_secret(SECRET)),
                 Algorithm::HS256,
                 &["api".to_owned()],
             ));
