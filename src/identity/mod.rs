@@ -245,9 +245,13 @@ pub fn verify(
 pub struct Refusal {
     /// Why.
     pub error: IdentityError,
-    /// Unix seconds until which the same credentials get the same refusal under this snapshot
-    /// (a final token refusal after a certificate that verified, or a final certificate
-    /// refusal); `None` when it may change.
+    /// Unix seconds until which the verdict caches may answer the same credentials with the
+    /// same refusal under this snapshot: a final certificate refusal, or a final token refusal
+    /// (after a certificate that verified) seen before. `None` when it may change, and for a
+    /// token refused for the first time: that one is kept by the refused-token cache alone,
+    /// so a flood of distinct forged tokens, each sent once, costs no copies of its requests
+    /// and does not push callers' verdicts out of the per-thread memo; a replayed one is
+    /// remembered from its second sighting.
     pub final_until: Option<i64>,
 }
 
@@ -277,15 +281,19 @@ pub fn verify_reusable(
     let (token, mut token_until) = match bearer(input)? {
         Some(raw) => match token(identity, caches, generation, raw, now) {
             Ok((token, until)) => (Some(token), until),
-            // A final refusal is the one the caches keep and answer again, so it is given
-            // with the kept (cut) text the first time too.
-            Err((error, Some(until))) => {
+            Err((error, seen_before_until)) => {
+                // A final refusal is the one the caches keep and answer again, so it is given
+                // with the kept (cut) text the first time too.
+                let error = if error.is_final() {
+                    error.bounded()
+                } else {
+                    error
+                };
                 return Err(Refusal {
-                    error: error.bounded().into(),
-                    final_until: Some(until.min(cert_until)),
+                    error: error.into(),
+                    final_until: seen_before_until.map(|until| until.min(cert_until)),
                 });
             }
-            Err((error, None)) => return Err(IdentityError::from(error).into()),
         },
         None => (None, i64::MAX),
     };
@@ -354,7 +362,8 @@ pub fn verify_reusable(
 
 /// Verifies a bearer token, or answers from the caches: a token verified before, or one
 /// refused before for a reason that cannot change under this snapshot. Says until when the
-/// answer holds: a verified token's cache entry, or a final refusal's (`None`: not final).
+/// answer holds: a verified token's cache entry, or a final refusal's when the caches held it
+/// already (`None`: not final, or refused for the first time).
 fn token(
     identity: &Identity,
     caches: &IdentityCaches,
@@ -412,11 +421,8 @@ fn token(
                     .refused_tokens
                     .insert(digest, kept.clone(), generation, now_secs, i64::MAX);
             caches.refused_used(Lookup::miss(evicted));
-            let until = caches.refused_tokens.expiry(now_secs, i64::MAX);
-            if let Some(owner) = caches.memo_owner {
-                memo::keep_refusal(owner, generation, (now_secs, until), raw, &kept);
-            }
-            Err((refusal, Some(until)))
+            // A first sighting: remembered further only when it comes again (see `Refusal`).
+            Err((refusal, None))
         }
     }
 }

@@ -94,12 +94,7 @@ fn a_replayed_forgery_is_refused_the_same_way_every_time() {
     let authorizer = authorizer();
     let snapshot = authorizer.snapshot();
     let creds = credentials();
-    // One character inside the signature, clear of the last one's padding bits (changing
-    // those makes the token malformed, not forged).
-    let mut forged = creds.token.clone().into_bytes();
-    let at = forged.len() - 5;
-    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
-    let forged = String::from_utf8(forged).unwrap();
+    let forged = forge(&creds.token, 0);
     let input = request(&creds, &forged, "/orders/1");
     let now = UnixTime::now();
     for _ in 0..3 {
@@ -114,6 +109,57 @@ fn a_replayed_forgery_is_refused_the_same_way_every_time() {
         None,
     );
     assert!(genuine.is_allowed(), "{genuine:?}");
+}
+
+/// `token` with one character of its signature changed, clear of the last one's padding bits
+/// (changing those makes the token malformed, not forged); `n` picks which.
+fn forge(token: &str, n: usize) -> String {
+    let mut forged = token.to_owned().into_bytes();
+    let at = forged.len() - 5 - n;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(forged).unwrap()
+}
+
+/// A forged token refused for the first time is kept by the refused-token cache alone: the
+/// verdict caches may answer it again only from its second sighting. So a flood of distinct
+/// forgeries, each sent once, copies none of its requests into the per-thread memo, where
+/// they would push out the verdicts of the callers a worker serves.
+#[test]
+fn a_forgery_is_remembered_past_the_refused_token_cache_only_when_it_comes_again() {
+    use tollgate::identity::{IdentityCaches, verify_reusable};
+    let (_, snapshot) =
+        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
+    let caches = IdentityCaches::new(1024, 3600);
+    let creds = credentials();
+    let now = UnixTime::now();
+    let refuse = |token: &str| {
+        verify_reusable(
+            &snapshot.identity,
+            &caches,
+            snapshot.generation,
+            &request(&creds, token, "/orders/1"),
+            now,
+        )
+        .unwrap_err()
+    };
+    for n in 0..3 {
+        let forged = forge(&creds.token, n);
+        let first = refuse(&forged);
+        assert_eq!(
+            first.error.to_string(),
+            "token signature is invalid",
+            "{first:?}"
+        );
+        assert_eq!(first.final_until, None, "forgery {n}: a first sighting");
+        for _ in 0..2 {
+            let again = refuse(&forged);
+            assert_eq!(again.error.to_string(), first.error.to_string());
+            let until = again
+                .final_until
+                .expect("seen before: final, and remembered");
+            assert!(until > i64::try_from(now.as_secs()).unwrap());
+        }
+    }
 }
 
 /// Review finding: a remembered refusal kept the message of the uncut error, so a token
