@@ -297,9 +297,10 @@ impl Authorizer {
         ) {
             Ok(caller) => caller,
             Err(Refusal { error, final_until }) => {
-                // A final refusal is answered again from memory: a token's like the
-                // refused-token cache it stands for (a replayed forgery costs no more than an
-                // allowed call), and a certificate's (a retried expired one).
+                // A final refusal is answered again from memory: a token's once the
+                // refused-token cache already held it (a replayed forgery costs no more than
+                // an allowed call from its third sighting; one sent once is copied nowhere),
+                // and a certificate's from the first (a retried expired one).
                 let refused_token = matches!(error, identity::IdentityError::Token(_));
                 let reuse = final_until.map(|until| Reuse {
                     until,

@@ -239,15 +239,15 @@ pub fn verify(
     verify_reusable(identity, caches, generation, input, now).map_err(|refusal| refusal.error)
 }
 
-/// Why [`verify_reusable`] refused a caller, and until when the same credentials would be
-/// refused the same way.
+/// Why [`verify_reusable`] refused a caller, and until when the verdict caches may answer the
+/// same credentials with it again.
 #[derive(Debug)]
 pub struct Refusal {
     /// Why.
     pub error: IdentityError,
     /// Unix seconds until which the verdict caches may answer the same credentials with the
     /// same refusal under this snapshot: a final certificate refusal, or a final token refusal
-    /// (after a certificate that verified) seen before. `None` when it may change, and for a
+    /// seen before (after a workload identity that held). `None` when it may change, and for a
     /// token refused for the first time: that one is kept by the refused-token cache alone,
     /// so a flood of distinct forged tokens, each sent once, costs no copies of its requests
     /// and does not push callers' verdicts out of the per-thread memo; a replayed one is
@@ -429,7 +429,8 @@ fn token(
 
 /// A certificate's refusal, final (see [`CertError::is_final`]) for as long as the certificate
 /// cache would keep a verified one when its message is short: the verdict caches then answer a
-/// retried request with it again, as they do a final token refusal, instead of decoding and
+/// retried request with it again, from the first retry (a token's refusal only from its
+/// second sighting: see [`Refusal`]), instead of decoding and
 /// verifying the same chain on every retry (a client whose certificate expired retries at
 /// full speed: each retry cost about 1.8 times an allowed Check). A long message (text taken
 /// from the certificate) is not kept: a remembered refusal must be a small entry.

@@ -181,7 +181,9 @@ fn a_remembered_refusal_keeps_a_short_message() {
     );
     let input = request(&creds, &token, "/orders/1");
     let now = UnixTime::now();
-    for _ in 0..2 {
+    // Fresh, then from the refused-token cache, then from the verdict memo (a refusal reaches
+    // the memos from its second sighting).
+    for _ in 0..3 {
         let verdict = authorizer.decide(&snapshot, &input, now, None);
         assert_eq!(reason(&verdict), Some("token_issuer"), "{verdict:?}");
         let tollgate::verdict::Outcome::Deny(denial) = &verdict.outcome else {
