@@ -20,7 +20,7 @@ use super::wire::CheckView;
 use crate::authz::Authorizer;
 use crate::request::{CheckInput, Headers};
 use crate::snapshot::ResponseSettings;
-use crate::verdict::{FailureClass, Outcome, ReasonCode, Verdict, client_owned_headers};
+use crate::verdict::{Denial, FailureClass, Outcome, ReasonCode, Verdict, client_owned_headers};
 
 /// `HeaderValueOption.append_action`: OVERWRITE_IF_EXISTS_OR_ADD.
 const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
@@ -188,43 +188,23 @@ pub fn to_proto(
                 ..Default::default()
             }
         }
-        Outcome::Deny(denial) => {
-            let status = denial.reason.http_status(settings.internal_error_status);
-            let mut headers = vec![
-                header("content-type", "application/json".into()),
-                header(
-                    &settings.decision_id_header,
-                    decision_id.as_str().to_owned(),
-                ),
-            ];
-            if let Some(challenge) = denial.reason.challenge() {
-                headers.push(header("www-authenticate", challenge.into()));
-            }
-            let code = match denial.reason.class() {
-                FailureClass::Unauthenticated
-                | FailureClass::BadCertificate
-                | FailureClass::BadToken => rpc_code::UNAUTHENTICATED,
-                FailureClass::Malformed => rpc_code::INVALID_ARGUMENT,
-                FailureClass::Forbidden => rpc_code::PERMISSION_DENIED,
-                FailureClass::Throttled => rpc_code::RESOURCE_EXHAUSTED,
-                FailureClass::Internal => rpc_code::UNAVAILABLE,
-            };
-            CheckResponse {
-                status: Some(rpc::Status {
-                    code,
-                    message: denial.reason.as_str().into(),
-                    ..Default::default()
-                }),
-                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: i32::from(status),
-                    }),
-                    headers,
-                    body: verdict.deny_body(settings.expose_policy_ids),
-                })),
+        Outcome::Deny(denial) => CheckResponse {
+            status: Some(rpc::Status {
+                code: rpc_code_of(denial.reason.class()),
+                message: denial.reason.as_str().into(),
                 ..Default::default()
-            }
-        }
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: i32::from(denial.reason.http_status(settings.internal_error_status)),
+                }),
+                headers: deny_headers(denial, decision_id.as_str(), settings)
+                    .map(|(key, value)| header(key, value.to_owned()))
+                    .collect(),
+                body: verdict.deny_body(settings.expose_policy_ids),
+            })),
+            ..Default::default()
+        },
     }
 }
 
@@ -232,15 +212,23 @@ pub fn to_proto(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded(pub Vec<u8>);
 
-/// Core → wire bytes: exactly the bytes prost writes for [`to_proto`]'s message (a test holds
-/// the two together). An allow, nearly every answer a busy sidecar gives, is written straight
-/// from the verdict: building the message took a `String` per header name and value and a
-/// vector per list only to encode and drop them, and prost sized each nested message again at
-/// every level, which together cost more than the decision. A deny goes through the message.
+/// Core → wire bytes: exactly the bytes prost writes for [`to_proto`]'s message (tests hold
+/// the two together), written straight from the verdict: building the message took a `String`
+/// per header name and value and a vector per list only to encode and drop them, and prost
+/// sized each nested message again at every level, which together cost more than the decision
+/// of an allow. A deny is written the same way, so a flood of refusals pays no more than it must.
 pub fn encode(verdict: &Verdict, client_owned: &[String], settings: &ResponseSettings) -> Encoded {
-    if !matches!(verdict.outcome, Outcome::Allow) {
-        return Encoded(to_proto(verdict, client_owned, settings).encode_to_vec());
+    match &verdict.outcome {
+        Outcome::Allow => encode_allow(verdict, client_owned, settings),
+        Outcome::Deny(denial) => encode_deny(verdict, denial, settings),
     }
+}
+
+fn encode_allow(
+    verdict: &Verdict,
+    client_owned: &[String],
+    settings: &ResponseSettings,
+) -> Encoded {
     let decision_id = verdict.decision_id.hex();
     let headers = allow_headers(verdict, decision_id.as_str(), settings);
     let remove = headers_to_remove(client_owned, settings);
@@ -258,18 +246,76 @@ pub fn encode(verdict: &Verdict, client_owned: &[String], settings: &ResponseSet
     put_nested(RESPONSE_STATUS, 0, &mut out);
     put_nested(RESPONSE_OK, ok_len, &mut out);
     for (key, value) in headers {
-        put_nested(OK_HEADERS, header_option_len(key, value), &mut out);
-        put_nested(OPTION_HEADER, header_value_len(key, value), &mut out);
-        put_string(HEADER_KEY, key, &mut out);
-        put_string(HEADER_VALUE, value, &mut out);
-        encode_key(OPTION_APPEND_ACTION, WireType::Varint, &mut out);
-        encode_varint(OVERWRITE_IF_EXISTS_OR_ADD as u64, &mut out);
+        put_header_option(OK_HEADERS, key, value, &mut out);
     }
     for name in remove {
         put_nested(OK_HEADERS_TO_REMOVE, name.len(), &mut out);
         out.extend_from_slice(name.as_bytes());
     }
     Encoded(out)
+}
+
+fn encode_deny(verdict: &Verdict, denial: &Denial, settings: &ResponseSettings) -> Encoded {
+    let decision_id = verdict.decision_id.hex();
+    let headers = deny_headers(denial, decision_id.as_str(), settings);
+    let code = rpc_code_of(denial.reason.class());
+    let message = denial.reason.as_str();
+    let http_status = i32::from(denial.reason.http_status(settings.internal_error_status));
+    let body = verdict.deny_body(settings.expose_policy_ids);
+    let status_len = int32_len(STATUS_CODE, code) + string_len(STATUS_MESSAGE, message);
+    let http_status_len = int32_len(HTTP_STATUS_CODE, http_status);
+    let denied_len = nested_len(DENIED_STATUS, http_status_len)
+        + headers
+            .clone()
+            .map(|(key, value)| nested_len(DENIED_HEADERS, header_option_len(key, value)))
+            .sum::<usize>()
+        + string_len(DENIED_BODY, &body);
+    let mut out = Vec::with_capacity(
+        nested_len(RESPONSE_STATUS, status_len) + nested_len(RESPONSE_DENIED, denied_len),
+    );
+    put_nested(RESPONSE_STATUS, status_len, &mut out);
+    put_int32(STATUS_CODE, code, &mut out);
+    put_string(STATUS_MESSAGE, message, &mut out);
+    put_nested(RESPONSE_DENIED, denied_len, &mut out);
+    put_nested(DENIED_STATUS, http_status_len, &mut out);
+    put_int32(HTTP_STATUS_CODE, http_status, &mut out);
+    for (key, value) in headers {
+        put_header_option(DENIED_HEADERS, key, value, &mut out);
+    }
+    put_string(DENIED_BODY, &body, &mut out);
+    Encoded(out)
+}
+
+/// The headers a deny answers the client with, in order: the content type of its JSON body,
+/// the decision id, and a challenge when the reason has one.
+fn deny_headers<'a>(
+    denial: &'a Denial,
+    decision_id: &'a str,
+    settings: &'a ResponseSettings,
+) -> impl Iterator<Item = (&'a str, &'a str)> + Clone {
+    [
+        Some(("content-type", "application/json")),
+        Some((settings.decision_id_header.as_str(), decision_id)),
+        denial
+            .reason
+            .challenge()
+            .map(|challenge| ("www-authenticate", challenge)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The gRPC status a deny's class answers with.
+fn rpc_code_of(class: FailureClass) -> i32 {
+    match class {
+        FailureClass::Unauthenticated | FailureClass::BadCertificate | FailureClass::BadToken => {
+            rpc_code::UNAUTHENTICATED
+        }
+        FailureClass::Malformed => rpc_code::INVALID_ARGUMENT,
+        FailureClass::Forbidden => rpc_code::PERMISSION_DENIED,
+        FailureClass::Throttled => rpc_code::RESOURCE_EXHAUSTED,
+        FailureClass::Internal => rpc_code::UNAVAILABLE,
+    }
 }
 
 /// The headers an allow sets upstream, in order: the decision id, then the principal.
@@ -305,9 +351,16 @@ fn headers_to_remove<'a>(
 }
 
 // Field numbers of the messages [`encode`] writes (envoy/service/auth/v3/external_auth.proto,
-// envoy/config/core/v3/base.proto).
+// envoy/config/core/v3/base.proto, envoy/type/v3/http_status.proto, google/rpc/status.proto).
 const RESPONSE_STATUS: u32 = 1;
+const RESPONSE_DENIED: u32 = 2;
 const RESPONSE_OK: u32 = 3;
+const STATUS_CODE: u32 = 1;
+const STATUS_MESSAGE: u32 = 2;
+const DENIED_STATUS: u32 = 1;
+const DENIED_HEADERS: u32 = 2;
+const DENIED_BODY: u32 = 3;
+const HTTP_STATUS_CODE: u32 = 1;
 const OK_HEADERS: u32 = 2;
 const OK_HEADERS_TO_REMOVE: u32 = 5;
 const OPTION_HEADER: u32 = 1;
@@ -325,6 +378,32 @@ fn header_option_len(key: &str, value: &str) -> usize {
     nested_len(OPTION_HEADER, header_value_len(key, value))
         + key_len(OPTION_APPEND_ACTION)
         + encoded_len_varint(OVERWRITE_IF_EXISTS_OR_ADD as u64)
+}
+
+/// One `HeaderValueOption` (overwrite or add) as field `tag` of the message being written.
+fn put_header_option(tag: u32, key: &str, value: &str, out: &mut Vec<u8>) {
+    put_nested(tag, header_option_len(key, value), out);
+    put_nested(OPTION_HEADER, header_value_len(key, value), out);
+    put_string(HEADER_KEY, key, out);
+    put_string(HEADER_VALUE, value, out);
+    encode_key(OPTION_APPEND_ACTION, WireType::Varint, out);
+    encode_varint(OVERWRITE_IF_EXISTS_OR_ADD as u64, out);
+}
+
+/// An `int32` field's length: proto3 leaves a zero out, and a negative value takes ten bytes.
+fn int32_len(tag: u32, value: i32) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(i64::from(value) as u64)
+    }
+}
+
+fn put_int32(tag: u32, value: i32, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(i64::from(value) as u64, out);
+    }
 }
 
 fn string_len(tag: u32, value: &str) -> usize {

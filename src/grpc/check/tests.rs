@@ -227,6 +227,36 @@ mod encoded {
                 prost_bytes(&verdict, &client_owned, &settings)
             );
         }
+
+        /// Any reason, message, determining policies and settings: a deny's bytes are the
+        /// same as prost's, and decode back to [`to_proto`]'s message.
+        #[test]
+        fn deny_bytes_equal_prost(
+            reason in 0..ReasonCode::ALL.len(),
+            message in ".{0,300}",
+            determining in proptest::collection::vec(".{0,40}", 0..3),
+            principal in proptest::option::of("[a-z:/.]{0,60}"),
+            decision_id_header in "[a-z-]{0,140}",
+            expose_policy_ids in any::<bool>(),
+            internal_error_status in 400_u16..600,
+            client_owned in proptest::collection::vec("[a-z-]{0,20}", 0..3),
+        ) {
+            let settings = ResponseSettings {
+                decision_id_header,
+                expose_policy_ids,
+                internal_error_status,
+                ..settings()
+            };
+            let mut verdict = Verdict::deny(ReasonCode::ALL[reason], message);
+            verdict.determining = determining;
+            verdict.principal = principal;
+            let ours = encode(&verdict, &client_owned, &settings).0;
+            prop_assert_eq!(&ours, &prost_bytes(&verdict, &client_owned, &settings));
+            prop_assert_eq!(
+                CheckResponse::decode(ours.as_slice()).unwrap(),
+                to_proto(&verdict, &client_owned, &settings)
+            );
+        }
     }
 }
 
