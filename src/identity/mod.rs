@@ -282,13 +282,6 @@ pub fn verify_reusable(
         Some(raw) => match token(identity, caches, generation, raw, now) {
             Ok((token, until)) => (Some(token), until),
             Err((error, seen_before_until)) => {
-                // A final refusal is the one the caches keep and answer again, so it is given
-                // with the kept (cut) text the first time too.
-                let error = if error.is_final() {
-                    error.bounded()
-                } else {
-                    error
-                };
                 return Err(Refusal {
                     error: error.into(),
                     final_until: seen_before_until.map(|until| until.min(cert_until)),
@@ -363,7 +356,8 @@ pub fn verify_reusable(
 /// Verifies a bearer token, or answers from the caches: a token verified before, or one
 /// refused before for a reason that cannot change under this snapshot. Says until when the
 /// answer holds: a verified token's cache entry, or a final refusal's when the caches held it
-/// already (`None`: not final, or refused for the first time).
+/// already (`None`: not final, or refused for the first time). A final refusal always comes
+/// with its kept (cut) text.
 fn token(
     identity: &Identity,
     caches: &IdentityCaches,
@@ -422,7 +416,8 @@ fn token(
                     .insert(digest, kept.clone(), generation, now_secs, i64::MAX);
             caches.refused_used(Lookup::miss(evicted));
             // A first sighting: remembered further only when it comes again (see `Refusal`).
-            Err((refusal, None))
+            // It is given with the kept (cut) text, as the caches will answer it again.
+            Err((kept, None))
         }
     }
 }
