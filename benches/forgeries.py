@@ -5,17 +5,22 @@ Issue 11's target: a distinct forgery may cost at most 1.1x (signature verificat
 allowed path) in server CPU. In-process the signature check is a criterion figure; over the
 network a request that holds its core for a signature check also pays the machine for being
 busy (interrupts, wakeups, acknowledgements sent apart from their answers). This script measures
-that cost apart, by alternating four servers at one fixed rate, ROUNDS times:
+that cost apart, by alternating five runs at one fixed rate, ROUNDS times (in this order,
+and in reverse every other round, so that a drift in the machine's speed weighs on all alike):
 
   floor          `tollgate-floor`: Tollgate's transport answering OK without looking
-  floor+ES256    `tollgate-floor --verify-es256`: the same, verifying one ES256 signature
-                 (aws-lc-rs, as Tollgate's token check) on every request
   allowed        `tollgate serve` (embedded demo), `tollgate bench --single`
-  forgeries      the same server, `tollgate bench --distinct forgeries`
+  floor+ES256    `tollgate-floor --verify-es256`: the floor, verifying one ES256 signature
+                 (aws-lc-rs, as Tollgate's token check) on every request
+  forgeries      `tollgate serve`, `tollgate bench --distinct forgeries`
+  new tokens     `tollgate serve`, `tollgate bench --distinct tokens`: the allowed request with a
+                 new, validly signed token every time (minted ahead by the generator)
 
 each driven open-loop by `tollgate bench --rate R --connections 16`, with the server's CPU per
 request read from /proc. Then: signature = floor+ES256 - floor; ratio = forgeries /
-(signature + allowed). Medians over the rounds.
+(signature + allowed), the issue's target; and forgeries / new tokens, the same comparison with
+the signature verified in Tollgate's own process, where a legitimate caller's new token pays it.
+Medians over the rounds.
 
 Usage: python3 benches/forgeries.py [--rounds 3] [--seconds 10] [--rate 6000]
 """
@@ -95,17 +100,25 @@ def main():
     parser.add_argument("--rate", type=int, default=6000)
     opts = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, check=True)
-    runs = {name: [] for name in ("floor", "floor+ES256", "allowed", "forgeries")}
+    runs = {name: [] for name in ("floor", "floor+ES256", "allowed", "forgeries", "new tokens")}
+    measure = {
+        "floor": lambda: floor([], opts.rate, opts.seconds),
+        "allowed": lambda: tollgate(["--single"], opts.rate, opts.seconds, False),
+        "floor+ES256": lambda: floor(["--verify-es256"], opts.rate, opts.seconds),
+        "forgeries": lambda: tollgate(["--distinct", "forgeries"], opts.rate, opts.seconds, True),
+        "new tokens": lambda: tollgate(["--distinct", "tokens"], opts.rate, opts.seconds, False),
+    }
+    order = list(measure)
     for n in range(1, opts.rounds + 1):
-        runs["floor"].append(floor([], opts.rate, opts.seconds))
-        runs["floor+ES256"].append(floor(["--verify-es256"], opts.rate, opts.seconds))
-        runs["allowed"].append(tollgate(["--single"], opts.rate, opts.seconds, False))
-        runs["forgeries"].append(tollgate(["--distinct", "forgeries"], opts.rate, opts.seconds, True))
+        # Every other round in reverse: a machine that slows (or speeds up) over a run then
+        # weighs on each server alike, and what is compared (floor with allowed, floor+ES256
+        # with forgeries, forgeries with new tokens) always runs side by side.
+        for name in order if n % 2 else reversed(order):
+            runs[name].append(measure[name]())
         print(f"round {n}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items())
               + " (server CPU µs/request)", flush=True)
-    ratios = []
-    for f, fs, a, g in zip(*runs.values()):
-        ratios.append(g / ((fs - f) + a))
+    ratios = [g / ((fs - f) + a) for f, fs, a, g, _ in zip(*runs.values())]
+    against_tokens = [g / t for g, t in zip(runs["forgeries"], runs["new tokens"])]
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"\nat {opts.rate} req/s, 16 connections, medians of {opts.rounds}:")
     for k, v in med.items():
@@ -113,6 +126,9 @@ def main():
     print(f"  signature    {med['floor+ES256'] - med['floor']:7.1f} µs/request (floor+ES256 - floor)")
     print(f"  ratio forgeries / (signature + allowed): per round "
           + ", ".join(f"{r:.2f}" for r in ratios) + f"; median {statistics.median(ratios):.2f}")
+    print("  ratio forgeries / new tokens: per round "
+          + ", ".join(f"{r:.2f}" for r in against_tokens)
+          + f"; median {statistics.median(against_tokens):.2f}")
 
 
 if __name__ == "__main__":

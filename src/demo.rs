@@ -103,7 +103,6 @@ pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, MintError> {
         source,
     })?;
     let certificate = |what| move |source| MintError::Certificate { what, source };
-    let token = |what| move |source| MintError::Token { what, source };
     let lifetime = request.lifetime.max(Duration::from_secs(60));
 
     let ca_key = KeyPair::from_pem(DEMO_CA_KEY).map_err(certificate("demo CA key"))?;
@@ -131,32 +130,71 @@ pub fn mint(request: &DemoRequest) -> Result<DemoCredentials, MintError> {
         .signed_by(&leaf_key, &ca)
         .map_err(certificate("signing certificate"))?;
 
-    let issued_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| MintError::Clock)?
-        .as_secs();
-    let mut claims = serde_json::json!({
-        "iss": DEMO_ISSUER,
-        "aud": DEMO_AUDIENCE,
-        "iat": issued_at,
-        "exp": issued_at + lifetime.as_secs(),
-        "client_id": request.app,
-        "sub": request.user.as_deref().unwrap_or(&request.app),
-        "scope": request.scopes.join(" "),
-    });
-    if let (true, Some(object)) = (request.bind, claims.as_object_mut()) {
-        object.insert(
-            "cnf".into(),
-            serde_json::json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(thumbprint(cert.der())) }),
-        );
-    }
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(DEMO_KID.into());
-    let key =
-        EncodingKey::from_ec_pem(DEMO_ISSUER_KEY.as_bytes()).map_err(token("demo issuer key"))?;
+    let bound = request
+        .bind
+        .then(|| URL_SAFE_NO_PAD.encode(thumbprint(cert.der())));
     Ok(DemoCredentials {
         cert_pem: cert.pem(),
         key_pem: leaf_key.serialize_pem(),
-        token: jsonwebtoken::encode(&header, &claims, &key).map_err(token("signing token"))?,
+        token: TokenMinter::new()?.token(request, bound.as_deref(), None)?,
     })
+}
+
+/// Signs demo tokens with the issuer's key parsed once: for a flood of new tokens, where
+/// [`mint`]'s certificate and key parse would cost more than the token.
+pub struct TokenMinter {
+    key: EncodingKey,
+    header: Header,
+}
+
+impl TokenMinter {
+    /// Parses the demo issuer's key.
+    pub fn new() -> Result<Self, MintError> {
+        let key = EncodingKey::from_ec_pem(DEMO_ISSUER_KEY.as_bytes()).map_err(|source| {
+            MintError::Token {
+                what: "demo issuer key",
+                source,
+            }
+        })?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(DEMO_KID.into());
+        Ok(Self { key, header })
+    }
+
+    /// A token for `request`'s app, issued now: bound to the certificate whose SHA-256
+    /// thumbprint (base64url) is `bound` when given, and carrying `jti` when given, which makes
+    /// two tokens issued in the same second differ.
+    pub fn token(
+        &self,
+        request: &DemoRequest,
+        bound: Option<&str>,
+        jti: Option<&str>,
+    ) -> Result<String, MintError> {
+        let issued_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| MintError::Clock)?
+            .as_secs();
+        let lifetime = request.lifetime.max(Duration::from_secs(60));
+        let mut claims = serde_json::json!({
+            "iss": DEMO_ISSUER,
+            "aud": DEMO_AUDIENCE,
+            "iat": issued_at,
+            "exp": issued_at + lifetime.as_secs(),
+            "client_id": request.app,
+            "sub": request.user.as_deref().unwrap_or(&request.app),
+            "scope": request.scopes.join(" "),
+        });
+        if let Some(object) = claims.as_object_mut() {
+            if let Some(thumbprint) = bound {
+                object.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
+            }
+            if let Some(jti) = jti {
+                object.insert("jti".into(), jti.into());
+            }
+        }
+        jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|source| MintError::Token {
+            what: "signing token",
+            source,
+        })
+    }
 }

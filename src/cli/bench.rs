@@ -64,7 +64,9 @@ pub struct BenchArgs {
     /// certificate and a token for a new user (new keys in all three caches, and full
     /// verification on the server; minting costs the generator ~0.1 ms a request);
     /// `forgeries` sends the allowed request's token with a new signature every time (each
-    /// passes the cheap checks and costs the server a signature verification that fails).
+    /// passes the cheap checks and costs the server a signature verification that fails);
+    /// `tokens` sends the allowed request with a new, validly signed token every time (minted
+    /// ahead, so it needs `--rate`), the allowed path plus a signature verification.
     #[arg(long, value_enum, value_name = "WHAT", num_args = 0..=1, default_missing_value = "orders")]
     distinct: Option<Flood>,
     /// Send only the first request of the mix (the allowed order read), every time: the warm
@@ -118,6 +120,9 @@ enum Flood {
     Identities,
     /// The allowed request's token with a new (wrong) signature.
     Forgeries,
+    /// The allowed request with a new, validly signed token for the same app: what a
+    /// signature verification adds to the allowed path, set beside `forgeries`.
+    Tokens,
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
@@ -141,6 +146,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(Flood::Callers) => distinct_callers(template),
         Some(Flood::Identities) => distinct_identities(template),
         Some(Flood::Forgeries) => distinct_forgeries(template)?,
+        Some(Flood::Tokens) => distinct_tokens(template, tokens_needed(&args)?)?,
         None if args.single => loadgen::round_robin(vec![template])?,
         None => loadgen::round_robin(mix)?,
     };
@@ -157,6 +163,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(Flood::Callers) => "every request a new certificate and user token".to_owned(),
         Some(Flood::Identities) => "every request a new workload identity".to_owned(),
         Some(Flood::Forgeries) => "every request a new forged token signature".to_owned(),
+        Some(Flood::Tokens) => "every request a new token, validly signed".to_owned(),
         None if args.single => "the allowed order read, repeated".to_owned(),
         None => format!("{kinds} request kinds"),
     };
@@ -504,37 +511,80 @@ fn distinct_orders(template: CheckRequest) -> loadgen::RequestSource {
     })
 }
 
+/// The `authorization` header of a Check, to replace its token.
+fn bearer_header(request: &mut CheckRequest) -> Option<&mut String> {
+    request
+        .attributes
+        .as_mut()?
+        .request
+        .as_mut()?
+        .http
+        .as_mut()?
+        .headers
+        .get_mut("authorization")
+}
+
 /// For the n-th request, `template` with its bearer token's signature replaced by one that
 /// encodes `n`: well formed (right length, base64url) and signed by nobody, so the server
 /// runs every cheap check and then a signature verification that fails.
 fn distinct_forgeries(template: CheckRequest) -> Result<loadgen::RequestSource, String> {
-    fn token(request: &mut CheckRequest) -> Option<&mut String> {
-        request
-            .attributes
-            .as_mut()?
-            .request
-            .as_mut()?
-            .http
-            .as_mut()?
-            .headers
-            .get_mut("authorization")
-    }
     /// 8 bytes of counter are 11 base64url characters.
     const STAMP: usize = 11;
     let mut probe = template.clone();
-    let signature_at = token(&mut probe)
+    let signature_at = bearer_header(&mut probe)
         .and_then(|value| value.rfind('.').filter(|&dot| value.len() > dot + STAMP))
         .ok_or("the request to forge carries no bearer token with a signature to change")?;
     Ok(Arc::new(move |n: u64| {
         use base64::Engine;
         let mut request = template.clone();
-        if let Some(value) = token(&mut request) {
+        if let Some(value) = bearer_header(&mut request) {
             // The counter replaces the signature's first characters; the rest stays.
             let stamp = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_be_bytes());
             let start = signature_at + 1;
             if let Some(end) = start.checked_add(stamp.len()).filter(|&e| e <= value.len()) {
                 value.replace_range(start..end, &stamp);
             }
+        }
+        request
+    }))
+}
+
+/// How many tokens `--distinct tokens` mints ahead: one for every request the run sends, with a
+/// margin. Minting while sending would load the machine the server is measured on.
+fn tokens_needed(args: &BenchArgs) -> Result<u64, String> {
+    let rate = args
+        .rate
+        .ok_or("--distinct tokens mints its tokens ahead: give the request rate (--rate)")?;
+    let seconds = (args.warmup.max(0.0) + args.duration.max(0.1)) * 1.1 + 1.0;
+    Ok((rate as f64 * seconds).ceil() as u64)
+}
+
+/// For the n-th request, `template` with the n-th of `count` tokens minted ahead for its app,
+/// each with its own `jti`. Past `count` the tokens come round again.
+fn distinct_tokens(template: CheckRequest, count: u64) -> Result<loadgen::RequestSource, String> {
+    let minter = crate::demo::TokenMinter::new().map_err(|e| e.to_string())?;
+    let request = DemoRequest {
+        app: TEMPLATE_APP.into(),
+        scopes: TEMPLATE_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        user: None,
+        bind: false,
+        lifetime: Duration::from_secs(3600),
+    };
+    // About 30 µs a token: a few seconds before a long run.
+    eprintln!("minting {count} tokens ahead");
+    let tokens = (0..count)
+        .map(|n| {
+            minter
+                .token(&request, None, Some(&format!("bench-{n}")))
+                .map(|token| format!("Bearer {token}"))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(move |n: u64| {
+        let mut request = template.clone();
+        let at = usize::try_from(n % count).unwrap_or_default();
+        if let (Some(value), Some(token)) = (bearer_header(&mut request), tokens.get(at)) {
+            value.clone_from(token);
         }
         request
     }))
@@ -592,6 +642,10 @@ fn minted_afresh(
     })
 }
 
+/// The app of the mix's first request (the allowed order read), and its token's scopes.
+const TEMPLATE_APP: &str = "orders";
+const TEMPLATE_SCOPES: &[&str] = &["orders.read", "payments.charge"];
+
 /// A realistic mix against the demo estate: allowed and denied, app-only and delegated.
 fn mix() -> Result<Vec<CheckRequest>, String> {
     let creds = |app: &str, scopes: &[&str], user: Option<&str>, bind: bool| {
@@ -604,7 +658,7 @@ fn mix() -> Result<Vec<CheckRequest>, String> {
         })
         .map_err(|e| e.to_string())
     };
-    let orders = creds("orders", &["orders.read", "payments.charge"], None, false)?;
+    let orders = creds(TEMPLATE_APP, TEMPLATE_SCOPES, None, false)?;
     let frontend = creds("web-frontend", &["orders.read"], Some("alice"), false)?;
     let legacy = creds("legacy-reporting", &["orders.read"], None, false)?;
     let ops = creds("platform-ops", &["admin"], None, true)?;

@@ -591,6 +591,58 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
     // Each forgery was new to the refusal cache: verified, refused, remembered.
     assert!(refused_misses() - before >= denied, "{line}");
 
+    // Distinct valid tokens are minted ahead, so they need a rate; then every one is allowed,
+    // and every one is new to the token cache (verified, not answered from memory).
+    let no_rate = tollgate(&["bench", "--server", &url, "--distinct", "tokens"]);
+    assert_ne!(no_rate.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&no_rate.stderr).contains("--rate"),
+        "{}",
+        String::from_utf8_lossy(&no_rate.stderr)
+    );
+    let token_misses = || {
+        let metrics = crate::support::http_get(
+            format!("127.0.0.1:{}", server.admin).parse().unwrap(),
+            "/metrics",
+        );
+        metrics
+            .lines()
+            .find(|l| l.starts_with(r#"tollgate_cache_lookups_total{cache="token",result="miss"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = token_misses();
+    let tokens = tollgate(&[
+        "bench",
+        "--server",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--distinct",
+        "tokens",
+    ]);
+    let text = stdout(&tokens);
+    assert_eq!(tokens.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("every request a new token, validly signed"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
+    assert!(line.contains(", 0 denied), 0 errors;"), "{line}");
+    let answered: f64 = line
+        .split(" answered")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(answered > 0.0, "{line}");
+    assert!(token_misses() - before >= answered, "{line}");
+
     // The do-nothing floor as its own process, measured like Tollgate.
     let null_port = free_port();
     let mut null = Command::new(env!("CARGO_BIN_EXE_tollgate-floor"))
