@@ -2,25 +2,28 @@
 """A flood of distinct forged tokens, against what a signature check costs on this machine.
 
 Issue 11's target: a distinct forgery may cost at most 1.1x (signature verification + the
-allowed path) in server CPU. In-process the signature check is a criterion figure; over the
-network a request that holds its core for a signature check also pays the machine for being
-busy (interrupts, wakeups, acknowledgements sent apart from their answers). This script measures
-that cost apart, by alternating five runs at one fixed rate, ROUNDS times (in this order,
-and in reverse every other round, so that a drift in the machine's speed weighs on all alike):
+allowed path) in server CPU. Over the network a request that holds its core for a signature
+check also pays the machine for being busy (interrupts, wakeups, caches refilled after it), and
+a larger process pays more for that than a small one. So this script alternates six runs at one
+fixed rate, ROUNDS times (in this order, and in reverse every other round, so that a drift in
+the machine's speed weighs on all alike):
 
   floor          `tollgate-floor`: Tollgate's transport answering OK without looking
-  allowed        `tollgate serve` (embedded demo), `tollgate bench --single`
   floor+ES256    `tollgate-floor --verify-es256`: the floor, verifying one ES256 signature
                  (aws-lc-rs, as Tollgate's token check) on every request
+  allowed        `tollgate serve` (embedded demo), `tollgate bench --single`
+  allowed+ES256  the same with a `signature-probe` build (`tollgate-probe`, built here):
+                 every Check first verifies the floor's ES256 signature, then is decided as
+                 usual: the allowed path plus a signature check, in Tollgate's own process
   forgeries      `tollgate serve`, `tollgate bench --distinct forgeries`
   new tokens     `tollgate serve`, `tollgate bench --distinct tokens`: the allowed request with a
                  new, validly signed token every time (minted ahead by the generator)
 
 each driven open-loop by `tollgate bench --rate R --connections 16`, with the server's CPU per
-request read from /proc. Then: signature = floor+ES256 - floor; ratio = forgeries /
-(signature + allowed), the issue's target; and forgeries / new tokens, the same comparison with
-the signature verified in Tollgate's own process, where a legitimate caller's new token pays it.
-Medians over the rounds.
+request read from /proc. Then, medians over the rounds of:
+  forgeries / allowed+ES256                   the target's measure, in one process
+  forgeries / (floor+ES256 - floor + allowed) the same with the signature measured in the floor
+  forgeries / new tokens                      against a legitimate caller's new token
 
 Usage: python3 benches/forgeries.py [--rounds 3] [--seconds 10] [--rate 6000]
 """
@@ -28,6 +31,7 @@ Usage: python3 benches/forgeries.py [--rounds 3] [--seconds 10] [--rate 6000]
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,8 +72,8 @@ def floor(extra, rate, seconds):
         proc.wait()
 
 
-def tollgate(args, rate, seconds, want_denied):
-    proc = subprocess.Popen([os.path.join(RELEASE, "tollgate"), "serve"], cwd=REPO,
+def tollgate(args, rate, seconds, want_denied, binary="tollgate"):
+    proc = subprocess.Popen([os.path.join(RELEASE, binary), "serve"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -99,32 +103,44 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=6000)
     opts = parser.parse_args()
+    # The probe build first: building without the feature afterwards puts the ordinary
+    # `tollgate` back (cargo keeps both builds of the crate).
+    subprocess.run(["cargo", "build", "--release", "--bin", "tollgate", "--features",
+                    "signature-probe"], cwd=REPO, check=True)
+    shutil.copy2(os.path.join(RELEASE, "tollgate"), os.path.join(RELEASE, "tollgate-probe"))
     subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, check=True)
-    runs = {name: [] for name in ("floor", "floor+ES256", "allowed", "forgeries", "new tokens")}
+    names = ("floor", "floor+ES256", "allowed", "allowed+ES256", "forgeries", "new tokens")
+    runs = {name: [] for name in names}
     measure = {
         "floor": lambda: floor([], opts.rate, opts.seconds),
-        "allowed": lambda: tollgate(["--single"], opts.rate, opts.seconds, False),
         "floor+ES256": lambda: floor(["--verify-es256"], opts.rate, opts.seconds),
+        "allowed": lambda: tollgate(["--single"], opts.rate, opts.seconds, False),
+        "allowed+ES256": lambda: tollgate(["--single"], opts.rate, opts.seconds, False,
+                                          "tollgate-probe"),
         "forgeries": lambda: tollgate(["--distinct", "forgeries"], opts.rate, opts.seconds, True),
         "new tokens": lambda: tollgate(["--distinct", "tokens"], opts.rate, opts.seconds, False),
     }
     order = list(measure)
     for n in range(1, opts.rounds + 1):
         # Every other round in reverse: a machine that slows (or speeds up) over a run then
-        # weighs on each server alike, and what is compared (floor with allowed, floor+ES256
-        # with forgeries, forgeries with new tokens) always runs side by side.
+        # weighs on each server alike, and what is compared (allowed+ES256 with forgeries,
+        # forgeries with new tokens) always runs side by side.
         for name in order if n % 2 else reversed(order):
             runs[name].append(measure[name]())
         print(f"round {n}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items())
               + " (server CPU µs/request)", flush=True)
-    ratios = [g / ((fs - f) + a) for f, fs, a, g, _ in zip(*runs.values())]
+    in_process = [g / p for g, p in zip(runs["forgeries"], runs["allowed+ES256"])]
+    ratios = [g / ((fs - f) + a) for f, fs, a, _, g, _ in zip(*runs.values())]
     against_tokens = [g / t for g, t in zip(runs["forgeries"], runs["new tokens"])]
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"\nat {opts.rate} req/s, 16 connections, medians of {opts.rounds}:")
     for k, v in med.items():
-        print(f"  {k:<12} {v:7.1f} µs/request")
-    print(f"  signature    {med['floor+ES256'] - med['floor']:7.1f} µs/request (floor+ES256 - floor)")
-    print(f"  ratio forgeries / (signature + allowed): per round "
+        print(f"  {k:<14} {v:7.1f} µs/request")
+    print(f"  signature      {med['floor+ES256'] - med['floor']:7.1f} µs/request (floor+ES256 - floor)")
+    print("  ratio forgeries / (allowed+ES256), the signature in Tollgate's process: per round "
+          + ", ".join(f"{r:.2f}" for r in in_process)
+          + f"; median {statistics.median(in_process):.2f}")
+    print(f"  ratio forgeries / (signature + allowed), the signature in the floor's: per round "
           + ", ".join(f"{r:.2f}" for r in ratios) + f"; median {statistics.median(ratios):.2f}")
     print("  ratio forgeries / new tokens: per round "
           + ", ".join(f"{r:.2f}" for r in against_tokens)

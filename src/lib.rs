@@ -98,6 +98,7 @@ pub mod report;
 pub mod request;
 pub mod server;
 pub mod signals;
+pub mod signature_probe;
 pub mod snapshot;
 pub mod telemetry;
 pub mod verdict;

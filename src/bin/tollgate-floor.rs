@@ -35,6 +35,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc;
 use tollgate::grpc::{self, Admission};
+use tollgate::signature_probe::Es256;
 
 /// Answers 200 to every HTTP request; reads nothing, or with `--read-body` the whole body
 /// first (what any server that answers a POST pays before its own work).
@@ -58,44 +59,6 @@ impl tollgate::http::Handler for NullHttp {
             }
             hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::new()))
         }
-    }
-}
-
-/// One ES256 signature over a token-sized message, verified again on every request with a
-/// key parsed once, as Tollgate keeps an issuer's keys.
-#[derive(Debug)]
-struct Es256 {
-    public_key: aws_lc_rs::signature::ParsedPublicKey,
-    message: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-impl Es256 {
-    fn new() -> Result<Self, String> {
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .map_err(|e| format!("cannot make an ES256 key: {e}"))?;
-        // About the signed part of the demo's bearer token.
-        let message = vec![b'x'; 400];
-        let signature = key
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), &message)
-            .map_err(|e| format!("cannot sign: {e}"))?;
-        let public_key = aws_lc_rs::signature::ParsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            key.public_key().as_ref(),
-        )
-        .map_err(|e| format!("cannot parse the ES256 key: {e}"))?;
-        Ok(Self {
-            public_key,
-            message,
-            signature: signature.as_ref().to_vec(),
-        })
-    }
-
-    fn verify(&self) -> bool {
-        self.public_key
-            .verify_sig(&self.message, &self.signature)
-            .is_ok()
     }
 }
 

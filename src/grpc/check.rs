@@ -44,6 +44,9 @@ impl CheckService {
     /// answered before with the same decision inputs is answered from the verdict memo
     /// without building its [`CheckInput`]; any other is decoded in full ([`Self::answer`]).
     pub fn answer_message(&self, message: &[u8]) -> Encoded {
+        // Benchmarks only: the allowed path plus one signature check (see `signature_probe`).
+        #[cfg(feature = "signature-probe")]
+        std::hint::black_box(crate::signature_probe::verify_once());
         let Some(view) = CheckView::read(message) else {
             return match CheckRequest::decode(message) {
                 Ok(request) => self.answer(request),

@@ -1,0 +1,69 @@
+//! One ES256 signature over a token-sized message, verified again on every call with a key
+//! parsed once, as Tollgate keeps an issuer's keys: what a signature check costs, with nothing
+//! else around it.
+//!
+//! `tollgate-floor --verify-es256` pays it on every Check, the floor of a server whose every
+//! request checks a signature. A build with the `signature-probe` feature pays it at the top of
+//! every gRPC Check, before deciding as usual: Tollgate's allowed path plus one signature check,
+//! in Tollgate's own process, which is what a distinct forged token is judged against
+//! (`benches/forgeries.py`). The probe changes no decision.
+
+use std::sync::OnceLock;
+
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    ParsedPublicKey,
+};
+
+/// A key and a signature it made, over a message the size of a token's signed part.
+#[derive(Debug)]
+pub struct Es256 {
+    public_key: ParsedPublicKey,
+    message: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Es256 {
+    /// Makes a key and signs the message once.
+    pub fn new() -> Result<Self, String> {
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|e| format!("cannot make an ES256 key: {e}"))?;
+        // About the signed part of the demo's bearer token.
+        let message = vec![b'x'; 400];
+        let signature = key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), &message)
+            .map_err(|e| format!("cannot sign: {e}"))?;
+        let public_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key().as_ref())
+            .map_err(|e| format!("cannot parse the ES256 key: {e}"))?;
+        Ok(Self {
+            public_key,
+            message,
+            signature: signature.as_ref().to_vec(),
+        })
+    }
+
+    /// Verifies the signature; true when it holds, as it always should.
+    pub fn verify(&self) -> bool {
+        self.public_key
+            .verify_sig(&self.message, &self.signature)
+            .is_ok()
+    }
+}
+
+/// The probe of a `signature-probe` build: one verification, with a key made on first use.
+pub fn verify_once() -> bool {
+    static PROBE: OnceLock<Option<Es256>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| Es256::new().ok())
+        .as_ref()
+        .is_some_and(Es256::verify)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_probe_verifies_its_own_signature() {
+        assert!(super::verify_once());
+        assert!(super::verify_once());
+    }
+}
