@@ -25,7 +25,9 @@ request read from /proc. Then, medians over the rounds of:
   forgeries / (floor+ES256 - floor + allowed) the same with the signature measured in the floor
   forgeries / new tokens                      against a legitimate caller's new token
 
-Usage: python3 benches/forgeries.py [--rounds 3] [--seconds 10] [--rate 6000]
+An even ROUNDS gives each order as many rounds. The ratios are medians of the per-round ratios.
+
+Usage: python3 benches/forgeries.py [--rounds 4] [--seconds 10] [--rate 6000]
 """
 
 import argparse
@@ -99,16 +101,21 @@ def tollgate(args, rate, seconds, want_denied, binary="tollgate"):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=6000)
     opts = parser.parse_args()
-    # The probe build first: building without the feature afterwards puts the ordinary
-    # `tollgate` back (cargo keeps both builds of the crate).
-    subprocess.run(["cargo", "build", "--release", "--bin", "tollgate", "--features",
-                    "signature-probe"], cwd=REPO, check=True)
-    shutil.copy2(os.path.join(RELEASE, "tollgate"), os.path.join(RELEASE, "tollgate-probe"))
-    subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, check=True)
+    # The probe build first, copied aside; building without the feature afterwards puts the
+    # ordinary `tollgate` back at once (cargo keeps both builds of the crate), even when the
+    # probe's build or copy failed. Run nothing else from target/release meanwhile.
+    try:
+        subprocess.run(["cargo", "build", "--release", "--bin", "tollgate", "--features",
+                        "signature-probe"], cwd=REPO, check=True)
+        aside = os.path.join(RELEASE, "tollgate-probe.new")
+        shutil.copy2(os.path.join(RELEASE, "tollgate"), aside)
+        os.replace(aside, os.path.join(RELEASE, "tollgate-probe"))
+    finally:
+        subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, check=True)
     names = ("floor", "floor+ES256", "allowed", "allowed+ES256", "forgeries", "new tokens")
     runs = {name: [] for name in names}
     measure = {

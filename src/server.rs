@@ -119,6 +119,13 @@ pub async fn start(
     let audit = open_audit(&settings, &mut tasks).await?;
     let audit_view = audit.view();
     let authorizer = Arc::new(Authorizer::new(snapshots.clone(), caches, audit));
+    // A benchmark build says so, and makes its probe's key before the first Check.
+    #[cfg(feature = "signature-probe")]
+    tracing::warn!(
+        probe_verifies = crate::signature_probe::verify_once(),
+        "signature-probe build: every gRPC Check first verifies a fixed ES256 signature; \
+         for benchmarks only, never to serve traffic"
+    );
     // The listener's own SVID, when it serves mTLS with one from the Workload API.
     let svid_tls = settings
         .workload_api_tls

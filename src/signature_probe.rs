@@ -8,6 +8,7 @@
 //! in Tollgate's own process, which is what a distinct forged token is judged against
 //! (`benches/forgeries.py`). The probe changes no decision.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use aws_lc_rs::signature::{
@@ -50,20 +51,36 @@ impl Es256 {
     }
 }
 
-/// The probe of a `signature-probe` build: one verification, with a key made on first use.
+thread_local! {
+    /// Verifications [`verify_once`] made on this thread: how a test sees that a probe build
+    /// probes (per thread, so that other tests running at once do not count).
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The probe of a `signature-probe` build: one verification, with a key made on first use
+/// (`tollgate serve` makes it at start, and logs whether it verifies). False when the key
+/// could not be made or the signature did not hold; a Check is decided the same either way.
 pub fn verify_once() -> bool {
     static PROBE: OnceLock<Option<Es256>> = OnceLock::new();
+    CALLS.with(|calls| calls.set(calls.get() + 1));
     PROBE
         .get_or_init(|| Es256::new().ok())
         .as_ref()
         .is_some_and(Es256::verify)
 }
 
+/// How many times [`verify_once`] ran on this thread.
+pub fn calls() -> u64 {
+    CALLS.with(Cell::get)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_probe_verifies_its_own_signature() {
+        let before = super::calls();
         assert!(super::verify_once());
         assert!(super::verify_once());
+        assert_eq!(super::calls(), before + 2);
     }
 }

@@ -66,7 +66,7 @@ pub struct BenchArgs {
     /// `forgeries` sends the allowed request's token with a new signature every time (each
     /// passes the cheap checks and costs the server a signature verification that fails);
     /// `tokens` sends the allowed request with a new, validly signed token every time (minted
-    /// ahead, so it needs `--rate`), the allowed path plus a signature verification.
+    /// ahead, so it needs `--rate`): what a legitimate caller's new token costs.
     #[arg(long, value_enum, value_name = "WHAT", num_args = 0..=1, default_missing_value = "orders")]
     distinct: Option<Flood>,
     /// Send only the first request of the mix (the allowed order read), every time: the warm
@@ -121,7 +121,8 @@ enum Flood {
     /// The allowed request's token with a new (wrong) signature.
     Forgeries,
     /// The allowed request with a new, validly signed token for the same app: what a
-    /// signature verification adds to the allowed path, set beside `forgeries`.
+    /// legitimate caller's token not seen before costs (its verification, its claims, the
+    /// caches' misses and inserts), set beside `forgeries`.
     Tokens,
 }
 
@@ -146,7 +147,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(Flood::Callers) => distinct_callers(template),
         Some(Flood::Identities) => distinct_identities(template),
         Some(Flood::Forgeries) => distinct_forgeries(template)?,
-        Some(Flood::Tokens) => distinct_tokens(template, tokens_needed(&args)?)?,
+        Some(Flood::Tokens) => distinct_tokens(template, tokens_ahead(&args)?)?,
         None if args.single => loadgen::round_robin(vec![template])?,
         None => loadgen::round_robin(mix)?,
     };
@@ -549,26 +550,45 @@ fn distinct_forgeries(template: CheckRequest) -> Result<loadgen::RequestSource, 
     }))
 }
 
-/// How many tokens `--distinct tokens` mints ahead: one for every request the run sends, with a
-/// margin. Minting while sending would load the machine the server is measured on.
-fn tokens_needed(args: &BenchArgs) -> Result<u64, String> {
+/// Most tokens `--distinct tokens` mints ahead: about 600 bytes and 30 µs each.
+const MAX_TOKENS_AHEAD: f64 = 2_000_000.0;
+
+/// How many tokens `--distinct tokens` mints ahead (one for every request the run sends, with a
+/// margin: minting while sending would load the machine the server is measured on), and for how
+/// long they are valid (the whole run, an hour at least).
+fn tokens_ahead(args: &BenchArgs) -> Result<(u64, Duration), String> {
     let rate = args
         .rate
-        .ok_or("--distinct tokens mints its tokens ahead: give the request rate (--rate)")?;
-    let seconds = (args.warmup.max(0.0) + args.duration.max(0.1)) * 1.1 + 1.0;
-    Ok((rate as f64 * seconds).ceil() as u64)
+        .filter(|&rate| rate > 0)
+        .ok_or("--distinct tokens mints its tokens ahead: give a request rate above 0 (--rate)")?;
+    let seconds = args.warmup.max(0.0) + args.duration.max(0.1);
+    let count = (rate as f64 * (seconds * 1.1 + 1.0)).ceil();
+    if !count.is_finite() || count > MAX_TOKENS_AHEAD {
+        return Err(format!(
+            "--distinct tokens would mint {count} tokens ahead, more than \
+             {MAX_TOKENS_AHEAD}: lower --rate or --duration"
+        ));
+    }
+    let lifetime = Duration::try_from_secs_f64(seconds * 2.0)
+        .unwrap_or_default()
+        .max(Duration::from_secs(3600));
+    Ok((count as u64, lifetime))
 }
 
 /// For the n-th request, `template` with the n-th of `count` tokens minted ahead for its app,
-/// each with its own `jti`. Past `count` the tokens come round again.
-fn distinct_tokens(template: CheckRequest, count: u64) -> Result<loadgen::RequestSource, String> {
+/// each with its own `jti` (the template's token has none, so each new one also costs the
+/// server a revocation lookup of it). Past `count` the tokens come round again.
+fn distinct_tokens(
+    template: CheckRequest,
+    (count, lifetime): (u64, Duration),
+) -> Result<loadgen::RequestSource, String> {
     let minter = crate::demo::TokenMinter::new().map_err(|e| e.to_string())?;
     let request = DemoRequest {
         app: TEMPLATE_APP.into(),
         scopes: TEMPLATE_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
         user: None,
         bind: false,
-        lifetime: Duration::from_secs(3600),
+        lifetime,
     };
     // About 30 µs a token: a few seconds before a long run.
     eprintln!("minting {count} tokens ahead");

@@ -600,6 +600,27 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         "{}",
         String::from_utf8_lossy(&no_rate.stderr)
     );
+    // Review finding: `--rate 0` divided by a pool of no tokens and panicked. A rate of
+    // nothing, or a run too long to mint ahead, is refused with what to change.
+    for (rate, duration) in [("0", "1"), ("100000", "inf"), ("100000", "36000")] {
+        let refused = tollgate(&[
+            "bench",
+            "--server",
+            &url,
+            "--distinct",
+            "tokens",
+            "--rate",
+            rate,
+            "--duration",
+            duration,
+        ]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "--rate {rate}: {stderr}");
+        assert!(
+            stderr.contains("--rate") && !stderr.contains("panicked"),
+            "--rate {rate} --duration {duration}: {stderr}"
+        );
+    }
     let token_misses = || {
         let metrics = crate::support::http_get(
             format!("127.0.0.1:{}", server.admin).parse().unwrap(),

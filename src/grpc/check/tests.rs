@@ -465,6 +465,28 @@ mod from_bytes {
         }
     }
 
+    /// A probe build (`signature-probe`, for `benches/forgeries.py`) verifies a signature on
+    /// every Check, repeated ones too, and decides each as any build does
+    /// (`cargo test --lib --features signature-probe`, in `.ci/run`).
+    #[cfg(feature = "signature-probe")]
+    #[test]
+    fn a_probe_build_verifies_a_signature_on_every_check_and_decides_as_usual() {
+        let service = service();
+        let reader = creds(&["orders.read"]);
+        let allowed = message("/orders/1001", "10.0.0.1", &reader, &[]);
+        let denied = message("/admin/users", "10.0.0.1", &reader, &[]);
+        for _ in 0..2 {
+            for (message, code) in [
+                (&allowed, rpc_code::OK),
+                (&denied, rpc_code::PERMISSION_DENIED),
+            ] {
+                let before = crate::signature_probe::calls();
+                assert_eq!(ask(&service, message).0, code);
+                assert_eq!(crate::signature_probe::calls(), before + 1, "one a Check");
+            }
+        }
+    }
+
     /// A repeated Check is answered from the verdict memo without decoding it; what it may not
     /// skip is any decision input, or removing the headers that are Tollgate's to set (a
     /// spoofed `x-tollgate-role` is not a decision input, so it shares the verdict).
