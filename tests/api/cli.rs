@@ -523,7 +523,9 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         ),
         (&["--single"], "the allowed order read, repeated"),
     ];
-    for (extra, what) in floods {
+    // `bench` on the server for half a second with `extra`: its summary line, once it ran clean
+    // and said it sent `what`.
+    let flood = |extra: &[&str], what: &str| -> String {
         let mut args = vec![
             "bench",
             "--server",
@@ -534,49 +536,38 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
             "0",
         ];
         args.extend_from_slice(extra);
-        let flood = tollgate(&args);
-        let text = stdout(&flood);
-        assert_eq!(flood.status.code(), Some(0), "{text}");
+        let out = tollgate(&args);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
         assert!(text.contains(what), "{text}");
-        assert!(text.contains(", 0 denied), 0 errors;"), "{text}");
+        let line = text.lines().find(|l| l.starts_with("tollgate: "));
+        line.unwrap_or_else(|| panic!("{text}")).to_owned()
+    };
+    for (extra, what) in floods {
+        let line = flood(extra, what);
+        assert!(line.contains(", 0 denied), 0 errors;"), "{line}");
     }
 
-    // Distinct forgeries: every one is denied, by its signature, and none is a repeat.
-    let refused_misses = || {
+    // A cache's misses so far, from /metrics.
+    let misses = |cache: &str| {
         let metrics = crate::support::http_get(
             format!("127.0.0.1:{}", server.admin).parse().unwrap(),
             "/metrics",
         );
+        let series = format!(r#"tollgate_cache_lookups_total{{cache="{cache}",result="miss"}}"#);
         metrics
             .lines()
-            .find(|l| {
-                l.starts_with(
-                    r#"tollgate_cache_lookups_total{cache="token_refused",result="miss"}"#,
-                )
-            })
+            .find(|l| l.starts_with(&series))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let before = refused_misses();
-    let forged = tollgate(&[
-        "bench",
-        "--server",
-        &url,
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0",
-        "--distinct",
-        "forgeries",
-    ]);
-    let text = stdout(&forged);
-    assert_eq!(forged.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("every request a new forged token signature"),
-        "{text}"
+    // Distinct forgeries: every one is denied, by its signature, and none is a repeat.
+    let before = misses("token_refused");
+    let line = flood(
+        &["--distinct", "forgeries"],
+        "every request a new forged token signature",
     );
-    let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
     assert!(
         line.contains("(0 allowed, ") && line.contains(", 0 errors;"),
         "{line}"
@@ -589,7 +580,7 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         .unwrap();
     assert!(denied > 0.0, "{line}");
     // Each forgery was new to the refusal cache: verified, refused, remembered.
-    assert!(refused_misses() - before >= denied, "{line}");
+    assert!(misses("token_refused") - before >= denied, "{line}");
 
     // Distinct valid tokens are minted ahead, so they need a rate; then every one is allowed,
     // and every one is new to the token cache (verified, not answered from memory).
@@ -621,39 +612,11 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
             "--rate {rate} --duration {duration}: {stderr}"
         );
     }
-    let token_misses = || {
-        let metrics = crate::support::http_get(
-            format!("127.0.0.1:{}", server.admin).parse().unwrap(),
-            "/metrics",
-        );
-        metrics
-            .lines()
-            .find(|l| l.starts_with(r#"tollgate_cache_lookups_total{cache="token",result="miss"}"#))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let before = token_misses();
-    let tokens = tollgate(&[
-        "bench",
-        "--server",
-        &url,
-        "--rate",
-        "200",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0",
-        "--distinct",
-        "tokens",
-    ]);
-    let text = stdout(&tokens);
-    assert_eq!(tokens.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("every request a new token, validly signed"),
-        "{text}"
+    let before = misses("token");
+    let line = flood(
+        &["--rate", "200", "--distinct", "tokens"],
+        "every request a new token, validly signed",
     );
-    let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
     assert!(line.contains(", 0 denied), 0 errors;"), "{line}");
     let answered: f64 = line
         .split(" answered")
@@ -662,7 +625,7 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(answered > 0.0, "{line}");
-    assert!(token_misses() - before >= answered, "{line}");
+    assert!(misses("token") - before >= answered, "{line}");
 
     // The do-nothing floor as its own process, measured like Tollgate.
     let null_port = free_port();
