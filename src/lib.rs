@@ -67,6 +67,8 @@
 //! - [`request`]: [`request::CheckInput`], the protobuf-free request every front door builds.
 //! - [`clock`]: the request path's clocks (the coarse wall clock for validity windows, the
 //!   timestamp counter for elapsed times).
+//! - [`signature_probe`]: one fixed ES256 verification, the signature floor of the benchmarks
+//!   (`tollgate-floor --verify-es256`, a `signature-probe` build).
 
 #![forbid(unsafe_code)]
 
