@@ -8,7 +8,9 @@
 //! in Tollgate's own process, which is what a distinct forged token is judged against
 //! (`benches/forgeries.py`). The probe changes no decision.
 
+#[cfg(any(feature = "signature-probe", test))]
 use std::cell::Cell;
+#[cfg(any(feature = "signature-probe", test))]
 use std::sync::OnceLock;
 
 use aws_lc_rs::signature::{
@@ -51,12 +53,15 @@ impl Es256 {
     }
 }
 
+// The probe itself exists only where it runs: in a `signature-probe` build, and in tests.
+#[cfg(any(feature = "signature-probe", test))]
 thread_local! {
     /// Verifications [`verify_once`] made on this thread: how a test sees that a probe build
     /// probes (per thread, so that other tests running at once do not count).
     static CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
+#[cfg(any(feature = "signature-probe", test))]
 /// The probe of a `signature-probe` build: one verification, with a key made on first use
 /// (`tollgate serve` makes it at start, and logs whether it verifies). False when the key
 /// could not be made or the signature did not hold; a Check is decided the same either way.
@@ -69,6 +74,7 @@ pub fn verify_once() -> bool {
         .is_some_and(Es256::verify)
 }
 
+#[cfg(any(feature = "signature-probe", test))]
 /// How many times [`verify_once`] ran on this thread.
 pub fn calls() -> u64 {
     CALLS.with(Cell::get)
