@@ -595,6 +595,16 @@ fn add_bounded(
 impl Summary {
     /// Reduces one decision.
     pub fn observe(&mut self, o: &Observation<'_>, policies: &[&str]) {
+        self.observe_each(o, policies.iter().copied());
+    }
+
+    /// [`Self::observe`], the determining policies read as they are counted (a record's
+    /// are not collected first).
+    pub fn observe_each<'p>(
+        &mut self,
+        o: &Observation<'_>,
+        policies: impl IntoIterator<Item = &'p str>,
+    ) {
         self.records += 1;
         if self.first_ms == 0 || o.time_ms < self.first_ms {
             self.first_ms = o.time_ms;
@@ -619,10 +629,10 @@ impl Summary {
         };
         let wide = series.span() >= MAX_BUCKETS as u64;
         for policy in policies {
-            match self.policies.get_mut(*policy) {
+            match self.policies.get_mut(policy) {
                 Some(n) => *n += 1,
                 None => {
-                    self.policies.insert((*policy).to_owned(), 1);
+                    self.policies.insert(policy.to_owned(), 1);
                 }
             }
         }

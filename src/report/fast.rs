@@ -1,15 +1,15 @@
-//! The fast path for records Tollgate wrote itself: their keys come in the writer's order and
-//! each key the review reads is spelled once in a line, so a handful of SIMD substring searches
-//! find them without parsing the rest. Safe to search for: in JSON text a `"` inside a string
-//! is always escaped (`\"`), so `"key":` can only match a real key. Anything unexpected (a
-//! string with escapes, a missing field, two records run together, a cut line) returns `None`
-//! and the caller parses the line properly instead.
+//! The fast path for records Tollgate wrote itself. Their members come in the writer's order,
+//! so the scan walks a record from key to key: where the writer puts one member right after
+//! another it checks that the expected text is there (a comparison, not a search), and it
+//! searches only to step over what a review does not read (the metadata, the request line).
+//! Safe to search for: in JSON text a `"` inside a string is always escaped (`\"`), so
+//! `"key":` can only match a real key. Anything unexpected (a member the writer does not
+//! write, a string with escapes, a missing field, two records run together, a cut line)
+//! returns `None` and the caller parses the line properly instead: the scan may refuse a
+//! record, never read one differently from the strict parser.
 
 use memchr::arch::all::packedpair::HeuristicFrequencyRank;
-use memchr::memmem::{Finder, FinderBuilder, FinderRev};
-
-/// Determining policies read per record; more are not counted.
-pub const MAX_POLICIES: usize = 32;
+use memchr::memmem::{Finder, FinderBuilder};
 
 /// What a review reads of one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,10 +26,8 @@ pub struct Fields<'a> {
     pub user: Option<&'a str>,
     /// `actor.idp.name`.
     pub issuer: Option<&'a str>,
-    /// `actor.authorizations[*].policy.uid`, the first [`MAX_POLICIES`].
-    pub policies: [&'a str; MAX_POLICIES],
-    /// How many of `policies` are set.
-    pub policy_count: usize,
+    /// `actor.authorizations[*].policy.uid`.
+    pub policies: Policies<'a>,
     /// `api.operation`.
     pub action: Option<&'a str>,
     /// `resources[0].type`.
@@ -42,30 +40,67 @@ pub struct Fields<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// The determining policies of one record. The scan keeps the text of the list rather than
+/// an array of ids: a record is read once, and a fixed array large enough for any list was
+/// most of what was copied per record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Policies<'a> {
+    /// None.
+    #[default]
+    None,
+    /// The entries of `actor.authorizations` as Tollgate writes them (between `[` and `]`),
+    /// checked by the scan.
+    Own(&'a [u8]),
+    /// Read by the strict parser.
+    Parsed(Vec<&'a str>),
+}
+
+impl<'a> Policies<'a> {
+    /// The policy ids, in the record's order.
+    pub fn iter(&self) -> PolicyIds<'_, 'a> {
+        match self {
+            Self::None => PolicyIds::Parsed([].iter()),
+            Self::Own(text) => PolicyIds::Own(text, 0),
+            Self::Parsed(ids) => PolicyIds::Parsed(ids.iter()),
+        }
+    }
+}
+
+/// See [`Policies::iter`].
+pub enum PolicyIds<'s, 'a> {
+    /// Entries still to read, and where the next one starts.
+    Own(&'a [u8], usize),
+    /// Ids read by the strict parser.
+    Parsed(std::slice::Iter<'s, &'a str>),
+}
+
+impl<'a> Iterator for PolicyIds<'_, 'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            Self::Parsed(ids) => ids.next().copied(),
+            Self::Own(text, at) => {
+                let mut cursor = Cursor::new(text, *at);
+                let id = cursor.policy_entry()?;
+                // Past the separating comma; at the end, past the text.
+                *at = cursor.at + 1;
+                Some(id)
+            }
+        }
+    }
+}
+
 /// The searches, built once.
 pub struct Scanner {
     record: Finder<'static>,
     time: Finder<'static>,
-    status_id: Finder<'static>,
-    status_code: Finder<'static>,
     actor: Finder<'static>,
-    app_uid: Finder<'static>,
-    user: Finder<'static>,
-    idp: Finder<'static>,
-    authorizations: Finder<'static>,
-    authorizations_rev: FinderRev<'static>,
-    policy_uid: Finder<'static>,
-    operation: Finder<'static>,
     resources: Finder<'static>,
-    resource_type: Finder<'static>,
     unmapped: Finder<'static>,
-    access_mode: Finder<'static>,
-    trust_domain: Finder<'static>,
-    expires: Finder<'static>,
 }
 
 const PREFIX: &[u8] = b"{\"class_uid\":6003,";
-const DELEGATED_USER_END: &[u8] = b",\"type_id\":1}";
 
 /// Bytes in the order of how often they occur in Tollgate's records, most frequent first
 /// (measured over generated and demo records). A substring search first looks for the two
@@ -98,22 +133,9 @@ impl Default for Scanner {
         Self {
             record: finder(b"{\"class_uid\":"),
             time: finder(b",\"time\":"),
-            status_id: finder(b",\"status_id\":"),
-            status_code: finder(b",\"status_code\":\""),
             actor: finder(b",\"actor\":{"),
-            app_uid: finder(b"\"app_uid\":\""),
-            user: finder(b"\"user\":{\"uid\":\""),
-            idp: finder(b"\"idp\":{\"name\":\""),
-            authorizations: finder(b"\"authorizations\":["),
-            authorizations_rev: FinderRev::new(b"\"authorizations\":["),
-            policy_uid: finder(b"\"uid\":\""),
-            operation: finder(b",\"api\":{\"operation\":\""),
-            resources: finder(b",\"resources\":[{\"uid\":\""),
-            resource_type: finder(b"\",\"type\":\""),
+            resources: finder(b",\"resources\":["),
             unmapped: finder(b",\"unmapped\":{\"tollgate\":{"),
-            access_mode: finder(b"\"access_mode\":\""),
-            trust_domain: finder(b"\"trust_domain\":\""),
-            expires: finder(b"\"credentials_expire\":"),
         }
     }
 }
@@ -124,124 +146,260 @@ impl Scanner {
         if !line.starts_with(PREFIX) || !line.ends_with(b"}}}") {
             return None;
         }
-        self.fields(line)
-    }
-
-    /// Each string read is validated as UTF-8 on its own (`string`), not the whole line: the
-    /// fields are a fraction of a record, and the rest is not read (nor is its JSON checked).
-    fn fields<'a>(&self, line: &'a [u8]) -> Option<Fields<'a>> {
-        // Two records run together (a torn write): leave it to the strict parser.
-        if self.record.find(line.get(1..)?).is_some() {
-            return None;
-        }
         let mut f = Fields::default();
-        let at = self.time.find(line)? + self.time.needle().len();
-        let (time, at) = number(line, at)?;
-        f.time = u64::try_from(time).ok()?;
-        let at = self.status_id.find(line.get(at..)?)? + at + self.status_id.needle().len();
-        let (status, at) = number(line, at)?;
-        f.status_id = u64::try_from(status).ok()?;
-        let at = self.status_code.find(line.get(at..)?)? + at + self.status_code.needle().len();
-        let (reason, at) = string(line, at)?;
-        f.reason = reason;
-        let actor = self.actor.find(line.get(at..)?)? + at;
-        let api = self.operation.find(line.get(actor..)?)? + actor;
-        // The actor's keys come in the writer's order (app_uid, user, idp, session,
-        // authorizations), so each is looked for only where it can be: an absent user then
-        // costs no search through the whole actor.
-        let mut after = actor;
-        if let Some((_, principal, end)) = find_string(line, actor..api, &self.app_uid)? {
-            f.principal = Some(principal);
-            after = end;
-        }
-        let idp = find_string(line, after..api, &self.idp)?;
-        f.issuer = idp.map(|(_, issuer, _)| issuer);
-        let before_idp = idp.map_or(api, |(key, _, _)| key);
-        if let Some(i) = self.user.find(line.get(after..before_idp)?) {
-            let (uid, end) = string(line, after + i + self.user.needle().len())?;
-            if line.get(end..)?.starts_with(DELEGATED_USER_END) {
-                f.user = Some(uid);
-            }
-        }
-        // Last in the actor: found from its end.
-        if let Some(i) = self.authorizations_rev.rfind(line.get(after..api)?) {
-            let mut at = after + i + self.authorizations.needle().len();
-            // `{"decision":"allow","policy":{"uid":"<id>"}}`, comma separated, to `]`.
-            while line.get(at) == Some(&b'{') {
-                let uid =
-                    self.policy_uid.find(line.get(at..api)?)? + at + self.policy_uid.needle().len();
-                let (id, end) = string(line, uid)?;
-                if let Some(slot) = f.policies.get_mut(f.policy_count) {
-                    *slot = id;
-                    f.policy_count += 1;
-                }
-                at = end + 2; // past `}}`
-                match line.get(at) {
-                    Some(b',') => at += 1,
-                    Some(b']') => break,
-                    _ => return None,
-                }
-            }
-        }
-        let at = api + self.operation.needle().len();
-        let (action, at) = string(line, at)?;
-        f.action = Some(action).filter(|a| !a.is_empty());
-        let unmapped = self.unmapped.find(line.get(at..)?)? + at;
+        // From PREFIX's comma: past the category, activity, type and severity.
+        let mut c = Cursor {
+            line,
+            text: simdutf8::basic::from_utf8(line).ok(),
+            at: PREFIX.len() - 1,
+        };
+        c.seek(&self.time, &self.record)?;
+        f.time = u64::try_from(c.number()?).ok()?;
+        c.expect(b",\"status_id\":")?;
+        f.status_id = u64::try_from(c.number()?).ok()?;
+        c.expect(b",\"status_code\":\"")?;
+        f.reason = c.string()?;
+        // Past the detail, the action, the disposition and the metadata.
+        c.seek(&self.actor, &self.record)?;
+        c.actor(&mut f)?;
+        c.expect(b"},\"api\":{\"operation\":\"")?;
+        f.action = Some(c.string()?).filter(|a| !a.is_empty());
+        // Past the response, the token, the source and the request line; the resource is
+        // looked for only before the unmapped part.
+        let at = c.at;
+        c.seek(&self.unmapped, &self.record)?;
+        let unmapped = c.at - self.unmapped.needle().len();
         if let Some(i) = self.resources.find(line.get(at..unmapped)?) {
-            let from = at + i;
-            let t = self.resource_type.find(line.get(from..unmapped)?)?
-                + from
-                + self.resource_type.needle().len();
-            f.resource_type = Some(string(line, t)?.0);
+            f.resource_type = Some(
+                c.to(at + i + self.resources.needle().len())
+                    .resource_type()?,
+            );
         }
-        let tail = line.get(unmapped..)?;
-        f.access_mode = optional_string(line, unmapped..line.len(), &self.access_mode)?;
-        f.trust_domain = optional_string(line, unmapped..line.len(), &self.trust_domain)?;
-        if let Some(i) = self.expires.find(tail) {
-            f.expires_ms = Some(number(line, unmapped + i + self.expires.needle().len())?.0);
+        c.tollgate(&mut f)?;
+        // Past the walk, the rest of the line is not read: it must not hold another record.
+        if c.record_starts(&self.record, line.len()) {
+            return None;
         }
         Some(f)
     }
 }
 
-/// The string value of the key `finder` looks for within `region` of `line`: `Some(None)`
-/// when the key is absent there, `None` when its value is not a plain string.
-fn optional_string<'a>(
+/// A position in a line, moved forward by what is read there.
+struct Cursor<'a> {
     line: &'a [u8],
-    region: std::ops::Range<usize>,
-    finder: &Finder<'_>,
-) -> Option<Option<&'a str>> {
-    Some(find_string(line, region, finder)?.map(|(_, value, _)| value))
+    /// The line, when it is UTF-8 throughout: the strings read are then slices of it, each
+    /// not validated again. Validating the whole line once costs less than validating a
+    /// dozen short strings one by one.
+    text: Option<&'a str>,
+    at: usize,
 }
 
-/// Where the key `finder` looks for starts within `region` of `line`, its string value, and
-/// the index past the value: `Some(None)` when the key is absent there, `None` when its value
-/// is not a plain string.
-fn find_string<'a>(
-    line: &'a [u8],
-    region: std::ops::Range<usize>,
-    finder: &Finder<'_>,
-) -> Option<Option<(usize, &'a str, usize)>> {
-    let start = region.start;
-    match finder.find(line.get(region)?) {
-        None => Some(None),
-        Some(i) => {
-            let (value, end) = string(line, start + i + finder.needle().len())?;
-            Some(Some((start + i, value, end)))
+impl<'a> Cursor<'a> {
+    /// At `at` in `line`, whose strings are validated one by one.
+    fn new(line: &'a [u8], at: usize) -> Self {
+        Self {
+            line,
+            text: None,
+            at,
         }
     }
-}
 
-/// The string starting at `at` (just past its opening quote) and the index past its closing
-/// quote; `None` if it has escapes (the strict parser unescapes those), no end, or is not
-/// UTF-8.
-fn string(line: &[u8], at: usize) -> Option<(&str, usize)> {
-    let rest = line.get(at..)?;
-    let end = memchr::memchr2(b'"', b'\\', rest)?;
-    if rest.get(end) != Some(&b'"') {
-        return None;
+    /// Here, `at`, in the same line.
+    fn to(&self, at: usize) -> Self {
+        Self { at, ..*self }
     }
-    Some((std::str::from_utf8(rest.get(..end)?).ok()?, at + end + 1))
+
+    /// Steps past `literal` if it is next.
+    fn eat(&mut self, literal: &[u8]) -> bool {
+        let next = self
+            .line
+            .get(self.at..)
+            .is_some_and(|rest| rest.starts_with(literal));
+        if next {
+            self.at += literal.len();
+        }
+        next
+    }
+
+    fn expect(&mut self, literal: &[u8]) -> Option<()> {
+        self.eat(literal).then_some(())
+    }
+
+    /// Steps past the member key `key` (with its `:`) if it is next in an object, after the
+    /// comma unless `first`; on success the next member is no longer the first.
+    fn member(&mut self, first: &mut bool, key: &[u8]) -> bool {
+        let from = self.at;
+        if (*first || self.eat(b",")) && self.eat(key) {
+            *first = false;
+            return true;
+        }
+        self.at = from;
+        false
+    }
+
+    /// Steps past the next `finder` match, unless another record starts (`record` matches)
+    /// before it: two records run together by a torn write. What the walk reads cannot run
+    /// into a second record unnoticed (the next record's start is none of what the walk
+    /// expects), but what it steps over could hide one, so that is searched too. Every
+    /// needle sought starts with a comma, which a record's start does not contain, so a
+    /// record starting before the match ends before it.
+    fn seek(&mut self, finder: &Finder<'_>, record: &Finder<'_>) -> Option<()> {
+        let skipped = self.line.get(self.at..)?;
+        let i = finder.find(skipped)?;
+        if self.record_starts(record, self.at + i) {
+            return None;
+        }
+        self.at += i + finder.needle().len();
+        Some(())
+    }
+
+    /// Whether another record starts between here and `end` (the line's end if past it).
+    /// From two bytes back: a string read just before may have ended on that record's first
+    /// quote, taking its `{` for its own.
+    fn record_starts(&self, record: &Finder<'_>, end: usize) -> bool {
+        let from = self.at.saturating_sub(2);
+        let end = end.min(self.line.len());
+        self.line
+            .get(from..end)
+            .is_none_or(|region| record.find(region).is_some())
+    }
+
+    /// The string that starts here, just past its opening quote; `None` if it has escapes
+    /// (the strict parser unescapes those), no end, or is not UTF-8.
+    fn string(&mut self) -> Option<&'a str> {
+        let rest = self.line.get(self.at..)?;
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest.get(len) != Some(&b'"') {
+            return None;
+        }
+        // Between two ASCII quotes: on character boundaries of a valid line.
+        let value = match self.text {
+            Some(text) => text.get(self.at..self.at + len)?,
+            None => std::str::from_utf8(rest.get(..len)?).ok()?,
+        };
+        self.at += len + 1;
+        Some(value)
+    }
+
+    /// The string value of the member `key` if it is next (see [`Self::member`]):
+    /// `Some(None)` when it is not, `None` when its value is not a plain string.
+    fn string_member(&mut self, first: &mut bool, key: &[u8]) -> Option<Option<&'a str>> {
+        match self.member(first, key) {
+            true => self.string().map(Some),
+            false => Some(None),
+        }
+    }
+
+    fn number(&mut self) -> Option<i64> {
+        let (value, end) = number(self.line, self.at)?;
+        self.at = end;
+        Some(value)
+    }
+
+    /// The actor's members, in the writer's order, up to its closing brace.
+    fn actor(&mut self, f: &mut Fields<'a>) -> Option<()> {
+        let first = &mut true;
+        f.principal = self.string_member(first, b"\"app_uid\":\"")?;
+        if self.member(first, b"\"user\":{") {
+            let inner = &mut true;
+            let uid = self.string_member(inner, b"\"uid\":\"")?;
+            if self.member(inner, b"\"name\":\"") {
+                self.skip_string()?;
+            }
+            self.member(inner, b"\"type_id\":").then_some(())?;
+            let type_id = self.number()?;
+            self.expect(b"}")?;
+            f.user = uid.filter(|_| type_id == 1);
+        }
+        f.issuer = self.string_member(first, b"\"idp\":{\"name\":\"")?;
+        if f.issuer.is_some() {
+            self.expect(b"}")?;
+        }
+        if self.member(first, b"\"session\":{") {
+            let inner = &mut true;
+            if self.member(inner, b"\"credential_uid\":\"") {
+                self.skip_string()?;
+            }
+            if self.member(inner, b"\"expiration_time\":") {
+                self.number()?;
+            }
+            if self.member(inner, b"\"is_remote\":") && !self.eat(b"true") {
+                self.expect(b"false")?;
+            }
+            self.expect(b"}")?;
+        }
+        if self.member(first, b"\"authorizations\":[") {
+            let from = self.at;
+            if !self.eat(b"]") {
+                loop {
+                    self.policy_entry()?;
+                    if self.eat(b"]") {
+                        break;
+                    }
+                    self.expect(b",")?;
+                }
+                f.policies = Policies::Own(self.line.get(from..self.at - 1)?);
+            }
+        }
+        Some(())
+    }
+
+    /// The string that starts here, escapes and all, stepped over unread.
+    fn skip_string(&mut self) -> Option<()> {
+        loop {
+            let rest = self.line.get(self.at..)?;
+            let i = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest.get(i) == Some(&b'"') {
+                self.at += i + 1;
+                return Some(());
+            }
+            // The backslash and the byte it escapes.
+            self.at += i + 2;
+        }
+    }
+
+    /// `{"uid":"<entity uid>","type":"<type>"}`, the first of `resources`: the type.
+    fn resource_type(&mut self) -> Option<&'a str> {
+        self.expect(b"{")?;
+        let inner = &mut true;
+        if self.member(inner, b"\"uid\":\"") {
+            self.skip_string()?;
+        }
+        self.member(inner, b"\"type\":\"").then_some(())?;
+        let resource_type = self.string()?;
+        self.expect(b"}")?;
+        Some(resource_type)
+    }
+
+    /// `{"decision":"allow","policy":{"uid":"<id>"}}`: the id.
+    fn policy_entry(&mut self) -> Option<&'a str> {
+        self.expect(b"{\"decision\":\"")?;
+        self.skip_string()?;
+        self.expect(b",\"policy\":{\"uid\":\"")?;
+        let id = self.string()?;
+        self.expect(b"}}")?;
+        Some(id)
+    }
+
+    /// `unmapped.tollgate`'s members a review reads, up to the snapshot, which the writer
+    /// always puts after them (anything else there may be a member the walk should have
+    /// read); the cursor is left where the snapshot's member starts.
+    fn tollgate(&mut self, f: &mut Fields<'a>) -> Option<()> {
+        let first = &mut true;
+        f.access_mode = self.string_member(first, b"\"access_mode\":\"")?;
+        f.trust_domain = self.string_member(first, b"\"trust_domain\":\"")?;
+        if self.member(first, b"\"client_id\":\"") {
+            self.skip_string()?;
+        }
+        if self.member(first, b"\"credentials_expire\":") {
+            f.expires_ms = Some(self.number()?);
+        }
+        // Left before the snapshot, which is not read.
+        let rest = self.at;
+        self.member(first, b"\"snapshot\":{").then_some(())?;
+        self.at = rest;
+        Some(())
+    }
 }
 
 /// The integer starting at `at`, and the index past it.

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::fast::{Fields, Scanner};
+use super::fast::{Fields, Policies, Scanner};
 use crate::audit::ocsf::API_ACTIVITY;
 use crate::inventory::{Observation, Summary};
 
@@ -199,7 +199,6 @@ impl<'p> Reader<'p> {
             self.corrupt(name, number);
             return;
         };
-        let str_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_str);
         let num_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_u64);
         // Another OCSF class among the records (the compromise findings, 2004) is not a
         // decision, and not damage either.
@@ -209,43 +208,10 @@ impl<'p> Reader<'p> {
         {
             return;
         }
-        let (Some(time), Some(status_id), Some(reason), Some(API)) = (
-            num_at("/time"),
-            num_at("/status_id"),
-            str_at("/status_code"),
-            num_at("/class_uid"),
-        ) else {
+        let Some(fields) = strict_fields(&value) else {
             self.corrupt(name, number);
             return;
         };
-        let mut fields = Fields {
-            time,
-            status_id,
-            reason,
-            principal: str_at("/actor/app_uid"),
-            user: str_at("/actor/user/uid").filter(|_| num_at("/actor/user/type_id") == Some(1)),
-            issuer: str_at("/actor/idp/name"),
-            action: str_at("/api/operation").filter(|a| !a.is_empty()),
-            resource_type: str_at("/resources/0/type"),
-            access_mode: str_at("/unmapped/tollgate/access_mode"),
-            trust_domain: str_at("/unmapped/tollgate/trust_domain"),
-            expires_ms: value
-                .pointer("/unmapped/tollgate/credentials_expire")
-                .and_then(serde_json::Value::as_i64),
-            ..Fields::default()
-        };
-        let authorizations = value
-            .pointer("/actor/authorizations")
-            .and_then(serde_json::Value::as_array);
-        for entry in authorizations.into_iter().flatten() {
-            let id = entry
-                .pointer("/policy/uid")
-                .and_then(serde_json::Value::as_str);
-            if let (Some(slot), Some(id)) = (fields.policies.get_mut(fields.policy_count), id) {
-                *slot = id;
-                fields.policy_count += 1;
-            }
-        }
         self.observe(&fields);
     }
 
@@ -259,7 +225,9 @@ impl<'p> Reader<'p> {
             time_ms: f.time,
             principal: f.principal,
             // A token-only client is `<issuer>#<client>`; `#` is never in a workload's name.
-            workload: f.principal.is_some_and(|p| !p.contains('#')),
+            workload: f
+                .principal
+                .is_some_and(|p| memchr::memchr(b'#', p.as_bytes()).is_none()),
             trust_domain: f.trust_domain,
             delegated,
             user: f.user.filter(|_| delegated),
@@ -271,10 +239,7 @@ impl<'p> Reader<'p> {
             expires_ms: f.expires_ms,
             ..Observation::default()
         };
-        self.summary.observe(
-            &observation,
-            f.policies.get(..f.policy_count).unwrap_or_default(),
-        );
+        self.summary.observe_each(&observation, f.policies.iter());
     }
 
     fn corrupt(&mut self, name: &str, number: usize) {
@@ -288,6 +253,43 @@ impl<'p> Reader<'p> {
     pub fn finish(self) -> (Summary, ReadNotes) {
         (self.summary, self.notes)
     }
+}
+
+/// What a review reads of a record in any layout (re-serialised by a pipeline, say): `None`
+/// when it lacks a field every decision record has.
+fn strict_fields(value: &serde_json::Value) -> Option<Fields<'_>> {
+    let str_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_str);
+    let num_at = |p: &str| value.pointer(p).and_then(serde_json::Value::as_u64);
+    if num_at("/class_uid") != Some(API) {
+        return None;
+    }
+    let policies = value
+        .pointer("/actor/authorizations")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .pointer("/policy/uid")
+                .and_then(serde_json::Value::as_str)
+        })
+        .collect();
+    Some(Fields {
+        time: num_at("/time")?,
+        status_id: num_at("/status_id")?,
+        reason: str_at("/status_code")?,
+        principal: str_at("/actor/app_uid"),
+        user: str_at("/actor/user/uid").filter(|_| num_at("/actor/user/type_id") == Some(1)),
+        issuer: str_at("/actor/idp/name"),
+        policies: Policies::Parsed(policies),
+        action: str_at("/api/operation").filter(|a| !a.is_empty()),
+        resource_type: str_at("/resources/0/type"),
+        access_mode: str_at("/unmapped/tollgate/access_mode"),
+        trust_domain: str_at("/unmapped/tollgate/trust_domain"),
+        expires_ms: value
+            .pointer("/unmapped/tollgate/credentials_expire")
+            .and_then(serde_json::Value::as_i64),
+    })
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -329,6 +331,211 @@ mod tests {
         reader.finish().0
     }
 
+    /// What a review reads of a record, comparable whichever path read it.
+    fn normal(f: &Fields<'_>) -> String {
+        let policies: Vec<&str> = f.policies.iter().collect();
+        format!(
+            "{:?}",
+            (
+                (f.time, f.status_id, f.reason, f.principal, f.user, f.issuer),
+                policies,
+                (f.action, f.resource_type, f.access_mode, f.trust_domain),
+                f.expires_ms
+            )
+        )
+    }
+
+    /// One record as Tollgate writes it, from generated evidence: any caller shape (none,
+    /// workload, token, both; delegated or not), any number of determining policies, and
+    /// strings that need escaping or are not ASCII.
+    fn written_record() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        use std::sync::Arc;
+
+        use crate::audit::Event;
+        use crate::evidence::{
+            Actor, Evidence, RequestLine, Target, TokenEvidence, WorkloadEvidence,
+        };
+        use crate::identity::AccessMode;
+        use crate::snapshot::SnapshotVersion;
+        use crate::verdict::DecisionId;
+
+        let text =
+            || proptest::string::string_regex("([a-z:/#.-]|\\\\|\"|é|\\}|\\{|,){0,12}").unwrap();
+        let plain = || proptest::string::string_regex("[a-z:/#.-]{1,12}").unwrap();
+        let name = || prop_oneof![3 => plain(), 1 => text()];
+        (
+            (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+            (name(), name(), name(), name(), name()),
+            proptest::collection::vec(name(), 0..4),
+            (
+                proptest::option::of((name(), name())),
+                any::<u32>(),
+                proptest::option::of(name()),
+            ),
+            (0..4usize, any::<bool>()),
+        )
+            .prop_map(
+                |(
+                    (identified, workload, token, delegated),
+                    (principal, user, issuer, domain, client),
+                    determining,
+                    (target, time, query),
+                    (reason, pseudonymise),
+                )| {
+                    let reasons = [
+                        "allowed",
+                        "policy_denied",
+                        "token_invalid",
+                        "no_credentials",
+                    ];
+                    let reason = reasons[reason];
+                    let allowed = reason == "allowed";
+                    let actor = identified.then(|| {
+                        Arc::new(Actor {
+                            principal: principal.clone(),
+                            workload: workload.then(|| WorkloadEvidence {
+                                id: principal.clone(),
+                                trust_domain: domain.clone(),
+                                thumbprint: Some([7; 32]),
+                                not_after: Some(1_800_000_000),
+                                not_before: None,
+                            }),
+                            token: token.then(|| TokenEvidence {
+                                issuer: issuer.clone(),
+                                client_id: Some(client.clone()),
+                                jti: Some("j".into()),
+                                expires_at: 1_800_000_100,
+                                issued_at: None,
+                                svid: false,
+                            }),
+                            mode: if delegated {
+                                AccessMode::Delegated
+                            } else {
+                                AccessMode::AppOnly
+                            },
+                            user: delegated.then(|| user.clone()),
+                        })
+                    });
+                    let evidence = Evidence {
+                        reason,
+                        status: if allowed { 200 } else { 403 },
+                        message: if allowed { String::new() } else { "no".into() },
+                        principal: identified.then(|| principal.clone()),
+                        determining,
+                        errors: vec![],
+                        actor,
+                        target: target.map(|(action, resource_type)| Target {
+                            action: action.into(),
+                            resource_type: resource_type.into(),
+                            resource_id: "4\"2".into(),
+                        }),
+                        request: RequestLine {
+                            method: "GET".into(),
+                            path: "/o/\"}{".into(),
+                            host: "h".into(),
+                            source_ip: None,
+                        },
+                        snapshot: Arc::new(SnapshotVersion {
+                            policies: "a".into(),
+                            trust: "b".into(),
+                        }),
+                    };
+                    let event = Event {
+                        time_ms: u64::from(time),
+                        decision_id: DecisionId::next(),
+                        elapsed_us: 3,
+                        evidence: &evidence,
+                        query: query.as_deref(),
+                    };
+                    let mut line = Vec::new();
+                    let user = evidence.actor.as_ref().and_then(|a| a.user.as_deref());
+                    crate::audit::ocsf::write_line(
+                        &mut line,
+                        &event,
+                        user,
+                        crate::audit::ocsf::RecordOptions {
+                            pseudonymise_users: pseudonymise,
+                        },
+                    );
+                    line.pop(); // the newline
+                    line
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// The fast path takes every record the writer writes whose strings need no
+        /// unescaping, and reads each as the strict parser does.
+        #[test]
+        fn the_fast_path_reads_written_records_as_the_strict_parser_does(line in written_record()) {
+            let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            let strict = strict_fields(&value).unwrap();
+            match Scanner::default().scan(&line) {
+                Some(fast) => proptest::prop_assert_eq!(normal(&fast), normal(&strict)),
+                None => proptest::prop_assert!(
+                    line.windows(2).any(|w| w[0] == b'\\'),
+                    "refused a record without escapes: {}",
+                    String::from_utf8_lossy(&line)
+                ),
+            }
+        }
+
+        /// Damaged or edited records: whatever the fast path reads, the strict parser reads
+        /// alike; a record cut short or run into the next is never read.
+        #[test]
+        fn the_fast_path_never_reads_a_damaged_record_differently(
+            line in written_record(),
+            next in written_record(),
+            at in 0.0..1.0f64,
+            edit in 0..4u8,
+        ) {
+            let cut = ((line.len() as f64) * at) as usize;
+            let edited: Vec<u8> = match edit {
+                // Cut short.
+                0 => line[..cut].to_vec(),
+                // Cut short, and the next record written after it on the same line.
+                1 => [&line[..cut], &next[..]].concat(),
+                // A member the writer does not write, before a key.
+                2 => {
+                    let Some(key) = line[cut..].iter().position(|&b| b == b'"').map(|i| cut + i)
+                        else { return Ok(()) };
+                    if !matches!(line.get(key.wrapping_sub(1)), Some(b',' | b'{')) {
+                        return Ok(());
+                    }
+                    [&line[..key], b"\"zz\":1,", &line[key..]].concat()
+                }
+                // A byte changed.
+                _ => {
+                    let mut bytes = line.clone();
+                    if let Some(b) = bytes.get_mut(cut) {
+                        *b = b'x';
+                    }
+                    bytes
+                }
+            };
+            let fast = Scanner::default().scan(&edited);
+            if edit <= 1 && 0 < cut && cut < line.len() {
+                proptest::prop_assert!(fast.is_none(), "read a damaged record: {}", String::from_utf8_lossy(&edited));
+            }
+            if let (Some(fast), Ok(value)) = (fast, serde_json::from_slice::<serde_json::Value>(&edited)) {
+                let strict = strict_fields(&value);
+                proptest::prop_assert_eq!(Some(normal(&fast)), strict.as_ref().map(normal), "{}", String::from_utf8_lossy(&edited));
+            }
+        }
+    }
+
+    /// Found by the damaged-record property: with the key of the resource's `uid` damaged,
+    /// the fast path missed the resource and read no type, where the strict parser reads it.
+    #[test]
+    fn a_resource_with_a_damaged_uid_key_keeps_its_type() {
+        let edited = RECORD.replace("\"resources\":[{\"uid\":", "\"resources\":[{\"uix\":");
+        let summary = read(&format!("{edited}\n"));
+        let identity = summary.identities.get("spiffe://x/app").unwrap();
+        let used: Vec<&str> = identity.used.keys().map(|k| &**k).collect();
+        assert_eq!(used, ["orders:read Order"]);
+    }
+
     /// Review finding: the fast path read `1790000000000-` as a number, where the strict
     /// parser refuses the line.
     #[test]
@@ -356,10 +563,7 @@ mod tests {
         let fast = Scanner::default().scan(RECORD.as_bytes()).unwrap();
         assert_eq!(fast.principal, Some("spiffe://x/app"));
         assert_eq!(fast.user, Some("alice"));
-        assert_eq!(
-            fast.policies.get(..fast.policy_count),
-            Some(&["p1", "p2"][..])
-        );
+        assert_eq!(fast.policies.iter().collect::<Vec<_>>(), ["p1", "p2"]);
         assert_eq!(fast.resource_type, Some("Order"));
         // Another key order, as a pipeline may write it.
         let mut value: serde_json::Value = serde_json::from_str(RECORD).unwrap();
