@@ -1,12 +1,15 @@
-//! The fast path for records Tollgate wrote itself. Their members come in the writer's order,
-//! so the scan walks a record from key to key: where the writer puts one member right after
-//! another it checks that the expected text is there (a comparison, not a search), and it
-//! searches only to step over what a review does not read (the metadata, the request line).
-//! Safe to search for: in JSON text a `"` inside a string is always escaped (`\"`), so
-//! `"key":` can only match a real key. Anything unexpected (a member the writer does not
-//! write, a string with escapes, a missing field, two records run together, a cut line)
-//! returns `None` and the caller parses the line properly instead: the scan may refuse a
-//! record, never read one differently from the strict parser.
+//! The fast path for records Tollgate wrote itself. It walks a record member by member in the
+//! writer's order, reading the fields a review needs, and checks that the expected text is
+//! where the writer puts it (a comparison, not a search). It searches only to step over three
+//! parts it does not read: the class's numbers before `time`, the metadata, and the request
+//! line; in those, another record's start is searched for too, since a torn write could hide
+//! one there (what the walk reads cannot run into a second record unnoticed). It accepts
+//! valid UTF-8 without control bytes, integers as JSON spells them, strings whose escapes the
+//! strict parser takes, and nothing after the record. Anything else (a member the writer does
+//! not write, a string with escapes in a field it reads, a cut line, two records run together)
+//! returns `None`, and the caller parses the line properly instead. Not checked: a key
+//! repeated inside the parts stepped over, which JSON leaves to each parser (RFC 8259 §4);
+//! the scan reads the first, serde_json the last.
 
 use memchr::arch::all::packedpair::HeuristicFrequencyRank;
 use memchr::memmem::{Finder, FinderBuilder};
@@ -50,7 +53,7 @@ pub enum Policies<'a> {
     None,
     /// The entries of `actor.authorizations` as Tollgate writes them (between `[` and `]`),
     /// checked by the scan.
-    Own(&'a [u8]),
+    Own(&'a str),
     /// Read by the strict parser.
     Parsed(Vec<&'a str>),
 }
@@ -69,7 +72,7 @@ impl<'a> Policies<'a> {
 /// See [`Policies::iter`].
 pub enum PolicyIds<'s, 'a> {
     /// Entries still to read, and where the next one starts.
-    Own(&'a [u8], usize),
+    Own(&'a str, usize),
     /// Ids read by the strict parser.
     Parsed(std::slice::Iter<'s, &'a str>),
 }
@@ -81,7 +84,11 @@ impl<'a> Iterator for PolicyIds<'_, 'a> {
         match self {
             Self::Parsed(ids) => ids.next().copied(),
             Self::Own(text, at) => {
-                let mut cursor = Cursor::new(text, *at);
+                let mut cursor = Cursor {
+                    line: text.as_bytes(),
+                    text,
+                    at: *at,
+                };
                 let id = cursor.policy_entry()?;
                 // Past the separating comma; at the end, past the text.
                 *at = cursor.at + 1;
@@ -96,7 +103,6 @@ pub struct Scanner {
     record: Finder<'static>,
     time: Finder<'static>,
     actor: Finder<'static>,
-    resources: Finder<'static>,
     unmapped: Finder<'static>,
 }
 
@@ -134,7 +140,6 @@ impl Default for Scanner {
             record: finder(b"{\"class_uid\":"),
             time: finder(b",\"time\":"),
             actor: finder(b",\"actor\":{"),
-            resources: finder(b",\"resources\":["),
             unmapped: finder(b",\"unmapped\":{\"tollgate\":{"),
         }
     }
@@ -143,14 +148,15 @@ impl Default for Scanner {
 impl Scanner {
     /// The fields of `line`, when it is a whole record in Tollgate's own layout.
     pub fn scan<'a>(&self, line: &'a [u8]) -> Option<Fields<'a>> {
-        if !line.starts_with(PREFIX) || !line.ends_with(b"}}}") {
+        if !line.starts_with(PREFIX) || has_control_bytes(line) {
             return None;
         }
         let mut f = Fields::default();
         // From PREFIX's comma: past the category, activity, type and severity.
         let mut c = Cursor {
             line,
-            text: simdutf8::basic::from_utf8(line).ok(),
+            // JSON text is UTF-8; the strict parser refuses a line that is not.
+            text: simdutf8::basic::from_utf8(line).ok()?,
             at: PREFIX.len() - 1,
         };
         c.seek(&self.time, &self.record)?;
@@ -164,51 +170,55 @@ impl Scanner {
         c.actor(&mut f)?;
         c.expect(b"},\"api\":{\"operation\":\"")?;
         f.action = Some(c.string()?).filter(|a| !a.is_empty());
-        // Past the response, the token, the source and the request line; the resource is
-        // looked for only before the unmapped part.
-        let at = c.at;
-        c.seek(&self.unmapped, &self.record)?;
-        let unmapped = c.at - self.unmapped.needle().len();
-        if let Some(i) = self.resources.find(line.get(at..unmapped)?) {
-            f.resource_type = Some(
-                c.to(at + i + self.resources.needle().len())
-                    .resource_type()?,
-            );
+        c.expect(b",\"response\":{\"code\":")?;
+        c.number()?;
+        c.optional_string(b",\"error\":\"")?;
+        c.optional_string(b",\"message\":\"")?;
+        c.expect(b"}")?;
+        if c.eat(b",\"token\":{\"type_id\":") {
+            c.number()?;
+            c.expect(b",\"type\":\"")?;
+            c.skip_string()?;
+            c.optional_string(b",\"uid\":\"")?;
+            c.expect(b",\"expiration_time\":")?;
+            c.number()?;
+            c.expect(b"}")?;
         }
+        c.expect(b"}")?;
+        if c.eat(b",\"resources\":[{\"uid\":\"") {
+            c.skip_string()?;
+            c.expect(b",\"type\":\"")?;
+            f.resource_type = Some(c.string()?);
+            c.expect(b"}]")?;
+        }
+        // Past the source and the request line.
+        c.expect(b",\"src_endpoint\":{")?;
+        c.seek(&self.unmapped, &self.record)?;
         c.tollgate(&mut f)?;
-        // Past the walk, the rest of the line is not read: it must not hold another record.
-        if c.record_starts(&self.record, line.len()) {
+        c.expect(b"}}}")?;
+        // One record, and nothing after it.
+        if c.at != line.len() {
             return None;
         }
         Some(f)
     }
 }
 
+/// Whether `line` holds a byte below 0x20: the strict parser refuses one inside a string,
+/// and the writer puts none outside. One pass with no early exit, which compiles to SIMD.
+fn has_control_bytes(line: &[u8]) -> bool {
+    line.iter().fold(false, |seen, &b| seen | (b < 0x20))
+}
+
 /// A position in a line, moved forward by what is read there.
 struct Cursor<'a> {
     line: &'a [u8],
-    /// The line, when it is UTF-8 throughout: the strings read are then slices of it, each
-    /// not validated again. Validating the whole line once costs less than validating a
-    /// dozen short strings one by one.
-    text: Option<&'a str>,
+    /// The same line as text, validated once: strings read are slices of it.
+    text: &'a str,
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    /// At `at` in `line`, whose strings are validated one by one.
-    fn new(line: &'a [u8], at: usize) -> Self {
-        Self {
-            line,
-            text: None,
-            at,
-        }
-    }
-
-    /// Here, `at`, in the same line.
-    fn to(&self, at: usize) -> Self {
-        Self { at, ..*self }
-    }
-
     /// Steps past `literal` if it is next.
     fn eat(&mut self, literal: &[u8]) -> bool {
         let next = self
@@ -265,7 +275,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The string that starts here, just past its opening quote; `None` if it has escapes
-    /// (the strict parser unescapes those), no end, or is not UTF-8.
+    /// (the strict parser unescapes those) or no end.
     fn string(&mut self) -> Option<&'a str> {
         let rest = self.line.get(self.at..)?;
         let len = memchr::memchr2(b'"', b'\\', rest)?;
@@ -273,10 +283,7 @@ impl<'a> Cursor<'a> {
             return None;
         }
         // Between two ASCII quotes: on character boundaries of a valid line.
-        let value = match self.text {
-            Some(text) => text.get(self.at..self.at + len)?,
-            None => std::str::from_utf8(rest.get(..len)?).ok()?,
-        };
+        let value = self.text.get(self.at..self.at + len)?;
         self.at += len + 1;
         Some(value)
     }
@@ -338,37 +345,50 @@ impl<'a> Cursor<'a> {
                     }
                     self.expect(b",")?;
                 }
-                f.policies = Policies::Own(self.line.get(from..self.at - 1)?);
+                f.policies = Policies::Own(self.text.get(from..self.at - 1)?);
             }
         }
         Some(())
     }
 
-    /// The string that starts here, escapes and all, stepped over unread.
+    /// The string that starts here, escapes and all, stepped over unread. Its escapes must
+    /// be ones the strict parser takes: a line it would refuse is not read here either.
     fn skip_string(&mut self) -> Option<()> {
         loop {
             let rest = self.line.get(self.at..)?;
             let i = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest.get(i) == Some(&b'"') {
-                self.at += i + 1;
-                return Some(());
+            match rest.get(i..)? {
+                [b'"', ..] => {
+                    self.at += i + 1;
+                    return Some(());
+                }
+                [
+                    b'\\',
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't',
+                    ..,
+                ] => {
+                    self.at += i + 2;
+                }
+                // `\u` and four hex digits, not a surrogate (which must come in pairs).
+                [b'\\', b'u', a, b, c, d, ..]
+                    if [a, b, c, d].iter().all(|x| x.is_ascii_hexdigit())
+                        && !(matches!(a, b'd' | b'D')
+                            && matches!(b, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')) =>
+                {
+                    self.at += i + 6;
+                }
+                _ => return None,
             }
-            // The backslash and the byte it escapes.
-            self.at += i + 2;
         }
     }
 
-    /// `{"uid":"<entity uid>","type":"<type>"}`, the first of `resources`: the type.
-    fn resource_type(&mut self) -> Option<&'a str> {
-        self.expect(b"{")?;
-        let inner = &mut true;
-        if self.member(inner, b"\"uid\":\"") {
-            self.skip_string()?;
+    /// Steps over a string whose opening (`,"key":"` or `"key":"`) is next, if it is:
+    /// whether it was there; `None` if it was but the string is not one JSON takes.
+    fn optional_string(&mut self, opening: &[u8]) -> Option<bool> {
+        if !self.eat(opening) {
+            return Some(false);
         }
-        self.member(inner, b"\"type\":\"").then_some(())?;
-        let resource_type = self.string()?;
-        self.expect(b"}")?;
-        Some(resource_type)
+        self.skip_string().map(|()| true)
     }
 
     /// `{"decision":"allow","policy":{"uid":"<id>"}}`: the id.
@@ -381,9 +401,7 @@ impl<'a> Cursor<'a> {
         Some(id)
     }
 
-    /// `unmapped.tollgate`'s members a review reads, up to the snapshot, which the writer
-    /// always puts after them (anything else there may be a member the walk should have
-    /// read); the cursor is left where the snapshot's member starts.
+    /// `unmapped.tollgate`'s members, up to its closing brace.
     fn tollgate(&mut self, f: &mut Fields<'a>) -> Option<()> {
         let first = &mut true;
         f.access_mode = self.string_member(first, b"\"access_mode\":\"")?;
@@ -394,35 +412,50 @@ impl<'a> Cursor<'a> {
         if self.member(first, b"\"credentials_expire\":") {
             f.expires_ms = Some(self.number()?);
         }
-        // Left before the snapshot, which is not read.
-        let rest = self.at;
-        self.member(first, b"\"snapshot\":{").then_some(())?;
-        self.at = rest;
+        self.member(first, b"\"snapshot\":{\"policies\":\"")
+            .then_some(())?;
+        self.skip_string()?;
+        self.expect(b",\"trust\":\"")?;
+        self.skip_string()?;
+        self.expect(b"}")?;
+        if self.eat(b",\"errors\":[") {
+            loop {
+                self.expect(b"\"")?;
+                self.skip_string()?;
+                if self.eat(b"]") {
+                    break;
+                }
+                self.expect(b",")?;
+            }
+        }
+        if self.eat(b",\"error_count\":") {
+            self.number()?;
+        }
+        self.expect(b",\"elapsed_us\":")?;
+        self.number()?;
         Some(())
     }
 }
 
-/// The integer starting at `at`, and the index past it.
+/// The integer starting at `at`, and the index past it; `None` where the strict parser
+/// would not read the same integer: no digits, more than an i64 surely holds, a leading
+/// zero (not JSON), `-0` (a float to it), or anything but `,`, `}` or `]` after it (`1x`).
 fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
-    let rest = line.get(at..)?;
-    let (negative, digits) = match rest.first() {
-        Some(b'-') => (true, rest.get(1..)?),
-        _ => (false, rest),
-    };
-    let len = digits
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if len == 0 || len > 18 {
-        // No digits, or more than an i64 surely holds: the strict parser decides.
+    let negative = line.get(at) == Some(&b'-');
+    let start = at + usize::from(negative);
+    let mut end = start;
+    let mut value: i64 = 0;
+    while let Some(&digit) = line.get(end).filter(|d| d.is_ascii_digit()) {
+        if end - start == 18 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit - b'0');
+        end += 1;
+    }
+    let leading_zero = end - start > 1 && line.get(start) == Some(&b'0');
+    if end == start || leading_zero || (negative && value == 0) {
         return None;
     }
-    let value = digits
-        .get(..len)?
-        .iter()
-        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    let end = at + usize::from(negative) + len;
-    // A number ends where JSON says one may: anything else (`123-`, `1x`) is not one.
     if !matches!(line.get(end), Some(b',' | b'}' | b']')) {
         return None;
     }
