@@ -1,18 +1,12 @@
 //! The fast path for records Tollgate wrote itself. It walks a record member by member in the
-//! writer's order, reading the fields a review needs, and checks that the expected text is
-//! where the writer puts it (a comparison, not a search). It searches only to step over three
-//! parts it does not read: the class's numbers before `time`, the metadata, and the request
-//! line; in those, another record's start is searched for too, since a torn write could hide
-//! one there (what the walk reads cannot run into a second record unnoticed). It accepts
-//! valid UTF-8 without control bytes, integers as JSON spells them, strings whose escapes the
-//! strict parser takes, and nothing after the record. Anything else (a member the writer does
-//! not write, a string with escapes in a field it reads, a cut line, two records run together)
-//! returns `None`, and the caller parses the line properly instead. Not checked: a key
-//! repeated inside the parts stepped over, which JSON leaves to each parser (RFC 8259 §4);
-//! the scan reads the first, serde_json the last.
-
-use memchr::arch::all::packedpair::HeuristicFrequencyRank;
-use memchr::memmem::{Finder, FinderBuilder};
+//! writer's order, reading the fields a review needs and stepping over the rest, and accepts
+//! exactly what the writer writes: each member once, in that order, at its depth, no
+//! whitespace, valid UTF-8 without control bytes, integers as JSON spells them, strings whose
+//! escapes the strict parser takes, one record and nothing after it. Anything else (a member
+//! the writer does not write, a reordered, repeated or nested key, a string with escapes in a
+//! field it reads, a cut line, two records run together) returns `None`, and the caller parses
+//! the line properly instead: the scan may refuse a record, never read one differently from
+//! the strict parser. It searches for nothing, so no part of a record goes unchecked.
 
 /// What a review reads of one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -98,52 +92,11 @@ impl<'a> Iterator for PolicyIds<'_, 'a> {
     }
 }
 
-/// The searches, built once.
-pub struct Scanner {
-    record: Finder<'static>,
-    time: Finder<'static>,
-    actor: Finder<'static>,
-    unmapped: Finder<'static>,
-}
+/// Reads records in Tollgate's own layout.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scanner;
 
 const PREFIX: &[u8] = b"{\"class_uid\":6003,";
-
-/// Bytes in the order of how often they occur in Tollgate's records, most frequent first
-/// (measured over generated and demo records). A substring search first looks for the two
-/// rarest bytes of its needle; ranked as general text ranks them, `"`, `:`, `_` and `,` count as
-/// rare, and in a record they are everywhere: each of those candidates costs a comparison.
-const BY_FREQUENCY: &[u8] = b"\"0e:tiasodp,rncl7_u{}m1h.y26/48 3bx9v5fgT-[]\\";
-
-/// [`BY_FREQUENCY`] as memchr's ranking: 255 for the most frequent byte, falling from there;
-/// a byte not listed (capitals, most punctuation) is rarer still.
-#[derive(Debug, Clone, Copy)]
-struct RecordBytes;
-
-impl HeuristicFrequencyRank for RecordBytes {
-    fn rank(&self, byte: u8) -> u8 {
-        BY_FREQUENCY
-            .iter()
-            .position(|&b| b == byte)
-            .and_then(|i| u8::try_from(i * 4).ok())
-            .map_or(20, |i| 255 - i)
-    }
-}
-
-/// A forward search for `needle`, prefiltered on its rarest bytes in a record.
-fn finder(needle: &'static [u8]) -> Finder<'static> {
-    FinderBuilder::new().build_forward_with_ranker(RecordBytes, needle)
-}
-
-impl Default for Scanner {
-    fn default() -> Self {
-        Self {
-            record: finder(b"{\"class_uid\":"),
-            time: finder(b",\"time\":"),
-            actor: finder(b",\"actor\":{"),
-            unmapped: finder(b",\"unmapped\":{\"tollgate\":{"),
-        }
-    }
-}
 
 impl Scanner {
     /// The fields of `line`, when it is a whole record in Tollgate's own layout.
@@ -152,21 +105,39 @@ impl Scanner {
             return None;
         }
         let mut f = Fields::default();
-        // From PREFIX's comma: past the category, activity, type and severity.
         let mut c = Cursor {
             line,
             // JSON text is UTF-8; the strict parser refuses a line that is not.
             text: simdutf8::basic::from_utf8(line).ok()?,
-            at: PREFIX.len() - 1,
+            at: PREFIX.len(),
         };
-        c.seek(&self.time, &self.record)?;
+        c.expect(b"\"category_uid\":")?;
+        c.number()?;
+        c.expect(b",\"activity_id\":")?;
+        c.number()?;
+        c.optional_string(b",\"activity_name\":\"")?;
+        c.expect(b",\"type_uid\":")?;
+        c.number()?;
+        c.expect(b",\"severity_id\":")?;
+        c.number()?;
+        c.expect(b",\"time\":")?;
         f.time = u64::try_from(c.number()?).ok()?;
         c.expect(b",\"status_id\":")?;
         f.status_id = u64::try_from(c.number()?).ok()?;
         c.expect(b",\"status_code\":\"")?;
         f.reason = c.string()?;
-        // Past the detail, the action, the disposition and the metadata.
-        c.seek(&self.actor, &self.record)?;
+        c.optional_string(b",\"status_detail\":\"")?;
+        c.expect(b",\"action_id\":")?;
+        c.number()?;
+        c.expect(b",\"disposition_id\":")?;
+        c.number()?;
+        c.expect(b",\"metadata\":{\"version\":\"")?;
+        c.skip_string()?;
+        c.expect(b",\"uid\":\"")?;
+        c.skip_string()?;
+        c.expect(b",\"profiles\":[\"security_control\"],\"product\":{\"name\":\"Tollgate\",\"vendor_name\":\"Tollgate\",\"version\":\"")?;
+        c.skip_string()?;
+        c.expect(b"}},\"actor\":{")?;
         c.actor(&mut f)?;
         c.expect(b"},\"api\":{\"operation\":\"")?;
         f.action = Some(c.string()?).filter(|a| !a.is_empty());
@@ -191,9 +162,20 @@ impl Scanner {
             f.resource_type = Some(c.string()?);
             c.expect(b"}]")?;
         }
-        // Past the source and the request line.
         c.expect(b",\"src_endpoint\":{")?;
-        c.seek(&self.unmapped, &self.record)?;
+        let address = c.optional_string(b"\"ip\":\"")?;
+        c.optional_string(match address {
+            true => b",\"uid\":\"",
+            false => b"\"uid\":\"",
+        })?;
+        c.expect(b"},\"http_request\":{\"http_method\":\"")?;
+        c.skip_string()?;
+        c.expect(b",\"url\":{\"path\":\"")?;
+        c.skip_string()?;
+        c.expect(b",\"hostname\":\"")?;
+        c.skip_string()?;
+        c.optional_string(b",\"query_string\":\"")?;
+        c.expect(b"}},\"unmapped\":{\"tollgate\":{")?;
         c.tollgate(&mut f)?;
         c.expect(b"}}}")?;
         // One record, and nothing after it.
@@ -247,38 +229,11 @@ impl<'a> Cursor<'a> {
         false
     }
 
-    /// Steps past the next `finder` match, unless another record starts (`record` matches)
-    /// before it: two records run together by a torn write. What the walk reads cannot run
-    /// into a second record unnoticed (the next record's start is none of what the walk
-    /// expects), but what it steps over could hide one, so that is searched too. Every
-    /// needle sought starts with a comma, which a record's start does not contain, so a
-    /// record starting before the match ends before it.
-    fn seek(&mut self, finder: &Finder<'_>, record: &Finder<'_>) -> Option<()> {
-        let skipped = self.line.get(self.at..)?;
-        let i = finder.find(skipped)?;
-        if self.record_starts(record, self.at + i) {
-            return None;
-        }
-        self.at += i + finder.needle().len();
-        Some(())
-    }
-
-    /// Whether another record starts between here and `end` (the line's end if past it).
-    /// From two bytes back: a string read just before may have ended on that record's first
-    /// quote, taking its `{` for its own.
-    fn record_starts(&self, record: &Finder<'_>, end: usize) -> bool {
-        let from = self.at.saturating_sub(2);
-        let end = end.min(self.line.len());
-        self.line
-            .get(from..end)
-            .is_none_or(|region| record.find(region).is_some())
-    }
-
     /// The string that starts here, just past its opening quote; `None` if it has escapes
     /// (the strict parser unescapes those) or no end.
     fn string(&mut self) -> Option<&'a str> {
         let rest = self.line.get(self.at..)?;
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        let len = string_end(rest)?;
         if rest.get(len) != Some(&b'"') {
             return None;
         }
@@ -356,7 +311,7 @@ impl<'a> Cursor<'a> {
     fn skip_string(&mut self) -> Option<()> {
         loop {
             let rest = self.line.get(self.at..)?;
-            let i = memchr::memchr2(b'"', b'\\', rest)?;
+            let i = string_end(rest)?;
             match rest.get(i..)? {
                 [b'"', ..] => {
                     self.at += i + 1;
@@ -441,23 +396,93 @@ impl<'a> Cursor<'a> {
 /// would not read the same integer: no digits, more than an i64 surely holds, a leading
 /// zero (not JSON), `-0` (a float to it), or anything but `,`, `}` or `]` after it (`1x`).
 fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
-    let negative = line.get(at) == Some(&b'-');
-    let start = at + usize::from(negative);
-    let mut end = start;
+    let rest = line.get(at..)?;
+    let (negative, digits) = match rest.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, rest),
+    };
     let mut value: i64 = 0;
-    while let Some(&digit) = line.get(end).filter(|d| d.is_ascii_digit()) {
-        if end - start == 18 {
-            return None;
+    let mut len = 0;
+    // Up to 19 digits read, so that a 19th is seen and refused; wrapping, as 19 may not fit.
+    for &byte in digits.iter().take(19) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
-        value = value * 10 + i64::from(digit - b'0');
-        end += 1;
+        value = value.wrapping_mul(10).wrapping_add(i64::from(digit));
+        len += 1;
     }
-    let leading_zero = end - start > 1 && line.get(start) == Some(&b'0');
-    if end == start || leading_zero || (negative && value == 0) {
+    let leading_zero = len > 1 && digits.first() == Some(&b'0');
+    if len == 0 || len > 18 || leading_zero || (negative && value == 0) {
         return None;
     }
+    let end = at + usize::from(negative) + len;
     if !matches!(line.get(end), Some(b',' | b'}' | b']')) {
         return None;
     }
     Some((if negative { -value } else { value }, end))
+}
+
+/// Where the first `"` or `\` in `bytes` is. Most strings in a record are short, and a
+/// general search costs more to set up than they take to read: the first 16 bytes are looked
+/// at eight at a time (a byte equal to the one sought is a zero byte after XOR; the lowest
+/// zero byte a word has is found exactly), the rest by `memchr2`.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = 0;
+    while at < 16 {
+        let Some(word) = bytes
+            .get(at..at + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+        else {
+            break;
+        };
+        let word = u64::from_le_bytes(word);
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', bytes.get(at..)?).map(|i| at + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds what `memchr2` finds, in any bytes.
+        #[test]
+        fn string_end_agrees_with_memchr(bytes in proptest::collection::vec(
+            proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(b'"'), proptest::strategy::Just(b'\\'), proptest::strategy::Just(0u8), proptest::strategy::Just(0x80u8)],
+            0..40,
+        )) {
+            proptest::prop_assert_eq!(string_end(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_as_json_spells_them() {
+        for (text, want) in [
+            ("0,", Some(0)),
+            ("7}", Some(7)),
+            ("-12]", Some(-12)),
+            ("1790000000000,", Some(1_790_000_000_000)),
+            ("999999999999999999,", Some(999_999_999_999_999_999)),
+            ("9999999999999999999,", None),
+            ("-0,", None),
+            ("01,", None),
+            ("-,", None),
+            ("1.5,", None),
+            ("1e3,", None),
+            ("12", None),
+            ("", None),
+        ] {
+            assert_eq!(number(text.as_bytes(), 0).map(|(n, _)| n), want, "{text}");
+        }
+    }
 }
