@@ -111,48 +111,34 @@ impl Scanner {
             text: simdutf8::basic::from_utf8(line).ok()?,
             at: PREFIX.len(),
         };
-        c.expect(b"\"category_uid\":")?;
-        c.number()?;
-        c.expect(b",\"activity_id\":")?;
-        c.number()?;
+        c.number_after(b"\"category_uid\":")?;
+        c.number_after(b",\"activity_id\":")?;
         c.optional_string(b",\"activity_name\":\"")?;
-        c.expect(b",\"type_uid\":")?;
-        c.number()?;
-        c.expect(b",\"severity_id\":")?;
-        c.number()?;
-        c.expect(b",\"time\":")?;
-        f.time = u64::try_from(c.number()?).ok()?;
-        c.expect(b",\"status_id\":")?;
-        f.status_id = u64::try_from(c.number()?).ok()?;
+        c.number_after(b",\"type_uid\":")?;
+        c.number_after(b",\"severity_id\":")?;
+        f.time = u64::try_from(c.number_after(b",\"time\":")?).ok()?;
+        f.status_id = u64::try_from(c.number_after(b",\"status_id\":")?).ok()?;
         c.expect(b",\"status_code\":\"")?;
         f.reason = c.string()?;
         c.optional_string(b",\"status_detail\":\"")?;
-        c.expect(b",\"action_id\":")?;
-        c.number()?;
-        c.expect(b",\"disposition_id\":")?;
-        c.number()?;
-        c.expect(b",\"metadata\":{\"version\":\"")?;
-        c.skip_string()?;
-        c.expect(b",\"uid\":\"")?;
-        c.skip_string()?;
-        c.expect(b",\"profiles\":[\"security_control\"],\"product\":{\"name\":\"Tollgate\",\"vendor_name\":\"Tollgate\",\"version\":\"")?;
-        c.skip_string()?;
+        c.number_after(b",\"action_id\":")?;
+        c.number_after(b",\"disposition_id\":")?;
+        c.string_after(b",\"metadata\":{\"version\":\"")?;
+        c.string_after(b",\"uid\":\"")?;
+        c.string_after(b",\"profiles\":[\"security_control\"],\"product\":{\"name\":\"Tollgate\",\"vendor_name\":\"Tollgate\",\"version\":\"")?;
         c.expect(b"}},\"actor\":{")?;
         c.actor(&mut f)?;
         c.expect(b"},\"api\":{\"operation\":\"")?;
         f.action = Some(c.string()?).filter(|a| !a.is_empty());
-        c.expect(b",\"response\":{\"code\":")?;
-        c.number()?;
+        c.number_after(b",\"response\":{\"code\":")?;
         c.optional_string(b",\"error\":\"")?;
         c.optional_string(b",\"message\":\"")?;
         c.expect(b"}")?;
         if c.eat(b",\"token\":{\"type_id\":") {
             c.number()?;
-            c.expect(b",\"type\":\"")?;
-            c.skip_string()?;
+            c.string_after(b",\"type\":\"")?;
             c.optional_string(b",\"uid\":\"")?;
-            c.expect(b",\"expiration_time\":")?;
-            c.number()?;
+            c.number_after(b",\"expiration_time\":")?;
             c.expect(b"}")?;
         }
         c.expect(b"}")?;
@@ -168,12 +154,9 @@ impl Scanner {
             true => b",\"uid\":\"",
             false => b"\"uid\":\"",
         })?;
-        c.expect(b"},\"http_request\":{\"http_method\":\"")?;
-        c.skip_string()?;
-        c.expect(b",\"url\":{\"path\":\"")?;
-        c.skip_string()?;
-        c.expect(b",\"hostname\":\"")?;
-        c.skip_string()?;
+        c.string_after(b"},\"http_request\":{\"http_method\":\"")?;
+        c.string_after(b",\"url\":{\"path\":\"")?;
+        c.string_after(b",\"hostname\":\"")?;
         c.optional_string(b",\"query_string\":\"")?;
         c.expect(b"}},\"unmapped\":{\"tollgate\":{")?;
         c.tollgate(&mut f)?;
@@ -250,6 +233,18 @@ impl<'a> Cursor<'a> {
             true => self.string().map(Some),
             false => Some(None),
         }
+    }
+
+    /// Steps past `key` (the text before a value) and the integer after it.
+    fn number_after(&mut self, key: &[u8]) -> Option<i64> {
+        self.expect(key)?;
+        self.number()
+    }
+
+    /// Steps past `key` (the text before a string's value) and the string, unread.
+    fn string_after(&mut self, key: &[u8]) -> Option<()> {
+        self.expect(key)?;
+        self.skip_string()
     }
 
     fn number(&mut self) -> Option<i64> {
@@ -348,8 +343,7 @@ impl<'a> Cursor<'a> {
 
     /// `{"decision":"allow","policy":{"uid":"<id>"}}`: the id.
     fn policy_entry(&mut self) -> Option<&'a str> {
-        self.expect(b"{\"decision\":\"")?;
-        self.skip_string()?;
+        self.string_after(b"{\"decision\":\"")?;
         self.expect(b",\"policy\":{\"uid\":\"")?;
         let id = self.string()?;
         self.expect(b"}}")?;
@@ -370,13 +364,11 @@ impl<'a> Cursor<'a> {
         self.member(first, b"\"snapshot\":{\"policies\":\"")
             .then_some(())?;
         self.skip_string()?;
-        self.expect(b",\"trust\":\"")?;
-        self.skip_string()?;
+        self.string_after(b",\"trust\":\"")?;
         self.expect(b"}")?;
         if self.eat(b",\"errors\":[") {
             loop {
-                self.expect(b"\"")?;
-                self.skip_string()?;
+                self.string_after(b"\"")?;
                 if self.eat(b"]") {
                     break;
                 }
@@ -386,8 +378,7 @@ impl<'a> Cursor<'a> {
         if self.eat(b",\"error_count\":") {
             self.number()?;
         }
-        self.expect(b",\"elapsed_us\":")?;
-        self.number()?;
+        self.number_after(b",\"elapsed_us\":")?;
         Some(())
     }
 }
