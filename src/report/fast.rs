@@ -185,6 +185,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// Steps past `literal` if it is next.
+    #[inline(always)]
     fn eat(&mut self, literal: &[u8]) -> bool {
         let next = self
             .line
@@ -196,12 +197,14 @@ impl<'a> Cursor<'a> {
         next
     }
 
+    #[inline(always)]
     fn expect(&mut self, literal: &[u8]) -> Option<()> {
         self.eat(literal).then_some(())
     }
 
     /// Steps past the member key `key` (with its `:`) if it is next in an object, after the
     /// comma unless `first`; on success the next member is no longer the first.
+    #[inline(always)]
     fn member(&mut self, first: &mut bool, key: &[u8]) -> bool {
         let from = self.at;
         if (*first || self.eat(b",")) && self.eat(key) {
@@ -214,6 +217,7 @@ impl<'a> Cursor<'a> {
 
     /// The string that starts here, just past its opening quote; `None` if it has escapes
     /// (the strict parser unescapes those) or no end.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let rest = self.line.get(self.at..)?;
         let len = string_end(rest)?;
@@ -228,6 +232,7 @@ impl<'a> Cursor<'a> {
 
     /// The string value of the member `key` if it is next (see [`Self::member`]):
     /// `Some(None)` when it is not, `None` when its value is not a plain string.
+    #[inline(always)]
     fn string_member(&mut self, first: &mut bool, key: &[u8]) -> Option<Option<&'a str>> {
         match self.member(first, key) {
             true => self.string().map(Some),
@@ -236,17 +241,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// Steps past `key` (the text before a value) and the integer after it.
+    #[inline(always)]
     fn number_after(&mut self, key: &[u8]) -> Option<i64> {
         self.expect(key)?;
         self.number()
     }
 
     /// Steps past `key` (the text before a string's value) and the string, unread.
+    #[inline(always)]
     fn string_after(&mut self, key: &[u8]) -> Option<()> {
         self.expect(key)?;
         self.skip_string()
     }
 
+    #[inline(always)]
     fn number(&mut self) -> Option<i64> {
         let (value, end) = number(self.line, self.at)?;
         self.at = end;
@@ -334,6 +342,7 @@ impl<'a> Cursor<'a> {
 
     /// Steps over a string whose opening (`,"key":"` or `"key":"`) is next, if it is:
     /// whether it was there; `None` if it was but the string is not one JSON takes.
+    #[inline(always)]
     fn optional_string(&mut self, opening: &[u8]) -> Option<bool> {
         if !self.eat(opening) {
             return Some(false);
@@ -386,32 +395,59 @@ impl<'a> Cursor<'a> {
 /// The integer starting at `at`, and the index past it; `None` where the strict parser
 /// would not read the same integer: no digits, more than an i64 surely holds, a leading
 /// zero (not JSON), `-0` (a float to it), or anything but `,`, `}` or `]` after it (`1x`).
+///
+/// The digits are checked first and the value computed from them last, so that where a
+/// caller drops the value (most integers in a record are stepped over) its computation is
+/// dropped too.
+#[inline(always)]
 fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
     let rest = line.get(at..)?;
-    let (negative, digits) = match rest.split_first() {
-        Some((b'-', digits)) => (true, digits),
-        _ => (false, rest),
-    };
-    let mut value: i64 = 0;
-    let mut len = 0;
-    // Up to 19 digits read, so that a 19th is seen and refused; wrapping, as 19 may not fit.
-    for &byte in digits.iter().take(19) {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            break;
-        }
-        value = value.wrapping_mul(10).wrapping_add(i64::from(digit));
-        len += 1;
-    }
-    let leading_zero = len > 1 && digits.first() == Some(&b'0');
-    if len == 0 || len > 18 || leading_zero || (negative && value == 0) {
+    let negative = rest.first() == Some(&b'-');
+    let digits = rest.get(usize::from(negative)..)?;
+    let len = leading_digits(digits);
+    // `0` alone is the only integer JSON starts with a zero, and `-0` is a float to serde.
+    let zero_first = digits.first() == Some(&b'0') && (len > 1 || negative);
+    if len == 0 || len > 18 || zero_first {
         return None;
     }
     let end = at + usize::from(negative) + len;
     if !matches!(line.get(end), Some(b',' | b'}' | b']')) {
         return None;
     }
+    // At most 18 digits: no overflow.
+    let value = digits
+        .get(..len)?
+        .iter()
+        .fold(0i64, |value, &digit| value * 10 + i64::from(digit - b'0'));
     Some((if negative { -value } else { value }, end))
+}
+
+/// How many ASCII digits `bytes` starts with, counted to at least 19 (enough to tell an
+/// integer too long), eight at a time: a byte is not a digit when it has its high bit set,
+/// or gains it by adding 0x46 (above `9`) or by subtracting 0x30 (below `0`). A carry or
+/// borrow only moves up from a byte that is not a digit, so the lowest flagged byte is
+/// exactly the first one that is not.
+#[inline(always)]
+fn leading_digits(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut at = 0;
+    while at < 19 {
+        let Some(word) = bytes
+            .get(at..at + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+        else {
+            let rest = bytes.get(at..).unwrap_or_default();
+            return at + rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        };
+        let x = u64::from_le_bytes(word);
+        let flagged =
+            (x | x.wrapping_add(ONES * 0x46) | x.wrapping_sub(ONES * 0x30)) & (ONES * 0x80);
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// Where the first `"` or `\` in `bytes` is. Most strings in a record are short, and a
@@ -450,9 +486,30 @@ mod tests {
         #[test]
         fn string_end_agrees_with_memchr(bytes in proptest::collection::vec(
             proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(b'"'), proptest::strategy::Just(b'\\'), proptest::strategy::Just(0u8), proptest::strategy::Just(0x80u8)],
-            0..40,
+            0..80,
         )) {
             proptest::prop_assert_eq!(string_end(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+        }
+    }
+
+    proptest::proptest! {
+        /// Eight at a time, the digits counted are the ones a byte-by-byte count finds.
+        #[test]
+        fn leading_digits_agrees_with_a_byte_count(bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => (b'0'..=b'9'),
+                1 => proptest::prelude::any::<u8>(),
+                1 => proptest::sample::select(vec![b'/', b':', 0x2f, 0x3a, 0x7f, 0x80, 0xba, 0xff, 0]),
+            ],
+            0..30,
+        )) {
+            let counted = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+            let found = leading_digits(&bytes);
+            if counted < 19 {
+                proptest::prop_assert_eq!(found, counted);
+            } else {
+                proptest::prop_assert!(found >= 19);
+            }
         }
     }
 
@@ -472,6 +529,17 @@ mod tests {
             ("1e3,", None),
             ("12", None),
             ("", None),
+            ("-", None),
+            ("0", None),
+            ("0}", Some(0)),
+            ("-7,", Some(-7)),
+            ("00,", None),
+            ("-01,", None),
+            ("123456789012345678,", Some(123_456_789_012_345_678)),
+            ("-123456789012345678}", Some(-123_456_789_012_345_678)),
+            ("1234567890123456789012345,", None),
+            ("12345678:", None),
+            ("1234567/,", None),
         ] {
             assert_eq!(number(text.as_bytes(), 0).map(|(n, _)| n), want, "{text}");
         }
