@@ -628,16 +628,21 @@ impl Summary {
             }
         };
         let wide = series.span() >= MAX_BUCKETS as u64;
-        for policy in policies {
-            match self.policies.get_mut(policy) {
-                Some(n) => *n += 1,
-                None => {
-                    self.policies.insert(policy.to_owned(), 1);
-                }
-            }
-        }
+        self.count_policies(policies, 1);
         if wide {
             self.fit();
+        }
+    }
+
+    /// Counts `n` decisions determined by each of `policies`.
+    pub fn count_policies<'p>(&mut self, policies: impl IntoIterator<Item = &'p str>, n: u64) {
+        for policy in policies {
+            match self.policies.get_mut(policy) {
+                Some(count) => *count += n,
+                None => {
+                    self.policies.insert(policy.to_owned(), n);
+                }
+            }
         }
     }
 
