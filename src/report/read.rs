@@ -14,9 +14,9 @@ use crate::inventory::{Observation, Summary};
 
 /// Corrupt lines located in the report, at most.
 const LOCATED: usize = 10;
-/// Distinct lists of determining policies counted by their text, at most; see
+/// Text of the distinct lists of determining policies counted by their text, at most; see
 /// [`Reader::policy_lists`].
-const POLICY_LISTS: usize = 4096;
+const POLICY_LIST_BYTES: usize = 1 << 20;
 /// Longest line read as a record; a longer one is corrupt (and read past, not held).
 const MAX_LINE: usize = 64 * 1024;
 
@@ -66,6 +66,9 @@ pub struct Reader<'p> {
     /// list costs one lookup of its text, and its ids are counted once per list, at the end,
     /// rather than once per record (that was a fifth of the reduction's instructions).
     policy_lists: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
+    /// Bytes of text in `policy_lists`: past [`POLICY_LIST_BYTES`], a new list's ids are
+    /// counted one by one, so that memory stays bounded whatever the lists.
+    policy_list_bytes: usize,
 }
 
 impl<'p> Reader<'p> {
@@ -78,6 +81,7 @@ impl<'p> Reader<'p> {
             progress,
             fast: Scanner,
             policy_lists: HashMap::default(),
+            policy_list_bytes: 0,
         }
     }
 
@@ -253,7 +257,8 @@ impl<'p> Reader<'p> {
             Policies::Own(list) => {
                 if let Some(n) = self.policy_lists.get_mut(list) {
                     *n += 1;
-                } else if self.policy_lists.len() < POLICY_LISTS {
+                } else if self.policy_list_bytes + list.len() <= POLICY_LIST_BYTES {
+                    self.policy_list_bytes += list.len();
                     self.policy_lists.insert(list.into(), 1);
                 } else {
                     return self.summary.observe_each(&observation, f.policies.iter());
@@ -723,19 +728,28 @@ mod tests {
     /// past it: either way, each policy's count is the number of records it determined.
     #[test]
     fn determining_policies_are_counted_past_the_bound_on_distinct_lists() {
-        let lists = POLICY_LISTS + 3;
+        // Ids of 1,000 bytes: the lists' text passes the bound after about a thousand.
+        let lists = POLICY_LIST_BYTES / 1000 + 3;
+        let padding = "x".repeat(1000);
         let mut lines = String::new();
         for i in 0..lists {
-            let record = RECORD.replace("\"uid\":\"p1\"", &format!("\"uid\":\"q{i}\""));
+            let record = RECORD.replace("\"uid\":\"p1\"", &format!("\"uid\":\"q{i:05}{padding}\""));
             assert_ne!(record, RECORD);
             // Each list twice: once to be remembered (or not), once to be found.
             lines.push_str(&format!("{record}\n{record}\n"));
         }
-        let summary = read(&lines);
+        let mut reader = Reader::new(Window::default(), None);
+        reader.read_stream("t", lines.as_bytes()).unwrap();
+        // Some lists were remembered, and the last ones were not.
+        assert!(reader.policy_lists.len() > lists / 2);
+        assert!(reader.policy_lists.len() < lists);
+        assert!(reader.policy_list_bytes <= POLICY_LIST_BYTES);
+        let summary = reader.finish().0;
         assert_eq!(summary.records, 2 * lists as u64);
         assert_eq!(summary.policies.get("p2"), Some(&(2 * lists as u64)));
-        for i in [0, POLICY_LISTS - 1, POLICY_LISTS, lists - 1] {
-            assert_eq!(summary.policies.get(&format!("q{i}")), Some(&2), "q{i}");
+        for i in [0, lists / 2, lists - 2, lists - 1] {
+            let id = format!("q{i:05}{padding}");
+            assert_eq!(summary.policies.get(&id), Some(&2), "q{i}");
         }
         assert_eq!(summary.policies.len(), lists + 1);
     }
