@@ -498,7 +498,7 @@ mod tests {
         fn leading_digits_agrees_with_a_byte_count(bytes in proptest::collection::vec(
             proptest::prop_oneof![
                 // Mostly digits, so that runs reach the second and third words.
-                24 => (b'0'..=b'9'),
+                24 => b'0'..=b'9',
                 1 => proptest::prelude::any::<u8>(),
                 1 => proptest::sample::select(vec![b'/', b':', 0x7f, 0x80, 0xba, 0xff, 0]),
             ],
