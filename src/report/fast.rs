@@ -429,25 +429,15 @@ fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
 /// exactly the first one that is not.
 #[inline(always)]
 fn leading_digits(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut at = 0;
-    while at < 19 {
-        let Some(word) = bytes
-            .get(at..at + 8)
-            .and_then(|word| <[u8; 8]>::try_from(word).ok())
-        else {
+    let not_digits =
+        |x: u64| (x | x.wrapping_add(ONES * 0x46) | x.wrapping_sub(ONES * 0x30)) & HIGHS;
+    match first_flagged(bytes, 19, not_digits) {
+        Ok(len) => len,
+        Err(at) => {
             let rest = bytes.get(at..).unwrap_or_default();
-            return at + rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        };
-        let x = u64::from_le_bytes(word);
-        let flagged =
-            (x | x.wrapping_add(ONES * 0x46) | x.wrapping_sub(ONES * 0x30)) & (ONES * 0x80);
-        if flagged != 0 {
-            return at + (flagged.trailing_zeros() / 8) as usize;
+            at + rest.iter().take_while(|b| b.is_ascii_digit()).count()
         }
-        at += 8;
     }
-    at
 }
 
 /// Where the first `"` or `\` in `bytes` is. Most strings in a record are short, and a
@@ -455,26 +445,42 @@ fn leading_digits(bytes: &[u8]) -> usize {
 /// at eight at a time (a byte equal to the one sought is a zero byte after XOR; the lowest
 /// zero byte a word has is found exactly), the rest by `memchr2`.
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote_or_backslash = |word: u64| {
+        zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+    };
+    match first_flagged(bytes, 16, quote_or_backslash) {
+        Ok(at) => Some(at),
+        Err(at) => memchr::memchr2(b'"', b'\\', bytes.get(at..)?).map(|i| at + i),
+    }
+}
+
+/// Each byte of a word: `ONES * b` repeats `b` eight times.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of each byte of a word.
+const HIGHS: u64 = ONES * 0x80;
+
+/// The first byte of `bytes` that `flags` marks (its high bit set in the word `flags`
+/// returns; marks above the first may be wrong), looked at eight bytes at a time while the
+/// words start before `limit`: `Ok(index)`, or `Err(at)` where the words stopped, unread
+/// from there (fewer than eight bytes left, or `limit` reached).
+#[inline(always)]
+fn first_flagged(bytes: &[u8], limit: usize, flags: impl Fn(u64) -> u64) -> Result<usize, usize> {
     let mut at = 0;
-    while at < 16 {
+    while at < limit {
         let Some(word) = bytes
             .get(at..at + 8)
             .and_then(|word| <[u8; 8]>::try_from(word).ok())
         else {
             break;
         };
-        let word = u64::from_le_bytes(word);
-        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
-            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
+        let flagged = flags(u64::from_le_bytes(word));
+        if flagged != 0 {
+            return Ok(at + (flagged.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    memchr::memchr2(b'"', b'\\', bytes.get(at..)?).map(|i| at + i)
+    Err(at)
 }
 
 #[cfg(test)]
