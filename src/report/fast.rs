@@ -296,13 +296,7 @@ impl<'a> Cursor<'a> {
         if self.member(first, b"\"authorizations\":[") {
             let from = self.at;
             if !self.eat(b"]") {
-                loop {
-                    self.policy_entry()?;
-                    if self.eat(b"]") {
-                        break;
-                    }
-                    self.expect(b",")?;
-                }
+                self.items(|c| c.policy_entry().map(drop))?;
                 f.policies = Policies::Own(self.text.get(from..self.at - 1)?);
             }
         }
@@ -350,6 +344,19 @@ impl<'a> Cursor<'a> {
         self.skip_string().map(|()| true)
     }
 
+    /// The items of a list whose `[` is behind, each read by `item`, up to and past the `]`:
+    /// at least one, separated by commas.
+    #[inline(always)]
+    fn items(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        loop {
+            item(self)?;
+            if self.eat(b"]") {
+                return Some(());
+            }
+            self.expect(b",")?;
+        }
+    }
+
     /// `{"decision":"allow","policy":{"uid":"<id>"}}`: the id.
     fn policy_entry(&mut self) -> Option<&'a str> {
         self.string_after(b"{\"decision\":\"")?;
@@ -376,13 +383,7 @@ impl<'a> Cursor<'a> {
         self.string_after(b",\"trust\":\"")?;
         self.expect(b"}")?;
         if self.eat(b",\"errors\":[") {
-            loop {
-                self.string_after(b"\"")?;
-                if self.eat(b"]") {
-                    break;
-                }
-                self.expect(b",")?;
-            }
+            self.items(|c| c.string_after(b"\""))?;
         }
         if self.eat(b",\"error_count\":") {
             self.number()?;
