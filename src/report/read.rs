@@ -257,22 +257,29 @@ impl<'p> Reader<'p> {
             expires_ms: f.expires_ms,
             ..Observation::default()
         };
-        match f.policies {
-            Policies::Own(list) => {
-                if let Some(n) = self.policy_lists.get_mut(list) {
-                    *n += 1;
-                } else if self.policy_list_bytes + list.len() + POLICY_LIST_ENTRY
-                    <= POLICY_LIST_BYTES
-                {
-                    self.policy_list_bytes += list.len() + POLICY_LIST_ENTRY;
-                    self.policy_lists.insert(list.into(), 1);
-                } else {
-                    return self.summary.observe_each(&observation, f.policies.iter());
-                }
-                self.summary.observe_each(&observation, std::iter::empty());
-            }
-            _ => self.summary.observe_each(&observation, f.policies.iter()),
+        if let Policies::Own(list) = f.policies
+            && self.count_policy_list(list)
+        {
+            self.summary.observe_each(&observation, std::iter::empty());
+        } else {
+            self.summary.observe_each(&observation, f.policies.iter());
         }
+    }
+
+    /// Counts one more record carrying `list` in [`Self::policy_lists`]: `false` when the
+    /// list is new and the memo is full, and its ids must be counted by the caller.
+    fn count_policy_list(&mut self, list: &str) -> bool {
+        if let Some(n) = self.policy_lists.get_mut(list) {
+            *n += 1;
+            return true;
+        }
+        let cost = list.len() + POLICY_LIST_ENTRY;
+        if self.policy_list_bytes + cost > POLICY_LIST_BYTES {
+            return false;
+        }
+        self.policy_list_bytes += cost;
+        self.policy_lists.insert(list.into(), 1);
+        true
     }
 
     fn corrupt(&mut self, name: &str, number: usize) {
