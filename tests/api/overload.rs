@@ -7,6 +7,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::codegen::http;
 
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+
 use crate::support::server::{Options, Req};
 use crate::support::{World, eventually};
 
@@ -51,6 +53,24 @@ fn audit_reasons(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// Sends complete Checks over TCP until one is shed (`true`), or until `stalled` has been
+/// answered without one being shed (`false`): it was shed itself, or its deadline passed.
+async fn shed_while(
+    w: &World,
+    request: &CheckRequest,
+    stalled: &tokio::task::JoinHandle<String>,
+) -> bool {
+    while !stalled.is_finished() {
+        match w.server.client.clone().check(request.clone()).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => return true,
+            // Allowed while the stalled Check is still on its way in.
+            other => assert!(other.is_ok(), "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_limit_for_every_listener_and_each_shed_and_timeout_is_recorded() {
     let w = World::with(Options {
@@ -73,24 +93,22 @@ async fn one_limit_for_every_listener_and_each_shed_and_timeout_is_recorded() {
             "spiffe://{}/payments",
             crate::support::pki::TRUST_DOMAIN
         ));
-    // The only slot is taken over the Unix socket...
-    let socket = tokio::net::UnixStream::connect(w.server.dir.path().join("tollgate.sock"))
-        .await
-        .unwrap();
-    let (_held, stalled) = stalled_check(socket).await;
-    // ...so a complete Check over TCP is shed: the limit is the process's, not the listener's.
+    // The only slot is taken over the Unix socket, so a complete Check over TCP is shed: the
+    // limit is the process's, not the listener's. A TCP Check can reach the server first and
+    // hold the slot as the stalled one arrives; then the stalled one is shed instead, holds
+    // nothing, and another is sent (so too if its deadline passes before a TCP Check lands).
     let started = std::time::Instant::now();
-    loop {
-        match w.server.client.clone().check(request.clone()).await {
-            Err(status) if status.code() == tonic::Code::Unavailable => break,
-            other => {
-                // Allowed while the stalled Check is still on its way in.
-                assert!(other.is_ok(), "{other:?}");
-                assert!(started.elapsed() < Duration::from_secs(3), "never shed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+    let stalled = loop {
+        let socket = tokio::net::UnixStream::connect(w.server.dir.path().join("tollgate.sock"))
+            .await
+            .unwrap();
+        let (held, stalled) = stalled_check(socket).await;
+        if shed_while(&w, &request, &stalled).await {
+            break (held, stalled);
         }
-    }
+        assert!(started.elapsed() < Duration::from_secs(30), "never shed");
+    };
+    let (_held, stalled) = stalled;
     // The stalled Check ends at its deadline, as DEADLINE_EXCEEDED (4).
     let answer = tokio::time::timeout(Duration::from_secs(5), stalled)
         .await
