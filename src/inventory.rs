@@ -16,10 +16,11 @@ use std::sync::Arc;
 /// the identity's counters, and the rest in a sorted vector: a record in the current bucket
 /// touches no memory of its own, and a rebin is one pass.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct Series {
-    closed: Vec<Bucket>,
     /// The newest bucket; every `closed` index is below its index.
     open: Option<Bucket>,
+    closed: Vec<Bucket>,
 }
 
 /// `(bucket index, calls, denials)`.
@@ -302,26 +303,45 @@ impl PartialEq for LastAdded {
 impl Eq for LastAdded {}
 
 /// What one identity did.
+///
+/// In memory, the fields every record updates come first and together (`repr(C)` keeps the
+/// order written): with thousands of identities, each record's summary is mostly out of cache,
+/// and every further cache line it spans is another miss.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct IdentitySummary {
     /// What kind of caller.
     pub kind: Kind,
     /// SPIFFE trust domain, for workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// Decisions.
+    pub calls: u64,
     /// First and last decision, Unix milliseconds.
     pub first_seen_ms: u64,
     /// See `first_seen_ms`.
     pub last_seen_ms: u64,
-    /// Decisions.
-    pub calls: u64,
-    /// Denials, by reason code.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub denials: BTreeMap<String, u64>,
     /// App-only decisions.
     pub app_only: u64,
     /// Delegated decisions.
     pub delegated: u64,
+    /// Calls and denials over time, in the summary's `bucket_ms`.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub series: Series,
+    /// Per `action resource-type`: what was asked for. The keys' text is shared between
+    /// identities (see [`PairNames`]).
+    #[serde(default, skip_serializing_if = "Pairs::is_empty")]
+    pub used: Pairs,
+    /// When the credentials it presented last expire, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_ms: Option<i64>,
+    #[serde(skip)]
+    last_issuer: LastAdded,
+    #[serde(skip)]
+    last_user: LastAdded,
+    /// Denials, by reason code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub denials: BTreeMap<String, u64>,
     /// Users acted for (identifiers or pseudonyms), at most [`MAX_USERS`].
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub users: BTreeSet<String>,
@@ -331,23 +351,112 @@ pub struct IdentitySummary {
     /// Token issuers seen.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub issuers: BTreeSet<String>,
-    #[serde(skip)]
-    last_user: LastAdded,
-    #[serde(skip)]
-    last_issuer: LastAdded,
-    /// When the credentials it presented last expire, Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiry_ms: Option<i64>,
-    /// Per `action resource-type`: what was asked for. The keys' text is shared between
-    /// identities (see [`PairNames`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub used: BTreeMap<Arc<str>, Usage>,
     /// More pairs than `used` holds were seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub used_saturated: bool,
-    /// Calls and denials over time, in the summary's `bucket_ms`.
-    #[serde(default, skip_serializing_if = "Series::is_empty")]
-    pub series: Series,
+}
+
+/// Pairs held in the summary itself before the rest move to the heap.
+const INLINE_PAIRS: usize = 3;
+
+/// What one identity asked for, per `action resource-type` pair, sorted by pair. Most
+/// identities use a few pairs, and those sit in the identity's summary itself: counting a
+/// record's pair reads no memory beyond the summary's (a tree's node, elsewhere in memory,
+/// cost two cache misses a record with thousands of identities).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs(smallvec::SmallVec<[(Arc<str>, Usage); INLINE_PAIRS]>);
+
+impl Pairs {
+    /// Where `pair` is, or would be inserted.
+    fn find(&self, pair: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| (**key).cmp(pair))
+    }
+
+    /// The usage of `pair`.
+    pub fn get(&self, pair: &str) -> Option<&Usage> {
+        let at = self.find(pair).ok()?;
+        self.0.get(at).map(|(_, usage)| usage)
+    }
+
+    /// The usage of `pair`, mutable.
+    fn get_mut(&mut self, pair: &str) -> Option<&mut Usage> {
+        let at = self.find(pair).ok()?;
+        self.0.get_mut(at).map(|(_, usage)| usage)
+    }
+
+    /// Adds `usage` to `pair`'s, which starts at none.
+    fn add(&mut self, pair: Arc<str>, usage: Usage) {
+        match self.find(&pair) {
+            Ok(at) => {
+                if let Some((_, ours)) = self.0.get_mut(at) {
+                    ours.add(usage);
+                }
+            }
+            Err(at) => self.0.insert(at, (pair, usage)),
+        }
+    }
+
+    /// Whether `pair` was asked for.
+    pub fn contains_key(&self, pair: &str) -> bool {
+        self.find(pair).is_ok()
+    }
+
+    /// The pairs and their usage, sorted by pair.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Usage)> {
+        self.into_iter()
+    }
+
+    /// The pairs, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    /// Pairs held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Pairs {
+    type Item = (&'a Arc<str>, &'a Usage);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Arc<str>, Usage)>,
+        fn(&'a (Arc<str>, Usage)) -> (&'a Arc<str>, &'a Usage),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(key, usage)| (key, usage))
+    }
+}
+
+impl FromIterator<(Arc<str>, Usage)> for Pairs {
+    /// Sorted by pair; a pair given twice adds up.
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Usage)>>(pairs: I) -> Self {
+        let mut all = Self::default();
+        for (pair, usage) in pairs {
+            all.add(pair, usage);
+        }
+        all
+    }
+}
+
+/// Written as a map from pair to usage.
+impl Serialize for Pairs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<Arc<str>, Usage>::deserialize(deserializer)?;
+        Ok(map.into_iter().collect())
+    }
 }
 
 /// Calls of one (action, resource type) by one identity.
@@ -359,6 +468,15 @@ pub struct Usage {
     pub allowed: u64,
     /// Last decision, Unix milliseconds.
     pub last_ms: u64,
+}
+
+impl Usage {
+    /// Adds `other`'s decisions to these.
+    fn add(&mut self, other: Self) {
+        self.calls += other.calls;
+        self.allowed += other.allowed;
+        self.last_ms = self.last_ms.max(other.last_ms);
+    }
 }
 
 /// A reduction of decisions: per identity, per policy, over time. Mergeable.
@@ -454,19 +572,17 @@ impl IdentitySummary {
         }
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
             let key = spell_pair(&mut names.scratch, action, resource_type);
-            let usage = if let Some(usage) = self.used.get_mut(key) {
-                Some(usage)
+            let usage = Usage {
+                calls: 1,
+                allowed: u64::from(o.allowed),
+                last_ms: o.time_ms,
+            };
+            if let Some(ours) = self.used.get_mut(key) {
+                ours.add(usage);
             } else if self.used.len() < MAX_PAIRS {
-                let name = names.known.share(key);
-                Some(self.used.entry(name).or_default())
+                self.used.add(names.known.share(key), usage);
             } else {
                 self.used_saturated = true;
-                None
-            };
-            if let Some(usage) = usage {
-                usage.calls += 1;
-                usage.allowed += u64::from(o.allowed);
-                usage.last_ms = usage.last_ms.max(o.time_ms);
             }
         }
     }
@@ -534,10 +650,7 @@ impl IdentitySummary {
                 self.used_saturated = true;
                 continue;
             }
-            let ours = self.used.entry(key.clone()).or_default();
-            ours.calls += theirs.calls;
-            ours.allowed += theirs.allowed;
-            ours.last_ms = ours.last_ms.max(theirs.last_ms);
+            self.used.add(key.clone(), *theirs);
         }
         self.series.merge(&other.series);
     }
@@ -923,6 +1036,82 @@ mod tests {
         held.sort();
         assert_eq!(held, ["a", "c"]);
         assert_eq!(inventory.evicted(), 1);
+    }
+
+    /// The pairs an identity used, as a plain sorted map would count them.
+    fn model_of(calls: &[(u64, usize, bool)], names: &[String]) -> BTreeMap<String, Usage> {
+        let mut model: BTreeMap<String, Usage> = BTreeMap::new();
+        for &(time_ms, name, allowed) in calls {
+            let usage = model.entry(pair(&names[name], "Order")).or_default();
+            usage.calls += 1;
+            usage.allowed += u64::from(allowed);
+            usage.last_ms = usage.last_ms.max(time_ms);
+        }
+        model
+    }
+
+    proptest::proptest! {
+        /// Held in the summary or spilled to the heap past [`INLINE_PAIRS`], the pairs count
+        /// as a sorted map does, in its order, and are written and read back as one.
+        #[test]
+        fn pairs_count_as_a_sorted_map_does(
+            calls in proptest::collection::vec((0..1_000_000u64, 0..8usize, proptest::bool::ANY), 0..200),
+        ) {
+            let names: Vec<String> = (0..8).map(|i| format!("action-{}", (i * 5) % 8)).collect();
+            let mut summary = Summary::default();
+            for &(time_ms, name, allowed) in &calls {
+                summary.observe(&call(time_ms, "a", &names[name], allowed), &[]);
+            }
+            let model = model_of(&calls, &names);
+            let used = summary
+                .identities
+                .get("a")
+                .map(|a| a.used.clone())
+                .unwrap_or_default();
+            let seen: Vec<(String, Usage)> =
+                used.iter().map(|(k, u)| (k.to_string(), *u)).collect();
+            let expected: Vec<(String, Usage)> = model.clone().into_iter().collect();
+            proptest::prop_assert_eq!(seen, expected);
+            for (key, usage) in &model {
+                proptest::prop_assert_eq!(used.get(key), Some(usage));
+            }
+            proptest::prop_assert!(!used.contains_key("never Order"));
+            let json = serde_json::to_string(&used).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&model).unwrap());
+            let back: Pairs = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(back, used);
+        }
+    }
+
+    #[test]
+    fn pairs_past_the_bound_are_not_held_and_the_summary_says_so() {
+        let mut summary = Summary::default();
+        let actions: Vec<String> = (0..MAX_PAIRS + 5).map(|i| format!("a{i:05}")).collect();
+        for (t, action) in actions.iter().enumerate() {
+            summary.observe(&call(t as u64, "a", action, true), &[]);
+        }
+        // A pair held before the bound is still counted after it.
+        summary.observe(&call(9_999, "a", &actions[0], false), &[]);
+        let a = &summary.identities["a"];
+        assert_eq!(a.used.len(), MAX_PAIRS);
+        assert!(a.used_saturated);
+        assert!(!a.used.contains_key(&pair(&actions[MAX_PAIRS], "Order")));
+        let first = a.used.get(&pair(&actions[0], "Order")).copied();
+        assert_eq!(
+            first,
+            Some(Usage {
+                calls: 2,
+                allowed: 1,
+                last_ms: 9_999
+            })
+        );
+        // Merged into a summary of other pairs, the bound holds too.
+        let mut other = Summary::default();
+        other.observe(&call(1, "a", "zzz", true), &[]);
+        other.merge(&summary);
+        let merged = &other.identities["a"];
+        assert_eq!(merged.used.len(), MAX_PAIRS);
+        assert!(merged.used.contains_key("zzz Order") && merged.used_saturated);
     }
 
     #[test]

@@ -566,7 +566,7 @@ pub struct LiveIdentity {
     /// Nearest credential expiry seen, Unix milliseconds.
     pub expiry_ms: Option<i64>,
     /// What it used, per `action resource-type`.
-    pub used: std::collections::BTreeMap<Arc<str>, crate::inventory::Usage>,
+    pub used: crate::inventory::Pairs,
     /// Its recent compromise signals.
     pub signals: Vec<Finding>,
 }
