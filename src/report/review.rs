@@ -242,7 +242,8 @@ pub fn review(
         inventory.push(InventoryRow {
             principal: principal.to_owned(),
             declared: entity.is_some(),
-            trust_domain: seen.trust_domain.clone().or_else(|| {
+            // Taken from the summary, which is flattened into the row: named once.
+            trust_domain: seen.trust_domain.take().or_else(|| {
                 principal
                     .strip_prefix("spiffe://")
                     .and_then(|rest| rest.split('/').next())

@@ -356,6 +356,33 @@ fn the_review_of_a_known_estate_is_exact() {
     );
 }
 
+/// Review finding: an inventory row wrote `trust_domain` twice (its own, and the summary's
+/// flattened into it), which a strict JSON reader refuses.
+#[test]
+fn an_inventory_row_names_each_field_once() {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        principal: String,
+        trust_domain: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Review {
+        inventory: Vec<Row>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_estate_records(dir.path());
+    let dir_arg = dir.path().to_str().unwrap();
+    let (text, _) = tollgate(&["report", "-c", ESTATE, "--format", "json", dir_arg]);
+    // Serde's derived reader refuses a field named twice.
+    let review: Review = serde_json::from_str(&text).unwrap();
+    let orders = review
+        .inventory
+        .iter()
+        .find(|r| r.principal == ORDERS)
+        .unwrap();
+    assert_eq!(orders.trust_domain.as_deref(), Some("t.example"));
+}
+
 #[test]
 fn merged_summaries_equal_one_read_of_all_records() {
     let dir = tempfile::tempdir().unwrap();
