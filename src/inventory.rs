@@ -383,21 +383,27 @@ impl Pairs {
         self.0.get(at).map(|(_, usage)| usage)
     }
 
-    /// The usage of `pair`, mutable.
-    fn get_mut(&mut self, pair: &str) -> Option<&mut Usage> {
-        let at = self.find(pair).ok()?;
-        self.0.get_mut(at).map(|(_, usage)| usage)
-    }
-
-    /// Adds `usage` to `pair`'s, which starts at none.
-    fn add(&mut self, pair: Arc<str>, usage: Usage) {
-        match self.find(&pair) {
+    /// Adds `usage` to `pair`'s. A pair new here is added, spelled by `name`, only while
+    /// fewer than `max` are held; `false` when it was left out.
+    fn add(
+        &mut self,
+        pair: &str,
+        usage: Usage,
+        max: usize,
+        name: impl FnOnce() -> Arc<str>,
+    ) -> bool {
+        match self.find(pair) {
             Ok(at) => {
                 if let Some((_, ours)) = self.0.get_mut(at) {
                     ours.add(usage);
                 }
+                true
             }
-            Err(at) => self.0.insert(at, (pair, usage)),
+            Err(at) if self.0.len() < max => {
+                self.0.insert(at, (name(), usage));
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -601,11 +607,10 @@ impl IdentitySummary {
                 allowed: u64::from(o.allowed),
                 last_ms: o.time_ms,
             };
-            if let Some(ours) = self.used.get_mut(key) {
-                ours.add(usage);
-            } else if self.used.len() < MAX_PAIRS {
-                self.used.add(names.known.share(key), usage);
-            } else {
+            if !self
+                .used
+                .add(key, usage, MAX_PAIRS, || names.known.share(key))
+            {
                 self.used_saturated = true;
             }
         }
