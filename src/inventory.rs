@@ -377,8 +377,17 @@ const INLINE_PAIRS: usize = 3;
 pub struct Pairs(smallvec::SmallVec<[(Arc<str>, Usage); INLINE_PAIRS]>);
 
 impl Pairs {
-    /// Where `pair` is, or would be inserted.
+    /// Where `pair` is, or would be inserted. Most identities hold a few pairs, most of
+    /// different lengths: those are looked through for an equal one first, which compares
+    /// the text of at most the one of the same length (a binary search's comparisons were
+    /// each a call to `memcmp`, and a mispredicted branch in it).
     fn find(&self, pair: &str) -> Result<usize, usize> {
+        if self.0.len() <= INLINE_PAIRS {
+            let same = |(key, _): &(Arc<str>, Usage)| key.len() == pair.len() && **key == *pair;
+            if let Some(at) = self.0.iter().position(same) {
+                return Ok(at);
+            }
+        }
         self.0.binary_search_by(|(key, _)| (**key).cmp(pair))
     }
 

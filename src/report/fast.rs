@@ -125,7 +125,12 @@ impl Scanner {
         c.number_after(b",\"disposition_id\":")?;
         c.string_after(b",\"metadata\":{\"version\":\"")?;
         c.string_after(b",\"uid\":\"")?;
-        c.string_after(b",\"profiles\":[\"security_control\"],\"product\":{\"name\":\"Tollgate\",\"vendor_name\":\"Tollgate\",\"version\":\"")?;
+        // No literal longer than 32 bytes: one that long is compared inline, a longer one by
+        // a call to `memcmp`.
+        c.expect(b",\"profiles\":[\"security_control\"]")?;
+        c.expect(b",\"product\":{\"name\":\"Tollgate\",")?;
+        c.expect(b"\"vendor_name\":\"Tollgate\",")?;
+        c.string_after(b"\"version\":\"")?;
         c.expect(b"}},\"actor\":{")?;
         c.actor(&mut f)?;
         c.expect(b"},\"api\":{\"operation\":\"")?;
@@ -150,11 +155,14 @@ impl Scanner {
         }
         c.expect(b",\"src_endpoint\":{")?;
         let address = c.optional_string(b"\"ip\":\"")?;
-        c.optional_string(match address {
-            true => b",\"uid\":\"",
-            false => b"\"uid\":\"",
-        })?;
-        c.string_after(b"},\"http_request\":{\"http_method\":\"")?;
+        // Each literal a constant, so that it is compared inline.
+        if address {
+            c.optional_string(b",\"uid\":\"")?;
+        } else {
+            c.optional_string(b"\"uid\":\"")?;
+        }
+        c.expect(b"},\"http_request\":{")?;
+        c.string_after(b"\"http_method\":\"")?;
         c.string_after(b",\"url\":{\"path\":\"")?;
         c.string_after(b",\"hostname\":\"")?;
         c.optional_string(b",\"query_string\":\"")?;
