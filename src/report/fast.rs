@@ -8,6 +8,8 @@
 //! the line properly instead: the scan may refuse a record, never read one differently from
 //! the strict parser. It searches for nothing, so no part of a record goes unchecked.
 
+use wide::u8x16;
+
 /// What a review reads of one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields<'a> {
@@ -313,7 +315,22 @@ impl<'a> Cursor<'a> {
 
     /// The string that starts here, escapes and all, stepped over unread. Its escapes must
     /// be ones the strict parser takes: a line it would refuse is not read here either.
+    ///
+    /// Most strings a record steps over are short and plain, and end within the next sixteen
+    /// bytes: that case is inlined where it is called, the rest is a call.
+    #[inline(always)]
     fn skip_string(&mut self) -> Option<()> {
+        if let Some(i) = self.line.get(self.at..).and_then(first_special)
+            && self.line.get(self.at + i) == Some(&b'"')
+        {
+            self.at += i + 1;
+            return Some(());
+        }
+        self.skip_escaped_string()
+    }
+
+    /// [`Self::skip_string`] for a string that is longer than sixteen bytes or has escapes.
+    fn skip_escaped_string(&mut self) -> Option<()> {
         loop {
             let rest = self.line.get(self.at..)?;
             let i = string_end(rest)?;
@@ -454,21 +471,25 @@ fn leading_digits(bytes: &[u8]) -> usize {
 /// up than they take to read.
 #[inline(always)]
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    use wide::u8x16;
-    let quote = u8x16::splat(b'"');
-    let backslash = u8x16::splat(b'\\');
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 16) {
-        let chunk = u8x16::from(<[u8; 16]>::try_from(chunk).ok()?);
-        let found = (chunk.simd_eq(quote) | chunk.simd_eq(backslash)).to_bitmask();
-        if found != 0 {
-            return Some(at + found.trailing_zeros() as usize);
+        if let Some(i) = first_special(chunk) {
+            return Some(at + i);
         }
         at += 16;
     }
     let tail = bytes.get(at..)?;
     let i = tail.iter().position(|&b| b == b'"' || b == b'\\')?;
     Some(at + i)
+}
+
+/// Where the first `"` or `\` in the first sixteen bytes of `bytes` is, if there is one.
+#[inline(always)]
+fn first_special(bytes: &[u8]) -> Option<usize> {
+    let chunk = u8x16::from(<[u8; 16]>::try_from(bytes.get(..16)?).ok()?);
+    let found =
+        (chunk.simd_eq(u8x16::splat(b'"')) | chunk.simd_eq(u8x16::splat(b'\\'))).to_bitmask();
+    (found != 0).then(|| found.trailing_zeros() as usize)
 }
 
 /// Each byte of a word: `ONES * b` repeats `b` eight times.
