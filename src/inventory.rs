@@ -28,9 +28,10 @@ type Bucket = (u64, u64, u64);
 
 impl Series {
     /// Adds counts to bucket `index`: `false` when they went into the newest bucket, so that
-    /// the span is surely unchanged. A caller checking the span after every record needs to read it only
-    /// when this is `true`: reading it means reading the oldest bucket, elsewhere in memory,
-    /// and with thousands of identities that was a cache miss on every record.
+    /// the span is surely unchanged. A caller checking the span after every record needs to
+    /// read it only when this is `true`: reading it means reading the oldest bucket,
+    /// elsewhere in memory, and with thousands of identities that was a cache miss on every
+    /// record.
     pub fn add(&mut self, index: u64, calls: u64, denials: u64) -> bool {
         match &mut self.open {
             Some(open) if open.0 == index => {
@@ -378,13 +379,13 @@ pub struct Pairs(smallvec::SmallVec<[(Arc<str>, Usage); INLINE_PAIRS]>);
 
 impl Pairs {
     /// Where `pair` is, or would be inserted. Most identities hold a few pairs, most of
-    /// different lengths: those are looked through for an equal one first, which compares
-    /// the text of at most the one of the same length (a binary search's comparisons were
-    /// each a call to `memcmp`, and a mispredicted branch in it).
+    /// different lengths: those are looked through for an equal one first, and only one of
+    /// the same length has its text compared (a binary search's comparisons were each a call
+    /// to `memcmp`, and a mispredicted branch in it). The pairs are sorted and each held once,
+    /// so the one found is where the binary search would find it.
     fn find(&self, pair: &str) -> Result<usize, usize> {
         if self.0.len() <= INLINE_PAIRS {
-            let same = |(key, _): &(Arc<str>, Usage)| key.len() == pair.len() && **key == *pair;
-            if let Some(at) = self.0.iter().position(same) {
+            if let Some(at) = self.0.iter().position(|(key, _)| **key == *pair) {
                 return Ok(at);
             }
         }
@@ -1016,9 +1017,47 @@ mod tests {
         assert_eq!(first.identities, whole.identities);
     }
 
-    /// The span can grow only when a bucket is added, so only then is it read.
+    /// Whatever order records come in, for an identity and for unverified callers alike, no
+    /// timeline spans [`MAX_BUCKETS`] buckets once a record is reduced: the span is read
+    /// only when `Series::add` says it may have changed, so this holds only if it says so
+    /// whenever it does (newest bucket, older bucket, a bucket before every other).
     #[test]
-    fn a_series_says_when_a_bucket_was_added() {
+    fn no_timeline_outgrows_the_bound_after_any_record() {
+        let mut summary = Summary::default();
+        let start = 1_700_000_000_000;
+        let step = MIN_BUCKET_MS * 7;
+        // Newest first, then forward again from the oldest, each time twice, so that counts
+        // land in the newest bucket, in older ones and in new buckets on either side.
+        let times = (0..300u64)
+            .rev()
+            .chain(0..300)
+            .flat_map(|i| [start + i * step, start + i * step]);
+        for (n, time_ms) in times.enumerate() {
+            for principal in [Some("spiffe://x/a"), None] {
+                let o = Observation {
+                    principal,
+                    ..call(time_ms, "", "orders:read", n % 3 != 0)
+                };
+                summary.observe(&o, &[]);
+                let widest = summary
+                    .identities
+                    .values()
+                    .map(|s| s.series.span())
+                    .chain([summary.unverified_series.span()])
+                    .max();
+                assert!(
+                    widest < Some(MAX_BUCKETS as u64),
+                    "record {n} ({principal:?}): a span of {widest:?} buckets"
+                );
+            }
+        }
+        assert!(summary.bucket_ms > MIN_BUCKET_MS, "the width never grew");
+    }
+
+    /// The span can change only when counts go elsewhere than the newest bucket, so only then
+    /// is it read.
+    #[test]
+    fn a_series_says_when_its_span_may_have_changed() {
         let mut series = Series::default();
         let added: Vec<bool> = [
             (5, 1),

@@ -326,7 +326,8 @@ impl<'a> Cursor<'a> {
     /// be ones the strict parser takes: a line it would refuse is not read here either.
     ///
     /// Most strings a record steps over are short and plain, and end within the next sixteen
-    /// bytes: that case is inlined where it is called, the rest is a call.
+    /// bytes: that case is inlined where it is called; the rest goes to
+    /// [`Self::skip_escaped_string`], which the compiler keeps out of line.
     #[inline(always)]
     fn skip_string(&mut self) -> Option<()> {
         if let Some(i) = self.line.get(self.at..).and_then(first_special)
@@ -338,7 +339,8 @@ impl<'a> Cursor<'a> {
         self.skip_escaped_string()
     }
 
-    /// [`Self::skip_string`] for a string that is longer than sixteen bytes or has escapes.
+    /// [`Self::skip_string`] for any string: it is called for one that is longer than sixteen
+    /// bytes, has escapes, or ends fewer than sixteen bytes before the line does.
     fn skip_escaped_string(&mut self) -> Option<()> {
         loop {
             let rest = self.line.get(self.at..)?;
@@ -492,7 +494,8 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
     Some(at + i)
 }
 
-/// Where the first `"` or `\` in the first sixteen bytes of `bytes` is, if there is one.
+/// Where the first `"` or `\` in the first sixteen bytes of `bytes` is: `None` when there is
+/// none there, or when `bytes` is shorter than sixteen (whatever it holds).
 #[inline(always)]
 fn first_special(bytes: &[u8]) -> Option<usize> {
     let chunk = u8x16::from(<[u8; 16]>::try_from(bytes.get(..16)?).ok()?);
@@ -534,13 +537,42 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
-        /// The sixteen-at-a-time search finds what `memchr2` finds, in any bytes.
+        /// The sixteen-at-a-time search finds what `memchr2` finds, in any bytes. Mostly
+        /// plain ones, so that runs reach the second and third chunks and the tail after them.
         #[test]
         fn string_end_agrees_with_memchr(bytes in proptest::collection::vec(
-            proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(b'"'), proptest::strategy::Just(b'\\'), proptest::strategy::Just(0u8), proptest::strategy::Just(0x80u8)],
+            proptest::prop_oneof![
+                40 => b'a'..=b'z',
+                1 => proptest::prelude::any::<u8>(),
+                1 => proptest::strategy::Just(b'"'),
+                1 => proptest::strategy::Just(b'\\'),
+                1 => proptest::strategy::Just(0u8),
+                1 => proptest::strategy::Just(0x80u8),
+            ],
             0..80,
         )) {
             proptest::prop_assert_eq!(string_end(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+        }
+    }
+
+    /// A quote or backslash is found at every place: in the first chunk, the later ones, and
+    /// the bytes after the last whole chunk; none is found where there is none.
+    #[test]
+    fn a_string_end_is_found_in_every_chunk_and_in_the_tail() {
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, 47, 48, 49] {
+            for at in 0..len {
+                for special in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert_eq!(string_end(&bytes), Some(at), "{len} bytes, at {at}");
+                    // And the first of two.
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                        assert_eq!(string_end(&bytes), Some(at), "{len} bytes, at {at}");
+                    }
+                }
+            }
+            assert_eq!(string_end(&vec![b'a'; len]), None, "{len} plain bytes");
         }
     }
 
