@@ -384,10 +384,10 @@ impl Pairs {
     /// to `memcmp`, and a mispredicted branch in it). The pairs are sorted and each held once,
     /// so the one found is where the binary search would find it.
     fn find(&self, pair: &str) -> Result<usize, usize> {
-        if self.0.len() <= INLINE_PAIRS {
-            if let Some(at) = self.0.iter().position(|(key, _)| **key == *pair) {
-                return Ok(at);
-            }
+        if self.0.len() <= INLINE_PAIRS
+            && let Some(at) = self.0.iter().position(|(key, _)| **key == *pair)
+        {
+            return Ok(at);
         }
         self.0.binary_search_by(|(key, _)| (**key).cmp(pair))
     }
