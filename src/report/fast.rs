@@ -103,7 +103,9 @@ const PREFIX: &[u8] = b"{\"class_uid\":6003,";
 impl Scanner {
     /// The fields of `line`, when it is a whole record in Tollgate's own layout.
     pub fn scan<'a>(&self, line: &'a [u8]) -> Option<Fields<'a>> {
-        if !line.starts_with(PREFIX) || has_control_bytes(line) {
+        // A control byte is refused where the scan meets it: outside strings nothing but the
+        // writer's literals and digits is taken, and inside them `string_end` stops at one.
+        if !line.starts_with(PREFIX) {
             return None;
         }
         let mut f = Fields::default();
@@ -177,21 +179,6 @@ impl Scanner {
         }
         Some(f)
     }
-}
-
-/// Whether `line` holds a byte below 0x20: the strict parser refuses one inside a string,
-/// and the writer puts none outside. One pass with no early exit, keeping the least byte of
-/// each lane sixteen bytes at a time (one instruction a step, where comparing each byte
-/// took four).
-fn has_control_bytes(line: &[u8]) -> bool {
-    let mut chunks = line.chunks_exact(16);
-    let mut least = u8x16::splat(u8::MAX);
-    for chunk in &mut chunks {
-        // Always sixteen bytes; a zero (a control byte) if it were not, so the line would
-        // only be left to the strict parser.
-        least = least.min(u8x16::from(<[u8; 16]>::try_from(chunk).unwrap_or([0; 16])));
-    }
-    least.reduce_min() < 0x20 || chunks.remainder().iter().any(|&b| b < 0x20)
 }
 
 /// A position in a line, moved forward by what is read there.
@@ -477,9 +464,11 @@ fn leading_digits(bytes: &[u8]) -> usize {
     }
 }
 
-/// Where the first `"` or `\` in `bytes` is, sixteen bytes at a time: most strings in a
-/// record end within the first sixteen, and a general search (`memchr2`) costs more to set
-/// up than they take to read.
+/// Where the first `"`, `\` or control byte (below 0x20) in `bytes` is, sixteen bytes at a
+/// time: the first byte that is not plain text in a string. Most strings in a record end
+/// within the first sixteen, and a general search (`memchr2`) costs more to set up than they
+/// take to read. Stopping at control bytes here is what refuses them inside strings (the
+/// strict parser does), with no pass of its own over the line.
 #[inline(always)]
 fn string_end(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
@@ -490,17 +479,24 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
         at += 16;
     }
     let tail = bytes.get(at..)?;
-    let i = tail.iter().position(|&b| b == b'"' || b == b'\\')?;
+    let i = tail.iter().position(|&b| special(b))?;
     Some(at + i)
 }
 
-/// Where the first `"` or `\` in the first sixteen bytes of `bytes` is: `None` when there is
-/// none there, or when `bytes` is shorter than sixteen (whatever it holds).
+/// A byte a plain string cannot hold: it ends the string, starts an escape, or is refused.
+fn special(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// Where the first [`special`] byte in the first sixteen bytes of `bytes` is: `None` when
+/// there is none there, or when `bytes` is shorter than sixteen (whatever it holds).
 #[inline(always)]
 fn first_special(bytes: &[u8]) -> Option<usize> {
     let chunk = u8x16::from(<[u8; 16]>::try_from(bytes.get(..16)?).ok()?);
-    let found =
-        (chunk.simd_eq(u8x16::splat(b'"')) | chunk.simd_eq(u8x16::splat(b'\\'))).to_bitmask();
+    // Unsigned `chunk < 0x20`: the bytes no greater than 0x1f are their own minimum with it.
+    let control = chunk.min(u8x16::splat(0x1f)).simd_eq(chunk);
+    let found = (chunk.simd_eq(u8x16::splat(b'"')) | chunk.simd_eq(u8x16::splat(b'\\')) | control)
+        .to_bitmask();
     (found != 0).then(|| found.trailing_zeros() as usize)
 }
 
@@ -537,57 +533,54 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
-        /// The sixteen-at-a-time search finds what `memchr2` finds, in any bytes. Mostly
-        /// plain ones, so that runs reach the second and third chunks and the tail after them.
+        /// The sixteen-at-a-time search finds what a byte-by-byte look finds, in any bytes.
+        /// Mostly plain ones, so that runs reach the second and third chunks and the tail
+        /// after them.
         #[test]
-        fn string_end_agrees_with_memchr(bytes in proptest::collection::vec(
+        fn string_end_agrees_with_a_byte_by_byte_look(bytes in proptest::collection::vec(
             proptest::prop_oneof![
                 40 => b'a'..=b'z',
                 1 => proptest::prelude::any::<u8>(),
                 1 => proptest::strategy::Just(b'"'),
                 1 => proptest::strategy::Just(b'\\'),
-                1 => proptest::strategy::Just(0u8),
+                1 => 0u8..0x20,
                 1 => proptest::strategy::Just(0x80u8),
             ],
             0..80,
         )) {
-            proptest::prop_assert_eq!(string_end(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+            let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            proptest::prop_assert_eq!(string_end(&bytes), expected);
         }
     }
 
-    /// A quote or backslash is found at every place: in the first chunk, the later ones, and
-    /// the bytes after the last whole chunk; none is found where there is none.
+    /// A quote, a backslash or a control byte is found at every place: in the first chunk,
+    /// the later ones, and the bytes after the last whole chunk; none is found where there is
+    /// none, and the bytes either side of the control range (0x1f, 0x20) are told apart.
     #[test]
     fn a_string_end_is_found_in_every_chunk_and_in_the_tail() {
         for len in [0, 1, 15, 16, 17, 31, 32, 33, 47, 48, 49] {
             for at in 0..len {
-                for special in [b'"', b'\\'] {
+                for special in [b'"', b'\\', 0, b'\t', b'\n', 0x1f] {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = special;
-                    assert_eq!(string_end(&bytes), Some(at), "{len} bytes, at {at}");
+                    assert_eq!(
+                        string_end(&bytes),
+                        Some(at),
+                        "{len} bytes, {special:#x} at {at}"
+                    );
                     // And the first of two.
                     if at + 1 < len {
                         bytes[at + 1] = b'"';
                         assert_eq!(string_end(&bytes), Some(at), "{len} bytes, at {at}");
                     }
                 }
+                for plain in [b' ', b'!', 0x7f, 0x80, 0xff] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = plain;
+                    assert_eq!(string_end(&bytes), None, "{len} bytes, {plain:#x} at {at}");
+                }
             }
             assert_eq!(string_end(&vec![b'a'; len]), None, "{len} plain bytes");
-        }
-    }
-
-    proptest::proptest! {
-        /// Sixteen at a time, a control byte is found wherever it is, tail included.
-        #[test]
-        fn control_bytes_are_found_as_a_byte_by_byte_look_finds_them(bytes in proptest::collection::vec(
-            proptest::prop_oneof![
-                // Mostly printable, so that lines without one are common.
-                30 => 0x20u8..=0xff,
-                1 => 0u8..0x20,
-            ],
-            0..80,
-        )) {
-            proptest::prop_assert_eq!(has_control_bytes(&bytes), bytes.iter().any(|&b| b < 0x20));
         }
     }
 

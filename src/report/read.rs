@@ -851,6 +851,30 @@ mod tests {
     }
 
     /// Cut short, run together, or too long: counted, never read as a record.
+    /// A control byte is refused wherever it is in a record, in strings the fast path steps
+    /// over as in those it reads, and in the last bytes of the line.
+    #[test]
+    fn a_control_byte_anywhere_makes_the_line_corrupt() {
+        for (from, to) in [
+            (r#""uid":"e0""#, "\"uid\":\"e\u{1}0\""),
+            (
+                r#""credential_uid":"sha256:07""#,
+                "\"credential_uid\":\"sha256:07\u{1f}\"",
+            ),
+            (r#""trust":"b""#, "\"trust\":\"b\t\""),
+            (
+                r#""app_uid":"spiffe://x/app""#,
+                "\"app_uid\":\"spiffe://x/app\u{0}\"",
+            ),
+        ] {
+            let line = RECORD.replace(from, to);
+            assert_ne!(line, RECORD);
+            assert!(Scanner.scan(line.as_bytes()).is_none(), "{to}");
+            let summary = read(&format!("{line}\n{RECORD}\n"));
+            assert_eq!((summary.records, summary.corrupt), (1, 1), "{to}");
+        }
+    }
+
     #[test]
     fn damaged_lines_are_counted() {
         let cut = RECORD.get(..RECORD.len() - 3).unwrap();
