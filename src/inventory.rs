@@ -54,6 +54,15 @@ impl Series {
         true
     }
 
+    /// Asks for the older buckets a record in a new bucket reads: the oldest (for the span)
+    /// and the end, where the newest goes when it closes.
+    fn prefetch(&self) {
+        if let (Some(first), Some(last)) = (self.closed.first(), self.closed.last()) {
+            fetch(first);
+            fetch(last);
+        }
+    }
+
     /// Adds every bucket of `other`.
     pub fn merge(&mut self, other: &Self) {
         for (index, calls, denials) in other.buckets() {
@@ -155,9 +164,26 @@ impl<'de> Deserialize<'de> for Series {
 }
 
 /// Identities by principal; foldhash, as one lookup per record is the reduction's hot spot.
-pub type Identities = HashMap<String, IdentitySummary, foldhash::fast::RandomState>;
+pub type Identities = hashbrown::HashMap<String, IdentitySummary, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
+
+/// A principal and its hash in the identity table, worked out once for both fetching its
+/// summary ahead ([`Summary::prefetch`]) and reducing into it.
+#[derive(Debug, Clone, Copy)]
+pub struct Located<'p> {
+    principal: &'p str,
+    hash: u64,
+}
+
+/// Asks for the cache line holding `value`, without waiting for it.
+#[inline(always)]
+fn fetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    safe_arch::prefetch_t0(value);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
 
 /// Distinct users remembered per identity; past this, `users_saturated` says "at least".
 pub const MAX_USERS: usize = 1024;
@@ -576,6 +602,16 @@ impl Default for Summary {
 }
 
 impl IdentitySummary {
+    /// Asks for the cache lines a record's reduction reads (see [`Summary::prefetch`]).
+    fn prefetch(&self) {
+        fetch(&self.kind);
+        fetch(&self.delegated);
+        fetch(&self.series);
+        fetch(&self.used);
+        fetch(&self.expiry_ms);
+        fetch(&self.last_user);
+    }
+
     /// Reduces `o`: whether its timeline's span may have grown (see [`Series::add`]).
     fn observe(&mut self, o: &Observation<'_>, bucket_ms: u64, names: &mut PairNames) -> bool {
         let new_bucket = self
@@ -754,11 +790,64 @@ impl Summary {
         self.observe_each(o, policies.iter().copied());
     }
 
+    /// Starts fetching into cache the slot in the table of `principal`'s summary, and the
+    /// summary's counters, timeline and pairs: with thousands of identities those are mostly
+    /// out of cache, and a record waited for each in turn. Called a few records before the
+    /// record is reduced (with [`Self::observe_located`]), the wait overlaps with reading
+    /// those. Only a hint: it changes nothing, and a wrong guess costs a useless fetch.
+    pub fn prefetch<'p>(&self, principal: &'p str) -> Located<'p> {
+        use std::hash::BuildHasher;
+        let located = Located {
+            principal,
+            hash: self.identities.hasher().hash_one(principal),
+        };
+        if let Some((key, summary)) = self.slot_of(located) {
+            fetch(key);
+            summary.prefetch();
+        }
+        located
+    }
+
+    /// Starts fetching the text of each key of `located`, their pairs when they are not held
+    /// in the summary itself, and the ends of their timelines: where those are is read from
+    /// the slot, which [`Self::prefetch`] asked for.
+    pub fn prefetch_keys<'p>(&self, located: impl IntoIterator<Item = Located<'p>>) {
+        for at in located {
+            if let Some((key, summary)) = self.slot_of(at) {
+                if let Some(first) = key.as_bytes().first() {
+                    fetch(first);
+                }
+                if let Some(pair) = summary.used.0.get(INLINE_PAIRS) {
+                    fetch(pair);
+                }
+                summary.series.prefetch();
+            }
+        }
+    }
+
+    /// The first entry `at`'s hash leads to, its key not compared: comparing would wait for
+    /// the key's text, which is what is being fetched.
+    fn slot_of(&self, at: Located<'_>) -> Option<(&String, &IdentitySummary)> {
+        self.identities.raw_entry().from_hash(at.hash, |_| true)
+    }
+
     /// [`Self::observe`], the determining policies read as they are counted (a record's
     /// are not collected first).
     pub fn observe_each<'p>(
         &mut self,
         o: &Observation<'_>,
+        policies: impl IntoIterator<Item = &'p str>,
+    ) {
+        self.observe_located(o, None, policies);
+    }
+
+    /// [`Self::observe_each`], the identity found by the hash [`Self::prefetch`] worked out
+    /// for it, rather than by hashing it again (when `located` is of `o`'s principal: the
+    /// same text, not an equal one elsewhere).
+    pub fn observe_located<'p>(
+        &mut self,
+        o: &Observation<'_>,
+        located: Option<Located<'_>>,
         policies: impl IntoIterator<Item = &'p str>,
     ) {
         self.records += 1;
@@ -767,11 +856,29 @@ impl Summary {
         }
         self.last_ms = self.last_ms.max(o.time_ms);
         let bucket = self.bucket_ms;
-        let grown = match o.principal {
-            Some(principal) => {
-                let summary = match self.identities.get_mut(principal) {
-                    Some(summary) => summary,
-                    None => self.identities.entry(principal.to_owned()).or_default(),
+        // Only the very text `o` names: any other is hashed afresh.
+        let located = located
+            .filter(|at| o.principal.is_some_and(|p| std::ptr::eq(p, at.principal)))
+            .or_else(|| {
+                o.principal.map(|principal| {
+                    use std::hash::BuildHasher;
+                    let hash = self.identities.hasher().hash_one(principal);
+                    Located { principal, hash }
+                })
+            });
+        let grown = match located {
+            Some(Located { principal, hash }) => {
+                let summary = match self
+                    .identities
+                    .raw_entry_mut()
+                    .from_key_hashed_nocheck(hash, principal)
+                {
+                    hashbrown::hash_map::RawEntryMut::Occupied(entry) => entry.into_mut(),
+                    hashbrown::hash_map::RawEntryMut::Vacant(entry) => {
+                        entry
+                            .insert_hashed_nocheck(hash, principal.to_owned(), Default::default())
+                            .1
+                    }
                 };
                 let new_bucket = summary.observe(o, bucket, &mut self.pair_names);
                 new_bucket.then_some(&summary.series)
@@ -983,6 +1090,32 @@ mod tests {
             resource_type: Some("Order"),
             ..Default::default()
         }
+    }
+
+    /// A principal located ahead is used only for the very text it was located from: one
+    /// located for another identity (a caller's mistake) does not send the record there.
+    #[test]
+    fn a_record_goes_to_its_own_identity_whatever_was_located() {
+        let (a, b) = (String::from("spiffe://x/a"), String::from("spiffe://x/b"));
+        let mut summary = Summary::default();
+        let wrong = summary.prefetch(&a);
+        summary.observe_located(&call(1, &b, "read", true), Some(wrong), []);
+        // An equal text elsewhere is hashed afresh, and lands alike.
+        let copy = a.clone();
+        let equal = summary.prefetch(&copy);
+        summary.observe_located(&call(2, &a, "read", true), Some(equal), []);
+        let right = summary.prefetch(&a);
+        summary.observe_located(&call(3, &a, "read", true), Some(right), []);
+        let calls: Vec<(&str, u64)> = {
+            let mut calls: Vec<_> = summary
+                .identities
+                .iter()
+                .map(|(p, s)| (p.as_str(), s.calls))
+                .collect();
+            calls.sort();
+            calls
+        };
+        assert_eq!(calls, [("spiffe://x/a", 2), ("spiffe://x/b", 1)]);
     }
 
     #[test]

@@ -10,7 +10,16 @@ use std::path::{Path, PathBuf};
 
 use super::fast::{Fields, Policies, Scanner};
 use crate::audit::ocsf::API_ACTIVITY;
-use crate::inventory::{Observation, Summary};
+use crate::inventory::{Located, Observation, Summary};
+
+/// Records read ahead of their reduction, so that their identities' summaries are fetched
+/// into cache while the next ones are read (see [`Summary::prefetch`]).
+const PREFETCH_BATCH: usize = 16;
+/// Records read after one before its key's text is fetched (see [`Summary::prefetch_keys`]).
+const KEY_LAG: usize = 4;
+
+/// Records read from the reader's buffer, waiting to be reduced together.
+type Batch<'b> = smallvec::SmallVec<[(Fields<'b>, Option<Located<'b>>); PREFETCH_BATCH]>;
 
 /// Corrupt lines located in the report, at most.
 const LOCATED: usize = 10;
@@ -148,6 +157,7 @@ impl<'p> Reader<'p> {
             let len = buf.len();
             self.notes.bytes += len as u64;
             let mut start = 0;
+            let mut batch = Batch::new();
             while let Some(end) = buf
                 .get(start..)
                 .and_then(|rest| memchr::memchr(b'\n', rest))
@@ -156,6 +166,7 @@ impl<'p> Reader<'p> {
                 start += end + 1;
                 number += 1;
                 if skipping || !carry.is_empty() {
+                    self.reduce(&mut batch);
                     if !skipping && carry.len() + line.len() <= MAX_LINE {
                         carry.extend_from_slice(line);
                         let whole = std::mem::take(&mut carry);
@@ -168,8 +179,10 @@ impl<'p> Reader<'p> {
                     skipping = false;
                     continue;
                 }
-                self.one_line(name, number, line);
+                self.queue_line(name, number, line, &mut batch);
             }
+            self.reduce(&mut batch);
+            drop(batch);
             let rest = buf.get(start..).unwrap_or_default();
             if !skipping {
                 if carry.len() + rest.len() > MAX_LINE {
@@ -194,11 +207,74 @@ impl<'p> Reader<'p> {
         Ok(())
     }
 
+    /// Reads one line, at once: one completed from the reader's buffer and a carried part.
     fn one_line(&mut self, name: &str, number: usize, line: &[u8]) {
         let text = trim(line);
         if !text.is_empty() {
-            self.line(name, number, text);
+            match self.fast.scan(text) {
+                Some(fields) => self.observe(&fields, None),
+                None => self.strict_line(name, number, text),
+            }
         }
+        self.progress(number);
+    }
+
+    /// Reads one line where it lies in the reader's buffer: a record in Tollgate's own
+    /// layout waits in `batch` to be reduced with the next few (see [`Self::reduce`]); any
+    /// other line is read at once, after the waiting records, so that every line counts in
+    /// the order it was written.
+    fn queue_line<'b>(&mut self, name: &str, number: usize, line: &'b [u8], batch: &mut Batch<'b>) {
+        let text = trim(line);
+        if !text.is_empty() {
+            match self.fast.scan(text) {
+                Some(fields) => {
+                    let located = fields.principal.map(|p| self.summary.prefetch(p));
+                    batch.push((fields, located));
+                    // The slot of a record a few places back has arrived by now: where its
+                    // key's text is can be read without waiting.
+                    if let Some((_, Some(back))) = batch
+                        .len()
+                        .checked_sub(KEY_LAG + 1)
+                        .and_then(|i| batch.get(i))
+                    {
+                        self.summary.prefetch_keys([*back]);
+                    }
+                    if batch.len() == PREFETCH_BATCH {
+                        self.reduce(batch);
+                    }
+                }
+                None => {
+                    self.reduce(batch);
+                    self.strict_line(name, number, text);
+                }
+            }
+        }
+        if number.is_multiple_of(65_536) {
+            self.reduce(batch);
+            self.progress(number);
+        }
+    }
+
+    /// Reduces the records in `batch`, in order. Their identities' summaries were asked for
+    /// as each was read (the last few keys' text is asked for now): with thousands of
+    /// identities those are mostly out of cache, and each record used to wait for its own.
+    fn reduce(&mut self, batch: &mut Batch<'_>) {
+        if batch.is_empty() {
+            return;
+        }
+        let fetched = batch.len().saturating_sub(KEY_LAG);
+        self.summary.prefetch_keys(
+            batch
+                .iter()
+                .skip(fetched)
+                .filter_map(|(_, located)| *located),
+        );
+        for (fields, located) in batch.drain(..) {
+            self.observe(&fields, located);
+        }
+    }
+
+    fn progress(&mut self, number: usize) {
         if number.is_multiple_of(65_536)
             && let Some(progress) = self.progress.as_mut()
         {
@@ -206,11 +282,8 @@ impl<'p> Reader<'p> {
         }
     }
 
-    fn line(&mut self, name: &str, number: usize, text: &[u8]) {
-        if let Some(fields) = self.fast.scan(text) {
-            self.observe(&fields);
-            return;
-        }
+    /// Reads a line that is not in Tollgate's own layout.
+    fn strict_line(&mut self, name: &str, number: usize, text: &[u8]) {
         // Not in Tollgate's own layout (re-serialised by a pipeline, say), or damaged: it must
         // be one whole JSON object of the class.
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(text) else {
@@ -230,10 +303,11 @@ impl<'p> Reader<'p> {
             self.corrupt(name, number);
             return;
         };
-        self.observe(&fields);
+        self.observe(&fields, None);
     }
 
-    fn observe(&mut self, f: &Fields<'_>) {
+    /// Reduces one record; `located` is its principal's, if fetched ahead.
+    fn observe(&mut self, f: &Fields<'_>, located: Option<Located<'_>>) {
         if f.time < self.window.since_ms || f.time >= self.window.until_ms {
             self.notes.outside_window += 1;
             return;
@@ -260,9 +334,11 @@ impl<'p> Reader<'p> {
         if let Policies::Own(list) = f.policies
             && self.count_policy_list(list)
         {
-            self.summary.observe_each(&observation, std::iter::empty());
+            self.summary
+                .observe_located(&observation, located, std::iter::empty());
         } else {
-            self.summary.observe_each(&observation, f.policies.iter());
+            self.summary
+                .observe_located(&observation, located, f.policies.iter());
         }
     }
 
@@ -851,6 +927,52 @@ mod tests {
     }
 
     /// Cut short, run together, or too long: counted, never read as a record.
+    #[test]
+    fn records_count_in_the_order_written_whichever_path_reads_them() {
+        // The first trust domain seen is the identity's: a record the fast path reads waits
+        // with others to be reduced, and must still count before a later line the strict
+        // parser reads, and after an earlier one.
+        let domain =
+            |d: &str| RECORD.replace(r#""trust_domain":"x""#, &format!(r#""trust_domain":"{d}""#));
+        let reserialised = |d: &str| {
+            let value: serde_json::Value = serde_json::from_str(&domain(d)).unwrap();
+            let text = serde_json::to_string_pretty(&value)
+                .unwrap()
+                .replace('\n', "");
+            assert!(Scanner.scan(text.as_bytes()).is_none());
+            text
+        };
+        let domain_of = |lines: &[String]| {
+            let summary = read(&(lines.join("\n") + "\n"));
+            assert_eq!(summary.records, lines.len() as u64);
+            summary.identities["spiffe://x/app"]
+                .trust_domain
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(domain_of(&[domain("fast"), reserialised("strict")]), "fast");
+        assert_eq!(
+            domain_of(&[reserialised("strict"), domain("fast")]),
+            "strict"
+        );
+        // Past a batch's worth of records, and in a line completed across the reader's
+        // buffer, too.
+        let mut many: Vec<String> = vec![domain("first")];
+        many.extend(std::iter::repeat_n(domain("later"), 40));
+        assert_eq!(domain_of(&many), "first");
+        let mut reader = Reader::new(Window::default(), None);
+        let text = format!("{}\n{}\n", domain("one"), domain("two"));
+        reader
+            .read_stream("t", BufReader::with_capacity(64, text.as_bytes()))
+            .unwrap();
+        let summary = reader.finish().0;
+        assert_eq!(summary.records, 2);
+        assert_eq!(
+            summary.identities["spiffe://x/app"].trust_domain.as_deref(),
+            Some("one")
+        );
+    }
+
     /// A control byte is refused wherever it is in a record, in strings the fast path steps
     /// over as in those it reads, and in the last bytes of the line.
     #[test]
