@@ -54,8 +54,8 @@ impl Series {
         true
     }
 
-    /// Asks for the older buckets a record in a new bucket reads: the oldest (for the span)
-    /// and the end, where the newest goes when it closes.
+    /// Asks for the older buckets a record in a new bucket reads: the oldest (for the span),
+    /// and the last, next to where the newest goes when it closes.
     fn prefetch(&self) {
         if let (Some(first), Some(last)) = (self.closed.first(), self.closed.last()) {
             fetch(first);
@@ -174,7 +174,12 @@ use serde::{Deserialize, Serialize};
 pub struct Located<'p> {
     principal: &'p str,
     hash: u64,
+    /// The table's [`Summary::table_mark`].
+    table: u64,
 }
+
+/// Hashed by a table's hasher to tell tables apart (any constant would do).
+const TABLE_MARK: u64 = 0x0074_6162_6c65;
 
 /// Asks for the cache line holding `value`, without waiting for it.
 #[inline(always)]
@@ -800,6 +805,7 @@ impl Summary {
         let located = Located {
             principal,
             hash: self.identities.hasher().hash_one(principal),
+            table: self.table_mark(),
         };
         if let Some((key, summary)) = self.slot_of(located) {
             fetch(key);
@@ -808,9 +814,9 @@ impl Summary {
         located
     }
 
-    /// Starts fetching the text of each key of `located`, their pairs when they are not held
-    /// in the summary itself, and the ends of their timelines: where those are is read from
-    /// the slot, which [`Self::prefetch`] asked for.
+    /// Starts fetching the text of each key of `located`, the first of their pairs when
+    /// those are not held in the summary itself, and the ends of their timelines: where those
+    /// are is read from the slot, which [`Self::prefetch`] asked for.
     pub fn prefetch_keys<'p>(&self, located: impl IntoIterator<Item = Located<'p>>) {
         for at in located {
             if let Some((key, summary)) = self.slot_of(at) {
@@ -823,6 +829,13 @@ impl Summary {
                 summary.series.prefetch();
             }
         }
+    }
+
+    /// What tells this summary's table from another's: each hashes with a seed of its own,
+    /// so a hash worked out for one is no use in another.
+    fn table_mark(&self) -> u64 {
+        use std::hash::BuildHasher;
+        self.identities.hasher().hash_one(TABLE_MARK)
     }
 
     /// The first entry `at`'s hash leads to, its key not compared: comparing would wait for
@@ -842,8 +855,8 @@ impl Summary {
     }
 
     /// [`Self::observe_each`], the identity found by the hash [`Self::prefetch`] worked out
-    /// for it, rather than by hashing it again (when `located` is of `o`'s principal: the
-    /// same text, not an equal one elsewhere).
+    /// for it, rather than by hashing it again: when `located` is of `o`'s principal (the
+    /// same text, not an equal one elsewhere) and was made by this summary.
     pub fn observe_located<'p>(
         &mut self,
         o: &Observation<'_>,
@@ -856,18 +869,21 @@ impl Summary {
         }
         self.last_ms = self.last_ms.max(o.time_ms);
         let bucket = self.bucket_ms;
-        // Only the very text `o` names: any other is hashed afresh.
+        // Only the very text `o` names, located in this summary: any other is hashed afresh.
         let located = located
-            .filter(|at| o.principal.is_some_and(|p| std::ptr::eq(p, at.principal)))
+            .filter(|at| {
+                o.principal.is_some_and(|p| std::ptr::eq(p, at.principal))
+                    && at.table == self.table_mark()
+            })
+            .map(|at| (at.principal, at.hash))
             .or_else(|| {
                 o.principal.map(|principal| {
                     use std::hash::BuildHasher;
-                    let hash = self.identities.hasher().hash_one(principal);
-                    Located { principal, hash }
+                    (principal, self.identities.hasher().hash_one(principal))
                 })
             });
         let grown = match located {
-            Some(Located { principal, hash }) => {
+            Some((principal, hash)) => {
                 let summary = match self
                     .identities
                     .raw_entry_mut()
@@ -1093,7 +1109,8 @@ mod tests {
     }
 
     /// A principal located ahead is used only for the very text it was located from: one
-    /// located for another identity (a caller's mistake) does not send the record there.
+    /// located for another identity (a caller's mistake) does not send the record there, and
+    /// one located from an equal text elsewhere is hashed afresh and lands alike.
     #[test]
     fn a_record_goes_to_its_own_identity_whatever_was_located() {
         let (a, b) = (String::from("spiffe://x/a"), String::from("spiffe://x/b"));
@@ -1116,6 +1133,20 @@ mod tests {
             calls
         };
         assert_eq!(calls, [("spiffe://x/a", 2), ("spiffe://x/b", 1)]);
+    }
+
+    /// Review finding: each summary's table hashes with its own seed, and a principal
+    /// located in another summary was looked up in this one by that summary's hash: it
+    /// missed the identity held, and a second entry was made for the same principal.
+    #[test]
+    fn a_principal_located_in_another_summary_is_hashed_afresh() {
+        let p = String::from("spiffe://x/a");
+        let (other, mut summary) = (Summary::default(), Summary::default());
+        summary.observe(&call(1, &p, "read", true), &[]);
+        let located = other.prefetch(&p);
+        summary.observe_located(&call(2, &p, "read", true), Some(located), []);
+        assert_eq!(summary.identities.len(), 1);
+        assert_eq!(summary.identities[p.as_str()].calls, 2);
     }
 
     #[test]

@@ -926,7 +926,6 @@ mod tests {
         assert_eq!((summary.records, summary.corrupt), (0, 1));
     }
 
-    /// Cut short, run together, or too long: counted, never read as a record.
     #[test]
     fn records_count_in_the_order_written_whichever_path_reads_them() {
         // The first trust domain seen is the identity's: a record the fast path reads waits
@@ -973,8 +972,10 @@ mod tests {
         );
     }
 
-    /// A control byte is refused wherever it is in a record, in strings the fast path steps
-    /// over as in those it reads, and in the last bytes of the line.
+    /// A control byte is refused wherever it is in a record: in strings the fast path steps
+    /// over as in those it reads, the last string of the line included. (The byte-by-byte
+    /// look at a string's last few bytes, reached only in a line cut short, is checked by
+    /// `a_string_end_is_found_in_every_chunk_and_in_the_tail`.)
     #[test]
     fn a_control_byte_anywhere_makes_the_line_corrupt() {
         for (from, to) in [
@@ -997,6 +998,7 @@ mod tests {
         }
     }
 
+    /// Cut short, run together, or too long: counted, never read as a record.
     #[test]
     fn damaged_lines_are_counted() {
         let cut = RECORD.get(..RECORD.len() - 3).unwrap();
