@@ -447,12 +447,28 @@ fn number(line: &[u8], at: usize) -> Option<(i64, usize)> {
 }
 
 /// How many ASCII digits `bytes` starts with, counted to at least 19 (enough to tell an
-/// integer too long), eight at a time: a byte is not a digit when it has its high bit set,
-/// or gains it by adding 0x46 (above `9`) or by subtracting 0x30 (below `0`). A carry or
-/// borrow only moves up from a byte that is not a digit, so the lowest flagged byte is
-/// exactly the first one that is not.
+/// integer too long). Where sixteen bytes follow (every integer in a record but the last),
+/// they are looked at at once: a byte is a digit when taking `0` from it leaves at most 9,
+/// as an unsigned byte (below `0` wraps round to above it).
 #[inline(always)]
 fn leading_digits(bytes: &[u8]) -> usize {
+    if let Some(chunk) = bytes.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+        let offset = u8x16::from(chunk) - u8x16::splat(b'0');
+        let ten = u8x16::splat(10);
+        let not_digits = offset.min(ten).simd_eq(ten).to_bitmask();
+        if not_digits != 0 {
+            return not_digits.trailing_zeros() as usize;
+        }
+    }
+    leading_digits_by_word(bytes)
+}
+
+/// [`leading_digits`] eight bytes at a time: a byte is not a digit when it has its high bit
+/// set, or gains it by adding 0x46 (above `9`) or by subtracting 0x30 (below `0`). A carry
+/// or borrow only moves up from a byte that is not a digit, so the lowest flagged byte is
+/// exactly the first one that is not.
+#[inline(always)]
+fn leading_digits_by_word(bytes: &[u8]) -> usize {
     let not_digits =
         |x: u64| (x | x.wrapping_add(ONES * 0x46) | x.wrapping_sub(ONES * 0x30)) & HIGHS;
     match first_flagged(bytes, 19, not_digits) {
@@ -585,7 +601,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Eight at a time, the digits counted are the ones a byte-by-byte count finds.
+        /// Sixteen or eight at a time, the digits counted are the ones a byte-by-byte count
+        /// finds.
         #[test]
         fn leading_digits_agrees_with_a_byte_count(bytes in proptest::collection::vec(
             proptest::prop_oneof![
@@ -597,11 +614,33 @@ mod tests {
             0..40,
         )) {
             let counted = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-            let found = leading_digits(&bytes);
-            if counted < 19 {
-                proptest::prop_assert_eq!(found, counted);
-            } else {
-                proptest::prop_assert!(found >= 19);
+            for found in [leading_digits(&bytes), leading_digits_by_word(&bytes)] {
+                if counted < 19 {
+                    proptest::prop_assert_eq!(found, counted);
+                } else {
+                    proptest::prop_assert!(found >= 19);
+                }
+            }
+        }
+    }
+
+    /// Every byte that is not a digit ends the count, at every place in both ways of
+    /// counting: the bytes either side of the digits (`/`, `:`) and those a wrapping
+    /// subtraction could take for one (0x00, 0xff, 0xb0..0xb9 and 0x80).
+    #[test]
+    fn every_byte_but_a_digit_ends_the_count_at_every_place() {
+        for len in [1, 8, 15, 16, 17, 24] {
+            for at in 0..len {
+                for byte in (0..=u8::MAX).filter(|b| !b.is_ascii_digit()) {
+                    let mut bytes = vec![b'7'; len];
+                    bytes[at] = byte;
+                    assert_eq!(leading_digits(&bytes), at, "{len} bytes, {byte:#x} at {at}");
+                    assert_eq!(
+                        leading_digits_by_word(&bytes),
+                        at,
+                        "{len}, {byte:#x} at {at}"
+                    );
+                }
             }
         }
     }
