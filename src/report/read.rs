@@ -269,9 +269,11 @@ impl<'p> Reader<'p> {
                 .skip(fetched)
                 .filter_map(|(_, located)| *located),
         );
-        for (fields, located) in batch.drain(..) {
-            self.observe(&fields, located);
+        // Read where they lie, not moved out.
+        for (fields, located) in batch.iter() {
+            self.observe(fields, *located);
         }
+        batch.clear();
     }
 
     fn progress(&mut self, number: usize) {
