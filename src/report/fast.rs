@@ -103,6 +103,22 @@ const PREFIX: &[u8] = b"{\"class_uid\":6003,";
 impl Scanner {
     /// The fields of `line`, when it is a whole record in Tollgate's own layout.
     pub fn scan<'a>(&self, line: &'a [u8]) -> Option<Fields<'a>> {
+        if !line.starts_with(PREFIX) {
+            return None;
+        }
+        // JSON text is UTF-8; the strict parser refuses a line that is not.
+        let text = simdutf8::basic::from_utf8(line).ok()?;
+        // One record, and nothing after it.
+        self.scan_start(text)
+            .and_then(|(fields, end)| (end == line.len()).then_some(fields))
+    }
+
+    /// The fields of the record `text` starts with, in Tollgate's own layout, and where it
+    /// ends: a reader finds a line's end this way, with no search for the newline. The scan
+    /// never steps over a newline (a control byte, refused wherever it meets one), so what it
+    /// reads is what [`Self::scan`] reads of the line up to the record's end.
+    pub fn scan_start<'a>(&self, text: &'a str) -> Option<(Fields<'a>, usize)> {
+        let line = text.as_bytes();
         // A control byte is refused where the scan meets it: outside strings nothing but the
         // writer's literals and digits is taken, and inside them `string_end` stops at one.
         if !line.starts_with(PREFIX) {
@@ -111,8 +127,7 @@ impl Scanner {
         let mut f = Fields::default();
         let mut c = Cursor {
             line,
-            // JSON text is UTF-8; the strict parser refuses a line that is not.
-            text: simdutf8::basic::from_utf8(line).ok()?,
+            text,
             at: PREFIX.len(),
         };
         c.number_after(b"\"category_uid\":")?;
@@ -173,11 +188,7 @@ impl Scanner {
         c.expect(b"}},\"unmapped\":{\"tollgate\":{")?;
         c.tollgate(&mut f)?;
         c.expect(b"}}}")?;
-        // One record, and nothing after it.
-        if c.at != line.len() {
-            return None;
-        }
-        Some(f)
+        Some((f, c.at))
     }
 }
 

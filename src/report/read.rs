@@ -158,10 +158,33 @@ impl<'p> Reader<'p> {
             self.notes.bytes += len as u64;
             let mut start = 0;
             let mut batch = Batch::new();
-            while let Some(end) = buf
-                .get(start..)
-                .and_then(|rest| memchr::memchr(b'\n', rest))
-            {
+            // The whole lines in the buffer, checked as UTF-8 at once: a record among them is
+            // scanned where it lies, and its end is where the scan stops (if a newline
+            // follows). Any other line, or all of them when one is not UTF-8, is found by
+            // searching for its newline and read alone.
+            let lines = memchr::memrchr(b'\n', buf)
+                .and_then(|last| buf.get(..=last))
+                .and_then(|whole| simdutf8::basic::from_utf8(whole).ok());
+            loop {
+                if !skipping
+                    && carry.is_empty()
+                    && let Some((fields, end)) = lines
+                        .and_then(|text| text.get(start..))
+                        .and_then(|rest| self.fast.scan_start(rest))
+                    && buf.get(start + end) == Some(&b'\n')
+                {
+                    start += end + 1;
+                    number += 1;
+                    self.queue(fields, &mut batch);
+                    self.after_line(number, &mut batch);
+                    continue;
+                }
+                let Some(end) = buf
+                    .get(start..)
+                    .and_then(|rest| memchr::memchr(b'\n', rest))
+                else {
+                    break;
+                };
                 let line = buf.get(start..start + end).unwrap_or_default();
                 start += end + 1;
                 number += 1;
@@ -227,28 +250,36 @@ impl<'p> Reader<'p> {
         let text = trim(line);
         if !text.is_empty() {
             match self.fast.scan(text) {
-                Some(fields) => {
-                    let located = fields.principal.map(|p| self.summary.prefetch(p));
-                    batch.push((fields, located));
-                    // The slot of a record a few places back has arrived by now: where its
-                    // key's text is can be read without waiting.
-                    if let Some((_, Some(back))) = batch
-                        .len()
-                        .checked_sub(KEY_LAG + 1)
-                        .and_then(|i| batch.get(i))
-                    {
-                        self.summary.prefetch_keys([*back]);
-                    }
-                    if batch.len() == PREFETCH_BATCH {
-                        self.reduce(batch);
-                    }
-                }
+                Some(fields) => self.queue(fields, batch),
                 None => {
                     self.reduce(batch);
                     self.strict_line(name, number, text);
                 }
             }
         }
+        self.after_line(number, batch);
+    }
+
+    /// Puts a record read by the fast path in `batch`, its identity's summary asked for.
+    fn queue<'b>(&mut self, fields: Fields<'b>, batch: &mut Batch<'b>) {
+        let located = fields.principal.map(|p| self.summary.prefetch(p));
+        batch.push((fields, located));
+        // The slot of a record a few places back has arrived by now: where its key's text
+        // is can be read without waiting.
+        if let Some((_, Some(back))) = batch
+            .len()
+            .checked_sub(KEY_LAG + 1)
+            .and_then(|i| batch.get(i))
+        {
+            self.summary.prefetch_keys([*back]);
+        }
+        if batch.len() == PREFETCH_BATCH {
+            self.reduce(batch);
+        }
+    }
+
+    /// Shows progress now and then, the waiting records reduced first.
+    fn after_line(&mut self, number: usize, batch: &mut Batch<'_>) {
         if number.is_multiple_of(65_536) {
             self.reduce(batch);
             self.progress(number);
@@ -675,6 +706,72 @@ mod tests {
                 let strict = value.as_ref().and_then(strict_fields);
                 proptest::prop_assert_eq!(Some(normal(&fast)), strict.as_ref().map(normal), "{}", String::from_utf8_lossy(&edited));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A stream read through the reader's buffer, where records are scanned in place and
+        /// their ends found by the scan, reduces to what reading each line alone, in order,
+        /// gives: with lines damaged, run together, ended by spaces or `\r`, not UTF-8, and
+        /// cut by the buffer's end anywhere.
+        #[test]
+        fn records_read_in_the_buffer_reduce_as_lines_read_alone(
+            lines in proptest::collection::vec(
+                (written_record(), written_record(), 0..8u8, 0.0..1.0f64),
+                1..12,
+            ),
+            capacity in 16..4096usize,
+        ) {
+            let mut text = Vec::new();
+            for (line, next, edit, at) in lines {
+                let cut = ((line.len() as f64) * at) as usize;
+                let edited = match edit {
+                    0 => line[..cut].to_vec(),
+                    1 => [&line[..cut], &next[..]].concat(),
+                    2 => [&line[..], b"  "].concat(),
+                    3 => [&line[..], b"\r"].concat(),
+                    4 => [&line[..cut], b"\t", &line[cut..]].concat(),
+                    5 => [&line[..cut], &[0xff], &line[cut..]].concat(),
+                    _ => line,
+                };
+                text.extend_from_slice(&edited);
+                text.push(b'\n');
+            }
+            let mut buffered = Reader::new(Window::default(), None);
+            buffered
+                .read_stream("t", BufReader::with_capacity(capacity, &text[..]))
+                .unwrap();
+            let mut alone = Reader::new(Window::default(), None);
+            for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+                if i + 1 < text.split(|&b| b == b'\n').count() {
+                    alone.one_line("t", i + 1, line);
+                }
+            }
+            let (buffered, notes) = buffered.finish();
+            let (alone, alone_notes) = alone.finish();
+            proptest::prop_assert_eq!(&buffered, &alone);
+            proptest::prop_assert_eq!(notes.corrupt_at, alone_notes.corrupt_at);
+        }
+    }
+
+    /// Text before a record on its line, with the buffer's end between them: the line is
+    /// one corrupt line, not a record read from where the buffer starts.
+    #[test]
+    fn a_line_cut_just_before_a_record_opening_is_read_whole() {
+        for prefix in [
+            "abc",
+            "{\"class_uid\":6003,",
+            RECORD.strip_suffix('}').unwrap(),
+        ] {
+            use std::io::Read;
+            let rest = format!("{RECORD}\n{RECORD}\n");
+            let mut reader = Reader::new(Window::default(), None);
+            // Each read stops at the end of its part: the first fill holds the prefix alone.
+            let input = BufReader::new(prefix.as_bytes().chain(rest.as_bytes()));
+            reader.read_stream("t", input).unwrap();
+            let (summary, notes) = reader.finish();
+            assert_eq!((summary.records, summary.corrupt), (1, 1), "{prefix}");
+            assert_eq!(notes.corrupt_at, ["t:1"]);
         }
     }
 
