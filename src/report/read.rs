@@ -172,6 +172,7 @@ impl<'p> Reader<'p> {
                         .and_then(|text| text.get(start..))
                         .and_then(|rest| self.fast.scan_start(rest))
                     && buf.get(start + end) == Some(&b'\n')
+                    && end <= MAX_LINE
                 {
                     start += end + 1;
                     number += 1;
@@ -248,7 +249,11 @@ impl<'p> Reader<'p> {
     /// the order it was written.
     fn queue_line<'b>(&mut self, name: &str, number: usize, line: &'b [u8], batch: &mut Batch<'b>) {
         let text = trim(line);
-        if !text.is_empty() {
+        if line.len() > MAX_LINE {
+            // Corrupt wherever it lies, as when the buffer's end cuts it.
+            self.reduce(batch);
+            self.corrupt(name, number);
+        } else if !text.is_empty() {
             match self.fast.scan(text) {
                 Some(fields) => self.queue(fields, batch),
                 None => {
@@ -751,6 +756,27 @@ mod tests {
             let (alone, alone_notes) = alone.finish();
             proptest::prop_assert_eq!(&buffered, &alone);
             proptest::prop_assert_eq!(notes.corrupt_at, alone_notes.corrupt_at);
+        }
+    }
+
+    /// Review finding: a line longer than `MAX_LINE` was counted corrupt only when the
+    /// buffer's end cut it; lying whole in the buffer, it was read as a record. It is
+    /// corrupt wherever it lies.
+    #[test]
+    fn a_line_longer_than_the_bound_is_corrupt_wherever_it_lies() {
+        let long = RECORD.replace(
+            r#""uid":"e0""#,
+            &format!(r#""uid":"{}""#, "e".repeat(MAX_LINE)),
+        );
+        assert!(Scanner.scan(long.as_bytes()).is_some());
+        let text = format!("{RECORD}\n{long}\n{RECORD}\n");
+        for capacity in [1 << 20, 4096] {
+            let mut reader = Reader::new(Window::default(), None);
+            let input = BufReader::with_capacity(capacity, text.as_bytes());
+            reader.read_stream("t", input).unwrap();
+            let (summary, notes) = reader.finish();
+            assert_eq!((summary.records, summary.corrupt), (2, 1), "{capacity}");
+            assert_eq!(notes.corrupt_at, ["t:2"], "{capacity}");
         }
     }
 
