@@ -640,6 +640,18 @@ mod tests {
             }
         }
 
+        /// A newline anywhere in a written record: the scan refuses it or ends before it.
+        #[test]
+        fn no_written_record_is_scanned_across_a_newline(line in written_record(), at in 0.0..1.0f64) {
+            let i = ((line.len() as f64) * at) as usize;
+            let mut bytes = line.clone();
+            bytes[i] = b'\n';
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let scanned = Scanner.scan_start(text).map(|(_, end)| end);
+                proptest::prop_assert!(scanned.is_none_or(|end| end <= i), "{text}");
+            }
+        }
+
         /// Damaged or edited records: whatever the fast path reads, the strict parser reads
         /// alike; a record cut short or run into the next is never read.
         #[test]
@@ -717,12 +729,12 @@ mod tests {
     proptest::proptest! {
         /// A stream read through the reader's buffer, where records are scanned in place and
         /// their ends found by the scan, reduces to what reading each line alone, in order,
-        /// gives: with lines damaged, run together, ended by spaces or `\r`, not UTF-8, and
-        /// cut by the buffer's end anywhere.
+        /// gives: with lines damaged, run together, ended by spaces, `\r` or other text, not
+        /// UTF-8, and cut by the buffer's end anywhere.
         #[test]
         fn records_read_in_the_buffer_reduce_as_lines_read_alone(
             lines in proptest::collection::vec(
-                (written_record(), written_record(), 0..8u8, 0.0..1.0f64),
+                (written_record(), written_record(), 0..9u8, 0.0..1.0f64),
                 1..12,
             ),
             capacity in 16..4096usize,
@@ -737,6 +749,8 @@ mod tests {
                     3 => [&line[..], b"\r"].concat(),
                     4 => [&line[..cut], b"\t", &line[cut..]].concat(),
                     5 => [&line[..cut], &[0xff], &line[cut..]].concat(),
+                    // Text after a whole record on its line.
+                    6 => [&line[..], b"x"].concat(),
                     _ => line,
                 };
                 text.extend_from_slice(&edited);
@@ -756,6 +770,28 @@ mod tests {
             let (alone, alone_notes) = alone.finish();
             proptest::prop_assert_eq!(&buffered, &alone);
             proptest::prop_assert_eq!(notes.corrupt_at, alone_notes.corrupt_at);
+        }
+    }
+
+    /// Review finding (a test that could not fail): the scan never steps over a newline,
+    /// whatever byte of a record it replaces: it refuses the record, or ends before it.
+    #[test]
+    fn the_scan_never_steps_over_a_newline() {
+        for i in 0..RECORD.len() {
+            let mut bytes = RECORD.as_bytes().to_vec();
+            bytes[i] = b'\n';
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            let scanned = Scanner.scan_start(text).map(|(_, end)| end);
+            assert!(
+                scanned.is_none_or(|end| end <= i),
+                "newline at {i}: {scanned:?}"
+            );
+            // Nor over one run on after a backslash, where an escape is read.
+            if i > 0 && bytes[i - 1] == b'\\' {
+                assert!(scanned.is_none(), "escaped newline at {i}");
+            }
         }
     }
 
