@@ -156,20 +156,18 @@ impl<'p> Reader<'p> {
             }
             let len = buf.len();
             self.notes.bytes += len as u64;
-            let mut start = 0;
+            let mut start: usize = 0;
             let mut batch = Batch::new();
-            // The whole lines in the buffer, checked as UTF-8 at once: a record among them is
-            // scanned where it lies, and its end is where the scan stops (if a newline
-            // follows). Any other line, or all of them when one is not UTF-8, is found by
-            // searching for its newline and read alone.
-            let lines = memchr::memrchr(b'\n', buf)
-                .and_then(|last| buf.get(..=last))
-                .and_then(|whole| simdutf8::basic::from_utf8(whole).ok());
+            // A record among the checked lines is scanned where it lies, and its end is where
+            // the scan stops (if a newline follows). Any other line is found by searching for
+            // its newline and read alone.
+            let (lines_at, lines) = checked_lines(buf, skipping || !carry.is_empty());
             loop {
                 if !skipping
                     && carry.is_empty()
-                    && let Some((fields, end)) = lines
-                        .and_then(|text| text.get(start..))
+                    && let Some((fields, end)) = start
+                        .checked_sub(lines_at)
+                        .and_then(|at| lines.get(at..))
                         .and_then(|rest| self.fast.scan_start(rest))
                     && buf.get(start + end) == Some(&b'\n')
                     && end <= MAX_LINE
@@ -447,6 +445,32 @@ fn strict_fields(value: &serde_json::Value) -> Option<Fields<'_>> {
             .pointer("/unmapped/tollgate/credentials_expire")
             .and_then(serde_json::Value::as_i64),
     })
+}
+
+/// The whole lines in `buf` checked as UTF-8 at once, and where they start: from the first
+/// line's start (past the end of a line begun in the previous buffer, when `continued`: its
+/// end may be the rest of a character cut by the buffer's end) up to the last newline, and
+/// then only up to a line with a byte that is not UTF-8. So one such byte, or a character cut
+/// by the buffer's end, sends one line, not the whole buffer, to be read alone.
+fn checked_lines(buf: &[u8], continued: bool) -> (usize, &str) {
+    let from = match continued {
+        true => memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1),
+        false => 0,
+    };
+    let whole = memchr::memrchr(b'\n', buf)
+        .and_then(|last| buf.get(from..=last))
+        .unwrap_or_default();
+    if let Ok(text) = simdutf8::basic::from_utf8(whole) {
+        return (from, text);
+    }
+    // Where the first bad byte is, then the lines before its line.
+    let valid = simdutf8::compat::from_utf8(whole).map_or_else(|e| e.valid_up_to(), |t| t.len());
+    let lines = whole
+        .get(..valid)
+        .and_then(|valid| memchr::memrchr(b'\n', valid))
+        .and_then(|last| whole.get(..=last))
+        .unwrap_or_default();
+    (from, std::str::from_utf8(lines).unwrap_or_default())
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -771,6 +795,27 @@ mod tests {
             proptest::prop_assert_eq!(&buffered, &alone);
             proptest::prop_assert_eq!(notes.corrupt_at, alone_notes.corrupt_at);
         }
+    }
+
+    /// Review finding: the buffer was checked as UTF-8 whole, so a character cut by the
+    /// buffer's end (its rest starting the next buffer) or one bad byte sent every line of
+    /// the buffer to be read alone. Only the line concerned is left out now.
+    #[test]
+    fn one_bad_line_leaves_the_other_lines_of_the_buffer_checked() {
+        let record = format!("{RECORD}\n");
+        // The rest of an `é` cut by the previous buffer's end.
+        let cut = [&[0xa9][..], b"\n", record.as_bytes(), record.as_bytes()].concat();
+        assert_eq!(
+            checked_lines(&cut, true),
+            (2, &*format!("{record}{record}"))
+        );
+        assert_eq!(checked_lines(&cut, false), (0, ""));
+        // A byte that is not UTF-8 in the second line: the first is still checked.
+        let bad = [record.as_bytes(), b"x\xffy\n", record.as_bytes()].concat();
+        assert_eq!(checked_lines(&bad, false), (0, record.as_str()));
+        // No whole line, or a line begun before and not ended here.
+        assert_eq!(checked_lines(b"{\"class", false), (0, ""));
+        assert_eq!(checked_lines(b"uid\":6003", true), (9, ""));
     }
 
     /// Review finding (a test that could not fail): the scan never steps over a newline,
