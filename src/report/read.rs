@@ -82,6 +82,9 @@ pub struct Reader<'p> {
     /// [`POLICY_LIST_BYTES`], a new list's ids are counted one by one, so that memory stays
     /// bounded whatever the lists.
     policy_list_bytes: usize,
+    /// Records scanned where they lie in the buffer, for tests that the fast way is taken.
+    #[cfg(test)]
+    read_in_place: usize,
 }
 
 impl<'p> Reader<'p> {
@@ -95,6 +98,8 @@ impl<'p> Reader<'p> {
             fast: Scanner,
             policy_lists: HashMap::default(),
             policy_list_bytes: 0,
+            #[cfg(test)]
+            read_in_place: 0,
         }
     }
 
@@ -161,8 +166,17 @@ impl<'p> Reader<'p> {
             // A record among the checked lines is scanned where it lies, and its end is where
             // the scan stops (if a newline follows). Any other line is found by searching for
             // its newline and read alone.
-            let (lines_at, lines) = checked_lines(buf, skipping || !carry.is_empty());
+            let (mut lines_at, mut lines) = checked_lines(buf, skipping || !carry.is_empty());
+            let mut checked_from = 0;
             loop {
+                // Past the checked lines (a line with a byte that is not UTF-8 ended them),
+                // the rest is checked again from here: once per such line, so each byte is
+                // checked about once.
+                if start > checked_from && start >= lines_at + lines.len() && carry.is_empty() {
+                    checked_from = start;
+                    let (at, text) = checked_lines(buf.get(start..).unwrap_or_default(), false);
+                    (lines_at, lines) = (start + at, text);
+                }
                 if !skipping
                     && carry.is_empty()
                     && let Some((fields, end)) = start
@@ -174,6 +188,10 @@ impl<'p> Reader<'p> {
                 {
                     start += end + 1;
                     number += 1;
+                    #[cfg(test)]
+                    {
+                        self.read_in_place += 1;
+                    }
                     self.queue(fields, &mut batch);
                     self.after_line(number, &mut batch);
                     continue;
@@ -450,8 +468,7 @@ fn strict_fields(value: &serde_json::Value) -> Option<Fields<'_>> {
 /// The whole lines in `buf` checked as UTF-8 at once, and where they start: from the first
 /// line's start (past the end of a line begun in the previous buffer, when `continued`: its
 /// end may be the rest of a character cut by the buffer's end) up to the last newline, and
-/// then only up to a line with a byte that is not UTF-8. So one such byte, or a character cut
-/// by the buffer's end, sends one line, not the whole buffer, to be read alone.
+/// only up to a line with a byte that is not UTF-8 (the reader checks again past it).
 fn checked_lines(buf: &[u8], continued: bool) -> (usize, &str) {
     let from = match continued {
         true => memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1),
@@ -470,7 +487,8 @@ fn checked_lines(buf: &[u8], continued: bool) -> (usize, &str) {
         .and_then(|valid| memchr::memrchr(b'\n', valid))
         .and_then(|last| whole.get(..=last))
         .unwrap_or_default();
-    (from, std::str::from_utf8(lines).unwrap_or_default())
+    // Valid by construction: checked once more, the fast way.
+    (from, simdutf8::basic::from_utf8(lines).unwrap_or_default())
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -762,6 +780,7 @@ mod tests {
                 1..12,
             ),
             capacity in 16..4096usize,
+            last_newline in proptest::prelude::any::<bool>(),
         ) {
             let mut text = Vec::new();
             for (line, next, edit, at) in lines {
@@ -780,13 +799,18 @@ mod tests {
                 text.extend_from_slice(&edited);
                 text.push(b'\n');
             }
+            if !last_newline {
+                text.pop();
+            }
             let mut buffered = Reader::new(Window::default(), None);
             buffered
                 .read_stream("t", BufReader::with_capacity(capacity, &text[..]))
                 .unwrap();
             let mut alone = Reader::new(Window::default(), None);
+            let count = text.split(|&b| b == b'\n').count();
             for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-                if i + 1 < text.split(|&b| b == b'\n').count() {
+                // Past the last newline there is no line, unless the input ends without one.
+                if i + 1 < count || !last_newline {
                     alone.one_line("t", i + 1, line);
                 }
             }
@@ -816,6 +840,76 @@ mod tests {
         // No whole line, or a line begun before and not ended here.
         assert_eq!(checked_lines(b"{\"class", false), (0, ""));
         assert_eq!(checked_lines(b"uid\":6003", true), (9, ""));
+    }
+
+    /// Review findings: lines after one with a bad byte, and after a line begun in the
+    /// previous buffer, are still scanned where they lie (before, a bad byte sent the rest
+    /// of its buffer the slow way, and nothing showed which way was taken).
+    #[test]
+    fn records_after_a_bad_line_or_a_carried_one_are_read_in_place() {
+        use std::io::Read;
+        let record = format!("{RECORD}\n");
+        let bad = [
+            b"x\xffy\n",
+            record.repeat(3).as_bytes(),
+            b"\xfe\n",
+            record.repeat(2).as_bytes(),
+        ]
+        .concat();
+        let mut reader = Reader::new(Window::default(), None);
+        reader.read_stream("t", &bad[..]).unwrap();
+        assert_eq!(reader.read_in_place, 5);
+        let (summary, notes) = reader.finish();
+        assert_eq!((summary.records, summary.corrupt), (5, 2));
+        assert_eq!(notes.corrupt_at, ["t:1", "t:5"]);
+        // A record cut by the buffer's end: the one completing it is read alone, the next
+        // in place.
+        let (head, tail) = record.split_at(100);
+        let rest = format!("{tail}{record}{record}");
+        let input = BufReader::new(head.as_bytes().chain(rest.as_bytes()));
+        let mut reader = Reader::new(Window::default(), None);
+        reader.read_stream("t", input).unwrap();
+        assert_eq!(reader.read_in_place, 2);
+        assert_eq!(reader.finish().0.records, 3);
+    }
+
+    /// Review finding (a test gap): the bound is the same on every path, to the byte: a
+    /// line of `MAX_LINE` bytes is read, one byte more (a space, a `\r`) is not, whether it
+    /// lies in the buffer, is cut by its end, or ends the input without a newline.
+    #[test]
+    fn a_line_of_the_bound_is_read_and_one_byte_more_is_not() {
+        let fill = MAX_LINE - RECORD.len() + "e0".len();
+        let exact = RECORD.replace(r#""uid":"e0""#, &format!(r#""uid":"{}""#, "e".repeat(fill)));
+        assert_eq!(exact.len(), MAX_LINE);
+        // As long, in a layout only the strict parser reads.
+        let spaced = exact.replacen(r#"eee","profiles""#, r#"ee", "profiles""#, 1);
+        assert_eq!(spaced.len(), MAX_LINE);
+        assert!(Scanner.scan(spaced.as_bytes()).is_none());
+        for (line, read) in [
+            (exact.clone(), true),
+            (spaced.clone(), true),
+            (format!("{spaced} "), false),
+            (format!("{exact} "), false),
+            (format!("{exact}\r"), false),
+            (exact.strip_suffix('}').unwrap().to_owned(), false),
+        ] {
+            for capacity in [1 << 20, 4096, MAX_LINE / 2 + 7] {
+                for newline in ["\n", ""] {
+                    let text = format!("{RECORD}\n{line}{newline}");
+                    let mut reader = Reader::new(Window::default(), None);
+                    let input = BufReader::with_capacity(capacity, text.as_bytes());
+                    reader.read_stream("t", input).unwrap();
+                    let summary = reader.finish().0;
+                    let expected = if read { (2, 0) } else { (1, 1) };
+                    assert_eq!(
+                        (summary.records, summary.corrupt),
+                        expected,
+                        "{} bytes, capacity {capacity}, newline {newline:?}",
+                        line.len()
+                    );
+                }
+            }
+        }
     }
 
     /// Review finding (a test that could not fail): the scan never steps over a newline,
