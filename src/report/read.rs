@@ -247,16 +247,12 @@ impl<'p> Reader<'p> {
         Ok(())
     }
 
-    /// Reads one line, at once: one completed from the reader's buffer and a carried part.
+    /// Reads one line, at once: one completed from the reader's buffer and a carried part
+    /// (which the next buffer overwrites, so nothing of it may wait).
     fn one_line(&mut self, name: &str, number: usize, line: &[u8]) {
-        let text = trim(line);
-        if !text.is_empty() {
-            match self.fast.scan(text) {
-                Some(fields) => self.observe(&fields, None),
-                None => self.strict_line(name, number, text),
-            }
-        }
-        self.progress(number);
+        let mut batch = Batch::new();
+        self.queue_line(name, number, line, &mut batch);
+        self.reduce(&mut batch);
     }
 
     /// Reads one line where it lies in the reader's buffer: a record in Tollgate's own
