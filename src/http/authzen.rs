@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -259,28 +259,24 @@ async fn respond(
         Some(Ok(pep)) => pep,
     };
     let body = match read_body(body, deadline).await {
-        Err(_) => {
+        Ok(body) => body,
+        Err(BodyError::Late) => {
             return Err(Refused {
                 status: StatusCode::REQUEST_TIMEOUT,
                 message: format!("the body did not arrive within {} ms", deadline.as_millis()),
                 challenge: None,
             });
         }
-        Ok(Err(error)) => {
-            let too_large = error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return Err(if too_large {
-                Refused {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                    challenge: None,
-                }
-            } else {
-                Refused::bad(format!("the body could not be read: {error}"))
+        Err(BodyError::TooLarge) => {
+            return Err(Refused {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                challenge: None,
             });
         }
-        Ok(Ok(body)) => body.to_bytes(),
+        Err(BodyError::Broken(error)) => {
+            return Err(Refused::bad(format!("the body could not be read: {error}")));
+        }
     };
     let batch = parts.uri.path() == EVALUATIONS;
     let (answer, decision_id) = answer_body(authorizer, &mut pep, batch, &body, deadline)?;
@@ -293,25 +289,70 @@ async fn respond(
     Ok(response)
 }
 
+/// Why a call's body was not read.
+#[derive(Debug)]
+enum BodyError {
+    /// It had not all arrived within the deadline.
+    Late,
+    /// It is longer than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection failed while it arrived.
+    Broken(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// The whole body, at most [`MAX_BODY_BYTES`], within `deadline`. A body already received
-/// (the usual case: a small JSON document that came with the headers) is taken at once; the
-/// deadline's timer is armed only for one still arriving.
-async fn read_body(
-    body: Incoming,
-    deadline: Duration,
-) -> Result<
-    Result<http_body_util::Collected<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-    tokio::time::error::Elapsed,
-> {
-    let mut collect = std::pin::pin!(Limited::new(body, MAX_BODY_BYTES).collect());
+/// (the usual case: a small JSON document that came with the headers) is taken at once, as
+/// the one chunk it came in; the deadline's timer is armed only for one still arriving.
+async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, BodyError> {
+    let mut whole = std::pin::pin!(whole_body(body, MAX_BODY_BYTES));
     let ready = {
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        collect.as_mut().poll(&mut context)
+        whole.as_mut().poll(&mut context)
     };
     if let std::task::Poll::Ready(body) = ready {
-        return Ok(body);
+        return body;
     }
-    tokio::time::timeout(deadline, collect).await
+    tokio::time::timeout(deadline, whole)
+        .await
+        .unwrap_or(Err(BodyError::Late))
+}
+
+/// `body`'s data, refused once it is longer than `limit`. A body of one chunk is that chunk,
+/// without a copy; trailers are ignored.
+async fn whole_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut rest = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Broken(e.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if first.is_empty() && rest.is_empty() {
+            first = data;
+        } else {
+            rest.extend_from_slice(&first);
+            first = Bytes::new();
+            rest.extend_from_slice(&data);
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    Ok(if rest.is_empty() {
+        first
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 /// The answer to `pep`'s call with `body` ([`decide_body`]'s), or the one this thread gave
@@ -694,6 +735,51 @@ pub fn overloaded(request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible> {
+        let frames: Vec<Result<_, std::convert::Infallible>> = parts
+            .iter()
+            .map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p))))
+            .collect();
+        http_body_util::StreamBody::new(tokio_stream::iter(frames))
+    }
+
+    fn whole(
+        body: impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible>,
+        limit: usize,
+    ) -> Result<Bytes, BodyError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(whole_body(body, limit))
+    }
+
+    /// A body is read whole however it is cut, the one chunk of a body that says it has ended
+    /// is taken as it is, and the limit counts every chunk.
+    #[test]
+    fn a_body_is_read_whole_and_bounded_however_it_is_cut() {
+        assert_eq!(whole(chunks(&[]), 8).unwrap(), "");
+        assert_eq!(
+            whole(chunks(&[b"{\"a\"", b"", b":1}"]), 8).unwrap(),
+            "{\"a\":1}"
+        );
+        assert_eq!(whole(chunks(&[b"", b"{}"]), 8).unwrap(), "{}");
+        assert_eq!(whole(chunks(&[b"12345678"]), 8).unwrap(), "12345678");
+        assert!(matches!(
+            whole(chunks(&[b"1234", b"56789"]), 8),
+            Err(BodyError::TooLarge)
+        ));
+        assert!(matches!(
+            whole(chunks(&[b"123456789"]), 8),
+            Err(BodyError::TooLarge)
+        ));
+        let one = Bytes::from_static(b"{\"subject\":{}}");
+        let read = whole(Full::new(one.clone()), 64).unwrap();
+        assert_eq!(read, one);
+        assert_eq!(read.as_ptr(), one.as_ptr(), "the one chunk, not a copy");
+    }
 
     fn parts(path: &str, headers: &[(&'static str, &str)]) -> hyper::http::request::Parts {
         let mut request = Request::post(path);
