@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use hyper::body::Bytes;
 use rustls_pki_types::UnixTime;
 
 use super::{
@@ -69,7 +70,8 @@ struct Replay {
     /// The PEP that asked. Held, so that the address the memo key carries stays this PEP's for
     /// as long as the entry lives.
     pep: Arc<Authenticated>,
-    body: Arc<str>,
+    /// The answer's body, shared by every reply (a clone counts a reference).
+    body: Bytes,
     /// Each evaluation's verdict and how many decision-cache lookups it stands for.
     verdicts: Vec<(Verdict, u8)>,
     /// A single evaluation: its decision id goes back to the PEP.
@@ -432,7 +434,7 @@ impl Authorizer {
         pep: &mut Pep,
         call: &[&[u8]],
         answer: impl FnOnce(&mut Pep) -> Result<(String, Option<DecisionId>), E>,
-    ) -> Result<(Arc<str>, Option<DecisionId>), E> {
+    ) -> Result<(Bytes, Option<DecisionId>), E> {
         let generation = pep.snapshot.generation;
         let now = i64::try_from(pep.now.as_secs()).unwrap_or(i64::MAX);
         let asker = Arc::clone(&pep.authenticated);
@@ -451,7 +453,7 @@ impl Authorizer {
             let answered = answer(pep);
             let gathered = pep.gathered.take();
             let (body, decision_id) = answered.map_err(Err)?;
-            let body: Arc<str> = Arc::from(body);
+            let body = Bytes::from(body);
             let replay = |gathered: Gathered, until| {
                 let replay = Replay {
                     pep: Arc::clone(&asker),
@@ -493,13 +495,11 @@ impl Authorizer {
             for _ in 0..*lookups {
                 self.caches.decision_metrics.used(crate::cache::Lookup::HIT);
             }
-            let mut verdict = Verdict {
-                decision_id: DecisionId::next(),
-                ..kept.clone()
-            };
-            decision_id.get_or_insert(verdict.decision_id);
+            let id = DecisionId::next();
+            decision_id.get_or_insert(id);
             let path = Some(pep.authenticated.path.as_str());
-            let elapsed = self.note(&mut verdict, None, path, &pep.snapshot, started);
+            let evidence = kept.evidence.clone();
+            let elapsed = self.note_as(id, kept, evidence, None, path, &pep.snapshot, started);
             pep.last = started + elapsed;
         }
         Ok((replay.body.clone(), decision_id.filter(|_| replay.single)))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Stripes;
-use crate::verdict::{Outcome, ReasonCode, Verdict};
+use crate::verdict::{DecisionId, Outcome, ReasonCode, Verdict};
 
 /// Per reason code: the second of the last `info` line, and the denies since.
 #[derive(Debug)]
@@ -37,12 +37,12 @@ impl Default for DecisionLog {
 impl DecisionLog {
     /// Writes the line for one decision: `debug` always, `info` for the first deny of its
     /// reason in a second.
-    pub fn write(&self, verdict: &Verdict, elapsed: Duration) {
+    pub fn write(&self, id: DecisionId, verdict: &Verdict, elapsed: Duration) {
         let principal = verdict.principal.as_deref().unwrap_or("");
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         match &verdict.outcome {
             Outcome::Allow => tracing::debug!(
-                decision.id = %verdict.decision_id,
+                decision.id = %id,
                 principal.id = principal,
                 policy.ids = ?verdict.determining,
                 elapsed_us = micros,
@@ -50,7 +50,7 @@ impl DecisionLog {
             ),
             Outcome::Deny(denial) => match self.admit(denial.reason, self.epoch.elapsed()) {
                 Some(also) => tracing::info!(
-                    decision.id = %verdict.decision_id,
+                    decision.id = %id,
                     principal.id = principal,
                     reason = denial.reason.as_str(),
                     detail = %denial.message,
@@ -60,7 +60,7 @@ impl DecisionLog {
                     "request denied"
                 ),
                 None => tracing::debug!(
-                    decision.id = %verdict.decision_id,
+                    decision.id = %id,
                     principal.id = principal,
                     reason = denial.reason.as_str(),
                     detail = %denial.message,

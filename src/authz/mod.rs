@@ -27,7 +27,7 @@ use crate::metrics::DecisionMetrics;
 use crate::policy::{self, Decision};
 use crate::request::CheckInput;
 use crate::snapshot::{Snapshot, SnapshotGuard, SnapshotHandle};
-use crate::verdict::{Outcome, ReasonCode, Verdict};
+use crate::verdict::{DecisionId, Outcome, ReasonCode, Verdict};
 pub use caches::{Caches, DecisionKey, Reuse};
 pub use evaluate::{MAX_REPLAYED, Pep};
 use log::DecisionLog;
@@ -203,22 +203,46 @@ impl Authorizer {
         snapshot: &Snapshot,
         started: Started,
     ) -> Duration {
+        // Moved, not cloned: the record is its last use.
+        let evidence = verdict.evidence.take();
+        self.note_as(
+            verdict.decision_id,
+            verdict,
+            evidence,
+            input,
+            path,
+            snapshot,
+            started,
+        )
+    }
+
+    /// Records `verdict` under the decision id `id` with `evidence` (made with the decision,
+    /// and shared by its reuses; or made now, for a request refused before the pipeline ran):
+    /// a remembered verdict is recorded again as it is kept, under a new id, without a copy.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "note's arguments, with the id and evidence it takes from the verdict"
+    )]
+    fn note_as(
+        &self,
+        id: DecisionId,
+        verdict: &Verdict,
+        evidence: Option<Arc<Evidence>>,
+        input: Option<&CheckInput>,
+        path: Option<&str>,
+        snapshot: &Snapshot,
+        started: Started,
+    ) -> Duration {
         let elapsed = started.elapsed();
         self.metrics
             .record(verdict.reason().map(ReasonCode::index), elapsed);
         if self.audit.is_enabled() {
-            // Made with the decision (and shared by its reuses), or now for a request refused
-            // before the pipeline ran. Moved, not cloned: the record is its last use.
-            let evidence = verdict
-                .evidence
-                .take()
+            let evidence = evidence
                 .unwrap_or_else(|| Arc::new(evidence_of(verdict, snapshot, None, None, input)));
             // A dropped record is counted by the audit log itself.
-            let _ = self
-                .audit
-                .record(verdict.decision_id, evidence, path, started, elapsed);
+            let _ = self.audit.record(id, evidence, path, started, elapsed);
         }
-        self.log.write(verdict, elapsed);
+        self.log.write(id, verdict, elapsed);
         elapsed
     }
 

@@ -375,7 +375,7 @@ pub fn answer_body(
     }
     let endpoint: &[u8] = if batch_endpoint { b"batch" } else { b"single" };
     let (answer, id) = authorizer.authzen_answer(pep, &[endpoint, body], decide)?;
-    Ok((Bytes::copy_from_slice(answer.as_bytes()), id))
+    Ok((answer, id))
 }
 
 /// A decided call: the JSON body, and the decision id of a single evaluation.

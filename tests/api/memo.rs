@@ -273,7 +273,7 @@ fn ask_within(
                 .map(|a| (a.body, a.decision_id))
         })
         .unwrap_or_else(|refused| panic!("refused: {refused:?}"));
-    (answer.to_string(), id, decided)
+    (String::from_utf8(answer.to_vec()).unwrap(), id, decided)
 }
 
 fn evaluations(n: usize) -> String {
