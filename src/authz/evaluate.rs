@@ -453,7 +453,8 @@ impl Authorizer {
             let answered = answer(pep);
             let gathered = pep.gathered.take();
             let (body, decision_id) = answered.map_err(Err)?;
-            let body = Bytes::from(body);
+            // Exactly its size: the memo's bound counts the answer's length.
+            let body = Bytes::from(body.into_bytes().into_boxed_slice());
             let replay = |gathered: Gathered, until| {
                 let replay = Replay {
                     pep: Arc::clone(&asker),

@@ -1,4 +1,4 @@
-//! `tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]`: a Check server that allows everything without
+//! `tollgate-floor [--bare | --http [--read-body | --json]] [--verify-es256] [ADDR]`: a Check server that allows everything without
 //! looking. It is the floor a real decision is measured against (`tollgate bench --baseline`
 //! starts it), and it lives in its own binary so that nothing in `tollgate` can serve an
 //! allow-everything answer.
@@ -7,7 +7,8 @@
 //! Tollgate's own HTTP listener (`http::serve`: hyper, HTTP/1.1 and h2c, the same connection
 //! handling) answering every request 200 with an empty body; `--read-body` makes it read each
 //! request's body first, to tell what receiving an AuthZEN call's body costs from what
-//! Tollgate does with it.
+//! Tollgate does with it; `--json` reads the body and answers `{"decision":true}` as JSON,
+//! what an AuthZEN server that decides nothing still sends (the protocol's own work).
 //!
 //! By default it is served by the same `grpc::serve` assembly and default limits as `tollgate
 //! serve` (admission, deadline, health service), with envoy-types' generated ext_authz server
@@ -38,10 +39,12 @@ use tollgate::grpc::{self, Admission};
 use tollgate::signature_probe::Es256;
 
 /// Answers 200 to every HTTP request; reads nothing, or with `--read-body` the whole body
-/// first (what any server that answers a POST pays before its own work).
+/// first (what any server that answers a POST pays before its own work); with `--json` also
+/// an AuthZEN answer.
 #[derive(Debug, Clone, Copy)]
 struct NullHttp {
     read_body: bool,
+    json: bool,
 }
 
 impl tollgate::http::Handler for NullHttp {
@@ -51,13 +54,23 @@ impl tollgate::http::Handler for NullHttp {
         request: hyper::Request<hyper::body::Incoming>,
     ) -> impl std::future::Future<Output = hyper::Response<http_body_util::Full<hyper::body::Bytes>>>
     + Send {
-        let read_body = self.read_body;
+        let NullHttp { read_body, json } = *self;
         async move {
-            if read_body {
+            if read_body || json {
                 use http_body_util::BodyExt;
                 let _ = request.into_body().collect().await;
             }
-            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::new()))
+            if !json {
+                return hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::new()));
+            }
+            let mut response = hyper::Response::new(http_body_util::Full::new(
+                hyper::body::Bytes::from_static(b"{\"decision\":true}"),
+            ));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
         }
     }
 }
@@ -98,6 +111,7 @@ fn main() -> ExitCode {
     let bare = flag("--bare");
     let http = flag("--http");
     let read_body = flag("--read-body");
+    let json = flag("--json");
     let work = if flag("--verify-es256") {
         match Es256::new() {
             Ok(work) => Some(std::sync::Arc::new(work)),
@@ -118,13 +132,13 @@ fn main() -> ExitCode {
         Ok(Ok(addr)) => addr,
         Ok(Err(e)) => {
             eprintln!(
-                "error: usage: tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]: {e}"
+                "error: usage: tollgate-floor [--bare | --http [--read-body | --json]] [--verify-es256] [ADDR]: {e}"
             );
             return ExitCode::from(1);
         }
         Err(()) => {
             eprintln!(
-                "error: usage: tollgate-floor [--bare | --http [--read-body]] [--verify-es256] [ADDR]"
+                "error: usage: tollgate-floor [--bare | --http [--read-body | --json]] [--verify-es256] [ADDR]"
             );
             return ExitCode::from(1);
         }
@@ -137,7 +151,7 @@ fn main() -> ExitCode {
         }
     };
     let served = if http {
-        runtime.block_on(serve_http(addr, read_body))
+        runtime.block_on(serve_http(addr, NullHttp { read_body, json }))
     } else {
         runtime.block_on(serve(addr, bare, work))
     };
@@ -150,7 +164,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_http(addr: SocketAddr, read_body: bool) -> Result<(), String> {
+async fn serve_http(addr: SocketAddr, handler: NullHttp) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -158,7 +172,7 @@ async fn serve_http(addr: SocketAddr, read_body: bool) -> Result<(), String> {
     println!("listening on {bound}");
     tollgate::http::serve(
         listener,
-        std::sync::Arc::new(NullHttp { read_body }),
+        std::sync::Arc::new(handler),
         None,
         // `tollgate serve`'s default `[server] http_idle_timeout_ms`.
         Duration::from_secs(30),

@@ -54,6 +54,11 @@ pub struct BenchArgs {
     /// deadline or health service), the floor a neutral observer uses.
     #[arg(long, requires = "baseline")]
     bare: bool,
+    /// With `--authzen --baseline`: a floor that reads each body and answers
+    /// `{"decision":true}` as JSON (what an AuthZEN server that decides nothing still does),
+    /// instead of an empty 200 with the body unread.
+    #[arg(long, requires = "baseline", requires = "authzen")]
+    json_floor: bool,
     /// Write the first request of the mix (an allowed order read) as one gRPC message
     /// (5-byte prefix + protobuf) to FILE and exit, for other load generators
     /// (`h2load -d FILE`).
@@ -175,7 +180,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let times = (warmup, duration);
 
     let floor = if args.baseline {
-        let floor = Floor::start(args.bare.then_some("--bare"))?;
+        let floor = Floor::start(if args.bare { &["--bare"] } else { &[] })?;
         let target = Target::Tcp(format!("http://{}", floor.addr));
         let channels = loadgen::connect_all(&target, connections).await?;
         let pid = Some(floor.child.id());
@@ -213,14 +218,15 @@ struct Floor {
 
 impl Floor {
     /// Starts the floor binary that sits next to this executable on a free loopback port, with
-    /// `flag` (`--bare`: a plain tonic server; `--http`: the do-nothing HTTP server).
-    fn start(flag: Option<&str>) -> Result<Self, String> {
+    /// `flags` (`--bare`: a plain tonic server; `--http`: the do-nothing HTTP server, which
+    /// `--json` makes read bodies and answer AuthZEN's JSON).
+    fn start(flags: &[&str]) -> Result<Self, String> {
         use std::io::BufRead;
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this executable: {e}"))?
             .with_file_name("tollgate-floor");
         let mut child = std::process::Command::new(&exe)
-            .args(flag)
+            .args(flags)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| {
@@ -317,7 +323,11 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
     );
     let times = (warmup, duration);
     let floor = if args.baseline {
-        let floor = Floor::start(Some("--http"))?;
+        let floor = Floor::start(if args.json_floor {
+            &["--http", "--json"]
+        } else {
+            &["--http"]
+        })?;
         let addr = floor
             .addr
             .parse()
@@ -327,8 +337,13 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
             s == 200
         })
         .await?;
+        let kind = if args.json_floor {
+            "reads the body, answers {\"decision\":true}"
+        } else {
+            "do-nothing HTTP"
+        };
         println!(
-            "baseline (do-nothing HTTP, Tollgate's HTTP listener): {}",
+            "baseline ({kind}, Tollgate's HTTP listener): {}",
             report.summary()
         );
         Some(report)

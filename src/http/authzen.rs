@@ -337,11 +337,18 @@ where
         if len > limit {
             return Err(BodyError::TooLarge);
         }
-        if first.is_empty() && rest.is_empty() {
+        if data.is_empty() {
+            // Nothing to keep (HTTP/2 often ends a body with an empty frame).
+        } else if first.is_empty() && rest.is_empty() {
             first = data;
         } else {
-            rest.extend_from_slice(&first);
-            first = Bytes::new();
+            if rest.is_empty() {
+                // Room for what the body says is still to come, within the limit.
+                let more = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+                rest.reserve(len.saturating_add(more).min(limit));
+                rest.extend_from_slice(&first);
+                first = Bytes::new();
+            }
             rest.extend_from_slice(&data);
         }
         if body.is_end_stream() {
@@ -351,7 +358,8 @@ where
     Ok(if rest.is_empty() {
         first
     } else {
-        Bytes::from(rest)
+        // Exactly the body's size: a grown buffer's spare room is not kept with it.
+        Bytes::from(rest.into_boxed_slice())
     })
 }
 
@@ -754,6 +762,49 @@ mod tests {
             .build()
             .unwrap()
             .block_on(whole_body(body, limit))
+    }
+
+    /// A body of chunks that says it has ended once the last one is taken, as a body with a
+    /// content length does.
+    struct Ending(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Ending {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(hyper::body::Frame::data(c))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// Review findings: an empty chunk (HTTP/2 often ends a body with an empty DATA frame)
+    /// does not make a one-chunk body be copied, and a body in several chunks that says when
+    /// it has ended is read whole.
+    #[test]
+    fn empty_chunks_are_skipped_and_an_ending_body_is_read_whole() {
+        let one = Bytes::from_static(b"{\"subject\":{}}");
+        for parts in [
+            vec![one.clone(), Bytes::new()],
+            vec![Bytes::new(), one.clone()],
+            vec![Bytes::new(), one.clone(), Bytes::new()],
+        ] {
+            let read = whole(Ending(parts.clone().into()), 64).unwrap();
+            assert_eq!(read, one);
+            assert_eq!(
+                read.as_ptr(),
+                one.as_ptr(),
+                "{parts:?}: the one chunk, not a copy"
+            );
+        }
+        let parts: Vec<Bytes> = [&b"{\"a\""[..], b":", b"1}"].map(Bytes::from_static).into();
+        assert_eq!(whole(Ending(parts.into()), 64).unwrap(), "{\"a\":1}");
     }
 
     /// A body is read whole however it is cut, the one chunk of a body that says it has ended

@@ -339,6 +339,86 @@ fn bench_drives_the_http_doors_against_their_floor() {
             "{door}: {text}"
         );
     }
+    // The AuthZEN door against a floor that does the protocol's own work.
+    let out = tollgate(&[
+        "bench",
+        "--authzen",
+        "--http-server",
+        &addr,
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+        "--baseline",
+        "--json-floor",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(r#"baseline (reads the body, answers {"decision":true}"#),
+        "{text}"
+    );
+}
+
+/// The HTTP floor answers an empty 200 without reading the body, or with `--json` reads it and
+/// answers what an AuthZEN server that decides nothing sends.
+#[test]
+fn the_http_floor_answers_empty_or_as_authzen() {
+    use std::io::{BufRead, Read, Write};
+    for (flags, expected) in [
+        (&["--http"][..], &["content-length: 0\r\n"][..]),
+        (
+            &["--http", "--json"][..],
+            &[
+                "content-type: application/json\r\n",
+                "content-length: 17\r\n",
+            ][..],
+        ),
+    ] {
+        let mut floor = Command::new(env!("CARGO_BIN_EXE_tollgate-floor"))
+            .args(flags)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(floor.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        let body = r#"{"subject":{"type":"user","id":"alice"}}"#;
+        write!(
+            tcp,
+            "POST /access/v1/evaluation HTTP/1.1\r\nhost: pdp\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        let _ = floor.kill();
+        let _ = floor.wait();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{flags:?}: {answer}"
+        );
+        for header in expected {
+            assert!(answer.contains(header), "{flags:?}: {answer}");
+        }
+        let sent = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json = flags.contains(&"--json");
+        assert_eq!(
+            sent,
+            if json { r#"{"decision":true}"# } else { "" },
+            "{flags:?}"
+        );
+    }
 }
 
 #[test]
