@@ -185,13 +185,31 @@ async fn todo_pdp() -> (World, u16) {
     (w, port)
 }
 
+/// The Todo estate behind a plain HTTP listener, with `server` lines added to `[server]`.
+async fn plain_pdp(server: &str) -> (World, u16) {
+    let port = free_port();
+    let w = World::with(Options {
+        policy_dir: Some(fixture()),
+        routes: Some(String::new()),
+        server_extra: format!("http_listen = \"127.0.0.1:{port}\"\n{server}"),
+        extra: AUTHZEN.into(),
+        ..Options::default()
+    })
+    .await;
+    (w, port)
+}
+
+/// The conformance scenario's decisions (`tests/fixtures/authzen-todo/decisions.json`).
+fn vectors() -> Vec<Value> {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("decisions.json")).unwrap())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_todo_conformance_scenario_passes() {
     let (w, port) = todo_pdp().await;
     let pep = Pep::tls(&w.ca, "todo-backend", port);
-    let vectors: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("decisions.json")).unwrap())
-            .unwrap();
+    let vectors = vectors();
     assert_eq!(vectors.len(), 43);
     for (i, vector) in vectors.iter().enumerate() {
         let endpoint = vector["endpoint"].as_str().unwrap();
@@ -353,15 +371,7 @@ async fn metadata_request_ids_and_errors_follow_the_specification() {
 
 #[tokio::test]
 async fn only_authenticated_and_permitted_peps_may_ask() {
-    let port = free_port();
-    let w = World::with(Options {
-        policy_dir: Some(fixture()),
-        routes: Some(String::new()),
-        server_extra: format!("http_listen = \"127.0.0.1:{port}\""),
-        extra: AUTHZEN.into(),
-        ..Options::default()
-    })
-    .await;
+    let (w, port) = plain_pdp("").await;
     let body = json!({
         "subject": {"type": "user", "id": "x"},
         "action": {"name": "can_read_todos"},
@@ -443,15 +453,7 @@ async fn only_authenticated_and_permitted_peps_may_ask() {
 #[tokio::test]
 async fn a_body_that_never_arrives_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port = free_port();
-    let w = World::with(Options {
-        policy_dir: Some(fixture()),
-        routes: Some(String::new()),
-        server_extra: format!("http_listen = \"127.0.0.1:{port}\"\nrequest_timeout_ms = 300"),
-        extra: AUTHZEN.into(),
-        ..Options::default()
-    })
-    .await;
+    let (w, port) = plain_pdp("request_timeout_ms = 300").await;
     let token = w.issuer.app("reporting", "read");
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -481,18 +483,8 @@ async fn a_body_that_never_arrives_times_out() {
 #[tokio::test]
 async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port = free_port();
-    let w = World::with(Options {
-        policy_dir: Some(fixture()),
-        routes: Some(String::new()),
-        server_extra: format!("http_listen = \"127.0.0.1:{port}\""),
-        extra: AUTHZEN.into(),
-        ..Options::default()
-    })
-    .await;
-    let vectors: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("decisions.json")).unwrap())
-            .unwrap();
+    let (w, port) = plain_pdp("").await;
+    let vectors = vectors();
     let token = w.issuer.app("todo-backend", "read");
     // Sends `head` and then each of `parts`, and returns the answer's text.
     let exchange = |head: String, parts: Vec<Vec<u8>>| async move {
@@ -606,21 +598,11 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
 /// fail closed instead of holding a worker.
 #[tokio::test]
 async fn a_batch_is_bounded_in_items_and_in_time() {
-    let port = free_port();
     // A budget that a thousand items overrun and the first meets: a debug build decides about
     // 40 items in 20 ms here; a release build about 100 in 2 ms on a fast sitting, and all
     // thousand within 20 ms, which made 20 ms no budget at all there.
     let budget_ms = if cfg!(debug_assertions) { 20 } else { 2 };
-    let w = World::with(Options {
-        policy_dir: Some(fixture()),
-        routes: Some(String::new()),
-        server_extra: format!(
-            "http_listen = \"127.0.0.1:{port}\"\nrequest_timeout_ms = {budget_ms}"
-        ),
-        extra: AUTHZEN.into(),
-        ..Options::default()
-    })
-    .await;
+    let (w, port) = plain_pdp(&format!("request_timeout_ms = {budget_ms}")).await;
     let pep = Pep::Plain {
         port,
         bearer: Some(w.issuer.app("reporting", "read")),
