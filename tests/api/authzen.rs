@@ -486,15 +486,19 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
     let (w, port) = plain_pdp("").await;
     let vectors = vectors();
     let token = w.issuer.app("todo-backend", "read");
-    // Sends `head` and then each of `parts`, and returns the answer's text.
-    let exchange = |head: String, parts: Vec<Vec<u8>>| async move {
+    // Sends `head` and then each of `parts`, pausing after the first for `pause`, and returns
+    // the answer's text.
+    let exchange = |head: String, parts: Vec<Vec<u8>>, pause: Duration| async move {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
         tcp.write_all(head.as_bytes()).await.unwrap();
-        for part in parts {
+        for (i, part) in parts.iter().enumerate() {
+            if i == 1 {
+                tokio::time::sleep(pause).await;
+            }
             // A long body is answered (and the connection closed) before it is all sent.
-            if tcp.write_all(&part).await.is_err() {
+            if tcp.write_all(part).await.is_err() {
                 break;
             }
         }
@@ -509,6 +513,14 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
              connection: close\r\n{framing}\r\n\r\n"
         )
     };
+    // `part` as one chunk of a chunked body.
+    let chunk = |part: &[u8]| -> Vec<u8> {
+        let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
+        framed.extend_from_slice(part);
+        framed.extend_from_slice(b"\r\n");
+        framed
+    };
+    let last_chunk = || b"0\r\n\r\n".to_vec();
     for vector in vectors
         .iter()
         .filter(|v| v["endpoint"] == "/access/v1/evaluation")
@@ -517,17 +529,10 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
         let body = vector["request"].to_string().into_bytes();
         let thirds: Vec<Vec<u8>> = body
             .chunks(body.len().div_ceil(3))
-            .map(|c| {
-                format!("{:x}\r\n", c.len())
-                    .into_bytes()
-                    .into_iter()
-                    .chain(c.iter().copied())
-                    .chain(*b"\r\n")
-                    .collect()
-            })
-            .chain([b"0\r\n\r\n".to_vec()])
+            .map(chunk)
+            .chain([last_chunk()])
             .collect();
-        let text = exchange(head("transfer-encoding: chunked"), thirds).await;
+        let text = exchange(head("transfer-encoding: chunked"), thirds, Duration::ZERO).await;
         // The bearer PEP may not ask (only the TLS one may), which is decided after the whole
         // body is parsed: a body read in part is not JSON, and would be a 400.
         assert!(text.starts_with("HTTP/1.1 403"), "{text}");
@@ -538,35 +543,19 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
     let body = vectors[0]["request"].to_string().into_bytes();
     let (early, late) = body.split_at(body.len() / 2);
     for chunked in [false, true] {
-        let framing = if chunked {
-            "transfer-encoding: chunked".to_owned()
+        let (framing, parts) = if chunked {
+            (
+                "transfer-encoding: chunked".to_owned(),
+                vec![chunk(early), [chunk(late), last_chunk()].concat()],
+            )
         } else {
-            format!("content-length: {}", body.len())
+            (
+                format!("content-length: {}", body.len()),
+                vec![early.to_vec(), late.to_vec()],
+            )
         };
-        let frame = |part: &[u8]| -> Vec<u8> {
-            if chunked {
-                let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
-                framed.extend_from_slice(part);
-                framed.extend_from_slice(b"\r\n");
-                framed
-            } else {
-                part.to_vec()
-            }
-        };
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        tcp.write_all(head(&framing).as_bytes()).await.unwrap();
-        tcp.write_all(&frame(early)).await.unwrap();
         // Not a wait for an effect: the pause makes the server find the body unfinished.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        tcp.write_all(&frame(late)).await.unwrap();
-        if chunked {
-            tcp.write_all(b"0\r\n\r\n").await.unwrap();
-        }
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
-        let text = String::from_utf8_lossy(&answer);
+        let text = exchange(head(&framing), parts, Duration::from_millis(150)).await;
         assert!(text.starts_with("HTTP/1.1 403"), "{framing}: {text}");
         assert!(text.contains("pep_forbidden"), "{framing}: {text}");
     }
@@ -578,16 +567,9 @@ async fn a_body_in_chunks_is_read_whole_and_a_long_one_is_refused() {
         let parts = if framing.starts_with("content-length") {
             vec![vec![b' '; mib + 1]]
         } else {
-            (0..17)
-                .map(|_| {
-                    let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
-                    chunk.extend(std::iter::repeat_n(b' ', 64 * 1024));
-                    chunk.extend(b"\r\n");
-                    chunk
-                })
-                .collect()
+            (0..17).map(|_| chunk(&[b' '; 64 * 1024])).collect()
         };
-        let text = exchange(head(&framing), parts).await;
+        let text = exchange(head(&framing), parts, Duration::ZERO).await;
         assert!(text.starts_with("HTTP/1.1 413"), "{framing}: {text}");
         assert!(text.contains("larger than 1048576 bytes"), "{text}");
     }
