@@ -23,10 +23,18 @@ wrk cannot present a client certificate; the first listener is how the real cert
 reaches ext_authz. Server and Envoy CPU per request are reported apart. `--only-envoy` skips
 the h2load runs.
 
+With `--http` it measures the HTTP doors instead (h2load --h1, HTTP/1.1 on kept-alive
+connections as nginx's and Traefik's upstream pools hold them): forward-auth (Envoy's HTTP
+ext_authz convention, the allowed order read) and AuthZEN (one evaluation by the web front
+end's PEP), each request as `tollgate bench --http/--authzen --write-request` writes it,
+against `tollgate-floor --http` (an empty 200, body unread) and, for AuthZEN, also against
+`tollgate-floor --http --json` (reads the body, answers {"decision":true}); every Tollgate
+answer is checked on /metrics to have been an allow.
+
 Needs h2load (Debian: apt-get install nghttp2-client), and wrk (apt-get install wrk) for --envoy.
 Usage:
     python3 benches/neutral.py [--rounds 3] [--seconds 10] [--connections 16,64] [--compare BIN]
-                               [--envoy | --only-envoy]
+                               [--envoy | --only-envoy | --http]
 """
 
 import argparse
@@ -90,13 +98,46 @@ def forge(frame):
     return bytes(forged)
 
 
-def h2load(port, connections, seconds, frame, pid, log):
+class Call:
+    """What h2load sends: a path, headers, a body file (None for a GET), HTTP/1.1 or h2c."""
+
+    def __init__(self, path, headers, body, h1=False):
+        self.path, self.headers, self.body, self.h1 = path, headers, body, h1
+
+    @staticmethod
+    def grpc(frame):
+        return Call(PATH, ["content-type: application/grpc", "te: trailers"], frame)
+
+    @staticmethod
+    def http1(message, tmp, name):
+        """The request `tollgate bench --write-request` wrote, for `h2load --h1`: its `host`
+        becomes h2load's `:authority` (h2load sends its own Host otherwise), its body a file."""
+        head, body = message.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        method, path, _ = lines[0].split(" ")
+        headers = []
+        for line in lines[1:]:
+            name, value = line.split(": ", 1)
+            if name == "host":
+                headers.append(f":authority: {value}")
+            elif name != "content-length":  # h2load sets it from the body file
+                headers.append(f"{name}: {value}")
+        body_file = None
+        if method == "POST":
+            body_file = os.path.join(tmp, f"{name}.body")
+            with open(body_file, "wb") as f:
+                f.write(body)
+        return Call(path, headers, body_file, h1=True)
+
+
+def h2load(port, connections, seconds, call, pid, log):
     """One h2load run; returns (req/s, p50 us, p99 us, server CPU us/request, requests)."""
-    cmd = [
-        "h2load", "-t1", f"-c{connections}", "-m1", f"-D{seconds}", f"--warm-up-time={WARMUP}",
-        "-d", frame, "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"--log-file={log}", f"http://127.0.0.1:{port}{PATH}",
-    ]
+    cmd = ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{seconds}", f"--warm-up-time={WARMUP}"]
+    cmd += ["--h1"] if call.h1 else []
+    cmd += ["-d", call.body] if call.body else []
+    for header in call.headers:
+        cmd += ["-H", header]
+    cmd += [f"--log-file={log}", f"http://127.0.0.1:{port}{call.path}"]
     if os.path.exists(log):
         os.remove(log)  # h2load appends to its log file
     cpu = {}
@@ -115,6 +156,9 @@ def h2load(port, connections, seconds, frame, pid, log):
     errored = re.search(r"(\d+) failed, (\d+) errored", out)
     if errored and (int(errored.group(1)) or int(errored.group(2))):
         sys.exit(f"h2load saw failures:\n{out}")
+    statuses = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if statuses and (int(statuses.group(1)) or int(statuses.group(2))):
+        sys.exit(f"h2load saw refusals (4xx/5xx):\n{out}")
     durations = sorted(int(line.split()[2]) for line in open(log) if line.strip())
     pct = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))]
     cpu_us = (cpu["to"] - cpu["from"]) * 1e6 / max(succeeded, 1)
@@ -313,7 +357,11 @@ def main():
     parser.add_argument("--compare", metavar="BIN", help="another tollgate binary to measure too")
     parser.add_argument("--envoy", action="store_true", help="also drive each server through a real Envoy with wrk")
     parser.add_argument("--only-envoy", action="store_true", help="drive through Envoy only (no h2load runs)")
+    parser.add_argument("--http", action="store_true",
+                        help="the HTTP doors instead: forward-auth and AuthZEN over HTTP/1.1 (h2load --h1)")
     args = parser.parse_args()
+    if args.http and (args.envoy or args.only_envoy):
+        sys.exit("--http measures the HTTP doors directly; --envoy drives the gRPC door through Envoy")
     direct = not args.only_envoy
     via_envoy = args.envoy or args.only_envoy
     if direct and not shutil.which("h2load"):
@@ -326,6 +374,10 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--bins"], cwd=REPO, check=True)
     tollgate = os.path.join(RELEASE, "tollgate")
     tmp = tempfile.mkdtemp(prefix="tollgate-neutral-")
+    if args.http:
+        http_doors(args, tollgate, tmp, counts)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     frame = os.path.join(tmp, "check.grpc")
     subprocess.run([tollgate, "bench", "--write-frame", frame], check=True, stdout=subprocess.DEVNULL)
     forged = os.path.join(tmp, "forged.grpc")
@@ -374,7 +426,7 @@ def main():
                 for scenario, body, label in scenarios if direct else []:
                     for c in counts:
                         checked(name, scenario, c, label, lambda: h2load(
-                            port, c, args.seconds, body, server.proc.pid, os.path.join(tmp, "log")))
+                            port, c, args.seconds, Call.grpc(body), server.proc.pid, os.path.join(tmp, "log")))
                 if via_envoy:
                     proxy = Envoy(envoy, tmp, port)
                     try:
@@ -417,6 +469,65 @@ def main():
                       f"{med(key, 1) / 1000:.2f} ms | {med(key, 2) / 1000:.2f} ms | {med(key, 3):.1f} | "
                       f"{med(key, 5):.1f} |")
     shutil.rmtree(tmp, ignore_errors=True)
+
+def http_doors(args, tollgate, tmp, counts):
+    """`--http`: each HTTP door against the do-nothing HTTP server on the same stack
+    (`tollgate-floor --http`: an empty 200, body unread) and, for AuthZEN, against the floor
+    that does the protocol's own work (`--http --json`: reads the body, answers
+    `{"decision":true}`), h2load --h1 on kept-alive connections as nginx and Traefik hold them."""
+    calls = {}
+    for door, flag in [("forward", "--http"), ("authzen", "--authzen")]:
+        path = os.path.join(tmp, f"{door}.http")
+        subprocess.run([tollgate, "bench", flag, "--write-request", path], check=True, stdout=subprocess.DEVNULL)
+        with open(path, "rb") as f:
+            calls[door] = Call.http1(f.read(), tmp, door)
+    floor = os.path.join(RELEASE, "tollgate-floor")
+    # (name, command, port, [scenario], whether it is Tollgate)
+    servers = [("floor", [floor, "--http", "127.0.0.1:9391"], 9391, ["forward", "authzen"], False),
+               ("json floor", [floor, "--http", "--json", "127.0.0.1:9392"], 9392, ["authzen"], False)]
+    tollgates = [("tollgate", tollgate)] + ([("before", args.compare)] if args.compare else [])
+    for name, binary in reversed(tollgates):
+        servers.append((name, [binary, "serve"], 9193, ["forward", "authzen"], True))
+    results = {}
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    for r in range(1, args.rounds + 1):
+        for name, cmd, port, scenarios, is_tollgate in servers:
+            server = Server(cmd, port, env=env)
+            if is_tollgate:
+                wait_for_port(9192, "admin listener")
+            try:
+                for scenario in scenarios:
+                    for c in counts:
+                        before = decisions(9192, 'decision="allow"') if is_tollgate else None
+                        run = h2load(port, c, args.seconds, calls[scenario], server.proc.pid,
+                                     os.path.join(tmp, "log"))
+                        if before is not None:
+                            seen = decisions(9192, 'decision="allow"') - before
+                            if seen < run[4]:
+                                sys.exit(f"{name} {scenario}: only {seen:.0f} of {run[4]} requests were allowed")
+                        results.setdefault((name, scenario, c), []).append(run)
+                        print(f"round {r} {name:10} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
+                              f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req", flush=True)
+            finally:
+                server.stop()
+    med = lambda key, i: statistics.median(run[i] for run in results[key])
+    print()
+    print(f"Medians of {args.rounds} alternating rounds, h2load --h1 -t1 -cN -m1 -D{args.seconds} "
+          f"--warm-up-time={WARMUP}; floor = tollgate-floor --http (empty 200, body unread); "
+          f"json floor = --http --json (reads the body, answers {{\"decision\":true}}).")
+    print()
+    print("| server | door | connections | req/s | vs floor | vs json floor | p50 | p99 "
+          "| server CPU µs/req | vs floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, _, _, scenarios, _ in servers:
+        for scenario in scenarios:
+            for c in counts:
+                key, base, json = (name, scenario, c), ("floor", scenario, c), ("json floor", scenario, c)
+                vs_json = f"{100 * med(key, 0) / med(json, 0):.0f}%" if json in results else "–"
+                print(f"| {name} | {scenario} | {c} | {med(key, 0):.0f} | "
+                      f"{100 * med(key, 0) / med(base, 0):.0f}% | {vs_json} | {med(key, 1) / 1000:.2f} ms | "
+                      f"{med(key, 2) / 1000:.2f} ms | {med(key, 3):.1f} | {med(key, 3) / med(base, 3):.2f}× |")
+
 
 if __name__ == "__main__":
     main()

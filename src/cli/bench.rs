@@ -64,6 +64,12 @@ pub struct BenchArgs {
     /// (`h2load -d FILE`).
     #[arg(long, value_name = "FILE")]
     write_frame: Option<PathBuf>,
+    /// With `--http` or `--authzen`: write the first request of that mix (the allowed order
+    /// read as forward-auth; alice viewing her order by AuthZEN) as an HTTP/1.1 message (head
+    /// and body) to FILE and exit, for other load generators (`benches/neutral.py --http`
+    /// gives it to h2load) or to send by hand.
+    #[arg(long, value_name = "FILE")]
+    write_request: Option<PathBuf>,
     /// A flood, to check that the server's memory stays bounded: `orders` gives every request
     /// a new order id (a new decision-cache key); `callers` mints every request a new
     /// certificate and a token for a new user (new keys in all three caches, and full
@@ -132,6 +138,9 @@ enum Flood {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
+    if args.write_request.is_some() && !(args.http || args.authzen) {
+        return Err("--write-request writes an HTTP request: add --http or --authzen".into());
+    }
     if args.http || args.authzen {
         return bench_http(args).await;
     }
@@ -314,6 +323,18 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
             },
         )
     };
+    if let Some(path) = &args.write_request {
+        let first = requests(0);
+        std::fs::write(path, http1_message(&first))
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        println!(
+            "wrote {} ({} {} as an HTTP/1.1 request)",
+            path.display(),
+            first.method,
+            first.path
+        );
+        return Ok(());
+    }
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let concurrency = args.concurrency.max(1);
@@ -365,6 +386,24 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
     }
     print_peak_rss(args.server_pid);
     Ok(())
+}
+
+/// `request` as HTTP/1.1 puts it on the wire: request line, headers (a `content-length` for a
+/// body), blank line, body.
+fn http1_message(request: &loadgen::HttpRequest) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\n", request.method, request.path).into_bytes();
+    for (name, value) in &request.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !request.body.is_empty() {
+        out.extend_from_slice(format!("content-length: {}\r\n", request.body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&request.body);
+    out
 }
 
 fn http_round_robin(requests: Vec<loadgen::HttpRequest>) -> Result<loadgen::HttpSource, String> {

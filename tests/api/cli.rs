@@ -360,6 +360,43 @@ fn bench_drives_the_http_doors_against_their_floor() {
         text.contains(r#"baseline (reads the body, answers {"decision":true}"#),
         "{text}"
     );
+    // Each door's first request, written for other load generators, is the allowed one when
+    // sent as written.
+    let dir = tempfile::tempdir().unwrap();
+    for (door, allowed) in [
+        (
+            "--http",
+            "x-tollgate-principal: spiffe://demo.tollgate.dev/orders\r\n",
+        ),
+        ("--authzen", "\r\n\r\n{\"decision\":true}"),
+    ] {
+        let path = dir.path().join("request.http");
+        let written = tollgate(&["bench", door, "--write-request", path.to_str().unwrap()]);
+        assert_eq!(written.status.code(), Some(0), "{}", stdout(&written));
+        let mut message = std::fs::read(&path).unwrap();
+        // One request, then the connection closes, so the answer can be read to its end.
+        let head_end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        message.splice(
+            head_end + 2..head_end + 2,
+            b"connection: close\r\n".iter().copied(),
+        );
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(&mut tcp, &message).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{door}: {answer}"
+        );
+        assert!(answer.contains(allowed), "{door}: {answer}");
+    }
+    let alone = tollgate(&["bench", "--write-request", "x.http"]);
+    assert_eq!(alone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&alone.stderr).contains("add --http or --authzen"),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
 }
 
 /// The HTTP floor answers an empty 200 without reading the body, or with `--json` reads it and
