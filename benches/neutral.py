@@ -117,17 +117,33 @@ class Call:
         method, path, _ = lines[0].split(" ")
         headers = []
         for line in lines[1:]:
-            name, value = line.split(": ", 1)
-            if name == "host":
+            field, value = line.split(": ", 1)
+            if field == "host":
                 headers.append(f":authority: {value}")
-            elif name != "content-length":  # h2load sets it from the body file
-                headers.append(f"{name}: {value}")
+            elif field != "content-length":  # h2load sets it from the body file
+                headers.append(f"{field}: {value}")
+        # h2load sends GET, or POST with a body file: any other method is named.
+        if method not in ("GET", "POST"):
+            headers.append(f":method: {method}")
         body_file = None
-        if method == "POST":
+        if body or method == "POST":
             body_file = os.path.join(tmp, f"{name}.body")
             with open(body_file, "wb") as f:
                 f.write(body)
         return Call(path, headers, body_file, h1=True)
+
+
+def not_all_allowed(before, after, measured):
+    """Why a Tollgate run does not count, or None: `before` and `after` are its (allow, deny)
+    decision counts around the run (warm-up included), `measured` the requests h2load counted
+    after the warm-up. A deny anywhere in the run fails it (AuthZEN answers a deny with 200);
+    fewer allows than measured requests means some were not decided at all."""
+    allowed, denied = after[0] - before[0], after[1] - before[1]
+    if denied:
+        return f"{denied:.0f} requests were denied"
+    if allowed < measured:
+        return f"only {allowed:.0f} of {measured} requests were allowed"
+    return None
 
 
 def h2load(port, connections, seconds, call, pid, log):
@@ -498,13 +514,14 @@ def http_doors(args, tollgate, tmp, counts):
             try:
                 for scenario in scenarios:
                     for c in counts:
-                        before = decisions(9192, 'decision="allow"') if is_tollgate else None
+                        tally = lambda: (decisions(9192, 'decision="allow"'), decisions(9192, 'decision="deny"'))
+                        before = tally() if is_tollgate else None
                         run = h2load(port, c, args.seconds, calls[scenario], server.proc.pid,
                                      os.path.join(tmp, "log"))
                         if before is not None:
-                            seen = decisions(9192, 'decision="allow"') - before
-                            if seen < run[4]:
-                                sys.exit(f"{name} {scenario}: only {seen:.0f} of {run[4]} requests were allowed")
+                            why = not_all_allowed(before, tally(), run[4])
+                            if why:
+                                sys.exit(f"{name} {scenario}: {why}")
                         results.setdefault((name, scenario, c), []).append(run)
                         print(f"round {r} {name:10} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
                               f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req", flush=True)

@@ -374,6 +374,15 @@ fn bench_drives_the_http_doors_against_their_floor() {
         let written = tollgate(&["bench", door, "--write-request", path.to_str().unwrap()]);
         assert_eq!(written.status.code(), Some(0), "{}", stdout(&written));
         let mut message = std::fs::read(&path).unwrap();
+        if door == "--authzen" {
+            // The mix's first evaluation: alice viewing the PDP's own order, which she may.
+            let text = String::from_utf8_lossy(&message);
+            assert!(
+                text.contains(r#""subject":{"type":"user","id":"alice"}"#)
+                    && text.contains(r#""id":"A-1""#),
+                "{text}"
+            );
+        }
         // One request, then the connection closes, so the answer can be read to its end.
         let head_end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
         message.splice(
@@ -381,6 +390,8 @@ fn bench_drives_the_http_doors_against_their_floor() {
             b"connection: close\r\n".iter().copied(),
         );
         let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         std::io::Write::write_all(&mut tcp, &message).unwrap();
         let mut answer = String::new();
         std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
