@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     write_frame: Option<PathBuf>,
     /// With `--http` or `--authzen`: write the first request of that mix (the allowed order
-    /// read as forward-auth; alice viewing her order by AuthZEN) as an HTTP/1.1 message (head
+    /// read as forward-auth; alice viewing order A-1 by AuthZEN) as an HTTP/1.1 message (head
     /// and body) to FILE and exit, for other load generators (`benches/neutral.py --http`
     /// gives it to h2load) or to send by hand.
     #[arg(long, value_name = "FILE")]
