@@ -133,17 +133,38 @@ class Call:
         return Call(path, headers, body_file, h1=True)
 
 
-def not_all_allowed(before, after, measured):
-    """Why a Tollgate run does not count, or None: `before` and `after` are its (allow, deny)
-    decision counts around the run (warm-up included), `measured` the requests h2load counted
-    after the warm-up. A deny anywhere in the run fails it (AuthZEN answers a deny with 200);
-    fewer allows than measured requests means some were not decided at all."""
-    allowed, denied = after[0] - before[0], after[1] - before[1]
-    if denied:
-        return f"{denied:.0f} requests were denied"
-    if allowed < measured:
-        return f"only {allowed:.0f} of {measured} requests were allowed"
+def not_all_expected(before, after, counted, label):
+    """Why a Tollgate run does not count, or None: `before` and `after` are its decision counts
+    around the run (warm-up included) as (those with `label`, all), `counted` the requests
+    h2load counted after the warm-up. Any other decision in the run fails it (AuthZEN answers
+    a deny with 200, and a gRPC Check's deny is an HTTP 200 too); fewer expected decisions
+    than measured requests means some were not decided at all."""
+    expected, decided = after[0] - before[0], after[1] - before[1]
+    if decided > expected:
+        return f"{decided - expected:.0f} requests were decided otherwise than {label}"
+    if expected < counted:
+        return f"only {expected:.0f} of {counted} requests were decisions with {label}"
     return None
+
+
+def tally(label):
+    """Tollgate's decisions with `label`, and all its decisions, from /metrics."""
+    return decisions(9192, label), decisions(9192, "")
+
+
+def measured(results, r, name, scenario, c, label, run_once):
+    """Runs `run_once` and keeps its figures under (name, scenario, c), printing them; for
+    Tollgate (`label` given) only when every decision it made was one with `label`."""
+    before = tally(label) if label else None
+    run = run_once()
+    if before is not None:
+        why = not_all_expected(before, tally(label), run[4], label)
+        if why:
+            sys.exit(f"{name} {scenario}: {why}")
+    results.setdefault((name, scenario, c), []).append(run)
+    extra = f"  Envoy CPU {run[5]:5.1f}us/req" if len(run) > 5 else ""
+    print(f"round {r} {name:10} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
+          f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req{extra}", flush=True)
 
 
 def h2load(port, connections, seconds, call, pid, log):
@@ -419,18 +440,6 @@ def main():
                          ("forged", forged, 'reason="token_signature"')]))
     results = {}  # (server, scenario, connections) -> list of runs
 
-    def checked(name, scenario, c, label, run_once):
-        before = decisions(9192, label) if label else None
-        run = run_once()
-        if before is not None:
-            seen = decisions(9192, label) - before
-            if seen < run[4]:
-                sys.exit(f"{name} {scenario}: only {seen:.0f} of {run[4]} requests were decisions with {label}")
-        results.setdefault((name, scenario, c), []).append(run)
-        extra = f"  Envoy CPU {run[5]:5.1f}us/req" if len(run) > 5 else ""
-        print(f"round {r} {name:8} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
-              f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req{extra}", flush=True)
-
     # Tollgate's default log level (info), as a user runs it; logs go to /dev/null.
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
     for r in range(1, args.rounds + 1):
@@ -441,14 +450,14 @@ def main():
             try:
                 for scenario, body, label in scenarios if direct else []:
                     for c in counts:
-                        checked(name, scenario, c, label, lambda: h2load(
+                        measured(results, r, name, scenario, c, label, lambda: h2load(
                             port, c, args.seconds, Call.grpc(body), server.proc.pid, os.path.join(tmp, "log")))
                 if via_envoy:
                     proxy = Envoy(envoy, tmp, port)
                     try:
                         label = 'decision="allow"' if port == 9191 else None
                         for c in counts:
-                            checked(name, "envoy", c, label, lambda: wrk(
+                            measured(results, r, name, "envoy", c, label, lambda: wrk(
                                 c, args.seconds, token, [server.proc.pid, proxy.proc.pid]))
                     finally:
                         proxy.stop()
@@ -514,17 +523,9 @@ def http_doors(args, tollgate, tmp, counts):
             try:
                 for scenario in scenarios:
                     for c in counts:
-                        tally = lambda: (decisions(9192, 'decision="allow"'), decisions(9192, 'decision="deny"'))
-                        before = tally() if is_tollgate else None
-                        run = h2load(port, c, args.seconds, calls[scenario], server.proc.pid,
-                                     os.path.join(tmp, "log"))
-                        if before is not None:
-                            why = not_all_allowed(before, tally(), run[4])
-                            if why:
-                                sys.exit(f"{name} {scenario}: {why}")
-                        results.setdefault((name, scenario, c), []).append(run)
-                        print(f"round {r} {name:10} {scenario:7} c={c:<3} {run[0]:8.0f} req/s  p50 {run[1]:5d}us  "
-                              f"p99 {run[2]:5d}us  server CPU {run[3]:5.1f}us/req", flush=True)
+                        label = 'decision="allow"' if is_tollgate else None
+                        measured(results, r, name, scenario, c, label, lambda: h2load(
+                            port, c, args.seconds, calls[scenario], server.proc.pid, os.path.join(tmp, "log")))
             finally:
                 server.stop()
     med = lambda key, i: statistics.median(run[i] for run in results[key])

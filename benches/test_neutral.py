@@ -51,18 +51,24 @@ class Http1Call(unittest.TestCase):
         self.assertIn(":method: DELETE", delete.headers)
 
 
-class AllowedRun(unittest.TestCase):
-    """A run counts only when every request it measured was an allow: a deny during the run
-    (AuthZEN answers one with 200) fails it, even when the warm-up's allows would cover it."""
+class ExpectedRun(unittest.TestCase):
+    """A run counts only when every decision made during it was the expected one (an allow, or
+    for the forged token a `token_signature` deny) and there are at least as many as h2load
+    measured: any other decision fails it (AuthZEN answers a deny with 200, and a gRPC Check's
+    deny is an HTTP 200 too), even when the warm-up's expected ones would cover the count."""
 
-    def test_every_request_allowed(self):
-        self.assertIsNone(neutral.not_all_allowed((100, 5), (1300, 5), 1000))
+    def test_every_request_expected(self):
+        self.assertIsNone(neutral.not_all_expected((100, 105), (1300, 1305), 1000, "allowed"))
 
-    def test_a_denial_fails_the_run_even_with_warmup_allows(self):
-        self.assertIn("denied", neutral.not_all_allowed((100, 5), (1300, 6), 1000))
+    def test_another_decision_fails_the_run_even_with_warmup_ones(self):
+        self.assertIn("otherwise", neutral.not_all_expected((100, 105), (1300, 1306), 1000, "allowed"))
 
-    def test_too_few_allows(self):
-        self.assertIn("allowed", neutral.not_all_allowed((100, 5), (900, 5), 1000))
+    def test_too_few_expected(self):
+        self.assertIn("only 800", neutral.not_all_expected((100, 105), (900, 905), 1000, "allowed"))
+
+    def test_the_forged_scenario_counts_its_deny(self):
+        self.assertIsNone(neutral.not_all_expected((0, 50), (1000, 1050), 1000, "denied token_signature"))
+        self.assertIn("otherwise", neutral.not_all_expected((0, 50), (1000, 1051), 1000, "denied token_signature"))
 
 
 if __name__ == "__main__":
