@@ -202,7 +202,7 @@ pub const MAX_BUCKETS: usize = 240;
 pub const MIN_BUCKET_MS: u64 = 60_000;
 
 /// One decision, as a summary needs it (borrowed from an audit record or a live event).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Observation<'a> {
     /// Unix milliseconds.
     pub time_ms: u64,
@@ -617,11 +617,17 @@ impl IdentitySummary {
         fetch(&self.last_user);
     }
 
-    /// Reduces `o`: whether its timeline's span may have grown (see [`Series::add`]).
-    fn observe(&mut self, o: &Observation<'_>, bucket_ms: u64, names: &mut PairNames) -> bool {
-        let new_bucket = self
-            .series
-            .add(o.time_ms / bucket_ms, 1, u64::from(!o.allowed));
+    /// Reduces `n` decisions alike, `o`: whether its timeline's span may have grown (see
+    /// [`Series::add`]).
+    fn observe(
+        &mut self,
+        o: &Observation<'_>,
+        n: u64,
+        bucket_ms: u64,
+        names: &mut PairNames,
+    ) -> bool {
+        let denied = if o.allowed { 0 } else { n };
+        let new_bucket = self.series.add(o.time_ms / bucket_ms, n, denied);
         if self.calls == 0 {
             self.first_seen_ms = o.time_ms;
         }
@@ -632,7 +638,7 @@ impl IdentitySummary {
         }
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
-        self.calls += 1;
+        self.calls += n;
         if o.workload {
             self.kind = Kind::Workload;
         }
@@ -641,16 +647,16 @@ impl IdentitySummary {
         }
         if !o.allowed {
             match self.denials.get_mut(o.reason) {
-                Some(n) => *n += 1,
+                Some(count) => *count += n,
                 None => {
-                    self.denials.insert(o.reason.to_owned(), 1);
+                    self.denials.insert(o.reason.to_owned(), n);
                 }
             }
         }
         if o.delegated {
-            self.delegated += 1;
+            self.delegated += n;
         } else {
-            self.app_only += 1;
+            self.app_only += n;
         }
         if let Some(user) = o.user {
             self.add_user(user);
@@ -661,8 +667,8 @@ impl IdentitySummary {
         if let (Some(action), Some(resource_type)) = (o.action, o.resource_type) {
             let key = spell_pair(&mut names.scratch, action, resource_type);
             let usage = Usage {
-                calls: 1,
-                allowed: u64::from(o.allowed),
+                calls: n,
+                allowed: n - denied,
                 last_ms: o.time_ms,
             };
             if !self
@@ -863,7 +869,23 @@ impl Summary {
         located: Option<Located<'_>>,
         policies: impl IntoIterator<Item = &'p str>,
     ) {
-        self.records += 1;
+        self.observe_counted(o, 1, located, policies);
+    }
+
+    /// Reduces `n` decisions alike, `o` (each made at `o.time_ms`, with the same
+    /// `policies`): the same summary as reducing `o` `n` times, for the work of one.
+    pub fn observe_repeated(&mut self, o: &Observation<'_>, n: u64, policies: &[&str]) {
+        self.observe_counted(o, n, None, policies.iter().copied());
+    }
+
+    fn observe_counted<'p>(
+        &mut self,
+        o: &Observation<'_>,
+        n: u64,
+        located: Option<Located<'_>>,
+        policies: impl IntoIterator<Item = &'p str>,
+    ) {
+        self.records += n;
         if self.first_ms == 0 || o.time_ms < self.first_ms {
             self.first_ms = o.time_ms;
         }
@@ -896,19 +918,18 @@ impl Summary {
                             .1
                     }
                 };
-                let new_bucket = summary.observe(o, bucket, &mut self.pair_names);
+                let new_bucket = summary.observe(o, n, bucket, &mut self.pair_names);
                 new_bucket.then_some(&summary.series)
             }
             None => {
-                *self.unverified.entry(o.reason.to_owned()).or_default() += 1;
-                let new_bucket =
-                    self.unverified_series
-                        .add(o.time_ms / bucket, 1, u64::from(!o.allowed));
+                *self.unverified.entry(o.reason.to_owned()).or_default() += n;
+                let denied = if o.allowed { 0 } else { n };
+                let new_bucket = self.unverified_series.add(o.time_ms / bucket, n, denied);
                 new_bucket.then_some(&self.unverified_series)
             }
         };
         let wide = grown.is_some_and(|s| s.span() >= MAX_BUCKETS as u64);
-        self.count_policies(policies, 1);
+        self.count_policies(policies, n);
         if wide {
             self.fit();
         }
@@ -1014,21 +1035,28 @@ impl Inventory {
 
     /// Adds one decision.
     pub fn observe(&mut self, o: &Observation<'_>, policies: &[&str]) {
+        self.observe_repeated(o, 1, policies);
+    }
+
+    /// Adds `n` decisions alike (see [`Summary::observe_repeated`]).
+    pub fn observe_repeated(&mut self, o: &Observation<'_>, n: u64, policies: &[&str]) {
         if let Some(principal) = o.principal
             && !self.summary.identities.contains_key(principal)
             && self.summary.identities.len() >= self.max
         {
             self.evict_oldest();
         }
-        self.summary.observe(o, policies);
+        self.summary.observe_repeated(o, n, policies);
     }
 
+    /// Drops the identity seen longest ago; of those seen last in the same millisecond, the
+    /// first by name, so what is kept does not depend on the table's (random) order.
     fn evict_oldest(&mut self) {
         let oldest = self
             .summary
             .identities
             .iter()
-            .min_by_key(|(_, s)| s.last_seen_ms)
+            .min_by(|(a, x), (b, y)| x.last_seen_ms.cmp(&y.last_seen_ms).then_with(|| a.cmp(b)))
             .map(|(p, _)| p.clone());
         if let Some(principal) = oldest {
             self.summary.identities.remove(&principal);
@@ -1349,6 +1377,42 @@ mod tests {
             proptest::prop_assert_eq!(&json, &serde_json::to_string(&model).unwrap());
             let back: Pairs = serde_json::from_str(&json).unwrap();
             proptest::prop_assert_eq!(back, used);
+        }
+    }
+
+    proptest::proptest! {
+        /// Reducing a run of alike decisions at once leaves the same inventory as reducing
+        /// each: across identities evicted, callers never verified, denials, users, issuers,
+        /// expiries, policies, and timelines whose buckets widen.
+        #[test]
+        fn a_run_reduced_at_once_is_reduced_as_each_of_its_decisions(
+            runs in proptest::collection::vec(
+                (0..4usize, 0..4usize, 0..3usize, proptest::bool::ANY, proptest::bool::ANY, 1..40u64),
+                1..60,
+            ),
+        ) {
+            let (mut each, mut at_once) = (Inventory::new(2), Inventory::new(2));
+            let mut time_ms = 1_790_000_000_000u64;
+            for (step, who, action, allowed, delegated, n) in runs {
+                // The same millisecond, the next, a minute on, or hours on (wider buckets).
+                time_ms += [0, 1, 60_000, 5 * 3_600_000][step];
+                let mut o = call(time_ms, ["a", "b", "c", ""][who], ["read", "write", "list"][action], allowed);
+                if who == 3 {
+                    o.principal = None;
+                    o.reason = "token_signature";
+                }
+                o.delegated = delegated;
+                o.user = delegated.then_some("alice");
+                o.issuer = Some("https://issuer");
+                o.expires_ms = Some(i64::try_from(time_ms).unwrap_or(i64::MAX) + 60_000);
+                let policies: &[&str] = if allowed { &["p1", "p2"] } else { &[] };
+                for _ in 0..n {
+                    each.observe(&o, policies);
+                }
+                at_once.observe_repeated(&o, n, policies);
+                proptest::prop_assert_eq!(&each.summary, &at_once.summary);
+                proptest::prop_assert_eq!(each.evicted, at_once.evicted);
+            }
         }
     }
 

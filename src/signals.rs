@@ -134,7 +134,7 @@ pub struct Finding {
 }
 
 /// Per-identity state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Tracked {
     first_ms: u64,
     /// Pairs seen, and whether one was ever allowed (its first allowed use is news too).
@@ -214,6 +214,40 @@ impl Signals {
             .get(principal)
             .map(|t| t.recent.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Judges `n` decisions alike, `o` (each made at `o.time_ms`): the same state and
+    /// findings as judging `o` `n` times. Once the first is judged, the rest only add to the
+    /// window's counts unless they could take it over a threshold (a spike, a burst of
+    /// denials); then each is judged in turn, so a finding says what it said before.
+    pub fn observe_repeated(&mut self, o: &Observation<'_>, n: u64, out: &mut Vec<Finding>) {
+        if n == 0 {
+            return;
+        }
+        self.observe(o, out);
+        let rest = n - 1;
+        if rest == 0 || !self.settings.enabled {
+            return;
+        }
+        let settings = &self.settings;
+        if let Some(t) = self.tracked.get_mut(o.principal.unwrap_or(UNVERIFIED)) {
+            let threshold = (f64::from(settings.spike_multiplier) * t.usual)
+                .max(settings.spike_min_calls as f64);
+            let calls = t.calls.saturating_add(rest);
+            let no_spike = t.spiked || t.history < MIN_HISTORY || calls as f64 <= threshold;
+            let no_burst = o.allowed || t.burst;
+            if no_spike && no_burst {
+                t.calls = calls;
+                if !o.allowed {
+                    t.denials = t.denials.saturating_add(rest);
+                }
+                t.referenced = true;
+                return;
+            }
+        }
+        for _ in 0..rest {
+            self.observe(o, out);
+        }
     }
 
     /// Judges one decision; appends what it sets off to `out`.
@@ -855,5 +889,56 @@ mod tests {
             ..call(T0, "b", "read", true)
         };
         assert_eq!(run(&mut s, [fine]), []);
+    }
+
+    proptest::proptest! {
+        /// Judging a run of alike decisions at once leaves the same state, findings and
+        /// sheds as judging each: across spikes, denial bursts, new pairs, expiring
+        /// certificates, windows passing and identities evicted.
+        #[test]
+        fn a_run_judged_at_once_is_judged_as_each_of_its_decisions(
+            runs in proptest::collection::vec(
+                (0..4u64, 0..3usize, 0..3usize, 0..4u8, proptest::bool::ANY, 1..60u64),
+                1..80,
+            ),
+        ) {
+            let settings = |s: &mut SignalSettings| {
+                s.learn_ms = 15_000;
+                s.spike_min_calls = 20;
+                s.spike_multiplier = 2;
+                s.burst_denials = 6;
+                s.identities_max = 2;
+                s.expiry_warning_ms = 60_000;
+                s.max_lifetime_ms = 100_000;
+                s.shed_spikes = true;
+            };
+            let (mut each, mut at_once) = (judging(settings), judging(settings));
+            let (mut found_each, mut found_at_once) = (Vec::new(), Vec::new());
+            let mut time_ms = T0;
+            for (step, who, action, outcome, certificate, n) in runs {
+                // The same millisecond, the next, a few seconds on, or a window or more on.
+                time_ms += [0, 1, 3_000, 25_000][step as usize];
+                let mut o = call(time_ms, ["a", "b", "c"][who], ["read", "write", "list"][action], outcome > 0);
+                if certificate {
+                    o.certificate_expires_ms = Some((T0 + 200_000) as i64);
+                    o.longest_expires_ms = o.certificate_expires_ms;
+                    o.longest_lifetime_ms = Some(150_000);
+                }
+                for _ in 0..n {
+                    each.observe(&o, &mut found_each);
+                }
+                at_once.observe_repeated(&o, n, &mut found_at_once);
+                proptest::prop_assert_eq!(&found_each, &found_at_once);
+                proptest::prop_assert!(each.tracked == at_once.tracked, "{:?}\n{:?}", each.tracked, at_once.tracked);
+                proptest::prop_assert_eq!(&each.order, &at_once.order);
+                proptest::prop_assert_eq!(each.evicted, at_once.evicted);
+                for who in ["a", "b", "c"] {
+                    proptest::prop_assert_eq!(
+                        each.enforcement.is_shed(who, time_ms),
+                        at_once.enforcement.is_shed(who, time_ms)
+                    );
+                }
+            }
+        }
     }
 }

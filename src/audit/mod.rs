@@ -625,14 +625,25 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &[Event], buf: &mut Vec<u8>) {
-        let users: Vec<_> = batch
+        // A busy caller repeating a request makes runs of decisions the inventory and the
+        // signals cannot tell apart; each run is reduced once, with its count.
+        let mut alike = Alike::default();
+        let runs: Vec<&[Event]> = batch.chunk_by(|a, b| alike.test(a, b)).collect();
+        let users: Vec<_> = runs
             .iter()
-            .map(|event| ocsf::user(event.evidence, self.options))
+            .map(|run| {
+                run.first()
+                    .and_then(|event| ocsf::user(event.evidence, self.options))
+            })
             .collect();
         // With no sink the records feed the inventory and the signals alone: writing them out
         // would be work for nobody.
         let sinks = self.file.is_some() || self.stdout || self.otlp.is_some();
-        for (event, user) in batch.iter().zip(&users).filter(|_| sinks) {
+        let each = runs
+            .iter()
+            .zip(&users)
+            .flat_map(|(run, user)| run.iter().map(move |event| (event, user)));
+        for (event, user) in each.filter(|_| sinks) {
             let start = buf.len();
             ocsf::write_line(buf, event, user.as_deref(), self.options);
             if let Some(otlp) = &self.otlp
@@ -654,10 +665,11 @@ impl Writer {
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut policies: Vec<&str> = Vec::new();
-        for (event, user) in batch.iter().zip(&users) {
+        for (run, user) in runs.iter().zip(&users) {
+            let Some(event) = run.first() else { continue };
             policies.clear();
             policies.extend(event.evidence.determining.iter().map(String::as_str));
-            inventory.observe(&observation(event, user.as_deref()), &policies);
+            inventory.observe_repeated(&observation(event, user.as_deref()), count(run), &policies);
         }
         drop(inventory);
         let mut findings = Vec::new();
@@ -666,8 +678,10 @@ impl Writer {
                 Ok(signals) => signals,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            for (event, user) in batch.iter().zip(&users) {
-                signals.observe(&observation(event, user.as_deref()), &mut findings);
+            for (run, user) in runs.iter().zip(&users) {
+                let Some(event) = run.first() else { continue };
+                let o = observation(event, user.as_deref());
+                signals.observe_repeated(&o, count(run), &mut findings);
             }
             self.metrics.signals_evicted(signals.evicted());
         }
@@ -718,14 +732,70 @@ impl Writer {
     }
 }
 
+/// Tells whether the inventory and the signals see two events alike: made in the same
+/// millisecond, with the same evidence, or evidence that makes the same observation of the
+/// same user with the same determining policies. A repeated caller's decisions share one
+/// evidence per worker thread, and the workers' records interleave: evidence found alike
+/// once is remembered, so each is compared by content once, not at every turn.
+#[derive(Default)]
+struct Alike<'e> {
+    /// Evidence all alike to one another (by address).
+    known: Vec<&'e Evidence>,
+}
+
+impl<'e> Alike<'e> {
+    /// Most evidence remembered: past it, content is compared (a bound on the search).
+    const KNOWN: usize = 8;
+
+    fn test(&mut self, a: &Event<'e>, b: &Event<'e>) -> bool {
+        if a.time_ms != b.time_ms {
+            return false;
+        }
+        let known = |e: &Evidence| self.known.iter().any(|k| std::ptr::eq(*k, e));
+        if std::ptr::eq(a.evidence, b.evidence) || (known(a.evidence) && known(b.evidence)) {
+            return true;
+        }
+        if !same_observation(a.evidence, b.evidence) {
+            self.known.clear();
+            return false;
+        }
+        if !known(a.evidence) {
+            self.known.clear();
+            self.known.push(a.evidence);
+        }
+        if self.known.len() < Self::KNOWN {
+            self.known.push(b.evidence);
+        }
+        true
+    }
+}
+
+/// Whether `a` and `b` make the same observation ([`observation`], the raw user in place of
+/// its pseudonym) with the same determining policies, at any one time.
+fn same_observation(a: &Evidence, b: &Evidence) -> bool {
+    fn at_zero(e: &Evidence) -> Observation<'_> {
+        observation_of(e, 0, e.actor.as_ref().and_then(|a| a.user.as_deref()))
+    }
+    a.determining == b.determining && at_zero(a) == at_zero(b)
+}
+
+/// How many decisions `run` holds.
+fn count(run: &[Event]) -> u64 {
+    u64::try_from(run.len()).unwrap_or(u64::MAX)
+}
+
 /// What the inventory needs of one event.
 pub fn observation<'a>(event: &'a Event, user: Option<&'a str>) -> Observation<'a> {
-    let e = event.evidence;
+    observation_of(event.evidence, event.time_ms, user)
+}
+
+/// [`observation`] of evidence `e` at `time_ms`.
+fn observation_of<'a>(e: &'a Evidence, time_ms: u64, user: Option<&'a str>) -> Observation<'a> {
     let actor = e.actor.as_deref();
     let workload = actor.and_then(|a| a.workload.as_ref());
     let token = actor.and_then(|a| a.token.as_ref());
     Observation {
-        time_ms: event.time_ms,
+        time_ms,
         principal: actor.map(|a| a.principal.as_str()),
         workload: workload.is_some(),
         trust_domain: workload
@@ -878,6 +948,65 @@ mod tests {
             1,
             "the writer released every reference"
         );
+    }
+
+    /// Runs for the inventory and the signals: two workers' copies of one caller's evidence
+    /// interleave in one run; another outcome, another user, other determining policies or
+    /// another millisecond start a new one.
+    #[test]
+    fn runs_hold_the_decisions_the_inventory_cannot_tell_apart() {
+        use crate::evidence::Actor;
+        let acting_for = |user: &str| Evidence {
+            actor: Some(Arc::new(Actor {
+                principal: "spiffe://x/app".into(),
+                workload: None,
+                token: None,
+                mode: crate::identity::AccessMode::Delegated,
+                user: Some(user.into()),
+            })),
+            ..(*evidence()).clone()
+        };
+        let (a, a_copy) = (acting_for("alice"), acting_for("alice"));
+        let bob = acting_for("bob");
+        let allowed = Evidence {
+            reason: "allowed",
+            status: 200,
+            determining: vec!["p1".into()],
+            ..acting_for("alice")
+        };
+        let other_policy = Evidence {
+            determining: vec!["p2".into()],
+            ..allowed.clone()
+        };
+        fn at(time_ms: u64, evidence: &Evidence) -> Event<'_> {
+            Event {
+                time_ms,
+                decision_id: DecisionId::next(),
+                elapsed_us: 0,
+                evidence,
+                query: None,
+            }
+        }
+        let batch = [
+            at(1, &a),
+            at(1, &a_copy),
+            at(1, &a),
+            at(1, &a_copy),
+            at(1, &bob),
+            at(1, &a),
+            at(2, &a),
+            at(2, &allowed),
+            at(2, &other_policy),
+            at(2, &other_policy),
+            at(2, &a_copy),
+            at(2, &a),
+        ];
+        let mut alike = Alike::default();
+        let runs: Vec<usize> = batch
+            .chunk_by(|x, y| alike.test(x, y))
+            .map(<[Event]>::len)
+            .collect();
+        assert_eq!(runs, [4, 1, 1, 1, 1, 2, 2]);
     }
 
     /// Review finding: drops reached `tollgate_audit_dropped_total` only when the writer came
