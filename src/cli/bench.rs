@@ -59,6 +59,18 @@ pub struct BenchArgs {
     /// instead of an empty 200 with the body unread.
     #[arg(long, requires = "baseline", requires = "authzen")]
     json_floor: bool,
+    /// With `--baseline`: measure the floor and Tollgate this many times each, alternating
+    /// which goes first, and report every round's ratio and their medians. A machine that
+    /// grows slower or faster during the run (other tenants, thermal limits) then weighs on
+    /// both alike instead of on whichever ran second.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=100),
+        requires = "baseline",
+        conflicts_with = "distinct"
+    )]
+    rounds: u32,
     /// Write the first request of the mix (an allowed order read) as one gRPC message
     /// (5-byte prefix + protobuf) to FILE and exit, for other load generators
     /// (`h2load -d FILE`).
@@ -192,29 +204,29 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         let floor = Floor::start(if args.bare { &["--bare"] } else { &[] })?;
         let target = Target::Tcp(format!("http://{}", floor.addr));
         let channels = loadgen::connect_all(&target, connections).await?;
-        let pid = Some(floor.child.id());
-        let report = loadgen::run(&channels, mode, requests.clone(), times, pid).await?;
-        let kind = if args.bare {
-            "plain tonic"
-        } else {
-            "Tollgate's transport"
-        };
-        println!("baseline (do-nothing Check, {kind}): {}", report.summary());
-        Some(report)
+        Some((floor, channels))
     } else {
         None
     };
-
+    let kind = if args.bare {
+        "do-nothing Check, plain tonic"
+    } else {
+        "do-nothing Check, Tollgate's transport"
+    };
     let target = match &args.unix {
         Some(path) => Target::Unix(path.clone()),
         None => Target::Tcp(args.server.clone()),
     };
     let channels = loadgen::connect_all(&target, connections).await?;
-    let report = loadgen::run(&channels, mode, requests, times, args.server_pid).await?;
-    println!("tollgate: {}", report.summary());
-    if let Some(floor) = &floor {
-        print_ratio(&report, floor);
-    }
+    let floor_kind = floor.as_ref().map(|_| kind);
+    alternate(args.rounds, floor_kind, async |side| match (side, &floor) {
+        (Side::Floor, Some((floor, floor_channels))) => {
+            let pid = Some(floor.child.id());
+            loadgen::run(floor_channels, mode, requests.clone(), times, pid).await
+        }
+        _ => loadgen::run(&channels, mode, requests.clone(), times, args.server_pid).await,
+    })
+    .await?;
     print_peak_rss(args.server_pid);
     Ok(())
 }
@@ -278,19 +290,128 @@ fn print_peak_rss(pid: Option<u32>) {
     }
 }
 
-fn print_ratio(report: &LoadReport, floor: &LoadReport) {
-    let cpu = match (report.cpu_per_request(), floor.cpu_per_request()) {
-        (Some(ours), Some(theirs)) => {
-            format!(", server CPU {:.2}×", ours / theirs.max(f64::EPSILON))
+/// Which server one measurement is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Floor,
+    Tollgate,
+}
+
+/// Measures Tollgate `rounds` times and, given `floor` (what the floor is, for the output),
+/// the floor as many times, alternating which goes first: floor then Tollgate, then Tollgate
+/// then floor, and so on. Prints each measurement as it ends, each round's ratio, and with
+/// more than one round the medians.
+async fn alternate(
+    rounds: u32,
+    floor: Option<&str>,
+    mut measure: impl AsyncFnMut(Side) -> Result<LoadReport, String>,
+) -> Result<(), String> {
+    let mut ratios = Vec::new();
+    for round in 1..=rounds.max(1) {
+        let label = if rounds > 1 {
+            format!("round {round}/{rounds}: ")
+        } else {
+            String::new()
+        };
+        let order = if round % 2 == 1 {
+            [Side::Floor, Side::Tollgate]
+        } else {
+            [Side::Tollgate, Side::Floor]
+        };
+        let (mut theirs, mut ours) = (None, None);
+        for side in order {
+            match (side, floor) {
+                (Side::Floor, None) => {}
+                (Side::Floor, Some(kind)) => {
+                    let report = measure(side).await?;
+                    println!("{label}baseline ({kind}): {}", report.summary());
+                    theirs = Some(report);
+                }
+                (Side::Tollgate, _) => {
+                    let report = measure(side).await?;
+                    println!("{label}tollgate: {}", report.summary());
+                    ours = Some(report);
+                }
+            }
         }
-        _ => String::new(),
-    };
-    println!(
-        "tollgate / baseline: throughput {:.0}%, p50 {:+}µs, p99 {:+}µs{cpu}",
-        100.0 * report.throughput() / floor.throughput().max(f64::EPSILON),
-        report.percentile(0.5) as i64 - floor.percentile(0.5) as i64,
-        report.percentile(0.99) as i64 - floor.percentile(0.99) as i64,
-    );
+        if let (Some(ours), Some(theirs)) = (&ours, &theirs) {
+            let ratio = Ratio::of(ours, theirs);
+            println!("{label}tollgate / baseline: {ratio}");
+            ratios.push(ratio);
+        }
+    }
+    if ratios.len() > 1 {
+        println!(
+            "median of {} rounds, tollgate / baseline: {}",
+            ratios.len(),
+            Ratio::median(&ratios)
+        );
+    }
+    Ok(())
+}
+
+/// Tollgate's measurement against the floor's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ratio {
+    /// Tollgate's throughput as a share of the floor's.
+    throughput: f64,
+    /// Latency differences, microseconds.
+    p50: i64,
+    p99: i64,
+    /// Tollgate's server CPU per request over the floor's, when both were measured.
+    cpu: Option<f64>,
+}
+
+impl Ratio {
+    fn of(ours: &LoadReport, theirs: &LoadReport) -> Self {
+        let cpu = match (ours.cpu_per_request(), theirs.cpu_per_request()) {
+            (Some(ours), Some(theirs)) => Some(ours / theirs.max(f64::EPSILON)),
+            _ => None,
+        };
+        Self {
+            throughput: ours.throughput() / theirs.throughput().max(f64::EPSILON),
+            p50: ours.percentile(0.5) as i64 - theirs.percentile(0.5) as i64,
+            p99: ours.percentile(0.99) as i64 - theirs.percentile(0.99) as i64,
+            cpu,
+        }
+    }
+
+    /// Each figure's median over `rounds` (of an even count, the mean of the middle two).
+    fn median(rounds: &[Self]) -> Self {
+        fn median(mut values: Vec<f64>) -> f64 {
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            match (values.get(mid.wrapping_sub(1)), values.get(mid)) {
+                (Some(a), Some(b)) if values.len().is_multiple_of(2) => (a + b) / 2.0,
+                (_, Some(b)) => *b,
+                _ => f64::NAN,
+            }
+        }
+        let of = |figure: fn(&Self) -> f64| median(rounds.iter().map(figure).collect());
+        let cpu: Option<Vec<f64>> = rounds.iter().map(|r| r.cpu).collect();
+        Self {
+            throughput: of(|r| r.throughput),
+            p50: of(|r| r.p50 as f64).round() as i64,
+            p99: of(|r| r.p99 as f64).round() as i64,
+            cpu: cpu.map(median),
+        }
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "throughput {:.0}%, p50 {:+}µs, p99 {:+}µs",
+            100.0 * self.throughput,
+            self.p50,
+            self.p99
+        )?;
+        if let Some(cpu) = self.cpu {
+            write!(f, ", server CPU {cpu:.2}×")?;
+        }
+        Ok(())
+    }
 }
 
 /// `bench --http` / `--authzen`: closed loop over kept-alive HTTP/1.1 connections, after the
@@ -349,41 +470,40 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
         } else {
             &["--http"]
         })?;
-        let addr = floor
+        let addr: std::net::SocketAddr = floor
             .addr
             .parse()
             .map_err(|e| format!("the floor's address {}: {e}", floor.addr))?;
-        let pid = Some(floor.child.id());
-        let report = loadgen::run_http(addr, concurrency, requests.clone(), times, pid, |s, _| {
-            s == 200
-        })
-        .await?;
-        let kind = if args.json_floor {
-            "reads the body, answers {\"decision\":true}"
-        } else {
-            "do-nothing HTTP"
-        };
-        println!(
-            "baseline ({kind}, Tollgate's HTTP listener): {}",
-            report.summary()
-        );
-        Some(report)
+        Some((floor, addr))
     } else {
         None
     };
-    let report = loadgen::run_http(
-        args.http_server,
-        concurrency,
-        requests,
-        times,
-        args.server_pid,
-        allowed,
-    )
+    let kind = if args.json_floor {
+        "reads the body, answers {\"decision\":true}, Tollgate's HTTP listener"
+    } else {
+        "do-nothing HTTP, Tollgate's HTTP listener"
+    };
+    let floor_kind = floor.as_ref().map(|_| kind);
+    alternate(args.rounds, floor_kind, async |side| match (side, &floor) {
+        (Side::Floor, Some((floor, addr))) => {
+            let pid = Some(floor.child.id());
+            let ok: loadgen::Allowed = |status, _| status == 200;
+            loadgen::run_http(*addr, concurrency, requests.clone(), times, pid, ok).await
+        }
+        _ => {
+            let pid = args.server_pid;
+            loadgen::run_http(
+                args.http_server,
+                concurrency,
+                requests.clone(),
+                times,
+                pid,
+                allowed,
+            )
+            .await
+        }
+    })
     .await?;
-    println!("tollgate: {}", report.summary());
-    if let Some(floor) = &floor {
-        print_ratio(&report, floor);
-    }
     print_peak_rss(args.server_pid);
     Ok(())
 }
@@ -765,4 +885,43 @@ fn mix() -> Result<Vec<CheckRequest>, String> {
         "10.0.0.9",
     ));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ratio;
+
+    fn ratio(throughput: f64, p99: i64, cpu: Option<f64>) -> Ratio {
+        Ratio {
+            throughput,
+            p50: 0,
+            p99,
+            cpu,
+        }
+    }
+
+    /// Each figure's median on its own: an odd count's middle, an even count's middle two
+    /// averaged; no CPU figure unless every round had one.
+    #[test]
+    fn medians_are_taken_figure_by_figure() {
+        let odd = [
+            ratio(0.95, 30, Some(1.2)),
+            ratio(0.85, 10, Some(1.0)),
+            ratio(0.90, 20, Some(1.1)),
+        ];
+        assert_eq!(Ratio::median(&odd), ratio(0.90, 20, Some(1.1)));
+        let even = [
+            ratio(0.8, 40, Some(1.0)),
+            ratio(1.0, 10, None),
+            ratio(0.9, 20, Some(1.2)),
+            ratio(0.7, 30, Some(1.4)),
+        ];
+        let median = Ratio::median(&even);
+        assert!((median.throughput - 0.85).abs() < 1e-9, "{median:?}");
+        assert_eq!((median.p99, median.cpu), (25, None));
+        assert_eq!(
+            ratio(0.906, -12, Some(1.104)).to_string(),
+            "throughput 91%, p50 +0µs, p99 -12µs, server CPU 1.10×"
+        );
+    }
 }

@@ -291,6 +291,87 @@ impl Drop for DemoServer {
     }
 }
 
+/// `bench --baseline --rounds N` measures the floor and Tollgate N times each, alternating
+/// which goes first, and reports every round's ratio and their medians.
+#[test]
+fn bench_alternates_the_floor_and_tollgate_in_rounds() {
+    let server = DemoServer::start();
+    crate::support::wait_for_port(server.http, "tollgate's HTTP listener");
+    let addr = format!("127.0.0.1:{}", server.http);
+    let out = tollgate(&[
+        "bench",
+        "--http",
+        "--single",
+        "--http-server",
+        &addr,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "2",
+        "--baseline",
+        "--rounds",
+        "3",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let rounds: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("round "))
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    let is_ratio = |rest: &str| rest.starts_with("tollgate / baseline: ");
+    let measured: Vec<(&str, &str)> = rounds
+        .iter()
+        .filter(|(_, rest)| !is_ratio(rest))
+        .map(|(round, rest)| {
+            let side = if rest.starts_with("baseline (") {
+                "floor"
+            } else {
+                "tollgate"
+            };
+            (*round, side)
+        })
+        .collect();
+    assert_eq!(
+        measured,
+        [
+            ("1/3", "floor"),
+            ("1/3", "tollgate"),
+            ("2/3", "tollgate"),
+            ("2/3", "floor"),
+            ("3/3", "floor"),
+            ("3/3", "tollgate"),
+        ],
+        "{text}"
+    );
+    let throughput = |line: &str| -> u32 {
+        let after = line.split("throughput ").nth(1).unwrap();
+        after.split('%').next().unwrap().parse().unwrap()
+    };
+    let mut each: Vec<u32> = rounds
+        .iter()
+        .filter(|(_, rest)| is_ratio(rest))
+        .map(|(_, rest)| throughput(rest))
+        .collect();
+    each.sort_unstable();
+    assert_eq!(each.len(), 3, "{text}");
+    let median = text
+        .lines()
+        .find(|l| l.starts_with("median of 3 rounds, tollgate / baseline: "))
+        .unwrap_or_else(|| panic!("no medians: {text}"));
+    assert_eq!(throughput(median), each[1], "{text}");
+    // Without a floor there is nothing to alternate with.
+    let out = tollgate(&["bench", "--http", "--http-server", &addr, "--rounds", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--baseline"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `bench --http` and `--authzen` drive the HTTP listener beside its do-nothing floor: both
 /// answer every request, and the demo's mixes are allowed in part and denied in part.
 #[test]
