@@ -885,6 +885,9 @@ impl Summary {
         located: Option<Located<'_>>,
         policies: impl IntoIterator<Item = &'p str>,
     ) {
+        if n == 0 {
+            return;
+        }
         self.records += n;
         if self.first_ms == 0 || o.time_ms < self.first_ms {
             self.first_ms = o.time_ms;
@@ -1040,6 +1043,9 @@ impl Inventory {
 
     /// Adds `n` decisions alike (see [`Summary::observe_repeated`]).
     pub fn observe_repeated(&mut self, o: &Observation<'_>, n: u64, policies: &[&str]) {
+        if n == 0 {
+            return;
+        }
         if let Some(principal) = o.principal
             && !self.summary.identities.contains_key(principal)
             && self.summary.identities.len() >= self.max
@@ -1378,6 +1384,20 @@ mod tests {
             let back: Pairs = serde_json::from_str(&json).unwrap();
             proptest::prop_assert_eq!(back, used);
         }
+    }
+
+    /// Review finding: reducing no decisions still made the identity, a timeline bucket, its
+    /// users and pairs, and could evict another identity.
+    #[test]
+    fn no_decisions_change_nothing() {
+        let mut inventory = Inventory::new(1);
+        inventory.observe(&call(1, "a", "read", true), &[]);
+        let before = inventory.summary.clone();
+        let mut o = call(2, "b", "write", false);
+        o.user = Some("alice");
+        inventory.observe_repeated(&o, 0, &["p1"]);
+        assert_eq!(inventory.summary, before);
+        assert_eq!(inventory.evicted, 0);
     }
 
     proptest::proptest! {

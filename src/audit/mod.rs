@@ -1009,6 +1009,80 @@ mod tests {
         assert_eq!(runs, [4, 1, 1, 1, 1, 2, 2]);
     }
 
+    /// Review finding: nothing checked how the writer uses its runs. Every decision of a run
+    /// is still a line of its own on the sinks (its own decision id), the inventory counts
+    /// every decision, and each run's user is its own (pseudonymised) user.
+    #[test]
+    fn a_run_is_counted_whole_and_every_decision_in_it_is_written() {
+        use crate::evidence::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut writer = Writer {
+            pending: Arc::new(Pending::new(16)),
+            file: Some(sink::RotatingFile::open(&path, 1 << 20, 1).unwrap()),
+            stdout: false,
+            otlp: None,
+            options: RecordOptions {
+                pseudonymise_users: true,
+            },
+            shared: Shared::new(
+                Vec::new(),
+                10,
+                Signals::new(SignalSettings::default(), None),
+            ),
+            metrics: Metrics,
+        };
+        let acting_for = |user: &str| Evidence {
+            actor: Some(Arc::new(Actor {
+                principal: "spiffe://x/app".into(),
+                workload: None,
+                token: None,
+                mode: crate::identity::AccessMode::Delegated,
+                user: Some(user.into()),
+            })),
+            ..(*evidence()).clone()
+        };
+        let (alice, alice_copy, bob) =
+            (acting_for("alice"), acting_for("alice"), acting_for("bob"));
+        let at = |time_ms: u64, evidence| Event {
+            time_ms,
+            decision_id: DecisionId::next(),
+            elapsed_us: 0,
+            evidence,
+            query: None,
+        };
+        let batch = [
+            at(1, &alice),
+            at(1, &alice_copy),
+            at(1, &alice),
+            at(1, &bob),
+            at(2, &alice),
+        ];
+        let mut buf = Vec::new();
+        writer.write_batch(&batch, &mut buf);
+        let shared = writer.shared.clone();
+        drop(writer);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), batch.len(), "{text}");
+        for (line, event) in lines.iter().zip(&batch) {
+            assert!(line.contains(event.decision_id.hex().as_str()), "{line}");
+        }
+        let (alice_is, bob_is) = (ocsf::pseudonym("alice"), ocsf::pseudonym("bob"));
+        assert!(!text.contains("\"alice\""), "{text}");
+        assert_eq!(text.matches(alice_is.as_str()).count(), 4, "{text}");
+        assert_eq!(text.matches(bob_is.as_str()).count(), 1, "{text}");
+        let inventory = shared.inventory.lock().unwrap();
+        let summary = inventory.summary();
+        assert_eq!(summary.records, 5);
+        let app = summary.identities.get("spiffe://x/app").unwrap();
+        assert_eq!((app.calls, app.delegated), (5, 5));
+        let users: Vec<&str> = app.users.iter().map(String::as_str).collect();
+        let mut expected = [alice_is.as_str(), bob_is.as_str()];
+        expected.sort_unstable();
+        assert_eq!(users, expected);
+    }
+
     /// Review finding: drops reached `tollgate_audit_dropped_total` only when the writer came
     /// round, so while it was stalled on a slow sink (when drops happen) the metric stood still.
     #[test]

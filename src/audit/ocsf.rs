@@ -247,7 +247,7 @@ fn is_zero(n: &usize) -> bool {
 
 /// A stable pseudonym for a user identifier: the same user is the same pseudonym on every
 /// node, so reports still count distinct users, while the record no longer names them.
-fn pseudonym(user: &str) -> String {
+pub(super) fn pseudonym(user: &str) -> String {
     format!("sha256:{}", short_hash(user.as_bytes()))
 }
 
