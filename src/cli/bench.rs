@@ -59,14 +59,14 @@ pub struct BenchArgs {
     /// instead of an empty 200 with the body unread.
     #[arg(long, requires = "baseline", requires = "authzen")]
     json_floor: bool,
-    /// With `--baseline`: measure the floor and Tollgate this many times each, alternating
-    /// which goes first, and report every round's ratio and their medians. A machine that
-    /// grows slower or faster during the run (other tenants, thermal limits) then weighs on
-    /// both alike instead of on whichever ran second.
+    /// With `--baseline`: measure the floor and Tollgate this many times each (1, or an even
+    /// number up to 100), alternating which goes first, and report every round's ratio and
+    /// their medians. A machine that grows slower or faster during the run (other tenants,
+    /// thermal limits) then weighs on both alike instead of on whichever ran second.
     #[arg(
         long,
         default_value_t = 1,
-        value_parser = clap::value_parser!(u32).range(1..=100),
+        value_parser = rounds,
         requires = "baseline",
         conflicts_with = "distinct"
     )]
@@ -287,6 +287,22 @@ fn print_peak_rss(pid: Option<u32>) {
     match loadgen::peak_rss_kib(pid) {
         Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS: unavailable for pid {pid}"),
+    }
+}
+
+/// `--rounds`: 1, or an even number (each order, floor first and Tollgate first, as often as
+/// the other: with an odd count one comes first once more, and the median keeps its bias).
+fn rounds(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of rounds"))?;
+    match n {
+        1 => Ok(1),
+        2..=100 if n.is_multiple_of(2) => Ok(n),
+        _ => Err(format!(
+            "{n} rounds: give 1, or an even number up to 100, so that the floor and Tollgate \
+             each go first equally often"
+        )),
     }
 }
 
