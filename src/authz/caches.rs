@@ -70,7 +70,7 @@ impl DecisionKey<'_> {
 }
 
 /// Slots in the per-thread memo of AuthZEN decisions: a batch of 100 evaluations is 200 keys
-/// (each with its PEP permission), which 2,048 slots in sets of two hold with few collisions.
+/// (each with its PEP permission), which 2,048 slots in sets of four hold with few collisions.
 const BATCH_SLOTS: usize = 2048;
 
 thread_local! {
