@@ -950,14 +950,10 @@ mod tests {
         );
     }
 
-    /// Runs for the inventory and the signals: two workers' copies of one caller's evidence
-    /// interleave in one run; another outcome, another user, other determining policies or
-    /// another millisecond start a new one.
-    #[test]
-    fn runs_hold_the_decisions_the_inventory_cannot_tell_apart() {
-        use crate::evidence::Actor;
-        let acting_for = |user: &str| Evidence {
-            actor: Some(Arc::new(Actor {
+    /// The evidence of a delegated call by one app for `user`.
+    fn acting_for(user: &str) -> Evidence {
+        Evidence {
+            actor: Some(Arc::new(crate::evidence::Actor {
                 principal: "spiffe://x/app".into(),
                 workload: None,
                 token: None,
@@ -965,7 +961,25 @@ mod tests {
                 user: Some(user.into()),
             })),
             ..(*evidence()).clone()
-        };
+        }
+    }
+
+    /// A decision with `evidence` made at `time_ms`.
+    fn at(time_ms: u64, evidence: &Evidence) -> Event<'_> {
+        Event {
+            time_ms,
+            decision_id: DecisionId::next(),
+            elapsed_us: 0,
+            evidence,
+            query: None,
+        }
+    }
+
+    /// Runs for the inventory and the signals: two workers' copies of one caller's evidence
+    /// interleave in one run; another outcome, another user, other determining policies or
+    /// another millisecond start a new one.
+    #[test]
+    fn runs_hold_the_decisions_the_inventory_cannot_tell_apart() {
         let (a, a_copy) = (acting_for("alice"), acting_for("alice"));
         let bob = acting_for("bob");
         let allowed = Evidence {
@@ -978,15 +992,6 @@ mod tests {
             determining: vec!["p2".into()],
             ..allowed.clone()
         };
-        fn at(time_ms: u64, evidence: &Evidence) -> Event<'_> {
-            Event {
-                time_ms,
-                decision_id: DecisionId::next(),
-                elapsed_us: 0,
-                evidence,
-                query: None,
-            }
-        }
         let batch = [
             at(1, &a),
             at(1, &a_copy),
@@ -1014,7 +1019,6 @@ mod tests {
     /// every decision, and each run's user is its own (pseudonymised) user.
     #[test]
     fn a_run_is_counted_whole_and_every_decision_in_it_is_written() {
-        use crate::evidence::Actor;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut writer = Writer {
@@ -1032,25 +1036,8 @@ mod tests {
             ),
             metrics: Metrics,
         };
-        let acting_for = |user: &str| Evidence {
-            actor: Some(Arc::new(Actor {
-                principal: "spiffe://x/app".into(),
-                workload: None,
-                token: None,
-                mode: crate::identity::AccessMode::Delegated,
-                user: Some(user.into()),
-            })),
-            ..(*evidence()).clone()
-        };
         let (alice, alice_copy, bob) =
             (acting_for("alice"), acting_for("alice"), acting_for("bob"));
-        let at = |time_ms: u64, evidence| Event {
-            time_ms,
-            decision_id: DecisionId::next(),
-            elapsed_us: 0,
-            evidence,
-            query: None,
-        };
         let batch = [
             at(1, &alice),
             at(1, &alice_copy),
