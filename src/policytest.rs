@@ -309,7 +309,7 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
                 .reason()
                 .map_or("allowed", |r| r.as_str())
                 .to_owned();
-            (verdict.is_allowed(), reason, verdict.determining)
+            (verdict.is_allowed(), reason, verdict.determining.to_vec())
         }
         _ => return Err(CaseError::Shape),
     };

@@ -19,14 +19,15 @@ use crate::snapshot::ResponseSettings;
 pub struct Verdict {
     /// Unique id, echoed to the upstream and in deny bodies and audit records.
     pub decision_id: DecisionId,
-    /// The Cedar principal id, once identity succeeded.
-    pub principal: Option<String>,
+    /// The Cedar principal id, once identity succeeded. Shared, as are the policy lists: a
+    /// remembered verdict is handed out again on every repeat of its request.
+    pub principal: Option<Arc<str>>,
     /// Allow or deny with reason.
     pub outcome: Outcome,
     /// Policies that determined a policy decision.
-    pub determining: Vec<String>,
+    pub determining: Arc<[String]>,
     /// Cedar evaluation errors (policies skipped), for audit and `--explain`.
-    pub errors: Vec<String>,
+    pub errors: Arc<[String]>,
     /// Who asked for what, for the audit record; kept with the verdict when it is reused, and
     /// moved into the record once the decision is recorded.
     pub evidence: Option<Arc<Evidence>>,
@@ -162,10 +163,10 @@ impl Verdict {
     pub fn allow(principal: String, determining: Vec<String>, errors: Vec<String>) -> Self {
         Self {
             decision_id: DecisionId::next(),
-            principal: Some(principal),
+            principal: Some(principal.into()),
             outcome: Outcome::Allow,
-            determining,
-            errors,
+            determining: determining.into(),
+            errors: errors.into(),
             evidence: None,
         }
     }
@@ -179,8 +180,8 @@ impl Verdict {
                 reason,
                 message: message.into(),
             }),
-            determining: Vec::new(),
-            errors: Vec::new(),
+            determining: Arc::new([]),
+            errors: Arc::new([]),
             evidence: None,
         }
     }
@@ -689,7 +690,7 @@ mod tests {
     #[test]
     fn deny_body_is_json_with_reason() {
         let mut v = Verdict::deny(ReasonCode::PolicyDenied, "no permit");
-        v.determining = vec!["p1".into()];
+        v.determining = Arc::new(["p1".into()]);
         let body: serde_json::Value = serde_json::from_str(&v.deny_body(true)).unwrap();
         assert_eq!(body["reason"], "policy_denied");
         assert_eq!(body["policies"][0], "p1");

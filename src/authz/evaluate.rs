@@ -121,7 +121,7 @@ fn text_bytes(verdict: &Verdict) -> usize {
     let strings = |v: &[String]| v.iter().map(String::len).sum::<usize>();
     message
         + evidence
-        + verdict.principal.as_ref().map_or(0, String::len)
+        + verdict.principal.as_ref().map_or(0, |p| p.len())
         + strings(&verdict.determining)
         + strings(&verdict.errors)
 }
@@ -272,7 +272,7 @@ impl Authorizer {
     ) -> Result<Pep, Box<Decided>> {
         let principal = &authenticated.caller.principal;
         if self.is_shed_principal(principal, now) {
-            let mut deny = shed_deny(principal.clone());
+            let mut deny = shed_deny(principal);
             if self.audit.is_enabled() {
                 let mut evidence =
                     evidence_of(&deny, &snapshot, Some(&authenticated.caller), None, None);

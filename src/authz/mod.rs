@@ -290,7 +290,7 @@ impl Authorizer {
     /// The deny of an identity shed for a volume spike, in place of `verdict`.
     #[cold]
     fn shed(&self, snapshot: &Snapshot, verdict: Verdict, input: Option<&CheckInput>) -> Verdict {
-        let mut deny = shed_deny(verdict.principal.unwrap_or_default());
+        let mut deny = shed_deny(verdict.principal.as_deref().unwrap_or_default());
         let actor = verdict.evidence.as_deref().and_then(|e| e.actor.clone());
         if self.audit.is_enabled() {
             deny.evidence = Some(Arc::new(evidence_of(&deny, snapshot, None, None, input)));
@@ -491,18 +491,21 @@ fn verdict(
         ids => format!("forbidden by policy `{}`", ids.join("`, `")),
     };
     let mut verdict = with_principal(Verdict::deny(ReasonCode::PolicyDenied, message), principal);
-    verdict.determining = decision.determining.clone();
-    verdict.errors = decision.errors.clone();
+    verdict.determining = decision.determining.as_slice().into();
+    verdict.errors = decision.errors.as_slice().into();
     verdict
 }
 
 /// The deny of `principal`, shed for the rest of the window for a volume spike.
-fn shed_deny(principal: String) -> Verdict {
+fn shed_deny(principal: &str) -> Verdict {
     let message = format!(
         "`{principal}` is shed for the rest of this 10 s window: it called far more than usual \
          (signals.volume_spike = \"deny\")"
     );
-    with_principal(Verdict::deny(ReasonCode::IdentityShed, message), principal)
+    with_principal(
+        Verdict::deny(ReasonCode::IdentityShed, message),
+        principal.to_owned(),
+    )
 }
 
 /// The evidence of `verdict`, as far as the pipeline got.
@@ -526,9 +529,9 @@ fn evidence_of(
         reason,
         status,
         message,
-        principal: verdict.principal.clone(),
-        determining: verdict.determining.clone(),
-        errors: verdict.errors.clone(),
+        principal: verdict.principal.as_deref().map(str::to_owned),
+        determining: verdict.determining.to_vec(),
+        errors: verdict.errors.to_vec(),
         actor: caller.map(|c| Arc::new(Actor::new(c))),
         target: query.map(Target::new),
         request: input
@@ -539,6 +542,6 @@ fn evidence_of(
 }
 
 fn with_principal(mut verdict: Verdict, principal: String) -> Verdict {
-    verdict.principal = Some(principal);
+    verdict.principal = Some(principal.into());
     verdict
 }

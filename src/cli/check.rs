@@ -81,13 +81,13 @@ fn print_verdict(verdict: &Verdict, policies: &PolicyStore) {
     if let Some(principal) = &verdict.principal {
         println!("principal: App::\"{principal}\"");
     }
-    for id in &verdict.determining {
+    for id in verdict.determining.iter() {
         match policies.source(id) {
             Some(src) => println!("policy: {id} ({}:{})", src.file, src.line),
             None => println!("policy: {id}"),
         }
     }
-    for error in &verdict.errors {
+    for error in verdict.errors.iter() {
         println!("evaluation error: {error}");
     }
 }

@@ -160,7 +160,7 @@ fn an_allow_is_written_as_prost_writes_its_message() {
             for client_owned in [&[][..], &owned[..]] {
                 settings.strip_authorization = strip;
                 let mut verdict = Verdict::allow(String::new(), vec!["p1".into()], vec![]);
-                verdict.principal = principal.map(String::from);
+                verdict.principal = principal.map(Arc::from);
                 let ours = encode(&verdict, client_owned, &settings).0;
                 assert_eq!(
                     ours,
@@ -221,7 +221,7 @@ mod encoded {
                 ..settings()
             };
             let mut verdict = Verdict::allow(String::new(), vec![], vec![]);
-            verdict.principal = principal;
+            verdict.principal = principal.map(Arc::from);
             prop_assert_eq!(
                 encode(&verdict, &client_owned, &settings).0,
                 prost_bytes(&verdict, &client_owned, &settings)
@@ -248,8 +248,8 @@ mod encoded {
                 ..settings()
             };
             let mut verdict = Verdict::deny(ReasonCode::ALL[reason], message);
-            verdict.determining = determining;
-            verdict.principal = principal;
+            verdict.determining = determining.into();
+            verdict.principal = principal.map(Arc::from);
             let ours = encode(&verdict, &client_owned, &settings).0;
             prop_assert_eq!(&ours, &prost_bytes(&verdict, &client_owned, &settings));
             prop_assert_eq!(
