@@ -69,6 +69,10 @@ impl DecisionKey<'_> {
     }
 }
 
+/// Slots in the per-thread memo of refusals for want of credentials: a probe or a client that
+/// lost its token repeats a few requests.
+const UNAUTHENTICATED_SLOTS: usize = 32;
+
 /// Slots in the per-thread memo of AuthZEN decisions: a batch of 100 evaluations is 200 keys
 /// (each with its PEP permission), which 2,048 slots in sets of four hold with few collisions.
 const BATCH_SLOTS: usize = 2048;
@@ -80,6 +84,10 @@ thread_local! {
     static BATCHED: RefCell<Memo<Arc<Decision>, BATCH_SLOTS>> = const { RefCell::new(Memo::new()) };
     /// Verdicts this thread gave, by the exact decision inputs of the request.
     static VERDICTS: RefCell<Memo<Remembered>> = const { RefCell::new(Memo::new()) };
+    /// Refusals of requests that carried no credentials, kept apart: a probe of any number of
+    /// paths takes slots here alone, never those of the callers this thread serves.
+    static UNAUTHENTICATED: RefCell<Memo<Remembered, UNAUTHENTICATED_SLOTS>> =
+        const { RefCell::new(Memo::new()) };
     /// The key being looked up, kept between requests (up to `KEPT_CAPACITY`).
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -106,6 +114,9 @@ pub struct Reuse {
     /// The certificate was refused, finally (a reuse counts in no cache's lookups: the fresh
     /// refusal looked up no decision, so a hit would have no miss to weigh against).
     pub refused_certificate: bool,
+    /// Refused for want of any credential: a function of the request and the snapshot alone.
+    /// Kept in a memo of its own, and counted in no cache's lookups.
+    pub unauthenticated: bool,
 }
 
 /// The encoding buffer keeps its capacity between queries, up to this many bytes.
@@ -197,31 +208,51 @@ impl Caches {
         now: i64,
         decide: impl FnOnce() -> (Verdict, Option<Reuse>),
     ) -> Verdict {
-        // A verdict without `Reuse` is not kept: it comes back as the error.
-        let remembered = self.remembered(&VERDICTS, key, generation, now, || match decide() {
-            (verdict, Some(reuse)) => Ok((Remembered { verdict, reuse }, reuse.until)),
-            (verdict, None) => Err(Box::new(verdict)),
-        });
-        match remembered {
-            Ok((kept, true)) => {
-                let Reuse {
-                    certificate,
-                    token,
-                    refused_token,
-                    refused_certificate,
-                    ..
-                } = kept.reuse;
-                self.identity.reused(certificate, token, refused_token);
-                if !refused_token && !refused_certificate {
-                    self.decision_metrics.used(Lookup::HIT);
-                }
-                Verdict {
-                    decision_id: DecisionId::next(),
-                    ..kept.verdict
+        let Some(owner) = self.memo_owner else {
+            return decide().0;
+        };
+        with_buffer(key, |key| {
+            let kept = memo::look(&VERDICTS, owner, generation, now, key)
+                .or_else(|| memo::look(&UNAUTHENTICATED, owner, generation, now, key));
+            if let Some((kept, _)) = kept {
+                return self.reused(kept);
+            }
+            let (verdict, reuse) = decide();
+            // A verdict without `Reuse` is not kept.
+            if let Some(reuse) = reuse {
+                let span = (now, reuse.until);
+                let kept = || Remembered {
+                    verdict: verdict.clone(),
+                    reuse,
+                };
+                if reuse.unauthenticated {
+                    memo::keep(&UNAUTHENTICATED, owner, generation, span, key, kept);
+                } else {
+                    memo::keep(&VERDICTS, owner, generation, span, key, kept);
                 }
             }
-            Ok((fresh, false)) => fresh.verdict,
-            Err(verdict) => *verdict,
+            verdict
+        })
+    }
+
+    /// A remembered verdict given again: a new decision id, counted as hits of the caches it
+    /// stands for.
+    fn reused(&self, kept: Remembered) -> Verdict {
+        let Reuse {
+            certificate,
+            token,
+            refused_token,
+            refused_certificate,
+            unauthenticated,
+            ..
+        } = kept.reuse;
+        self.identity.reused(certificate, token, refused_token);
+        if !refused_token && !refused_certificate && !unauthenticated {
+            self.decision_metrics.used(Lookup::HIT);
+        }
+        Verdict {
+            decision_id: DecisionId::next(),
+            ..kept.verdict
         }
     }
 
@@ -621,6 +652,7 @@ mod tests {
         token: true,
         refused_token: false,
         refused_certificate: false,
+        unauthenticated: false,
     };
 
     #[test]

@@ -332,7 +332,20 @@ impl Authorizer {
                     token: false,
                     refused_token,
                     refused_certificate: !refused_token,
+                    unauthenticated: false,
                 });
+                // No credential at all: refused again for as long as the snapshot lasts.
+                let reuse = match error {
+                    identity::IdentityError::NoCredentials => Some(Reuse {
+                        until: i64::MAX,
+                        certificate: false,
+                        token: false,
+                        refused_token: false,
+                        refused_certificate: false,
+                        unauthenticated: true,
+                    }),
+                    _ => reuse,
+                };
                 let mut deny = Verdict::deny((&error).into(), error.to_string());
                 self.attach_evidence(snapshot, &mut deny, None, None, input);
                 return (deny, reuse);
@@ -347,6 +360,7 @@ impl Authorizer {
             token,
             refused_token: false,
             refused_certificate: false,
+            unauthenticated: false,
         });
         (verdict, reuse)
     }

@@ -516,3 +516,61 @@ fn a_certificate_not_yet_valid_is_judged_again() {
         "a refusal of a certificate not valid yet was kept: {valid:?}"
     );
 }
+
+/// Requests with no credentials at all (probes, a client that lost its token) are refused the
+/// same way every time under one snapshot, yet each repeat was decided afresh: the request
+/// copied into a `CheckInput`, identity run, evidence built, at several times a remembered
+/// allow's cost. They are now remembered, in a memo of their own, so that unauthenticated
+/// requests on any number of paths never push out the verdicts of the callers a worker
+/// serves. (A remembered verdict hands out the evidence it was kept with; a fresh one builds
+/// its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_own() {
+    let (audit, writer) = AuditLog::start(
+        &tollgate::audit::AuditSettings::default(),
+        tollgate::metrics::Metrics,
+    )
+    .expect("the audit log starts");
+    let (_, snapshot) =
+        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
+    let authorizer = Authorizer::new(
+        Arc::new(SnapshotHandle::new(snapshot)),
+        Caches::new(1024, 3600),
+        audit,
+    );
+    let snapshot = authorizer.snapshot();
+    let now = UnixTime::now();
+    let anonymous = |path: &str| CheckInput {
+        method: "GET".into(),
+        path: path.into(),
+        host: "shop.demo".into(),
+        ..CheckInput::default()
+    };
+    let evidence = |verdict: &Verdict| verdict.evidence.clone().expect("audited: evidence");
+    let probe = anonymous("/orders/1");
+    let first = authorizer.decide(&snapshot, &probe, now, None);
+    assert_eq!(reason(&first), Some("no_credentials"), "{first:?}");
+    let again = authorizer.decide(&snapshot, &probe, now, None);
+    assert_eq!(reason(&again), Some("no_credentials"));
+    assert_ne!(again.decision_id, first.decision_id);
+    assert!(
+        Arc::ptr_eq(&evidence(&again), &evidence(&first)),
+        "the repeat was decided afresh"
+    );
+
+    let creds = credentials();
+    let caller = request(&creds, &creds.token, "/orders/1");
+    let kept = authorizer.decide(&snapshot, &caller, now, None);
+    assert!(kept.is_allowed(), "{kept:?}");
+    for n in 0..1000 {
+        let refused = authorizer.decide(&snapshot, &anonymous(&format!("/scan/{n}")), now, None);
+        assert_eq!(reason(&refused), Some("no_credentials"));
+    }
+    let after = authorizer.decide(&snapshot, &caller, now, None);
+    assert!(
+        Arc::ptr_eq(&evidence(&after), &evidence(&kept)),
+        "unauthenticated requests pushed the caller's verdict out of the memo"
+    );
+    drop((authorizer, snapshot));
+    writer.await.unwrap().unwrap();
+}
