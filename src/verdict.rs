@@ -200,35 +200,47 @@ impl Verdict {
     }
 
     /// JSON body for a denied response: `decision_id`, `reason`, `message`, and with
-    /// `expose_policies` the determining `policies`. Serialised from borrowed fields, with no
-    /// intermediate JSON tree: a flood of denials pays for this body on every request.
+    /// `expose_policies` the determining `policies`. Written field by field, with serde_json
+    /// escaping only the strings that need it: a flood of denials pays for this body on every
+    /// request, and serialising a struct cost about 2.5k instructions a body.
     pub fn deny_body(&self, expose_policies: bool) -> String {
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            decision_id: &'a str,
-            reason: &'a str,
-            message: &'a str,
-            #[serde(skip_serializing_if = "<[String]>::is_empty")]
-            policies: &'a [String],
-        }
         let (reason, message) = match &self.outcome {
             Outcome::Allow => ("allowed", ""),
             Outcome::Deny(d) => (d.reason.as_str(), d.message.as_str()),
         };
-        let id = self.decision_id.hex();
-        let body = Body {
-            decision_id: id.as_str(),
-            reason,
-            message,
-            policies: if expose_policies {
-                &self.determining
-            } else {
-                &[]
-            },
+        let policies: &[String] = if expose_policies {
+            &self.determining
+        } else {
+            &[]
         };
-        // Serialising borrowed strings into a `String` cannot fail.
-        serde_json::to_string(&body).unwrap_or_default()
+        let listed: usize = policies.iter().map(|p| p.len() + 3).sum();
+        let mut body = Vec::with_capacity(96 + message.len() + listed);
+        body.extend_from_slice(br#"{"decision_id":""#);
+        body.extend_from_slice(self.decision_id.hex().as_str().as_bytes());
+        // Reason codes are lower-case words joined by `_`: nothing to escape.
+        body.extend_from_slice(br#"","reason":""#);
+        body.extend_from_slice(reason.as_bytes());
+        body.extend_from_slice(br#"","message":"#);
+        json_string(&mut body, message);
+        if let Some((first, rest)) = policies.split_first() {
+            body.extend_from_slice(br#","policies":["#);
+            json_string(&mut body, first);
+            for policy in rest {
+                body.push(b',');
+                json_string(&mut body, policy);
+            }
+            body.push(b']');
+        }
+        body.push(b'}');
+        // Written from `&str`s and ASCII: always UTF-8.
+        String::from_utf8(body).unwrap_or_default()
     }
+}
+
+/// `text` as a JSON string, quoted and escaped, onto `out`.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `&str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, text);
 }
 
 /// Prefix of headers Tollgate owns; client-sent ones never reach the upstream.
@@ -685,6 +697,37 @@ mod tests {
         });
         let unique: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "every id once, blocks included");
+    }
+
+    proptest::proptest! {
+        /// The body written field by field is byte for byte what serialising the fields as a
+        /// struct gives (the way it was written before), for any message and policy ids.
+        #[test]
+        fn deny_body_is_what_serde_writes(
+            reason in 0..ReasonCode::ALL.len(),
+            message in "\\PC{0,80}|[\"\\\\\u{0}-\u{1f}\u{7f}a]{0,20}",
+            determining in proptest::collection::vec("\\PC{0,20}|[\"\\\\\u{0}-\u{1f}]{0,5}", 0..3),
+            expose in proptest::bool::ANY,
+        ) {
+            #[derive(serde::Serialize)]
+            struct Body<'a> {
+                decision_id: &'a str,
+                reason: &'a str,
+                message: &'a str,
+                #[serde(skip_serializing_if = "<[String]>::is_empty")]
+                policies: &'a [String],
+            }
+            let mut v = Verdict::deny(ReasonCode::ALL[reason], message.clone());
+            v.determining = determining.into();
+            let expected = serde_json::to_string(&Body {
+                decision_id: v.decision_id.hex().as_str(),
+                reason: ReasonCode::ALL[reason].as_str(),
+                message: &message,
+                policies: if expose { &v.determining } else { &[] },
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(v.deny_body(expose), expected);
+        }
     }
 
     #[test]
