@@ -1,7 +1,8 @@
 //! The pipeline's caches: verified credentials (owned by `identity`) and decisions, keyed by a
 //! keyed digest of the Cedar query, with a per-thread memo in front keyed by the query's exact
-//! encoding; and in front of the whole pipeline, a per-thread memo of verdicts keyed by the
-//! request's exact decision inputs, so a repeated caller costs one lookup.
+//! encoding; and in front of the whole pipeline, two per-thread memos keyed by the request's
+//! exact decision inputs, one of verdicts and one of refusals, so a repeated caller costs one
+//! lookup and a flood of refused requests cannot push the callers out.
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
@@ -69,9 +70,9 @@ impl DecisionKey<'_> {
     }
 }
 
-/// Slots in the per-thread memo of refusals for want of credentials: a probe or a client that
-/// lost its token repeats a few requests.
-const UNAUTHENTICATED_SLOTS: usize = 32;
+/// Slots in the per-thread memo of refusals: a probe, or a client with an expired certificate
+/// or without its token, repeats a few requests.
+const REFUSAL_SLOTS: usize = 32;
 
 /// Slots in the per-thread memo of AuthZEN decisions: a batch of 100 evaluations is 200 keys
 /// (each with its PEP permission), which 2,048 slots in sets of four hold with few collisions.
@@ -84,9 +85,10 @@ thread_local! {
     static BATCHED: RefCell<Memo<Arc<Decision>, BATCH_SLOTS>> = const { RefCell::new(Memo::new()) };
     /// Verdicts this thread gave, by the exact decision inputs of the request.
     static VERDICTS: RefCell<Memo<Remembered>> = const { RefCell::new(Memo::new()) };
-    /// Refusals of requests that carried no credentials, kept apart: a probe of any number of
-    /// paths takes slots here alone, never those of the callers this thread serves.
-    static UNAUTHENTICATED: RefCell<Memo<Remembered, UNAUTHENTICATED_SLOTS>> =
+    /// Refusals kept for reuse (no credential, a refused certificate, a replayed refused
+    /// token), apart from the verdicts: a probe of any number of paths takes slots here alone,
+    /// never those of the callers this thread serves.
+    static REFUSALS: RefCell<Memo<Remembered, REFUSAL_SLOTS>> =
         const { RefCell::new(Memo::new()) };
     /// The key being looked up, kept between requests (up to `KEPT_CAPACITY`).
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -114,9 +116,17 @@ pub struct Reuse {
     /// The certificate was refused, finally (a reuse counts in no cache's lookups: the fresh
     /// refusal looked up no decision, so a hit would have no miss to weigh against).
     pub refused_certificate: bool,
-    /// Refused for want of any credential: a function of the request and the snapshot alone.
-    /// Kept in a memo of its own, and counted in no cache's lookups.
+    /// Refused for want of any credential: a function of the request and the snapshot alone,
+    /// reused for as long as the snapshot lasts, and counted in no cache's lookups.
     pub unauthenticated: bool,
+}
+
+impl Reuse {
+    /// A refusal: kept in the refusals' own memo, where a flood of them cannot push out the
+    /// verdicts of the callers a worker serves.
+    fn is_refusal(&self) -> bool {
+        self.refused_token || self.refused_certificate || self.unauthenticated
+    }
 }
 
 /// The encoding buffer keeps its capacity between queries, up to this many bytes.
@@ -213,7 +223,7 @@ impl Caches {
         };
         with_buffer(key, |key| {
             let kept = memo::look(&VERDICTS, owner, generation, now, key)
-                .or_else(|| memo::look(&UNAUTHENTICATED, owner, generation, now, key));
+                .or_else(|| memo::look(&REFUSALS, owner, generation, now, key));
             if let Some((kept, _)) = kept {
                 return self.reused(kept);
             }
@@ -225,8 +235,8 @@ impl Caches {
                     verdict: verdict.clone(),
                     reuse,
                 };
-                if reuse.unauthenticated {
-                    memo::keep(&UNAUTHENTICATED, owner, generation, span, key, kept);
+                if reuse.is_refusal() {
+                    memo::keep(&REFUSALS, owner, generation, span, key, kept);
                 } else {
                     memo::keep(&VERDICTS, owner, generation, span, key, kept);
                 }
@@ -238,16 +248,11 @@ impl Caches {
     /// A remembered verdict given again: a new decision id, counted as hits of the caches it
     /// stands for.
     fn reused(&self, kept: Remembered) -> Verdict {
-        let Reuse {
-            certificate,
-            token,
-            refused_token,
-            refused_certificate,
-            unauthenticated,
-            ..
-        } = kept.reuse;
-        self.identity.reused(certificate, token, refused_token);
-        if !refused_token && !refused_certificate && !unauthenticated {
+        let reuse = kept.reuse;
+        self.identity
+            .reused(reuse.certificate, reuse.token, reuse.refused_token);
+        // A refusal looked up no decision.
+        if !reuse.is_refusal() {
             self.decision_metrics.used(Lookup::HIT);
         }
         Verdict {

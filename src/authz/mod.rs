@@ -302,7 +302,9 @@ impl Authorizer {
     }
 
     /// The whole pipeline, and whether (and until when) its verdict may be reused for the same
-    /// decision inputs: a policy decision may, a refusal of the credentials or request may not.
+    /// decision inputs: a policy decision may, and so may a refusal that cannot change under
+    /// this snapshot (no credential, a final certificate or token refusal); a request that
+    /// cannot be mapped, or a refusal that time can undo, may not.
     fn decide_fresh(
         &self,
         snapshot: &Snapshot,

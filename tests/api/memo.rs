@@ -574,3 +574,55 @@ async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_o
     drop((authorizer, snapshot));
     writer.await.unwrap().unwrap();
 }
+
+/// Review finding: a final certificate refusal was kept in the verdict memo from its first
+/// sighting, so a probe sending a junk certificate to many paths pushed out the verdicts of
+/// the callers a worker serves, which the unauthenticated case was meant to prevent. Every
+/// kept refusal now goes to the refusals' own memo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn refusals_of_junk_certificates_never_push_out_a_callers_verdict() {
+    let (audit, writer) = AuditLog::start(
+        &tollgate::audit::AuditSettings::default(),
+        tollgate::metrics::Metrics,
+    )
+    .expect("the audit log starts");
+    let (_, snapshot) =
+        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
+    let authorizer = Authorizer::new(
+        Arc::new(SnapshotHandle::new(snapshot)),
+        Caches::new(1024, 3600),
+        audit,
+    );
+    let snapshot = authorizer.snapshot();
+    let now = UnixTime::now();
+    let evidence = |verdict: &Verdict| verdict.evidence.clone().expect("audited: evidence");
+    let creds = credentials();
+    let caller = request(&creds, &creds.token, "/orders/1");
+    let kept = authorizer.decide(&snapshot, &caller, now, None);
+    assert!(kept.is_allowed(), "{kept:?}");
+    let junk = |path: &str| CheckInput {
+        method: "GET".into(),
+        path: path.into(),
+        host: "shop.demo".into(),
+        certificate: "garbage".into(),
+        ..CheckInput::default()
+    };
+    let first = authorizer.decide(&snapshot, &junk("/scan/0"), now, None);
+    assert!(!first.is_allowed(), "{first:?}");
+    let again = authorizer.decide(&snapshot, &junk("/scan/0"), now, None);
+    assert!(
+        Arc::ptr_eq(&evidence(&again), &evidence(&first)),
+        "a final certificate refusal is still remembered"
+    );
+    for n in 1..1000 {
+        let refused = authorizer.decide(&snapshot, &junk(&format!("/scan/{n}")), now, None);
+        assert!(!refused.is_allowed());
+    }
+    let after = authorizer.decide(&snapshot, &caller, now, None);
+    assert!(
+        Arc::ptr_eq(&evidence(&after), &evidence(&kept)),
+        "refused certificates pushed the caller's verdict out of the memo"
+    );
+    drop((authorizer, snapshot));
+    writer.await.unwrap().unwrap();
+}
