@@ -292,7 +292,11 @@ pub fn run_case(authorizer: &Authorizer, case: &TestCase) -> Result<CaseOutcome,
             } else {
                 "policy_denied"
             };
-            (decision.allowed, reason.to_owned(), decision.determining)
+            (
+                decision.allowed,
+                reason.to_owned(),
+                decision.determining.to_vec(),
+            )
         }
         (None, Some(caller), Some(request)) => {
             let caller = caller_from(caller)?;

@@ -160,7 +160,11 @@ pub struct DecisionId {
 
 impl Verdict {
     /// An allow.
-    pub fn allow(principal: String, determining: Vec<String>, errors: Vec<String>) -> Self {
+    pub fn allow(
+        principal: String,
+        determining: impl Into<Arc<[String]>>,
+        errors: impl Into<Arc<[String]>>,
+    ) -> Self {
         Self {
             decision_id: DecisionId::next(),
             principal: Some(principal.into()),

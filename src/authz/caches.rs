@@ -181,7 +181,7 @@ impl Caches {
                 )?;
                 if let Some(owner) = self.memo_owner {
                     let span = (now, expires_at);
-                    let copy = || Arc::new(Decision::clone(&decision));
+                    let copy = || Arc::new(decision.detached());
                     if batched {
                         memo::keep(&BATCHED, owner, generation, span, encoded, copy);
                     } else {
@@ -532,8 +532,8 @@ mod tests {
     fn allow(id: &str) -> Decision {
         Decision {
             allowed: true,
-            determining: vec![id.into()],
-            errors: Vec::new(),
+            determining: Arc::new([id.into()]),
+            errors: Arc::new([]),
         }
     }
 

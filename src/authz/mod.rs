@@ -499,7 +499,7 @@ fn verdict(
             decision.errors.clone(),
         );
     }
-    let message = match decision.determining.as_slice() {
+    let message = match &*decision.determining {
         [] => format!(
             "no policy permits `{action}` on {}::\"{}\"",
             resource.0, resource.1
@@ -507,8 +507,8 @@ fn verdict(
         ids => format!("forbidden by policy `{}`", ids.join("`, `")),
     };
     let mut verdict = with_principal(Verdict::deny(ReasonCode::PolicyDenied, message), principal);
-    verdict.determining = decision.determining.as_slice().into();
-    verdict.errors = decision.errors.as_slice().into();
+    verdict.determining = decision.determining.clone();
+    verdict.errors = decision.errors.clone();
     verdict
 }
 

@@ -132,7 +132,7 @@ impl Tally {
                 TestCaseStatus::success()
             }
             Ok(outcome) => {
-                self.covered.extend(outcome.determining);
+                self.covered.extend(outcome.determining.iter().cloned());
                 self.failed += 1;
                 println!("case {} ... FAILED", case.name);
                 let message = format!("expected {}, got {}", case.expect, outcome.actual);

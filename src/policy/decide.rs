@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
@@ -15,10 +16,22 @@ use crate::mapping::{AttrValue, ContextFacts, Query};
 pub struct Decision {
     /// Allowed (some permit applied and no forbid did).
     pub allowed: bool,
-    /// The policies that determined the decision.
-    pub determining: Vec<String>,
+    /// The policies that determined the decision. Shared with the verdicts made from it.
+    pub determining: Arc<[String]>,
     /// Evaluation errors (a policy that errors is skipped; Cedar stays default-deny).
-    pub errors: Vec<String>,
+    pub errors: Arc<[String]>,
+}
+
+impl Decision {
+    /// A copy that shares nothing with `self`: a worker's memo keeps its own, so the verdicts
+    /// it makes from it count references on no cache line another worker writes.
+    pub fn detached(&self) -> Self {
+        Self {
+            allowed: self.allowed,
+            determining: self.determining.iter().cloned().collect(),
+            errors: self.errors.iter().cloned().collect(),
+        }
+    }
 }
 
 /// Why a query could not be put to Cedar: a mismatch between routes and schema.
@@ -225,7 +238,7 @@ fn evaluate(
     determining.sort_unstable();
     Decision {
         allowed: response.decision() == cedar_policy::Decision::Allow,
-        determining,
+        determining: determining.into(),
         errors: diagnostics.errors().map(ToString::to_string).collect(),
     }
 }
@@ -328,6 +341,21 @@ mod tests {
         action "orders:any";
         action "orders:read" in [Action::"orders:any"] appliesTo { principal: App, resource: Order, context: RequestContext };
     "#;
+
+    /// A worker's memo copy is equal to the shared decision and shares none of its lists: the
+    /// verdicts made from it count references on the worker's own memory.
+    #[test]
+    fn a_detached_copy_is_equal_and_shares_nothing() {
+        let shared = Decision {
+            allowed: false,
+            determining: Arc::new(["forbid-legacy".into()]),
+            errors: Arc::new(["p9: attribute missing".into()]),
+        };
+        let copy = shared.detached();
+        assert_eq!(copy, shared);
+        assert!(!Arc::ptr_eq(&copy.determining, &shared.determining));
+        assert!(!Arc::ptr_eq(&copy.errors, &shared.errors));
+    }
 
     fn file(name: &str, text: &str) -> SourceFile {
         SourceFile {
