@@ -70,10 +70,6 @@ impl DecisionKey<'_> {
     }
 }
 
-/// Slots in the per-thread memo of refusals: a probe, or a client with an expired certificate
-/// or without its token, repeats a few requests.
-const REFUSAL_SLOTS: usize = 32;
-
 /// Slots in the per-thread memo of AuthZEN decisions: a batch of 100 evaluations is 200 keys
 /// (each with its PEP permission), which 2,048 slots in sets of four hold with few collisions.
 const BATCH_SLOTS: usize = 2048;
@@ -88,8 +84,7 @@ thread_local! {
     /// Refusals kept for reuse (no credential, a refused certificate, a replayed refused
     /// token), apart from the verdicts: a probe of any number of paths takes slots here alone,
     /// never those of the callers this thread serves.
-    static REFUSALS: RefCell<Memo<Remembered, REFUSAL_SLOTS>> =
-        const { RefCell::new(Memo::new()) };
+    static REFUSALS: RefCell<Memo<Remembered>> = const { RefCell::new(Memo::new()) };
     /// The key being looked up, kept between requests (up to `KEPT_CAPACITY`).
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -179,16 +174,20 @@ impl Caches {
                     now,
                     || decide().map(|d| (Arc::new(d), i64::MAX)),
                 )?;
-                if let Some(owner) = self.memo_owner {
-                    let span = (now, expires_at);
-                    let copy = || Arc::new(decision.detached());
-                    if batched {
-                        memo::keep(&BATCHED, owner, generation, span, encoded, copy);
-                    } else {
-                        memo::keep(&DECISIONS, owner, generation, span, encoded, copy);
-                    }
+                let Some(owner) = self.memo_owner else {
+                    return Ok((decision, lookup, expires_at));
+                };
+                // This thread's own copy, kept and handed out: the verdicts made from it count
+                // references on memory no other worker writes.
+                let own = Arc::new(decision.detached());
+                let span = (now, expires_at);
+                let copy = || Arc::clone(&own);
+                if batched {
+                    memo::keep(&BATCHED, owner, generation, span, encoded, copy);
+                } else {
+                    memo::keep(&DECISIONS, owner, generation, span, encoded, copy);
                 }
-                Ok((decision, lookup, expires_at))
+                Ok((own, lookup, expires_at))
             },
         )
     }

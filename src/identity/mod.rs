@@ -250,8 +250,8 @@ pub struct Refusal {
     /// seen before (after a workload identity that held). `None` when it may change, and for a
     /// token refused for the first time: that one is kept by the refused-token cache alone,
     /// so a flood of distinct forged tokens, each sent once, costs no copies of its requests
-    /// and does not push callers' verdicts out of the per-thread memo; a replayed one is
-    /// remembered from its second sighting.
+    /// in the per-thread memo of refusals; a replayed one is remembered from its second
+    /// sighting.
     pub final_until: Option<i64>,
 }
 

@@ -122,8 +122,8 @@ fn forge(token: &str, n: usize) -> String {
 
 /// A forged token refused for the first time is kept by the refused-token cache alone: the
 /// verdict caches may answer it again only from its second sighting. So a flood of distinct
-/// forgeries, each sent once, copies none of its requests into the per-thread memo, where
-/// they would push out the verdicts of the callers a worker serves.
+/// forgeries, each sent once, copies none of its requests into the per-thread memo of
+/// refusals, where they would push out the refusals a retrying client is answered from.
 #[test]
 fn a_forgery_is_remembered_past_the_refused_token_cache_only_when_it_comes_again() {
     use tollgate::identity::{IdentityCaches, verify_reusable};
@@ -517,15 +517,9 @@ fn a_certificate_not_yet_valid_is_judged_again() {
     );
 }
 
-/// Requests with no credentials at all (probes, a client that lost its token) are refused the
-/// same way every time under one snapshot, yet each repeat was decided afresh: the request
-/// copied into a `CheckInput`, identity run, evidence built, at several times a remembered
-/// allow's cost. They are now remembered, in a memo of their own, so that unauthenticated
-/// requests on any number of paths never push out the verdicts of the callers a worker
-/// serves. (A remembered verdict hands out the evidence it was kept with; a fresh one builds
-/// its own.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_own() {
+/// An authorizer that records its decisions (so that each verdict carries its evidence), and
+/// its audit writer, to await once the authorizer is dropped.
+fn audited_authorizer() -> (Authorizer, tokio::task::JoinHandle<Result<(), String>>) {
     let (audit, writer) = AuditLog::start(
         &tollgate::audit::AuditSettings::default(),
         tollgate::metrics::Metrics,
@@ -538,40 +532,73 @@ async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_o
         Caches::new(1024, 3600),
         audit,
     );
-    let snapshot = authorizer.snapshot();
-    let now = UnixTime::now();
-    let anonymous = |path: &str| CheckInput {
+    (authorizer, writer)
+}
+
+/// The evidence `verdict` carries: a remembered verdict hands out the one it was kept with, a
+/// fresh one builds its own.
+fn evidence(verdict: &Verdict) -> Arc<tollgate::evidence::Evidence> {
+    verdict.evidence.clone().expect("audited: evidence")
+}
+
+/// A request on `path` whose only credential is `certificate` (none when empty).
+fn probe(path: &str, certificate: &str) -> CheckInput {
+    CheckInput {
         method: "GET".into(),
         path: path.into(),
         host: "shop.demo".into(),
+        certificate: certificate.into(),
         ..CheckInput::default()
-    };
-    let evidence = |verdict: &Verdict| verdict.evidence.clone().expect("audited: evidence");
-    let probe = anonymous("/orders/1");
-    let first = authorizer.decide(&snapshot, &probe, now, None);
-    assert_eq!(reason(&first), Some("no_credentials"), "{first:?}");
-    let again = authorizer.decide(&snapshot, &probe, now, None);
-    assert_eq!(reason(&again), Some("no_credentials"));
+    }
+}
+
+/// Asserts that a refused request to `/scan/0` is remembered, and that refused requests to a
+/// thousand paths leave a caller's remembered verdict where it was.
+fn assert_refusals_remembered_apart(authorizer: &Authorizer, refused: impl Fn(&str) -> CheckInput) {
+    let snapshot = authorizer.snapshot();
+    let now = UnixTime::now();
+    let first = authorizer.decide(&snapshot, &refused("/scan/0"), now, None);
+    assert!(!first.is_allowed(), "{first:?}");
+    let again = authorizer.decide(&snapshot, &refused("/scan/0"), now, None);
+    assert_eq!(reason(&again), reason(&first));
     assert_ne!(again.decision_id, first.decision_id);
     assert!(
         Arc::ptr_eq(&evidence(&again), &evidence(&first)),
-        "the repeat was decided afresh"
+        "the repeated refusal was decided afresh"
     );
-
     let creds = credentials();
     let caller = request(&creds, &creds.token, "/orders/1");
     let kept = authorizer.decide(&snapshot, &caller, now, None);
     assert!(kept.is_allowed(), "{kept:?}");
-    for n in 0..1000 {
-        let refused = authorizer.decide(&snapshot, &anonymous(&format!("/scan/{n}")), now, None);
-        assert_eq!(reason(&refused), Some("no_credentials"));
+    for n in 1..1000 {
+        let refusal = authorizer.decide(&snapshot, &refused(&format!("/scan/{n}")), now, None);
+        assert_eq!(reason(&refusal), reason(&first));
     }
     let after = authorizer.decide(&snapshot, &caller, now, None);
     assert!(
         Arc::ptr_eq(&evidence(&after), &evidence(&kept)),
-        "unauthenticated requests pushed the caller's verdict out of the memo"
+        "refused requests pushed the caller's verdict out of the memo"
     );
-    drop((authorizer, snapshot));
+}
+
+/// Requests with no credentials at all (probes, a client that lost its token) are refused the
+/// same way every time under one snapshot, yet each repeat was decided afresh: the request
+/// copied into a `CheckInput`, identity run, evidence built, at several times a remembered
+/// allow's cost. They are now remembered, in the refusals' own memo, so that unauthenticated
+/// requests on any number of paths never push out the verdicts of the callers a worker
+/// serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_own() {
+    let (authorizer, writer) = audited_authorizer();
+    let refused = authorizer.decide(
+        &authorizer.snapshot(),
+        &probe("/", ""),
+        UnixTime::now(),
+        None,
+    );
+    assert_eq!(reason(&refused), Some("no_credentials"), "{refused:?}");
+    assert_refusals_remembered_apart(&authorizer, |path| probe(path, ""));
+    drop(authorizer);
     writer.await.unwrap().unwrap();
 }
 
@@ -581,48 +608,35 @@ async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_o
 /// kept refusal now goes to the refusals' own memo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn refusals_of_junk_certificates_never_push_out_a_callers_verdict() {
-    let (audit, writer) = AuditLog::start(
-        &tollgate::audit::AuditSettings::default(),
-        tollgate::metrics::Metrics,
-    )
-    .expect("the audit log starts");
-    let (_, snapshot) =
-        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
-    let authorizer = Authorizer::new(
-        Arc::new(SnapshotHandle::new(snapshot)),
-        Caches::new(1024, 3600),
-        audit,
-    );
-    let snapshot = authorizer.snapshot();
-    let now = UnixTime::now();
-    let evidence = |verdict: &Verdict| verdict.evidence.clone().expect("audited: evidence");
-    let creds = credentials();
-    let caller = request(&creds, &creds.token, "/orders/1");
-    let kept = authorizer.decide(&snapshot, &caller, now, None);
-    assert!(kept.is_allowed(), "{kept:?}");
-    let junk = |path: &str| CheckInput {
-        method: "GET".into(),
-        path: path.into(),
-        host: "shop.demo".into(),
-        certificate: "garbage".into(),
-        ..CheckInput::default()
-    };
-    let first = authorizer.decide(&snapshot, &junk("/scan/0"), now, None);
-    assert!(!first.is_allowed(), "{first:?}");
-    let again = authorizer.decide(&snapshot, &junk("/scan/0"), now, None);
-    assert!(
-        Arc::ptr_eq(&evidence(&again), &evidence(&first)),
-        "a final certificate refusal is still remembered"
-    );
-    for n in 1..1000 {
-        let refused = authorizer.decide(&snapshot, &junk(&format!("/scan/{n}")), now, None);
-        assert!(!refused.is_allowed());
-    }
-    let after = authorizer.decide(&snapshot, &caller, now, None);
-    assert!(
-        Arc::ptr_eq(&evidence(&after), &evidence(&kept)),
-        "refused certificates pushed the caller's verdict out of the memo"
-    );
-    drop((authorizer, snapshot));
+    let (authorizer, writer) = audited_authorizer();
+    assert_refusals_remembered_apart(&authorizer, |path| probe(path, "garbage"));
+    drop(authorizer);
     writer.await.unwrap().unwrap();
+}
+
+/// Review finding: a worker's first verdict for a query was built from the shared cache's
+/// decision, so the policy lists of the verdict its memo kept were the shared decision's, and
+/// every later hit counted references on a cache line every worker writes. Two workers
+/// deciding the same request must hold lists of their own.
+#[test]
+fn workers_remember_verdicts_that_share_no_reference_counts() {
+    let authorizer = authorizer();
+    let creds = credentials();
+    let input = request(&creds, &creds.token, "/orders/1");
+    let now = UnixTime::now();
+    let on_a_new_thread = || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| authorizer.decide(&authorizer.snapshot(), &input, now, None))
+                .join()
+                .unwrap()
+        })
+    };
+    let (first, second) = (on_a_new_thread(), on_a_new_thread());
+    assert!(first.is_allowed() && second.is_allowed(), "{first:?}");
+    assert!(!first.determining.is_empty());
+    assert!(
+        !Arc::ptr_eq(&first.determining, &second.determining),
+        "two workers' verdicts share the shared cache's lists"
+    );
 }
