@@ -360,15 +360,7 @@ async fn a_remembered_authzen_answer_is_recorded_every_time() {
         }),
         ..Default::default()
     };
-    let (audit, writer) =
-        AuditLog::start(&settings, tollgate::metrics::Metrics).expect("the audit log starts");
-    let (_, snapshot) =
-        tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
-    let authorizer = Authorizer::new(
-        Arc::new(SnapshotHandle::new(snapshot)),
-        Caches::new(1024, 3600),
-        audit,
-    );
+    let (authorizer, writer) = audited_authorizer(&settings);
     let (_, pep) = authzen_world();
     let batch = evaluations(2);
     let decided: Vec<bool> = (0..3)
@@ -517,14 +509,13 @@ fn a_certificate_not_yet_valid_is_judged_again() {
     );
 }
 
-/// An authorizer that records its decisions (so that each verdict carries its evidence), and
-/// its audit writer, to await once the authorizer is dropped.
-fn audited_authorizer() -> (Authorizer, tokio::task::JoinHandle<Result<(), String>>) {
-    let (audit, writer) = AuditLog::start(
-        &tollgate::audit::AuditSettings::default(),
-        tollgate::metrics::Metrics,
-    )
-    .expect("the audit log starts");
+/// An authorizer that records its decisions as `settings` say (so that each verdict carries
+/// its evidence), and its audit writer, to await once the authorizer is dropped.
+fn audited_authorizer(
+    settings: &tollgate::audit::AuditSettings,
+) -> (Authorizer, tokio::task::JoinHandle<Result<(), String>>) {
+    let (audit, writer) =
+        AuditLog::start(settings, tollgate::metrics::Metrics).expect("the audit log starts");
     let (_, snapshot) =
         tollgate::config::load(&tollgate::config::ConfigSource::Embedded, 1).unwrap();
     let authorizer = Authorizer::new(
@@ -589,7 +580,7 @@ fn assert_refusals_remembered_apart(authorizer: &Authorizer, refused: impl Fn(&s
 /// serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_own() {
-    let (authorizer, writer) = audited_authorizer();
+    let (authorizer, writer) = audited_authorizer(&Default::default());
     let refused = authorizer.decide(
         &authorizer.snapshot(),
         &probe("/", ""),
@@ -608,7 +599,7 @@ async fn a_request_without_credentials_is_refused_from_memory_in_a_memo_of_its_o
 /// kept refusal now goes to the refusals' own memo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn refusals_of_junk_certificates_never_push_out_a_callers_verdict() {
-    let (authorizer, writer) = audited_authorizer();
+    let (authorizer, writer) = audited_authorizer(&Default::default());
     assert_refusals_remembered_apart(&authorizer, |path| probe(path, "garbage"));
     drop(authorizer);
     writer.await.unwrap().unwrap();
