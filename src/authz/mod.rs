@@ -328,16 +328,8 @@ impl Authorizer {
                 // an allowed call from its third sighting; one sent once is copied nowhere),
                 // and a certificate's from the first (a retried expired one).
                 let refused_token = matches!(error, identity::IdentityError::Token(_));
-                let reuse = final_until.map(|until| Reuse {
-                    until,
-                    certificate: certificate && refused_token,
-                    token: false,
-                    refused_token,
-                    refused_certificate: !refused_token,
-                    unauthenticated: false,
-                });
-                // No credential at all: refused again for as long as the snapshot lasts.
                 let reuse = match error {
+                    // No credential at all: refused again for as long as the snapshot lasts.
                     identity::IdentityError::NoCredentials => Some(Reuse {
                         until: i64::MAX,
                         certificate: false,
@@ -346,7 +338,14 @@ impl Authorizer {
                         refused_certificate: false,
                         unauthenticated: true,
                     }),
-                    _ => reuse,
+                    _ => final_until.map(|until| Reuse {
+                        until,
+                        certificate: certificate && refused_token,
+                        token: false,
+                        refused_token,
+                        refused_certificate: !refused_token,
+                        unauthenticated: false,
+                    }),
                 };
                 let mut deny = Verdict::deny((&error).into(), error.to_string());
                 self.attach_evidence(snapshot, &mut deny, None, None, input);
