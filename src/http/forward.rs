@@ -10,14 +10,13 @@
 //! | `/traefik` | Traefik ForwardAuth | `X-Forwarded-Method`, `-Uri`, `-Host` |
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Response, StatusCode, http};
 
-use super::proxies::{Peer, Proxies};
+use super::proxies::{ClientAddress, Peer, Proxies};
 use crate::authz::caches::{FRONT_DOOR_KEY, key_field, request_line_inputs};
 use crate::authz::{Authorizer, Decided};
 use crate::config::TrustedProxy;
@@ -127,7 +126,7 @@ struct Original<'a> {
     method: &'a str,
     path: Cow<'a, str>,
     host: Cow<'a, str>,
-    source_ip: IpAddr,
+    address: ClientAddress<'a>,
     headers: &'a HeaderMap,
 }
 
@@ -209,7 +208,7 @@ impl<'a> Original<'a> {
             method,
             path,
             host,
-            source_ip: proxies.client_ip(proxy, peer, headers),
+            address: proxies.client_address(proxy, peer, headers),
             headers,
         })
     }
@@ -228,13 +227,9 @@ impl<'a> Original<'a> {
             Some((at, _)) => key_field(out, &(at as u64).to_le_bytes()),
         }
         proxies.key_credentials(self.headers, out);
-        request_line_inputs(
-            self.method,
-            &self.path,
-            &self.host,
-            Some(self.source_ip),
-            out,
-        );
+        // The client address as the bytes it is read from, parsed only on a miss.
+        request_line_inputs(self.method, &self.path, &self.host, None, out);
+        self.address.key(out);
     }
 
     /// The request as the pipeline reads it, with the forwarded certificate as PEM (the one
@@ -263,7 +258,7 @@ impl<'a> Original<'a> {
                 input.insert_header(name.as_str(), value);
             }
         }
-        input.set_source_ip(self.source_ip);
+        input.set_source_ip(self.address.ip());
         Ok(input)
     }
 }
