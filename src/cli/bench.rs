@@ -149,6 +149,24 @@ enum Flood {
     Tokens,
 }
 
+/// The CPU model and how many CPUs this process may use: a ratio to the floor depends on the
+/// machine (how much of a request is the kernel's), so a figure is quoted with it.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .filter(|model| !model.is_empty())
+        .unwrap_or_else(|| "CPU model unknown".to_owned());
+    match std::thread::available_parallelism() {
+        Ok(cpus) => format!("{model}, {cpus} CPUs"),
+        Err(_) => model,
+    }
+}
+
 async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.write_request.is_some() && !(args.http || args.authzen) {
         return Err("--write-request writes an HTTP request: add --http or --authzen".into());
@@ -198,6 +216,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     println!(
         "mode: {mode:?} over {connections} connection(s), warmup {warmup:?}, duration {duration:?}, {what}"
     );
+    println!("machine: {}", machine());
     let times = (warmup, duration);
 
     let floor = if args.baseline {
@@ -479,6 +498,7 @@ async fn bench_http(args: BenchArgs) -> Result<(), String> {
         "mode: closed loop, {concurrency} HTTP/1.1 connection(s), warmup {warmup:?}, duration \
          {duration:?}, {what}"
     );
+    println!("machine: {}", machine());
     let times = (warmup, duration);
     let floor = if args.baseline {
         let floor = Floor::start(if args.json_floor {

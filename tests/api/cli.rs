@@ -728,6 +728,12 @@ fn bench_drives_a_running_server_and_reports_against_the_baseline() {
     let text = stdout(&open);
     assert_eq!(open.status.code(), Some(0), "{text}");
     assert!(text.contains("mode: Open { rate: 200 }"), "{text}");
+    // The figures are quoted with the machine they were taken on.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("machine: ") && l.ends_with(" CPUs")),
+        "{text}"
+    );
     let answered: u64 = text
         .lines()
         .find(|l| l.starts_with("tollgate: "))
