@@ -289,13 +289,15 @@ impl Authorizer {
         }
         Ok(Pep {
             snapshot,
-            authenticated,
             now,
             resource: Resource {
-                type_name: Arc::from(""),
+                // Each evaluation's replaces it; until then the gate's empty type, shared
+                // rather than allocated on every call.
+                type_name: authenticated.gate.resource.type_name.clone(),
                 id: String::new(),
                 attrs: Vec::new(),
             },
+            authenticated,
             actor: None,
             last: clock::started(),
             gathered: None,
