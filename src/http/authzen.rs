@@ -642,13 +642,10 @@ fn pep_key(
     }
     proxies.key_credentials(&parts.headers, out);
     let host = pep_host(parts);
+    let source_ip = proxies.client_ip(proxy.map(|(_, p)| p), peer, &parts.headers);
     // The whole path: the context reads it as it is.
     key_field(out, parts.uri.path().as_bytes());
-    // The client address as the bytes it is read from, parsed only on a miss.
-    request_line_inputs(parts.method.as_str(), "", host, None, out);
-    proxies
-        .client_address(proxy.map(|(_, p)| p), peer, &parts.headers)
-        .key(out);
+    request_line_inputs(parts.method.as_str(), "", host, Some(source_ip), out);
 }
 
 /// The host of a call: `:authority`, or a textual `Host`; borrowed, as every call keys on it.

@@ -10,13 +10,14 @@
 //! | `/traefik` | Traefik ForwardAuth | `X-Forwarded-Method`, `-Uri`, `-Host` |
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Response, StatusCode, http};
 
-use super::proxies::{ClientAddress, Peer, Proxies};
+use super::proxies::{Peer, Proxies};
 use crate::authz::caches::{FRONT_DOOR_KEY, key_field, request_line_inputs};
 use crate::authz::{Authorizer, Decided};
 use crate::config::TrustedProxy;
@@ -126,7 +127,7 @@ struct Original<'a> {
     method: &'a str,
     path: Cow<'a, str>,
     host: Cow<'a, str>,
-    address: ClientAddress<'a>,
+    source_ip: IpAddr,
     headers: &'a HeaderMap,
 }
 
@@ -208,7 +209,7 @@ impl<'a> Original<'a> {
             method,
             path,
             host,
-            address: proxies.client_address(proxy, peer, headers),
+            source_ip: proxies.client_ip(proxy, peer, headers),
             headers,
         })
     }
@@ -227,9 +228,13 @@ impl<'a> Original<'a> {
             Some((at, _)) => key_field(out, &(at as u64).to_le_bytes()),
         }
         proxies.key_credentials(self.headers, out);
-        // The client address as the bytes it is read from, parsed only on a miss.
-        request_line_inputs(self.method, &self.path, &self.host, None, out);
-        self.address.key(out);
+        request_line_inputs(
+            self.method,
+            &self.path,
+            &self.host,
+            Some(self.source_ip),
+            out,
+        );
     }
 
     /// The request as the pipeline reads it, with the forwarded certificate as PEM (the one
@@ -258,7 +263,7 @@ impl<'a> Original<'a> {
                 input.insert_header(name.as_str(), value);
             }
         }
-        input.set_source_ip(self.address.ip());
+        input.set_source_ip(self.source_ip);
         Ok(input)
     }
 }
@@ -709,6 +714,33 @@ mod tests {
         ] {
             assert_ne!(other, key, "{what}");
         }
+    }
+
+    /// Replicas of one trusted proxy forwarding one client's request share its key, so the
+    /// caller's verdict is remembered once, not once per replica; the address each connection
+    /// has decides only when the forwarded one is not an address.
+    #[test]
+    fn replicas_of_a_proxy_share_a_callers_key() {
+        let proxies = crate::http::proxies::testing::edge();
+        let first = Peer::plain("127.0.0.1:5000".parse().unwrap());
+        let second = Peer::plain("127.0.0.2:5000".parse().unwrap());
+        let forwarded = |client: &'static str| {
+            [
+                ("authorization", "Bearer a"),
+                ("client-cert", ":AAAA:"),
+                ("x-forwarded-for", client),
+            ]
+        };
+        let client = forwarded("203.0.113.7");
+        assert_eq!(
+            key_of(&proxies, &first, "/orders/1", &client),
+            key_of(&proxies, &second, "/orders/1", &client)
+        );
+        let junk = forwarded("unknown");
+        assert_ne!(
+            key_of(&proxies, &first, "/orders/1", &junk),
+            key_of(&proxies, &second, "/orders/1", &junk)
+        );
     }
 
     /// Two proxies may share a name (it is for logs) but not a key: their conventions read the
