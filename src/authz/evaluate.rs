@@ -291,8 +291,8 @@ impl Authorizer {
             snapshot,
             now,
             resource: Resource {
-                // Each evaluation's replaces it; until then the gate's empty type, shared
-                // rather than allocated on every call.
+                // Replaced by each evaluation's resource; until then the gate's empty type,
+                // shared rather than allocated on every call.
                 type_name: authenticated.gate.resource.type_name.clone(),
                 id: String::new(),
                 attrs: Vec::new(),

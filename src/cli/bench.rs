@@ -149,21 +149,37 @@ enum Flood {
     Tokens,
 }
 
-/// The CPU model and how many CPUs this process may use: a ratio to the floor depends on the
-/// machine (how much of a request is the kernel's), so a figure is quoted with it.
+/// The machine's CPU model and how many CPUs it has online (not how many this process may
+/// use: the server runs apart from it): a ratio to the floor depends on the machine (how much
+/// of a request is the kernel's), so a figure is quoted with it.
 fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, model)| model.trim())
         .filter(|model| !model.is_empty())
-        .unwrap_or_else(|| "CPU model unknown".to_owned());
-    match std::thread::available_parallelism() {
-        Ok(cpus) => format!("{model}, {cpus} CPUs"),
-        Err(_) => model,
+        .map_or_else(
+            || {
+                format!(
+                    "{} (no model name in /proc/cpuinfo)",
+                    std::env::consts::ARCH
+                )
+            },
+            str::to_owned,
+        );
+    let online = info
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    let cpus = match online {
+        0 => std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        n => n,
+    };
+    match cpus {
+        0 => model,
+        1 => format!("{model}, 1 CPU"),
+        n => format!("{model}, {n} CPUs"),
     }
 }
 
