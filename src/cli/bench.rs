@@ -149,9 +149,10 @@ enum Flood {
     Tokens,
 }
 
-/// The machine's CPU model and how many CPUs it has online (not how many this process may
-/// use: the server runs apart from it): a ratio to the floor depends on the machine (how much
-/// of a request is the kernel's), so a figure is quoted with it.
+/// The CPU model and the CPUs `/proc/cpuinfo` lists (the host's, even in a container with a
+/// CPU quota), else how many this process may use: a ratio to the floor depends on the
+/// machine (how much of a request is the kernel's), so a figure is quoted with it. It is the
+/// machine `tollgate bench` runs on, the server's too when both run on one, as on loopback.
 fn machine() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = info

@@ -930,6 +930,31 @@ mod tests {
         );
     }
 
+    /// Replicas of one trusted proxy forwarding one PEP's calls share its key: the PEP is
+    /// authenticated once per worker, not once per replica.
+    #[test]
+    fn replicas_of_a_proxy_share_a_peps_key() {
+        let proxies = crate::http::proxies::testing::edge();
+        let headers = [
+            ("host", "pdp.demo"),
+            ("client-cert", ":AAAA:"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        let from = |addr: &str| Peer::plain(addr.parse().unwrap());
+        assert_eq!(
+            key(
+                &proxies,
+                &from("127.0.0.1:5000"),
+                &parts(EVALUATION, &headers)
+            ),
+            key(
+                &proxies,
+                &from("127.0.0.2:5000"),
+                &parts(EVALUATION, &headers)
+            )
+        );
+    }
+
     /// A PEP authenticated once is remembered for its key; a refusal is not.
     #[test]
     fn a_pep_is_authenticated_once_per_key() {

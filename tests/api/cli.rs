@@ -423,6 +423,10 @@ fn bench_drives_the_http_doors_against_their_floor() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.contains("baseline (do-nothing HTTP"), "{door}: {text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("machine: ")),
+            "{door}: {text}"
+        );
         let line = text.lines().find(|l| l.starts_with("tollgate: ")).unwrap();
         assert!(line.contains(", 0 errors;"), "{door}: {line}");
         let counts = line.split(" (").nth(1).unwrap();
