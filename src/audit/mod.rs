@@ -625,27 +625,24 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &[Event], buf: &mut Vec<u8>) {
-        // A busy caller repeating a request makes runs of decisions the inventory and the
-        // signals cannot tell apart; each run is reduced once, with its count.
-        let mut alike = Alike::default();
-        let runs: Vec<&[Event]> = batch.chunk_by(|a, b| alike.test(a, b)).collect();
-        let users: Vec<_> = runs
+        // A busy caller repeating its calls makes decisions the inventory and the signals
+        // cannot tell apart; each group of them is reduced once, with its count.
+        let Groups { groups, of } = Groups::of(batch);
+        let users: Vec<_> = groups
             .iter()
-            .map(|run| {
-                run.first()
+            .map(|&(first, _)| {
+                batch
+                    .get(first)
                     .and_then(|event| ocsf::user(event.evidence, self.options))
             })
             .collect();
         // With no sink the records feed the inventory and the signals alone: writing them out
         // would be work for nobody.
         let sinks = self.file.is_some() || self.stdout || self.otlp.is_some();
-        let each = runs
-            .iter()
-            .zip(&users)
-            .flat_map(|(run, user)| run.iter().map(move |event| (event, user)));
-        for (event, user) in each.filter(|_| sinks) {
+        for (event, group) in batch.iter().zip(&of).filter(|_| sinks) {
             let start = buf.len();
-            ocsf::write_line(buf, event, user.as_deref(), self.options);
+            let user = users.get(*group).and_then(Option::as_deref);
+            ocsf::write_line(buf, event, user, self.options);
             if let Some(otlp) = &self.otlp
                 && let Some(line) = buf.get(start..buf.len().saturating_sub(1))
                 && let Ok(line) = std::str::from_utf8(line)
@@ -665,11 +662,13 @@ impl Writer {
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut policies: Vec<&str> = Vec::new();
-        for (run, user) in runs.iter().zip(&users) {
-            let Some(event) = run.first() else { continue };
+        for (&(first, count), user) in groups.iter().zip(&users) {
+            let Some(event) = batch.get(first) else {
+                continue;
+            };
             policies.clear();
             policies.extend(event.evidence.determining.iter().map(String::as_str));
-            inventory.observe_repeated(&observation(event, user.as_deref()), count(run), &policies);
+            inventory.observe_repeated(&observation(event, user.as_deref()), count, &policies);
         }
         drop(inventory);
         let mut findings = Vec::new();
@@ -678,10 +677,12 @@ impl Writer {
                 Ok(signals) => signals,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            for (run, user) in runs.iter().zip(&users) {
-                let Some(event) = run.first() else { continue };
+            for (&(first, count), user) in groups.iter().zip(&users) {
+                let Some(event) = batch.get(first) else {
+                    continue;
+                };
                 let o = observation(event, user.as_deref());
-                signals.observe_repeated(&o, count(run), &mut findings);
+                signals.observe_repeated(&o, count, &mut findings);
             }
             self.metrics.signals_evicted(signals.evicted());
         }
@@ -732,41 +733,75 @@ impl Writer {
     }
 }
 
-/// Tells whether the inventory and the signals see two events alike: made in the same
-/// millisecond, with the same evidence, or evidence that makes the same observation of the
-/// same user with the same determining policies. A repeated caller's decisions share one
-/// evidence per worker thread, and the workers' records interleave: evidence found alike
-/// once is remembered, so each is compared by content once, not at every turn.
-#[derive(Default)]
-struct Alike<'e> {
-    /// Evidence all alike to one another (by address).
-    known: Vec<&'e Evidence>,
+/// A batch's decisions as the inventory and the signals see them: decisions made in one
+/// millisecond that make the same observation (one evidence, or evidence of the same caller,
+/// call, outcome, user and determining policies) are one group, observed once with its count.
+///
+/// A repeated caller's decisions share one evidence per worker thread, but the workers'
+/// records interleave, and so do a caller's different calls (each connection its own turn of
+/// a few requests): runs of neighbours alone left a busy writer observing nearly every
+/// decision by itself. Order within a millisecond is not something the signals' windows can
+/// see; groups keep the order of their first decisions, so what a first decision sets off
+/// (a pair first seen, then first allowed) is set off as before.
+struct Groups {
+    /// Each group's first decision (its place in the batch) and how many it holds.
+    groups: Vec<(usize, u64)>,
+    /// Each decision's group.
+    of: Vec<usize>,
 }
 
-impl<'e> Alike<'e> {
-    /// Most evidence remembered: past it, content is compared (a bound on the search).
-    const KNOWN: usize = 8;
+impl Groups {
+    /// Groups of a millisecond compared by content with evidence not seen before in it, the
+    /// latest first: past them, a new group (a bound on the search when one millisecond holds
+    /// many different callers).
+    const LOOK: usize = 8;
+    /// Evidence remembered by address per millisecond, so each is compared by content once.
+    const SEEN: usize = 32;
 
-    fn test(&mut self, a: &Event<'e>, b: &Event<'e>) -> bool {
-        if a.time_ms != b.time_ms {
-            return false;
+    fn of(batch: &[Event]) -> Self {
+        let mut groups: Vec<(usize, u64)> = Vec::new();
+        let mut of = Vec::with_capacity(batch.len());
+        let mut seen: Vec<(*const Evidence, usize)> = Vec::new();
+        // The millisecond being gathered (events come in the order they were decided) and
+        // its first group.
+        let mut millisecond = None;
+        let mut first_of_millisecond = 0;
+        for (at, event) in batch.iter().enumerate() {
+            if millisecond != Some(event.time_ms) {
+                millisecond = Some(event.time_ms);
+                seen.clear();
+                first_of_millisecond = groups.len();
+            }
+            let address = std::ptr::from_ref(event.evidence);
+            let known = seen.iter().find(|(a, _)| *a == address).map(|&(_, g)| g);
+            let group = known.or_else(|| {
+                let alike = groups
+                    .iter()
+                    .enumerate()
+                    .skip(first_of_millisecond)
+                    .rev()
+                    .take(Self::LOOK)
+                    .find(|(_, (first, _))| {
+                        batch
+                            .get(*first)
+                            .is_some_and(|f| same_observation(f.evidence, event.evidence))
+                    })
+                    .map(|(group, _)| group);
+                let group = alike.unwrap_or_else(|| {
+                    groups.push((at, 0));
+                    groups.len() - 1
+                });
+                if seen.len() < Self::SEEN {
+                    seen.push((address, group));
+                }
+                Some(group)
+            });
+            if let Some((_, count)) = group.and_then(|g| groups.get_mut(g)) {
+                *count += 1;
+            }
+            of.push(group.unwrap_or(0));
         }
-        let known = |e: &Evidence| self.known.iter().any(|k| std::ptr::eq(*k, e));
-        if std::ptr::eq(a.evidence, b.evidence) || (known(a.evidence) && known(b.evidence)) {
-            return true;
-        }
-        if !same_observation(a.evidence, b.evidence) {
-            self.known.clear();
-            return false;
-        }
-        if !known(a.evidence) {
-            self.known.clear();
-            self.known.push(a.evidence);
-        }
-        if self.known.len() < Self::KNOWN {
-            self.known.push(b.evidence);
-        }
-        true
+        Self { groups, of }
     }
 }
 
@@ -777,11 +812,6 @@ fn same_observation(a: &Evidence, b: &Evidence) -> bool {
         observation_of(e, 0, e.actor.as_ref().and_then(|a| a.user.as_deref()))
     }
     a.determining == b.determining && at_zero(a) == at_zero(b)
-}
-
-/// How many decisions `run` holds.
-fn count(run: &[Event]) -> u64 {
-    u64::try_from(run.len()).unwrap_or(u64::MAX)
 }
 
 /// What the inventory needs of one event.
@@ -975,11 +1005,12 @@ mod tests {
         }
     }
 
-    /// Runs for the inventory and the signals: two workers' copies of one caller's evidence
-    /// interleave in one run; another outcome, another user, other determining policies or
-    /// another millisecond start a new one.
+    /// Groups for the inventory and the signals: in one millisecond, two workers' copies of
+    /// one caller's evidence gather into one group even with other decisions between them;
+    /// another outcome, another user, other determining policies or another millisecond make
+    /// a group of their own. Groups keep the order of their first decisions.
     #[test]
-    fn runs_hold_the_decisions_the_inventory_cannot_tell_apart() {
+    fn groups_hold_the_decisions_the_inventory_cannot_tell_apart() {
         let (a, a_copy) = (acting_for("alice"), acting_for("alice"));
         let bob = acting_for("bob");
         let allowed = Evidence {
@@ -1006,19 +1037,82 @@ mod tests {
             at(2, &a_copy),
             at(2, &a),
         ];
-        let mut alike = Alike::default();
-        let runs: Vec<usize> = batch
-            .chunk_by(|x, y| alike.test(x, y))
-            .map(<[Event]>::len)
-            .collect();
-        assert_eq!(runs, [4, 1, 1, 1, 1, 2, 2]);
+        let Groups { groups, of } = Groups::of(&batch);
+        assert_eq!(groups, [(0, 5), (4, 1), (6, 3), (7, 1), (8, 2)]);
+        assert_eq!(of, [0, 0, 0, 0, 1, 0, 2, 3, 4, 4, 2, 2]);
     }
 
-    /// Review finding: nothing checked how the writer uses its runs. Every decision of a run
-    /// is still a line of its own on the sinks (its own decision id), the inventory counts
-    /// every decision, and each run's user is its own (pseudonymised) user.
+    /// A millisecond of many different callers: content is compared with the latest
+    /// [`Groups::LOOK`] groups only, so an evidence alike to an older one starts a group of its
+    /// own (observed twice, never lost); the same evidence again is still known by address.
     #[test]
-    fn a_run_is_counted_whole_and_every_decision_in_it_is_written() {
+    fn a_crowded_millisecond_bounds_the_search_and_counts_everything() {
+        let users: Vec<Evidence> = (0..Groups::LOOK + 2)
+            .map(|i| acting_for(&format!("user-{i}")))
+            .collect();
+        let first_again = acting_for("user-0");
+        let mut batch: Vec<Event> = users.iter().map(|e| at(1, e)).collect();
+        batch.push(at(1, &first_again));
+        batch.push(at(1, &users[0]));
+        let Groups { groups, of } = Groups::of(&batch);
+        assert_eq!(groups.len(), Groups::LOOK + 3, "{groups:?}");
+        assert_eq!(
+            groups.iter().map(|(_, n)| n).sum::<u64>(),
+            batch.len() as u64
+        );
+        assert_eq!(
+            groups.first(),
+            Some(&(0, 2)),
+            "the same evidence, by address"
+        );
+        assert_eq!(of.last(), Some(&0));
+        assert_eq!(of.get(Groups::LOOK + 2), Some(&(Groups::LOOK + 2)));
+    }
+
+    /// The signals judge a batch gathered into groups as they judge its decisions one by one:
+    /// two users' denials interleaved in one millisecond set off one burst, with the same
+    /// count, as they would alone.
+    #[test]
+    fn groups_set_off_what_each_decision_would() {
+        let settings = SignalSettings {
+            burst_denials: 5,
+            ..SignalSettings::default()
+        };
+        let (alice, bob) = (acting_for("alice"), acting_for("bob"));
+        let batch: Vec<Event> = (0..10)
+            .map(|i| at(7, if i % 2 == 0 { &alice } else { &bob }))
+            .collect();
+        let shared = Shared::new(Vec::new(), 10, Signals::new(settings.clone(), None));
+        let mut writer = Writer {
+            pending: Arc::new(Pending::new(16)),
+            file: None,
+            stdout: false,
+            otlp: None,
+            options: RecordOptions::default(),
+            shared: shared.clone(),
+            metrics: Metrics,
+        };
+        writer.write_batch(&batch, &mut Vec::new());
+        let mut alone = Signals::new(settings, None);
+        let mut findings = Vec::new();
+        for event in &batch {
+            let user = event
+                .evidence
+                .actor
+                .as_ref()
+                .and_then(|a| a.user.as_deref());
+            alone.observe(&observation(event, user), &mut findings);
+        }
+        let grouped = shared.signals.lock().unwrap().recent("spiffe://x/app");
+        assert_eq!(grouped.len(), 1, "{grouped:?}");
+        assert_eq!(grouped, alone.recent("spiffe://x/app"));
+    }
+
+    /// Review finding: nothing checked how the writer uses its groups. Every decision of a
+    /// group is still a line of its own on the sinks (its own decision id), the inventory
+    /// counts every decision, and each group's user is its own (pseudonymised) user.
+    #[test]
+    fn a_group_is_counted_whole_and_every_decision_in_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut writer = Writer {
