@@ -202,7 +202,7 @@ pub const MAX_BUCKETS: usize = 240;
 pub const MIN_BUCKET_MS: u64 = 60_000;
 
 /// One decision, as a summary needs it (borrowed from an audit record or a live event).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Observation<'a> {
     /// Unix milliseconds.
     pub time_ms: u64,
@@ -372,7 +372,8 @@ pub struct IdentitySummary {
     /// identities (see [`PairNames`]).
     #[serde(default, skip_serializing_if = "Pairs::is_empty")]
     pub used: Pairs,
-    /// When the credentials it presented last expire, Unix milliseconds.
+    /// When the credentials it presented last expire, Unix milliseconds (the nearest, when it
+    /// presented several in its last millisecond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_ms: Option<i64>,
     #[serde(skip)]
@@ -631,10 +632,15 @@ impl IdentitySummary {
         if self.calls == 0 {
             self.first_seen_ms = o.time_ms;
         }
-        if let Some(at) = o.expires_ms
-            && (o.time_ms >= self.last_seen_ms || self.expiry_ms.is_none())
-        {
-            self.expiry_ms = Some(at);
+        if let Some(at) = o.expires_ms {
+            self.expiry_ms = Some(match self.expiry_ms {
+                // Within one millisecond, whose decisions the audit writer may take in
+                // another order (see `audit::Groups`), the nearest is kept.
+                Some(kept) if o.time_ms == self.last_seen_ms => kept.min(at),
+                Some(kept) if o.time_ms < self.last_seen_ms => kept,
+                // The latest decision's credentials.
+                _ => at,
+            });
         }
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
@@ -718,10 +724,12 @@ impl IdentitySummary {
         if self.trust_domain.is_none() {
             self.trust_domain = other.trust_domain.clone();
         }
-        if other.expiry_ms.is_some()
-            && (other.last_seen_ms >= self.last_seen_ms || self.expiry_ms.is_none())
-        {
-            self.expiry_ms = other.expiry_ms;
+        if let Some(theirs) = other.expiry_ms {
+            self.expiry_ms = Some(match self.expiry_ms {
+                Some(ours) if other.last_seen_ms == self.last_seen_ms => ours.min(theirs),
+                Some(ours) if other.last_seen_ms < self.last_seen_ms => ours,
+                _ => theirs,
+            });
         }
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
@@ -1327,6 +1335,29 @@ mod tests {
             summary.observe(&o, &[]);
         }
         assert_eq!(summary.identities["a"].expiry_ms, Some(9_000));
+    }
+
+    /// Two credentials in one millisecond (two replicas, one rotated): the nearest expiry,
+    /// whichever the writer took first, observed or merged.
+    #[test]
+    fn credentials_of_one_millisecond_give_the_nearest_expiry_in_any_order() {
+        let at = |expires_ms| Observation {
+            expires_ms: Some(expires_ms),
+            ..call(5_000, "a", "read", true)
+        };
+        for order in [[9_000, 7_000], [7_000, 9_000]] {
+            let mut summary = Summary::default();
+            order.into_iter().for_each(|e| summary.observe(&at(e), &[]));
+            assert_eq!(summary.identities["a"].expiry_ms, Some(7_000), "{order:?}");
+            let [first, second] = order.map(|e| {
+                let mut one = Summary::default();
+                one.observe(&at(e), &[]);
+                one
+            });
+            let mut merged = first;
+            merged.merge(&second);
+            assert_eq!(merged.identities["a"].expiry_ms, Some(7_000), "{order:?}");
+        }
     }
 
     #[test]
