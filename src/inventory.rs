@@ -373,9 +373,13 @@ pub struct IdentitySummary {
     #[serde(default, skip_serializing_if = "Pairs::is_empty")]
     pub used: Pairs,
     /// When the credentials it presented last expire, Unix milliseconds (the nearest, when it
-    /// presented several in its last millisecond).
+    /// presented several in that millisecond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_ms: Option<i64>,
+    /// The millisecond of the decision `expiry_ms` came from: a call without an expiry moves
+    /// `last_seen_ms`, not this. Not written out; a summary read back uses `last_seen_ms`.
+    #[serde(skip)]
+    pub expiry_seen_ms: Option<u64>,
     #[serde(skip)]
     last_issuer: LastAdded,
     #[serde(skip)]
@@ -633,14 +637,7 @@ impl IdentitySummary {
             self.first_seen_ms = o.time_ms;
         }
         if let Some(at) = o.expires_ms {
-            self.expiry_ms = Some(match self.expiry_ms {
-                // Within one millisecond, whose decisions the audit writer may take in
-                // another order (see `audit::Groups`), the nearest is kept.
-                Some(kept) if o.time_ms == self.last_seen_ms => kept.min(at),
-                Some(kept) if o.time_ms < self.last_seen_ms => kept,
-                // The latest decision's credentials.
-                _ => at,
-            });
+            self.keep_expiry(at, o.time_ms);
         }
         self.first_seen_ms = self.first_seen_ms.min(o.time_ms);
         self.last_seen_ms = self.last_seen_ms.max(o.time_ms);
@@ -709,6 +706,19 @@ impl IdentitySummary {
         );
     }
 
+    /// Keeps `at`, the expiry of credentials presented at `time_ms`, if they are the latest
+    /// presented; within one millisecond, whose decisions the audit writer may take in another
+    /// order (see `audit::Groups`), the nearest expiry.
+    fn keep_expiry(&mut self, at: i64, time_ms: u64) {
+        let kept_at = self.expiry_seen_ms.unwrap_or(self.last_seen_ms);
+        let (expiry, seen) = match self.expiry_ms {
+            Some(kept) if time_ms == kept_at => (kept.min(at), kept_at),
+            Some(kept) if time_ms < kept_at => (kept, kept_at),
+            _ => (at, time_ms),
+        };
+        (self.expiry_ms, self.expiry_seen_ms) = (Some(expiry), Some(seen));
+    }
+
     /// Adds `other`'s decisions to this one.
     pub fn merge(&mut self, other: &Self) {
         if self.calls == 0 {
@@ -725,11 +735,7 @@ impl IdentitySummary {
             self.trust_domain = other.trust_domain.clone();
         }
         if let Some(theirs) = other.expiry_ms {
-            self.expiry_ms = Some(match self.expiry_ms {
-                Some(ours) if other.last_seen_ms == self.last_seen_ms => ours.min(theirs),
-                Some(ours) if other.last_seen_ms < self.last_seen_ms => ours,
-                _ => theirs,
-            });
+            self.keep_expiry(theirs, other.expiry_seen_ms.unwrap_or(other.last_seen_ms));
         }
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
@@ -1335,6 +1341,29 @@ mod tests {
             summary.observe(&o, &[]);
         }
         assert_eq!(summary.identities["a"].expiry_ms, Some(9_000));
+    }
+
+    /// Review finding: the nearest expiry was kept against the identity's last-seen
+    /// millisecond, which a call without credentials' expiry (app-only, no token) moves too:
+    /// a token refreshed in that millisecond then left the old one's expiry, observed or merged.
+    #[test]
+    fn a_call_without_an_expiry_does_not_hold_back_the_next_credentials() {
+        let token = |time_ms, expires_ms| Observation {
+            expires_ms: Some(expires_ms),
+            ..call(time_ms, "a", "read", true)
+        };
+        let mut summary = Summary::default();
+        summary.observe(&token(1, 9_000), &[]);
+        summary.observe(&call(2, "a", "list", true), &[]);
+        summary.observe(&token(2, 12_000), &[]);
+        assert_eq!(summary.identities["a"].expiry_ms, Some(12_000));
+        let mut earlier = Summary::default();
+        earlier.observe(&token(1, 9_000), &[]);
+        earlier.observe(&call(2, "a", "list", true), &[]);
+        let mut later = Summary::default();
+        later.observe(&token(2, 12_000), &[]);
+        earlier.merge(&later);
+        assert_eq!(earlier.identities["a"].expiry_ms, Some(12_000));
     }
 
     /// Two credentials in one millisecond (two replicas, one rotated): the nearest expiry,

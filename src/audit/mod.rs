@@ -743,9 +743,9 @@ impl Writer {
 /// itself. Groups keep the order of their first decisions, so what a first decision sets off
 /// (a pair first seen, then first allowed; a user, an issuer) is set off as before, and
 /// counts, spikes and sheds come out the same. What only the order inside one millisecond
-/// decides may differ: which denial a burst names as its latest, a near-expiry report when
-/// replicas alternate certificates within the millisecond, and the order of the batch's
-/// findings.
+/// decides may differ: which denial a burst names as its latest, how many near-expiry or
+/// lifetime reports a caller alternating credentials within the millisecond gets (each
+/// switch is one; gathered, there are fewer switches), and the order of the batch's findings.
 struct Groups {
     /// Each group's first decision (its place in the batch) and how many it holds.
     groups: Vec<(usize, u64)>,
