@@ -377,8 +377,9 @@ pub struct IdentitySummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_ms: Option<i64>,
     /// The millisecond of the decision `expiry_ms` came from: a call without an expiry moves
-    /// `last_seen_ms`, not this. Not written out; a summary read back uses `last_seen_ms`.
-    #[serde(skip)]
+    /// `last_seen_ms`, not this. Written out so that merged summaries keep the latest
+    /// credentials' expiry as one read would; a summary saved without it uses `last_seen_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_seen_ms: Option<u64>,
     #[serde(skip)]
     last_issuer: LastAdded,
@@ -1362,8 +1363,19 @@ mod tests {
         earlier.observe(&call(2, "a", "list", true), &[]);
         let mut later = Summary::default();
         later.observe(&token(2, 12_000), &[]);
-        earlier.merge(&later);
-        assert_eq!(earlier.identities["a"].expiry_ms, Some(12_000));
+        let mut merged = earlier.clone();
+        merged.merge(&later);
+        assert_eq!(merged.identities["a"].expiry_ms, Some(12_000));
+        let mut merged = later.clone();
+        merged.merge(&earlier);
+        assert_eq!(merged.identities["a"].expiry_ms, Some(12_000));
+        // Saved (`--save-summary`) and read back (`report merge`): the same.
+        let saved = |s: &Summary| -> Summary {
+            serde_json::from_str(&serde_json::to_string(s).unwrap()).unwrap()
+        };
+        let mut merged = saved(&earlier);
+        merged.merge(&saved(&later));
+        assert_eq!(merged.identities["a"].expiry_ms, Some(12_000));
     }
 
     /// Two credentials in one millisecond (two replicas, one rotated): the nearest expiry,
