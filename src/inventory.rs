@@ -707,11 +707,16 @@ impl IdentitySummary {
         );
     }
 
+    /// The millisecond `expiry_ms` came from; for a summary saved without it, its last-seen.
+    fn expiry_seen(&self) -> u64 {
+        self.expiry_seen_ms.unwrap_or(self.last_seen_ms)
+    }
+
     /// Keeps `at`, the expiry of credentials presented at `time_ms`, if they are the latest
     /// presented; within one millisecond, whose decisions the audit writer may take in another
     /// order (see `audit::Groups`), the nearest expiry.
     fn keep_expiry(&mut self, at: i64, time_ms: u64) {
-        let kept_at = self.expiry_seen_ms.unwrap_or(self.last_seen_ms);
+        let kept_at = self.expiry_seen();
         let (expiry, seen) = match self.expiry_ms {
             Some(kept) if time_ms == kept_at => (kept.min(at), kept_at),
             Some(kept) if time_ms < kept_at => (kept, kept_at),
@@ -736,7 +741,7 @@ impl IdentitySummary {
             self.trust_domain = other.trust_domain.clone();
         }
         if let Some(theirs) = other.expiry_ms {
-            self.keep_expiry(theirs, other.expiry_seen_ms.unwrap_or(other.last_seen_ms));
+            self.keep_expiry(theirs, other.expiry_seen());
         }
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);

@@ -808,20 +808,23 @@ impl Groups {
     }
 }
 
-/// A hash of what [`same_observation`] compares.
-fn observation_hash(e: &Evidence) -> u64 {
-    use std::hash::BuildHasher;
+/// What the inventory and the signals see of `e` at any one time: its observation (the raw
+/// user in place of its pseudonym) and its determining policies. Two evidences alike are two
+/// with equal keys; [`observation_hash`] hashes this same key, so alike means one hash.
+fn alike_key(e: &Evidence) -> (Observation<'_>, &[String]) {
     let user = e.actor.as_ref().and_then(|a| a.user.as_deref());
-    foldhash::fast::FixedState::default().hash_one((observation_of(e, 0, user), &e.determining))
+    (observation_of(e, 0, user), &e.determining)
 }
 
-/// Whether `a` and `b` make the same observation ([`observation`], the raw user in place of
-/// its pseudonym) with the same determining policies, at any one time.
+/// A hash of [`alike_key`].
+fn observation_hash(e: &Evidence) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(alike_key(e))
+}
+
+/// Whether `a` and `b` make the same observation with the same determining policies.
 fn same_observation(a: &Evidence, b: &Evidence) -> bool {
-    fn at_zero(e: &Evidence) -> Observation<'_> {
-        observation_of(e, 0, e.actor.as_ref().and_then(|a| a.user.as_deref()))
-    }
-    a.determining == b.determining && at_zero(a) == at_zero(b)
+    alike_key(a) == alike_key(b)
 }
 
 /// What the inventory needs of one event.
